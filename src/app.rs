@@ -1,0 +1,150 @@
+//! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::policy::{self, Memory, Rules};
+use crate::render::{self, Details, Identity};
+use crate::report::Endpoint;
+use crate::server::{self, Limits};
+use crate::signals::{self, Sink};
+
+fn identity(config: &Config) -> Identity {
+    Identity {
+        service_id: config.server.service_id.clone(),
+        description: config.server.description.clone(),
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        configuration = %serde_json::to_string(&config).unwrap_or_default(),
+        "starting klutch-health {}", env!("CARGO_PKG_VERSION")
+    );
+    let token = config.token()?;
+    let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::new());
+    let sink = Sink::default();
+    signals::start(&config, &sink, &metrics).await;
+    let (engine, latest) = Engine::new(rules, identity(&config), sink, metrics.clone());
+    tokio::spawn(engine.run());
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    let state = Arc::new(server::State::new(
+        latest,
+        metrics,
+        identity(&config),
+        config.server.details,
+        token,
+    ));
+    server::serve(
+        listener,
+        state,
+        Limits::from(&config.server),
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Output format of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Evaluates `endpoint` once, after every signal's first observation or `wait`, whichever comes first;
+/// prints the verbose report and returns exit code 0 (pass) or 1 (fail). Flap damping needs history that
+/// one evaluation does not have, so `fail_after` and `pass_after` do not apply here.
+pub async fn check(
+    mut config: Config,
+    endpoint: Endpoint,
+    format: Format,
+    wait: Duration,
+) -> anyhow::Result<ExitCode> {
+    for policy in [&mut config.endpoints.healthz, &mut config.endpoints.readyz] {
+        policy.fail_after = Duration::ZERO;
+        policy.pass_after = Duration::ZERO;
+    }
+    let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::new());
+    let sink = Sink::default();
+    signals::start(&config, &sink, &metrics).await;
+    let deadline = tokio::time::Instant::now() + wait;
+    while !sink.snapshot().unsynced.is_empty() {
+        tokio::select! {
+            _ = sink.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(unsynced = ?sink.snapshot().unsynced, "--wait elapsed before every check had synced");
+                break;
+            }
+        }
+    }
+    let evaluation = policy::evaluate(
+        &rules,
+        &sink.snapshot(),
+        &Memory::default(),
+        Timestamp::now(),
+    );
+    let report = evaluation.report.endpoint(endpoint);
+    let selection = report.select(None, &[]).unwrap_or_default();
+    let out = match format {
+        Format::Text => render::text::verbose(endpoint, &selection, Details::Shown),
+        Format::Json => {
+            render::json::document(
+                &evaluation.report,
+                &identity(&config),
+                &selection,
+                Details::Shown,
+                None,
+            ) + "\n"
+        }
+    };
+    print!("{out}");
+    Ok(if selection.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

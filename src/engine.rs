@@ -1,0 +1,119 @@
+//! The engine: evaluates the policy whenever a signal publishes or a timer (flap damping, an expiring
+//! observation) falls due, then publishes the report — with the common answers already rendered — for the
+//! server. This is the only place where evaluation happens; probes only read its output.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::policy::{self, Memory, Rules};
+use crate::render::{Bodies, Identity};
+use crate::report::{Report, Status};
+use crate::signals::Sink;
+
+/// One evaluation's output, as the server reads it.
+#[derive(Debug)]
+pub struct Published {
+    pub report: Report,
+    pub bodies: Bodies,
+}
+
+pub struct Engine {
+    rules: Rules,
+    identity: Identity,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    memory: Memory,
+    tx: watch::Sender<Arc<Published>>,
+}
+
+impl Engine {
+    /// Evaluates once at once, so the server has a report from its first request on.
+    pub fn new(
+        rules: Rules,
+        identity: Identity,
+        sink: Sink,
+        metrics: Arc<Metrics>,
+    ) -> (Engine, watch::Receiver<Arc<Published>>) {
+        let evaluation = policy::evaluate(
+            &rules,
+            &sink.snapshot(),
+            &Memory::default(),
+            Timestamp::now(),
+        );
+        log_transitions(None, &evaluation.report);
+        metrics.observe_report(&evaluation.report);
+        let bodies = Bodies::new(&evaluation.report, &identity);
+        let (tx, rx) = watch::channel(Arc::new(Published {
+            report: evaluation.report,
+            bodies,
+        }));
+        let engine = Engine {
+            rules,
+            identity,
+            sink,
+            metrics,
+            memory: evaluation.memory,
+            tx,
+        };
+        (engine, rx)
+    }
+
+    /// Evaluates at `now` and publishes the result. Returns when to evaluate again if nothing else happens.
+    pub fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let evaluation = policy::evaluate(&self.rules, &self.sink.snapshot(), &self.memory, now);
+        self.memory = evaluation.memory;
+        let previous = self.tx.borrow().clone();
+        log_transitions(Some(&previous.report), &evaluation.report);
+        self.metrics.observe_report(&evaluation.report);
+        let bodies = Bodies::new(&evaluation.report, &self.identity);
+        self.tx.send_replace(Arc::new(Published {
+            report: evaluation.report,
+            bodies,
+        }));
+        evaluation.next
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(mut self) {
+        loop {
+            let next = self.step(Timestamp::now());
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let wait = Timestamp::now().duration_until(at).unsigned_abs();
+                        tokio::time::sleep(wait).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.sink.changed() => {}
+                _ = sleep => {}
+            }
+        }
+    }
+}
+
+/// Logs every change of an item's observed status once: at info when it passes, at warn otherwise.
+fn log_transitions(previous: Option<&Report>, report: &Report) {
+    let before: HashMap<&str, Status> = previous
+        .map(|r| r.items.iter().map(|i| (&*i.name, i.status)).collect())
+        .unwrap_or_default();
+    for item in &report.items {
+        let old = before.get(&*item.name).copied();
+        if old == Some(item.status) {
+            continue;
+        }
+        let old = old.map_or("none", Status::as_str);
+        let (check, name) = (&*item.check, item.short_name());
+        if item.status == Status::Pass {
+            tracing::info!(check, item = name, old, new = %item.status, message = %item.message, "item status changed");
+        } else {
+            tracing::warn!(check, item = name, old, new = %item.status, message = %item.message, "item status changed");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Prometheus metrics. Signals and the server count what they do; the engine sets the per-item gauges after
+//! each evaluation. `/metrics` only encodes what is already there.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::report::{Endpoint, Report, Status};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ItemLabels {
+    check: String,
+    item: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    check: String,
+    item: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    check: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    path: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    check_up: Family<ItemLabels, Gauge>,
+    check_status: Family<StatusLabels, Gauge>,
+    last_transition: Family<ItemLabels, Gauge<f64, AtomicU64>>,
+    endpoint_up: Family<EndpointLabels, Gauge>,
+    upstream_requests: Family<OutcomeLabels, Counter>,
+    upstream_duration: Family<CheckLabels, Histogram>,
+    http_requests: Family<HttpLabels, Counter>,
+    watch_restarts: Family<CheckLabels, Counter>,
+    /// Items that have series now, so that vanished items lose theirs.
+    items: Mutex<HashSet<ItemLabels>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("klutch_health");
+        let check_up = Family::<ItemLabels, Gauge>::default();
+        registry.register(
+            "check_up",
+            "1 when the item passes or warns, 0 otherwise",
+            check_up.clone(),
+        );
+        let check_status = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "check_status",
+            "The item's observed status: 1 for the current one of pass, warn, fail, unknown",
+            check_status.clone(),
+        );
+        let last_transition = Family::<ItemLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "check_last_transition_timestamp_seconds",
+            "When the item's observed status last changed, in seconds since the Unix epoch",
+            last_transition.clone(),
+        );
+        let endpoint_up = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "endpoint_up",
+            "1 when the endpoint passes, 0 when it fails",
+            endpoint_up.clone(),
+        );
+        let upstream_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Polls of provider-anynines' health server, by outcome",
+            upstream_requests.clone(),
+        );
+        let upstream_duration = Family::<CheckLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Time one poll of provider-anynines' health server took",
+            prometheus_client::registry::Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by route and status code",
+            http_requests.clone(),
+        );
+        let watch_restarts = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "watch_restarts",
+            "Kubernetes watch errors that led to a reconnect or relist, per check",
+            watch_restarts.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version label names the build",
+            build_info,
+        );
+        Metrics {
+            registry,
+            check_up,
+            check_status,
+            last_transition,
+            endpoint_up,
+            upstream_requests,
+            upstream_duration,
+            http_requests,
+            watch_restarts,
+            items: Mutex::default(),
+        }
+    }
+
+    /// Sets every per-item and per-endpoint gauge from a freshly evaluated report.
+    pub fn observe_report(&self, report: &Report) {
+        let mut known = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now_known = HashSet::with_capacity(report.items.len());
+        for item in &report.items {
+            let labels = ItemLabels {
+                check: item.check.to_string(),
+                item: item.short_name().to_string(),
+            };
+            let up = matches!(item.status, Status::Pass | Status::Warn);
+            self.check_up.get_or_create(&labels).set(i64::from(up));
+            for s in Status::ALL {
+                self.check_status
+                    .get_or_create(&status_labels(&labels, s))
+                    .set(i64::from(s == item.status));
+            }
+            self.last_transition
+                .get_or_create(&labels)
+                .set(item.since.as_millisecond() as f64 / 1000.0);
+            known.remove(&labels);
+            now_known.insert(labels);
+        }
+        for gone in known.drain() {
+            self.check_up.remove(&gone);
+            self.last_transition.remove(&gone);
+            for s in Status::ALL {
+                self.check_status.remove(&status_labels(&gone, s));
+            }
+        }
+        *known = now_known;
+        for e in Endpoint::ALL {
+            self.endpoint_up
+                .get_or_create(&EndpointLabels {
+                    endpoint: e.as_str(),
+                })
+                .set(i64::from(report.endpoint(e).passed()));
+        }
+    }
+
+    /// Counts one poll of an upstream health server.
+    pub fn upstream(&self, check: &str, outcome: &'static str, took: Duration) {
+        self.upstream_requests
+            .get_or_create(&OutcomeLabels {
+                check: check.to_string(),
+                outcome,
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&CheckLabels {
+                check: check.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn watch_restart(&self, check: &str) {
+        self.watch_restarts
+            .get_or_create(&CheckLabels {
+                check: check.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one answered request; `path` is the route, never the raw path, to keep label values bounded.
+    pub fn http_request(&self, path: &'static str, code: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels { path, code })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+fn status_labels(item: &ItemLabels, status: Status) -> StatusLabels {
+    StatusLabels {
+        check: item.check.clone(),
+        item: item.item.clone(),
+        status: status.as_str(),
+    }
+}

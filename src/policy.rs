@@ -1,0 +1,483 @@
+//! The policy: from what the signals observed, the configuration and the current time, to each endpoint's
+//! verdict. [`evaluate`] is a pure function — state that must outlive one evaluation (when an item's status
+//! changed, how long it has been failing) goes in and comes out as [`Memory`] — so every rule is table-tested
+//! with a hand-set clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use jiff::Timestamp;
+
+use crate::config::{self, CheckKind, Require, UnknownAs};
+use crate::report::{Counted, Endpoint, EndpointReport, Item, Report, Status};
+use crate::signals::{Observation, Snapshot};
+
+/// Glob patterns over check names (`providers`) and item names (`providers/provider-anynines`).
+/// `*` does not cross `/`, so `providers` means the check and `providers/*` its items.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    set: GlobSet,
+}
+
+impl Patterns {
+    /// Compiles `patterns` and checks that each can match something: a check, or items of a check.
+    pub fn validated(patterns: &[String], checks: &[&str]) -> Result<Patterns, String> {
+        let mut builder = GlobSetBuilder::new();
+        for p in patterns {
+            let glob = compile(p)?;
+            let matcher = glob.compile_matcher();
+            let check_part = p.split('/').next().unwrap_or(p);
+            let check_matcher = compile(check_part)?.compile_matcher();
+            let reaches = checks
+                .iter()
+                .any(|c| matcher.is_match(c) || (p.contains('/') && check_matcher.is_match(c)));
+            if !reaches {
+                return Err(format!(
+                    "pattern \"{p}\" matches no check (checks are: {})",
+                    checks.join(", ")
+                ));
+            }
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| e.to_string())?;
+        Ok(Patterns { set })
+    }
+
+    /// Whether the pattern set matches the check itself or the item.
+    pub fn matches(&self, check: &str, item: &str) -> bool {
+        self.set.is_match(check) || self.set.is_match(item)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+fn compile(p: &str) -> Result<Glob, String> {
+    globset::GlobBuilder::new(p)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("invalid pattern \"{p}\": {e}"))
+}
+
+/// One endpoint's compiled policy.
+#[derive(Debug, Clone)]
+struct EndpointRules {
+    include: Patterns,
+    exclude: Patterns,
+    warn_only: Patterns,
+    fail_after: Duration,
+    pass_after: Duration,
+    unknown: UnknownAs,
+}
+
+impl EndpointRules {
+    fn includes(&self, check: &str, item: &str) -> bool {
+        self.include.matches(check, item) && !self.exclude.matches(check, item)
+    }
+
+    /// How the endpoint counts an item's status, before damping.
+    fn target(&self, check: &str, item: &str, status: Status) -> Status {
+        let counted = match (status, self.unknown) {
+            (Status::Unknown, UnknownAs::Fail) => Status::Fail,
+            (Status::Unknown, UnknownAs::Warn) => Status::Warn,
+            (Status::Unknown, UnknownAs::Pass) => Status::Pass,
+            (s, _) => s,
+        };
+        if counted == Status::Fail && self.warn_only.matches(check, item) {
+            Status::Warn
+        } else {
+            counted
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CheckRules {
+    name: Arc<str>,
+    type_name: &'static str,
+    require: Require,
+    /// Whether failing items take the message of the same-named item of a provider-config check.
+    annotate_from_provider_configs: bool,
+}
+
+/// The configuration, compiled once for repeated evaluation.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    checks: Vec<CheckRules>,
+    provider_config_checks: Vec<Arc<str>>,
+    healthz: EndpointRules,
+    readyz: EndpointRules,
+}
+
+impl Rules {
+    pub fn new(config: &config::Config) -> Result<Rules, String> {
+        let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+        let compile = |p: &config::Policy| -> Result<EndpointRules, String> {
+            Ok(EndpointRules {
+                include: Patterns::validated(&p.include, &names)?,
+                exclude: Patterns::validated(&p.exclude, &names)?,
+                warn_only: Patterns::validated(&p.warn_only, &names)?,
+                fail_after: p.fail_after,
+                pass_after: p.pass_after,
+                unknown: p.unknown,
+            })
+        };
+        Ok(Rules {
+            checks: config
+                .checks
+                .iter()
+                .map(|c| CheckRules {
+                    name: c.name.as_str().into(),
+                    type_name: c.type_name(),
+                    require: c.require,
+                    annotate_from_provider_configs: matches!(c.kind, CheckKind::BackendStatus(_)),
+                })
+                .collect(),
+            provider_config_checks: config
+                .checks
+                .iter()
+                .filter(|c| matches!(c.kind, CheckKind::ProviderConfig(_)))
+                .map(|c| c.name.as_str().into())
+                .collect(),
+            healthz: compile(&config.endpoints.healthz)?,
+            readyz: compile(&config.endpoints.readyz)?,
+        })
+    }
+
+    fn endpoint(&self, e: Endpoint) -> &EndpointRules {
+        match e {
+            Endpoint::Healthz => &self.healthz,
+            Endpoint::Readyz => &self.readyz,
+        }
+    }
+}
+
+/// What one evaluation remembers for the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    /// Item name → its observed status and when that status began.
+    observed: HashMap<Arc<str>, (Status, Timestamp)>,
+    /// Per endpoint (indexed by [`Endpoint::index`]): flap damping of each item.
+    damping: [HashMap<Arc<str>, Damping>; 2],
+    /// Per endpoint: the status each item was shown with, and since when.
+    shown: [HashMap<Arc<str>, (Status, Timestamp)>; 2],
+}
+
+/// An item's flap-damping state on one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Damping {
+    /// Whether the endpoint counts the item as failing.
+    counted_fail: bool,
+    /// Whether the item's current status would count as failing, were it not for damping.
+    target_fail: bool,
+    /// When `target_fail` last changed.
+    switched_at: Timestamp,
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub report: Report,
+    pub memory: Memory,
+    /// When the verdict may change without any new observation (damping timer, an expiring observation).
+    pub next: Option<Timestamp>,
+}
+
+/// Evaluates every endpoint's policy over the latest observations at `now`.
+pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timestamp) -> Evaluation {
+    let mut next = Wakeup::default();
+    let mut new_memory = Memory::default();
+    let items = observed_items(rules, snapshot, memory, &mut new_memory, &mut next, now);
+
+    let mut endpoint =
+        |e| evaluate_endpoint(rules, e, &items, memory, &mut new_memory, &mut next, now);
+    let healthz = endpoint(Endpoint::Healthz);
+    let readyz = endpoint(Endpoint::Readyz);
+    Evaluation {
+        report: Report {
+            evaluated: now,
+            items,
+            healthz,
+            readyz,
+            backend: snapshot.backend.clone(),
+            last_poll: snapshot.last_poll,
+        },
+        memory: new_memory,
+        next: next.0,
+    }
+}
+
+/// The earliest future time at which something changes by itself.
+#[derive(Default)]
+struct Wakeup(Option<Timestamp>);
+
+impl Wakeup {
+    fn at(&mut self, t: Timestamp, now: Timestamp) {
+        if t > now && self.0.is_none_or(|n| t < n) {
+            self.0 = Some(t);
+        }
+    }
+}
+
+/// Every configured check's items as observed, with expiries applied and cross-check messages added.
+fn observed_items(
+    rules: &Rules,
+    snapshot: &Snapshot,
+    memory: &Memory,
+    new_memory: &mut Memory,
+    next: &mut Wakeup,
+    now: Timestamp,
+) -> Vec<Item> {
+    let mut items = Vec::new();
+    for check in &rules.checks {
+        let waiting;
+        let observations: &[Observation] = match snapshot.checks.get(&*check.name) {
+            Some(o) => o,
+            None => {
+                waiting = [Observation::new(
+                    "pending",
+                    Status::Unknown,
+                    "no observation yet",
+                    now,
+                )];
+                &waiting
+            }
+        };
+        let mut sorted: Vec<&Observation> = observations.iter().collect();
+        sorted.sort_by(|a, b| a.item.cmp(&b.item));
+        for obs in sorted {
+            if let Some(e) = &obs.expires {
+                next.at(e.at, now);
+            }
+            let (status, message) = obs.at(now);
+            let mut message = message.to_string();
+            if check.annotate_from_provider_configs && status == Status::Fail {
+                if let Some(detail) = provider_config_message(rules, snapshot, &obs.item, now) {
+                    message = format!("{message}: {detail}");
+                }
+            }
+            let name: Arc<str> = format!("{}/{}", check.name, obs.item).into();
+            let since = match memory.observed.get(&name) {
+                Some((s, since)) if *s == status => *since,
+                _ => now,
+            };
+            new_memory.observed.insert(name.clone(), (status, since));
+            items.push(Item {
+                check: check.name.clone(),
+                check_type: check.type_name,
+                name,
+                status,
+                message,
+                observed: obs.observed,
+                since,
+            });
+        }
+    }
+    items
+}
+
+/// The message of a failing ProviderConfig of that name, from any provider-config check.
+fn provider_config_message(
+    rules: &Rules,
+    snapshot: &Snapshot,
+    item: &str,
+    now: Timestamp,
+) -> Option<String> {
+    rules.provider_config_checks.iter().find_map(|check| {
+        let obs = snapshot
+            .checks
+            .get(&**check)?
+            .iter()
+            .find(|o| o.item == item)?;
+        match obs.at(now) {
+            (Status::Fail, m) if !m.is_empty() => Some(m.to_string()),
+            _ => None,
+        }
+    })
+}
+
+fn evaluate_endpoint(
+    rules: &Rules,
+    endpoint: Endpoint,
+    items: &[Item],
+    memory: &Memory,
+    new_memory: &mut Memory,
+    next: &mut Wakeup,
+    now: Timestamp,
+) -> EndpointReport {
+    let er = rules.endpoint(endpoint);
+    let e = endpoint.index();
+    let mut counted = Vec::new();
+    for check in &rules.checks {
+        let first = counted.len();
+        let mut total = 0;
+        for (index, item) in items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.check == check.name)
+        {
+            total += 1;
+            if !er.includes(&check.name, &item.name) {
+                continue;
+            }
+            let target = er.target(&check.name, &item.name, item.status);
+            let (damping, status, message) = damp(
+                memory.damping[e].get(&item.name),
+                target,
+                &item.message,
+                er,
+                next,
+                now,
+            );
+            new_memory.damping[e].insert(item.name.clone(), damping);
+            counted.push(Counted {
+                item: Some(index),
+                check: check.name.clone(),
+                name: item.name.clone(),
+                status,
+                message,
+                since: now,
+            });
+        }
+        if er.includes(&check.name, &check.name) && (total == 0 || counted.len() > first) {
+            apply_require(check, er, &mut counted, first, now);
+        }
+    }
+    // `since` follows what the endpoint finally shows, after damping and `require`.
+    for c in &mut counted {
+        if let Some((status, since)) = memory.shown[e].get(&c.name) {
+            if *status == c.status {
+                c.since = *since;
+            }
+        }
+        new_memory.shown[e].insert(c.name.clone(), (c.status, c.since));
+    }
+    EndpointReport {
+        endpoint,
+        items: counted,
+    }
+}
+
+/// One damping step for one item: whether it now counts as failing, and what to show.
+fn damp(
+    previous: Option<&Damping>,
+    target: Status,
+    message: &str,
+    rules: &EndpointRules,
+    next: &mut Wakeup,
+    now: Timestamp,
+) -> (Damping, Status, String) {
+    let target_fail = target == Status::Fail;
+    // Without history an item counts as having passed until now: a failure must last `fail_after` to count.
+    let prev = previous.copied().unwrap_or(Damping {
+        counted_fail: false,
+        target_fail: false,
+        switched_at: now,
+    });
+    let switched_at = if prev.target_fail == target_fail {
+        prev.switched_at
+    } else {
+        now
+    };
+    let held = now.duration_since(switched_at).unsigned_abs();
+    let wait = if target_fail {
+        rules.fail_after
+    } else {
+        rules.pass_after
+    };
+    let counted_fail = if prev.counted_fail == target_fail || held >= wait {
+        target_fail
+    } else {
+        next.at(add(switched_at, wait), now);
+        prev.counted_fail
+    };
+    let (status, message) = match (counted_fail, target_fail) {
+        (true, true) => (Status::Fail, message.to_string()),
+        (false, false) => (target, message.to_string()),
+        (false, true) => (
+            Status::Warn,
+            format!(
+                "failing for {}, counts as failed after {}: {message}",
+                human(held),
+                human(wait)
+            ),
+        ),
+        (true, false) => (
+            Status::Fail,
+            format!(
+                "recovered {} ago, counts as passing after {}{}",
+                human(held),
+                human(wait),
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            ),
+        ),
+    };
+    let damping = Damping {
+        counted_fail,
+        target_fail,
+        switched_at,
+    };
+    (damping, status, message)
+}
+
+/// Applies a check's `require` to its counted items `counted[first..]`: enough passing items excuse the
+/// failing ones (shown as `warn`); too few items to ever meet it add a failing `CHECK/require` item.
+fn apply_require(
+    check: &CheckRules,
+    rules: &EndpointRules,
+    counted: &mut Vec<Counted>,
+    first: usize,
+    now: Timestamp,
+) {
+    let items = &mut counted[first..];
+    let total = items.len();
+    let passing = items.iter().filter(|c| c.status != Status::Fail).count();
+    let needed = match check.require {
+        Require::All => total,
+        Require::Any => 1,
+        Require::AtLeast(n) => n,
+    };
+    if passing >= needed {
+        if passing < total {
+            for c in items.iter_mut().filter(|c| c.status == Status::Fail) {
+                c.status = Status::Warn;
+                c.message = format!(
+                    "{} ({passing} of {total} pass, {needed} required)",
+                    c.message
+                );
+            }
+        }
+    } else if total < needed {
+        let name: Arc<str> = format!("{}/require", check.name).into();
+        let status = rules.target(&check.name, &name, Status::Fail);
+        counted.push(Counted {
+            item: None,
+            check: check.name.clone(),
+            name,
+            status,
+            message: format!("{total} items, {needed} required"),
+            since: now,
+        });
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+/// A duration for people: whole seconds (or milliseconds below one second).
+pub fn human(d: Duration) -> String {
+    let d = if d >= Duration::from_secs(1) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(d).to_string()
+}

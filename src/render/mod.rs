@@ -1,0 +1,79 @@
+//! Renderers: the report as Kubernetes-style text, IETF health+json, an HTML page, Prometheus metrics.
+//! Each is a plain function of the report, so the server only picks one.
+
+pub mod html;
+pub mod json;
+pub mod text;
+
+use bytes::Bytes;
+
+use crate::report::{Endpoint, Report};
+
+/// Whether messages are shown or replaced by [`WITHHELD`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Details {
+    Shown,
+    Withheld,
+}
+
+/// What every message reads when the caller may not see details.
+pub const WITHHELD: &str = "reason withheld";
+
+impl Details {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The message as this caller may see it, on one line.
+    pub fn message(self, message: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Details::Withheld => WITHHELD.into(),
+            Details::Shown if message.contains(['\n', '\r']) => {
+                message.replace(['\n', '\r'], " ").into()
+            }
+            Details::Shown => message.into(),
+        }
+    }
+}
+
+/// Service identity shown in JSON and on the status page.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub service_id: String,
+    pub description: String,
+}
+
+/// The answers most probes ask for, rendered once per evaluation instead of once per request.
+#[derive(Debug, Clone)]
+pub struct Bodies {
+    /// `[endpoint][details]`: the verbose text.
+    verbose: [[Bytes; 2]; 2],
+    /// `[endpoint][details]`: the health+json document.
+    json: [[Bytes; 2]; 2],
+}
+
+impl Bodies {
+    pub fn new(report: &Report, identity: &Identity) -> Bodies {
+        let both = |f: &dyn Fn(Endpoint, Details) -> Bytes| {
+            Endpoint::ALL.map(|e| [Details::Shown, Details::Withheld].map(|d| f(e, d)))
+        };
+        Bodies {
+            verbose: both(&|e, d| {
+                let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
+                text::verbose(e, &selection, d).into()
+            }),
+            json: both(&|e, d| {
+                let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
+                json::document(report, identity, &selection, d, None).into()
+            }),
+        }
+    }
+
+    pub fn verbose(&self, e: Endpoint, d: Details) -> Bytes {
+        self.verbose[e.index()][d.index()].clone()
+    }
+
+    pub fn json(&self, e: Endpoint, d: Details) -> Bytes {
+        self.json[e.index()][d.index()].clone()
+    }
+}

@@ -1,0 +1,41 @@
+//! Kubernetes-style verbose text: `[+]CHECK/ITEM ok`, `[-]CHECK/ITEM failed: MESSAGE`, then the verdict.
+
+use std::fmt::Write;
+
+use super::Details;
+use crate::report::{Endpoint, Selection, Status};
+
+pub fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
+    let mut out = String::new();
+    for c in &selection.items {
+        let _ = match c.status {
+            Status::Fail => writeln!(out, "[-]{} failed: {}", c.name, details.message(&c.message)),
+            Status::Warn | Status::Unknown => {
+                writeln!(out, "[+]{} warn: {}", c.name, details.message(&c.message))
+            }
+            Status::Pass => writeln!(out, "[+]{} ok", c.name),
+        };
+    }
+    for c in &selection.excluded {
+        let _ = writeln!(out, "[+]{} excluded: ok", c.name);
+    }
+    if !selection.unmatched.is_empty() {
+        let names: Vec<String> = selection
+            .unmatched
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "warn: some health checks cannot be excluded: no matches for {}",
+            names.join(",")
+        );
+    }
+    let verdict = if selection.passed() {
+        "passed"
+    } else {
+        "failed"
+    };
+    let _ = writeln!(out, "{} check {verdict}", endpoint.as_str());
+    out
+}

@@ -1,0 +1,206 @@
+//! The report: what every probe, page and metric is served from. Built by the engine after each evaluation,
+//! shared read-only as an `Arc`, never recomputed per request.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::Serialize;
+
+/// An item's status. Signals report all four; endpoints count `unknown` as their policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The two health endpoints, each with its own policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 2] = [Endpoint::Healthz, Endpoint::Readyz];
+
+    /// Position in per-endpoint arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "healthz",
+            Endpoint::Readyz => "readyz",
+        }
+    }
+}
+
+/// One item as its signal last saw it, before any endpoint policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The check it belongs to.
+    pub check: Arc<str>,
+    /// The check's type (`backend-status`, `deployment`, …).
+    pub check_type: &'static str,
+    /// `CHECK/ITEM`.
+    pub name: Arc<str>,
+    pub status: Status,
+    pub message: String,
+    /// When the signal last observed it.
+    pub observed: Timestamp,
+    /// When its status last changed.
+    pub since: Timestamp,
+}
+
+impl Item {
+    /// The part after `CHECK/`.
+    pub fn short_name(&self) -> &str {
+        &self.name[self.check.len() + 1..]
+    }
+}
+
+/// An item as one endpoint counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counted {
+    /// Index into [`Report::items`], or `None` for an item the policy added (an unmet `require`).
+    pub item: Option<usize>,
+    pub check: Arc<str>,
+    pub name: Arc<str>,
+    /// `pass`, `warn` or `fail`: never `unknown`, which the policy has mapped.
+    pub status: Status,
+    pub message: String,
+    /// When this endpoint's status for the item last changed.
+    pub since: Timestamp,
+}
+
+/// One endpoint's verdict and the items it counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointReport {
+    pub endpoint: Endpoint,
+    pub items: Vec<Counted>,
+}
+
+impl EndpointReport {
+    /// The endpoint passes when no counted item fails.
+    pub fn passed(&self) -> bool {
+        passed(self.items.iter())
+    }
+
+    /// `fail` if any item fails, else `warn` if any warns, else `pass`.
+    pub fn status(&self) -> Status {
+        overall(self.items.iter())
+    }
+}
+
+/// The part of an endpoint's report that one request asks for: `/readyz/NAME` and `?exclude=NAME`.
+#[derive(Debug, Default)]
+pub struct Selection<'a> {
+    pub items: Vec<&'a Counted>,
+    pub excluded: Vec<&'a Counted>,
+    /// Exclusions that matched nothing.
+    pub unmatched: Vec<&'a str>,
+}
+
+impl Selection<'_> {
+    pub fn passed(&self) -> bool {
+        passed(self.items.iter().copied())
+    }
+}
+
+impl EndpointReport {
+    /// Items of check or item `only` (all when `None`), less the exclusions; `None` when `only` names nothing.
+    pub fn select<'a>(
+        &'a self,
+        only: Option<&str>,
+        exclude: &'a [String],
+    ) -> Option<Selection<'a>> {
+        let named = |c: &Counted, n: &str| &*c.check == n || &*c.name == n;
+        let mut selection = Selection::default();
+        for c in &self.items {
+            if only.is_some_and(|o| !named(c, o)) {
+                continue;
+            }
+            if exclude.iter().any(|x| named(c, x)) {
+                selection.excluded.push(c);
+            } else {
+                selection.items.push(c);
+            }
+        }
+        if only.is_some() && selection.items.is_empty() && selection.excluded.is_empty() {
+            return None;
+        }
+        selection.unmatched = exclude
+            .iter()
+            .filter(|x| !self.items.iter().any(|c| named(c, x)))
+            .map(String::as_str)
+            .collect();
+        Some(selection)
+    }
+}
+
+pub fn passed<'a>(items: impl IntoIterator<Item = &'a Counted>) -> bool {
+    items.into_iter().all(|c| c.status != Status::Fail)
+}
+
+pub fn overall<'a>(items: impl IntoIterator<Item = &'a Counted>) -> Status {
+    items
+        .into_iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(Status::Pass)
+}
+
+/// The last answer of provider-anynines' health server, served again at `/backend-health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passthrough {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub fetched: Timestamp,
+}
+
+/// Everything the server shows, as of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub evaluated: Timestamp,
+    /// Every item of every check, in configuration order, items sorted by name.
+    pub items: Vec<Item>,
+    pub healthz: EndpointReport,
+    pub readyz: EndpointReport,
+    pub backend: Option<Passthrough>,
+    /// When the upstream health server was last polled, successfully or not.
+    pub last_poll: Option<Timestamp>,
+}
+
+impl Report {
+    pub fn endpoint(&self, e: Endpoint) -> &EndpointReport {
+        match e {
+            Endpoint::Healthz => &self.healthz,
+            Endpoint::Readyz => &self.readyz,
+        }
+    }
+}

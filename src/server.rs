@@ -1,0 +1,408 @@
+//! The HTTP API. Every answer comes from the latest published report: no request ever waits on Kubernetes
+//! or on provider-anynines. Connections are bounded in number and in how long they may take to send headers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use jiff::Timestamp;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{self, Details as DetailsPolicy};
+use crate::engine::Published;
+use crate::metrics::Metrics;
+use crate::render::{self, Details, Identity};
+use crate::report::Endpoint;
+
+const HEALTH_JSON: &str = "application/health+json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What request handling needs: the latest report and how to show it.
+pub struct State {
+    latest: watch::Receiver<Arc<Published>>,
+    metrics: Arc<Metrics>,
+    identity: Identity,
+    details: DetailsPolicy,
+    token: Option<String>,
+    shutting_down: AtomicBool,
+}
+
+impl State {
+    pub fn new(
+        latest: watch::Receiver<Arc<Published>>,
+        metrics: Arc<Metrics>,
+        identity: Identity,
+        details: DetailsPolicy,
+        token: Option<String>,
+    ) -> State {
+        State {
+            latest,
+            metrics,
+            identity,
+            details,
+            token,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    fn details_for(&self, req: &Request<Incoming>) -> Details {
+        match self.details {
+            DetailsPolicy::Always => Details::Shown,
+            DetailsPolicy::Never => Details::Withheld,
+            DetailsPolicy::Token => {
+                let offered = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                match (offered, &self.token) {
+                    (Some(offered), Some(token)) if bool::from(offered.ct_eq(token.as_bytes())) => {
+                        Details::Shown
+                    }
+                    _ => Details::Withheld,
+                }
+            }
+        }
+    }
+}
+
+/// Server limits from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once the listener is closed.
+    pub drain_timeout: Duration,
+}
+
+impl From<&config::Server> for Limits {
+    fn from(s: &config::Server) -> Limits {
+        Limits {
+            header_read_timeout: s.header_read_timeout,
+            max_connections: s.max_connections,
+            shutdown_delay: s.shutdown_delay,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then: `/readyz` fails at once, the listener stays open for
+/// `shutdown_delay` so load balancers notice, then closes, and in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    accept_until(&listener, &state, &limits, &permits, &graceful, shutdown).await;
+    state.shutting_down.store(true, Ordering::SeqCst);
+    tracing::info!(
+        delay = %crate::policy::human(limits.shutdown_delay),
+        "shutting down: /readyz now answers 503; the listener closes after the delay"
+    );
+    accept_until(
+        &listener,
+        &state,
+        &limits,
+        &permits,
+        &graceful,
+        tokio::time::sleep(limits.shutdown_delay),
+    )
+    .await;
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still busy after the drain timeout; closing them");
+    }
+    tracing::info!("stopped serving");
+}
+
+async fn accept_until(
+    listener: &TcpListener,
+    state: &Arc<State>,
+    limits: &Limits,
+    permits: &Arc<Semaphore>,
+    graceful: &GracefulShutdown,
+    until: impl Future<Output = ()>,
+) {
+    tokio::pin!(until);
+    loop {
+        // Waiting for a permit before accepting leaves excess clients in the kernel's backlog: backpressure
+        // instead of unbounded tasks.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = &mut until => return,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause briefly rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut until => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = TowerToHyperService::new(tower::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req)) }
+        }));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Routes one request. Synchronous: everything it needs is in memory.
+pub fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let (route, mut response) = route(state, &req, &path);
+    state
+        .metrics
+        .http_request(route, response.status().as_u16());
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if req.method() == Method::HEAD {
+        let size = hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+fn route(
+    state: &State,
+    req: &Request<Incoming>,
+    path: &str,
+) -> (&'static str, Response<Full<Bytes>>) {
+    let route: &'static str = match path {
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/livez" => "/livez",
+        "/metrics" => "/metrics",
+        "/backend-health" => "/backend-health",
+        "/backend-status" => "/backend-status",
+        "/" => "/",
+        p if p.starts_with("/healthz/") => "/healthz/{name}",
+        p if p.starts_with("/readyz/") => "/readyz/{name}",
+        _ => {
+            return (
+                "other",
+                plain(
+                    StatusCode::NOT_FOUND,
+                    format!("404 page not found: {path}\n"),
+                ),
+            )
+        }
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 method not allowed: use GET or HEAD\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (route, r);
+    }
+    let latest = state.latest.borrow().clone();
+    let response = match route {
+        "/livez" => plain(StatusCode::OK, "ok".into()),
+        "/metrics" => {
+            let mut r = plain(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        "/backend-health" | "/backend-status" => passthrough(&latest),
+        "/" => {
+            let page = render::html::page(
+                &latest.report,
+                &state.identity,
+                state.details_for(req),
+                Timestamp::now(),
+            );
+            with_type(StatusCode::OK, "text/html; charset=utf-8", page.into())
+        }
+        _ => {
+            let (endpoint, only) = match path.split_once('/').map(|(_, rest)| rest.split_once('/'))
+            {
+                Some(Some((e, name))) => (e, Some(name)),
+                _ => (path.trim_start_matches('/'), None),
+            };
+            let endpoint = if endpoint == "readyz" {
+                Endpoint::Readyz
+            } else {
+                Endpoint::Healthz
+            };
+            health(state, req, &latest, endpoint, only)
+        }
+    };
+    (route, response)
+}
+
+/// Query parameters of a health request.
+#[derive(Debug, Default)]
+struct Query {
+    verbose: bool,
+    exclude: Vec<String>,
+    json: bool,
+}
+
+fn parse_query(req: &Request<Incoming>) -> Query {
+    let mut q = Query::default();
+    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "verbose" => q.verbose = !matches!(&*v, "false" | "0"),
+            "exclude" => q.exclude.push(v.into_owned()),
+            "format" => q.json = v == "json",
+            _ => {}
+        }
+    }
+    q
+}
+
+/// The content type a JSON-asking caller gets, or `None` for text.
+fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static str> {
+    let accept = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    if accept.contains(HEALTH_JSON) || q.json {
+        Some(HEALTH_JSON)
+    } else if accept.contains("application/json") {
+        Some("application/json")
+    } else {
+        None
+    }
+}
+
+fn health(
+    state: &State,
+    req: &Request<Incoming>,
+    latest: &Published,
+    endpoint: Endpoint,
+    only: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let q = parse_query(req);
+    let details = state.details_for(req);
+    let json = json_type(req, &q);
+    let report = latest.report.endpoint(endpoint);
+    if endpoint == Endpoint::Readyz && state.shutting_down.load(Ordering::SeqCst) {
+        return match json {
+            Some(ct) => {
+                let selection = report.select(None, &[]).unwrap_or_default();
+                let doc = render::json::document(
+                    &latest.report,
+                    &state.identity,
+                    &selection,
+                    details,
+                    Some("shutting down"),
+                );
+                with_type(StatusCode::SERVICE_UNAVAILABLE, ct, doc.into())
+            }
+            None => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        };
+    }
+    let common = only.is_none() && q.exclude.is_empty();
+    let Some(selection) = report.select(only, &q.exclude) else {
+        let name = only.unwrap_or_default();
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!(
+                "404 no check or item named {name:?} on /{}\n",
+                endpoint.as_str()
+            ),
+        );
+    };
+    let code = if selection.passed() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if let Some(ct) = json {
+        let body = if common {
+            latest.bodies.json(endpoint, details)
+        } else {
+            render::json::document(&latest.report, &state.identity, &selection, details, None)
+                .into()
+        };
+        return with_type(code, ct, body);
+    }
+    if code == StatusCode::OK && !q.verbose {
+        return plain(code, "ok".into());
+    }
+    let body = if common {
+        latest.bodies.verbose(endpoint, details)
+    } else {
+        render::text::verbose(endpoint, &selection, details).into()
+    };
+    with_type(code, TEXT, body)
+}
+
+fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
+    let Some(b) = &latest.report.backend else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from provider-anynines' health server yet\n".into(),
+        );
+    };
+    let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
+    let ct = b.content_type.as_deref().unwrap_or("application/json");
+    let mut r = with_type(code, "application/json", b.body.clone());
+    if let Ok(v) = HeaderValue::from_str(ct) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    let age = Timestamp::now().duration_since(b.fetched).as_secs().max(0);
+    r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    r
+}
+
+fn plain(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(code, TEXT, body.into())
+}
+
+fn with_type(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
