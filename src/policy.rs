@@ -249,7 +249,7 @@ fn observed_items(
         let mut sorted: Vec<&Observation> = observations.iter().collect();
         sorted.sort_by(|a, b| a.item.cmp(&b.item));
         for obs in sorted {
-            if let Some(e) = &obs.expires {
+            for e in &obs.expires {
                 next.at(e.at, now);
             }
             let (status, message) = obs.at(now);

@@ -2,14 +2,27 @@
 //! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
 
 pub mod backend_status;
+pub mod deployments;
+pub mod pods;
+pub mod provider_configs;
+pub mod providers;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::time::Duration;
+
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
 use tokio::sync::Notify;
 
+use crate::config::{CheckKind, Config};
+use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
+use watch::{spawn_follow, Target, Watches};
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +32,10 @@ pub struct Observation {
     pub status: Status,
     pub message: String,
     pub observed: Timestamp,
-    /// Set when this observation goes out of date by itself, without any new event: a ProviderConfig whose
+    /// How this observation goes out of date by itself, without any new event: a ProviderConfig whose
     /// last check ages past `check_stale_after`, a pod restart leaving its window, a broken watch past
-    /// `stale_after`. The engine re-evaluates at that time.
-    pub expires: Option<Expiry>,
+    /// `stale_after`. The engine re-evaluates at each time; the latest one passed applies.
+    pub expires: Vec<Expiry>,
 }
 
 /// What an observation becomes at `at`.
@@ -45,21 +58,22 @@ impl Observation {
             status,
             message: message.into(),
             observed,
-            expires: None,
+            expires: Vec::new(),
         }
     }
 
     pub fn expiring(mut self, expiry: Expiry) -> Self {
-        self.expires = Some(expiry);
+        self.expires.push(expiry);
         self
     }
 
-    /// Status and message as of `now`, after any expiry.
+    /// Status and message as of `now`, after the latest expiry that has passed.
     pub fn at(&self, now: Timestamp) -> (Status, &str) {
-        match &self.expires {
-            Some(e) if now >= e.at => (e.status, &e.message),
-            _ => (self.status, &self.message),
-        }
+        self.expires
+            .iter()
+            .filter(|e| now >= e.at)
+            .max_by_key(|e| e.at)
+            .map_or((self.status, &self.message), |e| (e.status, &e.message))
     }
 }
 
@@ -127,33 +141,123 @@ impl Sink {
     }
 }
 
-/// Starts one signal per configured check, each publishing into `sink`.
-pub async fn start(
-    config: &crate::config::Config,
-    sink: &Sink,
-    metrics: &Arc<crate::metrics::Metrics>,
-) {
-    use crate::config::CheckKind;
+/// Starts one signal per configured check, each publishing into `sink`. Every check is published (at least
+/// as waiting) before this returns. A cluster that cannot be used makes its checks `unknown` with the reason.
+pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
+    let mut watches = Watches::default();
     for check in &config.checks {
-        match &check.kind {
-            CheckKind::BackendStatus(b) => {
-                let poller = backend_status::Poller::new(
-                    &check.name,
-                    b.clone(),
-                    sink.clone(),
-                    metrics.clone(),
+        let name = check.name.clone();
+        if let CheckKind::BackendStatus(b) = &check.kind {
+            let poller =
+                backend_status::Poller::new(&name, b.clone(), sink.clone(), metrics.clone());
+            tokio::spawn(poller.run());
+            continue;
+        }
+        let cluster = check.cluster.clone();
+        let cluster_name = cluster.as_deref().unwrap_or("default");
+        let stale_after = config
+            .cluster(cluster.as_deref())
+            .map_or(Duration::from_secs(60), |c| c.stale_after);
+        let placeholders = match &check.kind {
+            CheckKind::CrossplaneProvider(p) => p.providers.clone().unwrap_or_default(),
+            CheckKind::ProviderConfig(p) => p.names.clone().unwrap_or_default(),
+            CheckKind::Deployment(d) => vec![d.deployment.clone()],
+            _ => vec![],
+        };
+        let client = match watches.client(config, cluster.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!("cannot use cluster {cluster_name}: {e}");
+                sink.waiting(
+                    &name,
+                    watch::waiting(&placeholders, &message, Timestamp::now()),
                 );
-                tokio::spawn(poller.run());
+                continue;
             }
-            _ => sink.waiting(
-                &check.name,
-                vec![Observation::new(
-                    "watch",
-                    Status::Unknown,
-                    "waiting for initial sync",
-                    Timestamp::now(),
-                )],
-            ),
+        };
+        let sink = sink.clone();
+        match &check.kind {
+            CheckKind::CrossplaneProvider(p) => {
+                let resource = providers::resource();
+                let target = Target {
+                    api: Api::all_with(client, &resource),
+                    dyntype: resource,
+                    cluster,
+                    namespace: None,
+                    labels: None,
+                };
+                let w = watches.watch(target, &name, metrics);
+                let wanted = p.providers.clone();
+                spawn_follow(
+                    w,
+                    name,
+                    sink,
+                    stale_after,
+                    placeholders,
+                    move |objects, now| providers::observe(objects, wanted.as_deref(), now),
+                );
+            }
+            CheckKind::ProviderConfig(p) => {
+                let resource = provider_configs::resource(p);
+                let target = Target {
+                    api: Api::all_with(client, &resource),
+                    dyntype: resource,
+                    cluster,
+                    namespace: None,
+                    labels: None,
+                };
+                let w = watches.watch(target, &name, metrics);
+                let (names, stale) = (p.names.clone(), p.check_stale_after);
+                spawn_follow(
+                    w,
+                    name,
+                    sink,
+                    stale_after,
+                    placeholders,
+                    move |objects, now| {
+                        provider_configs::observe(objects, names.as_deref(), stale, now)
+                    },
+                );
+            }
+            CheckKind::Deployment(d) => {
+                let target = Target::<Deployment> {
+                    api: Api::namespaced(client, &d.namespace),
+                    dyntype: (),
+                    cluster,
+                    namespace: Some(d.namespace.clone()),
+                    labels: None,
+                };
+                let w = watches.watch(target, &name, metrics);
+                let d = d.clone();
+                spawn_follow(
+                    w,
+                    name,
+                    sink,
+                    stale_after,
+                    placeholders,
+                    move |objects, now| deployments::observe(objects, &d, now),
+                );
+            }
+            CheckKind::Pods(p) => {
+                let target = Target::<Pod> {
+                    api: Api::namespaced(client, &p.namespace),
+                    dyntype: (),
+                    cluster,
+                    namespace: Some(p.namespace.clone()),
+                    labels: Some(p.selector.clone()).filter(|s| !s.is_empty()),
+                };
+                let w = watches.watch(target, &name, metrics);
+                let (selector, window) = (p.selector.clone(), p.restart_window);
+                spawn_follow(
+                    w,
+                    name,
+                    sink,
+                    stale_after,
+                    placeholders,
+                    move |objects, now| pods::observe(objects, &selector, window, now),
+                );
+            }
+            CheckKind::BackendStatus(_) => {}
         }
     }
 }

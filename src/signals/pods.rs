@@ -1,0 +1,116 @@
+//! The `pods` signal: the provider's pods must be Ready; a container that restarted within
+//! `restart_window` or sits in CrashLoopBackOff turns its pod to `warn`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{Expiry, Observation};
+use crate::report::Status;
+
+pub fn observe(
+    objects: &[Arc<Pod>],
+    selector: &str,
+    window: Duration,
+    now: Timestamp,
+) -> Vec<Observation> {
+    if objects.is_empty() {
+        return vec![Observation::new(
+            "none",
+            Status::Fail,
+            format!("no pod matches {selector}"),
+            now,
+        )];
+    }
+    objects.iter().map(|p| judge(p, window, now)).collect()
+}
+
+fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "Ready");
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    let crash_looping: Vec<String> = containers
+        .iter()
+        .filter_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then(|| {
+                format!(
+                    "container {} in CrashLoopBackOff ({} restarts)",
+                    c.name, c.restart_count
+                )
+            })
+        })
+        .collect();
+    let phase = status.phase.as_deref().unwrap_or("Unknown");
+    match ready {
+        Some(c) if c.status == "True" => {}
+        other => {
+            let mut message = match other {
+                Some(c) => format!(
+                    "not ready ({phase}){}",
+                    c.message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+                None => format!("not ready ({phase}, no Ready condition yet)"),
+            };
+            for c in &crash_looping {
+                message.push_str(&format!("; {c}"));
+            }
+            return Observation::new(name, Status::Fail, message, now);
+        }
+    }
+    if !crash_looping.is_empty() {
+        return Observation::new(name, Status::Warn, crash_looping.join("; "), now);
+    }
+    // The latest restart: when a container's previous run ended.
+    let restart = containers
+        .iter()
+        .filter_map(|c| {
+            let ended = c.last_state.as_ref()?.terminated.as_ref()?;
+            let at: Timestamp = ended.finished_at.as_ref()?.0;
+            Some((
+                at,
+                c,
+                ended.reason.clone().unwrap_or_default(),
+                ended.exit_code,
+            ))
+        })
+        .max_by_key(|(at, ..)| *at);
+    let ready_message = "ready".to_string();
+    match restart {
+        Some((at, c, reason, code)) if at.checked_add(window).is_ok_and(|end| end > now) => {
+            let end = at.checked_add(window).unwrap_or(Timestamp::MAX);
+            Observation::new(
+                name,
+                Status::Warn,
+                format!(
+                    "container {} restarted at {at} ({} restarts; last exit {code}{})",
+                    c.name,
+                    c.restart_count,
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {reason}")
+                    }
+                ),
+                now,
+            )
+            .expiring(Expiry {
+                at: end,
+                status: Status::Pass,
+                message: ready_message,
+            })
+        }
+        _ => Observation::new(name, Status::Pass, ready_message, now),
+    }
+}

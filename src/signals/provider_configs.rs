@@ -1,0 +1,120 @@
+//! The `provider-config` signal: provider-anynines' ProviderConfigs, whose `status.health` the provider
+//! re-checks every 3 minutes (30 s while failing). An unchecked config reads `lastStatus: false` with a null
+//! `lastCheckTime`, so the time decides first; a time older than `check_stale_after` means the provider's
+//! health loop is stuck, which no other view shows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::Value;
+
+use super::{Expiry, Observation};
+use crate::config;
+use crate::report::Status;
+
+pub fn resource(c: &config::ProviderConfig) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&c.group, &c.version, "ProviderConfig"),
+        &c.plural,
+    )
+}
+
+/// Items for every ProviderConfig, or for the configured `names`.
+pub fn observe(
+    objects: &[Arc<DynamicObject>],
+    names: Option<&[String]>,
+    stale_after: Duration,
+    now: Timestamp,
+) -> Vec<Observation> {
+    let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
+    let wanted: Vec<String> = match names {
+        Some(n) => n.to_vec(),
+        None => objects.iter().map(|o| name_of(o)).collect(),
+    };
+    if wanted.is_empty() {
+        return vec![Observation::new(
+            "none",
+            Status::Warn,
+            "no ProviderConfigs exist",
+            now,
+        )];
+    }
+    wanted
+        .into_iter()
+        .map(|name| match objects.iter().find(|o| name_of(o) == name) {
+            None => Observation::new(name, Status::Fail, "not found", now),
+            Some(pc) => judge(name, pc.data.pointer("/status/health"), stale_after, now),
+        })
+        .collect()
+}
+
+fn judge(
+    name: String,
+    health: Option<&Value>,
+    stale_after: Duration,
+    now: Timestamp,
+) -> Observation {
+    let health = health.unwrap_or(&Value::Null);
+    let checked = match health.get("lastCheckTime") {
+        None | Some(Value::Null) => {
+            return Observation::new(
+                name,
+                Status::Unknown,
+                "not checked yet by provider-anynines",
+                now,
+            )
+        }
+        Some(Value::String(t)) => match t.parse::<Timestamp>() {
+            Ok(t) => t,
+            Err(_) => {
+                return Observation::new(
+                    name,
+                    Status::Unknown,
+                    format!("lastCheckTime {t:?} is not a time"),
+                    now,
+                )
+            }
+        },
+        Some(other) => {
+            return Observation::new(
+                name,
+                Status::Unknown,
+                format!("lastCheckTime {other} is not a time"),
+                now,
+            )
+        }
+    };
+    let message = health
+        .get("lastMessage")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let observation = match health.get("lastStatus").and_then(Value::as_bool) {
+        Some(true) => Observation::new(name, Status::Pass, non_empty(message, "Available"), now),
+        Some(false) => Observation::new(
+            name,
+            Status::Fail,
+            non_empty(message, "health check failed"),
+            now,
+        ),
+        None => Observation::new(
+            name,
+            Status::Unknown,
+            "status.health.lastStatus is missing",
+            now,
+        ),
+    };
+    observation.expiring(Expiry {
+        at: checked.checked_add(stale_after).unwrap_or(Timestamp::MAX),
+        status: Status::Unknown,
+        message: format!(
+            "provider-anynines has not checked it since {checked} (more than {}): its health loop may be stuck",
+            crate::policy::human(stale_after)
+        ),
+    })
+}
+
+fn non_empty(text: &str, default: &str) -> String {
+    if text.is_empty() { default } else { text }.to_string()
+}

@@ -1,0 +1,120 @@
+//! The `crossplane-provider` signal: Crossplane Providers (`providers.pkg.crossplane.io/v1`) must be
+//! `Installed` and `Healthy`. Crossplane 1.17–1.20 copy the package revision's health, which follows the
+//! provider Deployment's `Available`; Crossplane 2 words it `Package runtime health is "False" with message: …`.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::Value;
+
+use super::Observation;
+use crate::report::Status;
+
+/// The Provider resource.
+pub fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("pkg.crossplane.io", "v1", "Provider"),
+        "providers",
+    )
+}
+
+/// One condition of a Kubernetes object, as read from `status.conditions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition<'a> {
+    pub status: &'a str,
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+/// The condition of `type_` in a `status.conditions` list of an untyped object.
+pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
+    let text = |c: &'a Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+    status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| text(c, "type") == type_)
+        .map(|c| Condition {
+            status: text(c, "status"),
+            reason: text(c, "reason"),
+            message: text(c, "message"),
+        })
+}
+
+/// `Healthy is "False" (UnhealthyPackageRevision): message`.
+pub fn describe(type_: &str, c: &Condition<'_>) -> String {
+    let mut out = format!("{type_} is {:?}", c.status);
+    if !c.reason.is_empty() {
+        out.push_str(&format!(" ({})", c.reason));
+    }
+    if !c.message.is_empty() {
+        out.push_str(&format!(": {}", c.message));
+    }
+    out
+}
+
+/// Items for the providers in `wanted` (every installed one when `None`).
+pub fn observe(
+    objects: &[Arc<DynamicObject>],
+    wanted: Option<&[String]>,
+    now: Timestamp,
+) -> Vec<Observation> {
+    let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
+    let names: Vec<String> = match wanted {
+        Some(w) => w.to_vec(),
+        None => objects.iter().map(|o| name_of(o)).collect(),
+    };
+    if names.is_empty() {
+        return vec![Observation::new(
+            "none",
+            Status::Warn,
+            "no Crossplane providers are installed",
+            now,
+        )];
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let (status, message) = match objects.iter().find(|o| name_of(o) == name) {
+                None => (Status::Fail, "not installed".to_string()),
+                Some(p) => judge(p.data.get("status").unwrap_or(&Value::Null)),
+            };
+            Observation::new(name, status, message, now)
+        })
+        .collect()
+}
+
+fn judge(status: &Value) -> (Status, String) {
+    let revision = status
+        .get("currentRevision")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let installed = condition(status, "Installed");
+    let healthy = condition(status, "Healthy");
+    let mut failures = Vec::new();
+    let mut missing = Vec::new();
+    for (type_, c) in [("Installed", &installed), ("Healthy", &healthy)] {
+        match c {
+            Some(c) if c.status == "True" => {}
+            Some(c) => failures.push(describe(type_, c)),
+            None => missing.push(type_),
+        }
+    }
+    if !failures.is_empty() {
+        return (Status::Fail, failures.join("; "));
+    }
+    if !missing.is_empty() {
+        return (
+            Status::Unknown,
+            format!("condition {} not reported yet", missing.join(" and ")),
+        );
+    }
+    if revision.is_empty() {
+        return (
+            Status::Unknown,
+            "no current revision yet (the package is still being installed)".into(),
+        );
+    }
+    (Status::Pass, format!("installed and healthy ({revision})"))
+}
