@@ -1,0 +1,314 @@
+//! The Kubernetes signals' judgement, on the real object shapes in `sim/fixtures/`, with a hand-set clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use klutch_health::config;
+use klutch_health::report::Status;
+use klutch_health::signals::{deployments, pods, provider_configs, providers, Observation};
+use kube::api::DynamicObject;
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/sim/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists"))
+        .expect("fixture is JSON")
+}
+
+fn object<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+    Arc::new(serde_json::from_value(v).expect("fixture has the resource's shape"))
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().expect("valid time")
+}
+
+fn only(items: Vec<Observation>) -> Observation {
+    assert_eq!(items.len(), 1, "{items:?}");
+    items.into_iter().next().expect("one item")
+}
+
+#[test]
+fn healthy_provider_passes_and_unhealthy_names_condition_reason_and_message() {
+    let now = at("2024-08-20T14:00:00Z");
+    let healthy = object::<DynamicObject>(fixture("provider-healthy"));
+    let o = only(providers::observe(&[healthy], None, now));
+    assert_eq!(
+        (o.item.as_str(), o.status),
+        ("provider-anynines", Status::Pass)
+    );
+
+    let unhealthy = object::<DynamicObject>(fixture("provider-unhealthy"));
+    let o = only(providers::observe(
+        &[unhealthy],
+        Some(&["provider-anynines".into()]),
+        now,
+    ));
+    assert_eq!(o.status, Status::Fail);
+    assert_eq!(
+        o.message,
+        "Healthy is \"False\" (UnhealthyPackageRevision): Deployment provider-anynines-3f2a9c1b7e5d does not have minimum availability"
+    );
+}
+
+#[test]
+fn listed_provider_that_is_absent_is_not_installed() {
+    let now = at("2024-08-20T14:00:00Z");
+    let healthy = object::<DynamicObject>(fixture("provider-healthy"));
+    let items = providers::observe(
+        &[healthy],
+        Some(&["provider-anynines".into(), "provider-kubernetes".into()]),
+        now,
+    );
+    let missing = items
+        .iter()
+        .find(|o| o.item == "provider-kubernetes")
+        .expect("listed item");
+    assert_eq!(
+        (missing.status, missing.message.as_str()),
+        (Status::Fail, "not installed")
+    );
+}
+
+#[test]
+fn provider_without_conditions_or_revision_is_unknown() {
+    let now = at("2024-08-20T14:00:00Z");
+    let mut p = fixture("provider-healthy");
+    p["status"]["currentRevision"] = json!("");
+    let o = only(providers::observe(&[object(p)], None, now));
+    assert_eq!(o.status, Status::Unknown);
+    assert!(o.message.contains("no current revision"), "{}", o.message);
+
+    let mut p = fixture("provider-healthy");
+    p["status"]["conditions"] = json!([{"type": "Installed", "status": "True"}]);
+    let o = only(providers::observe(&[object(p)], None, now));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (Status::Unknown, "condition Healthy not reported yet")
+    );
+}
+
+#[test]
+fn crossplane_2_wording_is_passed_through() {
+    let now = at("2024-08-20T14:00:00Z");
+    let mut p = fixture("provider-healthy");
+    p["status"]["conditions"][1] = json!({
+        "type": "Healthy", "status": "False", "reason": "UnhealthyPackageRevision",
+        "message": "Package runtime health is \"False\" with message: Deployment has no available replicas"
+    });
+    let o = only(providers::observe(&[object(p)], None, now));
+    assert_eq!(o.status, Status::Fail);
+    assert!(
+        o.message
+            .ends_with("with message: Deployment has no available replicas"),
+        "{}",
+        o.message
+    );
+}
+
+fn pc_config() -> config::ProviderConfig {
+    config::ProviderConfig::default()
+}
+
+#[test]
+fn provider_config_health_maps_to_status_and_ages_into_unknown() {
+    let stale = pc_config().check_stale_after;
+    let now = at("2024-08-20T13:11:00Z");
+    let healthy = object::<DynamicObject>(fixture("providerconfig-healthy"));
+    let o = only(provider_configs::observe(&[healthy], None, stale, now));
+    assert_eq!((o.status, o.message.as_str()), (Status::Pass, "Available"));
+    // lastCheckTime 13:10 + check_stale_after 10m: unknown from 13:20 on, and the engine is told when.
+    assert_eq!(o.at(at("2024-08-20T13:19:59Z")).0, Status::Pass);
+    let (status, message) = o.at(at("2024-08-20T13:20:00Z"));
+    assert_eq!(status, Status::Unknown);
+    assert!(
+        message.contains("has not checked it since 2024-08-20T13:10:00Z"),
+        "{message}"
+    );
+    assert_eq!(o.expires[0].at, at("2024-08-20T13:20:00Z"));
+
+    let failing = object::<DynamicObject>(fixture("providerconfig-failing"));
+    let o = only(provider_configs::observe(&[failing], None, stale, now));
+    assert_eq!(o.status, Status::Fail);
+    assert!(
+        o.message.contains("connect: connection refused"),
+        "{}",
+        o.message
+    );
+}
+
+#[test]
+fn unchecked_provider_config_is_unknown_whatever_last_status_says() {
+    let now = at("2024-08-20T13:11:00Z");
+    let unchecked = object::<DynamicObject>(fixture("providerconfig-unchecked"));
+    let o = only(provider_configs::observe(
+        &[unchecked],
+        None,
+        Duration::from_secs(600),
+        now,
+    ));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (Status::Unknown, "not checked yet by provider-anynines")
+    );
+    let mut absent = fixture("providerconfig-unchecked");
+    absent["status"]["health"]
+        .as_object_mut()
+        .expect("object")
+        .remove("lastCheckTime");
+    let o = only(provider_configs::observe(
+        &[object(absent)],
+        None,
+        Duration::from_secs(600),
+        now,
+    ));
+    assert_eq!(o.status, Status::Unknown);
+}
+
+#[test]
+fn provider_config_names_filter_and_missing_names() {
+    let now = at("2024-08-20T13:11:00Z");
+    let healthy = object::<DynamicObject>(fixture("providerconfig-healthy"));
+    let failing = object::<DynamicObject>(fixture("providerconfig-failing"));
+    let names = [
+        "postgresql-service-broker".to_string(),
+        "mongodb".to_string(),
+    ];
+    let items = provider_configs::observe(
+        &[healthy, failing],
+        Some(&names),
+        Duration::from_secs(600),
+        now,
+    );
+    let got: Vec<(&str, Status)> = items.iter().map(|o| (o.item.as_str(), o.status)).collect();
+    assert_eq!(
+        got,
+        [
+            ("postgresql-service-broker", Status::Pass),
+            ("mongodb", Status::Fail)
+        ]
+    );
+}
+
+fn deployment_config(name: &str, min_available: i32) -> config::Deployment {
+    config::Deployment {
+        namespace: "bind".into(),
+        deployment: name.into(),
+        min_available,
+    }
+}
+
+#[test]
+fn deployment_available_unavailable_and_absent() {
+    let now = at("2024-08-20T14:00:00Z");
+    let available = object::<Deployment>(fixture("deployment-anynines-backend-available"));
+    let o = only(deployments::observe(
+        &[available.clone()],
+        &deployment_config("anynines-backend", 1),
+        now,
+    ));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (Status::Pass, "1 of 1 replicas available")
+    );
+
+    let o = only(deployments::observe(
+        &[available],
+        &deployment_config("anynines-backend", 2),
+        now,
+    ));
+    assert_eq!(o.status, Status::Fail);
+    assert!(o.message.contains("min_available is 2"), "{}", o.message);
+
+    let unavailable = object::<Deployment>(fixture("deployment-anynines-backend-unavailable"));
+    let o = only(deployments::observe(
+        &[unavailable],
+        &deployment_config("anynines-backend", 1),
+        now,
+    ));
+    assert_eq!(o.status, Status::Fail);
+    assert!(
+        o.message
+            .starts_with("Available is \"False\" (MinimumReplicasUnavailable)"),
+        "{}",
+        o.message
+    );
+
+    let konnector = object::<Deployment>(fixture("deployment-konnector-available"));
+    let o = only(deployments::observe(
+        &[konnector],
+        &deployment_config("anynines-backend", 1),
+        now,
+    ));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (Status::Fail, "Deployment bind/anynines-backend not found")
+    );
+}
+
+fn pod(ready: bool, container_status: Value) -> Arc<Pod> {
+    object(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "provider-anynines-abc", "namespace": "crossplane-system"},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                            "message": if ready { "" } else { "containers with unready status: [package-runtime]" }}],
+            "containerStatuses": [container_status]
+        }
+    }))
+}
+
+#[test]
+fn pods_ready_not_ready_recent_restart_and_crash_loop() {
+    let now = at("2024-08-20T14:00:00Z");
+    let window = Duration::from_secs(600);
+    let running = json!({"name": "package-runtime", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                         "state": {"running": {"startedAt": "2024-08-20T13:00:00Z"}}});
+    let o = only(pods::observe(&[pod(true, running)], "sel", window, now));
+    assert_eq!((o.status, o.message.as_str()), (Status::Pass, "ready"));
+
+    let restarted = json!({"name": "package-runtime", "ready": true, "restartCount": 3, "image": "x", "imageID": "",
+        "state": {"running": {"startedAt": "2024-08-20T13:55:00Z"}},
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2024-08-20T13:55:00Z"}}});
+    let o = only(pods::observe(&[pod(true, restarted)], "sel", window, now));
+    assert_eq!(o.status, Status::Warn);
+    assert!(
+        o.message.contains("3 restarts; last exit 137 OOMKilled"),
+        "{}",
+        o.message
+    );
+    // The warning leaves with the window.
+    assert_eq!(o.at(at("2024-08-20T14:05:00Z")).0, Status::Pass);
+
+    let crashing = json!({"name": "package-runtime", "ready": false, "restartCount": 7, "image": "x", "imageID": "",
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+    let o = only(pods::observe(
+        &[pod(true, crashing.clone())],
+        "sel",
+        window,
+        now,
+    ));
+    assert_eq!(o.status, Status::Warn);
+    assert!(
+        o.message.contains("CrashLoopBackOff (7 restarts)"),
+        "{}",
+        o.message
+    );
+    let o = only(pods::observe(&[pod(false, crashing)], "sel", window, now));
+    assert_eq!(o.status, Status::Fail);
+    assert!(
+        o.message.contains("containers with unready status"),
+        "{}",
+        o.message
+    );
+
+    let o = only(pods::observe(&[], "app=x", window, now));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (Status::Fail, "no pod matches app=x")
+    );
+}
