@@ -206,7 +206,7 @@ fn deployment_available_unavailable_and_absent() {
     let now = at("2024-08-20T14:00:00Z");
     let available = object::<Deployment>(fixture("deployment-anynines-backend-available"));
     let o = only(deployments::observe(
-        &[available.clone()],
+        std::slice::from_ref(&available),
         &deployment_config("anynines-backend", 1),
         now,
     ));

@@ -1,1 +1,13 @@
-pub fn placeholder() {}
+//! A simulated Klutch control plane for tests and the demo: a fake Kubernetes API server speaking the real
+//! list/watch protocol ([`FakeApi`]), a fake provider-anynines health server ([`FakeBackend`]), and both seeded
+//! as a healthy Klutch control plane ([`SimControlPlane`]). Every fake can be driven into faults.
+
+pub mod api;
+pub mod backend;
+pub mod control_plane;
+pub mod fixtures;
+mod selector;
+
+pub use api::{FakeApi, RecordedRequest};
+pub use backend::{BackendMode, FakeBackend};
+pub use control_plane::SimControlPlane;

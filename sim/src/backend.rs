@@ -1,0 +1,265 @@
+//! A fake of provider-anynines' health server (`GET :8081/backend-health`). Written on raw TCP rather than
+//! with an HTTP library so that it can misbehave exactly: hang, lie about Content-Length, reset, refuse.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// How the fake answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendMode {
+    /// `200` with the entries as JSON, as the real server does (also when an entry is `degraded`).
+    Healthy,
+    /// `500 Failed to list provider configs`, as the real server does when it cannot list ProviderConfigs.
+    Status500,
+    /// Accepts the request and never answers.
+    Hang,
+    /// Answers like `Healthy`, after this delay.
+    Slow(Duration),
+    /// `200` with a body that is not JSON.
+    Garbage,
+    /// `200` with JSON that is not an object.
+    NotObject,
+    /// `200` with a JSON object of this many bytes.
+    Huge(usize),
+    /// Promises more body than it sends, then closes.
+    Truncated,
+    /// Closes the connection right after reading the request.
+    Reset,
+    /// Not listening: connections are refused.
+    Refuse,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    entries: Mutex<BTreeMap<String, String>>,
+    mode: watch::Sender<BackendMode>,
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+/// The fake health server. Cheap to clone.
+#[derive(Clone)]
+pub struct FakeBackend {
+    inner: Arc<Inner>,
+}
+
+impl FakeBackend {
+    pub async fn start() -> anyhow::Result<FakeBackend> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<FakeBackend> {
+        let listener = TcpListener::bind(addr).await?;
+        let backend = FakeBackend {
+            inner: Arc::new(Inner {
+                addr: listener.local_addr()?,
+                entries: Mutex::default(),
+                mode: watch::channel(BackendMode::Healthy).0,
+                requests: AtomicUsize::new(0),
+                connections: AtomicUsize::new(0),
+            }),
+        };
+        tokio::spawn(backend.clone().accept(listener));
+        Ok(backend)
+    }
+
+    /// `http://127.0.0.1:PORT/backend-health`.
+    pub fn url(&self) -> String {
+        format!("http://{}/backend-health", self.inner.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    pub fn set_entries(&self, entries: BTreeMap<String, String>) {
+        *self
+            .inner
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = entries;
+    }
+
+    /// Sets one ProviderConfig's value: `"ok"` or `"degraded"`.
+    pub fn set_entry(&self, name: &str, value: &str) {
+        self.inner
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), value.to_string());
+    }
+
+    pub fn mode(&self) -> BackendMode {
+        self.inner.mode.borrow().clone()
+    }
+
+    pub fn set_mode(&self, mode: BackendMode) {
+        let was_refusing = *self.inner.mode.borrow() == BackendMode::Refuse;
+        self.inner.mode.send_replace(mode.clone());
+        if was_refusing && mode != BackendMode::Refuse {
+            match std::net::TcpListener::bind(self.inner.addr).and_then(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            }) {
+                Ok(listener) => {
+                    tokio::spawn(self.clone().accept(listener));
+                }
+                Err(e) => eprintln!(
+                    "fake backend cannot listen again on {}: {e}",
+                    self.inner.addr
+                ),
+            }
+        }
+    }
+
+    /// Requests read so far.
+    pub fn request_count(&self) -> usize {
+        self.inner.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far (keep-alive keeps this at one).
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+
+    async fn accept(self, listener: TcpListener) {
+        let mut mode = self.inner.mode.subscribe();
+        loop {
+            tokio::select! {
+                r = listener.accept() => {
+                    if let Ok((stream, _)) = r {
+                        self.inner.connections.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(self.clone().serve(stream));
+                    }
+                }
+                _ = mode.wait_for(|m| *m == BackendMode::Refuse) => return,
+            }
+        }
+    }
+
+    async fn serve(self, mut stream: TcpStream) {
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            // Read one request head.
+            let Some(end) = read_head(&mut stream, &mut buf).await else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end);
+            self.inner.requests.fetch_add(1, Ordering::SeqCst);
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mode = self.mode();
+            if path.split('?').next() != Some("/backend-health") {
+                if write(
+                    &mut stream,
+                    "404 Not Found",
+                    "text/plain",
+                    b"404 page not found\n",
+                )
+                .await
+                .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            let body = || {
+                let entries = self
+                    .inner
+                    .entries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                serde_json::to_vec(&entries).unwrap_or_default()
+            };
+            let result = match mode {
+                BackendMode::Healthy => {
+                    write(&mut stream, "200 OK", "application/json", &body()).await
+                }
+                BackendMode::Slow(d) => {
+                    tokio::time::sleep(d).await;
+                    write(&mut stream, "200 OK", "application/json", &body()).await
+                }
+                BackendMode::Status500 => {
+                    write(
+                        &mut stream,
+                        "500 Internal Server Error",
+                        "text/plain; charset=utf-8",
+                        b"Failed to list provider configs",
+                    )
+                    .await
+                }
+                BackendMode::Hang => {
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                BackendMode::Garbage => {
+                    write(
+                        &mut stream,
+                        "200 OK",
+                        "application/json",
+                        b"<html><body>502 Bad Gateway</body></html>",
+                    )
+                    .await
+                }
+                BackendMode::NotObject => {
+                    write(&mut stream, "200 OK", "application/json", b"[\"ok\"]").await
+                }
+                BackendMode::Huge(n) => {
+                    let mut huge = Vec::with_capacity(n);
+                    huge.extend_from_slice(b"{\"pad\":\"");
+                    huge.resize(n.saturating_sub(2).max(8), b'x');
+                    huge.extend_from_slice(b"\"}");
+                    write(&mut stream, "200 OK", "application/json", &huge).await
+                }
+                BackendMode::Truncated => {
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"postgresql";
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    return;
+                }
+                BackendMode::Reset | BackendMode::Refuse => return,
+            };
+            if result.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads until the end of a request head; returns its length, or `None` when the peer closed.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(pos + 4);
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn write(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await
+}

@@ -1,0 +1,216 @@
+//! Both fakes seeded as a healthy Klutch control plane, with the faults an operator meets.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::api::rfc3339;
+use crate::{fixtures, FakeApi, FakeBackend};
+
+pub const PROVIDER_API: &str = "pkg.crossplane.io/v1";
+pub const PROVIDER_CONFIG_API: &str = "dataservices.anynines.com/v1";
+
+/// The ProviderConfigs of the seeded control plane.
+pub const PROVIDER_CONFIGS: [&str; 2] = ["postgresql-service-broker", "postgresql-backup-manager"];
+
+/// A fake API server and a fake provider-anynines health server that agree with each other.
+#[derive(Clone)]
+pub struct SimControlPlane {
+    pub api: FakeApi,
+    pub backend: FakeBackend,
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+impl SimControlPlane {
+    /// Starts both fakes on free loopback ports, seeded healthy.
+    pub async fn start() -> anyhow::Result<SimControlPlane> {
+        let cp = SimControlPlane {
+            api: FakeApi::start().await?,
+            backend: FakeBackend::start().await?,
+        };
+        cp.seed();
+        Ok(cp)
+    }
+
+    /// Seeds an existing pair of fakes.
+    pub fn with(api: FakeApi, backend: FakeBackend) -> SimControlPlane {
+        let cp = SimControlPlane { api, backend };
+        cp.seed();
+        cp
+    }
+
+    fn seed(&self) {
+        for ns in ["crossplane-system", "bind", "default"] {
+            self.api.apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                                  "status": {"phase": "Active"}}),
+            );
+        }
+        self.api.apply(fixtures::provider_healthy());
+        let mut kubernetes = fixtures::provider_healthy();
+        kubernetes["metadata"] = json!({"name": "provider-kubernetes"});
+        kubernetes["spec"]["package"] =
+            json!("xpkg.upbound.io/crossplane-contrib/provider-kubernetes:v0.15.0");
+        kubernetes["status"]["currentRevision"] = json!("provider-kubernetes-1a2b3c4d5e6f");
+        self.api.apply(kubernetes);
+        for name in PROVIDER_CONFIGS {
+            let mut pc = fixtures::providerconfig_healthy();
+            pc["metadata"] = json!({"name": name});
+            pc["status"]["health"]["lastCheckTime"] = json!(now());
+            self.api.apply(pc);
+            self.backend.set_entry(name, "ok");
+        }
+        self.api.apply(json!({"apiVersion": "kubernetes.crossplane.io/v1alpha1", "kind": "ProviderConfig",
+            "metadata": {"name": "default"}, "spec": {"credentials": {"source": "InjectedIdentity"}}}));
+        self.api
+            .apply(fixtures::deployment_anynines_backend_available());
+        self.api.apply(fixtures::deployment_konnector_available());
+        self.api.apply(provider_pod());
+    }
+
+    /// The ProviderConfig fails its health check, as provider-anynines records it, and the health server
+    /// reports it `degraded` (still with HTTP 200).
+    pub fn degrade_provider_config(&self, name: &str, message: &str) {
+        self.set_provider_config(name, false, message);
+        self.backend.set_entry(name, "degraded");
+    }
+
+    pub fn heal_provider_config(&self, name: &str) {
+        self.set_provider_config(name, true, "Available");
+        self.backend.set_entry(name, "ok");
+    }
+
+    fn set_provider_config(&self, name: &str, ok: bool, message: &str) {
+        self.api
+            .update(PROVIDER_CONFIG_API, "ProviderConfig", None, name, |pc| {
+                pc["status"]["health"] =
+                    json!({"lastCheckTime": now(), "lastStatus": ok, "lastMessage": message});
+            });
+    }
+
+    /// Crossplane's view of the provider package: Healthy True or False, as in the fixtures.
+    pub fn set_provider_healthy(&self, name: &str, healthy: bool) {
+        let (status, reason, message) = if healthy {
+            ("True", "HealthyPackageRevision", String::new())
+        } else {
+            (
+                "False",
+                "UnhealthyPackageRevision",
+                format!("Deployment {name}-3f2a9c1b7e5d does not have minimum availability"),
+            )
+        };
+        self.api.set_condition(
+            PROVIDER_API,
+            "Provider",
+            None,
+            name,
+            "Healthy",
+            status,
+            reason,
+            &message,
+        );
+    }
+
+    pub fn set_deployment_available(&self, namespace: &str, name: &str, available: bool) {
+        self.api
+            .update("apps/v1", "Deployment", Some(namespace), name, |d| {
+                let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                let ready = if available { replicas } else { 0 };
+                d["status"]["readyReplicas"] = json!(ready);
+                d["status"]["availableReplicas"] = json!(ready);
+                d["status"]["unavailableReplicas"] = json!(replicas - ready);
+                let (status, reason, message) = if available {
+                    (
+                        "True",
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.",
+                    )
+                } else {
+                    (
+                        "False",
+                        "MinimumReplicasUnavailable",
+                        "Deployment does not have minimum availability.",
+                    )
+                };
+                if let Some(conditions) = d["status"]["conditions"].as_array_mut() {
+                    for c in conditions.iter_mut().filter(|c| c["type"] == "Available") {
+                        c["status"] = json!(status);
+                        c["reason"] = json!(reason);
+                        c["message"] = json!(message);
+                        c["lastTransitionTime"] = json!(now());
+                    }
+                }
+            });
+    }
+
+    /// Refreshes every ProviderConfig's `lastCheckTime` like provider-anynines' health loop: every
+    /// `healthy_every` for passing configs, `failing_every` for failing ones. Runs until the process ends.
+    pub fn spawn_provider_loop(&self, healthy_every: Duration, failing_every: Duration) {
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            let tick = healthy_every
+                .min(failing_every)
+                .max(Duration::from_millis(100));
+            let mut last: std::collections::HashMap<String, std::time::Instant> =
+                Default::default();
+            loop {
+                tokio::time::sleep(tick).await;
+                for name in PROVIDER_CONFIGS {
+                    let Some(pc) = api.get(PROVIDER_CONFIG_API, "ProviderConfig", None, name)
+                    else {
+                        continue;
+                    };
+                    let ok = pc
+                        .pointer("/status/health/lastStatus")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    let every = if ok { healthy_every } else { failing_every };
+                    let due = last.get(name).is_none_or(|t| t.elapsed() >= every);
+                    if due {
+                        last.insert(name.to_string(), std::time::Instant::now());
+                        api.update(PROVIDER_CONFIG_API, "ProviderConfig", None, name, |pc| {
+                            pc["status"]["health"]["lastCheckTime"] = json!(now());
+                        });
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A Ready provider-anynines pod, as Crossplane's package runtime creates it.
+pub fn provider_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q",
+            "namespace": "crossplane-system",
+            "labels": {
+                "pkg.crossplane.io/provider": "provider-anynines",
+                "pkg.crossplane.io/revision": "provider-anynines-3f2a9c1b7e5d"
+            }
+        },
+        "spec": {"containers": [{"name": "package-runtime", "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2"}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "Initialized", "status": "True"},
+                {"type": "Ready", "status": "True"},
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "PodScheduled", "status": "True"}
+            ],
+            "containerStatuses": [{
+                "name": "package-runtime", "ready": true, "started": true, "restartCount": 0,
+                "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2", "imageID": "",
+                "state": {"running": {"startedAt": "2024-08-20T13:01:00Z"}}
+            }]
+        }
+    })
+}

@@ -1,0 +1,35 @@
+//! The real object shapes (`sim/fixtures/*.json`, copied from the Klutch objects), compiled in.
+
+use serde_json::Value;
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+macro_rules! fixture {
+    ($name:ident, $file:literal) => {
+        pub fn $name() -> Value {
+            parse(include_str!(concat!("../fixtures/", $file)))
+        }
+    };
+}
+
+fixture!(provider_healthy, "provider-healthy.json");
+fixture!(provider_unhealthy, "provider-unhealthy.json");
+fixture!(providerconfig_healthy, "providerconfig-healthy.json");
+fixture!(providerconfig_failing, "providerconfig-failing.json");
+fixture!(providerconfig_unchecked, "providerconfig-unchecked.json");
+fixture!(
+    deployment_anynines_backend_available,
+    "deployment-anynines-backend-available.json"
+);
+fixture!(
+    deployment_anynines_backend_unavailable,
+    "deployment-anynines-backend-unavailable.json"
+);
+fixture!(
+    deployment_konnector_available,
+    "deployment-konnector-available.json"
+);
+fixture!(backend_health_ok, "backend-health-ok.json");
+fixture!(backend_health_degraded, "backend-health-degraded.json");
