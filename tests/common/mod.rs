@@ -1,0 +1,201 @@
+//! Test harness: runs the real `klutch-health` binary with a temporary configuration and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_klutch-health");
+
+/// How long any condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A running klutch-health. Killed on drop.
+pub struct Service {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// One HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms, or panics after [`DEADLINE`] naming `what`.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Service {
+    /// Starts the binary with `config` (TOML) and extra environment; waits until it listens.
+    pub async fn start(config: &str, env: &[(&str, &str)]) -> Service {
+        Self::start_with_args(config, env, &[]).await
+    }
+
+    pub async fn start_with_args(config: &str, env: &[(&str, &str)], args: &[&str]) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start klutch-health");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let reader = logs.clone();
+        let addr = eventually("klutch-health to log its listening address", async || {
+            reader.lock().expect("logs").iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "listening").then(|| v["address"].as_str()?.parse().ok())?
+            })
+        })
+        .await;
+        Service { child, addr, logs, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let child = &mut self.child;
+        eventually("klutch-health to exit", async || child.try_wait().ok().flatten().map(|s| s.code()))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        request(self.addr, "GET", path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        request(self.addr, "GET", path, headers).await
+    }
+
+    /// Polls `path` until `check` accepts the answer.
+    pub async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
+        eventually(what, async || {
+            let r = self.get(path).await;
+            check(&r).then_some(r)
+        })
+        .await
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    parse(&raw)
+}
+
+pub fn parse(raw: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A configuration with only a `backend-status` check polling `url`.
+pub fn backend_config(url: &str, extra: &str) -> String {
+    format!(
+        "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"{url}\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\n{extra}"
+    )
+}
+
+/// A configuration with every check of the shipped one, against the simulated control plane.
+pub fn full_config(backend_url: &str, extra: &str) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).expect("config.toml");
+    let mut doc: toml::Table = shipped.parse().expect("shipped config is TOML");
+    if let Some(checks) = doc.get_mut("check").and_then(toml::Value::as_array_mut) {
+        for check in checks.iter_mut().filter_map(toml::Value::as_table_mut) {
+            if check.get("type").and_then(toml::Value::as_str) == Some("backend-status") {
+                check.insert("url".into(), backend_url.into());
+                check.insert("interval".into(), "100ms".into());
+                check.insert("timeout".into(), "500ms".into());
+            }
+        }
+    }
+    format!("{}\n{extra}", toml::to_string(&doc).expect("TOML"))
+}
+
+/// Writes the kubeconfig of `api` into the service's future directory and returns its path.
+pub fn kubeconfig(api: &klutch_sim::FakeApi, dir: &std::path::Path) -> String {
+    let path = dir.join("kubeconfig");
+    api.write_kubeconfig(&path).expect("kubeconfig");
+    path.display().to_string()
+}
