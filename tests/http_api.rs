@@ -14,7 +14,10 @@ async fn degraded_backend() -> FakeBackend {
 
 async fn started(backend: &FakeBackend, extra: &str) -> Service {
     let svc = Service::start(&backend_config(&backend.url(), extra), &[]).await;
-    svc.wait_for("/readyz?verbose", "the first poll", |r| r.body.contains("postgresql")).await;
+    svc.wait_for("/readyz?verbose", "the first poll", |r| {
+        r.body.contains("postgresql")
+    })
+    .await;
     svc
 }
 
@@ -32,7 +35,9 @@ async fn failing_readyz_is_503_with_the_verbose_body_and_passing_is_200_ok() {
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
     backend.set_entry("postgresql-backup-manager", "ok");
-    let r = svc.wait_for("/readyz", "recovery", |r| r.status == 200).await;
+    let r = svc
+        .wait_for("/readyz", "recovery", |r| r.status == 200)
+        .await;
     assert_eq!(r.body, "ok");
     let r = svc.get("/healthz?verbose").await;
     assert_eq!(
@@ -49,7 +54,10 @@ async fn head_answers_like_get_without_a_body() {
     assert_eq!(r.status, 503);
     assert_eq!(r.body, "");
     let get = svc.get("/readyz").await;
-    assert_eq!(r.header("content-length"), Some(get.body.len().to_string().as_str()));
+    assert_eq!(
+        r.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -57,7 +65,9 @@ async fn exclude_is_repeatable_reports_excluded_items_and_unmatched_names() {
     let backend = degraded_backend().await;
     let svc = started(&backend, "").await;
     let r = svc
-        .get("/readyz?verbose&exclude=backend-status/postgresql-backup-manager&exclude=nothing-here")
+        .get(
+            "/readyz?verbose&exclude=backend-status/postgresql-backup-manager&exclude=nothing-here",
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -76,21 +86,33 @@ async fn exclude_is_repeatable_reports_excluded_items_and_unmatched_names() {
 async fn one_check_or_one_item_by_path_and_404_for_unknown_names() {
     let backend = degraded_backend().await;
     let svc = started(&backend, "").await;
-    let r = svc.get("/readyz/backend-status/postgresql-service-broker").await;
+    let r = svc
+        .get("/readyz/backend-status/postgresql-service-broker")
+        .await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-    let r = svc.get("/readyz/backend-status/postgresql-backup-manager").await;
+    let r = svc
+        .get("/readyz/backend-status/postgresql-backup-manager")
+        .await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n");
+    assert_eq!(
+        r.body,
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n"
+    );
     assert_eq!(svc.get("/readyz/backend-status").await.status, 503);
     assert_eq!(svc.get("/healthz/no-such-check").await.status, 404);
-    assert_eq!(svc.get("/readyz/backend-status/no-such-item").await.status, 404);
+    assert_eq!(
+        svc.get("/readyz/backend-status/no-such-item").await.status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn json_in_the_ietf_health_shape_by_accept_or_format() {
     let backend = degraded_backend().await;
     let svc = started(&backend, "").await;
-    let r = svc.get_with("/readyz", &[("Accept", "application/health+json")]).await;
+    let r = svc
+        .get_with("/readyz", &[("Accept", "application/health+json")])
+        .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("content-type"), Some("application/health+json"));
     let doc = r.json();
@@ -98,25 +120,43 @@ async fn json_in_the_ietf_health_shape_by_accept_or_format() {
     assert_eq!(doc["serviceId"], "klutch-health");
     assert_eq!(doc["description"], "Klutch control plane");
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
-    let items = doc["checks"]["backend-status"].as_array().expect("items of the check");
-    let degraded = items.iter().find(|i| i["componentId"] == "postgresql-backup-manager").expect("item");
+    let items = doc["checks"]["backend-status"]
+        .as_array()
+        .expect("items of the check");
+    let degraded = items
+        .iter()
+        .find(|i| i["componentId"] == "postgresql-backup-manager")
+        .expect("item");
     assert_eq!(degraded["status"], "fail");
     assert_eq!(degraded["output"], "degraded");
     assert_eq!(degraded["componentType"], "backend-status");
     for key in ["time", "since"] {
         let t = degraded[key].as_str().expect("a time");
-        assert!(t.parse::<jiff::Timestamp>().is_ok(), "{key} is RFC 3339: {t}");
+        assert!(
+            t.parse::<jiff::Timestamp>().is_ok(),
+            "{key} is RFC 3339: {t}"
+        );
     }
-    let ok = items.iter().find(|i| i["componentId"] == "postgresql-service-broker").expect("item");
+    let ok = items
+        .iter()
+        .find(|i| i["componentId"] == "postgresql-service-broker")
+        .expect("item");
     assert_eq!(ok["status"], "pass");
     assert!(ok.get("output").is_none(), "no output when passing: {ok}");
 
-    let r = svc.get_with("/readyz", &[("Accept", "application/json")]).await;
+    let r = svc
+        .get_with("/readyz", &[("Accept", "application/json")])
+        .await;
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.json()["status"], "fail");
     let r = svc.get("/healthz?format=json").await;
     assert_eq!(r.header("content-type"), Some("application/health+json"));
-    assert_eq!(r.json()["checks"]["backend-status"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        r.json()["checks"]["backend-status"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 }
 
 #[tokio::test]
@@ -130,7 +170,12 @@ async fn livez_passthrough_404_and_405() {
         assert_eq!(r.status, 200, "the provider answers 200 even when degraded");
         assert_eq!(r.json()["postgresql-backup-manager"], "degraded");
         assert_eq!(r.header("content-type"), Some("application/json"));
-        assert!(r.header("age").and_then(|a| a.parse::<u64>().ok()).is_some(), "Age header: {r:?}");
+        assert!(
+            r.header("age")
+                .and_then(|a| a.parse::<u64>().ok())
+                .is_some(),
+            "Age header: {r:?}"
+        );
     }
     assert_eq!(svc.get("/nope").await.status, 404);
     let r = request(svc.addr, "POST", "/readyz", &[]).await;
@@ -143,7 +188,10 @@ async fn passthrough_is_503_before_the_first_good_poll() {
     let backend = FakeBackend::start().await.expect("fake backend");
     backend.set_mode(klutch_sim::BackendMode::Status500);
     let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
-    svc.wait_for("/readyz?verbose", "the failed poll", |r| r.body.contains("endpoint failed")).await;
+    svc.wait_for("/readyz?verbose", "the failed poll", |r| {
+        r.body.contains("endpoint failed")
+    })
+    .await;
     assert_eq!(svc.get("/backend-health").await.status, 503);
 }
 
@@ -152,12 +200,21 @@ async fn details_never_withholds_every_message_in_every_format() {
     let backend = degraded_backend().await;
     let svc = started(&backend, "[server]\ndetails = \"never\"\n").await;
     let text = svc.get("/readyz?verbose").await.body;
-    assert!(text.contains("[-]backend-status/postgresql-backup-manager failed: reason withheld"), "{text}");
+    assert!(
+        text.contains("[-]backend-status/postgresql-backup-manager failed: reason withheld"),
+        "{text}"
+    );
     assert!(!text.contains("degraded"), "{text}");
     let json = svc.get("/readyz?format=json").await.body;
-    assert!(json.contains("reason withheld") && !json.contains("degraded"), "{json}");
+    assert!(
+        json.contains("reason withheld") && !json.contains("degraded"),
+        "{json}"
+    );
     let page = svc.get("/").await.body;
-    assert!(page.contains("reason withheld") && !page.contains("degraded"), "{page}");
+    assert!(
+        page.contains("reason withheld") && !page.contains("degraded"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -166,15 +223,27 @@ async fn details_token_shows_messages_only_with_the_bearer_token() {
     let dir = tempfile::tempdir().expect("dir");
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").expect("token");
-    let extra = format!("[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n", token.display());
+    let extra = format!(
+        "[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
     let svc = started(&backend, &extra).await;
     let without = svc.get("/readyz?verbose").await.body;
     assert!(without.contains("reason withheld"), "{without}");
-    let wrong = svc.get_with("/readyz?verbose", &[("Authorization", "Bearer nope")]).await.body;
+    let wrong = svc
+        .get_with("/readyz?verbose", &[("Authorization", "Bearer nope")])
+        .await
+        .body;
     assert!(wrong.contains("reason withheld"), "{wrong}");
-    let right = svc.get_with("/readyz?verbose", &[("Authorization", "Bearer s3cret")]).await.body;
+    let right = svc
+        .get_with("/readyz?verbose", &[("Authorization", "Bearer s3cret")])
+        .await
+        .body;
     assert!(right.contains("failed: degraded"), "{right}");
-    assert!(!svc.logs().iter().any(|l| l.contains("s3cret")), "the token is never logged");
+    assert!(
+        !svc.logs().iter().any(|l| l.contains("s3cret")),
+        "the token is never logged"
+    );
 }
 
 #[tokio::test]
@@ -184,8 +253,14 @@ async fn status_page_escapes_messages() {
     let svc = started(&backend, "").await;
     let page = svc.get("/").await;
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")));
-    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.body);
+    assert!(page
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/html")));
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("<script>"), "{}", page.body);
 }
 
@@ -201,6 +276,14 @@ async fn probes_cause_no_upstream_calls_and_the_connection_is_kept_alive() {
     let polls = backend.request_count() - before;
     // Polls every 100 ms happen anyway; 300 probes must add nothing on top.
     let allowed = (started.elapsed().as_millis() / 100) as usize + 2;
-    assert!(polls <= allowed, "{polls} upstream requests in {:?} (at most {allowed})", started.elapsed());
-    assert_eq!(backend.connection_count(), 1, "one kept-alive connection serves every poll");
+    assert!(
+        polls <= allowed,
+        "{polls} upstream requests in {:?} (at most {allowed})",
+        started.elapsed()
+    );
+    assert_eq!(
+        backend.connection_count(),
+        1,
+        "one kept-alive connection serves every poll"
+    );
 }

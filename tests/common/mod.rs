@@ -34,7 +34,9 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -93,7 +95,12 @@ impl Service {
             })
         })
         .await;
-        Service { child, addr, logs, dir }
+        Service {
+            child,
+            addr,
+            logs,
+            dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -107,8 +114,10 @@ impl Service {
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait_exit(&mut self) -> Option<i32> {
         let child = &mut self.child;
-        eventually("klutch-health to exit", async || child.try_wait().ok().flatten().map(|s| s.code()))
-            .await
+        eventually("klutch-health to exit", async || {
+            child.try_wait().ok().flatten().map(|s| s.code())
+        })
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -179,7 +188,8 @@ pub fn backend_config(url: &str, extra: &str) -> String {
 
 /// A configuration with every check of the shipped one, against the simulated control plane.
 pub fn full_config(backend_url: &str, extra: &str) -> String {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).expect("config.toml");
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml");
     let mut doc: toml::Table = shipped.parse().expect("shipped config is TOML");
     if let Some(checks) = doc.get_mut("check").and_then(toml::Value::as_array_mut) {
         for check in checks.iter_mut().filter_map(toml::Value::as_table_mut) {
