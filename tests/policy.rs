@@ -1,0 +1,342 @@
+//! The policy as a pure function, table-tested with a hand-set clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use klutch_health::config::Config;
+use klutch_health::policy::{evaluate, Memory, Rules};
+use klutch_health::report::{Endpoint, Report, Status};
+use klutch_health::signals::{Expiry, Observation, Snapshot};
+
+const T0: &str = "2026-01-01T00:00:00Z";
+
+fn t(secs: u64) -> Timestamp {
+    T0.parse::<Timestamp>()
+        .expect("time")
+        .checked_add(Duration::from_secs(secs))
+        .expect("in range")
+}
+
+fn rules(policy: &str) -> Rules {
+    let text = format!(
+        "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
+         [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n{policy}"
+    );
+    Rules::new(&Config::from_toml(&text).expect("valid config")).expect("rules")
+}
+
+fn obs(item: &str, status: Status) -> Observation {
+    Observation::new(item, status, format!("{item} is {status}"), t(0))
+}
+
+fn snapshot(a: Vec<Observation>, b: Vec<Observation>) -> Snapshot {
+    Snapshot {
+        checks: BTreeMap::from([("a".to_string(), a), ("b".to_string(), b)]),
+        ..Snapshot::default()
+    }
+}
+
+/// `(name, shown status)` of every counted item of `endpoint`.
+fn shown(report: &Report, endpoint: Endpoint) -> Vec<(String, Status)> {
+    report
+        .endpoint(endpoint)
+        .items
+        .iter()
+        .map(|c| (c.name.to_string(), c.status))
+        .collect()
+}
+
+/// Runs the evaluations in order, carrying the memory, and returns the last one.
+fn run(rules: &Rules, steps: &[(u64, Snapshot)]) -> klutch_health::policy::Evaluation {
+    let mut memory = Memory::default();
+    let mut last = None;
+    for (secs, snap) in steps {
+        let e = evaluate(rules, snap, &memory, t(*secs));
+        memory = e.memory.clone();
+        last = Some(e);
+    }
+    last.expect("at least one step")
+}
+
+#[test]
+fn unknown_counts_as_the_endpoint_says() {
+    let snap = snapshot(
+        vec![obs("x", Status::Unknown)],
+        vec![obs("y", Status::Pass)],
+    );
+    for (unknown, expected, passes) in [
+        ("fail", Status::Fail, false),
+        ("warn", Status::Warn, true),
+        ("pass", Status::Pass, true),
+    ] {
+        let r = rules(&format!("[endpoints.readyz]\nunknown = \"{unknown}\"\n"));
+        let e = evaluate(&r, &snap, &Memory::default(), t(0));
+        assert_eq!(
+            e.report.readyz.items[0].status, expected,
+            "unknown = {unknown}"
+        );
+        assert_eq!(e.report.readyz.passed(), passes, "unknown = {unknown}");
+    }
+    // Defaults: fail on readyz, warn on healthz.
+    let e = evaluate(&rules(""), &snap, &Memory::default(), t(0));
+    assert!(!e.report.readyz.passed());
+    assert!(e.report.healthz.passed());
+    assert_eq!(e.report.healthz.status(), Status::Warn);
+}
+
+#[test]
+fn include_exclude_and_warn_only_globs() {
+    let snap = snapshot(
+        vec![obs("x", Status::Fail), obs("y", Status::Pass)],
+        vec![obs("z", Status::Fail)],
+    );
+    let table: &[(&str, &[(&str, Status)])] = &[
+        (
+            "include = [\"a\"]",
+            &[("a/x", Status::Fail), ("a/y", Status::Pass)],
+        ),
+        (
+            "include = [\"a/*\"]",
+            &[("a/x", Status::Fail), ("a/y", Status::Pass)],
+        ),
+        ("include = [\"*/y\"]", &[("a/y", Status::Pass)]),
+        ("exclude = [\"a\"]", &[("b/z", Status::Fail)]),
+        ("exclude = [\"a/x\", \"b\"]", &[("a/y", Status::Pass)]),
+        (
+            "warn_only = [\"b\"]",
+            &[
+                ("a/x", Status::Fail),
+                ("a/y", Status::Pass),
+                ("b/z", Status::Warn),
+            ],
+        ),
+        (
+            "warn_only = [\"*/x\"]",
+            &[
+                ("a/x", Status::Warn),
+                ("a/y", Status::Pass),
+                ("b/z", Status::Fail),
+            ],
+        ),
+    ];
+    for (policy, expected) in table {
+        let r = rules(&format!("[endpoints.readyz]\n{policy}\n"));
+        let e = evaluate(&r, &snap, &Memory::default(), t(0));
+        let want: Vec<(String, Status)> =
+            expected.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+        assert_eq!(shown(&e.report, Endpoint::Readyz), want, "{policy}");
+    }
+}
+
+#[test]
+fn a_failure_shorter_than_fail_after_never_counts() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let pass = || snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = || snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let e = run(&r, &[(0, pass()), (10, fail()), (39, fail())]);
+    let item = &e.report.readyz.items[0];
+    assert_eq!(item.status, Status::Warn);
+    assert!(
+        item.message
+            .starts_with("failing for 29s, counts as failed after 30s: x is fail"),
+        "{}",
+        item.message
+    );
+    assert_eq!(e.next, Some(t(40)), "the engine is woken at the deadline");
+    assert!(e.report.readyz.passed());
+    // Recovering before the deadline: never shown as failed.
+    let e = run(&r, &[(0, pass()), (10, fail()), (39, fail()), (39, pass())]);
+    assert_eq!(e.report.readyz.items[0].status, Status::Pass);
+    assert_eq!(e.next, None);
+}
+
+#[test]
+fn a_failure_counts_exactly_at_fail_after() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let e = run(
+        &r,
+        &[(0, pass.clone()), (10, fail.clone()), (40, fail.clone())],
+    );
+    assert_eq!(e.report.readyz.items[0].status, Status::Fail);
+    assert_eq!(e.report.readyz.items[0].message, "x is fail");
+    assert!(!e.report.readyz.passed());
+}
+
+#[test]
+fn a_flapping_item_never_fails_with_fail_after() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let mut steps = Vec::new();
+    for i in 0..20u64 {
+        steps.push((
+            i * 10,
+            if i % 2 == 0 {
+                fail.clone()
+            } else {
+                pass.clone()
+            },
+        ));
+        let e = run(&r, &steps);
+        assert_ne!(e.report.readyz.items[0].status, Status::Fail, "flap {i}");
+    }
+}
+
+#[test]
+fn pass_after_holds_the_failure_until_recovery_lasts() {
+    let r = rules("[endpoints.readyz]\npass_after = \"20s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let e = run(
+        &r,
+        &[(0, fail.clone()), (5, pass.clone()), (15, pass.clone())],
+    );
+    let item = &e.report.readyz.items[0];
+    assert_eq!(item.status, Status::Fail);
+    assert!(
+        item.message
+            .starts_with("recovered 10s ago, counts as passing after 20s"),
+        "{}",
+        item.message
+    );
+    assert_eq!(e.next, Some(t(25)));
+    let e = run(&r, &[(0, fail), (5, pass.clone()), (25, pass)]);
+    assert_eq!(e.report.readyz.items[0].status, Status::Pass);
+}
+
+#[test]
+fn require_any_and_n() {
+    let snap = snapshot(
+        vec![
+            obs("x", Status::Fail),
+            obs("y", Status::Pass),
+            obs("z", Status::Fail),
+        ],
+        vec![],
+    );
+    let table = [
+        ("all", false, Status::Fail),
+        ("any", true, Status::Warn),
+        ("1", true, Status::Warn),
+        ("2", false, Status::Fail),
+    ];
+    for (require, passes, failing_shown) in table {
+        let text = format!(
+            "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = \"{require}\"\n\
+             [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n"
+        );
+        let r = Rules::new(&Config::from_toml(&text).expect("config")).expect("rules");
+        let e = evaluate(&r, &snap, &Memory::default(), t(0));
+        assert_eq!(e.report.readyz.passed(), passes, "require = {require}");
+        assert_eq!(
+            e.report.readyz.items[0].status, failing_shown,
+            "require = {require}"
+        );
+        if failing_shown == Status::Warn {
+            assert!(e.report.readyz.items[0]
+                .message
+                .ends_with("(1 of 3 pass, 1 required)"));
+        }
+    }
+    // Too few items to ever meet the requirement.
+    let text =
+        "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = 3\n";
+    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let snap = Snapshot {
+        checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)])]),
+        ..Snapshot::default()
+    };
+    let e = evaluate(&r, &snap, &Memory::default(), t(0));
+    let last = e.report.readyz.items.last().expect("require item");
+    assert_eq!(
+        (&*last.name, last.status, last.message.as_str()),
+        ("a/require", Status::Fail, "1 items, 3 required")
+    );
+}
+
+#[test]
+fn expiry_changes_status_at_its_time_and_wakes_the_engine() {
+    let r = rules("");
+    let item = obs("x", Status::Pass).expiring(Expiry {
+        at: t(100),
+        status: Status::Unknown,
+        message: "stale".into(),
+    });
+    let snap = snapshot(vec![item], vec![]);
+    let e = evaluate(&r, &snap, &Memory::default(), t(99));
+    assert_eq!(e.report.items[0].status, Status::Pass);
+    assert_eq!(e.next, Some(t(100)));
+    let e = evaluate(&r, &snap, &e.memory, t(100));
+    assert_eq!(
+        (e.report.items[0].status, e.report.items[0].message.as_str()),
+        (Status::Unknown, "stale")
+    );
+    assert_eq!(e.report.items[0].since, t(100));
+}
+
+#[test]
+fn since_holds_while_the_status_holds() {
+    let r = rules("");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let e = run(
+        &r,
+        &[(0, pass.clone()), (10, pass.clone()), (20, pass.clone())],
+    );
+    assert_eq!(e.report.items[0].since, t(0));
+    assert_eq!(e.report.readyz.items[0].since, t(0));
+    let e = run(&r, &[(0, pass.clone()), (10, fail.clone()), (20, fail)]);
+    assert_eq!(e.report.items[0].since, t(10));
+    assert_eq!(e.report.readyz.items[0].since, t(10));
+}
+
+#[test]
+fn a_configured_check_without_observations_is_unknown() {
+    let r = rules("");
+    let snap = Snapshot {
+        checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)])]),
+        ..Snapshot::default()
+    };
+    let e = evaluate(&r, &snap, &Memory::default(), t(0));
+    let b = e
+        .report
+        .items
+        .iter()
+        .find(|i| &*i.check == "b")
+        .expect("check b shows");
+    assert_eq!(
+        (b.status, b.message.as_str()),
+        (Status::Unknown, "no observation yet")
+    );
+    assert!(!e.report.readyz.passed());
+}
+
+#[test]
+fn a_degraded_backend_item_carries_the_provider_config_message() {
+    let text = "[[check]]\nname = \"backend\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
+                [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\n";
+    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let snap = Snapshot {
+        checks: BTreeMap::from([
+            (
+                "backend".to_string(),
+                vec![Observation::new("pg", Status::Fail, "degraded", t(0))],
+            ),
+            (
+                "pcs".to_string(),
+                vec![Observation::new(
+                    "pg",
+                    Status::Fail,
+                    "connection refused",
+                    t(0),
+                )],
+            ),
+        ]),
+        ..Snapshot::default()
+    };
+    let e = evaluate(&r, &snap, &Memory::default(), t(0));
+    assert_eq!(e.report.items[0].message, "degraded: connection refused");
+}
