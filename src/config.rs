@@ -138,8 +138,8 @@ struct Common {
     cluster: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CheckKind {
     BackendStatus(BackendStatus),
     CrossplaneProvider(CrossplaneProvider),
@@ -590,11 +590,15 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
         _ => format!("check #{}", index + 1),
     };
     let at = |msg: String| err(format!("{label}: {msg}"));
-    if !dict.contains_key("type") {
-        return Err(at(
-            "type: missing (one of backend-status, crossplane-provider, provider-config, deployment, pods)".into(),
-        ));
-    }
+    let type_name = match dict.remove("type") {
+        Some(Value::String(_, t)) => t,
+        Some(_) => return Err(at("type: expected a string".into())),
+        None => {
+            return Err(at(
+                "type: missing (one of backend-status, crossplane-provider, provider-config, deployment, pods)".into(),
+            ))
+        }
+    };
     let mut common = Dict::new();
     for key in ["name", "require", "cluster"] {
         if let Some(v) = dict.remove(key) {
@@ -602,7 +606,19 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
         }
     }
     let common: Common = deserialize(Value::from(common)).map_err(at)?;
-    let kind: CheckKind = deserialize(Value::from(dict)).map_err(at)?;
+    // Each type's keys are read by its own struct (not a tagged enum, which would hide the key's path).
+    let rest = Value::from(dict);
+    let kind = match type_name.as_str() {
+        "backend-status" => deserialize(rest).map(CheckKind::BackendStatus),
+        "crossplane-provider" => deserialize(rest).map(CheckKind::CrossplaneProvider),
+        "provider-config" => deserialize(rest).map(CheckKind::ProviderConfig),
+        "deployment" => deserialize(rest).map(CheckKind::Deployment),
+        "pods" => deserialize(rest).map(CheckKind::Pods),
+        other => Err(format!(
+            "type: unknown check type \"{other}\" (one of backend-status, crossplane-provider, provider-config, deployment, pods)"
+        )),
+    }
+    .map_err(at)?;
     Ok(Check {
         name: common.name,
         require: common.require,

@@ -1,0 +1,220 @@
+//! Configuration: sources and their order, and every invalid input stopping start-up with exit code 2 and
+//! a message naming the key.
+
+mod common;
+
+use std::process::Command;
+
+use klutch_health::config::{Config, Require};
+
+const MINIMAL: &str = "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"http://127.0.0.1:8081/backend-health\"\n";
+
+/// Runs `--check-config` on `config`; returns the exit code, stdout and stderr.
+fn check_config(
+    config: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write");
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .args(args)
+        .env_remove("KLUTCH_HEALTH_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn rejected(config: &str, expected: &str) {
+    let (code, _, err) = check_config(config, &[], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(expected), "expected {expected:?} in: {err}");
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).expect("read");
+    let config = Config::from_toml(&shipped).expect("valid");
+    let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "backend-status",
+            "providers",
+            "provider-configs",
+            "anynines-backend",
+            "provider-pods"
+        ]
+    );
+    let (code, out, err) = check_config(&shipped, &[], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    Config::from_toml(&out).expect("the printed configuration is itself valid");
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let env = [
+        ("KLUTCH_HEALTH_SERVER__LISTEN", "127.0.0.1:9000"),
+        ("KLUTCH_HEALTH_ENDPOINTS__READYZ__UNKNOWN", "warn"),
+    ];
+    let (code, out, err) = check_config(MINIMAL, &env, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let printed = Config::from_toml(&out).expect("printed config");
+    assert_eq!(printed.server.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(
+        printed.endpoints.readyz.unknown,
+        klutch_health::config::UnknownAs::Warn
+    );
+    let (_, out, _) = check_config(MINIMAL, &env, &["--listen", "127.0.0.1:9100"]);
+    assert_eq!(
+        Config::from_toml(&out)
+            .expect("printed")
+            .server
+            .listen
+            .to_string(),
+        "127.0.0.1:9100"
+    );
+}
+
+#[test]
+fn config_path_from_flag_then_environment_then_working_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        MINIMAL.replace("8081", "1111"),
+    )
+    .expect("write");
+    let env_file = dir.path().join("env.toml");
+    std::fs::write(&env_file, MINIMAL.replace("8081", "2222")).expect("write");
+    let flag_file = dir.path().join("flag.toml");
+    std::fs::write(&flag_file, MINIMAL.replace("8081", "3333")).expect("write");
+    let run = |flag: bool, env: bool| {
+        let mut cmd = Command::new(common::BIN);
+        cmd.current_dir(dir.path())
+            .arg("--check-config")
+            .env_remove("KLUTCH_HEALTH_CONFIG");
+        if flag {
+            cmd.arg("--config").arg(&flag_file);
+        }
+        if env {
+            cmd.env("KLUTCH_HEALTH_CONFIG", &env_file);
+        }
+        String::from_utf8_lossy(&cmd.output().expect("run").stdout).to_string()
+    };
+    assert!(run(true, true).contains(":3333/"));
+    assert!(
+        run(false, true).contains(":2222/"),
+        "KLUTCH_HEALTH_CONFIG is a path, not a key"
+    );
+    assert!(run(false, false).contains(":1111/"));
+}
+
+#[test]
+fn invalid_configurations_name_the_key() {
+    let bad_duration = MINIMAL.to_string() + "timeout = \"abc\"\n";
+    rejected(
+        &bad_duration,
+        "check \"backend-status\": timeout: invalid duration \"abc\"",
+    );
+    rejected(
+        &(MINIMAL.to_string() + "colour = \"red\"\n"),
+        "check \"backend-status\": colour: unknown field",
+    );
+    rejected(
+        &format!("{MINIMAL}[server]\nlisten = \"0.0.0.0:1\"\nlisen = 1\n"),
+        "server.lisen: unknown field",
+    );
+    rejected(&format!("bogus = 1\n{MINIMAL}"), "bogus: unknown field");
+    rejected(
+        &MINIMAL.replace("http://127.0.0.1:8081/backend-health", "not a url"),
+        "check \"backend-status\": url: invalid URL",
+    );
+    rejected(
+        &MINIMAL.replace("http://", "https://"),
+        "only http:// is supported",
+    );
+    rejected(
+        &format!("{MINIMAL}{MINIMAL}"),
+        "check \"backend-status\": name: duplicate check name",
+    );
+    rejected(
+        &format!("{MINIMAL}[endpoints.readyz]\nexclude = [\"nothing\"]\n"),
+        "endpoints.readyz.exclude: pattern \"nothing\" matches no check",
+    );
+    rejected(
+        "[[check]]\nname = \"k\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"konnector\"\n",
+        "check \"k\": cluster: no cluster \"app\" is declared",
+    );
+    rejected(
+        &format!("{MINIMAL}[server]\ndetails = \"token\"\n"),
+        "server.token_file: missing",
+    );
+    rejected(
+        &format!("{MINIMAL}[endpoints.healthz]\nfail_after = \"soon\"\n"),
+        "endpoints.healthz.fail_after: invalid duration \"soon\"",
+    );
+    rejected(
+        &format!("{MINIMAL}[endpoints.healthz]\nunknown = \"maybe\"\n"),
+        "endpoints.healthz.unknown: unknown variant: found `maybe`",
+    );
+    rejected(
+        "[[check]]\nname = \"x\"\ntype = \"nope\"\n",
+        "check \"x\": type: unknown check type \"nope\"",
+    );
+    rejected("[[check]]\nname = \"x\"\n", "check \"x\": type: missing");
+    rejected(
+        &MINIMAL.replace(
+            "name = \"backend-status\"\n",
+            "name = \"backend-status\"\nrequire = 0\n",
+        ),
+        "require: expected \"all\", \"any\" or a number",
+    );
+    rejected("this is not toml", "invalid configuration");
+}
+
+#[test]
+fn a_missing_file_is_a_configuration_error() {
+    let out = Command::new(common::BIN)
+        .args(["--config", "/nonexistent/klutch.toml", "--check-config"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read configuration file /nonexistent/klutch.toml"));
+}
+
+#[test]
+fn an_invalid_environment_value_names_its_key() {
+    let (code, _, err) = check_config(
+        MINIMAL,
+        &[("KLUTCH_HEALTH_SERVER__SHUTDOWN_DELAY", "later")],
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("server.shutdown_delay: invalid duration \"later\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn require_is_all_any_or_a_number() {
+    let parse = |r: &str| {
+        Config::from_toml(&format!("{MINIMAL}require = {r}\n")).map(|c| c.checks[0].require)
+    };
+    assert_eq!(parse("\"all\"").expect("all"), Require::All);
+    assert_eq!(parse("\"any\"").expect("any"), Require::Any);
+    assert_eq!(parse("2").expect("2"), Require::AtLeast(2));
+    assert!(parse("\"most\"").is_err());
+}
