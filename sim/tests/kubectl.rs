@@ -1,0 +1,118 @@
+//! Real `kubectl` against the fake API server: what an operator would run works the same.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use klutch_sim::SimControlPlane;
+
+fn kubectl() -> &'static str {
+    for candidate in ["/usr/bin/kubectl", "/usr/local/bin/kubectl"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate;
+        }
+    }
+    panic!("kubectl is not installed: .ci/run installs it (Debian package kubernetes-client)");
+}
+
+async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn kubectl_get_lists_what_klutch_health_watches() {
+    let cp = SimControlPlane::start().await.expect("start");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    cp.api.write_kubeconfig(&kc).expect("kubeconfig");
+    let providers = run(&kc, &["get", "providers"]).await;
+    assert!(providers.contains("provider-anynines"), "{providers}");
+    let pcs = run(&kc, &["get", "providerconfigs.dataservices.anynines.com"]).await;
+    assert!(
+        pcs.contains("postgresql-service-broker") && pcs.contains("postgresql-backup-manager"),
+        "{pcs}"
+    );
+    let deployments = run(&kc, &["get", "deployments", "-n", "bind"]).await;
+    assert!(
+        deployments.contains("anynines-backend") && deployments.contains("konnector"),
+        "{deployments}"
+    );
+    let pods = run(
+        &kc,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "crossplane-system",
+            "-l",
+            "pkg.crossplane.io/provider=provider-anynines",
+        ],
+    )
+    .await;
+    assert!(pods.contains("provider-anynines-3f2a9c1b7e5d"), "{pods}");
+    let json = run(
+        &kc,
+        &[
+            "get",
+            "provider",
+            "provider-anynines",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Healthy\")].status}",
+        ],
+    )
+    .await;
+    assert_eq!(json, "True");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_get_watch_sees_a_change() {
+    let cp = SimControlPlane::start().await.expect("start");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    cp.api.write_kubeconfig(&kc).expect("kubeconfig");
+    let out = dir.path().join("watch.out");
+    let file = std::fs::File::create(&out).expect("output file");
+    let mut child = Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["get", "providers", "-w", "-o", "custom-columns=NAME:.metadata.name,HEALTHY:.status.conditions[?(@.type==\"Healthy\")].status"])
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl -w");
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    let start = Instant::now();
+    while !read().contains("provider-anynines") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "kubectl -w listed nothing: {}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cp.set_provider_healthy("provider-anynines", false);
+    while !read()
+        .lines()
+        .any(|l| l.starts_with("provider-anynines") && l.ends_with("False"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "kubectl -w did not see the change: {}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
