@@ -276,16 +276,17 @@ fn route(
 }
 
 /// Query parameters of a health request.
-#[derive(Debug, Default)]
-struct Query {
-    verbose: bool,
-    exclude: Vec<String>,
-    json: bool,
+#[derive(Debug, Default, PartialEq)]
+pub struct Query {
+    pub verbose: bool,
+    pub exclude: Vec<String>,
+    pub json: bool,
 }
 
-fn parse_query(req: &Request<Incoming>) -> Query {
+/// Reads `verbose`, repeatable `exclude` and `format=json`; anything else is ignored, nothing is an error.
+pub fn parse_query(query: Option<&str>) -> Query {
     let mut q = Query::default();
-    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*k {
             "verbose" => q.verbose = !matches!(&*v, "false" | "0"),
             "exclude" => q.exclude.push(v.into_owned()),
@@ -321,7 +322,7 @@ fn health(
     endpoint: Endpoint,
     only: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let q = parse_query(req);
+    let q = parse_query(req.uri().query());
     let details = state.details_for(req);
     let json = json_type(req, &q);
     let report = latest.report.endpoint(endpoint);
