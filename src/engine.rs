@@ -110,10 +110,27 @@ fn log_transitions(previous: Option<&Report>, report: &Report) {
         }
         let old = old.map_or("none", Status::as_str);
         let (check, name) = (&*item.check, item.short_name());
+        let new = item.status.as_str();
         if item.status == Status::Pass {
-            tracing::info!(check, item = name, old, new = %item.status, message = %item.message, "item status changed");
+            tracing::info!(
+                check,
+                item = name,
+                old,
+                new,
+                "{}: {old} -> {new}: {}",
+                item.name,
+                item.message
+            );
         } else {
-            tracing::warn!(check, item = name, old, new = %item.status, message = %item.message, "item status changed");
+            tracing::warn!(
+                check,
+                item = name,
+                old,
+                new,
+                "{}: {old} -> {new}: {}",
+                item.name,
+                item.message
+            );
         }
     }
 }

@@ -225,14 +225,45 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text exposition (`application/openmetrics-text; version=1.0.0`).
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
     }
+
+    /// The Prometheus text exposition (`text/plain; version=0.0.4`), for scrapers and tools such as
+    /// `promtool check metrics` that do not read OpenMetrics.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// OpenMetrics text as prometheus-client writes it, in the Prometheus text format: a counter's HELP and TYPE
+/// name its `_total` samples, and there are no `# UNIT` or `# EOF` lines.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 fn status_labels(item: &ItemLabels, status: Status) -> StatusLabels {

@@ -239,14 +239,22 @@ fn route(
     let response = match route {
         "/livez" => plain(StatusCode::OK, "ok".into()),
         "/metrics" => {
-            let mut r = plain(StatusCode::OK, state.metrics.encode());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            r
+            let openmetrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            if openmetrics {
+                let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                with_type(
+                    StatusCode::OK,
+                    ct,
+                    state.metrics.encode_openmetrics().into(),
+                )
+            } else {
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                with_type(StatusCode::OK, ct, state.metrics.encode_prometheus().into())
+            }
         }
         "/backend-health" | "/backend-status" => passthrough(&latest),
         "/" => {

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Observation, Sink};
+use super::{LogLimiter, Observation, Sink};
 use crate::config;
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
@@ -125,6 +125,9 @@ pub struct Poller {
     metrics: Arc<Metrics>,
     /// Items of the last good answer, to turn `unknown` when a poll fails.
     last_items: Vec<String>,
+    /// Failed polls in a row, and the log limiter for them: a dead upstream must not flood the log.
+    failures: u64,
+    errors: LogLimiter,
 }
 
 impl Poller {
@@ -159,6 +162,8 @@ impl Poller {
             sink,
             metrics,
             last_items: Vec::new(),
+            failures: 0,
+            errors: LogLimiter::default(),
         }
     }
 
@@ -187,6 +192,11 @@ impl Poller {
             .upstream(&self.check, outcome, started.elapsed());
         match result {
             Ok(answer) => {
+                if self.failures > 0 {
+                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, "upstream answers again");
+                    self.failures = 0;
+                    self.errors = LogLimiter::default();
+                }
                 self.last_items = answer.items.iter().map(|(n, ..)| n.clone()).collect();
                 let items = answer
                     .items
@@ -197,6 +207,10 @@ impl Poller {
                 self.sink.polled(at, Some(answer.passthrough));
             }
             Err(e) => {
+                self.failures += 1;
+                if self.errors.allow() {
+                    tracing::warn!(check = %self.check, url = %self.config.url, error = %e, failed_polls = self.failures, "upstream poll failed");
+                }
                 let mut items = vec![Observation::new(
                     ENDPOINT_ITEM,
                     Status::Fail,

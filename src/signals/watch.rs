@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
 use super::backend_status::error_chain;
-use super::{Expiry, Observation, Sink};
+use super::{Expiry, LogLimiter, Observation, Sink};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::report::Status;
@@ -268,29 +268,6 @@ async fn run<K>(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Lets a repeating error through at most once per minute after the first few, so a dead API server
-/// cannot flood the log.
-#[derive(Default)]
-struct LogLimiter {
-    count: u32,
-    last: Option<std::time::Instant>,
-}
-
-impl LogLimiter {
-    fn allow(&mut self) -> bool {
-        self.count += 1;
-        let due = self
-            .last
-            .is_none_or(|l| l.elapsed() >= Duration::from_secs(60));
-        if self.count <= 3 || due {
-            self.last = Some(std::time::Instant::now());
-            true
-        } else {
-            false
-        }
     }
 }
 
