@@ -58,13 +58,16 @@ async fn chromium_renders_verdicts_items_and_escaped_messages() {
         .await;
     let url = format!("http://{}/", svc.addr);
     let dom = tokio::task::block_in_place(|| dump_dom(&url));
-    assert!(dom.contains("/readyz") && dom.contains("failing"), "{dom}");
+    assert!(dom.contains("/readyz failing"), "{dom}");
+    assert!(dom.contains("/healthz failing"), "{dom}");
     assert!(
-        dom.contains("backend-status/postgresql-service-broker"),
+        dom.contains("<h2>backend-status <small>backend-status</small></h2>"),
         "{dom}"
     );
+    assert!(dom.contains(">postgresql-service-broker<"), "{dom}");
+    assert!(dom.contains(">postgresql-backup-manager<"), "{dom}");
     assert!(
-        dom.contains("backend-status/postgresql-backup-manager"),
+        dom.contains("provider-anynines' health server last polled"),
         "{dom}"
     );
     // The message is text on the page, not a script that ran.
