@@ -8,7 +8,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Details as DetailsPolicy};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
@@ -35,7 +35,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
     signals::start(&config, &sink, &metrics).await;
-    let (engine, latest) = Engine::new(rules, identity(&config), sink, metrics.clone());
+    let levels = match config.server.details {
+        DetailsPolicy::Always => vec![Details::Shown],
+        DetailsPolicy::Never => vec![Details::Withheld],
+        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
+    };
+    let (engine, latest) = Engine::new(rules, identity(&config), levels, sink, metrics.clone());
     tokio::spawn(engine.run());
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
-use crate::render::{Bodies, Identity};
+use crate::render::{Bodies, Details, Identity};
 use crate::report::{Report, Status};
 use crate::signals::Sink;
 
@@ -27,6 +27,8 @@ pub struct Engine {
     sink: Sink,
     metrics: Arc<Metrics>,
     memory: Memory,
+    /// The detail levels callers can be served, so only those are pre-rendered.
+    levels: Vec<Details>,
     tx: watch::Sender<Arc<Published>>,
 }
 
@@ -35,6 +37,7 @@ impl Engine {
     pub fn new(
         rules: Rules,
         identity: Identity,
+        levels: Vec<Details>,
         sink: Sink,
         metrics: Arc<Metrics>,
     ) -> (Engine, watch::Receiver<Arc<Published>>) {
@@ -46,7 +49,7 @@ impl Engine {
         );
         log_transitions(None, &evaluation.report);
         metrics.observe_report(&evaluation.report);
-        let bodies = Bodies::new(&evaluation.report, &identity);
+        let bodies = Bodies::new(&evaluation.report, &identity, &levels);
         let (tx, rx) = watch::channel(Arc::new(Published {
             report: evaluation.report,
             bodies,
@@ -57,6 +60,7 @@ impl Engine {
             sink,
             metrics,
             memory: evaluation.memory,
+            levels,
             tx,
         };
         (engine, rx)
@@ -69,7 +73,7 @@ impl Engine {
         let previous = self.tx.borrow().clone();
         log_transitions(Some(&previous.report), &evaluation.report);
         self.metrics.observe_report(&evaluation.report);
-        let bodies = Bodies::new(&evaluation.report, &self.identity);
+        let bodies = Bodies::new(&evaluation.report, &self.identity, &self.levels);
         self.tx.send_replace(Arc::new(Published {
             report: evaluation.report,
             bodies,

@@ -367,22 +367,23 @@ fn health(
         StatusCode::SERVICE_UNAVAILABLE
     };
     if let Some(ct) = json {
-        let body = if common {
-            latest.bodies.json(endpoint, details)
-        } else {
+        let cached = common
+            .then(|| latest.bodies.json(endpoint, details))
+            .flatten();
+        let body = cached.unwrap_or_else(|| {
             render::json::document(&latest.report, &state.identity, &selection, details, None)
                 .into()
-        };
+        });
         return with_type(code, ct, body);
     }
     if code == StatusCode::OK && !q.verbose {
         return plain(code, "ok".into());
     }
-    let body = if common {
-        latest.bodies.verbose(endpoint, details)
-    } else {
-        render::text::verbose(endpoint, &selection, details).into()
-    };
+    let cached = common
+        .then(|| latest.bodies.verbose(endpoint, details))
+        .flatten();
+    let body =
+        cached.unwrap_or_else(|| render::text::verbose(endpoint, &selection, details).into());
     with_type(code, TEXT, body)
 }
 

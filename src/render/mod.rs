@@ -43,37 +43,40 @@ pub struct Identity {
     pub description: String,
 }
 
-/// The answers most probes ask for, rendered once per evaluation instead of once per request.
+/// The answers most probes ask for, rendered once per evaluation instead of once per request — only in
+/// the detail levels callers can get (`server.details`), to keep memory small with many items.
 #[derive(Debug, Clone)]
 pub struct Bodies {
     /// `[endpoint][details]`: the verbose text.
-    verbose: [[Bytes; 2]; 2],
+    verbose: [[Option<Bytes>; 2]; 2],
     /// `[endpoint][details]`: the health+json document.
-    json: [[Bytes; 2]; 2],
+    json: [[Option<Bytes>; 2]; 2],
 }
 
 impl Bodies {
-    pub fn new(report: &Report, identity: &Identity) -> Bodies {
-        let both = |f: &dyn Fn(Endpoint, Details) -> Bytes| {
-            Endpoint::ALL.map(|e| [Details::Shown, Details::Withheld].map(|d| f(e, d)))
+    pub fn new(report: &Report, identity: &Identity, levels: &[Details]) -> Bodies {
+        let each = |f: &dyn Fn(Endpoint, Details) -> Bytes| {
+            Endpoint::ALL.map(|e| {
+                [Details::Shown, Details::Withheld].map(|d| levels.contains(&d).then(|| f(e, d)))
+            })
         };
         Bodies {
-            verbose: both(&|e, d| {
+            verbose: each(&|e, d| {
                 let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
                 text::verbose(e, &selection, d).into()
             }),
-            json: both(&|e, d| {
+            json: each(&|e, d| {
                 let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
                 json::document(report, identity, &selection, d, None).into()
             }),
         }
     }
 
-    pub fn verbose(&self, e: Endpoint, d: Details) -> Bytes {
+    pub fn verbose(&self, e: Endpoint, d: Details) -> Option<Bytes> {
         self.verbose[e.index()][d.index()].clone()
     }
 
-    pub fn json(&self, e: Endpoint, d: Details) -> Bytes {
+    pub fn json(&self, e: Endpoint, d: Details) -> Option<Bytes> {
         self.json[e.index()][d.index()].clone()
     }
 }

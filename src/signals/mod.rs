@@ -16,7 +16,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use tokio::sync::Notify;
 
 use crate::config::{CheckKind, Config};
@@ -204,6 +204,7 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
                 let resource = providers::resource();
                 let target = Target {
                     api: Api::all_with(client, &resource),
+                    strip: keep_status,
                     dyntype: resource,
                     cluster,
                     namespace: None,
@@ -224,6 +225,7 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
                 let resource = provider_configs::resource(p);
                 let target = Target {
                     api: Api::all_with(client, &resource),
+                    strip: keep_status,
                     dyntype: resource,
                     cluster,
                     namespace: None,
@@ -245,6 +247,11 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
             CheckKind::Deployment(d) => {
                 let target = Target::<Deployment> {
                     api: Api::namespaced(client, &d.namespace),
+                    strip: |d| {
+                        if let Some(spec) = d.spec.as_mut() {
+                            spec.template = Default::default();
+                        }
+                    },
                     dyntype: (),
                     cluster,
                     namespace: Some(d.namespace.clone()),
@@ -264,6 +271,7 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
             CheckKind::Pods(p) => {
                 let target = Target::<Pod> {
                     api: Api::namespaced(client, &p.namespace),
+                    strip: |p| p.spec = None,
                     dyntype: (),
                     cluster,
                     namespace: Some(p.namespace.clone()),
@@ -283,4 +291,10 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
             CheckKind::BackendStatus(_) => {}
         }
     }
+}
+
+/// Crossplane and provider-anynines objects are judged by their status alone.
+fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
 }

@@ -88,6 +88,8 @@ pub struct Watches {
 /// What to watch: the API (cluster, resource, namespace) and an optional label selector.
 pub struct Target<K: Resource> {
     pub api: Api<K>,
+    /// Drops what no check reads before an object is stored (specs, for a start), to keep memory small.
+    pub strip: fn(&mut K),
     pub dyntype: K::DynamicType,
     pub cluster: Option<String>,
     pub namespace: Option<String>,
@@ -159,6 +161,7 @@ impl Watches {
                 tokio::spawn(run(
                     target.api,
                     config,
+                    target.strip,
                     writer,
                     tx,
                     watch.clone(),
@@ -211,6 +214,7 @@ async fn make_client(config: &Config, cluster: Option<&str>) -> Result<Client, S
 async fn run<K>(
     api: Api<K>,
     config: watcher::Config,
+    strip: fn(&mut K),
     mut writer: Writer<K>,
     tx: channel::Sender<WatchState>,
     watch: Watch<K>,
@@ -226,6 +230,12 @@ async fn run<K>(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => {
+                    let event = event.modify(|obj| {
+                        let meta = obj.meta_mut();
+                        meta.managed_fields = None;
+                        meta.annotations = None;
+                        strip(obj);
+                    });
                     writer.apply_watcher_event(&event);
                     match event {
                         Event::InitDone => {
