@@ -115,26 +115,23 @@ fn log_transitions(previous: Option<&Report>, report: &Report) {
         let old = old.map_or("none", Status::as_str);
         let (check, name) = (&*item.check, item.short_name());
         let new = item.status.as_str();
+        macro_rules! changed {
+            ($level:ident) => {
+                tracing::$level!(
+                    check,
+                    item = name,
+                    old,
+                    new,
+                    "{}: {old} -> {new}: {}",
+                    item.name,
+                    item.message
+                )
+            };
+        }
         if item.status == Status::Pass {
-            tracing::info!(
-                check,
-                item = name,
-                old,
-                new,
-                "{}: {old} -> {new}: {}",
-                item.name,
-                item.message
-            );
+            changed!(info);
         } else {
-            tracing::warn!(
-                check,
-                item = name,
-                old,
-                new,
-                "{}: {old} -> {new}: {}",
-                item.name,
-                item.message
-            );
+            changed!(warn);
         }
     }
 }

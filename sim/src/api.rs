@@ -802,7 +802,8 @@ fn expired_event(rv: u64, now: u64) -> Value {
         "message": format!("too old resource version: {rv} ({now})"), "reason": "Expired", "code": 410}})
 }
 
-fn now_rfc3339() -> String {
+/// Now, as Kubernetes writes times.
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

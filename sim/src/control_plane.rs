@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api::rfc3339;
+use crate::api::now_rfc3339 as now;
 use crate::{fixtures, FakeApi, FakeBackend};
 
 pub const PROVIDER_API: &str = "pkg.crossplane.io/v1";
@@ -18,14 +18,6 @@ pub const PROVIDER_CONFIGS: [&str; 2] = ["postgresql-service-broker", "postgresq
 pub struct SimControlPlane {
     pub api: FakeApi,
     pub backend: FakeBackend,
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
 }
 
 impl SimControlPlane {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 use tokio::sync::Notify;
 
 use crate::config::{CheckKind, Config};
@@ -201,16 +201,11 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
         let sink = sink.clone();
         match &check.kind {
             CheckKind::CrossplaneProvider(p) => {
-                let resource = providers::resource();
-                let target = Target {
-                    api: Api::all_with(client, &resource),
-                    strip: keep_status,
-                    dyntype: resource,
-                    cluster,
-                    namespace: None,
-                    labels: None,
-                };
-                let w = watches.watch(target, &name, metrics);
+                let w = watches.watch(
+                    cluster_wide(client, providers::resource(), cluster),
+                    &name,
+                    metrics,
+                );
                 let wanted = p.providers.clone();
                 spawn_follow(
                     w,
@@ -222,16 +217,11 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
                 );
             }
             CheckKind::ProviderConfig(p) => {
-                let resource = provider_configs::resource(p);
-                let target = Target {
-                    api: Api::all_with(client, &resource),
-                    strip: keep_status,
-                    dyntype: resource,
-                    cluster,
-                    namespace: None,
-                    labels: None,
-                };
-                let w = watches.watch(target, &name, metrics);
+                let w = watches.watch(
+                    cluster_wide(client, provider_configs::resource(p), cluster),
+                    &name,
+                    metrics,
+                );
                 let (names, stale) = (p.names.clone(), p.check_stale_after);
                 spawn_follow(
                     w,
@@ -290,6 +280,22 @@ pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
             }
             CheckKind::BackendStatus(_) => {}
         }
+    }
+}
+
+/// A cluster-scoped custom resource, judged by its status alone.
+fn cluster_wide(
+    client: kube::Client,
+    resource: ApiResource,
+    cluster: Option<String>,
+) -> Target<DynamicObject> {
+    Target {
+        api: Api::all_with(client, &resource),
+        strip: keep_status,
+        dyntype: resource,
+        cluster,
+        namespace: None,
+        labels: None,
     }
 }
 
