@@ -49,10 +49,6 @@ impl Patterns {
     pub fn matches(&self, check: &str, item: &str) -> bool {
         self.set.is_match(check) || self.set.is_match(item)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
 }
 
 fn compile(p: &str) -> Result<Glob, String> {

@@ -399,10 +399,6 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
         lock(&self.inner.requests).clear();
     }
 
-    pub fn resource_version(&self) -> u64 {
-        lock(&self.inner.store).rv
-    }
-
     async fn accept(self, listener: TcpListener) {
         let mut down = self.inner.down.subscribe();
         loop {
