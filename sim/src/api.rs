@@ -332,7 +332,7 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
         let _ = self.inner.changes.send(Arc::new(change));
     }
 
-    /// Ends every open watch stream abruptly, mid-stream, without a final event.
+    /// Ends every open watch stream abruptly, in the middle of an event.
     pub fn cut_watches(&self) {
         self.inner.cut.send_modify(|g| *g += 1);
     }
@@ -750,6 +750,8 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
                         if tx.send(send(&ev)).await.is_err() { return; }
                     }
                     _ = cut.changed() => {
+                        // Half an event, then the connection dies: a cut in the middle of an event.
+                        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"{\"type\":\"MODIFIED\",\"obj")))).await;
                         let _ = tx.send(Err(std::io::Error::other("watch cut by the test"))).await;
                         return;
                     }
