@@ -1,10 +1,74 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
 //! (`application/health+json`), with the extension `since` on each item.
+//!
+//! Serialized straight from borrowed structs, not through `serde_json::Value`: with thousands of items a
+//! map per item would cost more memory than the report itself.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use jiff::Timestamp;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
 use super::{Details, Identity};
-use crate::report::{overall, Report, Selection, Status};
+use crate::report::{overall, Counted, Report, Selection, Status};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    status: &'static str,
+    version: &'static str,
+    service_id: &'a str,
+    description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    checks: Checks<'a>,
+}
+
+/// Check name → its items, in report order.
+struct Checks<'a> {
+    report: &'a Report,
+    items: &'a [&'a Counted],
+    details: Details,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemDoc<'a> {
+    component_id: &'a str,
+    component_type: &'a str,
+    status: &'static str,
+    time: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Cow<'a, str>>,
+    since: Timestamp,
+}
+
+impl Serialize for Checks<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        // Items of one check are adjacent in the report, so each check is one run of items.
+        for run in self.items.chunk_by(|a, b| a.check == b.check) {
+            let docs: Vec<ItemDoc<'_>> = run.iter().map(|c| self.item(c)).collect();
+            map.serialize_entry(&*run[0].check, &docs)?;
+        }
+        map.end()
+    }
+}
+
+impl<'a> Checks<'a> {
+    fn item(&self, c: &'a Counted) -> ItemDoc<'a> {
+        let item = c.item.map(|i| &self.report.items[i]);
+        ItemDoc {
+            component_id: &c.name[c.check.len() + 1..],
+            component_type: item.map_or("policy", |i| i.check_type),
+            status: c.status.as_str(),
+            time: item.map_or(self.report.evaluated, |i| i.observed),
+            output: (c.status != Status::Pass).then(|| self.details.message(&c.message)),
+            since: c.since,
+        }
+    }
+}
 
 /// `output` overrides the top-level status with a failure, as while shutting down.
 pub fn document(
@@ -14,39 +78,22 @@ pub fn document(
     details: Details,
     output: Option<&str>,
 ) -> String {
-    let mut checks: Map<String, Value> = Map::new();
-    for c in &selection.items {
-        let item = c.item.map(|i| &report.items[i]);
-        let mut entry = json!({
-            "componentId": &c.name[c.check.len() + 1..],
-            "componentType": item.map_or("policy", |i| i.check_type),
-            "status": c.status.as_str(),
-            "time": item.map_or(report.evaluated, |i| i.observed).to_string(),
-            "since": c.since.to_string(),
-        });
-        if c.status != Status::Pass {
-            entry["output"] = details.message(&c.message).into();
-        }
-        if let Value::Array(list) = checks
-            .entry(c.check.to_string())
-            .or_insert_with(|| json!([]))
-        {
-            list.push(entry);
-        }
-    }
     let status = match output {
         Some(_) => Status::Fail,
         None => overall(selection.items.iter().copied()),
     };
-    let mut doc = json!({
-        "status": status.as_str(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "serviceId": identity.service_id,
-        "description": identity.description,
-        "checks": checks,
-    });
-    if let Some(o) = output {
-        doc["output"] = o.into();
-    }
-    doc.to_string()
+    let doc = Document {
+        status: status.as_str(),
+        version: env!("CARGO_PKG_VERSION"),
+        service_id: &identity.service_id,
+        description: &identity.description,
+        output,
+        checks: Checks {
+            report,
+            items: &selection.items,
+            details,
+        },
+    };
+    serde_json::to_string(&doc)
+        .unwrap_or_else(|e| format!("{{\"status\":\"fail\",\"output\":\"cannot render: {e}\"}}"))
 }
