@@ -32,7 +32,7 @@ fn obs(item: &str, status: Status) -> Observation {
 
 fn snapshot(a: Vec<Observation>, b: Vec<Observation>) -> Snapshot {
     Snapshot {
-        checks: BTreeMap::from([("a".to_string(), a), ("b".to_string(), b)]),
+        checks: BTreeMap::from([("a".to_string(), a.into()), ("b".to_string(), b.into())]),
         ..Snapshot::default()
     }
 }
@@ -246,7 +246,7 @@ fn require_any_and_n() {
         "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = 3\n";
     let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
     let snap = Snapshot {
-        checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)])]),
+        checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)].into())]),
         ..Snapshot::default()
     };
     let e = evaluate(&r, &snap, &Memory::default(), t(0));
@@ -297,7 +297,7 @@ fn since_holds_while_the_status_holds() {
 fn a_configured_check_without_observations_is_unknown() {
     let r = rules("");
     let snap = Snapshot {
-        checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)])]),
+        checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)].into())]),
         ..Snapshot::default()
     };
     let e = evaluate(&r, &snap, &Memory::default(), t(0));
@@ -323,7 +323,7 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
         checks: BTreeMap::from([
             (
                 "backend".to_string(),
-                vec![Observation::new("pg", Status::Fail, "degraded", t(0))],
+                vec![Observation::new("pg", Status::Fail, "degraded", t(0))].into(),
             ),
             (
                 "pcs".to_string(),
@@ -332,7 +332,8 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
                     Status::Fail,
                     "connection refused",
                     t(0),
-                )],
+                )]
+                .into(),
             ),
         ]),
         ..Snapshot::default()

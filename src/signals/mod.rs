@@ -81,7 +81,8 @@ impl Observation {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Check name → its items, as last published.
-    pub checks: BTreeMap<String, Vec<Observation>>,
+    /// Shared, so that taking a snapshot for each evaluation copies no observation.
+    pub checks: BTreeMap<String, Arc<Vec<Observation>>>,
     pub backend: Option<Passthrough>,
     pub last_poll: Option<Timestamp>,
     /// Checks whose signal has not delivered its first real observation yet.
@@ -123,7 +124,7 @@ impl Sink {
     pub fn publish(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
             s.unsynced.remove(check);
-            s.checks.insert(check.to_string(), items);
+            s.checks.insert(check.to_string(), Arc::new(items));
         });
     }
 
@@ -132,7 +133,7 @@ impl Sink {
     pub fn waiting(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
             s.unsynced.insert(check.to_string());
-            s.checks.insert(check.to_string(), items);
+            s.checks.insert(check.to_string(), Arc::new(items));
         });
     }
 
