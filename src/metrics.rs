@@ -1,11 +1,13 @@
 //! Prometheus metrics. Signals and the server count what they do; the engine sets the per-item gauges after
 //! each evaluation. `/metrics` only encodes what is already there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -65,8 +67,9 @@ pub struct Metrics {
     upstream_duration: Family<CheckLabels, Histogram>,
     http_requests: Family<HttpLabels, Counter>,
     watch_restarts: Family<CheckLabels, Counter>,
-    /// Items that have series now, so that vanished items lose theirs.
-    items: Mutex<HashSet<ItemLabels>>,
+    /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
+    /// cost nothing and vanished items lose their series.
+    items: Mutex<HashMap<Arc<str>, (Status, Timestamp)>>,
 }
 
 impl Default for Metrics {
@@ -158,34 +161,42 @@ impl Metrics {
 
     /// Sets every per-item and per-endpoint gauge from a freshly evaluated report.
     pub fn observe_report(&self, report: &Report) {
-        let mut known = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut now_known = HashSet::with_capacity(report.items.len());
+        let mut exported = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now_exported = HashMap::with_capacity(report.items.len());
         for item in &report.items {
+            let state = (item.status, item.since);
+            // Only items whose status or transition time changed touch the series.
+            if exported.remove(&item.name) != Some(state) {
+                let labels = ItemLabels {
+                    check: item.check.to_string(),
+                    item: item.short_name().to_string(),
+                };
+                let up = matches!(item.status, Status::Pass | Status::Warn);
+                self.check_up.get_or_create(&labels).set(i64::from(up));
+                for s in Status::ALL {
+                    self.check_status
+                        .get_or_create(&status_labels(&labels, s))
+                        .set(i64::from(s == item.status));
+                }
+                self.last_transition
+                    .get_or_create(&labels)
+                    .set(item.since.as_millisecond() as f64 / 1000.0);
+            }
+            now_exported.insert(item.name.clone(), state);
+        }
+        for gone in exported.keys() {
+            let (check, item) = gone.split_once('/').unwrap_or((gone, ""));
             let labels = ItemLabels {
-                check: item.check.to_string(),
-                item: item.short_name().to_string(),
+                check: check.to_string(),
+                item: item.to_string(),
             };
-            let up = matches!(item.status, Status::Pass | Status::Warn);
-            self.check_up.get_or_create(&labels).set(i64::from(up));
+            self.check_up.remove(&labels);
+            self.last_transition.remove(&labels);
             for s in Status::ALL {
-                self.check_status
-                    .get_or_create(&status_labels(&labels, s))
-                    .set(i64::from(s == item.status));
-            }
-            self.last_transition
-                .get_or_create(&labels)
-                .set(item.since.as_millisecond() as f64 / 1000.0);
-            known.remove(&labels);
-            now_known.insert(labels);
-        }
-        for gone in known.drain() {
-            self.check_up.remove(&gone);
-            self.last_transition.remove(&gone);
-            for s in Status::ALL {
-                self.check_status.remove(&status_labels(&gone, s));
+                self.check_status.remove(&status_labels(&labels, s));
             }
         }
-        *known = now_known;
+        *exported = now_exported;
         for e in Endpoint::ALL {
             self.endpoint_up
                 .get_or_create(&EndpointLabels {

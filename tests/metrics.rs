@@ -143,3 +143,27 @@ async fn openmetrics_when_asked_for() {
     );
     assert!(m.body.ends_with("# EOF\n"), "{}", m.body);
 }
+
+#[tokio::test]
+async fn an_item_that_vanishes_loses_its_series() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("old", "ok");
+    backend.set_entry("kept", "ok");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    svc.wait_for("/metrics", "the old item's series", |r| {
+        r.body.contains("item=\"old\"")
+    })
+    .await;
+    backend.set_entries([("kept".to_string(), "ok".to_string())].into());
+    let m = svc
+        .wait_for("/metrics", "the old item's series to go", |r| {
+            !r.body.contains("item=\"old\"")
+        })
+        .await;
+    assert!(
+        m.body
+            .contains("klutch_health_check_up{check=\"backend-status\",item=\"kept\"} 1"),
+        "{}",
+        m.body
+    );
+}
