@@ -338,7 +338,14 @@ fn evaluate_endpoint(
                 since: now,
             });
         }
-        if er.includes(&check.name, &check.name) && (total == 0 || counted.len() > first) {
+        // `require` judges the items the endpoint counts, however they were included (`a`, `a/*`, `a/x`);
+        // a check without any item is judged when its `CHECK/require` item would be included.
+        let judged = if total == 0 {
+            er.includes(&check.name, &format!("{}/require", check.name))
+        } else {
+            counted.len() > first
+        };
+        if judged {
             apply_require(check, er, &mut counted, first, now);
         }
     }
