@@ -341,3 +341,368 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
     let e = evaluate(&r, &snap, &Memory::default(), t(0));
     assert_eq!(e.report.items[0].message, "degraded: connection refused");
 }
+
+#[test]
+fn star_does_not_cross_a_slash() {
+    use klutch_health::policy::Patterns;
+    let checks = ["a"];
+    let star = Patterns::validated(&["a*".into()], &checks).expect("pattern");
+    // Through its check `a*` reaches every item; by item name alone it reaches none.
+    assert!(star.matches("a", "a/x"));
+    assert!(!star.matches("other", "a/x"));
+    let items = Patterns::validated(&["a/*".into()], &checks).expect("pattern");
+    assert!(items.matches("other", "a/x"));
+    assert!(!items.matches("other", "a/x/y"), "* stops at the next /");
+    assert!(
+        !items.matches("a", "a"),
+        "a/* names the items, not the check"
+    );
+    let any = Patterns::validated(&["*".into()], &checks).expect("pattern");
+    assert!(any.matches("a", "a/x"));
+    assert!(
+        !any.matches("a/x", "a/x"),
+        "`*` alone never matches an item name"
+    );
+    // A pattern that can reach no check is refused.
+    let e = Patterns::validated(&["*x".into()], &checks).expect_err("matches nothing");
+    assert!(e.contains("pattern \"*x\" matches no check"), "{e}");
+}
+
+/// Rules over one check `a` with `require` and the readyz policy `policy`.
+fn rules_require(require: &str, policy: &str) -> Rules {
+    let text = format!(
+        "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = {require}\n\
+         [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
+         [endpoints.readyz]\n{policy}\n"
+    );
+    Rules::new(&Config::from_toml(&text).expect("valid config")).expect("rules")
+}
+
+#[test]
+fn require_applies_when_the_items_are_included_by_an_item_pattern() {
+    let snap = snapshot(
+        vec![obs("x", Status::Fail), obs("y", Status::Pass)],
+        vec![obs("z", Status::Pass)],
+    );
+    for include in ["[\"a\"]", "[\"a/*\"]", "[\"a/x\", \"a/y\"]"] {
+        let r = rules_require("\"any\"", &format!("include = {include}"));
+        let e = evaluate(&r, &snap, &Memory::default(), t(0));
+        assert_eq!(
+            shown(&e.report, Endpoint::Readyz),
+            [
+                ("a/x".to_string(), Status::Warn),
+                ("a/y".into(), Status::Pass)
+            ],
+            "include = {include}: one passing item meets require = \"any\""
+        );
+        assert!(e.report.readyz.passed(), "include = {include}");
+    }
+}
+
+#[test]
+fn require_counts_only_the_items_the_endpoint_includes() {
+    let snap = snapshot(
+        vec![
+            obs("x", Status::Pass),
+            obs("y", Status::Fail),
+            obs("z", Status::Fail),
+        ],
+        vec![],
+    );
+    // Two required; excluding the passing one leaves none passing of two.
+    let r = rules_require("2", "exclude = [\"a/x\"]");
+    let e = evaluate(&r, &snap, &Memory::default(), t(0));
+    assert_eq!(
+        shown(&e.report, Endpoint::Readyz),
+        [
+            ("a/y".to_string(), Status::Fail),
+            ("a/z".into(), Status::Fail)
+        ]
+    );
+}
+
+#[test]
+fn a_check_without_items_fails_require_any_but_not_require_all() {
+    let snap = snapshot(vec![], vec![obs("z", Status::Pass)]);
+    let e = evaluate(
+        &rules_require("\"any\"", ""),
+        &snap,
+        &Memory::default(),
+        t(0),
+    );
+    let item = &e.report.readyz.items[0];
+    assert_eq!(
+        (&*item.name, item.status, item.message.as_str(), item.item),
+        ("a/require", Status::Fail, "0 items, 1 required", None)
+    );
+    assert!(!e.report.readyz.passed());
+    let e = evaluate(
+        &rules_require("\"all\"", ""),
+        &snap,
+        &Memory::default(),
+        t(0),
+    );
+    assert!(e.report.readyz.passed());
+    assert_eq!(
+        shown(&e.report, Endpoint::Readyz),
+        [("b/z".to_string(), Status::Pass)]
+    );
+    // warn_only covers the require item too.
+    let e = evaluate(
+        &rules_require("\"any\"", "warn_only = [\"a\"]"),
+        &snap,
+        &Memory::default(),
+        t(0),
+    );
+    assert_eq!(e.report.readyz.items[0].status, Status::Warn);
+    assert!(e.report.readyz.passed());
+}
+
+#[test]
+fn require_any_with_every_item_failing_fails() {
+    let snap = snapshot(
+        vec![obs("x", Status::Fail), obs("y", Status::Unknown)],
+        vec![],
+    );
+    let e = evaluate(
+        &rules_require("\"any\"", ""),
+        &snap,
+        &Memory::default(),
+        t(0),
+    );
+    let a: Vec<_> = shown(&e.report, Endpoint::Readyz)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("a/"))
+        .collect();
+    assert_eq!(
+        a,
+        [
+            ("a/x".to_string(), Status::Fail),
+            ("a/y".into(), Status::Fail)
+        ]
+    );
+    // Unknown counted as pass on this endpoint is enough for `any`.
+    let e = evaluate(
+        &rules_require("\"any\"", "unknown = \"pass\""),
+        &snap,
+        &Memory::default(),
+        t(0),
+    );
+    assert_eq!(e.report.readyz.items[0].status, Status::Warn);
+    assert!(e.report.readyz.items[0]
+        .message
+        .ends_with("(1 of 2 pass, 1 required)"));
+}
+
+#[test]
+fn each_endpoint_damps_with_its_own_fail_after() {
+    let r = rules("[endpoints.healthz]\nfail_after = \"30s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let e = run(&r, &[(0, pass), (10, fail.clone()), (20, fail)]);
+    assert_eq!(e.report.readyz.items[0].status, Status::Fail);
+    assert!(!e.report.readyz.passed());
+    assert_eq!(e.report.healthz.items[0].status, Status::Warn);
+    assert!(e.report.healthz.passed());
+    assert_eq!(e.next, Some(t(40)));
+}
+
+#[test]
+fn fail_after_damps_unknown_counted_as_failing_and_the_first_observation() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let unknown = snapshot(
+        vec![obs("x", Status::Unknown)],
+        vec![obs("y", Status::Pass)],
+    );
+    // Without history an item has passed until now: it, too, must fail for 30s to count.
+    let e = run(&r, &[(0, unknown.clone())]);
+    assert_eq!(e.report.readyz.items[0].status, Status::Warn);
+    assert!(e.report.readyz.items[0]
+        .message
+        .starts_with("failing for 0s, counts as failed after 30s: x is unknown"));
+    assert_eq!(e.next, Some(t(30)));
+    let e = run(&r, &[(0, unknown.clone()), (29, unknown.clone())]);
+    assert_eq!(e.report.readyz.items[0].status, Status::Warn);
+    let e = run(
+        &r,
+        &[(0, unknown.clone()), (29, unknown.clone()), (30, unknown)],
+    );
+    assert_eq!(e.report.readyz.items[0].status, Status::Fail);
+    assert_eq!(e.report.readyz.items[0].message, "x is unknown");
+    assert_eq!(e.next, None);
+}
+
+#[test]
+fn a_failure_that_recovers_and_fails_again_restarts_the_fail_after_clock() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    // 25s failing, 1s passing, 25s failing: 50s of failure in all, never 30s in a row.
+    let steps = [
+        (0, fail.clone()),
+        (25, fail.clone()),
+        (26, pass.clone()),
+        (27, fail.clone()),
+        (52, fail.clone()),
+    ];
+    let e = run(&r, &steps);
+    assert_eq!(e.report.readyz.items[0].status, Status::Warn);
+    assert!(e.report.readyz.items[0]
+        .message
+        .starts_with("failing for 25s"));
+    assert_eq!(e.next, Some(t(57)));
+}
+
+#[test]
+fn pass_after_a_relapse_restarts_the_recovery_clock() {
+    let r = rules("[endpoints.readyz]\npass_after = \"20s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let steps = [
+        (0, fail.clone()),
+        (5, pass.clone()),
+        (20, fail.clone()),
+        (21, pass.clone()),
+        (40, pass.clone()),
+    ];
+    let e = run(&r, &steps);
+    assert_eq!(e.report.readyz.items[0].status, Status::Fail);
+    assert!(e.report.readyz.items[0]
+        .message
+        .starts_with("recovered 19s ago, counts as passing after 20s"));
+    assert_eq!(e.next, Some(t(41)));
+    let mut more = steps.to_vec();
+    more.push((41, pass));
+    assert_eq!(run(&r, &more).report.readyz.items[0].status, Status::Pass);
+}
+
+#[test]
+fn the_earliest_expiry_wakes_the_engine_and_the_latest_passed_applies() {
+    let r = rules("");
+    let item = obs("x", Status::Pass)
+        .expiring(Expiry {
+            at: t(200),
+            status: Status::Fail,
+            message: "gone".into(),
+        })
+        .expiring(Expiry {
+            at: t(100),
+            status: Status::Unknown,
+            message: "stale".into(),
+        });
+    let snap = snapshot(vec![item], vec![]);
+    let steps = |secs: &[u64]| -> Vec<(u64, Snapshot)> {
+        secs.iter().map(|s| (*s, snap.clone())).collect()
+    };
+    let e = run(&r, &steps(&[0]));
+    assert_eq!(e.next, Some(t(100)));
+    let e = run(&r, &steps(&[0, 100]));
+    assert_eq!(
+        (e.report.items[0].status, e.report.items[0].message.as_str()),
+        (Status::Unknown, "stale")
+    );
+    assert_eq!(e.next, Some(t(200)));
+    let e = run(&r, &steps(&[0, 100, 250]));
+    assert_eq!(
+        (e.report.items[0].status, e.report.items[0].message.as_str()),
+        (Status::Fail, "gone")
+    );
+    assert_eq!(e.report.items[0].since, t(250));
+    assert_eq!(e.next, None);
+}
+
+#[test]
+fn the_endpoint_since_follows_what_the_endpoint_shows() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    // Shown as warn from 10s (its message changes each time), as fail from 40s.
+    let steps = [(0, pass.clone()), (10, fail.clone()), (20, fail.clone())];
+    let e = run(&r, &steps);
+    assert_eq!(e.report.readyz.items[0].status, Status::Warn);
+    assert_eq!(e.report.readyz.items[0].since, t(10));
+    assert_eq!(
+        e.report.items[0].since,
+        t(10),
+        "the observed status changed at 10s"
+    );
+    let mut steps = steps.to_vec();
+    steps.push((40, fail.clone()));
+    steps.push((50, fail));
+    let e = run(&r, &steps);
+    assert_eq!(e.report.readyz.items[0].status, Status::Fail);
+    assert_eq!(e.report.readyz.items[0].since, t(40));
+    assert_eq!(e.report.items[0].since, t(10));
+    // The item's observed `since` does not move when only its message changes.
+    let other = snapshot(
+        vec![Observation::new("x", Status::Fail, "another reason", t(60))],
+        vec![],
+    );
+    steps.push((60, other));
+    let e = run(&r, &steps);
+    assert_eq!(e.report.items[0].since, t(10));
+    assert_eq!(e.report.readyz.items[0].since, t(40));
+}
+
+#[test]
+fn the_provider_config_message_is_added_only_to_a_failing_backend_item() {
+    let text = "[[check]]\nname = \"backend\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
+                [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\n";
+    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let snap = |backend: Status, pc: Status| Snapshot {
+        checks: BTreeMap::from([
+            (
+                "backend".to_string(),
+                vec![
+                    Observation::new("pg", backend, "degraded", t(0)),
+                    Observation::new("other", Status::Fail, "degraded", t(0)),
+                ]
+                .into(),
+            ),
+            (
+                "pcs".to_string(),
+                vec![Observation::new("pg", pc, "connection refused", t(0))].into(),
+            ),
+        ]),
+        ..Snapshot::default()
+    };
+    let message = |s: &Snapshot, name: &str| {
+        let e = evaluate(&r, s, &Memory::default(), t(0));
+        let i = e
+            .report
+            .items
+            .iter()
+            .find(|i| &*i.name == name)
+            .expect("item")
+            .clone();
+        i.message
+    };
+    let s = snap(Status::Fail, Status::Fail);
+    assert_eq!(message(&s, "backend/pg"), "degraded: connection refused");
+    assert_eq!(
+        message(&s, "backend/other"),
+        "degraded",
+        "only the ProviderConfig of the same name"
+    );
+    assert_eq!(
+        message(&s, "pcs/pg"),
+        "connection refused",
+        "the provider-config item is not annotated"
+    );
+    // A ProviderConfig that is not failing adds nothing.
+    assert_eq!(
+        message(&snap(Status::Fail, Status::Unknown), "backend/pg"),
+        "degraded"
+    );
+}
+
+#[test]
+fn evaluation_is_pure() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let snap = snapshot(vec![obs("x", Status::Fail)], vec![obs("y", Status::Pass)]);
+    let first = evaluate(&r, &snap, &Memory::default(), t(5));
+    let again = evaluate(&r, &snap, &Memory::default(), t(5));
+    assert_eq!(first.report, again.report);
+    assert_eq!(first.memory, again.memory);
+    assert_eq!(first.next, again.next);
+}
