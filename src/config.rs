@@ -54,7 +54,9 @@ pub struct Server {
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    #[serde(deserialize_with = "text::deserialize")]
     pub service_id: String,
+    #[serde(deserialize_with = "text::deserialize")]
     pub description: String,
 }
 
@@ -88,7 +90,10 @@ pub enum Details {
 pub struct Cluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::option"
+    )]
     pub context: Option<String>,
     #[serde(with = "duration")]
     pub stale_after: Duration,
@@ -697,6 +702,37 @@ pub mod duration {
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             super::deserialize(d).map(Some)
         }
+    }
+}
+
+/// Text keys that the environment can set. Environment values have no type, and figment reads
+/// `KLUTCH_HEALTH_SERVER__SERVICE_ID=2024` as a number and `…DESCRIPTION=true` as a boolean: both are text here.
+mod text {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        match Raw::deserialize(d) {
+            Ok(Raw::Text(t)) => Ok(t),
+            Ok(Raw::Unsigned(n)) => Ok(n.to_string()),
+            Ok(Raw::Signed(n)) => Ok(n.to_string()),
+            Ok(Raw::Float(n)) => Ok(n.to_string()),
+            Ok(Raw::Bool(b)) => Ok(b.to_string()),
+            Err(_) => Err(serde::de::Error::custom("invalid type: expected a string")),
+        }
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        deserialize(d).map(Some)
     }
 }
 
