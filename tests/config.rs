@@ -218,3 +218,214 @@ fn require_is_all_any_or_a_number() {
     assert_eq!(parse("2").expect("2"), Require::AtLeast(2));
     assert!(parse("\"most\"").is_err());
 }
+
+#[test]
+fn unknown_keys_are_errors_in_every_table() {
+    for (extra, expected) in [
+        (
+            "[endpoints.readyz]\nfail_afterr = \"1s\"\n",
+            "endpoints.readyz.fail_afterr: unknown field",
+        ),
+        ("[endpoints.livez]\n", "endpoints.livez: unknown field"),
+        (
+            "[kubernetes]\nkubeconfg = \"/x\"\n",
+            "kubernetes.kubeconfg: unknown field",
+        ),
+        (
+            "[clusters.app]\nkubeconfig = \"/x\"\ncontxt = \"y\"\n",
+            "clusters.app.contxt: unknown field",
+        ),
+    ] {
+        rejected(&format!("{MINIMAL}{extra}"), expected);
+    }
+    // A key of another check type is unknown for this one.
+    rejected(
+        &(MINIMAL.to_string() + "namespace = \"bind\"\n"),
+        "check \"backend-status\": namespace: unknown field",
+    );
+}
+
+#[test]
+fn more_invalid_values_name_their_key() {
+    let cases = [
+        (
+            MINIMAL.replace(
+                "http://127.0.0.1:8081/backend-health",
+                "http:///backend-health",
+            ),
+            "check \"backend-status\": url: invalid URL \"http:///backend-health\"",
+        ),
+        (
+            MINIMAL.to_string() + "interval = \"0s\"\n",
+            "check \"backend-status\": interval: must be more than 0s",
+        ),
+        (
+            MINIMAL.to_string() + "timeout = 5\n",
+            "check \"backend-status\": timeout: invalid duration",
+        ),
+        (
+            MINIMAL.to_string() + "max_body = 0\n",
+            "check \"backend-status\": max_body: must be at least 1 byte",
+        ),
+        (
+            format!("{MINIMAL}[server]\nlisten = \"localhost\"\n"),
+            "server.listen",
+        ),
+        (
+            format!("{MINIMAL}[server]\ndetails = \"sometimes\"\n"),
+            "server.details",
+        ),
+        (
+            MINIMAL.replace("backend-status\"\ntype", "backend status\"\ntype"),
+            "check \"backend status\": name: must be non-empty, without \"/\" or spaces",
+        ),
+        (
+            format!(
+                "{MINIMAL}[endpoints.healthz]\nwarn_only = [\"backend-status/*\", \"nope/*\"]\n"
+            ),
+            "endpoints.healthz.warn_only: pattern \"nope/*\" matches no check",
+        ),
+        (
+            format!("{MINIMAL}[endpoints.readyz]\ninclude = [\"[\"]\n"),
+            "endpoints.readyz.include: invalid pattern \"[\"",
+        ),
+        (
+            format!("{MINIMAL}[clusters.app]\ncontext = \"x\"\n"),
+            "clusters.app.kubeconfig: missing",
+        ),
+        (
+            MINIMAL.replace(
+                "type = \"backend-status\"\n",
+                "type = \"backend-status\"\ncluster = \"app\"\n",
+            ) + "[clusters.app]\nkubeconfig = \"/x\"\n",
+            "check \"backend-status\": cluster: a backend-status check polls a URL",
+        ),
+        (
+            "[server]\nlisten = \"0.0.0.0:1\"\n".to_string(),
+            "check: no checks configured",
+        ),
+    ];
+    for (config, expected) in cases {
+        rejected(&config, expected);
+    }
+}
+
+#[test]
+fn details_token_needs_a_readable_non_empty_token_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("missing");
+    rejected(
+        &format!(
+            "{MINIMAL}[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+            missing.display()
+        ),
+        &format!("server.token_file: cannot read {}", missing.display()),
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    rejected(
+        &format!(
+            "{MINIMAL}[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+            empty.display()
+        ),
+        "is empty",
+    );
+    let good = dir.path().join("good");
+    std::fs::write(&good, "s3cret\n").expect("write");
+    let (code, out, err) = check_config(
+        &format!(
+            "{MINIMAL}[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+            good.display()
+        ),
+        &[],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains("s3cret"), "the token is never printed: {out}");
+}
+
+#[test]
+fn serving_with_an_invalid_configuration_exits_2_before_listening() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, MINIMAL.to_string() + "timeout = \"abc\"\n").expect("write");
+    for args in [&["serve"][..], &[][..], &["check"][..]] {
+        let out = Command::new(common::BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("check \\\"backend-status\\\": timeout: invalid duration \\\"abc\\\""),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("\"listening\""), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn the_printed_configuration_shows_defaults_and_every_override() {
+    let (code, out, err) = check_config(
+        MINIMAL,
+        &[
+            ("KLUTCH_HEALTH_SERVER__DETAILS", "never"),
+            ("KLUTCH_HEALTH_ENDPOINTS__HEALTHZ__FAIL_AFTER", "45s"),
+        ],
+        &["--listen", "127.0.0.1:9200"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let c = Config::from_toml(&out).expect("printed config");
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:9200");
+    assert_eq!(c.server.details, klutch_health::config::Details::Never);
+    assert_eq!(
+        c.endpoints.healthz.fail_after,
+        std::time::Duration::from_secs(45)
+    );
+    // Defaults of the SPEC.
+    assert_eq!(
+        c.endpoints.readyz.unknown,
+        klutch_health::config::UnknownAs::Fail
+    );
+    assert_eq!(
+        c.endpoints.healthz.unknown,
+        klutch_health::config::UnknownAs::Warn
+    );
+    assert_eq!(c.server.shutdown_delay, std::time::Duration::from_secs(5));
+    let klutch_health::config::CheckKind::BackendStatus(b) = &c.checks[0].kind else {
+        panic!("backend-status: {out}");
+    };
+    assert_eq!(b.max_body, 1024 * 1024);
+    assert_eq!(b.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(b.interval, std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn environment_values_for_text_keys_stay_text() {
+    // The environment has no types: a service id of digits is still a service id.
+    let (code, out, err) = check_config(
+        MINIMAL,
+        &[
+            ("KLUTCH_HEALTH_SERVER__SERVICE_ID", "2024"),
+            ("KLUTCH_HEALTH_SERVER__DESCRIPTION", "true"),
+            ("KLUTCH_HEALTH_KUBERNETES__CONTEXT", "42"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let c = Config::from_toml(&out).expect("printed config");
+    assert_eq!(c.server.service_id, "2024");
+    assert_eq!(c.server.description, "true");
+    assert_eq!(c.kubernetes.context.as_deref(), Some("42"));
+    // Other types still refuse what is not theirs.
+    let (code, _, err) = check_config(
+        MINIMAL,
+        &[("KLUTCH_HEALTH_SERVER__SERVICE_ID", "[1, 2]")],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("server.service_id: invalid type"), "{err}");
+}
