@@ -61,10 +61,13 @@ impl State {
             DetailsPolicy::Always => Details::Shown,
             DetailsPolicy::Never => Details::Withheld,
             DetailsPolicy::Token => {
+                // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` work too.
                 let offered = req
                     .headers()
                     .get(header::AUTHORIZATION)
-                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                    .map(|v| v.as_bytes())
+                    .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"Bearer "))
+                    .map(|v| v[7..].trim_ascii());
                 match (offered, &self.token) {
                     (Some(offered), Some(token)) if bool::from(offered.ct_eq(token.as_bytes())) => {
                         Details::Shown
