@@ -287,3 +287,434 @@ async fn probes_cause_no_upstream_calls_and_the_connection_is_kept_alive() {
         "one kept-alive connection serves every poll"
     );
 }
+
+/// Sends `requests` one after another on one keep-alive connection; returns each answer.
+async fn on_one_connection(
+    addr: std::net::SocketAddr,
+    requests: &[(&str, &str)],
+) -> Vec<common::Resp> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut stream = BufReader::new(stream);
+    let mut answers = Vec::new();
+    for (method, path) in requests {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream
+            .get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .expect("send");
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stream.read_line(&mut line).await.expect("read head");
+            assert!(n > 0, "connection closed after {head:?}");
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut r = common::parse(head.as_bytes());
+        let length: usize = r
+            .header("content-length")
+            .and_then(|l| l.parse().ok())
+            .expect("content-length");
+        let mut body = vec![0; if *method == "HEAD" { 0 } else { length }];
+        stream.read_exact(&mut body).await.expect("read body");
+        r.body = String::from_utf8(body).expect("UTF-8");
+        answers.push(r);
+    }
+    answers
+}
+
+#[tokio::test]
+async fn head_and_get_on_every_health_path_and_keep_alive_between_probes() {
+    let backend = degraded_backend().await;
+    let svc = started(
+        &backend,
+        "[endpoints.healthz]\nwarn_only = [\"backend-status\"]\n",
+    )
+    .await;
+    let answers = on_one_connection(
+        svc.addr,
+        &[
+            ("GET", "/healthz"),
+            ("HEAD", "/healthz"),
+            ("HEAD", "/readyz"),
+            ("GET", "/readyz"),
+            ("HEAD", "/livez"),
+            ("GET", "/livez"),
+            ("HEAD", "/readyz/backend-status/postgresql-service-broker"),
+            ("HEAD", "/readyz/nothing"),
+        ],
+    )
+    .await;
+    let got: Vec<(u16, &str)> = answers
+        .iter()
+        .map(|r| (r.status, r.body.as_str()))
+        .collect();
+    let verbose = "[-]backend-status/postgresql-backup-manager failed: degraded\n\
+                   [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n";
+    assert_eq!(
+        got,
+        [
+            (200, "ok"),
+            (200, ""),
+            (503, ""),
+            (503, verbose),
+            (200, ""),
+            (200, "ok"),
+            (200, ""),
+            (404, ""),
+        ]
+    );
+    assert_eq!(answers[1].header("content-length"), Some("2"));
+    assert_eq!(
+        answers[2].header("content-length"),
+        Some(verbose.len().to_string().as_str())
+    );
+    for r in &answers {
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    }
+    assert_eq!(
+        answers[0].header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+#[tokio::test]
+async fn verbose_lines_for_warn_and_a_passing_endpoint_with_warnings() {
+    let backend = degraded_backend().await;
+    let svc = started(
+        &backend,
+        "[endpoints.healthz]\nwarn_only = [\"backend-status/postgresql-backup-manager\"]\n",
+    )
+    .await;
+    let r = svc.get("/healthz?verbose").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        "[+]backend-status/postgresql-backup-manager warn: degraded\n\
+         [+]backend-status/postgresql-service-broker ok\nhealthz check passed\n"
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // Without ?verbose a passing endpoint just says ok, warnings or not.
+    let r = svc.get("/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    // JSON: the top-level status is warn, the code 200, and a warning has its output.
+    let r = svc.get("/healthz?format=json").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["status"], "warn");
+    let item = &doc["checks"]["backend-status"][0];
+    assert_eq!(
+        (&item["componentId"], &item["status"], &item["output"]),
+        (
+            &"postgresql-backup-manager".into(),
+            &"warn".into(),
+            &"degraded".into()
+        )
+    );
+    // Per item: the same verdict for one item.
+    let r = svc
+        .get("/healthz/backend-status/postgresql-backup-manager?verbose")
+        .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            200,
+            "[+]backend-status/postgresql-backup-manager warn: degraded\nhealthz check passed\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn exclusions_with_several_names_json_and_percent_encoding() {
+    let backend = degraded_backend().await;
+    backend.set_entry("postgresql-other", "degraded");
+    let svc = started(&backend, "").await;
+    svc.wait_for("/readyz?verbose", "three items", |r| {
+        r.body.contains("postgresql-other")
+    })
+    .await;
+    let r = svc
+        .get("/readyz?verbose&exclude=backend-status%2Fpostgresql-backup-manager&exclude=backend-status/postgresql-other&exclude=a&exclude=b")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        "[+]backend-status/postgresql-service-broker ok\n\
+         [+]backend-status/postgresql-backup-manager excluded: ok\n\
+         [+]backend-status/postgresql-other excluded: ok\n\
+         warn: some health checks cannot be excluded: no matches for \"a\",\"b\"\n\
+         readyz check passed\n"
+    );
+    // Excluding one failing item of two still fails, and says so.
+    let r = svc
+        .get("/readyz?exclude=backend-status/postgresql-other")
+        .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.body,
+        "[-]backend-status/postgresql-backup-manager failed: degraded\n\
+         [+]backend-status/postgresql-service-broker ok\n\
+         [+]backend-status/postgresql-other excluded: ok\n\
+         readyz check failed\n"
+    );
+    // JSON leaves excluded items out.
+    let r = svc
+        .get("/readyz?format=json&exclude=backend-status/postgresql-other&exclude=backend-status/postgresql-backup-manager")
+        .await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["status"], "pass");
+    let ids: Vec<&str> = doc["checks"]["backend-status"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["componentId"].as_str())
+        .collect();
+    assert_eq!(ids, ["postgresql-service-broker"]);
+}
+
+#[tokio::test]
+async fn json_for_one_check_or_item_and_the_policy_require_item() {
+    let backend = degraded_backend().await;
+    let svc = started(&backend, "require = 3\n").await;
+    let r = svc
+        .get_with(
+            "/readyz/backend-status/postgresql-service-broker",
+            &[("Accept", "application/health+json")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["status"], "pass");
+    assert_eq!(
+        doc["checks"]["backend-status"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // Two items, three required: the policy adds a failing item of its own.
+    let r = svc.get("/readyz/backend-status/require?format=json").await;
+    assert_eq!(r.status, 503);
+    let item = &r.json()["checks"]["backend-status"][0];
+    assert_eq!(item["componentId"], "require");
+    assert_eq!(item["componentType"], "policy");
+    assert_eq!(item["status"], "fail");
+    assert_eq!(item["output"], "2 items, 3 required");
+    let r = svc.get("/readyz?verbose").await;
+    assert!(
+        r.body
+            .contains("[-]backend-status/require failed: 2 items, 3 required\n"),
+        "{}",
+        r.body
+    );
+    // Accept lists are understood, whatever their order and parameters.
+    let r = svc
+        .get_with(
+            "/readyz",
+            &[("Accept", "text/html;q=0.9, application/health+json;q=1")],
+        )
+        .await;
+    assert_eq!(r.header("content-type"), Some("application/health+json"));
+    assert_eq!(r.json()["status"], "fail");
+}
+
+#[tokio::test]
+async fn every_kind_of_answer_is_no_store_and_other_methods_are_405() {
+    let backend = degraded_backend().await;
+    let svc = started(&backend, "").await;
+    for path in [
+        "/healthz",
+        "/readyz?verbose",
+        "/readyz?format=json",
+        "/readyz/backend-status",
+        "/readyz/nothing",
+        "/livez",
+        "/",
+        "/backend-health",
+        "/metrics",
+        "/nope",
+    ] {
+        let r = svc.get(path).await;
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    }
+    for path in [
+        "/readyzz",
+        "/livez/x",
+        "/backend-health/x",
+        "/healthzz/x",
+        "/index.html",
+    ] {
+        assert_eq!(svc.get(path).await.status, 404, "{path}");
+    }
+    for (method, path) in [
+        ("POST", "/healthz"),
+        ("PUT", "/readyz/backend-status"),
+        ("DELETE", "/livez"),
+        ("POST", "/"),
+        ("PATCH", "/backend-health"),
+        ("OPTIONS", "/metrics"),
+    ] {
+        let r = request(svc.addr, method, path, &[("Content-Length", "0")]).await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn details_token_covers_json_and_the_status_page() {
+    let backend = degraded_backend().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let extra = format!(
+        "[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let svc = started(&backend, &extra).await;
+    let bearer = [("Authorization", "Bearer s3cret")];
+    let without = svc.get("/readyz?format=json").await.json();
+    let with = svc.get_with("/readyz?format=json", &bearer).await.json();
+    let output = |doc: &serde_json::Value| {
+        doc["checks"]["backend-status"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| i["status"] == "fail")
+            .map(|i| i["output"].clone())
+    };
+    assert_eq!(output(&without), Some("reason withheld".into()));
+    assert_eq!(output(&with), Some("degraded".into()));
+    // Statuses and names stay for everyone.
+    assert_eq!(without["status"], "fail");
+    let page = svc.get("/").await.body;
+    assert!(page.contains("reason withheld"), "{page}");
+    assert!(page.contains("postgresql-backup-manager"), "{page}");
+    assert!(!page.contains("degraded"), "{page}");
+    let page = svc.get_with("/", &bearer).await.body;
+    assert!(page.contains("degraded"), "{page}");
+    // The scheme is case-insensitive; a token prefix, an empty token or another scheme is no token.
+    for (value, shown) in [
+        ("bearer s3cret", true),
+        ("BEARER s3cret", true),
+        ("Bearer s3cre", false),
+        ("Bearer s3cretx", false),
+        ("Bearer ", false),
+        ("Basic s3cret", false),
+        ("s3cret", false),
+    ] {
+        let body = svc
+            .get_with("/readyz?verbose", &[("Authorization", value)])
+            .await
+            .body;
+        assert_eq!(
+            body.contains("failed: degraded"),
+            shown,
+            "{value:?}: {body}"
+        );
+    }
+    // Per item, too.
+    let r = svc
+        .get("/readyz/backend-status/postgresql-backup-manager")
+        .await;
+    assert_eq!(
+        r.body,
+        "[-]backend-status/postgresql-backup-manager failed: reason withheld\nreadyz check failed\n"
+    );
+}
+
+#[tokio::test]
+async fn the_status_page_lists_every_item_with_status_and_both_verdicts() {
+    let backend = degraded_backend().await;
+    let svc = started(&backend, "").await;
+    let r = svc.get("/").await;
+    assert_eq!(r.status, 200);
+    let page = r.body;
+    for needle in [
+        "/healthz failing",
+        "/readyz failing",
+        "backend-status",
+        "postgresql-service-broker",
+        "postgresql-backup-manager",
+        "degraded",
+        "http-equiv=\"refresh\"",
+        " since ",
+    ] {
+        assert!(page.contains(needle), "{needle:?} in {page}");
+    }
+    let head = request(svc.addr, "HEAD", "/", &[]).await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    backend.set_entry("postgresql-backup-manager", "ok");
+    svc.wait_for("/", "the page to show recovery", |r| {
+        r.body.contains("/readyz passing") && !r.body.contains("degraded")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_status_page_escapes_item_names_too() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("<img src=x onerror=alert(1)>", "<b>degraded</b>");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    svc.wait_for("/readyz?verbose", "the entry", |r| {
+        r.body.contains("onerror")
+    })
+    .await;
+    let page = svc.get("/").await.body;
+    assert!(!page.contains("<img"), "{page}");
+    assert!(!page.contains("<b>"), "{page}");
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    assert!(page.contains("&lt;b&gt;degraded&lt;/b&gt;"), "{page}");
+}
+
+#[tokio::test]
+async fn five_hundred_probes_of_every_kind_cause_no_upstream_request() {
+    let backend = degraded_backend().await;
+    let config = common::backend_config(&backend.url(), "")
+        .replace("interval = \"100ms\"", "interval = \"200ms\"");
+    let svc = Service::start(&config, &[]).await;
+    svc.wait_for("/readyz?verbose", "the first poll", |r| {
+        r.body.contains("postgresql")
+    })
+    .await;
+    let paths = [
+        "/readyz",
+        "/healthz?verbose",
+        "/readyz?format=json",
+        "/readyz/backend-status",
+        "/",
+        "/backend-health",
+        "/readyz?exclude=backend-status",
+    ];
+    let before = backend.request_count();
+    let started = std::time::Instant::now();
+    for i in 0..500 {
+        let r = svc.get(paths[i % paths.len()]).await;
+        assert!(matches!(r.status, 200 | 503), "{r:?}");
+    }
+    let polls = backend.request_count() - before;
+    let allowed = (started.elapsed().as_millis() / 200) as usize + 2;
+    assert!(
+        polls <= allowed,
+        "{polls} upstream requests in {:?} (at most {allowed})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn one_kept_alive_upstream_connection_serves_many_polls() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("postgresql-service-broker", "ok");
+    let svc = started(&backend, "").await;
+    let first = backend.request_count();
+    common::eventually("six more polls", async || {
+        (backend.request_count() >= first + 6).then_some(())
+    })
+    .await;
+    assert_eq!(backend.connection_count(), 1);
+    assert_eq!(svc.get("/readyz").await.status, 200);
+}
