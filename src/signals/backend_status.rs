@@ -42,7 +42,7 @@ pub enum PollError {
     Body(String),
     #[error("body is not valid JSON ({reason}){}", excerpt(.body))]
     InvalidJson { reason: String, body: Bytes },
-    #[error("body is JSON but not an object (a {0}); expected {{\"PROVIDERCONFIG\": \"ok\", …}}")]
+    #[error("body is JSON but not an object ({0}); expected {{\"PROVIDERCONFIG\": \"ok\", …}}")]
     NotObject(&'static str),
 }
 
@@ -105,14 +105,15 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<(String, Status, String)>, PollErro
         .collect())
 }
 
+/// What a JSON value is, with its article: `an array`, `a string`, `null`.
 fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "boolean",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
