@@ -5,13 +5,18 @@ use std::time::{Duration, Instant};
 
 use klutch_sim::SimControlPlane;
 
-fn kubectl() -> &'static str {
-    for candidate in ["/usr/bin/kubectl", "/usr/local/bin/kubectl"] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate;
-        }
+/// `$KUBECTL`, else `kubectl` on PATH (deploy/check.sh, run by .ci/run, installs one when missing).
+fn kubectl() -> std::path::PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return k.into();
     }
-    panic!("kubectl is not installed: .ci/run installs it (Debian package kubernetes-client)");
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("kubectl"))
+        .find(|k| k.is_file())
+        .expect("kubectl is not installed: .ci/run installs one (through deploy/check.sh), or set KUBECTL")
 }
 
 async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> String {
