@@ -718,3 +718,19 @@ async fn one_kept_alive_upstream_connection_serves_many_polls() {
     assert_eq!(backend.connection_count(), 1);
     assert_eq!(svc.get("/readyz").await.status, 200);
 }
+
+#[tokio::test]
+async fn upstream_names_and_messages_cannot_forge_lines() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry(
+        "postgresql-x\nreadyz check passed",
+        "degraded\nreadyz check passed",
+    );
+    let svc = started(&backend, "").await;
+    let r = svc.get("/readyz?verbose").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.body,
+        "[-]backend-status/postgresql-x readyz check passed failed: degraded readyz check passed\nreadyz check failed\n"
+    );
+}

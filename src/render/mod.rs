@@ -28,11 +28,18 @@ impl Details {
     pub fn message(self, message: &str) -> std::borrow::Cow<'_, str> {
         match self {
             Details::Withheld => WITHHELD.into(),
-            Details::Shown if message.contains(['\n', '\r']) => {
-                message.replace(['\n', '\r'], " ").into()
-            }
-            Details::Shown => message.into(),
+            Details::Shown => one_line(message),
         }
+    }
+}
+
+/// Text from outside (messages, and names taken from upstream keys) with control characters made spaces,
+/// so that it can never add a line of its own, such as a forged `readyz check passed`.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(char::is_control) {
+        text.replace(char::is_control, " ").into()
+    } else {
+        text.into()
     }
 }
 

@@ -2,22 +2,23 @@
 
 use std::fmt::Write;
 
-use super::Details;
+use super::{one_line, Details};
 use crate::report::{Endpoint, Selection, Status};
 
 pub fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
     let mut out = String::new();
     for c in &selection.items {
+        let name = one_line(&c.name);
         let _ = match c.status {
-            Status::Fail => writeln!(out, "[-]{} failed: {}", c.name, details.message(&c.message)),
+            Status::Fail => writeln!(out, "[-]{name} failed: {}", details.message(&c.message)),
             Status::Warn | Status::Unknown => {
-                writeln!(out, "[+]{} warn: {}", c.name, details.message(&c.message))
+                writeln!(out, "[+]{name} warn: {}", details.message(&c.message))
             }
-            Status::Pass => writeln!(out, "[+]{} ok", c.name),
+            Status::Pass => writeln!(out, "[+]{name} ok"),
         };
     }
     for c in &selection.excluded {
-        let _ = writeln!(out, "[+]{} excluded: ok", c.name);
+        let _ = writeln!(out, "[+]{} excluded: ok", one_line(&c.name));
     }
     if !selection.unmatched.is_empty() {
         let names: Vec<String> = selection
