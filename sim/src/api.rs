@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::net::{rebind, stop_listening};
 use crate::selector::{field, label, Selector};
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -90,6 +91,8 @@ struct Inner {
     expire: watch::Sender<u64>,
     /// `true` while down: no listener, every connection closed.
     down: watch::Sender<bool>,
+    /// The listening socket while up, so that going down refuses connections at once.
+    listener: Mutex<Option<Arc<TcpListener>>>,
     requests: Mutex<Vec<RecordedRequest>>,
 }
 
@@ -121,6 +124,7 @@ impl FakeApi {
                 cut: watch::channel(0).0,
                 expire: watch::channel(0).0,
                 down: watch::channel(false).0,
+                listener: Mutex::default(),
                 requests: Mutex::default(),
             }),
         };
@@ -146,7 +150,7 @@ impl FakeApi {
         ] {
             api.register(g, v, plural, kind, namespaced);
         }
-        tokio::spawn(api.clone().accept(listener));
+        api.listen(listener);
         Ok(api)
     }
 
@@ -294,7 +298,7 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             kind: "DELETED",
             object: obj,
         };
-        store.history.push(change.clone());
+        store.record(change.clone());
         let _ = self.inner.changes.send(Arc::new(change));
         true
     }
@@ -327,7 +331,7 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             object: obj.clone(),
         };
         store.objects.insert(key, obj);
-        store.history.push(change.clone());
+        store.record(change.clone());
         // Sent under the store lock, so a watch that subscribes under the same lock misses nothing.
         let _ = self.inner.changes.send(Arc::new(change));
     }
@@ -358,19 +362,22 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             return;
         }
         self.inner.down.send_replace(down);
-        if !down {
-            let api = self.clone();
-            // Rebinding the same port succeeds at once: tokio sets SO_REUSEADDR.
-            match std::net::TcpListener::bind(self.inner.addr).and_then(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            }) {
-                Ok(listener) => {
-                    tokio::spawn(api.accept(listener));
-                }
-                Err(e) => eprintln!("fake API cannot listen again on {}: {e}", self.inner.addr),
+        if down {
+            if let Some(listener) = lock(&self.inner.listener).take() {
+                stop_listening(&listener);
             }
+            return;
         }
+        // Rebinding the same port succeeds at once: std sets SO_REUSEADDR.
+        match rebind(self.inner.addr) {
+            Ok(listener) => self.listen(listener),
+            Err(e) => eprintln!("fake API cannot listen again on {}: {e}", self.inner.addr),
+        }
+    }
+
+    /// The newest `resourceVersion` handed out.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.inner.store).rv
     }
 
     /// Accepts requests but answers none while set.
@@ -399,15 +406,26 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
         lock(&self.inner.requests).clear();
     }
 
-    async fn accept(self, listener: TcpListener) {
+    fn listen(&self, listener: TcpListener) {
+        let listener = Arc::new(listener);
+        *lock(&self.inner.listener) = Some(listener.clone());
+        tokio::spawn(self.clone().accept(listener));
+    }
+
+    async fn accept(self, listener: Arc<TcpListener>) {
         let mut down = self.inner.down.subscribe();
         loop {
             let stream = tokio::select! {
+                biased;
+                _ = went_down(&mut down) => return,
                 r = listener.accept() => match r {
                     Ok((s, _)) => s,
-                    Err(_) => continue,
+                    // Out of file descriptors, or the listener was shut down: do not spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 },
-                _ = down.wait_for(|d| *d) => return,
             };
             let api = self.clone();
             let mut down = self.inner.down.subscribe();
@@ -420,7 +438,7 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = conn => {}
-                    _ = down.wait_for(|d| *d) => {}
+                    _ = went_down(&mut down) => {}
                 }
             });
         }
@@ -594,6 +612,25 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             (Ok(l), Ok(f)) => (l, f),
             (Err(e), _) | (_, Err(e)) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
         };
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            match query.get(key).map(String::as_str) {
+                None | Some("") => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("invalid {key} {v:?}: expected a non-negative integer")),
+            }
+        };
+        let (rv, limit, timeout) = match (
+            number("resourceVersion"),
+            number("limit"),
+            number("timeoutSeconds"),
+        ) {
+            (Ok(rv), Ok(limit), Ok(timeout)) => (rv, limit, timeout),
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", &e)
+            }
+        };
         let in_namespace = namespace.map(str::to_string);
         let matches = move |obj: &Value| {
             let ns_ok = in_namespace.as_deref().is_none_or(|ns| {
@@ -625,7 +662,22 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             };
         }
         if is_watch {
-            return self.watch(store, resource, &rt, query, matches);
+            let bookmarks = query
+                .get("allowWatchBookmarks")
+                .is_some_and(|v| v == "true");
+            let timeout = Duration::from_secs(timeout.unwrap_or(1800));
+            return self.watch(store, resource, &rt, rv, bookmarks, timeout, matches);
+        }
+        if let Some(rv) =
+            rv.filter(|_| query.get("resourceVersionMatch").map(String::as_str) == Some("Exact"))
+        {
+            if rv < store.compacted {
+                return status(
+                    StatusCode::GONE,
+                    "Expired",
+                    &format!("too old resource version: {rv} ({})", store.rv),
+                );
+            }
         }
         let all: Vec<&Value> = store
             .objects
@@ -636,14 +688,22 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             .map(|(_, v)| v)
             .filter(|o| matches(o))
             .collect();
-        let start: usize = query
-            .get("continue")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let limit: usize = query
-            .get("limit")
-            .and_then(|l| l.parse().ok())
+        let start: usize = match query.get("continue").map(String::as_str) {
+            None | Some("") => 0,
+            Some(c) => match c.parse() {
+                Ok(start) => start,
+                Err(_) => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        &format!("invalid continue token {c:?}"),
+                    )
+                }
+            },
+        };
+        let limit = limit
             .filter(|l| *l > 0)
+            .and_then(|l| usize::try_from(l).ok())
             .unwrap_or(usize::MAX);
         let page: Vec<Value> = all
             .iter()
@@ -661,26 +721,19 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn watch(
         &self,
         store: MutexGuard<'_, Store>,
         resource: usize,
         rt: &ResourceType,
-        query: &HashMap<String, String>,
+        from: Option<u64>,
+        bookmarks: bool,
+        timeout: Duration,
         matches: impl Fn(&Value) -> bool + Send + 'static,
     ) -> Response<Body> {
-        let from: Option<u64> = query
-            .get("resourceVersion")
-            .filter(|v| !v.is_empty() && *v != "0")
-            .and_then(|v| v.parse().ok());
-        let bookmarks = query
-            .get("allowWatchBookmarks")
-            .is_some_and(|v| v == "true");
-        let timeout = query
-            .get("timeoutSeconds")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(1800));
+        // "0" means "any version": start with the current state, like no version at all.
+        let from = from.filter(|rv| *rv != 0);
         let mut first: Vec<Value> = Vec::new();
         let mut expired = false;
         match from {
@@ -693,10 +746,10 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             }
             Some(rv) if rv < store.compacted => expired = true,
             Some(rv) => {
-                for c in store
-                    .history
+                let start = store.history.partition_point(|c| c.rv <= rv);
+                for c in store.history[start..]
                     .iter()
-                    .filter(|c| c.rv > rv && c.resource == resource)
+                    .filter(|c| c.resource == resource)
                 {
                     if matches(&c.object) {
                         first.push(json!({"type": c.kind, "object": c.object}));
@@ -760,6 +813,8 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
                         return;
                     }
                     _ = &mut end => return,
+                    // The client went away (or the server went down): nothing more to send.
+                    _ = tx.closed() => return,
                 }
             }
         });
@@ -773,7 +828,20 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
     }
 }
 
+/// History kept for watch replay; older changes are compacted away (a real server keeps about 5 minutes).
+const HISTORY_LIMIT: usize = 100_000;
+
 impl Store {
+    fn record(&mut self, change: Change) {
+        self.history.push(change);
+        if self.history.len() > HISTORY_LIMIT {
+            self.history.drain(..HISTORY_LIMIT / 2);
+            if let Some(first) = self.history.first() {
+                self.compacted = first.rv - 1;
+            }
+        }
+    }
+
     fn find_kind(&self, api_version: &str, kind: &str) -> Option<usize> {
         self.resources
             .iter()
@@ -793,6 +861,11 @@ impl Store {
             name.to_string(),
         ))
     }
+}
+
+/// Resolves once the server is set down (the borrowed value is not `Send`, so it is not kept).
+async fn went_down(down: &mut watch::Receiver<bool>) {
+    let _ = down.wait_for(|d| *d).await;
 }
 
 fn expired_event(rv: u64, now: u64) -> Value {

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::net::{rebind, stop_listening};
 
 /// How the fake answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,8 @@ struct Inner {
     mode: watch::Sender<BackendMode>,
     requests: AtomicUsize,
     connections: AtomicUsize,
+    /// The listening socket while not refusing, so that `Refuse` refuses at once.
+    listener: Mutex<Option<Arc<TcpListener>>>,
 }
 
 /// The fake health server. Cheap to clone.
@@ -64,9 +68,10 @@ impl FakeBackend {
                 mode: watch::channel(BackendMode::Healthy).0,
                 requests: AtomicUsize::new(0),
                 connections: AtomicUsize::new(0),
+                listener: Mutex::default(),
             }),
         };
-        tokio::spawn(backend.clone().accept(listener));
+        backend.listen(listener);
         Ok(backend)
     }
 
@@ -80,20 +85,12 @@ impl FakeBackend {
     }
 
     pub fn set_entries(&self, entries: BTreeMap<String, String>) {
-        *self
-            .inner
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = entries;
+        *lock(&self.inner.entries) = entries;
     }
 
     /// Sets one ProviderConfig's value: `"ok"` or `"degraded"`.
     pub fn set_entry(&self, name: &str, value: &str) {
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string(), value.to_string());
+        lock(&self.inner.entries).insert(name.to_string(), value.to_string());
     }
 
     pub fn mode(&self) -> BackendMode {
@@ -102,15 +99,15 @@ impl FakeBackend {
 
     pub fn set_mode(&self, mode: BackendMode) {
         let was_refusing = *self.inner.mode.borrow() == BackendMode::Refuse;
-        self.inner.mode.send_replace(mode.clone());
-        if was_refusing && mode != BackendMode::Refuse {
-            match std::net::TcpListener::bind(self.inner.addr).and_then(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            }) {
-                Ok(listener) => {
-                    tokio::spawn(self.clone().accept(listener));
-                }
+        let refuse = mode == BackendMode::Refuse;
+        self.inner.mode.send_replace(mode);
+        if refuse {
+            if let Some(listener) = lock(&self.inner.listener).take() {
+                stop_listening(&listener);
+            }
+        } else if was_refusing {
+            match rebind(self.inner.addr) {
+                Ok(listener) => self.listen(listener),
                 Err(e) => eprintln!(
                     "fake backend cannot listen again on {}: {e}",
                     self.inner.addr
@@ -129,17 +126,26 @@ impl FakeBackend {
         self.inner.connections.load(Ordering::SeqCst)
     }
 
-    async fn accept(self, listener: TcpListener) {
+    fn listen(&self, listener: TcpListener) {
+        let listener = Arc::new(listener);
+        *lock(&self.inner.listener) = Some(listener.clone());
+        tokio::spawn(self.clone().accept(listener));
+    }
+
+    async fn accept(self, listener: Arc<TcpListener>) {
         let mut mode = self.inner.mode.subscribe();
         loop {
             tokio::select! {
-                r = listener.accept() => {
-                    if let Ok((stream, _)) = r {
+                biased;
+                _ = refusing(&mut mode) => return,
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => {
                         self.inner.connections.fetch_add(1, Ordering::SeqCst);
                         tokio::spawn(self.clone().serve(stream));
                     }
-                }
-                _ = mode.wait_for(|m| *m == BackendMode::Refuse) => return,
+                    // Out of file descriptors, or the listener was shut down: do not spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                },
             }
         }
     }
@@ -171,12 +177,7 @@ impl FakeBackend {
                 continue;
             }
             let body = || {
-                let entries = self
-                    .inner
-                    .entries
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
+                let entries = lock(&self.inner.entries).clone();
                 serde_json::to_vec(&entries).unwrap_or_default()
             };
             let result = match mode {
@@ -197,7 +198,8 @@ impl FakeBackend {
                     .await
                 }
                 BackendMode::Hang => {
-                    std::future::pending::<()>().await;
+                    // Never answer, but notice when the client gives up, so hung connections do not pile up.
+                    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
                     return;
                 }
                 BackendMode::Garbage => {
@@ -224,13 +226,26 @@ impl FakeBackend {
                     let _ = stream.write_all(head.as_bytes()).await;
                     return;
                 }
-                BackendMode::Reset | BackendMode::Refuse => return,
+                BackendMode::Reset | BackendMode::Refuse => {
+                    // Linger 0: the close sends RST, so the client sees "connection reset by peer".
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    return;
+                }
             };
             if result.is_err() {
                 return;
             }
         }
     }
+}
+
+/// Resolves once the mode is `Refuse` (the borrowed value is not `Send`, so it is not kept).
+async fn refusing(mode: &mut watch::Receiver<BackendMode>) {
+    let _ = mode.wait_for(|m| *m == BackendMode::Refuse).await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Reads until the end of a request head; returns its length, or `None` when the peer closed.

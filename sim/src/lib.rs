@@ -6,6 +6,7 @@ pub mod api;
 pub mod backend;
 pub mod control_plane;
 pub mod fixtures;
+mod net;
 mod selector;
 
 pub use api::{FakeApi, RecordedRequest};
