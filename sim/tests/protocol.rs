@@ -249,3 +249,167 @@ async fn down_refuses_connections_and_up_listens_again_and_requests_are_counted(
     let watch = cp.api.requests().iter().filter(|r| r.is_watch).count();
     assert_eq!((cp.api.request_count(), watch), (2, 0));
 }
+
+#[tokio::test]
+async fn ten_thousand_objects_page_like_kubes_watcher_lists() {
+    let api = FakeApi::start().await.expect("start");
+    for i in 0..10_000 {
+        api.apply(
+            serde_json::json!({"apiVersion": "pkg.crossplane.io/v1", "kind": "Provider",
+            "metadata": {"name": format!("provider-{i:05}")}}),
+        );
+    }
+    let rv = api.resource_version();
+    let mut seen = Vec::new();
+    let mut path = "/apis/pkg.crossplane.io/v1/providers?&limit=500".to_string();
+    let mut pages = 0;
+    loop {
+        let (code, page) = get(&api, &path).await;
+        assert_eq!(code, 200);
+        assert_eq!(page["metadata"]["resourceVersion"], rv.to_string());
+        pages += 1;
+        seen.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => {
+                path = format!("/apis/pkg.crossplane.io/v1/providers?&limit=500&continue={c}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 20);
+    assert_eq!(
+        seen,
+        (0..10_000)
+            .map(|i| format!("provider-{i:05}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn errors_are_status_objects() {
+    let cp = SimControlPlane::start().await.expect("start");
+    for (path, code, reason) in [
+        ("/openapi/v2", 404, "NotFound"),
+        ("/apis/nope.example.com/v1", 404, "NotFound"),
+        ("/apis/pkg.crossplane.io/v1/widgets", 404, "NotFound"),
+        (
+            "/apis/pkg.crossplane.io/v1/providers?limit=abc",
+            400,
+            "BadRequest",
+        ),
+        (
+            "/apis/pkg.crossplane.io/v1/providers?continue=xyz",
+            400,
+            "BadRequest",
+        ),
+        (
+            "/apis/pkg.crossplane.io/v1/providers?watch=true&resourceVersion=x",
+            400,
+            "BadRequest",
+        ),
+    ] {
+        let (got, status) = get(&cp.api, path).await;
+        assert_eq!(got, code, "{path}");
+        assert_eq!(
+            (
+                status["kind"].as_str(),
+                status["apiVersion"].as_str(),
+                status["status"].as_str()
+            ),
+            (Some("Status"), Some("v1"), Some("Failure")),
+            "{path}"
+        );
+        assert_eq!(status["reason"], reason, "{path}");
+        assert_eq!(status["code"], code, "{path}");
+    }
+    let (_, missing) = get(&cp.api, "/apis/pkg.crossplane.io/v1/providers/nope").await;
+    assert_eq!(missing["details"]["name"], "nope");
+
+    let rv = cp.api.resource_version();
+    let exact = "/apis/pkg.crossplane.io/v1/providers?resourceVersion=1&resourceVersionMatch=Exact";
+    assert_eq!(get(&cp.api, exact).await.0, 200, "not compacted yet");
+    cp.api.compact();
+    let (code, gone) = get(&cp.api, exact).await;
+    assert_eq!((code, gone["reason"].as_str()), (410, Some("Expired")));
+    let current = format!(
+        "/apis/pkg.crossplane.io/v1/providers?resourceVersion={rv}&resourceVersionMatch=Exact"
+    );
+    assert_eq!(get(&cp.api, &current).await.0, 200);
+}
+
+#[tokio::test]
+async fn watch_filters_by_selector_and_sees_deletes_and_expire_ends_it() {
+    let cp = SimControlPlane::start().await.expect("start");
+    let r = send(
+        &cp.api,
+        &format!(
+            "/api/v1/namespaces/crossplane-system/pods?watch=true&resourceVersion={}&labelSelector=app%3Dwanted",
+            cp.api.resource_version()
+        ),
+    )
+    .await;
+    let mut body = r.into_body();
+    for (name, app) in [("other", "unwanted"), ("mine", "wanted")] {
+        cp.api
+            .apply(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "crossplane-system", "labels": {"app": app}}}));
+    }
+    assert!(cp
+        .api
+        .delete("v1", "Pod", Some("crossplane-system"), "mine"));
+    assert!(!cp
+        .api
+        .delete("v1", "Pod", Some("crossplane-system"), "mine"));
+    let seen = events(&mut body, 2).await;
+    let seen: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default(),
+                e["object"]["metadata"]["name"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("ADDED", "mine"), ("DELETED", "mine")]);
+
+    cp.api.expire_watches();
+    let rest = events(&mut body, 2).await;
+    assert_eq!(rest.len(), 1, "one ERROR event, then the end: {rest:?}");
+    assert_eq!(rest[0]["type"], "ERROR");
+    assert_eq!(rest[0]["object"]["code"], 410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_latency_and_down_in_a_threaded_runtime() {
+    let cp = SimControlPlane::start().await.expect("start");
+    cp.api.set_hang(true);
+    let api = cp.api.clone();
+    let pending = tokio::spawn(async move { get(&api, "/version").await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "no answer while hanging");
+    cp.api.set_hang(false);
+    assert_eq!(pending.await.expect("join"), 200);
+
+    cp.api.set_latency(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    assert_eq!(get(&cp.api, "/version").await.0, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    cp.api.set_latency(Duration::ZERO);
+
+    let r = send(&cp.api, "/apis/pkg.crossplane.io/v1/providers?watch=true").await;
+    let mut body = r.into_body();
+    events(&mut body, 2).await;
+    cp.api.set_down(true);
+    let refused = TcpStream::connect(cp.api.addr()).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "refused at once"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the open watch ends");
+    assert!(!matches!(end, Some(Ok(_))), "no more data after down");
+    cp.api.set_down(false);
+    assert_eq!(get(&cp.api, "/version").await.0, 200);
+}
