@@ -66,20 +66,139 @@ async fn a_dead_upstream_does_not_flood_the_log() {
         (backend.request_count() >= target).then_some(())
     })
     .await;
-    let warnings = events(&svc)
-        .iter()
+    // The first failure is logged at once; the next line would come a minute later.
+    let warnings: Vec<Value> = events(&svc)
+        .into_iter()
         .filter(|e| e["message"] == "upstream poll failed")
-        .count();
+        .collect();
+    assert_eq!(warnings.len(), 1, "30 failed polls: {warnings:?}");
+    let w = &warnings[0];
+    assert_eq!(w["level"], "WARN");
+    assert_eq!(w["check"], "backend-status");
+    assert_eq!(w["outcome"], "http_error");
+    assert_eq!(w["failed_polls"], 1);
+    assert_eq!(w["left_out"], 0);
     assert!(
-        (1..=3).contains(&warnings),
-        "{warnings} warnings for 30 failed polls"
+        w["error"].as_str().unwrap_or_default().contains("500"),
+        "{w}"
     );
     backend.set_mode(BackendMode::Healthy);
-    common::eventually("the recovery to be logged", async || {
+    let recovered = common::eventually("the recovery to be logged", async || {
         events(&svc)
-            .iter()
-            .any(|e| e["message"] == "upstream answers again")
-            .then_some(())
+            .into_iter()
+            .find(|e| e["message"] == "upstream answers again")
     })
     .await;
+    assert_eq!(recovered["level"], "INFO");
+    assert!(
+        recovered["failed_polls"].as_u64().unwrap_or(0) >= 30,
+        "{recovered}"
+    );
+    assert!(recovered["down_for"].is_string(), "{recovered}");
+    // A new outage is logged at once again.
+    backend.set_mode(BackendMode::Refuse);
+    common::eventually("the second outage to be logged", async || {
+        let failures: Vec<Value> = events(&svc)
+            .into_iter()
+            .filter(|e| e["message"] == "upstream poll failed")
+            .collect();
+        (failures.len() == 2).then_some(())
+    })
+    .await;
+    let second = events(&svc)
+        .into_iter()
+        .rfind(|e| e["message"] == "upstream poll failed")
+        .expect("second outage");
+    assert_eq!(second["failed_polls"], 1, "counting starts again: {second}");
+    assert_ne!(second["outcome"], "http_error", "{second}");
+}
+
+#[tokio::test]
+async fn logs_are_human_readable_by_default() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "degraded");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, backend_config(&backend.url(), "")).expect("config");
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().expect("lines").push(l);
+        }
+    });
+    let seen = common::eventually("the transition of pg in text", async || {
+        let lines = lines.lock().expect("lines").clone();
+        lines
+            .iter()
+            .any(|l| l.contains("backend-status/pg: none -> fail: degraded"))
+            .then_some(lines)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in &seen {
+        assert!(!l.starts_with('{'), "not JSON: {l}");
+        assert!(
+            !l.contains('\u{1b}'),
+            "no colours when not a terminal: {l:?}"
+        );
+    }
+    let change = seen
+        .iter()
+        .find(|l| l.contains("backend-status/pg: none -> fail"))
+        .expect("change");
+    assert!(change.contains(" WARN "), "{change}");
+    assert!(
+        change.contains("check=\"backend-status\" item=\"pg\" old=\"none\" new=\"fail\""),
+        "{change}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(" INFO ") && l.contains("listening address=127.0.0.1:")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_start_up_configuration_names_the_token_file_never_the_token() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    let dir = tempfile::tempdir().expect("dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ps3cret-value\n").expect("token");
+    let extra = format!(
+        "[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let svc = Service::start(&backend_config(&backend.url(), &extra), &[]).await;
+    let start = events(&svc)
+        .into_iter()
+        .find(|e| e["configuration"].is_string())
+        .expect("start-up event");
+    let configuration: Value =
+        serde_json::from_str(start["configuration"].as_str().unwrap_or_default())
+            .expect("the configuration is JSON");
+    assert_eq!(configuration["server"]["details"], "token");
+    assert_eq!(
+        configuration["server"]["token_file"],
+        token.display().to_string()
+    );
+    assert!(
+        !svc.logs().iter().any(|l| l.contains("t0ps3cret")),
+        "the token is never logged"
+    );
 }

@@ -128,6 +128,7 @@ pub struct Poller {
     last_items: Vec<String>,
     /// Failed polls in a row, and the log limiter for them: a dead upstream must not flood the log.
     failures: u64,
+    failing_since: Instant,
     errors: LogLimiter,
 }
 
@@ -164,6 +165,7 @@ impl Poller {
             metrics,
             last_items: Vec::new(),
             failures: 0,
+            failing_since: Instant::now(),
             errors: LogLimiter::default(),
         }
     }
@@ -194,7 +196,7 @@ impl Poller {
         match result {
             Ok(answer) => {
                 if self.failures > 0 {
-                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, "upstream answers again");
+                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %crate::policy::human(self.failing_since.elapsed()), "upstream answers again");
                     self.failures = 0;
                     self.errors = LogLimiter::default();
                 }
@@ -208,9 +210,13 @@ impl Poller {
                 self.sink.polled(at, Some(answer.passthrough));
             }
             Err(e) => {
+                if self.failures == 0 {
+                    self.failing_since = started;
+                }
                 self.failures += 1;
-                if self.errors.allow() {
-                    tracing::warn!(check = %self.check, url = %self.config.url, error = %e, failed_polls = self.failures, "upstream poll failed");
+                // The first failure at once, then one line a minute while it lasts.
+                if let Some(left_out) = self.errors.allow() {
+                    tracing::warn!(check = %self.check, url = %self.config.url, error = %e, outcome = e.outcome(), failed_polls = self.failures, left_out, "upstream poll failed");
                 }
                 let mut items = vec![Observation::new(
                     ENDPOINT_ITEM,

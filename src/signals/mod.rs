@@ -89,28 +89,7 @@ pub struct Snapshot {
     pub unsynced: BTreeSet<String>,
 }
 
-/// Lets a repeating error through at most once per minute after the first few, so a dead API server
-/// cannot flood the log.
-#[derive(Default)]
-pub struct LogLimiter {
-    count: u32,
-    last: Option<std::time::Instant>,
-}
-
-impl LogLimiter {
-    pub fn allow(&mut self) -> bool {
-        self.count += 1;
-        let due = self
-            .last
-            .is_none_or(|l| l.elapsed() >= Duration::from_secs(60));
-        if self.count <= 3 || due {
-            self.last = Some(std::time::Instant::now());
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::telemetry::LogLimiter;
 
 /// Where signals publish. Cheap to clone; the engine wakes on every publish.
 #[derive(Clone, Default)]

@@ -257,8 +257,8 @@ async fn run<K>(
                 }
                 Err(e) => {
                     let error = error_chain(&e);
-                    if errors.allow() {
-                        tracing::warn!(watch = %watch.what, %error, retry_in = ?backoff, "watch failed; relisting");
+                    if let Some(left_out) = errors.allow() {
+                        tracing::warn!(watch = %watch.what, %error, retry_in = ?backoff, left_out, "watch failed; relisting");
                     }
                     for check in watch
                         .subscribers
