@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,16 +17,45 @@ use prometheus_client::registry::Registry;
 
 use crate::report::{Endpoint, Report, Status};
 
+/// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
+/// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
+/// every scrape fail.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Text(String);
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text(s.to_string())
+    }
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ItemLabels {
-    check: String,
-    item: String,
+    check: Text,
+    item: Text,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
-    check: String,
-    item: String,
+    check: Text,
+    item: Text,
     status: &'static str,
 }
 
@@ -37,13 +66,13 @@ struct EndpointLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    check: String,
+    check: Text,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
-    check: String,
+    check: Text,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,8 +197,8 @@ impl Metrics {
             // Only items whose status or transition time changed touch the series.
             if exported.remove(&item.name) != Some(state) {
                 let labels = ItemLabels {
-                    check: item.check.to_string(),
-                    item: item.short_name().to_string(),
+                    check: (&*item.check).into(),
+                    item: item.short_name().into(),
                 };
                 let up = matches!(item.status, Status::Pass | Status::Warn);
                 self.check_up.get_or_create(&labels).set(i64::from(up));
@@ -187,8 +216,8 @@ impl Metrics {
         for gone in exported.keys() {
             let (check, item) = gone.split_once('/').unwrap_or((gone, ""));
             let labels = ItemLabels {
-                check: check.to_string(),
-                item: item.to_string(),
+                check: check.into(),
+                item: item.into(),
             };
             self.check_up.remove(&labels);
             self.last_transition.remove(&labels);
@@ -210,13 +239,13 @@ impl Metrics {
     pub fn upstream(&self, check: &str, outcome: &'static str, took: Duration) {
         self.upstream_requests
             .get_or_create(&OutcomeLabels {
-                check: check.to_string(),
+                check: check.into(),
                 outcome,
             })
             .inc();
         self.upstream_duration
             .get_or_create(&CheckLabels {
-                check: check.to_string(),
+                check: check.into(),
             })
             .observe(took.as_secs_f64());
     }
@@ -224,7 +253,7 @@ impl Metrics {
     pub fn watch_restart(&self, check: &str) {
         self.watch_restarts
             .get_or_create(&CheckLabels {
-                check: check.to_string(),
+                check: check.into(),
             })
             .inc();
     }

@@ -8,12 +8,15 @@ use std::process::{Command, Stdio};
 use common::{backend_config, Service};
 use klutch_sim::FakeBackend;
 
-fn promtool_check(text: &str) -> (bool, String) {
-    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+fn promtool() -> &'static str {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-        .expect("promtool is not installed: .ci/run installs it (Debian package prometheus)");
-    let mut child = Command::new(promtool)
+        .expect("promtool is not installed: .ci/run installs it (Debian package prometheus)")
+}
+
+fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -166,4 +169,221 @@ async fn an_item_that_vanishes_loses_its_series() {
         "{}",
         m.body
     );
+}
+
+#[tokio::test]
+async fn label_values_from_upstream_are_escaped() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("we\"ird\\name", "ok");
+    backend.set_entry("two\nlines", "degraded");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    let m = svc
+        .wait_for("/metrics", "the odd items' series", |r| {
+            r.body.contains("ird")
+        })
+        .await;
+    let (ok, msg) = promtool_check(&m.body);
+    assert!(ok, "promtool check metrics: {msg}\n{}", m.body);
+    assert_eq!(
+        value(
+            &m.body,
+            r#"klutch_health_check_up{check="backend-status",item="we\"ird\\name"}"#
+        ),
+        Some(1.0),
+        "{}",
+        m.body
+    );
+    assert_eq!(
+        value(
+            &m.body,
+            r#"klutch_health_check_up{check="backend-status",item="two\nlines"}"#
+        ),
+        Some(0.0),
+        "{}",
+        m.body
+    );
+    let om = svc
+        .get_with(
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        )
+        .await;
+    assert!(om.body.contains(r#"item="we\"ird\\name""#), "{}", om.body);
+}
+
+#[tokio::test]
+async fn every_poll_is_counted_and_timed() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    let m = svc
+        .wait_for("/metrics", "three polls", |r| {
+            value(
+                &r.body,
+                "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+            )
+            .is_some_and(|n| n >= 3.0)
+        })
+        .await
+        .body;
+    let count = value(
+        &m,
+        "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+    );
+    let counted: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("klutch_health_upstream_requests_total{check=\"backend-status\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(count, Some(counted), "{m}");
+    // Buckets around the default timeout (2s) and a fast local answer.
+    for le in ["0.005", "0.1", "1.0", "2.5", "10.0", "+Inf"] {
+        let bucket = format!(
+            "klutch_health_upstream_request_duration_seconds_bucket{{le=\"{le}\",check=\"backend-status\"}}"
+        );
+        assert!(value(&m, &bucket).is_some(), "{bucket} in\n{m}");
+    }
+    assert_eq!(
+        value(
+            &m,
+            "klutch_health_upstream_request_duration_seconds_bucket{le=\"+Inf\",check=\"backend-status\"}"
+        ),
+        count
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!(
+                "klutch_health_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+}
+
+/// The `spec` of deploy/monitoring/prometheusrule.yaml as a Prometheus rule file.
+fn example_rules(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/monitoring/prometheusrule.yaml"
+    ))
+    .expect("deploy/monitoring/prometheusrule.yaml");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    assert_eq!(doc["kind"].as_str(), Some("PrometheusRule"));
+    let path = dir.join("rules.yaml");
+    std::fs::write(
+        &path,
+        serde_yaml_ng::to_string(&doc["spec"]).expect("rules YAML"),
+    )
+    .expect("write rules");
+    path
+}
+
+fn run_promtool(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(promtool())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run promtool");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn the_example_alerts_are_valid_and_fire_when_they_should() {
+    let dir = tempfile::tempdir().expect("dir");
+    example_rules(dir.path());
+    run_promtool(&["check", "rules", "rules.yaml"], dir.path());
+    // Series as klutch-health exports them, one sample a minute.
+    let tests = r#"
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'klutch_health_build_info{version="0.1.0",namespace="crossplane-system"}'
+        values: '1x40'
+      # Two replicas: one sees readyz failing from minute 1, the other from minute 3.
+      - series: 'klutch_health_endpoint_up{endpoint="readyz",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_endpoint_up{endpoint="readyz",namespace="crossplane-system",pod="b"}'
+        values: '1 1 1 0x37'
+      - series: 'klutch_health_endpoint_up{endpoint="healthz",namespace="crossplane-system",pod="a"}'
+        values: '1x40'
+      - series: 'klutch_health_check_up{check="backend-status",item="pg",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_check_up{check="providers",item="provider-anynines",pod="a"}'
+        values: '1x40'
+      # A watch that is broken for good restarts about twice a minute (backoff capped at 30s) ...
+      - series: 'klutch_health_watch_restarts_total{check="providers",pod="a"}'
+        values: '0+2x40'
+      # ... an expired watch now and then does not count.
+      - series: 'klutch_health_watch_restarts_total{check="provider-configs",pod="a"}'
+        values: '0 0 0 0 0 0 0 0 0 1x10 2x10 3x11'
+      # Six polls a minute, all failing from minute 2, against one failure now and then elsewhere.
+      - series: 'klutch_health_upstream_requests_total{check="backend-status",outcome="success",pod="a"}'
+        values: '0 6 12x38'
+      - series: 'klutch_health_upstream_requests_total{check="backend-status",outcome="connect_error",pod="a"}'
+        values: '0 0 0+6x38'
+      - series: 'klutch_health_upstream_requests_total{check="other",outcome="success",pod="a"}'
+        values: '0+6x40'
+      - series: 'klutch_health_upstream_requests_total{check="other",outcome="timeout",pod="a"}'
+        values: '0x10 1x30'
+    alert_rule_test:
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 6m
+        exp_alerts: []
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 9m
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: crossplane-system}
+            exp_annotations:
+              summary: The Klutch control plane has failed /readyz for 5 minutes
+              description: >-
+                Open klutch-health's status page (/) or run
+                `kubectl -n crossplane-system exec deploy/klutch-health -- klutch-health check`
+                to see which item fails and why.
+      - alertname: KlutchHealthItemDown
+        eval_time: 12m
+        exp_alerts:
+          - exp_labels: {severity: warning, check: backend-status, item: pg}
+            exp_annotations:
+              summary: backend-status/pg has not passed for 10 minutes
+              description: See /readyz/backend-status?verbose on klutch-health for the reason.
+      - alertname: KlutchHealthWatchFailing
+        eval_time: 35m
+        exp_alerts:
+          - exp_labels: {severity: warning, check: providers}
+            exp_annotations:
+              summary: Kubernetes watches of providers keep failing
+              description: Check klutch-health's logs ("watch failed"), its RBAC and the API server.
+      - alertname: KlutchProviderHealthServerFailing
+        eval_time: 20m
+        exp_alerts:
+          - exp_labels: {severity: warning, check: backend-status}
+            exp_annotations:
+              summary: Most polls of provider-anynines' health server (backend-status) fail
+              description: >-
+                See the item backend-status/endpoint on klutch-health's status page, and
+                klutch_health_upstream_requests_total by outcome.
+      - alertname: KlutchHealthAbsent
+        eval_time: 30m
+        exp_alerts: []
+  - interval: 1m
+    input_series:
+      - series: 'up{job="something-else"}'
+        values: '1x20'
+    alert_rule_test:
+      - alertname: KlutchHealthAbsent
+        eval_time: 15m
+        exp_alerts:
+          - exp_labels: {severity: warning}
+            exp_annotations:
+              summary: No klutch-health instance is being scraped
+"#;
+    std::fs::write(dir.path().join("tests.yaml"), tests).expect("write tests");
+    run_promtool(&["test", "rules", "tests.yaml"], dir.path());
 }
