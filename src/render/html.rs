@@ -406,9 +406,27 @@ fn attention(out: &mut String, cards: &[Card], details: Details, now: Timestamp)
                 escape(&details.message(c.message))
             );
         }
+        endpoints_line(out, c);
         out.push_str("</li>");
     }
     out.push_str("</ul></section>\n");
+}
+
+/// How each endpoint counts the item: `/readyz: fail  /healthz: warn`.
+fn endpoints_line(out: &mut String, card: &Card) {
+    out.push_str("<div class=\"eps\">");
+    for e in [Endpoint::Readyz, Endpoint::Healthz] {
+        let (class, word) = match card.counted[e.index()] {
+            Some(c) => (c.status.as_str(), c.status.as_str()),
+            None => ("none", "not counted"),
+        };
+        let _ = write!(
+            out,
+            "<span class=\"ep\">/{}: <i class=\"{class}\">{word}</i></span>",
+            e.as_str()
+        );
+    }
+    out.push_str("</div>");
 }
 
 fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
@@ -428,19 +446,7 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         );
     }
     if card.needs_attention() {
-        out.push_str("<div class=\"eps\">");
-        for e in [Endpoint::Readyz, Endpoint::Healthz] {
-            let (class, word) = match card.counted[e.index()] {
-                Some(c) => (c.status.as_str(), c.status.as_str()),
-                None => ("none", "not counted"),
-            };
-            let _ = write!(
-                out,
-                "<span class=\"ep\">/{}: <i class=\"{class}\">{word}</i></span>",
-                e.as_str()
-            );
-        }
-        out.push_str("</div>");
+        endpoints_line(out, card);
         // Why an endpoint counts it differently (flap damping, warn_only, require): the policy's note.
         if details == Details::Shown {
             for e in [Endpoint::Readyz, Endpoint::Healthz] {
