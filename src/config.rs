@@ -762,6 +762,12 @@ mod http_url {
         if uri.host().is_none_or(str::is_empty) {
             return Err(bad("missing host"));
         }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            // Not echoed, unlike other bad URLs: this one holds a secret.
+            return Err(serde::de::Error::custom(
+                "invalid URL: credentials in the URL are not supported (they would be logged, and never sent)",
+            ));
+        }
         Ok(uri)
     }
 }

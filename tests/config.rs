@@ -122,6 +122,10 @@ fn config_path_from_flag_then_environment_then_working_directory() {
 
 #[test]
 fn invalid_configurations_name_the_key() {
+    rejected(
+        &MINIMAL.replace("http://", "http://user:secret@"),
+        "check \"backend-status\": url: invalid URL: credentials in the URL are not supported",
+    );
     let bad_duration = MINIMAL.to_string() + "timeout = \"abc\"\n";
     rejected(
         &bad_duration,
