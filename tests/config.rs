@@ -122,10 +122,13 @@ fn config_path_from_flag_then_environment_then_working_directory() {
 
 #[test]
 fn invalid_configurations_name_the_key() {
+    let with_password = MINIMAL.replace("http://", "http://user:secret@");
     rejected(
-        &MINIMAL.replace("http://", "http://user:secret@"),
+        &with_password,
         "check \"backend-status\": url: invalid URL: credentials in the URL are not supported",
     );
+    let (_, _, err) = check_config(&with_password, &[], &[]);
+    assert!(!err.contains("secret"), "the password is not echoed: {err}");
     let bad_duration = MINIMAL.to_string() + "timeout = \"abc\"\n";
     rejected(
         &bad_duration,
