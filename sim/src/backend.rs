@@ -162,25 +162,20 @@ impl FakeBackend {
             self.inner.requests.fetch_add(1, Ordering::SeqCst);
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             let mode = self.mode();
-            if path.split('?').next() != Some("/backend-health") {
-                if write(
-                    &mut stream,
-                    "404 Not Found",
-                    "text/plain",
-                    b"404 page not found\n",
-                )
-                .await
-                .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
             let body = || {
                 let entries = lock(&self.inner.entries).clone();
                 serde_json::to_vec(&entries).unwrap_or_default()
             };
             let result = match mode {
+                _ if path.split('?').next() != Some("/backend-health") => {
+                    write(
+                        &mut stream,
+                        "404 Not Found",
+                        "text/plain",
+                        b"404 page not found\n",
+                    )
+                    .await
+                }
                 BackendMode::Healthy => {
                     write(&mut stream, "200 OK", "application/json", &body()).await
                 }
@@ -232,11 +227,21 @@ impl FakeBackend {
                     return;
                 }
             };
-            if result.is_err() {
+            // Like Go's net/http: answer, then close when the client asked for it.
+            if result.is_err() || wants_close(&head) {
                 return;
             }
         }
     }
+}
+
+fn wants_close(head: &str) -> bool {
+    head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("connection")
+                && value.trim().eq_ignore_ascii_case("close")
+        })
+    })
 }
 
 /// Resolves once the mode is `Refuse` (the borrowed value is not `Send`, so it is not kept).

@@ -28,12 +28,12 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct Addresses {
     /// Fake Kubernetes API server address (port 0: any free port)
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = "127.0.0.1:6443")]
     api: SocketAddr,
-    /// Fake provider-anynines health server address
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Fake provider-anynines health server address (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:8081")]
     backend: SocketAddr,
-    /// Control API address (flip faults with curl)
+    /// Control API address, to flip faults with curl (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:9900")]
     control: SocketAddr,
     /// Where to write the kubeconfig [default: a temporary directory]
@@ -62,12 +62,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(a) => {
-            let (cp, kubeconfig) = start(&a).await?;
-            println!("fake Kubernetes API:        {}", cp.api.url());
-            println!("fake provider-anynines:     {}", cp.backend.url());
-            println!("kubeconfig:                 {}", kubeconfig.display());
-            println!("control API:                http://{}/", a.control);
-            tokio::signal::ctrl_c().await?;
+            let sim = start(&a).await?;
+            sim.print();
+            shutdown_signal().await?;
             Ok(())
         }
         Command::Demo {
@@ -78,7 +75,47 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn start(a: &Addresses) -> anyhow::Result<(SimControlPlane, PathBuf)> {
+/// A running simulated control plane, as the program started it.
+struct Sim {
+    cp: SimControlPlane,
+    kubeconfig: PathBuf,
+    control: String,
+}
+
+impl Sim {
+    fn print(&self) {
+        println!("fake Kubernetes API:        {}", self.cp.api.url());
+        println!("fake provider-anynines:     {}", self.cp.backend.url());
+        println!("kubeconfig:                 {}", self.kubeconfig.display());
+        println!("control API:                {}/", self.control);
+    }
+}
+
+/// Which signal asked us to stop, so the demo can pass the same one on.
+#[derive(Clone, Copy)]
+enum Stop {
+    Interrupt,
+    Terminate,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "INT",
+            Stop::Terminate => "TERM",
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<Stop> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map(|()| Stop::Interrupt).map_err(Into::into),
+        _ = term.recv() => Ok(Stop::Terminate),
+    }
+}
+
+async fn start(a: &Addresses) -> anyhow::Result<Sim> {
     let api = FakeApi::start_on(a.api)
         .await
         .context("cannot start the fake Kubernetes API")?;
@@ -98,8 +135,13 @@ async fn start(a: &Addresses) -> anyhow::Result<(SimControlPlane, PathBuf)> {
             a.control
         )
     })?;
+    let control = format!("http://{}", listener.local_addr()?);
     tokio::spawn(control_api(listener, cp.clone()));
-    Ok((cp, kubeconfig))
+    Ok(Sim {
+        cp,
+        kubeconfig,
+        control,
+    })
 }
 
 fn work_dir() -> anyhow::Result<PathBuf> {
@@ -113,8 +155,15 @@ async fn demo(a: &Addresses, listen: SocketAddr, config: &Path) -> anyhow::Resul
         .parent()
         .map(|d| d.join("klutch-health"))
         .filter(|p| p.is_file())
-        .context("klutch-health is not built next to klutch-sim: build it first with `cargo build --workspace`")?;
-    let (cp, kubeconfig) = start(a).await?;
+        .context(
+            "klutch-health is not next to klutch-sim: build it first: cargo build --workspace",
+        )?;
+    let sim = start(a).await?;
+    let Sim {
+        cp,
+        kubeconfig,
+        control,
+    } = &sim;
     let text = std::fs::read_to_string(config).with_context(|| {
         format!(
             "cannot read {} (run from the repository root or pass --config)",
@@ -124,17 +173,17 @@ async fn demo(a: &Addresses, listen: SocketAddr, config: &Path) -> anyhow::Resul
     let demo_config = work_dir()?.join("config.toml");
     std::fs::write(
         &demo_config,
-        demo_config_text(&text, &cp.backend.url(), listen)?,
+        demo_config_text(&text, &cp.backend.url(), listen, kubeconfig)?,
     )?;
     let mut child = tokio::process::Command::new(&binary)
         .arg("--config")
         .arg(&demo_config)
-        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
     let base = format!("http://{listen}");
-    let control = format!("http://{}", a.control);
+    sim.print();
     println!(
         "\nklutch-health is running against a simulated Klutch control plane.\n\n\
 Try:\n  curl -s '{base}/readyz?verbose'\n  curl -s '{base}/healthz?verbose'\n  curl -s '{base}/readyz?format=json'\n  \
@@ -148,37 +197,80 @@ curl -X POST {control}/api/down                                             # â€
 kubectl works too: KUBECONFIG={} kubectl get providers\n\nCtrl-C stops everything.\n",
         kubeconfig.display()
     );
-    tokio::select! {
-        status = child.wait() => bail!("klutch-health exited: {}", status?),
-        _ = tokio::signal::ctrl_c() => {
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        stop = shutdown_signal() => {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg(format!("-{}", stop?.name()))
+                    .arg(pid.to_string())
+                    .status();
             }
-            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            // klutch-health waits `shutdown_delay` (5 s by default) before it exits.
+            match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+                Ok(status) => status?,
+                Err(_) => {
+                    child.kill().await?;
+                    bail!("klutch-health did not stop within 30 s; killed it");
+                }
+            }
         }
-    }
-    Ok(())
+    };
+    // Exit as the child did (128 + signal when a signal ended it, as shells report it).
+    let code = status
+        .code()
+        .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
+        .unwrap_or(1);
+    std::process::exit(code)
 }
 
-/// The given configuration with every backend-status URL pointed at the fake and `server.listen` set.
-fn demo_config_text(text: &str, backend_url: &str, listen: SocketAddr) -> anyhow::Result<String> {
-    let mut doc: toml::Table = text
+/// The given configuration, comments and all, with every backend-status URL pointed at the fake,
+/// `server.listen` set, and a `kubernetes.kubeconfig` (if the file names one) pointed at the fake's.
+fn demo_config_text(
+    text: &str,
+    backend_url: &str,
+    listen: SocketAddr,
+    kubeconfig: &Path,
+) -> anyhow::Result<String> {
+    let mut doc: toml_edit::DocumentMut = text
         .parse()
         .context("the configuration is not valid TOML")?;
     let server = doc
         .entry("server")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let Some(server) = server.as_table_mut() {
-        server.insert("listen".into(), toml::Value::String(listen.to_string()));
+        .or_insert_with(toml_edit::table)
+        .as_table_like_mut()
+        .context("`server` is not a table")?;
+    set(server, "listen", listen.to_string());
+    if let Some(kubernetes) = doc
+        .get_mut("kubernetes")
+        .and_then(toml_edit::Item::as_table_like_mut)
+    {
+        if kubernetes.contains_key("kubeconfig") {
+            set(kubernetes, "kubeconfig", kubeconfig.display().to_string());
+            kubernetes.remove("context");
+        }
     }
-    if let Some(checks) = doc.get_mut("check").and_then(toml::Value::as_array_mut) {
-        for check in checks.iter_mut().filter_map(toml::Value::as_table_mut) {
-            if check.get("type").and_then(toml::Value::as_str) == Some("backend-status") {
-                check.insert("url".into(), toml::Value::String(backend_url.to_string()));
+    if let Some(checks) = doc
+        .get_mut("check")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+    {
+        for check in checks.iter_mut() {
+            if check.get("type").and_then(toml_edit::Item::as_str) == Some("backend-status") {
+                check["url"] = toml_edit::value(backend_url);
             }
         }
     }
-    Ok(toml::to_string(&doc)?)
+    Ok(doc.to_string())
+}
+
+/// Sets a value, keeping the key's comments.
+fn set(table: &mut dyn toml_edit::TableLike, key: &str, value: String) {
+    match table.get_mut(key) {
+        Some(item) => *item = toml_edit::value(value),
+        None => {
+            table.insert(key, toml_edit::value(value));
+        }
+    }
 }
 
 async fn control_api(listener: TcpListener, cp: SimControlPlane) {
@@ -281,4 +373,49 @@ async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<
         _ => return answer(StatusCode::NOT_FOUND, HELP.to_string()),
     };
     answer(StatusCode::OK, "done\n".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_points_at_the_fakes_and_keeps_the_rest() {
+        let shipped = include_str!("../../config.toml");
+        let out = demo_config_text(
+            shipped,
+            "http://127.0.0.1:1234/backend-health",
+            "127.0.0.1:8080".parse().expect("addr"),
+            Path::new("/tmp/kc"),
+        )
+        .expect("rewritten");
+        let doc: toml_edit::DocumentMut = out.parse().expect("valid TOML");
+        assert_eq!(doc["server"]["listen"].as_str(), Some("127.0.0.1:8080"));
+        assert_eq!(doc["server"]["details"].as_str(), Some("always"));
+        let urls: Vec<_> = doc["check"]
+            .as_array_of_tables()
+            .expect("checks")
+            .iter()
+            .filter_map(|c| c.get("url").and_then(toml_edit::Item::as_str))
+            .collect();
+        assert_eq!(urls, ["http://127.0.0.1:1234/backend-health"]);
+        assert!(out.contains("# klutch-health â€” the shipped Klutch default configuration."));
+        let lines = |t: &str| t.lines().count();
+        assert_eq!(lines(&out), lines(shipped), "only values change");
+
+        let with_kubeconfig = demo_config_text(
+            "[kubernetes]\nkubeconfig = \"/etc/kc\"\ncontext = \"prod\"\n",
+            "u",
+            "127.0.0.1:1".parse().expect("addr"),
+            Path::new("/tmp/kc"),
+        )
+        .expect("rewritten");
+        assert!(with_kubeconfig.contains("kubeconfig = \"/tmp/kc\""));
+        assert!(!with_kubeconfig.contains("prod"));
+        for broken in ["server = 3", "[[["] {
+            let listen = "127.0.0.1:1".parse().expect("addr");
+            let rewritten = demo_config_text(broken, "u", listen, Path::new("k"));
+            assert!(rewritten.is_err(), "{broken}");
+        }
+    }
 }

@@ -1,0 +1,301 @@
+//! The `klutch-sim` program: `serve` with its control API, and `demo` starting klutch-health.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_klutch-sim");
+
+/// One HTTP/1.1 exchange on a fresh connection: (status code, body).
+fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Waits for the child to exit, within a deadline.
+fn exit_code(child: &mut Child) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the child when a failed assertion unwinds, so an orphan cannot hold the test's pipes open.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn term(child: &Child) {
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+const EPHEMERAL: [&str; 6] = [
+    "--api",
+    "127.0.0.1:0",
+    "--backend",
+    "127.0.0.1:0",
+    "--control",
+    "127.0.0.1:0",
+];
+
+#[test]
+fn serve_prints_its_addresses_and_the_control_api_flips_faults() {
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .arg("serve")
+            .args(EPHEMERAL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn klutch-sim serve"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
+    let mut addr = |label: &str| -> String {
+        let line = lines.next().expect("a line").expect("text");
+        assert!(line.starts_with(label), "{line}");
+        line.rsplit(' ').next().unwrap_or_default().to_string()
+    };
+    let api = addr("fake Kubernetes API:");
+    let backend = addr("fake provider-anynines:");
+    assert_eq!(addr("kubeconfig:"), kc.display().to_string());
+    let control = addr("control API:");
+    assert!(std::fs::read_to_string(&kc)
+        .expect("kubeconfig")
+        .contains(&api));
+
+    let (code, help) = http(&control, "GET", "/", "");
+    assert_eq!(code, 200);
+    assert!(help.contains("/providerconfig/NAME/degrade"), "{help}");
+
+    let healthy = |want: &str| {
+        let (_, body) = http(
+            &api,
+            "GET",
+            "/apis/pkg.crossplane.io/v1/providers/provider-anynines",
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let conditions = v["status"]["conditions"].as_array().cloned();
+        conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c["type"] == "Healthy" && c["status"] == want)
+    };
+    assert!(healthy("True"));
+    assert_eq!(
+        http(
+            &control,
+            "POST",
+            "/provider/provider-anynines/unhealthy",
+            ""
+        )
+        .0,
+        200
+    );
+    assert!(healthy("False"));
+
+    let backend_path = backend.split_once("127.0.0.1:").map(|(_, p)| p);
+    let (backend_addr, backend_path) = backend_path
+        .and_then(|p| p.split_once('/'))
+        .map(|(port, path)| (format!("127.0.0.1:{port}"), format!("/{path}")))
+        .expect("backend URL");
+    assert_eq!(
+        http(
+            &control,
+            "POST",
+            "/providerconfig/postgresql-backup-manager/degrade",
+            ""
+        )
+        .0,
+        200
+    );
+    let (code, body) = http(&backend_addr, "GET", &backend_path, "");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#""postgresql-backup-manager":"degraded""#),
+        "{body}"
+    );
+    assert_eq!(http(&control, "POST", "/backend/mode/500", "").0, 200);
+    assert_eq!(http(&backend_addr, "GET", &backend_path, "").0, 500);
+    assert_eq!(http(&control, "POST", "/backend/mode/nonsense", "").0, 400);
+
+    let objects = r#"[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bulk-1"}},
+                      {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bulk-2"}}]"#;
+    assert_eq!(http(&control, "POST", "/objects", objects).0, 200);
+    assert_eq!(http(&control, "POST", "/objects", "{not json").0, 400);
+    assert_eq!(http(&api, "GET", "/api/v1/namespaces/bulk-2", "").0, 200);
+
+    let (code, stats) = http(&control, "GET", "/stats", "");
+    assert_eq!(code, 200);
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("JSON");
+    assert!(
+        stats["api_requests"].as_u64().is_some_and(|n| n >= 3),
+        "{stats}"
+    );
+    assert!(
+        stats["backend_requests"].as_u64().is_some_and(|n| n >= 2),
+        "{stats}"
+    );
+    assert_eq!(http(&control, "POST", "/nope", "").0, 404);
+
+    term(&child.0);
+    assert_eq!(
+        exit_code(&mut child.0),
+        Some(0),
+        "SIGTERM stops serve cleanly"
+    );
+}
+
+/// A directory beside the built binaries, holding a hard link to klutch-sim (its `current_exe` then names
+/// this directory) and, when given, a stand-in `klutch-health` script.
+fn demo_dir(klutch_health: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+    let target = Path::new(BIN).parent().expect("target dir");
+    let dir = tempfile::tempdir_in(target).expect("dir");
+    let sim = dir.path().join("klutch-sim");
+    std::fs::hard_link(BIN, &sim).expect("hard link klutch-sim");
+    if let Some(script) = klutch_health {
+        let path = dir.path().join("klutch-health");
+        std::fs::write(&path, script).expect("script");
+        let mut perm = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&path, perm).expect("chmod");
+    }
+    (dir, sim)
+}
+
+/// One test for every demo case: scripts are written and executed, and a parallel fork elsewhere in
+/// this process could otherwise hold a script open for writing ("text file busy").
+#[test]
+fn demo_needs_klutch_health_passes_config_and_kubeconfig_and_forwards_signals() {
+    // Without klutch-health next to it: a clear message, before anything starts.
+    let (_dir, sim) = demo_dir(None);
+    let out = Command::new(&sim)
+        .arg("demo")
+        .args(EPHEMERAL)
+        .output()
+        .expect("run demo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("build it first: cargo build --workspace"),
+        "{err}"
+    );
+
+    // With a stand-in that records what it was given and exits 3: the demo exits 3 too.
+    let (dir, sim) = demo_dir(Some(
+        "#!/bin/sh\nd=$(dirname \"$0\")\necho \"$@\" > \"$d/args\"\ncp \"$2\" \"$d/seen-config.toml\"\n\
+         cp \"$KUBECONFIG\" \"$d/seen-kubeconfig\"\nexit 3\n",
+    ));
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"0.0.0.0:8080\"\n\n[[check]]\nname = \"b\"\ntype = \"backend-status\"\n\
+         url = \"http://example:8081/backend-health\"\n",
+    )
+    .expect("config");
+    let out = Command::new(&sim)
+        .arg("demo")
+        .args(EPHEMERAL)
+        .args(["--listen", "127.0.0.1:18080", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run demo");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "http://127.0.0.1:18080/readyz?verbose",
+        "/healthz?verbose",
+        "/readyz?format=json",
+        "/metrics",
+        "/backend-health",
+        "/providerconfig/",
+    ] {
+        assert!(stdout.contains(want), "{want} in {stdout}");
+    }
+    let args = std::fs::read_to_string(dir.path().join("args")).expect("args");
+    assert!(args.starts_with("--config "), "{args}");
+    let seen = std::fs::read_to_string(dir.path().join("seen-config.toml")).expect("config");
+    assert!(seen.contains("listen = \"127.0.0.1:18080\""), "{seen}");
+    assert!(
+        seen.contains("url = \"http://127.0.0.1:") && !seen.contains("example:8081"),
+        "{seen}"
+    );
+    let kubeconfig = std::fs::read_to_string(dir.path().join("seen-kubeconfig")).expect("kc");
+    assert!(
+        kubeconfig.contains("server: http://127.0.0.1:"),
+        "{kubeconfig}"
+    );
+
+    // SIGTERM to the demo reaches klutch-health, and the demo exits as it did.
+    let (dir, sim) = demo_dir(Some(
+        "#!/bin/sh\ntrap 'exit 7' TERM\ntouch \"$(dirname \"$0\")/ready\"\nwhile true; do sleep 0.05; done\n",
+    ));
+    std::fs::write(dir.path().join("config.toml"), "").expect("config");
+    let mut child = Reaped(
+        Command::new(&sim)
+            .arg("demo")
+            .args(EPHEMERAL)
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn demo"),
+    );
+    let start = Instant::now();
+    while !dir.path().join("ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "klutch-health stand-in never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    term(&child.0);
+    assert_eq!(exit_code(&mut child.0), Some(7));
+}
