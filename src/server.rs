@@ -25,8 +25,18 @@ use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
 
-const HEALTH_JSON: &str = "application/health+json";
-const TEXT: &str = "text/plain; charset=utf-8";
+// Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
+// time, instead of on every request.
+const HEALTH_JSON_MEDIA: &str = "application/health+json";
+static HEALTH_JSON: HeaderValue = HeaderValue::from_static(HEALTH_JSON_MEDIA);
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+static PROMETHEUS: HeaderValue =
+    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+static OPENMETRICS: HeaderValue =
+    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// What request handling needs: the latest report and how to show it.
 pub struct State {
@@ -184,14 +194,13 @@ async fn accept_until(
 
 /// Routes one request. Synchronous: everything it needs is in memory.
 pub fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let (route, mut response) = route(state, &req, &path);
+    let (route, mut response) = route(state, &req, req.uri().path());
     state
         .metrics
         .http_request(route, response.status().as_u16());
     response
         .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        .insert(header::CACHE_CONTROL, NO_STORE.clone());
     if req.method() == Method::HEAD {
         let size = hyper::body::Body::size_hint(response.body())
             .exact()
@@ -240,7 +249,7 @@ fn route(
     }
     let latest = state.latest.borrow().clone();
     let response = match route {
-        "/livez" => plain(StatusCode::OK, "ok".into()),
+        "/livez" => ok(),
         "/metrics" => {
             let openmetrics = req
                 .headers()
@@ -248,15 +257,11 @@ fn route(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
             if openmetrics {
-                let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-                with_type(
-                    StatusCode::OK,
-                    ct,
-                    state.metrics.encode_openmetrics().into(),
-                )
+                let body = state.metrics.encode_openmetrics().into();
+                with_type(StatusCode::OK, &OPENMETRICS, body)
             } else {
-                let ct = "text/plain; version=0.0.4; charset=utf-8";
-                with_type(StatusCode::OK, ct, state.metrics.encode_prometheus().into())
+                let body = state.metrics.encode_prometheus().into();
+                with_type(StatusCode::OK, &PROMETHEUS, body)
             }
         }
         "/backend-health" | "/backend-status" => passthrough(&latest),
@@ -267,7 +272,7 @@ fn route(
                 state.details_for(req),
                 Timestamp::now(),
             );
-            with_type(StatusCode::OK, "text/html; charset=utf-8", page.into())
+            with_type(StatusCode::OK, &HTML, page.into())
         }
         _ => {
             let (endpoint, only) = match path.split_once('/').map(|(_, rest)| rest.split_once('/'))
@@ -309,18 +314,18 @@ pub fn parse_query(query: Option<&str>) -> Query {
 }
 
 /// The content type a JSON-asking caller gets, or `None` for text.
-fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static str> {
-    let accept = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    if accept.contains(HEALTH_JSON) || q.json {
-        Some(HEALTH_JSON)
-    } else if accept.contains("application/json") {
-        Some("application/json")
+fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static HeaderValue> {
+    let accepts = |media: &str| {
+        req.headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains(media))
+    };
+    if q.json || accepts(HEALTH_JSON_MEDIA) {
+        Some(&HEALTH_JSON)
+    } else if accepts("application/json") {
+        Some(&JSON)
     } else {
         None
     }
@@ -353,8 +358,13 @@ fn health(
             None => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
         };
     }
+    // The common request (the whole endpoint) needs no selection: its verdict and bodies are ready.
     let common = only.is_none() && q.exclude.is_empty();
-    let Some(selection) = report.select(only, &q.exclude) else {
+    let selection = if common {
+        None
+    } else if let Some(selection) = report.select(only, &q.exclude) {
+        Some(selection)
+    } else {
         let name = only.unwrap_or_default();
         return plain(
             StatusCode::NOT_FOUND,
@@ -364,30 +374,36 @@ fn health(
             ),
         );
     };
-    let code = if selection.passed() {
+    let passed = selection
+        .as_ref()
+        .map_or_else(|| report.passed(), |s| s.passed());
+    let code = if passed {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let all = || report.select(None, &[]).unwrap_or_default();
     if let Some(ct) = json {
         let cached = common
             .then(|| latest.bodies.json(endpoint, details))
             .flatten();
         let body = cached.unwrap_or_else(|| {
+            let selection = selection.unwrap_or_else(all);
             render::json::document(&latest.report, &state.identity, &selection, details, None)
                 .into()
         });
         return with_type(code, ct, body);
     }
-    if code == StatusCode::OK && !q.verbose {
-        return plain(code, "ok".into());
+    if passed && !q.verbose {
+        return ok();
     }
     let cached = common
         .then(|| latest.bodies.verbose(endpoint, details))
         .flatten();
-    let body =
-        cached.unwrap_or_else(|| render::text::verbose(endpoint, &selection, details).into());
-    with_type(code, TEXT, body)
+    let body = cached.unwrap_or_else(|| {
+        render::text::verbose(endpoint, &selection.unwrap_or_else(all), details).into()
+    });
+    with_type(code, &TEXT, body)
 }
 
 fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
@@ -399,7 +415,7 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
     };
     let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
     let ct = b.content_type.as_deref().unwrap_or("application/json");
-    let mut r = with_type(code, "application/json", b.body.clone());
+    let mut r = with_type(code, &JSON, b.body.clone());
     if let Ok(v) = HeaderValue::from_str(ct) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
@@ -409,13 +425,17 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
 }
 
 fn plain(code: StatusCode, body: String) -> Response<Full<Bytes>> {
-    with_type(code, TEXT, body.into())
+    with_type(code, &TEXT, body.into())
 }
 
-fn with_type(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+fn ok() -> Response<Full<Bytes>> {
+    with_type(StatusCode::OK, &TEXT, Bytes::from_static(b"ok"))
+}
+
+fn with_type(code: StatusCode, content_type: &HeaderValue, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = code;
     r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        .insert(header::CONTENT_TYPE, content_type.clone());
     r
 }
