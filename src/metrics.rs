@@ -86,6 +86,15 @@ struct VersionLabels {
     version: &'static str,
 }
 
+/// Routes and codes that probes hit all the time.
+const PROBES: [(&str, u16); 5] = [
+    ("/readyz", 200),
+    ("/readyz", 503),
+    ("/healthz", 200),
+    ("/healthz", 503),
+    ("/livez", 200),
+];
+
 pub struct Metrics {
     registry: Registry,
     check_up: Family<ItemLabels, Gauge>,
@@ -95,6 +104,9 @@ pub struct Metrics {
     upstream_requests: Family<OutcomeLabels, Counter>,
     upstream_duration: Family<CheckLabels, Histogram>,
     http_requests: Family<HttpLabels, Counter>,
+    /// The probes' own series, resolved once: a `Family` lookup hashes the labels under a lock, which a load
+    /// balancer's every probe should not pay. They are exported from the start, at zero.
+    probe_requests: Vec<(HttpLabels, Counter)>,
     watch_restarts: Family<CheckLabels, Counter>,
     /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
     /// cost nothing and vanished items lose their series.
@@ -182,6 +194,14 @@ impl Metrics {
             endpoint_up,
             upstream_requests,
             upstream_duration,
+            probe_requests: PROBES
+                .iter()
+                .map(|&(path, code)| {
+                    let labels = HttpLabels { path, code };
+                    let counter = http_requests.get_or_create(&labels).clone();
+                    (labels, counter)
+                })
+                .collect(),
             http_requests,
             watch_restarts,
             items: Mutex::default(),
@@ -260,9 +280,11 @@ impl Metrics {
 
     /// Counts one answered request; `path` is the route, never the raw path, to keep label values bounded.
     pub fn http_request(&self, path: &'static str, code: u16) {
-        self.http_requests
-            .get_or_create(&HttpLabels { path, code })
-            .inc();
+        let labels = HttpLabels { path, code };
+        match self.probe_requests.iter().find(|(l, _)| *l == labels) {
+            Some((_, counter)) => counter.inc(),
+            None => self.http_requests.get_or_create(&labels).inc(),
+        };
     }
 
     /// The OpenMetrics text exposition (`application/openmetrics-text; version=1.0.0`).

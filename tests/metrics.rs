@@ -113,11 +113,14 @@ async fn metrics_pass_promtool_and_follow_state_changes() {
         requests(&m).expect("counter") >= served,
         "the request counter counts"
     );
-    assert!(value(
-        &m,
-        "klutch_health_http_requests_total{path=\"/readyz\",code=\"503\"}"
-    )
-    .is_some());
+    assert!(
+        value(
+            &m,
+            "klutch_health_http_requests_total{path=\"/readyz\",code=\"503\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the 503 that wait_for saw is counted"
+    );
     assert!(
         value(
             &m,
