@@ -1,6 +1,8 @@
 //! The physical limit for the probe benchmark: a minimal hyper server that answers every request with the
 //! same bytes, status and Content-Type klutch-health would send, with no routing and no state.
 //! Usage: static-server ADDR FILE [STATUS] [CONTENT-TYPE]
+//! With `STATIC_TIMER=1` it also arms hyper's header read timeout, as klutch-health does against slowloris,
+//! to measure what that defence costs per request.
 
 use std::convert::Infallible;
 
@@ -22,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .get(4)
         .cloned()
         .unwrap_or_else(|| "text/plain; charset=utf-8".into());
+    let timer = std::env::var_os("STATIC_TIMER").is_some();
     let listener = TcpListener::bind(addr).await?;
     loop {
         let (stream, _) = listener.accept().await?;
@@ -39,7 +42,13 @@ async fn main() -> anyhow::Result<()> {
                     .insert("cache-control", "no-store".parse().expect("valid"));
                 async move { Ok::<_, Infallible>(r) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            if timer {
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(5));
+            }
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
