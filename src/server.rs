@@ -414,11 +414,12 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
         );
     };
     let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
-    let ct = b.content_type.as_deref().unwrap_or("application/json");
-    let mut r = with_type(code, &JSON, b.body.clone());
-    if let Ok(v) = HeaderValue::from_str(ct) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
+    let ct = b
+        .content_type
+        .as_deref()
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+        .unwrap_or_else(|| JSON.clone());
+    let mut r = with_type(code, &ct, b.body.clone());
     let age = Timestamp::now().duration_since(b.fetched).as_secs().max(0);
     r.headers_mut().insert(header::AGE, HeaderValue::from(age));
     r

@@ -88,6 +88,14 @@ async fn metrics_pass_promtool_and_follow_state_changes() {
         )
     };
     let served = requests(&m.body).expect("readyz requests counted");
+    assert_eq!(
+        value(
+            &m.body,
+            "klutch_health_http_requests_total{path=\"/healthz\",code=\"503\"}"
+        ),
+        Some(0.0),
+        "the probes' series are exported from the start, at zero"
+    );
 
     backend.set_entry("pg", "degraded");
     svc.wait_for("/readyz", "the failure", |r| r.status == 503)
