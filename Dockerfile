@@ -30,5 +30,8 @@ COPY --from=build /klutch-health /usr/local/bin/klutch-health
 COPY config.toml /etc/klutch-health/config.toml
 # 65532 is distroless' nonroot user; the Kubernetes manifests set the same runAsUser.
 USER 65532:65532
+# The config path is the image's default, not part of its command line: Kubernetes appends a container's
+# `args` to the ENTRYPOINT, so manifests pass only what differs (tests/container.rs runs that combination).
+ENV KLUTCH_HEALTH_CONFIG=/etc/klutch-health/config.toml
 EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/klutch-health", "--config", "/etc/klutch-health/config.toml"]
+ENTRYPOINT ["/usr/local/bin/klutch-health"]

