@@ -33,5 +33,6 @@ USER 65532:65532
 # The config path is the image's default, not part of its command line: Kubernetes appends a container's
 # `args` to the ENTRYPOINT, so manifests pass only what differs (tests/container.rs runs that combination).
 ENV KLUTCH_HEALTH_CONFIG=/etc/klutch-health/config.toml
-EXPOSE 8080
+# 8080: the main listener; 8081: the public one (server.public_listen in the shipped manifests).
+EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/klutch-health"]

@@ -370,10 +370,14 @@ fn the_sidecar_keeps_package_runtime_and_probes_livez_only() {
         .find(|c| c["name"] == "klutch-health")
         .expect("sidecar container");
     assert_locked_down(sidecar, &pod["securityContext"]);
-    // Crossplane fills in package-runtime: naming it is enough, anything else would override the provider.
-    assert_eq!(c[0], &serde_json::json!({"name": "package-runtime"}));
+    // Crossplane fills in package-runtime: only Klutch's own readinessProbe is kept beside its name.
+    assert_eq!(
+        c[0],
+        &serde_json::json!({"name": "package-runtime",
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8081}}})
+    );
     let sidecar_port = sidecar["ports"][0]["containerPort"].clone();
-    assert_eq!(sidecar_port, 8080);
+    assert_eq!(sidecar_port, 8090);
     let config = std::fs::read_to_string(format!("{ROOT}/deploy/sidecar/config.toml"))
         .expect("sidecar config");
     let cm = objects
@@ -399,14 +403,14 @@ fn the_sidecar_keeps_package_runtime_and_probes_livez_only() {
     );
     let service = objects
         .iter()
-        .find(|o| o["kind"] == "Service")
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "klutch-health")
         .expect("Service");
     assert_eq!(service["metadata"]["namespace"], "crossplane-system");
     assert_eq!(
         service["spec"]["selector"],
         serde_json::json!({"pkg.crossplane.io/provider": "provider-anynines"})
     );
-    assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(service["spec"]["ports"][0]["port"], 8090);
     assert_eq!(service["spec"]["ports"][0]["targetPort"], sidecar_port);
     let top = std::fs::read_to_string(format!("{ROOT}/config.toml")).expect("config.toml");
     assert_eq!(
@@ -414,8 +418,13 @@ fn the_sidecar_keeps_package_runtime_and_probes_livez_only() {
         top.replace(
             "http://provider-anynines-health.crossplane-system.svc:8081/backend-health",
             "http://127.0.0.1:8081/backend-health"
+        )
+        .replace(
+            "/backend-health, /).\nlisten = \"0.0.0.0:8080\"",
+            "/backend-health, /). In the sidecar\n# not 8080 (provider-anynines' metrics), 8081 (its health \
+             server) or 9443 (its webhooks): they share the pod.\nlisten = \"0.0.0.0:8090\""
         ),
-        "the sidecar config is the shipped one reading the backend on localhost"
+        "the sidecar config is the shipped one reading the backend on localhost, listening on 8090"
     );
 }
 
@@ -477,7 +486,10 @@ fn services_and_ingress() {
     {
         // Exact: a Prefix /healthz would also expose /healthz/NAME; nothing else leaves the cluster.
         assert_eq!(p["pathType"], "Exact", "{p}");
-        assert_eq!(p["backend"]["service"]["name"], "klutch-health", "{p}");
+        assert_eq!(
+            p["backend"]["service"]["name"], "klutch-health-public",
+            "{p}"
+        );
     }
     assert!(ingress["spec"]["defaultBackend"].is_null());
 
@@ -515,7 +527,7 @@ fn services_and_ingress() {
     };
     assert_eq!(
         ports("ingress"),
-        BTreeSet::from([(8080, "TCP".to_string())])
+        BTreeSet::from([(8080, "TCP".to_string()), (8081, "TCP".to_string())])
     );
     for needed in [
         (53, "UDP"),

@@ -350,12 +350,19 @@ tests:
       - alertname: KlutchControlPlaneNotReady
         eval_time: 9m
         exp_alerts:
-          - exp_labels: {severity: critical, namespace: crossplane-system}
+          - exp_labels: {severity: critical, namespace: crossplane-system, pod: a}
             exp_annotations:
               summary: The Klutch control plane has failed /readyz for 5 minutes
               description: >-
                 Open klutch-health's status page (/) or run
-                `kubectl -n crossplane-system exec deploy/klutch-health -- klutch-health check`
+                `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health check`
+                to see which item fails and why.
+          - exp_labels: {severity: critical, namespace: crossplane-system, pod: b}
+            exp_annotations:
+              summary: The Klutch control plane has failed /readyz for 5 minutes
+              description: >-
+                Open klutch-health's status page (/) or run
+                `kubectl -n crossplane-system exec b -c klutch-health -- klutch-health check`
                 to see which item fails and why.
       - alertname: KlutchHealthItemDown
         eval_time: 12m
@@ -383,6 +390,73 @@ tests:
       - alertname: KlutchHealthAbsent
         eval_time: 30m
         exp_alerts: []
+  # A planned maintenance window fails /readyz on purpose: no page until it ends.
+  - interval: 1m
+    input_series:
+      - series: 'klutch_health_endpoint_up{endpoint="readyz",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_maintenance{namespace="crossplane-system",pod="a"}'
+        values: '0 1x19 0x20'
+    alert_rule_test:
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 15m
+        exp_alerts: []
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 24m
+        exp_alerts: []
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 26m
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: crossplane-system, pod: a}
+            exp_annotations:
+              summary: The Klutch control plane has failed /readyz for 5 minutes
+              description: >-
+                Open klutch-health's status page (/) or run
+                `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health check`
+                to see which item fails and why.
+  # One alert per silent konnector (whichever replica reports it), none from the generic item alert; and a
+  # refused config reload.
+  - interval: 1m
+    input_series:
+      - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-7xk2p",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-7xk2p",namespace="crossplane-system",pod="b"}'
+        values: '1 0x39'
+      - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-q9z4d",namespace="crossplane-system",pod="a"}'
+        values: '1x40'
+      - series: 'klutch_health_config_last_reload_successful{namespace="crossplane-system",pod="a"}'
+        values: '1 1 0x38'
+      - series: 'klutch_health_config_last_reload_successful{namespace="crossplane-system",pod="b"}'
+        values: '1x40'
+    alert_rule_test:
+      - alertname: KlutchKonnectorSilent
+        eval_time: 4m
+        exp_alerts: []
+      - alertname: KlutchKonnectorSilent
+        eval_time: 7m
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: crossplane-system, check: konnectors, item: kube-bind-7xk2p}
+            exp_annotations:
+              summary: The konnector of app cluster kube-bind-7xk2p has not heartbeated for 5 minutes
+              description: >-
+                Its ClusterBinding in namespace kube-bind-7xk2p gets no heartbeats: see
+                /readyz/konnectors?verbose on klutch-health, and the konnector in the app cluster
+                (`kubectl -n klutch-bind get deploy konnector` there).
+      - alertname: KlutchHealthItemDown
+        eval_time: 20m
+        exp_alerts: []
+      - alertname: KlutchHealthConfigReloadFailed
+        eval_time: 6m
+        exp_alerts: []
+      - alertname: KlutchHealthConfigReloadFailed
+        eval_time: 8m
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: crossplane-system, pod: a}
+            exp_annotations:
+              summary: klutch-health crossplane-system/a refused its changed configuration
+              description: >-
+                It still runs the previous one. See why with
+                `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health --check-config`.
   - interval: 1m
     input_series:
       - series: 'up{job="something-else"}'
