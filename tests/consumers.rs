@@ -54,13 +54,26 @@ async fn a_direct_caller_sees_each_fault_on_readyz() {
 const HAPROXY_CHECK: &str = "inter 500ms fall 2 rise 2";
 
 fn haproxy_config(dir: &Path, server: SocketAddr, frontend: u16) -> String {
+    let sock = dir.join("haproxy.sock");
     format!(
-        "global\n  maxconn 64\n  stats socket {sock} mode 600 level admin\n\
-         defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  timeout check 1s\n\
-         frontend fe\n  bind 127.0.0.1:{frontend}\n  default_backend klutch\n\
-         backend klutch\n  option httpchk GET /readyz\n  http-check expect status 200\n\
-         \x20 server kh {server} check {HAPROXY_CHECK}\n",
-        sock = dir.join("haproxy.sock").display()
+        "global
+  maxconn 64
+  stats socket {sock} mode 600 level admin
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+  timeout check 1s
+frontend fe
+  bind 127.0.0.1:{frontend}
+  default_backend klutch
+backend klutch
+  option httpchk GET /readyz
+  http-check expect status 200
+  server kh {server} check {HAPROXY_CHECK}
+",
+        sock = sock.display()
     )
 }
 
@@ -118,7 +131,9 @@ async fn haproxy_httpchk_marks_the_server_down_and_up_again() {
     let through = SocketAddr::from(([127, 0, 0, 1], frontend));
     assert_eq!(get(through, "/readyz").await.map(|r| r.status), Ok(200));
 
-    let settings = format!("option httpchk GET /readyz; http-check expect status 200; {HAPROXY_CHECK}; timeout check 1s");
+    let settings = format!(
+        "option httpchk GET /readyz; http-check expect status 200; {HAPROXY_CHECK}; timeout check 1s"
+    );
     drill("haproxy", &settings, rig, async || {
         proc.assert_running();
         let stat = haproxy_command(&sock, "show stat").await;
@@ -148,7 +163,13 @@ async fn haproxy_httpchk_marks_the_server_down_and_up_again() {
 
 // ---- blackbox_exporter ------------------------------------------------------------------------------------
 
-const BLACKBOX_CONFIG: &str = "modules:\n  http_2xx:\n    prober: http\n    timeout: 2s\n    http:\n      preferred_ip_protocol: ip4\n";
+const BLACKBOX_CONFIG: &str = "modules:
+  http_2xx:
+    prober: http
+    timeout: 2s
+    http:
+      preferred_ip_protocol: ip4
+";
 
 /// `NAME VALUE` of one sample in the exposition text.
 fn sample(text: &str, name: &str) -> Option<String> {
@@ -193,6 +214,8 @@ async fn blackbox_probe_success_goes_1_0_1() {
         rig,
         async || {
             proc.assert_running();
+            // Paces the probes (each one also requests klutch-health); the drill polls every 50ms besides.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let body = get(exporter, &probe)
                 .await
                 .expect("blackbox_exporter answers")
@@ -200,7 +223,6 @@ async fn blackbox_probe_success_goes_1_0_1() {
             let success = sample(&body, "probe_success");
             let code = sample(&body, "probe_http_status_code");
             assert!(success.is_some(), "no probe_success in {body}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             View {
                 failing: success.as_deref() != Some("1"),
                 sees: format!(
@@ -321,15 +343,18 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
         .expect("query");
     assert_eq!(build["result"].as_array().map(Vec::len), Some(1), "{build}");
 
-    let settings = format!("scrape_interval=1s evaluation_interval=1s; every rule's for: {RULE_FOR}; polled every 200ms");
+    let settings = format!(
+        "scrape_interval=1s evaluation_interval=1s; every rule's for: {RULE_FOR}; polled every 200ms"
+    );
     drill("prometheus", &settings, rig, async || {
         proc.assert_running();
+        // Paces the API queries: Prometheus changes its view once a second at most.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         let alerts = prometheus_api(prom, "/api/v1/alerts")
             .await
             .expect("alerts");
         let up = prometheus_api(prom, &query("up")).await.expect("up");
         let states = alert_states(&alerts);
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         View {
             failing: states.iter().any(|(name, state)| {
                 state == "firing"
@@ -378,13 +403,26 @@ fn ingress_locations(upstream: SocketAddr) -> String {
 
 fn nginx_config(dir: &Path, listen: u16, upstream: SocketAddr) -> String {
     let d = dir.display();
+    let locations = ingress_locations(upstream);
     format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         \x20 server {{\n    listen 127.0.0.1:{listen};\n{}    location / {{ return 404; }}\n  }}\n}}\n",
-        ingress_locations(upstream)
+        "daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{listen};
+{locations}    location / {{ return 404; }}
+  }}
+}}
+"
     )
 }
 
@@ -471,7 +509,9 @@ async fn nginx_as_the_ingress_passes_only_the_health_paths_and_relays_their_stat
         .wait_for("/readyz", "the healed ProviderConfig", |r| r.status == 200)
         .await;
 
-    drill("nginx", "location = PATH per Ingress path, proxy_pass to the klutch-health port; GET /readyz every 50ms", rig, async || {
+    let settings =
+        "location = PATH per Ingress path, proxy_pass to klutch-health; GET /readyz every 50ms";
+    drill("nginx", settings, rig, async || {
         proc.assert_running();
         http_view(get(ingress, "/readyz").await)
     })

@@ -126,7 +126,6 @@ impl Fault {
 
 /// Watches `observe` until `done` accepts a view, printing it and every change from `last` with the time
 /// since `since`; panics after [`HANG_GUARD`].
-#[allow(clippy::too_many_arguments)]
 async fn watch(
     consumer: &str,
     fault: Fault,
