@@ -338,6 +338,17 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
     let target = &targets["activeTargets"][0];
     assert_eq!(target["health"], "up", "{target}");
     assert_eq!(target["lastError"], "", "{target}");
+    // It negotiated OpenMetrics: there a counter's family is named without `_total`, in the text format with it.
+    let meta = prometheus_api(
+        prom,
+        "/api/v1/metadata?metric=klutch_health_upstream_requests",
+    )
+    .await
+    .expect("metadata");
+    assert_eq!(
+        meta["klutch_health_upstream_requests"][0]["type"], "counter",
+        "{meta}"
+    );
     let build = prometheus_api(prom, &query("klutch_health_build_info"))
         .await
         .expect("query");
