@@ -139,11 +139,11 @@ async fn watch(
         let view = observe().await;
         let ms = since.elapsed().as_millis();
         if done(&view) {
-            println_detection(consumer, fault, event, ms, &view);
+            print_detection(consumer, fault, event, ms, &view);
             return view;
         }
         if last.as_ref() != Some(&view) {
-            println_detection(consumer, fault, "changed", ms, &view);
+            print_detection(consumer, fault, "changed", ms, &view);
             last = Some(view);
         }
         assert!(
@@ -155,7 +155,7 @@ async fn watch(
     }
 }
 
-fn println_detection(consumer: &str, fault: Fault, event: &str, ms: u128, view: &View) {
+fn print_detection(consumer: &str, fault: Fault, event: &str, ms: u128, view: &View) {
     eprintln!(
         "DETECTION consumer={consumer} fault={} event={event} at_ms={ms} failing={} sees={:?}",
         fault.name(),
