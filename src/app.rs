@@ -8,7 +8,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Details as DetailsPolicy};
+use crate::config::{Check, Config, Details as DetailsPolicy};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
@@ -34,7 +34,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
-    signals::start(&config, &sink, &metrics).await;
+    signals::start(
+        config.checks.iter().map(Check::as_ref),
+        &config.clusters(),
+        &sink,
+        &metrics,
+    )
+    .await;
     let levels = match config.server.details {
         DetailsPolicy::Always => vec![Details::Shown],
         DetailsPolicy::Never => vec![Details::Withheld],
@@ -115,7 +121,13 @@ pub async fn check(
     let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
-    signals::start(&config, &sink, &metrics).await;
+    signals::start(
+        config.checks.iter().map(Check::as_ref),
+        &config.clusters(),
+        &sink,
+        &metrics,
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + wait;
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod human;
 pub mod metrics;
 pub mod policy;
 pub mod render;
@@ -15,3 +16,4 @@ pub mod report;
 pub mod server;
 pub mod signals;
 pub mod telemetry;
+pub mod values;

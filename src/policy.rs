@@ -7,56 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use jiff::Timestamp;
 
-use crate::config::{self, CheckKind, Require, UnknownAs};
+use crate::config::{self, Require, UnknownAs};
+use crate::signals::registry::Link;
+
+pub use crate::config::Patterns;
 use crate::report::{Counted, Endpoint, EndpointReport, Item, Report, Status};
 use crate::signals::{Observation, Snapshot};
-
-/// Glob patterns over check names (`providers`) and item names (`providers/provider-anynines`).
-/// `*` does not cross `/`, so `providers` means the check and `providers/*` its items.
-#[derive(Debug, Clone)]
-pub struct Patterns {
-    set: GlobSet,
-}
-
-impl Patterns {
-    /// Compiles `patterns` and checks that each can match something: a check, or items of a check.
-    pub fn validated(patterns: &[String], checks: &[&str]) -> Result<Patterns, String> {
-        let mut builder = GlobSetBuilder::new();
-        for p in patterns {
-            let glob = compile(p)?;
-            let matcher = glob.compile_matcher();
-            let check_part = p.split('/').next().unwrap_or(p);
-            let check_matcher = compile(check_part)?.compile_matcher();
-            let reaches = checks
-                .iter()
-                .any(|c| matcher.is_match(c) || (p.contains('/') && check_matcher.is_match(c)));
-            if !reaches {
-                return Err(format!(
-                    "pattern \"{p}\" matches no check (checks are: {})",
-                    checks.join(", ")
-                ));
-            }
-            builder.add(glob);
-        }
-        let set = builder.build().map_err(|e| e.to_string())?;
-        Ok(Patterns { set })
-    }
-
-    /// Whether the pattern set matches the check itself or the item.
-    pub fn matches(&self, check: &str, item: &str) -> bool {
-        self.set.is_match(check) || self.set.is_match(item)
-    }
-}
-
-fn compile(p: &str) -> Result<Glob, String> {
-    globset::GlobBuilder::new(p)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("invalid pattern \"{p}\": {e}"))
-}
 
 /// One endpoint's compiled policy.
 #[derive(Debug, Clone)]
@@ -111,7 +69,7 @@ pub struct Rules {
 impl Rules {
     pub fn new(config: &config::Config) -> Result<Rules, String> {
         let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        let compile = |p: &config::Policy| -> Result<EndpointRules, String> {
+        let compile = |p: &config::EndpointPolicy| -> Result<EndpointRules, String> {
             Ok(EndpointRules {
                 include: Patterns::validated(&p.include, &names)?,
                 exclude: Patterns::validated(&p.exclude, &names)?,
@@ -129,13 +87,14 @@ impl Rules {
                     name: c.name.as_str().into(),
                     type_name: c.type_name(),
                     require: c.require,
-                    annotate_from_provider_configs: matches!(c.kind, CheckKind::BackendStatus(_)),
+                    annotate_from_provider_configs: c.settings.link()
+                        == Link::AnnotatedByProviderConfigs,
                 })
                 .collect(),
             provider_config_checks: config
                 .checks
                 .iter()
-                .filter(|c| matches!(c.kind, CheckKind::ProviderConfig(_)))
+                .filter(|c| c.settings.link() == Link::ProviderConfigs)
                 .map(|c| c.name.as_str().into())
                 .collect(),
             healthz: compile(&config.endpoints.healthz)?,
@@ -404,16 +363,16 @@ fn damp(
             Status::Warn,
             format!(
                 "failing for {}, counts as failed after {}: {message}",
-                human(held),
-                human(wait)
+                crate::human::duration(held),
+                crate::human::duration(wait)
             ),
         ),
         (true, false) => (
             Status::Fail,
             format!(
                 "recovered {} ago, counts as passing after {}{}",
-                human(held),
-                human(wait),
+                crate::human::duration(held),
+                crate::human::duration(wait),
                 if message.is_empty() {
                     String::new()
                 } else {
@@ -473,14 +432,4 @@ fn apply_require(
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(d).unwrap_or(Timestamp::MAX)
-}
-
-/// A duration for people: whole seconds (or milliseconds below one second).
-pub fn human(d: Duration) -> String {
-    let d = if d >= Duration::from_secs(1) {
-        Duration::from_secs(d.as_secs())
-    } else {
-        Duration::from_millis(d.as_millis() as u64)
-    };
-    humantime::format_duration(d).to_string()
 }

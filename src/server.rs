@@ -123,7 +123,7 @@ pub async fn serve(
     accept_until(&listener, &state, &limits, &permits, &graceful, shutdown).await;
     state.shutting_down.store(true, Ordering::SeqCst);
     tracing::info!(
-        delay = %crate::policy::human(limits.shutdown_delay),
+        delay = %crate::human::duration(limits.shutdown_delay),
         "shutting down: /readyz now answers 503; the listener closes after the delay"
     );
     accept_until(

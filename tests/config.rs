@@ -402,7 +402,10 @@ fn the_printed_configuration_shows_defaults_and_every_override() {
         klutch_health::config::UnknownAs::Warn
     );
     assert_eq!(c.server.shutdown_delay, std::time::Duration::from_secs(5));
-    let klutch_health::config::CheckKind::BackendStatus(b) = &c.checks[0].kind else {
+    let Some(b) = c.checks[0]
+        .settings
+        .downcast::<klutch_health::signals::backend_status::BackendStatus>()
+    else {
         panic!("backend-status: {out}");
     };
     assert_eq!(b.max_body, 1024 * 1024);

@@ -14,10 +14,76 @@ use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{LogLimiter, Observation, Sink};
-use crate::config;
+use serde::{Deserialize, Serialize};
+
+use super::registry::{CheckType, Run, WatchTarget};
+use super::{Observation, Sink};
+use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
+use crate::telemetry::LogLimiter;
+use crate::values::{duration, http_url};
+
+/// The keys of a `backend-status` check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendStatus {
+    #[serde(with = "http_url")]
+    pub url: hyper::Uri,
+    #[serde(with = "duration", default = "BackendStatus::default_interval")]
+    pub interval: Duration,
+    #[serde(with = "duration", default = "BackendStatus::default_timeout")]
+    pub timeout: Duration,
+    #[serde(default = "BackendStatus::default_max_body")]
+    pub max_body: usize,
+}
+
+impl BackendStatus {
+    fn default_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_max_body() -> usize {
+        1024 * 1024
+    }
+}
+
+impl CheckType for BackendStatus {
+    const NAME: &'static str = "backend-status";
+    const LINK: super::registry::Link = super::registry::Link::AnnotatedByProviderConfigs;
+
+    fn validate(&self, cluster: Option<&str>) -> Result<(), String> {
+        if cluster.is_some() {
+            return Err("cluster: a backend-status check polls a URL, not a cluster".into());
+        }
+        if self.interval.is_zero() {
+            return Err("interval: must be more than 0s".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("timeout: must be more than 0s".into());
+        }
+        if self.max_body == 0 {
+            return Err("max_body: must be at least 1 byte".into());
+        }
+        Ok(())
+    }
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        Vec::new()
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let poller = Poller::new(
+            run.check,
+            self.clone(),
+            run.sink.clone(),
+            run.metrics.clone(),
+        );
+        tokio::spawn(poller.run());
+    }
+}
 
 /// The item that reports the poll itself.
 pub const ENDPOINT_ITEM: &str = "endpoint";
@@ -30,7 +96,7 @@ pub enum PollError {
         status: http::StatusCode,
         body: Bytes,
     },
-    #[error("no answer within {}: the health server hangs or is overloaded", crate::policy::human(*.0))]
+    #[error("no answer within {}: the health server hangs or is overloaded", human::duration(*.0))]
     Timeout(Duration),
     #[error("cannot connect: {0} (is provider-anynines running, and the Service in front of it?)")]
     Connect(String),
@@ -120,7 +186,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 /// Polls one health server and publishes what it answers.
 pub struct Poller {
     check: Arc<str>,
-    config: config::BackendStatus,
+    config: BackendStatus,
     client: Client<HttpConnector, Empty<Bytes>>,
     sink: Sink,
     metrics: Arc<Metrics>,
@@ -134,12 +200,7 @@ pub struct Poller {
 
 impl Poller {
     /// Publishes the check as waiting for its first poll, so it is never missing from the report.
-    pub fn new(
-        check: &str,
-        config: config::BackendStatus,
-        sink: Sink,
-        metrics: Arc<Metrics>,
-    ) -> Poller {
+    pub fn new(check: &str, config: BackendStatus, sink: Sink, metrics: Arc<Metrics>) -> Poller {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         connector.set_nodelay(true);
@@ -196,7 +257,7 @@ impl Poller {
         match result {
             Ok(answer) => {
                 if self.failures > 0 {
-                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %crate::policy::human(self.failing_since.elapsed()), "upstream answers again");
+                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %human::duration(self.failing_since.elapsed()), "upstream answers again");
                     self.failures = 0;
                     self.errors = LogLimiter::default();
                 }
@@ -299,18 +360,4 @@ impl Poller {
             },
         })
     }
-}
-
-/// An error and its causes on one line: hyper's top-level errors alone say little ("client error (Connect)").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

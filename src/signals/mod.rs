@@ -6,6 +6,7 @@ pub mod deployments;
 pub mod pods;
 pub mod provider_configs;
 pub mod providers;
+pub mod registry;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,15 +15,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject};
 use tokio::sync::Notify;
 
-use crate::config::{CheckKind, Config};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
-use watch::{spawn_follow, Target, Watches};
+use registry::{Kube, Run, Settings};
+use watch::{Clusters, Watches};
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,8 +87,6 @@ pub struct Snapshot {
     pub unsynced: BTreeSet<String>,
 }
 
-pub use crate::telemetry::LogLimiter;
-
 /// Where signals publish. Cheap to clone; the engine wakes on every publish.
 #[derive(Clone, Default)]
 pub struct Sink {
@@ -144,143 +140,58 @@ impl Sink {
     }
 }
 
+/// One configured check, as the signals need it.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRef<'a> {
+    pub name: &'a str,
+    /// `None`: the default cluster.
+    pub cluster: Option<&'a str>,
+    pub settings: &'a dyn Settings,
+}
+
 /// Starts one signal per configured check, each publishing into `sink`. Every check is published (at least
 /// as waiting) before this returns. A cluster that cannot be used makes its checks `unknown` with the reason.
-pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
+pub async fn start<'a>(
+    checks: impl IntoIterator<Item = CheckRef<'a>>,
+    clusters: &Clusters<'_>,
+    sink: &Sink,
+    metrics: &Arc<Metrics>,
+) {
     let mut watches = Watches::default();
-    for check in &config.checks {
-        let name = check.name.clone();
-        if let CheckKind::BackendStatus(b) = &check.kind {
-            let poller =
-                backend_status::Poller::new(&name, b.clone(), sink.clone(), metrics.clone());
-            tokio::spawn(poller.run());
+    for check in checks {
+        let run = |kube| Run {
+            check: check.name,
+            sink,
+            metrics,
+            kube,
+        };
+        if check.settings.targets().is_empty() {
+            check.settings.start(run(None));
             continue;
         }
-        let cluster = check.cluster.clone();
-        let cluster_name = cluster.as_deref().unwrap_or("default");
-        let stale_after = config
-            .cluster(cluster.as_deref())
-            .map_or(Duration::from_secs(60), |c| c.stale_after);
-        let placeholders = match &check.kind {
-            CheckKind::CrossplaneProvider(p) => p.providers.clone().unwrap_or_default(),
-            CheckKind::ProviderConfig(p) => p.names.clone().unwrap_or_default(),
-            CheckKind::Deployment(d) => vec![d.deployment.clone()],
-            _ => vec![],
-        };
-        let client = match watches.client(config, cluster.as_deref()).await {
+        let client = match watches.client(clusters, check.cluster).await {
             Ok(c) => c,
             Err(e) => {
-                let message = format!("cannot use cluster {cluster_name}: {e}");
+                let message = format!(
+                    "cannot use cluster {}: {e}",
+                    check.cluster.unwrap_or("default")
+                );
+                let placeholders = check.settings.placeholders();
                 sink.waiting(
-                    &name,
+                    check.name,
                     watch::waiting(&placeholders, &message, Timestamp::now()),
                 );
                 continue;
             }
         };
-        let sink = sink.clone();
-        match &check.kind {
-            CheckKind::CrossplaneProvider(p) => {
-                let w = watches.watch(
-                    cluster_wide(client, providers::resource(), cluster),
-                    &name,
-                    metrics,
-                );
-                let wanted = p.providers.clone();
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| providers::observe(objects, wanted.as_deref(), now),
-                );
-            }
-            CheckKind::ProviderConfig(p) => {
-                let w = watches.watch(
-                    cluster_wide(client, provider_configs::resource(p), cluster),
-                    &name,
-                    metrics,
-                );
-                let (names, stale) = (p.names.clone(), p.check_stale_after);
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| {
-                        provider_configs::observe(objects, names.as_deref(), stale, now)
-                    },
-                );
-            }
-            CheckKind::Deployment(d) => {
-                let target = Target::<Deployment> {
-                    api: Api::namespaced(client, &d.namespace),
-                    strip: |d| {
-                        if let Some(spec) = d.spec.as_mut() {
-                            spec.template = Default::default();
-                        }
-                    },
-                    dyntype: (),
-                    cluster,
-                    namespace: Some(d.namespace.clone()),
-                    labels: None,
-                };
-                let w = watches.watch(target, &name, metrics);
-                let d = d.clone();
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| deployments::observe(objects, &d, now),
-                );
-            }
-            CheckKind::Pods(p) => {
-                let target = Target::<Pod> {
-                    api: Api::namespaced(client, &p.namespace),
-                    strip: |p| p.spec = None,
-                    dyntype: (),
-                    cluster,
-                    namespace: Some(p.namespace.clone()),
-                    labels: Some(p.selector.clone()).filter(|s| !s.is_empty()),
-                };
-                let w = watches.watch(target, &name, metrics);
-                let (selector, window) = (p.selector.clone(), p.restart_window);
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| pods::observe(objects, &selector, window, now),
-                );
-            }
-            CheckKind::BackendStatus(_) => {}
-        }
+        let stale_after = clusters
+            .get(check.cluster)
+            .map_or(Duration::from_secs(60), |c| c.stale_after);
+        check.settings.start(run(Some(Kube {
+            client,
+            cluster: check.cluster.map(str::to_string),
+            stale_after,
+            watches: &mut watches,
+        })));
     }
-}
-
-/// A cluster-scoped custom resource, judged by its status alone.
-fn cluster_wide(
-    client: kube::Client,
-    resource: ApiResource,
-    cluster: Option<String>,
-) -> Target<DynamicObject> {
-    Target {
-        api: Api::all_with(client, &resource),
-        strip: keep_status,
-        dyntype: resource,
-        cluster,
-        namespace: None,
-        labels: None,
-    }
-}
-
-/// Crossplane and provider-anynines objects are judged by their status alone.
-fn keep_status(obj: &mut DynamicObject) {
-    let status = obj.data.get_mut("status").map(serde_json::Value::take);
-    obj.data = serde_json::json!({ "status": status });
 }

@@ -7,8 +7,70 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 
+use kube::api::Api;
+use serde::{Deserialize, Serialize};
+
+use super::registry::{CheckType, Run, WatchTarget};
+use super::watch::Target;
 use super::{Expiry, Observation};
 use crate::report::Status;
+use crate::values::duration;
+
+/// The keys of a `pods` check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pods {
+    pub namespace: String,
+    pub selector: String,
+    #[serde(with = "duration")]
+    pub restart_window: Duration,
+}
+
+impl Default for Pods {
+    fn default() -> Self {
+        Pods {
+            namespace: "crossplane-system".into(),
+            selector: "pkg.crossplane.io/provider=provider-anynines".into(),
+            restart_window: Duration::from_secs(600),
+        }
+    }
+}
+
+impl CheckType for Pods {
+    const NAME: &'static str = "pods";
+
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), String> {
+        if self.namespace.is_empty() {
+            return Err("namespace: must not be empty".into());
+        }
+        Ok(())
+    }
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: String::new(),
+            version: "v1".into(),
+            resource: "pods".into(),
+            namespace: Some(self.namespace.clone()),
+        }]
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let (selector, window) = (self.selector.clone(), self.restart_window);
+        run.follow(
+            Vec::new(),
+            |client, cluster| Target::<Pod> {
+                api: Api::namespaced(client, &self.namespace),
+                strip: |p| p.spec = None,
+                dyntype: (),
+                cluster,
+                namespace: Some(self.namespace.clone()),
+                labels: Some(self.selector.clone()).filter(|s| !s.is_empty()),
+            },
+            move |objects, now| observe(objects, &selector, window, now),
+        );
+    }
+}
 
 pub fn observe(
     objects: &[Arc<Pod>],

@@ -8,8 +8,47 @@ use jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
+use serde::{Deserialize, Serialize};
+
+use super::registry::{CheckType, Run, WatchTarget};
+use super::watch::cluster_wide;
 use super::Observation;
 use crate::report::Status;
+
+/// The keys of a `crossplane-provider` check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossplaneProvider {
+    /// Providers that must exist and be healthy; `None` checks every installed provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
+}
+
+impl CheckType for CrossplaneProvider {
+    const NAME: &'static str = "crossplane-provider";
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: "pkg.crossplane.io".into(),
+            version: "v1".into(),
+            resource: "providers".into(),
+            namespace: None,
+        }]
+    }
+
+    fn placeholders(&self) -> Vec<String> {
+        self.providers.clone().unwrap_or_default()
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let wanted = self.providers.clone();
+        run.follow(
+            self.placeholders(),
+            |client, cluster| cluster_wide(client, resource(), cluster),
+            move |objects, now| observe(objects, wanted.as_deref(), now),
+        );
+    }
+}
 
 /// The Provider resource.
 pub fn resource() -> ApiResource {

@@ -23,11 +23,57 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
-use super::backend_status::error_chain;
-use super::{Expiry, LogLimiter, Observation, Sink};
-use crate::config::{self, Config};
+use kube::api::{ApiResource, DynamicObject};
+use serde::{Deserialize, Serialize};
+
+use super::{Expiry, Observation, Sink};
+use crate::human::error_chain;
 use crate::metrics::Metrics;
 use crate::report::Status;
+use crate::telemetry::LogLimiter;
+use crate::values::{duration, text};
+
+/// How to reach one Kubernetes cluster. `[kubernetes]` is the default cluster; `[clusters.NAME]` the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::option"
+    )]
+    pub context: Option<String>,
+    #[serde(with = "duration")]
+    pub stale_after: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            kubeconfig: None,
+            context: None,
+            stale_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The default cluster and the named ones.
+#[derive(Debug, Clone, Copy)]
+pub struct Clusters<'a> {
+    pub default: &'a Cluster,
+    pub named: &'a std::collections::BTreeMap<String, Cluster>,
+}
+
+impl<'a> Clusters<'a> {
+    /// The cluster `name` (`None`: the default one).
+    pub fn get(&self, name: Option<&str>) -> Option<&'a Cluster> {
+        match name {
+            None => Some(self.default),
+            Some(n) => self.named.get(n),
+        }
+    }
+}
 
 /// The placeholder item of a check whose watch has not listed anything yet.
 pub const WATCH_ITEM: &str = "watch";
@@ -100,12 +146,12 @@ impl Watches {
     /// The client of a cluster (`None`: the default one), created once; `Err` says why it cannot be used.
     pub async fn client(
         &mut self,
-        config: &Config,
+        clusters: &Clusters<'_>,
         cluster: Option<&str>,
     ) -> Result<Client, String> {
         let key = cluster.map(str::to_string);
         if !self.clients.contains_key(&key) {
-            let client = make_client(config, cluster).await;
+            let client = make_client(clusters, cluster).await;
             if let Err(e) = &client {
                 tracing::error!(cluster = cluster.unwrap_or("default"), error = %e, "cannot use cluster");
             }
@@ -180,9 +226,9 @@ impl Watches {
     }
 }
 
-async fn make_client(config: &Config, cluster: Option<&str>) -> Result<Client, String> {
-    let settings: &config::Cluster = config
-        .cluster(cluster)
+async fn make_client(clusters: &Clusters<'_>, cluster: Option<&str>) -> Result<Client, String> {
+    let settings = clusters
+        .get(cluster)
         .ok_or_else(|| format!("cluster {:?} is not declared", cluster.unwrap_or_default()))?;
     let options = KubeConfigOptions {
         context: settings.context.clone(),
@@ -366,4 +412,26 @@ pub fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observati
         .iter()
         .map(|i| Observation::new(i.clone(), Status::Unknown, message, now))
         .collect()
+}
+
+/// A cluster-scoped custom resource, judged by its status alone.
+pub(crate) fn cluster_wide(
+    client: kube::Client,
+    resource: ApiResource,
+    cluster: Option<String>,
+) -> Target<DynamicObject> {
+    Target {
+        api: Api::all_with(client, &resource),
+        strip: keep_status,
+        dyntype: resource,
+        cluster,
+        namespace: None,
+        labels: None,
+    }
+}
+
+/// Crossplane and provider-anynines objects are judged by their status alone.
+fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
 }

@@ -1,0 +1,220 @@
+//! The check types. A check type is one module of [`crate::signals`] that implements [`CheckType`] for its
+//! settings struct (the keys of its `[[check]]` table) plus one line in [`TYPES`]: its settings, its
+//! validation, what it reads from Kubernetes ([`WatchTarget`], from which the RBAC is derived), the items it
+//! shows before its first observation, and how it starts its signal all live in that module.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::watch::{spawn_follow, Target, Watches};
+use super::{backend_status, deployments, pods, provider_configs, providers, Observation, Sink};
+use crate::metrics::Metrics;
+
+/// Every check type, by the name written in `type = "…"`.
+pub const TYPES: &[Registration] = &[
+    Registration::of::<backend_status::BackendStatus>(),
+    Registration::of::<providers::CrossplaneProvider>(),
+    Registration::of::<provider_configs::ProviderConfig>(),
+    Registration::of::<deployments::Deployment>(),
+    Registration::of::<pods::Pods>(),
+];
+
+/// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,
+/// `cluster`, which every type shares).
+pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'static {
+    /// The name in `type = "…"`.
+    const NAME: &'static str;
+    /// Other names accepted for `type`.
+    const ALIASES: &'static [&'static str] = &[];
+    /// How the policy relates this check's items to other checks'.
+    const LINK: Link = Link::None;
+
+    /// What serde cannot check; the message starts with the key: `interval: must be more than 0s`.
+    /// `cluster` is the check's `cluster` key.
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), String> {
+        Ok(())
+    }
+    /// What the check reads from its cluster: exactly what its RBAC must grant. Empty: no cluster at all.
+    fn targets(&self) -> Vec<WatchTarget>;
+    /// Items shown as `unknown` before the first observation (none: the single `watch` item).
+    fn placeholders(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Starts the signal; it publishes into `run.sink` under `run.check`.
+    fn start(&self, run: Run<'_>);
+}
+
+/// How the policy relates a check's items to other checks'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    None,
+    /// Its failing items take the message of the same-named failing item of a [`Link::ProviderConfigs`] check.
+    AnnotatedByProviderConfigs,
+    /// Its items are ProviderConfigs.
+    ProviderConfigs,
+}
+
+/// One resource a check lists and watches (verbs `get`, `list`, `watch`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchTarget {
+    /// API group; empty for the core group.
+    pub group: String,
+    pub version: String,
+    /// The resource's plural name (`deployments`).
+    pub resource: String,
+    /// `None`: cluster-wide.
+    pub namespace: Option<String>,
+}
+
+impl WatchTarget {
+    /// The verbs a watch needs.
+    pub const VERBS: [&'static str; 3] = ["get", "list", "watch"];
+}
+
+/// One entry of [`TYPES`].
+pub struct Registration {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    read: fn(&figment::value::Value) -> Result<Arc<dyn Settings>, String>,
+}
+
+impl Registration {
+    pub const fn of<T: CheckType>() -> Registration {
+        Registration {
+            name: T::NAME,
+            aliases: T::ALIASES,
+            read: read::<T>,
+        }
+    }
+
+    /// The registration of `type = "name"`.
+    pub fn find(name: &str) -> Option<&'static Registration> {
+        TYPES
+            .iter()
+            .find(|t| t.name == name || t.aliases.contains(&name))
+    }
+
+    /// Reads a check's own keys; errors name the key (`timeout: invalid duration "abc" …`).
+    pub fn read(&self, table: &figment::value::Value) -> Result<Arc<dyn Settings>, String> {
+        (self.read)(table)
+    }
+}
+
+/// `backend-status, crossplane-provider, …`: for messages.
+pub fn type_names() -> String {
+    TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+}
+
+fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>, String> {
+    let settings: T = serde_path_to_error::deserialize(table).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().kind.to_string();
+        if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    Ok(Arc::new(settings))
+}
+
+/// A check type's settings behind one type: what the rest of the service uses.
+pub trait Settings: Debug + Send + Sync + 'static {
+    fn type_name(&self) -> &'static str;
+    fn link(&self) -> Link;
+    fn validate(&self, cluster: Option<&str>) -> Result<(), String>;
+    fn targets(&self) -> Vec<WatchTarget>;
+    fn placeholders(&self) -> Vec<String>;
+    fn start(&self, run: Run<'_>);
+    /// The settings with their defaults, for `--check-config`.
+    fn to_json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: CheckType> Settings for T {
+    fn type_name(&self) -> &'static str {
+        T::NAME
+    }
+    fn link(&self) -> Link {
+        T::LINK
+    }
+    fn validate(&self, cluster: Option<&str>) -> Result<(), String> {
+        CheckType::validate(self, cluster)
+    }
+    fn targets(&self) -> Vec<WatchTarget> {
+        CheckType::targets(self)
+    }
+    fn placeholders(&self) -> Vec<String> {
+        CheckType::placeholders(self)
+    }
+    fn start(&self, run: Run<'_>) {
+        CheckType::start(self, run)
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl dyn Settings {
+    /// The settings as their own type, if they are of type `T`.
+    pub fn downcast<T: CheckType>(&self) -> Option<&T> {
+        self.as_any().downcast_ref()
+    }
+}
+
+/// What a starting signal gets: where to publish, and the cluster when its type has watch targets.
+pub struct Run<'a> {
+    pub(crate) check: &'a str,
+    pub(crate) sink: &'a Sink,
+    pub(crate) metrics: &'a Arc<Metrics>,
+    pub(crate) kube: Option<Kube<'a>>,
+}
+
+/// The cluster of a check that watches.
+pub(crate) struct Kube<'a> {
+    pub(crate) client: kube::Client,
+    pub(crate) cluster: Option<String>,
+    pub(crate) stale_after: Duration,
+    pub(crate) watches: &'a mut Watches,
+}
+
+impl Run<'_> {
+    /// Follows the watch `target` makes, turning its objects into items with `observe`.
+    pub(crate) fn follow<K>(
+        self,
+        placeholders: Vec<String>,
+        target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
+        observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + 'static,
+    ) where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let Some(kube) = self.kube else {
+            // Only a type whose targets() is empty gets no cluster; one that follows a watch declares it.
+            tracing::error!(
+                check = self.check,
+                "check type watches without declaring a watch target"
+            );
+            return;
+        };
+        let w = kube
+            .watches
+            .watch(target(kube.client, kube.cluster), self.check, self.metrics);
+        spawn_follow(
+            w,
+            self.check.to_string(),
+            self.sink.clone(),
+            kube.stale_after,
+            placeholders,
+            observe,
+        );
+    }
+}
