@@ -31,7 +31,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "starting klutch-health {}", env!("CARGO_PKG_VERSION")
     );
     let token = config.token()?;
-    let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
+    let rules = Rules::new(&config)?;
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
     signals::start(
@@ -118,7 +118,7 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
+    let rules = Rules::new(&config)?;
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
     signals::start(

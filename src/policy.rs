@@ -67,9 +67,9 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn new(config: &config::Config) -> Result<Rules, String> {
+    pub fn new(config: &config::Config) -> Result<Rules, config::PatternError> {
         let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        let compile = |p: &config::EndpointPolicy| -> Result<EndpointRules, String> {
+        let compile = |p: &config::EndpointPolicy| -> Result<EndpointRules, config::PatternError> {
             Ok(EndpointRules {
                 include: Patterns::validated(&p.include, &names)?,
                 exclude: Patterns::validated(&p.exclude, &names)?,

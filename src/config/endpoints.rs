@@ -111,9 +111,22 @@ pub struct Patterns {
     set: GlobSet,
 }
 
+/// Why a pattern of `include`, `exclude` or `warn_only` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("invalid pattern \"{pattern}\": {source}")]
+    Invalid {
+        pattern: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("pattern \"{pattern}\" matches no check (checks are: {checks})")]
+    MatchesNothing { pattern: String, checks: String },
+}
+
 impl Patterns {
     /// Compiles `patterns` and checks that each can match something: a check, or items of a check.
-    pub fn validated(patterns: &[String], checks: &[&str]) -> Result<Patterns, String> {
+    pub fn validated(patterns: &[String], checks: &[&str]) -> Result<Patterns, PatternError> {
         let mut builder = GlobSetBuilder::new();
         for p in patterns {
             let glob = compile(p)?;
@@ -124,14 +137,17 @@ impl Patterns {
                 .iter()
                 .any(|c| matcher.is_match(c) || (p.contains('/') && check_matcher.is_match(c)));
             if !reaches {
-                return Err(format!(
-                    "pattern \"{p}\" matches no check (checks are: {})",
-                    checks.join(", ")
-                ));
+                return Err(PatternError::MatchesNothing {
+                    pattern: p.clone(),
+                    checks: checks.join(", "),
+                });
             }
             builder.add(glob);
         }
-        let set = builder.build().map_err(|e| e.to_string())?;
+        let set = builder.build().map_err(|source| PatternError::Invalid {
+            pattern: patterns.join(", "),
+            source,
+        })?;
         Ok(Patterns { set })
     }
 
@@ -141,9 +157,12 @@ impl Patterns {
     }
 }
 
-fn compile(p: &str) -> Result<Glob, String> {
+fn compile(p: &str) -> Result<Glob, PatternError> {
     globset::GlobBuilder::new(p)
         .literal_separator(true)
         .build()
-        .map_err(|e| format!("invalid pattern \"{p}\": {e}"))
+        .map_err(|source| PatternError::Invalid {
+            pattern: p.to_string(),
+            source,
+        })
 }

@@ -25,7 +25,7 @@ use crate::values::{duration, text};
 mod endpoints;
 
 pub use crate::signals::watch::Cluster;
-pub use endpoints::{EndpointPolicy, Endpoints, Patterns, UnknownAs};
+pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
 
 /// Environment variables with this prefix override configuration keys (`__` separates nested keys).
 pub const ENV_PREFIX: &str = "KLUTCH_HEALTH_";

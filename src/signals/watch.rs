@@ -126,7 +126,7 @@ where
 /// Starts watches on demand and hands out the existing one when the same resource is asked for again.
 #[derive(Default)]
 pub struct Watches {
-    clients: HashMap<Option<String>, Result<Client, String>>,
+    clients: HashMap<Option<String>, Result<Client, Arc<ClientError>>>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
     started: HashMap<(TypeId, String), Box<dyn Any + Send>>,
 }
@@ -148,10 +148,10 @@ impl Watches {
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, Arc<ClientError>> {
         let key = cluster.map(str::to_string);
         if !self.clients.contains_key(&key) {
-            let client = make_client(clusters, cluster).await;
+            let client = make_client(clusters, cluster).await.map_err(Arc::new);
             if let Err(e) = &client {
                 tracing::error!(cluster = cluster.unwrap_or("default"), error = %e, "cannot use cluster");
             }
@@ -226,34 +226,63 @@ impl Watches {
     }
 }
 
-async fn make_client(clusters: &Clusters<'_>, cluster: Option<&str>) -> Result<Client, String> {
+/// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's
+/// top-level errors alone say little.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cluster {0:?} is not declared")]
+    Undeclared(String),
+    #[error("cannot read kubeconfig {}: {}", .path.display(), error_chain(.source))]
+    ReadKubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig {}: {}", .path.display(), error_chain(.source))]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig: {}", error_chain(.0))]
+    DefaultKubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("no in-cluster service account and no usable kubeconfig ({}); set KUBECONFIG or [kubernetes] kubeconfig", error_chain(.0))]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("cannot create a Kubernetes client: {}", error_chain(.0))]
+    Client(#[source] kube::Error),
+}
+
+async fn make_client(
+    clusters: &Clusters<'_>,
+    cluster: Option<&str>,
+) -> Result<Client, ClientError> {
     let settings = clusters
         .get(cluster)
-        .ok_or_else(|| format!("cluster {:?} is not declared", cluster.unwrap_or_default()))?;
+        .ok_or_else(|| ClientError::Undeclared(cluster.unwrap_or_default().to_string()))?;
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..KubeConfigOptions::default()
     };
     let kube_config = match &settings.kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig {}: {}", path.display(), error_chain(&e)))?;
+            let file =
+                Kubeconfig::read_from(path).map_err(|source| ClientError::ReadKubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
             kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| format!("kubeconfig {}: {}", path.display(), error_chain(&e)))?
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
         }
         None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(|e| format!("kubeconfig: {}", error_chain(&e)))?,
-        None => kube::Config::infer().await.map_err(|e| {
-            format!(
-                "no in-cluster service account and no usable kubeconfig ({}); set KUBECONFIG or [kubernetes] kubeconfig",
-                error_chain(&e)
-            )
-        })?,
+            .map_err(ClientError::DefaultKubeconfig)?,
+        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
-    Client::try_from(kube_config)
-        .map_err(|e| format!("cannot create a Kubernetes client: {}", error_chain(&e)))
+    Client::try_from(kube_config).map_err(ClientError::Client)
 }
 
 /// Runs one watch forever: list, watch, and on any error start again from a fresh list after a backoff.
