@@ -113,7 +113,7 @@ fn log_transitions(previous: Option<&Report>, report: &Report) {
             continue;
         }
         let old = old.map_or("none", Status::as_str);
-        let (check, name) = (&*item.check, item.short_name());
+        let (check, name) = (item.name.check(), item.name.item());
         let new = item.status.as_str();
         macro_rules! changed {
             ($level:ident) => {

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{Endpoint, Report, Status};
+use crate::report::{Endpoint, ItemName, Report, Status};
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -110,7 +109,7 @@ pub struct Metrics {
     watch_restarts: Family<CheckLabels, Counter>,
     /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
     /// cost nothing and vanished items lose their series.
-    items: Mutex<HashMap<Arc<str>, (Status, Timestamp)>>,
+    items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
 }
 
 impl Default for Metrics {
@@ -217,8 +216,8 @@ impl Metrics {
             // Only items whose status or transition time changed touch the series.
             if exported.remove(&item.name) != Some(state) {
                 let labels = ItemLabels {
-                    check: (&*item.check).into(),
-                    item: item.short_name().into(),
+                    check: item.name.check().into(),
+                    item: item.name.item().into(),
                 };
                 let up = matches!(item.status, Status::Pass | Status::Warn);
                 self.check_up.get_or_create(&labels).set(i64::from(up));
@@ -234,7 +233,7 @@ impl Metrics {
             now_exported.insert(item.name.clone(), state);
         }
         for gone in exported.keys() {
-            let (check, item) = gone.split_once('/').unwrap_or((gone, ""));
+            let (check, item) = (gone.check(), gone.item());
             let labels = ItemLabels {
                 check: check.into(),
                 item: item.into(),

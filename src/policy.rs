@@ -13,7 +13,7 @@ use crate::config::{self, Require, UnknownAs};
 use crate::signals::registry::Link;
 
 pub use crate::config::Patterns;
-use crate::report::{Counted, Endpoint, EndpointReport, Item, Report, Status};
+use crate::report::{Counted, Endpoint, EndpointReport, Item, ItemName, Report, Status};
 use crate::signals::{Observation, Snapshot};
 
 /// One endpoint's compiled policy.
@@ -114,11 +114,11 @@ impl Rules {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Memory {
     /// Item name → its observed status and when that status began.
-    observed: HashMap<Arc<str>, (Status, Timestamp)>,
+    observed: HashMap<ItemName, (Status, Timestamp)>,
     /// Per endpoint (indexed by [`Endpoint::index`]): flap damping of each item.
-    damping: [HashMap<Arc<str>, Damping>; 2],
+    damping: [HashMap<ItemName, Damping>; 2],
     /// Per endpoint: the status each item was shown with, and since when.
-    shown: [HashMap<Arc<str>, (Status, Timestamp)>; 2],
+    shown: [HashMap<ItemName, (Status, Timestamp)>; 2],
 }
 
 /// An item's flap-damping state on one endpoint.
@@ -214,14 +214,13 @@ fn observed_items(
                     message = format!("{message}: {detail}");
                 }
             }
-            let name: Arc<str> = format!("{}/{}", check.name, obs.item).into();
+            let name = ItemName::new(&check.name, &obs.item);
             let since = match memory.observed.get(&name) {
                 Some((s, since)) if *s == status => *since,
                 _ => now,
             };
             new_memory.observed.insert(name.clone(), (status, since));
             items.push(Item {
-                check: check.name.clone(),
                 check_type: check.type_name,
                 name,
                 status,
@@ -272,7 +271,7 @@ fn evaluate_endpoint(
         for (index, item) in items
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.check == check.name)
+            .filter(|(_, i)| i.name.check() == &*check.name)
         {
             total += 1;
             if !er.includes(&check.name, &item.name) {
@@ -290,7 +289,6 @@ fn evaluate_endpoint(
             new_memory.damping[e].insert(item.name.clone(), damping);
             counted.push(Counted {
                 item: Some(index),
-                check: check.name.clone(),
                 name: item.name.clone(),
                 status,
                 message,
@@ -417,11 +415,10 @@ fn apply_require(
             }
         }
     } else if total < needed {
-        let name: Arc<str> = format!("{}/require", check.name).into();
+        let name = ItemName::new(&check.name, "require");
         let status = rules.target(&check.name, &name, Status::Fail);
         counted.push(Counted {
             item: None,
-            check: check.name.clone(),
             name,
             status,
             message: format!("{total} items, {needed} required"),

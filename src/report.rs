@@ -59,15 +59,76 @@ impl Endpoint {
     }
 }
 
+/// `CHECK/ITEM`, the name patterns, routes, metric labels and JSON keys use. Both parts are kept, so nothing
+/// joins and splits the text again; clones share one allocation.
+#[derive(Debug, Clone)]
+pub struct ItemName {
+    full: Arc<str>,
+    check_len: usize,
+}
+
+impl ItemName {
+    pub fn new(check: &str, item: &str) -> ItemName {
+        ItemName {
+            full: format!("{check}/{item}").into(),
+            check_len: check.len(),
+        }
+    }
+
+    /// The check it belongs to.
+    pub fn check(&self) -> &str {
+        &self.full[..self.check_len]
+    }
+
+    /// The part after `CHECK/`.
+    pub fn item(&self) -> &str {
+        &self.full[self.check_len + 1..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+impl std::ops::Deref for ItemName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.full
+    }
+}
+
+impl std::borrow::Borrow<str> for ItemName {
+    fn borrow(&self) -> &str {
+        &self.full
+    }
+}
+
+impl PartialEq for ItemName {
+    fn eq(&self, other: &Self) -> bool {
+        self.full == other.full
+    }
+}
+
+impl Eq for ItemName {}
+
+impl std::hash::Hash for ItemName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.hash(state)
+    }
+}
+
+impl std::fmt::Display for ItemName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
 /// One item as its signal last saw it, before any endpoint policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
-    /// The check it belongs to.
-    pub check: Arc<str>,
     /// The check's type (`backend-status`, `deployment`, …).
     pub check_type: &'static str,
-    /// `CHECK/ITEM`.
-    pub name: Arc<str>,
+    pub name: ItemName,
     pub status: Status,
     pub message: String,
     /// When the signal last observed it.
@@ -76,20 +137,12 @@ pub struct Item {
     pub since: Timestamp,
 }
 
-impl Item {
-    /// The part after `CHECK/`.
-    pub fn short_name(&self) -> &str {
-        &self.name[self.check.len() + 1..]
-    }
-}
-
 /// An item as one endpoint counts it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Counted {
     /// Index into [`Report::items`], or `None` for an item the policy added (an unmet `require`).
     pub item: Option<usize>,
-    pub check: Arc<str>,
-    pub name: Arc<str>,
+    pub name: ItemName,
     /// `pass`, `warn` or `fail`: never `unknown`, which the policy has mapped.
     pub status: Status,
     pub message: String,
@@ -138,7 +191,7 @@ impl EndpointReport {
         only: Option<&str>,
         exclude: &'a [String],
     ) -> Option<Selection<'a>> {
-        let named = |c: &Counted, n: &str| &*c.check == n || &*c.name == n;
+        let named = |c: &Counted, n: &str| c.name.check() == n || c.name.as_str() == n;
         let mut selection = Selection::default();
         for c in &self.items {
             if only.is_some_and(|o| !named(c, o)) {

@@ -305,7 +305,7 @@ fn a_configured_check_without_observations_is_unknown() {
         .report
         .items
         .iter()
-        .find(|i| &*i.check == "b")
+        .find(|i| i.name.check() == "b")
         .expect("check b shows");
     assert_eq!(
         (b.status, b.message.as_str()),

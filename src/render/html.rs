@@ -175,7 +175,7 @@ fn cards(report: &Report) -> Vec<Card<'_>> {
                     None => {
                         let mut counted = [None, None];
                         counted[e.index()] = Some(c);
-                        added.push((&c.check, &c.name, counted));
+                        added.push((c.name.check(), &c.name, counted));
                     }
                 },
             }
@@ -187,11 +187,11 @@ fn cards(report: &Report) -> Vec<Card<'_>> {
         let last_of_check = report
             .items
             .get(i + 1)
-            .is_none_or(|next| next.check != item.check);
+            .is_none_or(|next| next.name.check() != item.name.check());
         out.push(item_card_of(i, item, by_item[i]));
         if last_of_check {
             for (j, (check, name, counted)) in added.iter().enumerate() {
-                if *check == &*item.check {
+                if *check == item.name.check() {
                     placed[j] = true;
                     out.push(policy_card(j, check, name, *counted));
                 }
@@ -209,8 +209,8 @@ fn cards(report: &Report) -> Vec<Card<'_>> {
 fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2]) -> Card<'a> {
     Card {
         anchor: format!("i{i}"),
-        check: &item.check,
-        short: item.short_name(),
+        check: item.name.check(),
+        short: item.name.item(),
         status: item.status,
         message: &item.message,
         since: item.since,
@@ -314,7 +314,7 @@ pub fn page(report: &Report, identity: &Identity, details: Details, now: Timesta
             let check_type = report
                 .items
                 .iter()
-                .find(|i| &*i.check == card.check)
+                .find(|i| i.name.check() == card.check)
                 .map_or("", |i| i.check_type);
             let in_check: Vec<&Card> = cards.iter().filter(|c| c.check == card.check).collect();
             let bad = in_check.iter().filter(|c| c.needs_attention()).count();
