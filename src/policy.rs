@@ -13,7 +13,7 @@ use crate::config::{self, Require, UnknownAs};
 use crate::signals::registry::Link;
 
 pub use crate::config::Patterns;
-use crate::report::{Counted, Endpoint, EndpointReport, Item, ItemName, Report, Status};
+use crate::report::{Counted, Endpoint, EndpointReport, Item, ItemName, Notes, Report, Status};
 use crate::signals::{Observation, Snapshot};
 
 /// One endpoint's compiled policy.
@@ -278,20 +278,18 @@ fn evaluate_endpoint(
                 continue;
             }
             let target = er.target(&check.name, &item.name, item.status);
-            let (damping, status, message) = damp(
-                memory.damping[e].get(&item.name),
-                target,
-                &item.message,
-                er,
-                next,
-                now,
-            );
+            let (damping, status, damping_note) =
+                damp(memory.damping[e].get(&item.name), target, er, next, now);
             new_memory.damping[e].insert(item.name.clone(), damping);
             counted.push(Counted {
                 item: Some(index),
                 name: item.name.clone(),
                 status,
-                message,
+                message: item.message.clone(),
+                notes: Notes {
+                    damping: damping_note,
+                    require: None,
+                },
                 since: now,
             });
         }
@@ -325,11 +323,10 @@ fn evaluate_endpoint(
 fn damp(
     previous: Option<&Damping>,
     target: Status,
-    message: &str,
     rules: &EndpointRules,
     next: &mut Wakeup,
     now: Timestamp,
-) -> (Damping, Status, String) {
+) -> (Damping, Status, Option<String>) {
     let target_fail = target == Status::Fail;
     // Without history an item counts as having passed until now: a failure must last `fail_after` to count.
     let prev = previous.copied().unwrap_or(Damping {
@@ -354,29 +351,24 @@ fn damp(
         next.at(add(switched_at, wait), now);
         prev.counted_fail
     };
-    let (status, message) = match (counted_fail, target_fail) {
-        (true, true) => (Status::Fail, message.to_string()),
-        (false, false) => (target, message.to_string()),
+    let (status, note) = match (counted_fail, target_fail) {
+        (true, true) => (Status::Fail, None),
+        (false, false) => (target, None),
         (false, true) => (
             Status::Warn,
-            format!(
-                "failing for {}, counts as failed after {}: {message}",
+            Some(format!(
+                "failing for {}, counts as failed after {}",
                 crate::human::duration(held),
                 crate::human::duration(wait)
-            ),
+            )),
         ),
         (true, false) => (
             Status::Fail,
-            format!(
-                "recovered {} ago, counts as passing after {}{}",
+            Some(format!(
+                "recovered {} ago, counts as passing after {}",
                 crate::human::duration(held),
                 crate::human::duration(wait),
-                if message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {message}")
-                }
-            ),
+            )),
         ),
     };
     let damping = Damping {
@@ -384,7 +376,7 @@ fn damp(
         target_fail,
         switched_at,
     };
-    (damping, status, message)
+    (damping, status, note)
 }
 
 /// Applies a check's `require` to its counted items `counted[first..]`: enough passing items excuse the
@@ -408,10 +400,7 @@ fn apply_require(
         if passing < total {
             for c in items.iter_mut().filter(|c| c.status == Status::Fail) {
                 c.status = Status::Warn;
-                c.message = format!(
-                    "{} ({passing} of {total} pass, {needed} required)",
-                    c.message
-                );
+                c.notes.require = Some(format!("{passing} of {total} pass, {needed} required"));
             }
         }
     } else if total < needed {
@@ -422,6 +411,7 @@ fn apply_require(
             name,
             status,
             message: format!("{total} items, {needed} required"),
+            notes: Notes::default(),
             since: now,
         });
     }

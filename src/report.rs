@@ -145,9 +145,53 @@ pub struct Counted {
     pub name: ItemName,
     /// `pass`, `warn` or `fail`: never `unknown`, which the policy has mapped.
     pub status: Status,
+    /// What the item says, as observed.
     pub message: String,
+    /// Why the endpoint counts it otherwise than observed.
+    pub notes: Notes,
     /// When this endpoint's status for the item last changed.
     pub since: Timestamp,
+}
+
+/// The policy's words on how an endpoint counts an item, kept apart from the item's message so that each
+/// renderer places them itself (the text and JSON around the message, the status page on their own).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Notes {
+    /// Flap damping: `failing for 3s, counts as failed after 30s`.
+    pub damping: Option<String>,
+    /// An excused failure: `1 of 2 pass, 1 required`.
+    pub require: Option<String>,
+}
+
+impl Notes {
+    /// The notes alone, as the status page shows them.
+    pub fn text(&self) -> Option<String> {
+        match (&self.damping, &self.require) {
+            (None, None) => None,
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(r)) => Some(format!("({r})")),
+            (Some(d), Some(r)) => Some(format!("{d} ({r})")),
+        }
+    }
+}
+
+impl Counted {
+    /// The message with the policy's notes around it, as the text and JSON forms show it.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        let Notes { damping, require } = &self.notes;
+        if damping.is_none() && require.is_none() {
+            return self.message.as_str().into();
+        }
+        let mut out = match damping {
+            Some(d) if self.message.is_empty() => d.clone(),
+            Some(d) => format!("{d}: {}", self.message),
+            None => self.message.clone(),
+        };
+        if let Some(r) = require {
+            out = format!("{out} ({r})");
+        }
+        out.into()
+    }
 }
 
 /// One endpoint's verdict and the items it counts.

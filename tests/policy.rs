@@ -137,11 +137,17 @@ fn a_failure_shorter_than_fail_after_never_counts() {
     let e = run(&r, &[(0, pass()), (10, fail()), (39, fail())]);
     let item = &e.report.readyz.items[0];
     assert_eq!(item.status, Status::Warn);
+    // The policy's note is its own field; the item's message stays as observed.
+    assert_eq!(
+        item.notes.damping.as_deref(),
+        Some("failing for 29s, counts as failed after 30s")
+    );
+    assert_eq!(item.message, "x is fail");
     assert!(
-        item.message
+        item.text()
             .starts_with("failing for 29s, counts as failed after 30s: x is fail"),
         "{}",
-        item.message
+        item.text()
     );
     assert_eq!(e.next, Some(t(40)), "the engine is woken at the deadline");
     assert!(e.report.readyz.passed());
@@ -197,10 +203,10 @@ fn pass_after_holds_the_failure_until_recovery_lasts() {
     let item = &e.report.readyz.items[0];
     assert_eq!(item.status, Status::Fail);
     assert!(
-        item.message
+        item.text()
             .starts_with("recovered 10s ago, counts as passing after 20s"),
         "{}",
-        item.message
+        item.text()
     );
     assert_eq!(e.next, Some(t(25)));
     let e = run(&r, &[(0, fail), (5, pass.clone()), (25, pass)]);
@@ -237,7 +243,7 @@ fn require_any_and_n() {
         );
         if failing_shown == Status::Warn {
             assert!(e.report.readyz.items[0]
-                .message
+                .text()
                 .ends_with("(1 of 3 pass, 1 required)"));
         }
     }
@@ -493,7 +499,7 @@ fn require_any_with_every_item_failing_fails() {
     );
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .ends_with("(1 of 2 pass, 1 required)"));
 }
 
@@ -521,7 +527,7 @@ fn fail_after_damps_unknown_counted_as_failing_and_the_first_observation() {
     let e = run(&r, &[(0, unknown.clone())]);
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .starts_with("failing for 0s, counts as failed after 30s: x is unknown"));
     assert_eq!(e.next, Some(t(30)));
     let e = run(&r, &[(0, unknown.clone()), (29, unknown.clone())]);
@@ -551,7 +557,7 @@ fn a_failure_that_recovers_and_fails_again_restarts_the_fail_after_clock() {
     let e = run(&r, &steps);
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .starts_with("failing for 25s"));
     assert_eq!(e.next, Some(t(57)));
 }
@@ -571,7 +577,7 @@ fn pass_after_a_relapse_restarts_the_recovery_clock() {
     let e = run(&r, &steps);
     assert_eq!(e.report.readyz.items[0].status, Status::Fail);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .starts_with("recovered 19s ago, counts as passing after 20s"));
     assert_eq!(e.next, Some(t(41)));
     let mut more = steps.to_vec();

@@ -451,21 +451,18 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         if details == Details::Shown {
             for e in [Endpoint::Readyz, Endpoint::Healthz] {
                 if let Some(c) = card.counted[e.index()] {
-                    if c.message != card.message && !c.message.is_empty() {
-                        // Only the policy's words: `failing for 3s, counts as failed after 30s`, `(1 of 2
-                        // pass, 1 required)`, without the message already shown above.
-                        let note = c
-                            .message
-                            .strip_suffix(card.message)
-                            .map(|n| n.trim_end_matches([':', ' ']))
-                            .or_else(|| c.message.strip_prefix(card.message).map(str::trim_start))
-                            .filter(|n| !n.is_empty() && !card.message.is_empty())
-                            .unwrap_or(&c.message);
+                    // The policy's words (`failing for 3s, counts as failed after 30s`, `(1 of 2 pass,
+                    // 1 required)`), or the endpoint's own message when it differs from the item's.
+                    let note = c.notes.text().or_else(|| {
+                        (c.message != card.message && !c.message.is_empty())
+                            .then(|| c.message.clone())
+                    });
+                    if let Some(note) = note {
                         let _ = write!(
                             out,
                             "<div class=\"note\">/{}: {}</div>",
                             e.as_str(),
-                            escape(&details.message(note))
+                            escape(&details.message(&note))
                         );
                     }
                 }

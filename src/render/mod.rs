@@ -25,6 +25,15 @@ impl Details {
     }
 
     /// The message as this caller may see it, on one line.
+    /// A counted item's message with the policy's notes, or the placeholder.
+    pub fn counted(self, c: &crate::report::Counted) -> std::borrow::Cow<'_, str> {
+        match (self, c.text()) {
+            (Details::Withheld, _) => WITHHELD.into(),
+            (Details::Shown, std::borrow::Cow::Borrowed(m)) => one_line(m),
+            (Details::Shown, std::borrow::Cow::Owned(m)) => one_line(&m).into_owned().into(),
+        }
+    }
+
     pub fn message(self, message: &str) -> std::borrow::Cow<'_, str> {
         match self {
             Details::Withheld => WITHHELD.into(),

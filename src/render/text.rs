@@ -10,9 +10,9 @@ pub fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) 
     for c in &selection.items {
         let name = one_line(&c.name);
         let _ = match c.status {
-            Status::Fail => writeln!(out, "[-]{name} failed: {}", details.message(&c.message)),
+            Status::Fail => writeln!(out, "[-]{name} failed: {}", details.counted(c)),
             Status::Warn | Status::Unknown => {
-                writeln!(out, "[+]{name} warn: {}", details.message(&c.message))
+                writeln!(out, "[+]{name} warn: {}", details.counted(c))
             }
             Status::Pass => writeln!(out, "[+]{name} ok"),
         };
