@@ -145,7 +145,7 @@ pub async fn check(
         Timestamp::now(),
     );
     let report = evaluation.report.endpoint(endpoint);
-    let selection = report.select(None, &[]).unwrap_or_default();
+    let selection = report.all();
     let out = match format {
         Format::Text => render::text::verbose(endpoint, &selection, Details::Shown),
         Format::Json => {

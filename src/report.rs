@@ -229,6 +229,15 @@ impl Selection<'_> {
 }
 
 impl EndpointReport {
+    /// Every item, none excluded.
+    pub fn all(&self) -> Selection<'_> {
+        Selection {
+            items: self.items.iter().collect(),
+            excluded: Vec::new(),
+            unmatched: Vec::new(),
+        }
+    }
+
     /// Items of check or item `only` (all when `None`), less the exclusions; `None` when `only` names nothing.
     pub fn select<'a>(
         &'a self,

@@ -345,7 +345,7 @@ fn health(
     if endpoint == Endpoint::Readyz && state.shutting_down.load(Ordering::SeqCst) {
         return match json {
             Some(ct) => {
-                let selection = report.select(None, &[]).unwrap_or_default();
+                let selection = report.all();
                 let doc = render::json::document(
                     &latest.report,
                     &state.identity,
@@ -382,7 +382,7 @@ fn health(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let all = || report.select(None, &[]).unwrap_or_default();
+    let all = || report.all();
     if let Some(ct) = json {
         let cached = common
             .then(|| latest.bodies.json(endpoint, details))

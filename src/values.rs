@@ -30,17 +30,6 @@ pub mod duration {
             )),
         }
     }
-
-    /// For keys that may be left out.
-    pub mod option {
-        use std::time::Duration;
-
-        use serde::Deserializer;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
 }
 
 /// Text keys that the environment can set. Environment values have no type, and figment reads

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use figment::value::{Dict, Value};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::values::duration;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Endpoints {
     pub healthz: EndpointPolicy,
     pub readyz: EndpointPolicy,
@@ -22,28 +24,38 @@ impl Default for Endpoints {
     }
 }
 
-impl<'de> Deserialize<'de> for Endpoints {
-    /// Keys left out take that endpoint's defaults (`unknown` is `warn` for healthz, `fail` for readyz).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Raw {
-            #[serde(default)]
-            healthz: PolicyKeys,
-            #[serde(default)]
-            readyz: PolicyKeys,
-        }
-        let raw = Raw::deserialize(d)?;
+impl Endpoints {
+    /// Fills the keys each `[endpoints.NAME]` leaves out with that endpoint's defaults (`unknown` is `warn`
+    /// for healthz, `fail` for readyz), so that the keys are declared once, in [`EndpointPolicy`], and errors
+    /// still name `endpoints.NAME.KEY`. A value of the wrong type is left for the deserializer to report.
+    pub(super) fn fill_defaults(tree: &mut Dict) {
         let defaults = Endpoints::default();
-        Ok(Endpoints {
-            healthz: raw.healthz.over(defaults.healthz),
-            readyz: raw.readyz.over(defaults.readyz),
-        })
+        let endpoints = tree
+            .entry("endpoints".into())
+            .or_insert_with(|| Value::from(Dict::new()));
+        let Value::Dict(_, endpoints) = endpoints else {
+            return;
+        };
+        for (name, policy) in [("healthz", &defaults.healthz), ("readyz", &defaults.readyz)] {
+            let Ok(Value::Dict(_, mut filled)) = Value::serialize(policy) else {
+                continue;
+            };
+            match endpoints.remove(name) {
+                None => {}
+                Some(Value::Dict(_, given)) => filled.extend(given),
+                Some(other) => {
+                    endpoints.insert(name.into(), other);
+                    continue;
+                }
+            }
+            endpoints.insert(name.into(), Value::from(filled));
+        }
     }
 }
 
 /// One endpoint's pass/fail policy, as configured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointPolicy {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -64,33 +76,6 @@ impl EndpointPolicy {
             fail_after: Duration::ZERO,
             pass_after: Duration::ZERO,
             unknown,
-        }
-    }
-}
-
-/// The keys of `[endpoints.NAME]` as written: every one optional.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyKeys {
-    include: Option<Vec<String>>,
-    exclude: Option<Vec<String>>,
-    warn_only: Option<Vec<String>>,
-    #[serde(default, with = "duration::option")]
-    fail_after: Option<Duration>,
-    #[serde(default, with = "duration::option")]
-    pass_after: Option<Duration>,
-    unknown: Option<UnknownAs>,
-}
-
-impl PolicyKeys {
-    fn over(self, d: EndpointPolicy) -> EndpointPolicy {
-        EndpointPolicy {
-            include: self.include.unwrap_or(d.include),
-            exclude: self.exclude.unwrap_or(d.exclude),
-            warn_only: self.warn_only.unwrap_or(d.warn_only),
-            fail_after: self.fail_after.unwrap_or(d.fail_after),
-            pass_after: self.pass_after.unwrap_or(d.pass_after),
-            unknown: self.unknown.unwrap_or(d.unknown),
         }
     }
 }

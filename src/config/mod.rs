@@ -244,6 +244,7 @@ impl Config {
             Some(Value::Array(_, items)) => items,
             Some(_) => return Err(err("check: expected an array of tables ([[check]])")),
         };
+        Endpoints::fill_defaults(&mut tree);
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Rest {

@@ -78,11 +78,11 @@ impl Bodies {
         };
         Bodies {
             verbose: each(&|e, d| {
-                let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
+                let selection = report.endpoint(e).all();
                 text::verbose(e, &selection, d).into()
             }),
             json: each(&|e, d| {
-                let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
+                let selection = report.endpoint(e).all();
                 json::document(report, identity, &selection, d, None).into()
             }),
         }
