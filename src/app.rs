@@ -8,7 +8,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::{Check, Config, Details as DetailsPolicy};
+use crate::config::{Check, Config, DetailsPolicy};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};

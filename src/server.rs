@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{self, Details as DetailsPolicy};
+use crate::config::{self, DetailsPolicy};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};

@@ -56,7 +56,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: SocketAddr,
-    pub details: Details,
+    pub details: DetailsPolicy,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     #[serde(with = "duration")]
@@ -74,7 +74,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            details: Details::Always,
+            details: DetailsPolicy::Always,
             token_file: None,
             shutdown_delay: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(5),
@@ -88,7 +88,7 @@ impl Default for Server {
 /// Who may read failure messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Details {
+pub enum DetailsPolicy {
     Always,
     Never,
     Token,
@@ -328,7 +328,7 @@ impl Config {
                     .map_err(|e| err(format!("endpoints.{endpoint}.{key}: {e}")))?;
             }
         }
-        if self.server.details == Details::Token {
+        if self.server.details == DetailsPolicy::Token {
             self.token()?;
         }
         Ok(())
@@ -336,7 +336,7 @@ impl Config {
 
     /// The bearer token that unlocks details, read from `server.token_file`.
     pub fn token(&self) -> Result<Option<String>, ConfigError> {
-        if self.server.details != Details::Token {
+        if self.server.details != DetailsPolicy::Token {
             return Ok(None);
         }
         let path = self.server.token_file.as_ref().ok_or_else(|| {
