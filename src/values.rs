@@ -1,6 +1,37 @@
 //! Value formats of configuration keys, shared by the configuration file and each check type's settings:
 //! durations (`10s`), text keys the environment can set, and `http://` URLs.
 
+/// A key whose value cannot be used: where it is, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{why}", if .path.is_empty() { String::new() } else { format!("{}: ", .path) })]
+pub struct KeyError {
+    /// `server.listen`, `timeout`; empty for the table itself.
+    pub path: String,
+    pub why: String,
+}
+
+impl KeyError {
+    pub fn new(path: impl Into<String>, why: impl Into<String>) -> KeyError {
+        KeyError {
+            path: path.into(),
+            why: why.into(),
+        }
+    }
+}
+
+/// Deserializes a figment tree; an error names the key's path.
+pub fn deserialize<T: serde::de::DeserializeOwned>(
+    value: &figment::value::Value,
+) -> Result<T, KeyError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        KeyError {
+            path: if path == "." { String::new() } else { path },
+            why: e.into_inner().kind.to_string(),
+        }
+    })
+}
+
 /// Durations written like `10s`, `2m`, `1h30m`.
 pub mod duration {
     use std::time::Duration;

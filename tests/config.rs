@@ -387,7 +387,10 @@ fn the_printed_configuration_shows_defaults_and_every_override() {
     assert_eq!(code, Some(0), "{err}");
     let c = Config::from_toml(&out).expect("printed config");
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:9200");
-    assert_eq!(c.server.details, klutch_health::config::DetailsPolicy::Never);
+    assert_eq!(
+        c.server.details,
+        klutch_health::config::DetailsPolicy::Never
+    );
     assert_eq!(
         c.endpoints.healthz.fail_after,
         std::time::Duration::from_secs(45)

@@ -12,7 +12,6 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::Figment;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use std::sync::Arc;
 use crate::signals::registry::{type_names, Registration, Settings};
 use crate::signals::watch::Clusters;
 use crate::signals::CheckRef;
-use crate::values::{duration, text};
+use crate::values::{deserialize, duration, text, KeyError};
 
 mod endpoints;
 
@@ -32,13 +31,44 @@ pub const ENV_PREFIX: &str = "KLUTCH_HEALTH_";
 /// Environment variable naming the configuration file.
 pub const ENV_CONFIG: &str = "KLUTCH_HEALTH_CONFIG";
 
-/// Why a configuration cannot be used. The message names the key and what is wrong with it.
+/// Why a configuration cannot be used. Every message names the key an operator has to fix.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    #[error("invalid configuration: cannot read configuration file {}: no such file (pass --config PATH or set {ENV_CONFIG})", .0.display())]
+    NoFile(PathBuf),
+    /// The file or the environment cannot be read or merged.
+    #[error("invalid configuration: {}", figment_message(.0))]
+    Source(#[source] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Key(#[from] KeyError),
+    /// `check "NAME"`, or `check #N` before its name is known.
+    #[error("invalid configuration: {check}: {source}")]
+    Check {
+        check: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("invalid configuration: endpoints.{endpoint}.{key}: {source}")]
+    Pattern {
+        endpoint: &'static str,
+        key: &'static str,
+        #[source]
+        source: PatternError,
+    },
+    #[error("invalid configuration: server.token_file: cannot read {}: {source}", .path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
-fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+fn key(path: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Key(KeyError::new(path, why))
+}
+
+fn source(e: figment::Error) -> ConfigError {
+    ConfigError::Source(Box::new(e))
 }
 
 /// The whole validated configuration.
@@ -215,10 +245,7 @@ impl Config {
     /// Reads the file, the environment and the flags, and validates the result.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         if !path.is_file() {
-            return Err(err(format!(
-                "cannot read configuration file {}: no such file (pass --config PATH or set {ENV_CONFIG})",
-                path.display()
-            )));
+            return Err(ConfigError::NoFile(path.to_path_buf()));
         }
         let mut figment = Figment::new()
             .merge(Toml::file_exact(path))
@@ -226,7 +253,7 @@ impl Config {
         if let Some(listen) = overrides.listen {
             figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
         }
-        let tree: Dict = figment.extract().map_err(|e| err(figment_message(e)))?;
+        let tree: Dict = figment.extract().map_err(source)?;
         Self::from_dict(tree)
     }
 
@@ -234,7 +261,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let tree: Dict = Figment::from(Toml::string(text))
             .extract()
-            .map_err(|e| err(figment_message(e)))?;
+            .map_err(source)?;
         Self::from_dict(tree)
     }
 
@@ -242,7 +269,7 @@ impl Config {
         let checks = match tree.remove("check") {
             None => vec![],
             Some(Value::Array(_, items)) => items,
-            Some(_) => return Err(err("check: expected an array of tables ([[check]])")),
+            Some(_) => return Err(key("check", "expected an array of tables ([[check]])")),
         };
         Endpoints::fill_defaults(&mut tree);
         #[derive(Deserialize)]
@@ -257,7 +284,7 @@ impl Config {
             #[serde(default)]
             endpoints: Endpoints,
         }
-        let rest: Rest = deserialize(Value::from(tree)).map_err(err)?;
+        let rest: Rest = deserialize(&Value::from(tree))?;
         let checks = checks
             .into_iter()
             .enumerate()
@@ -276,30 +303,39 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.checks.is_empty() {
-            return Err(err(
-                "check: no checks configured (add at least one [[check]])",
+            return Err(key(
+                "check",
+                "no checks configured (add at least one [[check]])",
             ));
         }
         let mut names = BTreeSet::new();
         for check in &self.checks {
-            let at = |msg: String| err(format!("check \"{}\": {msg}", check.name));
+            let at = |source: KeyError| ConfigError::Check {
+                check: format!("check \"{}\"", check.name),
+                source,
+            };
             if check.name.is_empty()
                 || check.name.contains('/')
                 || check.name.contains(char::is_whitespace)
             {
-                return Err(at("name: must be non-empty, without \"/\" or spaces".into()));
+                return Err(at(KeyError::new(
+                    "name",
+                    "must be non-empty, without \"/\" or spaces",
+                )));
             }
             if !names.insert(check.name.as_str()) {
-                return Err(at(
-                    "name: duplicate check name (every check needs its own name)".into(),
-                ));
+                return Err(at(KeyError::new(
+                    "name",
+                    "duplicate check name (every check needs its own name)",
+                )));
             }
             match &check.cluster {
                 Some(c)
                     if !check.settings.targets().is_empty() && !self.clusters.contains_key(c) =>
                 {
-                    return Err(at(format!(
-                        "cluster: no cluster \"{c}\" is declared under [clusters.{c}]"
+                    return Err(at(KeyError::new(
+                        "cluster",
+                        format!("no cluster \"{c}\" is declared under [clusters.{c}]"),
                     )))
                 }
                 _ => {}
@@ -311,7 +347,10 @@ impl Config {
         }
         for (name, cluster) in &self.clusters {
             if cluster.kubeconfig.is_none() {
-                return Err(err(format!("clusters.{name}.kubeconfig: missing (an extra cluster needs its kubeconfig path)")));
+                return Err(key(
+                    &format!("clusters.{name}.kubeconfig"),
+                    "missing (an extra cluster needs its kubeconfig path)",
+                ));
             }
         }
         let check_names: Vec<&str> = self.checks.iter().map(|c| c.name.as_str()).collect();
@@ -324,8 +363,13 @@ impl Config {
                 ("exclude", &policy.exclude),
                 ("warn_only", &policy.warn_only),
             ] {
-                Patterns::validated(patterns, &check_names)
-                    .map_err(|e| err(format!("endpoints.{endpoint}.{key}: {e}")))?;
+                Patterns::validated(patterns, &check_names).map_err(|source| {
+                    ConfigError::Pattern {
+                        endpoint,
+                        key,
+                        source,
+                    }
+                })?;
             }
         }
         if self.server.details == DetailsPolicy::Token {
@@ -340,20 +384,21 @@ impl Config {
             return Ok(None);
         }
         let path = self.server.token_file.as_ref().ok_or_else(|| {
-            err("server.token_file: missing (details = \"token\" needs a token file)")
+            key(
+                "server.token_file",
+                "missing (details = \"token\" needs a token file)",
+            )
         })?;
-        let token = std::fs::read_to_string(path).map_err(|e| {
-            err(format!(
-                "server.token_file: cannot read {}: {e}",
-                path.display()
-            ))
+        let token = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
         })?;
         let token = token.trim();
         if token.is_empty() {
-            return Err(err(format!(
-                "server.token_file: {} is empty",
-                path.display()
-            )));
+            return Err(key(
+                "server.token_file",
+                format!("{} is empty", path.display()),
+            ));
         }
         Ok(Some(token.to_string()))
     }
@@ -375,20 +420,28 @@ impl Config {
 
 fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
     let Value::Dict(_, mut dict) = value else {
-        return Err(err(format!(
-            "check #{}: expected a table ([[check]])",
-            index + 1
-        )));
+        return Err(ConfigError::Check {
+            check: format!("check #{}", index + 1),
+            source: KeyError::new("", "expected a table ([[check]])"),
+        });
     };
     let label = match dict.get("name") {
         Some(Value::String(_, n)) => format!("check \"{n}\""),
         _ => format!("check #{}", index + 1),
     };
-    let at = |msg: String| err(format!("{label}: {msg}"));
+    let at = |source: KeyError| ConfigError::Check {
+        check: label.clone(),
+        source,
+    };
     let type_name = match dict.remove("type") {
         Some(Value::String(_, t)) => t,
-        Some(_) => return Err(at("type: expected a string".into())),
-        None => return Err(at(format!("type: missing (one of {})", type_names()))),
+        Some(_) => return Err(at(KeyError::new("type", "expected a string"))),
+        None => {
+            return Err(at(KeyError::new(
+                "type",
+                format!("missing (one of {})", type_names()),
+            )))
+        }
     };
     let mut common = Dict::new();
     for key in ["name", "require", "cluster"] {
@@ -396,11 +449,14 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
             common.insert(key.into(), v);
         }
     }
-    let common: Common = deserialize(Value::from(common)).map_err(at)?;
+    let common: Common = deserialize(&Value::from(common)).map_err(at)?;
     let registration = Registration::find(&type_name).ok_or_else(|| {
-        at(format!(
-            "type: unknown check type \"{type_name}\" (one of {})",
-            type_names()
+        at(KeyError::new(
+            "type",
+            format!(
+                "unknown check type \"{type_name}\" (one of {})",
+                type_names()
+            ),
         ))
     })?;
     let settings = registration.read(&Value::from(dict)).map_err(at)?;
@@ -412,21 +468,7 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
     })
 }
 
-/// Deserializes a figment tree, reporting errors as `path.to.key: what is wrong`.
-fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let inner = inner.kind.to_string();
-        if path == "." || path.is_empty() {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })
-}
-
-fn figment_message(e: figment::Error) -> String {
+fn figment_message(e: &figment::Error) -> String {
     let path = e.path.join(".");
     let source = match &e.metadata {
         Some(md) => md

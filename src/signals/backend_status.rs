@@ -22,7 +22,7 @@ use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
 use crate::telemetry::LogLimiter;
-use crate::values::{duration, http_url};
+use crate::values::{duration, http_url, KeyError};
 
 /// The keys of a `backend-status` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,18 +54,21 @@ impl CheckType for BackendStatus {
     const NAME: &'static str = "backend-status";
     const LINK: super::registry::Link = super::registry::Link::AnnotatedByProviderConfigs;
 
-    fn validate(&self, cluster: Option<&str>) -> Result<(), String> {
+    fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         if cluster.is_some() {
-            return Err("cluster: a backend-status check polls a URL, not a cluster".into());
+            return Err(KeyError::new(
+                "cluster",
+                "a backend-status check polls a URL, not a cluster",
+            ));
         }
         if self.interval.is_zero() {
-            return Err("interval: must be more than 0s".into());
+            return Err(KeyError::new("interval", "must be more than 0s"));
         }
         if self.timeout.is_zero() {
-            return Err("timeout: must be more than 0s".into());
+            return Err(KeyError::new("timeout", "must be more than 0s"));
         }
         if self.max_body == 0 {
-            return Err("max_body: must be at least 1 byte".into());
+            return Err(KeyError::new("max_body", "must be at least 1 byte"));
         }
         Ok(())
     }

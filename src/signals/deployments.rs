@@ -13,6 +13,7 @@ use super::registry::{CheckType, Run, WatchTarget};
 use super::watch::Target;
 use super::Observation;
 use crate::report::Status;
+use crate::values::KeyError;
 
 /// The keys of a `deployment` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,12 +34,15 @@ impl Deployment {
 impl CheckType for Deployment {
     const NAME: &'static str = "deployment";
 
-    fn validate(&self, _cluster: Option<&str>) -> Result<(), String> {
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.namespace.is_empty() || self.deployment.is_empty() {
-            return Err("namespace and deployment: must not be empty".into());
+            return Err(KeyError::new(
+                "namespace and deployment",
+                "must not be empty",
+            ));
         }
         if self.min_available < 0 {
-            return Err("min_available: must not be negative".into());
+            return Err(KeyError::new("min_available", "must not be negative"));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use super::registry::{CheckType, Run, WatchTarget};
 use super::watch::Target;
 use super::{Expiry, Observation};
 use crate::report::Status;
-use crate::values::duration;
+use crate::values::{duration, KeyError};
 
 /// The keys of a `pods` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,9 +39,9 @@ impl Default for Pods {
 impl CheckType for Pods {
     const NAME: &'static str = "pods";
 
-    fn validate(&self, _cluster: Option<&str>) -> Result<(), String> {
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.namespace.is_empty() {
-            return Err("namespace: must not be empty".into());
+            return Err(KeyError::new("namespace", "must not be empty"));
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::watch::{spawn_follow, Target, Watches};
 use super::{backend_status, deployments, pods, provider_configs, providers, Observation, Sink};
 use crate::metrics::Metrics;
+use crate::values::KeyError;
 
 /// Every check type, by the name written in `type = "…"`.
 pub const TYPES: &[Registration] = &[
@@ -34,9 +35,9 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     /// How the policy relates this check's items to other checks'.
     const LINK: Link = Link::None;
 
-    /// What serde cannot check; the message starts with the key: `interval: must be more than 0s`.
+    /// What serde cannot check, naming the key: `interval: must be more than 0s`.
     /// `cluster` is the check's `cluster` key.
-    fn validate(&self, _cluster: Option<&str>) -> Result<(), String> {
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         Ok(())
     }
     /// What the check reads from its cluster: exactly what its RBAC must grant. Empty: no cluster at all.
@@ -80,7 +81,7 @@ impl WatchTarget {
 pub struct Registration {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
-    read: fn(&figment::value::Value) -> Result<Arc<dyn Settings>, String>,
+    read: fn(&figment::value::Value) -> Result<Arc<dyn Settings>, KeyError>,
 }
 
 impl Registration {
@@ -100,7 +101,7 @@ impl Registration {
     }
 
     /// Reads a check's own keys; errors name the key (`timeout: invalid duration "abc" …`).
-    pub fn read(&self, table: &figment::value::Value) -> Result<Arc<dyn Settings>, String> {
+    pub fn read(&self, table: &figment::value::Value) -> Result<Arc<dyn Settings>, KeyError> {
         (self.read)(table)
     }
 }
@@ -110,16 +111,8 @@ pub fn type_names() -> String {
     TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
 }
 
-fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>, String> {
-    let settings: T = serde_path_to_error::deserialize(table).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().kind.to_string();
-        if path == "." || path.is_empty() {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })?;
+fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>, KeyError> {
+    let settings: T = crate::values::deserialize(table)?;
     Ok(Arc::new(settings))
 }
 
@@ -127,7 +120,7 @@ fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>
 pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn link(&self) -> Link;
-    fn validate(&self, cluster: Option<&str>) -> Result<(), String>;
+    fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
     fn targets(&self) -> Vec<WatchTarget>;
     fn placeholders(&self) -> Vec<String>;
     fn start(&self, run: Run<'_>);
@@ -143,7 +136,7 @@ impl<T: CheckType> Settings for T {
     fn link(&self) -> Link {
         T::LINK
     }
-    fn validate(&self, cluster: Option<&str>) -> Result<(), String> {
+    fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         CheckType::validate(self, cluster)
     }
     fn targets(&self) -> Vec<WatchTarget> {
