@@ -21,6 +21,14 @@ pub struct Published {
     pub bodies: Bodies,
 }
 
+impl Published {
+    /// The report with its common answers rendered for each of `levels`.
+    pub fn new(report: Report, identity: &Identity, levels: &[Details]) -> Published {
+        let bodies = Bodies::new(&report, identity, levels);
+        Published { report, bodies }
+    }
+}
+
 pub struct Engine {
     rules: Rules,
     identity: Identity,
@@ -49,11 +57,11 @@ impl Engine {
         );
         log_transitions(None, &evaluation.report);
         metrics.observe_report(&evaluation.report);
-        let bodies = Bodies::new(&evaluation.report, &identity, &levels);
-        let (tx, rx) = watch::channel(Arc::new(Published {
-            report: evaluation.report,
-            bodies,
-        }));
+        let (tx, rx) = watch::channel(Arc::new(Published::new(
+            evaluation.report,
+            &identity,
+            &levels,
+        )));
         let engine = Engine {
             rules,
             identity,
@@ -73,11 +81,11 @@ impl Engine {
         let previous = self.tx.borrow().clone();
         log_transitions(Some(&previous.report), &evaluation.report);
         self.metrics.observe_report(&evaluation.report);
-        let bodies = Bodies::new(&evaluation.report, &self.identity, &self.levels);
-        self.tx.send_replace(Arc::new(Published {
-            report: evaluation.report,
-            bodies,
-        }));
+        self.tx.send_replace(Arc::new(Published::new(
+            evaluation.report,
+            &self.identity,
+            &self.levels,
+        )));
         evaluation.next
     }
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -66,14 +66,14 @@ impl State {
         }
     }
 
-    fn details_for(&self, req: &Request<Incoming>) -> Details {
+    fn details_for(&self, req: &Parts) -> Details {
         match self.details {
             DetailsPolicy::Always => Details::Shown,
             DetailsPolicy::Never => Details::Withheld,
             DetailsPolicy::Token => {
                 // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` work too.
                 let offered = req
-                    .headers()
+                    .headers
                     .get(header::AUTHORIZATION)
                     .map(|v| v.as_bytes())
                     .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"Bearer "))
@@ -177,7 +177,11 @@ async fn accept_until(
         let state = state.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req)) }
+            async move {
+                let (parts, _body) = http::Request::into_parts(req);
+                let latest = state.latest.borrow().clone();
+                Ok::<_, Infallible>(handle(&state, &latest, &parts))
+            }
         }));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -192,16 +196,17 @@ async fn accept_until(
     }
 }
 
-/// Routes one request. Synchronous: everything it needs is in memory.
-pub fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (route, mut response) = route(state, &req, req.uri().path());
+/// Answers one request from `latest`, the report last published. Synchronous and body-free: everything it
+/// needs is in memory and in the request's head, so tests call it in-process.
+pub fn handle(state: &State, latest: &Published, req: &Parts) -> Response<Full<Bytes>> {
+    let (route, mut response) = route(state, latest, req);
     state
         .metrics
         .http_request(route, response.status().as_u16());
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, NO_STORE.clone());
-    if req.method() == Method::HEAD {
+    if req.method == Method::HEAD {
         let size = hyper::body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
@@ -213,11 +218,8 @@ pub fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
-fn route(
-    state: &State,
-    req: &Request<Incoming>,
-    path: &str,
-) -> (&'static str, Response<Full<Bytes>>) {
+fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Response<Full<Bytes>>) {
+    let path = req.uri.path();
     let route: &'static str = match path {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
@@ -238,7 +240,7 @@ fn route(
             )
         }
     };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    if req.method != Method::GET && req.method != Method::HEAD {
         let mut r = plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "405 method not allowed: use GET or HEAD\n".into(),
@@ -247,12 +249,11 @@ fn route(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return (route, r);
     }
-    let latest = state.latest.borrow().clone();
     let response = match route {
         "/livez" => ok(),
         "/metrics" => {
             let openmetrics = req
-                .headers()
+                .headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
@@ -264,7 +265,7 @@ fn route(
                 with_type(StatusCode::OK, &PROMETHEUS, body)
             }
         }
-        "/backend-health" | "/backend-status" => passthrough(&latest),
+        "/backend-health" | "/backend-status" => passthrough(latest),
         "/" => {
             let page = render::html::page(
                 &latest.report,
@@ -285,7 +286,7 @@ fn route(
             } else {
                 Endpoint::Healthz
             };
-            health(state, req, &latest, endpoint, only)
+            health(state, req, latest, endpoint, only)
         }
     };
     (route, response)
@@ -314,9 +315,9 @@ pub fn parse_query(query: Option<&str>) -> Query {
 }
 
 /// The content type a JSON-asking caller gets, or `None` for text.
-fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static HeaderValue> {
+fn json_type(req: &Parts, q: &Query) -> Option<&'static HeaderValue> {
     let accepts = |media: &str| {
-        req.headers()
+        req.headers
             .get_all(header::ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -333,12 +334,12 @@ fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static HeaderValue>
 
 fn health(
     state: &State,
-    req: &Request<Incoming>,
+    req: &Parts,
     latest: &Published,
     endpoint: Endpoint,
     only: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let q = parse_query(req.uri().query());
+    let q = parse_query(req.uri.query());
     let details = state.details_for(req);
     let json = json_type(req, &q);
     let report = latest.report.endpoint(endpoint);
