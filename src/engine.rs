@@ -29,7 +29,7 @@ impl Published {
     }
 }
 
-pub struct Engine {
+pub(crate) struct Engine {
     rules: Rules,
     identity: Identity,
     sink: Sink,
@@ -42,7 +42,7 @@ pub struct Engine {
 
 impl Engine {
     /// Evaluates once at once, so the server has a report from its first request on.
-    pub fn new(
+    pub(crate) fn new(
         rules: Rules,
         identity: Identity,
         levels: Vec<Details>,
@@ -75,7 +75,7 @@ impl Engine {
     }
 
     /// Evaluates at `now` and publishes the result. Returns when to evaluate again if nothing else happens.
-    pub fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
         let evaluation = policy::evaluate(&self.rules, &self.sink.snapshot(), &self.memory, now);
         self.memory = evaluation.memory;
         let previous = self.tx.borrow().clone();
@@ -90,7 +90,7 @@ impl Engine {
     }
 
     /// Runs until the process ends.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             let next = self.step(Timestamp::now());
             let sleep = async {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// A duration for people: whole seconds (or milliseconds below one second).
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let d = if d >= Duration::from_secs(1) {
         Duration::from_secs(d.as_secs())
     } else {
@@ -14,7 +14,7 @@ pub fn duration(d: Duration) -> String {
 }
 
 /// An error and its causes on one line: hyper's top-level errors alone say little ("client error (Connect)").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

@@ -208,7 +208,7 @@ impl Metrics {
     }
 
     /// Sets every per-item and per-endpoint gauge from a freshly evaluated report.
-    pub fn observe_report(&self, report: &Report) {
+    pub(crate) fn observe_report(&self, report: &Report) {
         let mut exported = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         let mut now_exported = HashMap::with_capacity(report.items.len());
         for item in &report.items {
@@ -255,7 +255,7 @@ impl Metrics {
     }
 
     /// Counts one poll of an upstream health server.
-    pub fn upstream(&self, check: &str, outcome: &'static str, took: Duration) {
+    pub(crate) fn upstream(&self, check: &str, outcome: &'static str, took: Duration) {
         self.upstream_requests
             .get_or_create(&OutcomeLabels {
                 check: check.into(),
@@ -269,7 +269,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn watch_restart(&self, check: &str) {
+    pub(crate) fn watch_restart(&self, check: &str) {
         self.watch_restarts
             .get_or_create(&CheckLabels {
                 check: check.into(),
@@ -278,7 +278,7 @@ impl Metrics {
     }
 
     /// Counts one answered request; `path` is the route, never the raw path, to keep label values bounded.
-    pub fn http_request(&self, path: &'static str, code: u16) {
+    pub(crate) fn http_request(&self, path: &'static str, code: u16) {
         let labels = HttpLabels { path, code };
         match self.probe_requests.iter().find(|(l, _)| *l == labels) {
             Some((_, counter)) => counter.inc(),
@@ -287,7 +287,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition (`application/openmetrics-text; version=1.0.0`).
-    pub fn encode_openmetrics(&self) -> String {
+    pub(crate) fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -297,7 +297,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (`text/plain; version=0.0.4`), for scrapers and tools such as
     /// `promtool check metrics` that do not read OpenMetrics.
-    pub fn encode_prometheus(&self) -> String {
+    pub(crate) fn encode_prometheus(&self) -> String {
         to_prometheus_text(&self.encode_openmetrics())
     }
 }

@@ -18,9 +18,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
+    pub(crate) const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Warn => "warn",
@@ -44,14 +44,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::Healthz, Endpoint::Readyz];
+    pub(crate) const ALL: [Endpoint; 2] = [Endpoint::Healthz, Endpoint::Readyz];
 
     /// Position in per-endpoint arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
@@ -68,7 +68,7 @@ pub struct ItemName {
 }
 
 impl ItemName {
-    pub fn new(check: &str, item: &str) -> ItemName {
+    pub(crate) fn new(check: &str, item: &str) -> ItemName {
         ItemName {
             full: format!("{check}/{item}").into(),
             check_len: check.len(),
@@ -81,11 +81,11 @@ impl ItemName {
     }
 
     /// The part after `CHECK/`.
-    pub fn item(&self) -> &str {
+    pub(crate) fn item(&self) -> &str {
         &self.full[self.check_len + 1..]
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.full
     }
 }
@@ -165,7 +165,7 @@ pub struct Notes {
 
 impl Notes {
     /// The notes alone, as the status page shows them.
-    pub fn text(&self) -> Option<String> {
+    pub(crate) fn text(&self) -> Option<String> {
         match (&self.damping, &self.require) {
             (None, None) => None,
             (Some(d), None) => Some(d.clone()),
@@ -223,14 +223,14 @@ pub struct Selection<'a> {
 }
 
 impl Selection<'_> {
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         passed(self.items.iter().copied())
     }
 }
 
 impl EndpointReport {
     /// Every item, none excluded.
-    pub fn all(&self) -> Selection<'_> {
+    pub(crate) fn all(&self) -> Selection<'_> {
         Selection {
             items: self.items.iter().collect(),
             excluded: Vec::new(),
@@ -239,7 +239,7 @@ impl EndpointReport {
     }
 
     /// Items of check or item `only` (all when `None`), less the exclusions; `None` when `only` names nothing.
-    pub fn select<'a>(
+    pub(crate) fn select<'a>(
         &'a self,
         only: Option<&str>,
         exclude: &'a [String],

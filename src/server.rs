@@ -91,7 +91,7 @@ impl State {
 
 /// Server limits from `[server]`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_delay: Duration,
@@ -112,7 +112,7 @@ impl From<&config::Server> for Limits {
 
 /// Serves until `shutdown` resolves, then: `/readyz` fails at once, the listener stays open for
 /// `shutdown_delay` so load balancers notice, then closes, and in-flight requests finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     limits: Limits,

@@ -11,7 +11,7 @@ pub struct KeyError {
 }
 
 impl KeyError {
-    pub fn new(path: impl Into<String>, why: impl Into<String>) -> KeyError {
+    pub(crate) fn new(path: impl Into<String>, why: impl Into<String>) -> KeyError {
         KeyError {
             path: path.into(),
             why: why.into(),
@@ -20,7 +20,7 @@ impl KeyError {
 }
 
 /// Deserializes a figment tree; an error names the key's path.
-pub fn deserialize<T: serde::de::DeserializeOwned>(
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
     value: &figment::value::Value,
 ) -> Result<T, KeyError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -33,16 +33,16 @@ pub fn deserialize<T: serde::de::DeserializeOwned>(
 }
 
 /// Durations written like `10s`, `2m`, `1h30m`.
-pub mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -65,7 +65,7 @@ pub mod duration {
 
 /// Text keys that the environment can set. Environment values have no type, and figment reads
 /// `KLUTCH_HEALTH_SERVER__SERVICE_ID=2024` as a number and `…DESCRIPTION=true` as a boolean: both are text here.
-pub mod text {
+pub(crate) mod text {
     use serde::{Deserialize, Deserializer};
 
     #[derive(Deserialize)]
@@ -78,7 +78,7 @@ pub mod text {
         Bool(bool),
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         match Raw::deserialize(d) {
             Ok(Raw::Text(t)) => Ok(t),
             Ok(Raw::Unsigned(n)) => Ok(n.to_string()),
@@ -89,20 +89,20 @@ pub mod text {
         }
     }
 
-    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    pub(crate) fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         deserialize(d).map(Some)
     }
 }
 
 /// `http://` URLs, checked when the configuration is read rather than at the first poll.
-pub mod http_url {
+pub(crate) mod http_url {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(u: &hyper::Uri, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(u: &hyper::Uri, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&u.to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<hyper::Uri, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<hyper::Uri, D::Error> {
         let text = String::deserialize(d)?;
         let bad = |why: &str| serde::de::Error::custom(format!("invalid URL \"{text}\": {why}"));
         let uri: hyper::Uri = text

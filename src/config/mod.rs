@@ -134,12 +134,12 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         self.settings.type_name()
     }
 
     /// What the signals need of it.
-    pub fn as_ref(&self) -> CheckRef<'_> {
+    pub(crate) fn as_ref(&self) -> CheckRef<'_> {
         CheckRef {
             name: &self.name,
             cluster: self.cluster.as_deref(),
@@ -410,7 +410,7 @@ impl Config {
     }
 
     /// The default cluster and the named ones, for the signals.
-    pub fn clusters(&self) -> Clusters<'_> {
+    pub(crate) fn clusters(&self) -> Clusters<'_> {
         Clusters {
             default: &self.kubernetes,
             named: &self.clusters,

@@ -11,10 +11,10 @@ use super::{Details, Identity};
 use crate::report::{Counted, Endpoint, Item, Report, Status};
 
 /// How often the page reloads itself, in seconds.
-pub const REFRESH_SECONDS: u32 = 10;
+pub(crate) const REFRESH_SECONDS: u32 = 10;
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
@@ -30,7 +30,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A duration for people reading a page: `just now`, `42s`, `3m 12s`, `2h 5m`, `3d 4h`.
-pub fn short_duration(seconds: u64) -> String {
+pub(crate) fn short_duration(seconds: u64) -> String {
     let (d, h, m, s) = (
         seconds / 86_400,
         seconds / 3600 % 24,
@@ -244,7 +244,12 @@ fn policy_card<'a>(
 }
 
 /// The page: both verdicts, the last upstream poll, what needs attention, then every check's items.
-pub fn page(report: &Report, identity: &Identity, details: Details, now: Timestamp) -> String {
+pub(crate) fn page(
+    report: &Report,
+    identity: &Identity,
+    details: Details,
+    now: Timestamp,
+) -> String {
     let cards = cards(report);
     let mut out = String::with_capacity(4096 + 600 * cards.len());
     let description = escape(&identity.description);

@@ -71,7 +71,7 @@ impl<'a> Checks<'a> {
 }
 
 /// `output` overrides the top-level status with a failure, as while shutting down.
-pub fn document(
+pub(crate) fn document(
     report: &Report,
     identity: &Identity,
     selection: &Selection<'_>,

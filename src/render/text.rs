@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::{one_line, Details};
 use crate::report::{Endpoint, Selection, Status};
 
-pub fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
+pub(crate) fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
     let mut out = String::new();
     for c in &selection.items {
         let name = one_line(&c.name);

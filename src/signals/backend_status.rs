@@ -89,7 +89,7 @@ impl CheckType for BackendStatus {
 }
 
 /// The item that reports the poll itself.
-pub const ENDPOINT_ITEM: &str = "endpoint";
+pub(crate) const ENDPOINT_ITEM: &str = "endpoint";
 
 /// Why one poll did not give a usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,7 @@ fn excerpt(body: &Bytes) -> String {
 
 /// A good answer: the items it names and the body for the passthrough.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub items: Vec<(String, Status, String)>,
     pub passthrough: Passthrough,
 }
@@ -187,7 +187,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 /// Polls one health server and publishes what it answers.
-pub struct Poller {
+pub(crate) struct Poller {
     check: Arc<str>,
     config: BackendStatus,
     client: Client<HttpConnector, Empty<Bytes>>,
@@ -203,7 +203,12 @@ pub struct Poller {
 
 impl Poller {
     /// Publishes the check as waiting for its first poll, so it is never missing from the report.
-    pub fn new(check: &str, config: BackendStatus, sink: Sink, metrics: Arc<Metrics>) -> Poller {
+    pub(crate) fn new(
+        check: &str,
+        config: BackendStatus,
+        sink: Sink,
+        metrics: Arc<Metrics>,
+    ) -> Poller {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         connector.set_nodelay(true);
@@ -235,7 +240,7 @@ impl Poller {
     }
 
     /// Polls every `interval` forever. Each poll is bounded by `timeout`, so a hung server delays nothing else.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut ticks = tokio::time::interval(self.config.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -244,7 +249,7 @@ impl Poller {
         }
     }
 
-    pub async fn poll_once(&mut self) {
+    pub(crate) async fn poll_once(&mut self) {
         let started = Instant::now();
         let at = Timestamp::now();
         let result = match tokio::time::timeout(self.config.timeout, self.fetch(at)).await {

@@ -7,7 +7,7 @@ pub mod pods;
 pub mod provider_configs;
 pub mod providers;
 pub mod registry;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -105,7 +105,7 @@ impl Sink {
 
     /// Publishes placeholder items for a check whose signal has not observed anything yet
     /// (`waiting for the first poll`, `waiting for initial sync`).
-    pub fn waiting(&self, check: &str, items: Vec<Observation>) {
+    pub(crate) fn waiting(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
             s.unsynced.insert(check.to_string());
             s.checks.insert(check.to_string(), Arc::new(items));
@@ -135,14 +135,14 @@ impl Sink {
     }
 
     /// Resolves after the next publish (or at once if one happened since the last call).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
 }
 
 /// One configured check, as the signals need it.
 #[derive(Debug, Clone, Copy)]
-pub struct CheckRef<'a> {
+pub(crate) struct CheckRef<'a> {
     pub name: &'a str,
     /// `None`: the default cluster.
     pub cluster: Option<&'a str>,
@@ -151,7 +151,7 @@ pub struct CheckRef<'a> {
 
 /// Starts one signal per configured check, each publishing into `sink`. Every check is published (at least
 /// as waiting) before this returns. A cluster that cannot be used makes its checks `unknown` with the reason.
-pub async fn start<'a>(
+pub(crate) async fn start<'a>(
     checks: impl IntoIterator<Item = CheckRef<'a>>,
     clusters: &Clusters<'_>,
     sink: &Sink,

@@ -19,7 +19,7 @@ use crate::values::{duration, KeyError};
 /// The keys of a `pods` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Pods {
+pub(crate) struct Pods {
     pub namespace: String,
     pub selector: String,
     #[serde(with = "duration")]

@@ -72,7 +72,7 @@ impl CheckType for ProviderConfig {
     }
 }
 
-pub fn resource(c: &ProviderConfig) -> ApiResource {
+pub(crate) fn resource(c: &ProviderConfig) -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(&c.group, &c.version, "ProviderConfig"),
         &c.plural,

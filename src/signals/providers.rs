@@ -18,7 +18,7 @@ use crate::report::Status;
 /// The keys of a `crossplane-provider` check.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CrossplaneProvider {
+pub(crate) struct CrossplaneProvider {
     /// Providers that must exist and be healthy; `None` checks every installed provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers: Option<Vec<String>>,
@@ -51,7 +51,7 @@ impl CheckType for CrossplaneProvider {
 }
 
 /// The Provider resource.
-pub fn resource() -> ApiResource {
+pub(crate) fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("pkg.crossplane.io", "v1", "Provider"),
         "providers",
@@ -60,14 +60,14 @@ pub fn resource() -> ApiResource {
 
 /// One condition of a Kubernetes object, as read from `status.conditions`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition<'a> {
+pub(crate) struct Condition<'a> {
     pub status: &'a str,
     pub reason: &'a str,
     pub message: &'a str,
 }
 
 /// The condition of `type_` in a `status.conditions` list of an untyped object.
-pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
+pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
     let text = |c: &'a Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
     status
         .get("conditions")?
@@ -82,7 +82,7 @@ pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
 }
 
 /// `Healthy is "False" (UnhealthyPackageRevision): message`.
-pub fn describe(type_: &str, c: &Condition<'_>) -> String {
+pub(crate) fn describe(type_: &str, c: &Condition<'_>) -> String {
     let mut out = format!("{type_} is {:?}", c.status);
     if !c.reason.is_empty() {
         out.push_str(&format!(" ({})", c.reason));

@@ -60,14 +60,14 @@ impl Default for Cluster {
 
 /// The default cluster and the named ones.
 #[derive(Debug, Clone, Copy)]
-pub struct Clusters<'a> {
+pub(crate) struct Clusters<'a> {
     pub default: &'a Cluster,
     pub named: &'a std::collections::BTreeMap<String, Cluster>,
 }
 
 impl<'a> Clusters<'a> {
     /// The cluster `name` (`None`: the default one).
-    pub fn get(&self, name: Option<&str>) -> Option<&'a Cluster> {
+    pub(crate) fn get(&self, name: Option<&str>) -> Option<&'a Cluster> {
         match name {
             None => Some(self.default),
             Some(n) => self.named.get(n),
@@ -76,14 +76,14 @@ impl<'a> Clusters<'a> {
 }
 
 /// The placeholder item of a check whose watch has not listed anything yet.
-pub const WATCH_ITEM: &str = "watch";
+pub(crate) const WATCH_ITEM: &str = "watch";
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How a watch is doing.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct WatchState {
+pub(crate) struct WatchState {
     /// The initial list has completed at least once.
     pub synced: bool,
     /// Since when, and why, the watch has been failing; `None` while it works.
@@ -91,13 +91,13 @@ pub struct WatchState {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Broken {
+pub(crate) struct Broken {
     pub since: Timestamp,
     pub error: String,
 }
 
 /// One shared watch, as a check sees it.
-pub struct Watch<K: Resource + 'static>
+pub(crate) struct Watch<K: Resource + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -125,14 +125,14 @@ where
 
 /// Starts watches on demand and hands out the existing one when the same resource is asked for again.
 #[derive(Default)]
-pub struct Watches {
+pub(crate) struct Watches {
     clients: HashMap<Option<String>, Result<Client, Arc<ClientError>>>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
     started: HashMap<(TypeId, String), Box<dyn Any + Send>>,
 }
 
 /// What to watch: the API (cluster, resource, namespace) and an optional label selector.
-pub struct Target<K: Resource> {
+pub(crate) struct Target<K: Resource> {
     pub api: Api<K>,
     /// Drops what no check reads before an object is stored (specs, for a start), to keep memory small.
     pub strip: fn(&mut K),
@@ -144,7 +144,7 @@ pub struct Target<K: Resource> {
 
 impl Watches {
     /// The client of a cluster (`None`: the default one), created once; `Err` says why it cannot be used.
-    pub async fn client(
+    pub(crate) async fn client(
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
@@ -161,7 +161,12 @@ impl Watches {
     }
 
     /// The shared watch of `target`, started on first use. `check` subscribes to its restart counter.
-    pub fn watch<K>(&mut self, target: Target<K>, check: &str, metrics: &Arc<Metrics>) -> Watch<K>
+    pub(crate) fn watch<K>(
+        &mut self,
+        target: Target<K>,
+        check: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Watch<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
@@ -229,7 +234,7 @@ impl Watches {
 /// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's
 /// top-level errors alone say little.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("cluster {0:?} is not declared")]
     Undeclared(String),
     #[error("cannot read kubeconfig {}: {}", .path.display(), error_chain(.source))]
@@ -359,7 +364,7 @@ async fn run<K>(
 /// Follows a watch for one check: whenever the watch changes, `observe` turns the objects into items,
 /// which are published together with what is known about the watch itself. The check is published as
 /// waiting at once, so it is never missing from the first report.
-pub fn spawn_follow<K>(
+pub(crate) fn spawn_follow<K>(
     mut watch: Watch<K>,
     check: String,
     sink: Sink,
@@ -433,7 +438,7 @@ async fn follow<K>(
 }
 
 /// Unknown placeholder items: the named ones, or the single `watch` item.
-pub fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
+pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
     if items.is_empty() {
         return vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)];
     }
