@@ -2,7 +2,8 @@
 //!
 //! Loading happens in two steps so that every error names the key an operator has to fix: figment merges the
 //! sources into one tree, then each part is deserialized with `serde_path_to_error`, and each `[[check]]` on
-//! its own, so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
+//! its own: the keys every check shares here, its type's keys by that type's settings struct through
+//! [`crate::signals::registry`], so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
-//! Renderers: the report as Kubernetes-style text, IETF health+json, an HTML page, Prometheus metrics.
-//! Each is a plain function of the report, so the server only picks one.
+//! Renderers: the report as Kubernetes-style text, IETF health+json and an HTML page (metrics are encoded
+//! by [`crate::metrics`]). Each is a plain function of the report, so the server only picks one.
 
 pub(crate) mod html;
 pub(crate) mod json;

@@ -1,6 +1,6 @@
-//! Kubernetes watches shared between checks: one kube-runtime watcher per cluster, resource and namespace
-//! (namespaced, not cluster-wide, so that RBAC can stay a namespaced Role), feeding a reflector store that
-//! every check needing that resource reads.
+//! Kubernetes watches shared between checks: one kube-runtime watcher per cluster, resource, namespace and
+//! label selector (namespaced resources are watched in their namespace only, so that RBAC can stay a
+//! namespaced Role), feeding a reflector store that every check needing that resource reads.
 //!
 //! A watch that fails is restarted from a fresh list with backoff; meanwhile the store keeps the last known
 //! objects and the state records since when the watch is broken, so checks can turn their items `unknown`
