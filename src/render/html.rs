@@ -276,6 +276,25 @@ pub(crate) fn page(
 <h1>{description}</h1>\n<div class=\"verdicts\">",
         &colour(worst)[1..]
     );
+    verdicts(&mut out, report);
+    out.push_str("</div>\n");
+    poll_line(&mut out, report, now);
+    attention(&mut out, &cards, details, now);
+    sections(&mut out, report, &cards, details, now);
+    let _ = writeln!(
+        out,
+        "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
+<a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
+<a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
+<a href=\"/backend-health\">/backend-health</a></small></footer></body></html>",
+        when(now, report.evaluated),
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// Each endpoint's verdict with its tally of failing, warning and passing items.
+fn verdicts(out: &mut String, report: &Report) {
     for e in [Endpoint::Readyz, Endpoint::Healthz] {
         let r = report.endpoint(e);
         let (class, word) = match (r.passed(), r.status()) {
@@ -306,11 +325,18 @@ pub(crate) fn page(
             e = e.as_str(),
         );
     }
-    out.push_str("</div>\n");
-    poll_line(&mut out, report, now);
-    attention(&mut out, &cards, details, now);
+}
+
+/// One section per check, with its type, how many items need attention, and a card per item.
+fn sections(
+    out: &mut String,
+    report: &Report,
+    cards: &[Card<'_>],
+    details: Details,
+    now: Timestamp,
+) {
     let mut current: Option<&str> = None;
-    for card in &cards {
+    for card in cards {
         if current != Some(card.check) {
             if current.is_some() {
                 out.push_str("</section>\n");
@@ -334,21 +360,11 @@ pub(crate) fn page(
                 escape(card.check),
             );
         }
-        item_card(&mut out, card, details, now);
+        item_card(out, card, details, now);
     }
     if current.is_some() {
         out.push_str("</section>\n");
     }
-    let _ = writeln!(
-        out,
-        "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
-<a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
-<a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
-<a href=\"/backend-health\">/backend-health</a></small></footer></body></html>",
-        when(now, report.evaluated),
-        env!("CARGO_PKG_VERSION")
-    );
-    out
 }
 
 /// When provider-anynines' health server was last polled, and its last good answer when that is older.

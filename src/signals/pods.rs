@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
@@ -99,18 +99,7 @@ fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
         .iter()
         .find(|c| c.type_ == "Ready");
     let containers = status.container_statuses.as_deref().unwrap_or_default();
-    let crash_looping: Vec<String> = containers
-        .iter()
-        .filter_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then(|| {
-                format!(
-                    "container {} in CrashLoopBackOff ({} restarts)",
-                    c.name, c.restart_count
-                )
-            })
-        })
-        .collect();
+    let crash_looping = crash_loops(containers);
     let phase = status.phase.as_deref().unwrap_or("Unknown");
     match ready {
         Some(c) if c.status == "True" => {}
@@ -134,6 +123,32 @@ fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
     if !crash_looping.is_empty() {
         return Observation::new(name, Status::Warn, crash_looping.join("; "), now);
     }
+    recent_restart(name, containers, window, now)
+}
+
+/// `container NAME in CrashLoopBackOff (N restarts)` for each container waiting in a crash loop.
+fn crash_loops(containers: &[ContainerStatus]) -> Vec<String> {
+    containers
+        .iter()
+        .filter_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then(|| {
+                format!(
+                    "container {} in CrashLoopBackOff ({} restarts)",
+                    c.name, c.restart_count
+                )
+            })
+        })
+        .collect()
+}
+
+/// A ready pod: `warn` while its latest container restart is within `window`, then `pass`.
+fn recent_restart(
+    name: String,
+    containers: &[ContainerStatus],
+    window: Duration,
+    now: Timestamp,
+) -> Observation {
     // The latest restart: when a container's previous run ended.
     let restart = containers
         .iter()
