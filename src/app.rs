@@ -24,14 +24,9 @@ fn identity(config: &Config) -> Identity {
     }
 }
 
-/// Runs the service until SIGTERM or SIGINT.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    tracing::info!(
-        configuration = %serde_json::to_string(&config).unwrap_or_default(),
-        "starting klutch-health {}", env!("CARGO_PKG_VERSION")
-    );
-    let token = config.token()?;
-    let rules = Rules::new(&config)?;
+/// Compiles the policy and starts every check's signal.
+async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
+    let rules = Rules::new(config)?;
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
     signals::start(
@@ -41,6 +36,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &metrics,
     )
     .await;
+    Ok((rules, metrics, sink))
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        configuration = %serde_json::to_string(&config).unwrap_or_default(),
+        "starting klutch-health {}", env!("CARGO_PKG_VERSION")
+    );
+    let token = config.token()?;
+    let (rules, metrics, sink) = start(&config).await?;
     let levels = match config.server.details {
         DetailsPolicy::Always => vec![Details::Shown],
         DetailsPolicy::Never => vec![Details::Withheld],
@@ -118,16 +124,7 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let rules = Rules::new(&config)?;
-    let metrics = Arc::new(Metrics::new());
-    let sink = Sink::default();
-    signals::start(
-        config.checks.iter().map(Check::as_ref),
-        &config.clusters(),
-        &sink,
-        &metrics,
-    )
-    .await;
+    let (rules, _metrics, sink) = start(&config).await?;
     let deadline = tokio::time::Instant::now() + wait;
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {

@@ -140,6 +140,32 @@ impl Sink {
     }
 }
 
+/// One item per wanted name (every object's name when `wanted` is `None`), judged with the object of that
+/// name (`None`: there is none); when there is no name at all, the single `none` item warns with `empty`.
+pub(crate) fn named_items(
+    objects: &[Arc<kube::api::DynamicObject>],
+    wanted: Option<&[String]>,
+    empty: &str,
+    now: Timestamp,
+    judge: impl Fn(String, Option<&kube::api::DynamicObject>) -> Observation,
+) -> Vec<Observation> {
+    let name_of = |o: &kube::api::DynamicObject| o.metadata.name.clone().unwrap_or_default();
+    let names: Vec<String> = match wanted {
+        Some(w) => w.to_vec(),
+        None => objects.iter().map(|o| name_of(o)).collect(),
+    };
+    if names.is_empty() {
+        return vec![Observation::new("none", Status::Warn, empty, now)];
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let object = objects.iter().find(|o| name_of(o) == name);
+            judge(name, object.map(|o| &**o))
+        })
+        .collect()
+}
+
 /// One configured check, as the signals need it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckRef<'a> {

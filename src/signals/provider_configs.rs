@@ -86,26 +86,16 @@ pub fn observe(
     stale_after: Duration,
     now: Timestamp,
 ) -> Vec<Observation> {
-    let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
-    let wanted: Vec<String> = match names {
-        Some(n) => n.to_vec(),
-        None => objects.iter().map(|o| name_of(o)).collect(),
-    };
-    if wanted.is_empty() {
-        return vec![Observation::new(
-            "none",
-            Status::Warn,
-            "no ProviderConfigs exist",
-            now,
-        )];
-    }
-    wanted
-        .into_iter()
-        .map(|name| match objects.iter().find(|o| name_of(o) == name) {
+    super::named_items(
+        objects,
+        names,
+        "no ProviderConfigs exist",
+        now,
+        |name, pc| match pc {
             None => Observation::new(name, Status::Fail, "not found", now),
             Some(pc) => judge(name, pc.data.pointer("/status/health"), stale_after, now),
-        })
-        .collect()
+        },
+    )
 }
 
 fn judge(

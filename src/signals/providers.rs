@@ -99,29 +99,19 @@ pub fn observe(
     wanted: Option<&[String]>,
     now: Timestamp,
 ) -> Vec<Observation> {
-    let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
-    let names: Vec<String> = match wanted {
-        Some(w) => w.to_vec(),
-        None => objects.iter().map(|o| name_of(o)).collect(),
-    };
-    if names.is_empty() {
-        return vec![Observation::new(
-            "none",
-            Status::Warn,
-            "no Crossplane providers are installed",
-            now,
-        )];
-    }
-    names
-        .into_iter()
-        .map(|name| {
-            let (status, message) = match objects.iter().find(|o| name_of(o) == name) {
+    super::named_items(
+        objects,
+        wanted,
+        "no Crossplane providers are installed",
+        now,
+        |name, p| {
+            let (status, message) = match p {
                 None => (Status::Fail, "not installed".to_string()),
                 Some(p) => judge(p.data.get("status").unwrap_or(&Value::Null)),
             };
             Observation::new(name, status, message, now)
-        })
-        .collect()
+        },
+    )
 }
 
 fn judge(status: &Value) -> (Status, String) {
