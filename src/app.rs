@@ -26,7 +26,7 @@ fn identity(config: &Config) -> Identity {
 
 /// Compiles the policy and starts every check's signal.
 async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
-    let rules = Rules::new(config)?;
+    let rules = Rules::new(config);
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
     signals::start(

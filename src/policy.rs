@@ -12,20 +12,11 @@ use jiff::Timestamp;
 use crate::config::{self, Require, UnknownAs};
 use crate::signals::registry::Link;
 
-pub use crate::config::Patterns;
 use crate::report::{Counted, Endpoint, EndpointReport, Item, ItemName, Notes, Report, Status};
 use crate::signals::{Observation, Snapshot};
 
-/// One endpoint's compiled policy.
-#[derive(Debug, Clone)]
-struct EndpointRules {
-    include: Patterns,
-    exclude: Patterns,
-    warn_only: Patterns,
-    fail_after: Duration,
-    pass_after: Duration,
-    unknown: UnknownAs,
-}
+/// One endpoint's policy, its patterns compiled once by the configuration.
+type EndpointRules = config::EndpointPolicy;
 
 impl EndpointRules {
     fn includes(&self, check: &str, item: &str) -> bool {
@@ -67,19 +58,8 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn new(config: &config::Config) -> Result<Rules, config::PatternError> {
-        let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        let compile = |p: &config::EndpointPolicy| -> Result<EndpointRules, config::PatternError> {
-            Ok(EndpointRules {
-                include: Patterns::validated(&p.include, &names)?,
-                exclude: Patterns::validated(&p.exclude, &names)?,
-                warn_only: Patterns::validated(&p.warn_only, &names)?,
-                fail_after: p.fail_after,
-                pass_after: p.pass_after,
-                unknown: p.unknown,
-            })
-        };
-        Ok(Rules {
+    pub fn new(config: &config::Config) -> Rules {
+        Rules {
             checks: config
                 .checks
                 .iter()
@@ -97,9 +77,9 @@ impl Rules {
                 .filter(|c| c.settings.link() == Link::ProviderConfigs)
                 .map(|c| c.name.as_str().into())
                 .collect(),
-            healthz: compile(&config.endpoints.healthz)?,
-            readyz: compile(&config.endpoints.readyz)?,
-        })
+            healthz: config.endpoints.healthz.clone(),
+            readyz: config.endpoints.readyz.clone(),
+        }
     }
 
     fn endpoint(&self, e: Endpoint) -> &EndpointRules {

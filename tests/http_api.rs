@@ -66,7 +66,7 @@ impl App {
     fn from_sink(sink: &Sink, extra: &str) -> App {
         let config = Config::from_toml(&backend_config("http://127.0.0.1:9/backend-health", extra))
             .expect("valid config");
-        let rules = Rules::new(&config).expect("rules");
+        let rules = Rules::new(&config);
         let evaluation = policy::evaluate(
             &rules,
             &sink.snapshot(),

@@ -23,7 +23,7 @@ fn rules(policy: &str) -> Rules {
         "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
          [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n{policy}"
     );
-    Rules::new(&Config::from_toml(&text).expect("valid config")).expect("rules")
+    Rules::new(&Config::from_toml(&text).expect("valid config"))
 }
 
 fn obs(item: &str, status: Status) -> Observation {
@@ -234,7 +234,7 @@ fn require_any_and_n() {
             "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = \"{require}\"\n\
              [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n"
         );
-        let r = Rules::new(&Config::from_toml(&text).expect("config")).expect("rules");
+        let r = Rules::new(&Config::from_toml(&text).expect("config"));
         let e = evaluate(&r, &snap, &Memory::default(), t(0));
         assert_eq!(e.report.readyz.passed(), passes, "require = {require}");
         assert_eq!(
@@ -250,7 +250,7 @@ fn require_any_and_n() {
     // Too few items to ever meet the requirement.
     let text =
         "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = 3\n";
-    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let r = Rules::new(&Config::from_toml(text).expect("config"));
     let snap = Snapshot {
         checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)].into())]),
         ..Snapshot::default()
@@ -324,7 +324,7 @@ fn a_configured_check_without_observations_is_unknown() {
 fn a_degraded_backend_item_carries_the_provider_config_message() {
     let text = "[[check]]\nname = \"backend\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
                 [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\n";
-    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let r = Rules::new(&Config::from_toml(text).expect("config"));
     let snap = Snapshot {
         checks: BTreeMap::from([
             (
@@ -350,7 +350,7 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
 
 #[test]
 fn star_does_not_cross_a_slash() {
-    use klutch_health::policy::Patterns;
+    use klutch_health::config::Patterns;
     let checks = ["a"];
     let star = Patterns::validated(&["a*".into()], &checks).expect("pattern");
     // Through its check `a*` reaches every item; by item name alone it reaches none.
@@ -384,7 +384,7 @@ fn rules_require(require: &str, policy: &str) -> Rules {
          [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
          [endpoints.readyz]\n{policy}\n"
     );
-    Rules::new(&Config::from_toml(&text).expect("valid config")).expect("rules")
+    Rules::new(&Config::from_toml(&text).expect("valid config"))
 }
 
 #[test]
@@ -657,7 +657,7 @@ fn the_endpoint_since_follows_what_the_endpoint_shows() {
 fn the_provider_config_message_is_added_only_to_a_failing_backend_item() {
     let text = "[[check]]\nname = \"backend\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
                 [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\n";
-    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let r = Rules::new(&Config::from_toml(text).expect("config"));
     let snap = |backend: Status, pc: Status| Snapshot {
         checks: BTreeMap::from([
             (

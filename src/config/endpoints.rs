@@ -57,9 +57,9 @@ impl Endpoints {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPolicy {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub warn_only: Vec<String>,
+    pub include: Patterns,
+    pub exclude: Patterns,
+    pub warn_only: Patterns,
     #[serde(with = "duration")]
     pub fail_after: Duration,
     #[serde(with = "duration")]
@@ -70,9 +70,9 @@ pub struct EndpointPolicy {
 impl EndpointPolicy {
     fn with_unknown(unknown: UnknownAs) -> Self {
         EndpointPolicy {
-            include: vec!["*".into()],
-            exclude: vec![],
-            warn_only: vec![],
+            include: Patterns::all(),
+            exclude: Patterns::default(),
+            warn_only: Patterns::default(),
             fail_after: Duration::ZERO,
             pass_after: Duration::ZERO,
             unknown,
@@ -94,6 +94,33 @@ pub enum UnknownAs {
 #[derive(Debug, Clone)]
 pub struct Patterns {
     set: GlobSet,
+    /// As written, for `--check-config` and for checking what each can reach.
+    source: Vec<String>,
+}
+
+impl Default for Patterns {
+    /// No pattern: matches nothing.
+    fn default() -> Patterns {
+        Patterns {
+            set: GlobSet::empty(),
+            source: Vec::new(),
+        }
+    }
+}
+
+impl Serialize for Patterns {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.source.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Patterns {
+    /// Compiled as they are read, so a bad pattern is named by its key; what each can reach is checked
+    /// once the checks are known ([`Patterns::reach`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Patterns, D::Error> {
+        let source = Vec::<String>::deserialize(d)?;
+        Patterns::compiled(source).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a pattern of `include`, `exclude` or `warn_only` cannot be used.
@@ -112,10 +139,35 @@ pub enum PatternError {
 impl Patterns {
     /// Compiles `patterns` and checks that each can match something: a check, or items of a check.
     pub fn validated(patterns: &[String], checks: &[&str]) -> Result<Patterns, PatternError> {
+        let compiled = Patterns::compiled(patterns.to_vec())?;
+        compiled.reach(checks)?;
+        Ok(compiled)
+    }
+
+    /// `*`: every check.
+    fn all() -> Patterns {
+        // `*` always compiles; the empty set is never reached.
+        Patterns::compiled(vec!["*".into()]).unwrap_or_default()
+    }
+
+    fn compiled(source: Vec<String>) -> Result<Patterns, PatternError> {
         let mut builder = GlobSetBuilder::new();
-        for p in patterns {
-            let glob = compile(p)?;
-            let matcher = glob.compile_matcher();
+        for p in &source {
+            builder.add(compile(p)?);
+        }
+        let set = builder
+            .build()
+            .map_err(|source_error| PatternError::Invalid {
+                pattern: source.join(", "),
+                source: source_error,
+            })?;
+        Ok(Patterns { set, source })
+    }
+
+    /// Checks that each pattern can match something: a check, or items of a check.
+    pub fn reach(&self, checks: &[&str]) -> Result<(), PatternError> {
+        for p in &self.source {
+            let matcher = compile(p)?.compile_matcher();
             let check_part = p.split('/').next().unwrap_or(p);
             let check_matcher = compile(check_part)?.compile_matcher();
             let reaches = checks
@@ -127,13 +179,8 @@ impl Patterns {
                     checks: checks.join(", "),
                 });
             }
-            builder.add(glob);
         }
-        let set = builder.build().map_err(|source| PatternError::Invalid {
-            pattern: patterns.join(", "),
-            source,
-        })?;
-        Ok(Patterns { set })
+        Ok(())
     }
 
     /// Whether the pattern set matches the check itself or the item.

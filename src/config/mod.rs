@@ -364,13 +364,13 @@ impl Config {
                 ("exclude", &policy.exclude),
                 ("warn_only", &policy.warn_only),
             ] {
-                Patterns::validated(patterns, &check_names).map_err(|source| {
-                    ConfigError::Pattern {
+                patterns
+                    .reach(&check_names)
+                    .map_err(|source| ConfigError::Pattern {
                         endpoint,
                         key,
                         source,
-                    }
-                })?;
+                    })?;
             }
         }
         if self.server.details == DetailsPolicy::Token {
