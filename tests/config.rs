@@ -442,3 +442,27 @@ fn environment_values_for_text_keys_stay_text() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("server.service_id: invalid type"), "{err}");
 }
+
+#[test]
+fn check_type_names_in_messages_come_from_the_registry() {
+    use klutch_health::signals::registry::{type_names, TYPES};
+    let names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+    assert_eq!(type_names(), names.join(", "));
+    let e = Config::from_toml("[[check]]\nname = \"x\"\ntype = \"nope\"\n")
+        .expect_err("unknown type")
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "invalid configuration: check \"x\": type: unknown check type \"nope\" (one of {})",
+            type_names()
+        )
+    );
+    let e = Config::from_toml("[[check]]\nname = \"x\"\n")
+        .expect_err("no type")
+        .to_string();
+    assert!(
+        e.ends_with(&format!("type: missing (one of {})", type_names())),
+        "{e}"
+    );
+}

@@ -95,15 +95,19 @@ impl Registration {
 
     /// The registration of `type = "name"`.
     pub fn find(name: &str) -> Option<&'static Registration> {
-        TYPES
-            .iter()
-            .find(|t| t.name == name || t.aliases.contains(&name))
+        find_in(TYPES, name)
     }
 
     /// Reads a check's own keys; errors name the key (`timeout: invalid duration "abc" …`).
     pub fn read(&self, table: &figment::value::Value) -> Result<Arc<dyn Settings>, KeyError> {
         (self.read)(table)
     }
+}
+
+fn find_in(types: &'static [Registration], name: &str) -> Option<&'static Registration> {
+    types
+        .iter()
+        .find(|t| t.name == name || t.aliases.contains(&name))
 }
 
 /// `backend-status, crossplane-provider, …`: for messages.
@@ -209,5 +213,45 @@ impl Run<'_> {
             placeholders,
             observe,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Renamed {
+        size: u32,
+    }
+
+    impl CheckType for Renamed {
+        const NAME: &'static str = "renamed";
+        const ALIASES: &'static [&'static str] = &["old-name"];
+        fn targets(&self) -> Vec<WatchTarget> {
+            Vec::new()
+        }
+        fn start(&self, _run: Run<'_>) {}
+    }
+
+    static ONE: &[Registration] = &[Registration::of::<Renamed>()];
+
+    #[test]
+    fn a_type_is_found_by_its_name_or_an_alias_and_reads_its_own_keys() {
+        for name in ["renamed", "old-name"] {
+            assert_eq!(find_in(ONE, name).map(|t| t.name), Some("renamed"));
+        }
+        assert!(find_in(ONE, "other").is_none());
+        let table =
+            figment::value::Value::serialize(serde_json::json!({"size": "big"})).expect("a table");
+        let e = ONE[0].read(&table).expect_err("size is a number");
+        assert_eq!(e.path, "size");
+        let table =
+            figment::value::Value::serialize(serde_json::json!({"size": 3})).expect("a table");
+        let settings = ONE[0].read(&table).expect("valid");
+        assert_eq!(settings.type_name(), "renamed");
+        assert_eq!(settings.downcast::<Renamed>().map(|r| r.size), Some(3));
+        assert_eq!(settings.to_json(), serde_json::json!({"size": 3}));
     }
 }
