@@ -185,13 +185,15 @@ pub(crate) async fn start<'a>(
 ) {
     let mut watches = Watches::default();
     for check in checks {
+        let declared = check.settings.targets();
         let run = |kube| Run {
             check: check.name,
             sink,
             metrics,
+            declared: declared.clone(),
             kube,
         };
-        if check.settings.targets().is_empty() {
+        if declared.is_empty() {
             check.settings.start(run(None));
             continue;
         }

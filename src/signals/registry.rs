@@ -172,6 +172,8 @@ pub struct Run<'a> {
     pub(crate) check: &'a str,
     pub(crate) sink: &'a Sink,
     pub(crate) metrics: &'a Arc<Metrics>,
+    /// What the type's `targets()` declared: a watch of anything else is refused, as RBAC would refuse it.
+    pub(crate) declared: Vec<WatchTarget>,
     pub(crate) kube: Option<Kube<'a>>,
 }
 
@@ -202,9 +204,25 @@ impl Run<'_> {
             );
             return;
         };
-        let w = kube
-            .watches
-            .watch(target(kube.client, kube.cluster), self.check, self.metrics);
+        let target = target(kube.client, kube.cluster);
+        let watched = WatchTarget {
+            group: K::group(&target.dyntype).into_owned(),
+            version: K::version(&target.dyntype).into_owned(),
+            resource: K::plural(&target.dyntype).into_owned(),
+            namespace: target.namespace.clone(),
+        };
+        if !self.declared.contains(&watched) {
+            let message = format!(
+                "watches {watched:?} without declaring it in targets() (the RBAC derived from them would not grant it)"
+            );
+            tracing::error!(check = self.check, %message, "check type declares the wrong watch target");
+            self.sink.waiting(
+                self.check,
+                super::watch::waiting(&placeholders, &message, jiff::Timestamp::now()),
+            );
+            return;
+        }
+        let w = kube.watches.watch(target, self.check, self.metrics);
         spawn_follow(
             w,
             self.check.to_string(),
@@ -233,6 +251,65 @@ mod tests {
             Vec::new()
         }
         fn start(&self, _run: Run<'_>) {}
+    }
+
+    #[tokio::test]
+    async fn a_watch_its_type_did_not_declare_is_refused() {
+        use k8s_openapi::api::core::v1::Pod;
+        let client = kube::Client::new(
+            tower::service_fn(|_: http::Request<kube::client::Body>| async {
+                Err::<http::Response<http_body_util::Full<bytes::Bytes>>, _>(std::io::Error::other(
+                    "no API in this test",
+                ))
+            }),
+            "default",
+        );
+        let (sink, metrics, mut watches) = (
+            Sink::default(),
+            Arc::new(Metrics::new()),
+            Watches::default(),
+        );
+        let run = Run {
+            check: "c",
+            sink: &sink,
+            metrics: &metrics,
+            declared: vec![WatchTarget {
+                group: String::new(),
+                version: "v1".into(),
+                resource: "pods".into(),
+                namespace: Some("declared".into()),
+            }],
+            kube: Some(Kube {
+                client,
+                cluster: None,
+                stale_after: Duration::from_secs(60),
+                watches: &mut watches,
+            }),
+        };
+        run.follow(
+            vec!["x".into()],
+            |client, cluster| Target::<Pod> {
+                api: kube::Api::namespaced(client, "other"),
+                strip: |_| {},
+                dyntype: (),
+                cluster,
+                namespace: Some("other".into()),
+                labels: None,
+            },
+            |_, _| Vec::new(),
+        );
+        let snapshot = sink.snapshot();
+        let items = &snapshot.checks["c"];
+        assert_eq!(items[0].item, "x");
+        assert_eq!(items[0].status, crate::report::Status::Unknown);
+        assert!(
+            items[0]
+                .message
+                .contains("without declaring it in targets()"),
+            "{}",
+            items[0].message
+        );
+        assert!(snapshot.unsynced.contains("c"));
     }
 
     static ONE: &[Registration] = &[Registration::of::<Renamed>()];
