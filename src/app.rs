@@ -8,7 +8,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Details as DetailsPolicy};
+use crate::config::{Check, Config, DetailsPolicy};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
@@ -24,6 +24,21 @@ fn identity(config: &Config) -> Identity {
     }
 }
 
+/// Compiles the policy and starts every check's signal.
+async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
+    let rules = Rules::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let sink = Sink::default();
+    signals::start(
+        config.checks.iter().map(Check::as_ref),
+        &config.clusters(),
+        &sink,
+        &metrics,
+    )
+    .await;
+    Ok((rules, metrics, sink))
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
@@ -31,10 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "starting klutch-health {}", env!("CARGO_PKG_VERSION")
     );
     let token = config.token()?;
-    let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
-    let metrics = Arc::new(Metrics::new());
-    let sink = Sink::default();
-    signals::start(&config, &sink, &metrics).await;
+    let (rules, metrics, sink) = start(&config).await?;
     let levels = match config.server.details {
         DetailsPolicy::Always => vec![Details::Shown],
         DetailsPolicy::Never => vec![Details::Withheld],
@@ -112,10 +124,7 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let rules = Rules::new(&config).map_err(anyhow::Error::msg)?;
-    let metrics = Arc::new(Metrics::new());
-    let sink = Sink::default();
-    signals::start(&config, &sink, &metrics).await;
+    let (rules, _metrics, sink) = start(&config).await?;
     let deadline = tokio::time::Instant::now() + wait;
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {
@@ -133,7 +142,7 @@ pub async fn check(
         Timestamp::now(),
     );
     let report = evaluation.report.endpoint(endpoint);
-    let selection = report.select(None, &[]).unwrap_or_default();
+    let selection = report.all();
     let out = match format {
         Format::Text => render::text::verbose(endpoint, &selection, Details::Shown),
         Format::Json => {

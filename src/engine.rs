@@ -21,7 +21,15 @@ pub struct Published {
     pub bodies: Bodies,
 }
 
-pub struct Engine {
+impl Published {
+    /// The report with its common answers rendered for each of `levels`.
+    pub fn new(report: Report, identity: &Identity, levels: &[Details]) -> Published {
+        let bodies = Bodies::new(&report, identity, levels);
+        Published { report, bodies }
+    }
+}
+
+pub(crate) struct Engine {
     rules: Rules,
     identity: Identity,
     sink: Sink,
@@ -34,7 +42,7 @@ pub struct Engine {
 
 impl Engine {
     /// Evaluates once at once, so the server has a report from its first request on.
-    pub fn new(
+    pub(crate) fn new(
         rules: Rules,
         identity: Identity,
         levels: Vec<Details>,
@@ -49,11 +57,11 @@ impl Engine {
         );
         log_transitions(None, &evaluation.report);
         metrics.observe_report(&evaluation.report);
-        let bodies = Bodies::new(&evaluation.report, &identity, &levels);
-        let (tx, rx) = watch::channel(Arc::new(Published {
-            report: evaluation.report,
-            bodies,
-        }));
+        let (tx, rx) = watch::channel(Arc::new(Published::new(
+            evaluation.report,
+            &identity,
+            &levels,
+        )));
         let engine = Engine {
             rules,
             identity,
@@ -67,22 +75,22 @@ impl Engine {
     }
 
     /// Evaluates at `now` and publishes the result. Returns when to evaluate again if nothing else happens.
-    pub fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
         let evaluation = policy::evaluate(&self.rules, &self.sink.snapshot(), &self.memory, now);
         self.memory = evaluation.memory;
         let previous = self.tx.borrow().clone();
         log_transitions(Some(&previous.report), &evaluation.report);
         self.metrics.observe_report(&evaluation.report);
-        let bodies = Bodies::new(&evaluation.report, &self.identity, &self.levels);
-        self.tx.send_replace(Arc::new(Published {
-            report: evaluation.report,
-            bodies,
-        }));
+        self.tx.send_replace(Arc::new(Published::new(
+            evaluation.report,
+            &self.identity,
+            &self.levels,
+        )));
         evaluation.next
     }
 
     /// Runs until the process ends.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             let next = self.step(Timestamp::now());
             let sleep = async {
@@ -113,7 +121,7 @@ fn log_transitions(previous: Option<&Report>, report: &Report) {
             continue;
         }
         let old = old.map_or("none", Status::as_str);
-        let (check, name) = (&*item.check, item.short_name());
+        let (check, name) = (item.name.check(), item.name.item());
         let new = item.status.as_str();
         macro_rules! changed {
             ($level:ident) => {

@@ -1,13 +1,17 @@
 //! klutch-health: one trustworthy health URL for a Klutch control plane.
 //!
-//! Signals ([`signals`]) watch provider-anynines, its ProviderConfigs, Crossplane Providers and the
-//! klutch-bind Deployments and publish observations; the [`engine`] evaluates the [`policy`] whenever one
-//! changes and publishes a [`report`]; the [`server`] answers every probe from that report through the
-//! [`render`]ers. See `README.md` for the HTTP API and `config.toml` for every setting.
+//! The [`config`] names the checks; each check type is one module of [`signals`], listed in
+//! [`signals::registry`]. Signals watch provider-anynines, its ProviderConfigs, Crossplane Providers, pods and
+//! Deployments and publish observations; the [`engine`] evaluates the [`policy`] whenever one changes and
+//! publishes a [`report`]; the [`server`] answers every probe from that report through the [`render`]ers and
+//! exports [`metrics`]. [`app`] wires them for `serve` and `check`; [`telemetry`] sets up logging; [`human`]
+//! words durations and errors; [`values`] reads the value formats of configuration keys. See `README.md` for
+//! the HTTP API and `config.toml` for every setting.
 
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod human;
 pub mod metrics;
 pub mod policy;
 pub mod render;
@@ -15,3 +19,4 @@ pub mod report;
 pub mod server;
 pub mod signals;
 pub mod telemetry;
+pub mod values;

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{Endpoint, Report, Status};
+use crate::report::{Endpoint, ItemName, Report, Status};
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -110,7 +109,7 @@ pub struct Metrics {
     watch_restarts: Family<CheckLabels, Counter>,
     /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
     /// cost nothing and vanished items lose their series.
-    items: Mutex<HashMap<Arc<str>, (Status, Timestamp)>>,
+    items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
 }
 
 impl Default for Metrics {
@@ -209,7 +208,7 @@ impl Metrics {
     }
 
     /// Sets every per-item and per-endpoint gauge from a freshly evaluated report.
-    pub fn observe_report(&self, report: &Report) {
+    pub(crate) fn observe_report(&self, report: &Report) {
         let mut exported = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         let mut now_exported = HashMap::with_capacity(report.items.len());
         for item in &report.items {
@@ -217,8 +216,8 @@ impl Metrics {
             // Only items whose status or transition time changed touch the series.
             if exported.remove(&item.name) != Some(state) {
                 let labels = ItemLabels {
-                    check: (&*item.check).into(),
-                    item: item.short_name().into(),
+                    check: item.name.check().into(),
+                    item: item.name.item().into(),
                 };
                 let up = matches!(item.status, Status::Pass | Status::Warn);
                 self.check_up.get_or_create(&labels).set(i64::from(up));
@@ -234,7 +233,7 @@ impl Metrics {
             now_exported.insert(item.name.clone(), state);
         }
         for gone in exported.keys() {
-            let (check, item) = gone.split_once('/').unwrap_or((gone, ""));
+            let (check, item) = (gone.check(), gone.item());
             let labels = ItemLabels {
                 check: check.into(),
                 item: item.into(),
@@ -256,7 +255,7 @@ impl Metrics {
     }
 
     /// Counts one poll of an upstream health server.
-    pub fn upstream(&self, check: &str, outcome: &'static str, took: Duration) {
+    pub(crate) fn upstream(&self, check: &str, outcome: &'static str, took: Duration) {
         self.upstream_requests
             .get_or_create(&OutcomeLabels {
                 check: check.into(),
@@ -270,7 +269,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn watch_restart(&self, check: &str) {
+    pub(crate) fn watch_restart(&self, check: &str) {
         self.watch_restarts
             .get_or_create(&CheckLabels {
                 check: check.into(),
@@ -279,7 +278,7 @@ impl Metrics {
     }
 
     /// Counts one answered request; `path` is the route, never the raw path, to keep label values bounded.
-    pub fn http_request(&self, path: &'static str, code: u16) {
+    pub(crate) fn http_request(&self, path: &'static str, code: u16) {
         let labels = HttpLabels { path, code };
         match self.probe_requests.iter().find(|(l, _)| *l == labels) {
             Some((_, counter)) => counter.inc(),
@@ -288,7 +287,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition (`application/openmetrics-text; version=1.0.0`).
-    pub fn encode_openmetrics(&self) -> String {
+    pub(crate) fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -298,7 +297,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (`text/plain; version=0.0.4`), for scrapers and tools such as
     /// `promtool check metrics` that do not read OpenMetrics.
-    pub fn encode_prometheus(&self) -> String {
+    pub(crate) fn encode_prometheus(&self) -> String {
         to_prometheus_text(&self.encode_openmetrics())
     }
 }

@@ -7,67 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use jiff::Timestamp;
 
-use crate::config::{self, CheckKind, Require, UnknownAs};
-use crate::report::{Counted, Endpoint, EndpointReport, Item, Report, Status};
+use crate::config::{self, Require, UnknownAs};
+use crate::signals::registry::Link;
+
+use crate::report::{Counted, Endpoint, EndpointReport, Item, ItemName, Notes, Report, Status};
 use crate::signals::{Observation, Snapshot};
 
-/// Glob patterns over check names (`providers`) and item names (`providers/provider-anynines`).
-/// `*` does not cross `/`, so `providers` means the check and `providers/*` its items.
-#[derive(Debug, Clone)]
-pub struct Patterns {
-    set: GlobSet,
-}
-
-impl Patterns {
-    /// Compiles `patterns` and checks that each can match something: a check, or items of a check.
-    pub fn validated(patterns: &[String], checks: &[&str]) -> Result<Patterns, String> {
-        let mut builder = GlobSetBuilder::new();
-        for p in patterns {
-            let glob = compile(p)?;
-            let matcher = glob.compile_matcher();
-            let check_part = p.split('/').next().unwrap_or(p);
-            let check_matcher = compile(check_part)?.compile_matcher();
-            let reaches = checks
-                .iter()
-                .any(|c| matcher.is_match(c) || (p.contains('/') && check_matcher.is_match(c)));
-            if !reaches {
-                return Err(format!(
-                    "pattern \"{p}\" matches no check (checks are: {})",
-                    checks.join(", ")
-                ));
-            }
-            builder.add(glob);
-        }
-        let set = builder.build().map_err(|e| e.to_string())?;
-        Ok(Patterns { set })
-    }
-
-    /// Whether the pattern set matches the check itself or the item.
-    pub fn matches(&self, check: &str, item: &str) -> bool {
-        self.set.is_match(check) || self.set.is_match(item)
-    }
-}
-
-fn compile(p: &str) -> Result<Glob, String> {
-    globset::GlobBuilder::new(p)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("invalid pattern \"{p}\": {e}"))
-}
-
-/// One endpoint's compiled policy.
-#[derive(Debug, Clone)]
-struct EndpointRules {
-    include: Patterns,
-    exclude: Patterns,
-    warn_only: Patterns,
-    fail_after: Duration,
-    pass_after: Duration,
-    unknown: UnknownAs,
-}
+/// One endpoint's policy, its patterns compiled once by the configuration.
+type EndpointRules = config::EndpointPolicy;
 
 impl EndpointRules {
     fn includes(&self, check: &str, item: &str) -> bool {
@@ -109,19 +58,8 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn new(config: &config::Config) -> Result<Rules, String> {
-        let names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        let compile = |p: &config::Policy| -> Result<EndpointRules, String> {
-            Ok(EndpointRules {
-                include: Patterns::validated(&p.include, &names)?,
-                exclude: Patterns::validated(&p.exclude, &names)?,
-                warn_only: Patterns::validated(&p.warn_only, &names)?,
-                fail_after: p.fail_after,
-                pass_after: p.pass_after,
-                unknown: p.unknown,
-            })
-        };
-        Ok(Rules {
+    pub fn new(config: &config::Config) -> Rules {
+        Rules {
             checks: config
                 .checks
                 .iter()
@@ -129,18 +67,19 @@ impl Rules {
                     name: c.name.as_str().into(),
                     type_name: c.type_name(),
                     require: c.require,
-                    annotate_from_provider_configs: matches!(c.kind, CheckKind::BackendStatus(_)),
+                    annotate_from_provider_configs: c.settings.link()
+                        == Link::AnnotatedByProviderConfigs,
                 })
                 .collect(),
             provider_config_checks: config
                 .checks
                 .iter()
-                .filter(|c| matches!(c.kind, CheckKind::ProviderConfig(_)))
+                .filter(|c| c.settings.link() == Link::ProviderConfigs)
                 .map(|c| c.name.as_str().into())
                 .collect(),
-            healthz: compile(&config.endpoints.healthz)?,
-            readyz: compile(&config.endpoints.readyz)?,
-        })
+            healthz: config.endpoints.healthz.clone(),
+            readyz: config.endpoints.readyz.clone(),
+        }
     }
 
     fn endpoint(&self, e: Endpoint) -> &EndpointRules {
@@ -155,11 +94,11 @@ impl Rules {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Memory {
     /// Item name → its observed status and when that status began.
-    observed: HashMap<Arc<str>, (Status, Timestamp)>,
+    observed: HashMap<ItemName, (Status, Timestamp)>,
     /// Per endpoint (indexed by [`Endpoint::index`]): flap damping of each item.
-    damping: [HashMap<Arc<str>, Damping>; 2],
+    damping: [HashMap<ItemName, Damping>; 2],
     /// Per endpoint: the status each item was shown with, and since when.
-    shown: [HashMap<Arc<str>, (Status, Timestamp)>; 2],
+    shown: [HashMap<ItemName, (Status, Timestamp)>; 2],
 }
 
 /// An item's flap-damping state on one endpoint.
@@ -255,14 +194,13 @@ fn observed_items(
                     message = format!("{message}: {detail}");
                 }
             }
-            let name: Arc<str> = format!("{}/{}", check.name, obs.item).into();
+            let name = ItemName::new(&check.name, &obs.item);
             let since = match memory.observed.get(&name) {
                 Some((s, since)) if *s == status => *since,
                 _ => now,
             };
             new_memory.observed.insert(name.clone(), (status, since));
             items.push(Item {
-                check: check.name.clone(),
                 check_type: check.type_name,
                 name,
                 status,
@@ -313,28 +251,25 @@ fn evaluate_endpoint(
         for (index, item) in items
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.check == check.name)
+            .filter(|(_, i)| i.name.check() == &*check.name)
         {
             total += 1;
             if !er.includes(&check.name, &item.name) {
                 continue;
             }
             let target = er.target(&check.name, &item.name, item.status);
-            let (damping, status, message) = damp(
-                memory.damping[e].get(&item.name),
-                target,
-                &item.message,
-                er,
-                next,
-                now,
-            );
+            let (damping, status, damping_note) =
+                damp(memory.damping[e].get(&item.name), target, er, next, now);
             new_memory.damping[e].insert(item.name.clone(), damping);
             counted.push(Counted {
                 item: Some(index),
-                check: check.name.clone(),
                 name: item.name.clone(),
                 status,
-                message,
+                message: item.message.clone(),
+                notes: Notes {
+                    damping: damping_note,
+                    require: None,
+                },
                 since: now,
             });
         }
@@ -368,11 +303,10 @@ fn evaluate_endpoint(
 fn damp(
     previous: Option<&Damping>,
     target: Status,
-    message: &str,
     rules: &EndpointRules,
     next: &mut Wakeup,
     now: Timestamp,
-) -> (Damping, Status, String) {
+) -> (Damping, Status, Option<String>) {
     let target_fail = target == Status::Fail;
     // Without history an item counts as having passed until now: a failure must last `fail_after` to count.
     let prev = previous.copied().unwrap_or(Damping {
@@ -397,29 +331,24 @@ fn damp(
         next.at(add(switched_at, wait), now);
         prev.counted_fail
     };
-    let (status, message) = match (counted_fail, target_fail) {
-        (true, true) => (Status::Fail, message.to_string()),
-        (false, false) => (target, message.to_string()),
+    let (status, note) = match (counted_fail, target_fail) {
+        (true, true) => (Status::Fail, None),
+        (false, false) => (target, None),
         (false, true) => (
             Status::Warn,
-            format!(
-                "failing for {}, counts as failed after {}: {message}",
-                human(held),
-                human(wait)
-            ),
+            Some(format!(
+                "failing for {}, counts as failed after {}",
+                crate::human::duration(held),
+                crate::human::duration(wait)
+            )),
         ),
         (true, false) => (
             Status::Fail,
-            format!(
-                "recovered {} ago, counts as passing after {}{}",
-                human(held),
-                human(wait),
-                if message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {message}")
-                }
-            ),
+            Some(format!(
+                "recovered {} ago, counts as passing after {}",
+                crate::human::duration(held),
+                crate::human::duration(wait),
+            )),
         ),
     };
     let damping = Damping {
@@ -427,7 +356,7 @@ fn damp(
         target_fail,
         switched_at,
     };
-    (damping, status, message)
+    (damping, status, note)
 }
 
 /// Applies a check's `require` to its counted items `counted[first..]`: enough passing items excuse the
@@ -451,21 +380,18 @@ fn apply_require(
         if passing < total {
             for c in items.iter_mut().filter(|c| c.status == Status::Fail) {
                 c.status = Status::Warn;
-                c.message = format!(
-                    "{} ({passing} of {total} pass, {needed} required)",
-                    c.message
-                );
+                c.notes.require = Some(format!("{passing} of {total} pass, {needed} required"));
             }
         }
     } else if total < needed {
-        let name: Arc<str> = format!("{}/require", check.name).into();
+        let name = ItemName::new(&check.name, "require");
         let status = rules.target(&check.name, &name, Status::Fail);
         counted.push(Counted {
             item: None,
-            check: check.name.clone(),
             name,
             status,
             message: format!("{total} items, {needed} required"),
+            notes: Notes::default(),
             since: now,
         });
     }
@@ -473,14 +399,4 @@ fn apply_require(
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(d).unwrap_or(Timestamp::MAX)
-}
-
-/// A duration for people: whole seconds (or milliseconds below one second).
-pub fn human(d: Duration) -> String {
-    let d = if d >= Duration::from_secs(1) {
-        Duration::from_secs(d.as_secs())
-    } else {
-        Duration::from_millis(d.as_millis() as u64)
-    };
-    humantime::format_duration(d).to_string()
 }

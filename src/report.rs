@@ -18,9 +18,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
+    pub(crate) const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Warn => "warn",
@@ -44,14 +44,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::Healthz, Endpoint::Readyz];
+    pub(crate) const ALL: [Endpoint; 2] = [Endpoint::Healthz, Endpoint::Readyz];
 
     /// Position in per-endpoint arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
@@ -59,15 +59,76 @@ impl Endpoint {
     }
 }
 
+/// `CHECK/ITEM`, the name patterns, routes, metric labels and JSON keys use. Both parts are kept, so nothing
+/// joins and splits the text again; clones share one allocation.
+#[derive(Debug, Clone)]
+pub struct ItemName {
+    full: Arc<str>,
+    check_len: usize,
+}
+
+impl ItemName {
+    pub(crate) fn new(check: &str, item: &str) -> ItemName {
+        ItemName {
+            full: format!("{check}/{item}").into(),
+            check_len: check.len(),
+        }
+    }
+
+    /// The check it belongs to.
+    pub fn check(&self) -> &str {
+        &self.full[..self.check_len]
+    }
+
+    /// The part after `CHECK/`.
+    pub(crate) fn item(&self) -> &str {
+        &self.full[self.check_len + 1..]
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+impl std::ops::Deref for ItemName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.full
+    }
+}
+
+impl std::borrow::Borrow<str> for ItemName {
+    fn borrow(&self) -> &str {
+        &self.full
+    }
+}
+
+impl PartialEq for ItemName {
+    fn eq(&self, other: &Self) -> bool {
+        self.full == other.full
+    }
+}
+
+impl Eq for ItemName {}
+
+impl std::hash::Hash for ItemName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.hash(state)
+    }
+}
+
+impl std::fmt::Display for ItemName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
 /// One item as its signal last saw it, before any endpoint policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
-    /// The check it belongs to.
-    pub check: Arc<str>,
     /// The check's type (`backend-status`, `deployment`, …).
     pub check_type: &'static str,
-    /// `CHECK/ITEM`.
-    pub name: Arc<str>,
+    pub name: ItemName,
     pub status: Status,
     pub message: String,
     /// When the signal last observed it.
@@ -76,25 +137,61 @@ pub struct Item {
     pub since: Timestamp,
 }
 
-impl Item {
-    /// The part after `CHECK/`.
-    pub fn short_name(&self) -> &str {
-        &self.name[self.check.len() + 1..]
-    }
-}
-
 /// An item as one endpoint counts it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Counted {
     /// Index into [`Report::items`], or `None` for an item the policy added (an unmet `require`).
     pub item: Option<usize>,
-    pub check: Arc<str>,
-    pub name: Arc<str>,
+    pub name: ItemName,
     /// `pass`, `warn` or `fail`: never `unknown`, which the policy has mapped.
     pub status: Status,
+    /// What the item says, as observed.
     pub message: String,
+    /// Why the endpoint counts it otherwise than observed.
+    pub notes: Notes,
     /// When this endpoint's status for the item last changed.
     pub since: Timestamp,
+}
+
+/// The policy's words on how an endpoint counts an item, kept apart from the item's message so that each
+/// renderer places them itself (the text and JSON around the message, the status page on their own).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Notes {
+    /// Flap damping: `failing for 3s, counts as failed after 30s`.
+    pub damping: Option<String>,
+    /// An excused failure: `1 of 2 pass, 1 required`.
+    pub require: Option<String>,
+}
+
+impl Notes {
+    /// The notes alone, as the status page shows them.
+    pub(crate) fn text(&self) -> Option<String> {
+        match (&self.damping, &self.require) {
+            (None, None) => None,
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(r)) => Some(format!("({r})")),
+            (Some(d), Some(r)) => Some(format!("{d} ({r})")),
+        }
+    }
+}
+
+impl Counted {
+    /// The message with the policy's notes around it, as the text and JSON forms show it.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        let Notes { damping, require } = &self.notes;
+        if damping.is_none() && require.is_none() {
+            return self.message.as_str().into();
+        }
+        let mut out = match damping {
+            Some(d) if self.message.is_empty() => d.clone(),
+            Some(d) => format!("{d}: {}", self.message),
+            None => self.message.clone(),
+        };
+        if let Some(r) = require {
+            out = format!("{out} ({r})");
+        }
+        out.into()
+    }
 }
 
 /// One endpoint's verdict and the items it counts.
@@ -126,19 +223,28 @@ pub struct Selection<'a> {
 }
 
 impl Selection<'_> {
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         passed(self.items.iter().copied())
     }
 }
 
 impl EndpointReport {
+    /// Every item, none excluded.
+    pub(crate) fn all(&self) -> Selection<'_> {
+        Selection {
+            items: self.items.iter().collect(),
+            excluded: Vec::new(),
+            unmatched: Vec::new(),
+        }
+    }
+
     /// Items of check or item `only` (all when `None`), less the exclusions; `None` when `only` names nothing.
-    pub fn select<'a>(
+    pub(crate) fn select<'a>(
         &'a self,
         only: Option<&str>,
         exclude: &'a [String],
     ) -> Option<Selection<'a>> {
-        let named = |c: &Counted, n: &str| &*c.check == n || &*c.name == n;
+        let named = |c: &Counted, n: &str| c.name.check() == n || c.name.as_str() == n;
         let mut selection = Selection::default();
         for c in &self.items {
             if only.is_some_and(|o| !named(c, o)) {

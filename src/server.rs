@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{self, Details as DetailsPolicy};
+use crate::config::{self, DetailsPolicy};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
@@ -66,14 +66,14 @@ impl State {
         }
     }
 
-    fn details_for(&self, req: &Request<Incoming>) -> Details {
+    fn details_for(&self, req: &Parts) -> Details {
         match self.details {
             DetailsPolicy::Always => Details::Shown,
             DetailsPolicy::Never => Details::Withheld,
             DetailsPolicy::Token => {
                 // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` work too.
                 let offered = req
-                    .headers()
+                    .headers
                     .get(header::AUTHORIZATION)
                     .map(|v| v.as_bytes())
                     .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"Bearer "))
@@ -91,7 +91,7 @@ impl State {
 
 /// Server limits from `[server]`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_delay: Duration,
@@ -112,7 +112,7 @@ impl From<&config::Server> for Limits {
 
 /// Serves until `shutdown` resolves, then: `/readyz` fails at once, the listener stays open for
 /// `shutdown_delay` so load balancers notice, then closes, and in-flight requests finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     limits: Limits,
@@ -123,7 +123,7 @@ pub async fn serve(
     accept_until(&listener, &state, &limits, &permits, &graceful, shutdown).await;
     state.shutting_down.store(true, Ordering::SeqCst);
     tracing::info!(
-        delay = %crate::policy::human(limits.shutdown_delay),
+        delay = %crate::human::duration(limits.shutdown_delay),
         "shutting down: /readyz now answers 503; the listener closes after the delay"
     );
     accept_until(
@@ -177,7 +177,11 @@ async fn accept_until(
         let state = state.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req)) }
+            async move {
+                let (parts, _body) = http::Request::into_parts(req);
+                let latest = state.latest.borrow().clone();
+                Ok::<_, Infallible>(handle(&state, &latest, &parts))
+            }
         }));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -192,16 +196,17 @@ async fn accept_until(
     }
 }
 
-/// Routes one request. Synchronous: everything it needs is in memory.
-pub fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (route, mut response) = route(state, &req, req.uri().path());
+/// Answers one request from `latest`, the report last published. Synchronous and body-free: everything it
+/// needs is in memory and in the request's head, so tests call it in-process.
+pub fn handle(state: &State, latest: &Published, req: &Parts) -> Response<Full<Bytes>> {
+    let (route, mut response) = route(state, latest, req);
     state
         .metrics
         .http_request(route, response.status().as_u16());
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, NO_STORE.clone());
-    if req.method() == Method::HEAD {
+    if req.method == Method::HEAD {
         let size = hyper::body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
@@ -213,11 +218,8 @@ pub fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
-fn route(
-    state: &State,
-    req: &Request<Incoming>,
-    path: &str,
-) -> (&'static str, Response<Full<Bytes>>) {
+fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Response<Full<Bytes>>) {
+    let path = req.uri.path();
     let route: &'static str = match path {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
@@ -238,7 +240,7 @@ fn route(
             )
         }
     };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    if req.method != Method::GET && req.method != Method::HEAD {
         let mut r = plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "405 method not allowed: use GET or HEAD\n".into(),
@@ -247,12 +249,11 @@ fn route(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return (route, r);
     }
-    let latest = state.latest.borrow().clone();
     let response = match route {
         "/livez" => ok(),
         "/metrics" => {
             let openmetrics = req
-                .headers()
+                .headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
@@ -264,7 +265,7 @@ fn route(
                 with_type(StatusCode::OK, &PROMETHEUS, body)
             }
         }
-        "/backend-health" | "/backend-status" => passthrough(&latest),
+        "/backend-health" | "/backend-status" => passthrough(latest),
         "/" => {
             let page = render::html::page(
                 &latest.report,
@@ -285,7 +286,7 @@ fn route(
             } else {
                 Endpoint::Healthz
             };
-            health(state, req, &latest, endpoint, only)
+            health(state, req, latest, endpoint, only)
         }
     };
     (route, response)
@@ -314,9 +315,9 @@ pub fn parse_query(query: Option<&str>) -> Query {
 }
 
 /// The content type a JSON-asking caller gets, or `None` for text.
-fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static HeaderValue> {
+fn json_type(req: &Parts, q: &Query) -> Option<&'static HeaderValue> {
     let accepts = |media: &str| {
-        req.headers()
+        req.headers
             .get_all(header::ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -333,19 +334,19 @@ fn json_type(req: &Request<Incoming>, q: &Query) -> Option<&'static HeaderValue>
 
 fn health(
     state: &State,
-    req: &Request<Incoming>,
+    req: &Parts,
     latest: &Published,
     endpoint: Endpoint,
     only: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let q = parse_query(req.uri().query());
+    let q = parse_query(req.uri.query());
     let details = state.details_for(req);
     let json = json_type(req, &q);
     let report = latest.report.endpoint(endpoint);
     if endpoint == Endpoint::Readyz && state.shutting_down.load(Ordering::SeqCst) {
         return match json {
             Some(ct) => {
-                let selection = report.select(None, &[]).unwrap_or_default();
+                let selection = report.all();
                 let doc = render::json::document(
                     &latest.report,
                     &state.identity,
@@ -382,7 +383,7 @@ fn health(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let all = || report.select(None, &[]).unwrap_or_default();
+    let all = || report.all();
     if let Some(ct) = json {
         let cached = common
             .then(|| latest.bodies.json(endpoint, details))

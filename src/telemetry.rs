@@ -27,13 +27,13 @@ pub fn init(format: LogFormat) {
 }
 
 /// How often a repeating error is logged again while it keeps happening.
-pub const REPEAT_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const REPEAT_EVERY: Duration = Duration::from_secs(60);
 
 /// Rate-limits the log lines of one repeating error (a dead upstream, a broken watch), so it cannot flood
 /// the log: the first occurrence is logged, then at most one line every [`REPEAT_EVERY`], each saying how
 /// many occurrences were left out since the last line. Reset it (a new `default()`) when the error stops.
 #[derive(Debug, Default)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     last: Option<Instant>,
     suppressed: u64,
 }
@@ -41,11 +41,11 @@ pub struct LogLimiter {
 impl LogLimiter {
     /// Counts one occurrence now; `Some(left_out)` when it should be logged, with how many occurrences
     /// were not logged since the previous line.
-    pub fn allow(&mut self) -> Option<u64> {
+    pub(crate) fn allow(&mut self) -> Option<u64> {
         self.allow_at(Instant::now())
     }
 
-    pub fn allow_at(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow_at(&mut self, now: Instant) -> Option<u64> {
         match self.last {
             Some(last) if now.saturating_duration_since(last) < REPEAT_EVERY => {
                 self.suppressed += 1;

@@ -387,7 +387,10 @@ fn the_printed_configuration_shows_defaults_and_every_override() {
     assert_eq!(code, Some(0), "{err}");
     let c = Config::from_toml(&out).expect("printed config");
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:9200");
-    assert_eq!(c.server.details, klutch_health::config::Details::Never);
+    assert_eq!(
+        c.server.details,
+        klutch_health::config::DetailsPolicy::Never
+    );
     assert_eq!(
         c.endpoints.healthz.fail_after,
         std::time::Duration::from_secs(45)
@@ -402,7 +405,10 @@ fn the_printed_configuration_shows_defaults_and_every_override() {
         klutch_health::config::UnknownAs::Warn
     );
     assert_eq!(c.server.shutdown_delay, std::time::Duration::from_secs(5));
-    let klutch_health::config::CheckKind::BackendStatus(b) = &c.checks[0].kind else {
+    let Some(b) = c.checks[0]
+        .settings
+        .downcast::<klutch_health::signals::backend_status::BackendStatus>()
+    else {
         panic!("backend-status: {out}");
     };
     assert_eq!(b.max_body, 1024 * 1024);
@@ -435,4 +441,28 @@ fn environment_values_for_text_keys_stay_text() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("server.service_id: invalid type"), "{err}");
+}
+
+#[test]
+fn check_type_names_in_messages_come_from_the_registry() {
+    use klutch_health::signals::registry::{type_names, TYPES};
+    let names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+    assert_eq!(type_names(), names.join(", "));
+    let e = Config::from_toml("[[check]]\nname = \"x\"\ntype = \"nope\"\n")
+        .expect_err("unknown type")
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "invalid configuration: check \"x\": type: unknown check type \"nope\" (one of {})",
+            type_names()
+        )
+    );
+    let e = Config::from_toml("[[check]]\nname = \"x\"\n")
+        .expect_err("no type")
+        .to_string();
+    assert!(
+        e.ends_with(&format!("type: missing (one of {})", type_names())),
+        "{e}"
+    );
 }

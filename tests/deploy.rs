@@ -5,37 +5,30 @@ mod kustomize;
 
 use std::collections::BTreeSet;
 
-use klutch_health::config::{CheckKind, Config};
+use klutch_health::config::Config;
+use klutch_health::signals::registry::WatchTarget;
 use kustomize::{render, ROOT};
 use serde_json::Value;
 
-const VERBS: [&str; 3] = ["get", "list", "watch"];
+const VERBS: [&str; 3] = WatchTarget::VERBS;
 
 /// One permission: (API group, resource, namespace or "" for cluster-wide, verb).
 type Grant = (String, String, String, String);
 
-/// What the checks of `config` read from the default cluster, as RBAC permissions.
+/// What the checks of `config` read from the default cluster, as RBAC permissions: derived from each check
+/// type's own watch targets.
 fn required(config: &Config) -> BTreeSet<Grant> {
     let mut needs = BTreeSet::new();
     for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
-        let (group, resource, namespace) = match &check.kind {
-            CheckKind::BackendStatus(_) => continue,
-            CheckKind::CrossplaneProvider(_) => (
-                "pkg.crossplane.io".into(),
-                "providers".into(),
-                String::new(),
-            ),
-            CheckKind::ProviderConfig(p) => (p.group.clone(), p.plural.clone(), String::new()),
-            CheckKind::Deployment(d) => ("apps".into(), "deployments".into(), d.namespace.clone()),
-            CheckKind::Pods(p) => (String::new(), "pods".into(), p.namespace.clone()),
-        };
-        for verb in VERBS {
-            needs.insert((
-                group.clone(),
-                resource.clone(),
-                namespace.clone(),
-                verb.to_string(),
-            ));
+        for target in check.settings.targets() {
+            for verb in WatchTarget::VERBS {
+                needs.insert((
+                    target.group.clone(),
+                    target.resource.clone(),
+                    target.namespace.clone().unwrap_or_default(),
+                    verb.to_string(),
+                ));
+            }
         }
     }
     needs
@@ -445,9 +438,13 @@ fn services_and_ingress() {
     assert_eq!(health["spec"]["ports"][0]["targetPort"], 8081);
     assert_eq!(health["spec"]["ports"][0]["protocol"], "TCP");
     // The shipped backend-status check reads it by that name.
-    assert!(shipped().checks.iter().any(|c| matches!(&c.kind,
-        klutch_health::config::CheckKind::BackendStatus(b)
-            if b.url.to_string().starts_with("http://provider-anynines-health.crossplane-system.svc:8081/"))));
+    assert!(shipped().checks.iter().any(|c| c
+        .settings
+        .downcast::<klutch_health::signals::backend_status::BackendStatus>()
+        .is_some_and(|b| b
+            .url
+            .to_string()
+            .starts_with("http://provider-anynines-health.crossplane-system.svc:8081/"))));
 
     let proxy = objects
         .iter()

@@ -143,13 +143,22 @@ async fn sigterm_under_load_fails_no_in_flight_request() {
 }
 
 #[tokio::test]
-async fn a_slow_api_server_still_syncs_and_probes_stay_fast() {
+async fn probes_answer_while_the_api_hangs_and_a_slow_api_still_syncs() {
     let cp = SimControlPlane::start().await.expect("sim");
-    // While the API answers nothing at all, a probe that returns cannot have waited on it.
+    // While the API answers nothing at all, a probe that returns cannot have waited on it: the API never
+    // answers, so a probe waiting on it would hit the client's timeout (common::REQUEST_TIMEOUT) and fail.
     cp.api.set_hang(true);
     let dir = tempfile::tempdir().expect("dir");
     let kc = kubeconfig(&cp.api, dir.path());
     let svc = Service::start(&full_config(&cp.backend.url(), ""), &[("KUBECONFIG", &kc)]).await;
+    common::eventually("a watch waiting on the hung API", async || {
+        (cp.api.request_count() > 0).then_some(())
+    })
+    .await;
+    for path in ["/readyz", "/healthz", "/readyz?verbose", "/livez"] {
+        let r = svc.get(path).await;
+        assert_ne!(r.status, 0, "{path} answered while the API hangs");
+    }
     assert_eq!(svc.get("/readyz").await.status, 503, "not synced yet");
     cp.api.set_latency(Duration::from_millis(300));
     cp.api.set_hang(false);
@@ -177,6 +186,16 @@ async fn api_down_for_a_long_while_keeps_retrying_and_recovers() {
         r.body.contains("broken since")
     })
     .await;
+    // Long enough for each watch to fail again and again (backoff from 250ms): three restarts of the
+    // providers watch, counted by the metric, not by the log under test.
+    svc.wait_for("/metrics", "three failures of the providers watch", |r| {
+        r.body.lines().any(|l| {
+            l.strip_prefix("klutch_health_watch_restarts_total{check=\"providers\"} ")
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= 3.0)
+        })
+    })
+    .await;
     // Changes made while it is down are seen once it is back.
     cp.set_deployment_available("bind", "anynines-backend", false);
     let before = cp.api.request_count();
@@ -189,13 +208,22 @@ async fn api_down_for_a_long_while_keeps_retrying_and_recovers() {
         .await;
     assert!(!r.body.contains("broken since"), "{}", r.body);
     assert!(cp.api.request_count() > before, "it relisted");
-    let logs = svc
+    // The limiter logs a watch's first failure at once, then at most one line a minute while it lasts:
+    // this outage lasted seconds and failed the watches several times, so each watch logged exactly once.
+    let lines: Vec<String> = svc
         .logs()
-        .iter()
+        .into_iter()
         .filter(|l| l.contains("watch failed"))
-        .count();
+        .collect();
+    let mut per_watch = std::collections::BTreeMap::<String, usize>::new();
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        let watch = event["watch"].as_str().expect("the watch is named");
+        *per_watch.entry(watch.to_string()).or_default() += 1;
+    }
+    assert!(!per_watch.is_empty(), "the outage was logged");
     assert!(
-        logs < 40,
-        "watch errors are rate-limited in the log ({logs} lines)"
+        per_watch.values().all(|n| *n == 1),
+        "one line per watch while it fails: {per_watch:#?}\n{lines:#?}"
     );
 }

@@ -1,9 +1,137 @@
-//! The HTTP API of the SPEC, through the real binary against a fake provider-anynines health server.
+//! The HTTP API of the SPEC. Most answers are checked in-process: [`App`] evaluates a report the way the
+//! engine does and calls the server's handler with the request's head. The tests that start a [`Service`]
+//! run the real binary against a fake provider-anynines health server, for what only a real connection shows
+//! (keep-alive, upstream calls, HEAD on the wire).
 
 mod common;
 
-use common::{backend_config, request, Service};
+use std::sync::Arc;
+
+use common::{backend_config, Resp, Service};
+use http_body_util::BodyExt;
+use jiff::Timestamp;
+use klutch_health::config::Config;
+use klutch_health::engine::Published;
+use klutch_health::metrics::Metrics;
+use klutch_health::policy::{self, Memory, Rules};
+use klutch_health::render::{Details, Identity};
+use klutch_health::report::Passthrough;
+use klutch_health::server::{handle, State};
+use klutch_health::signals::backend_status::parse_body;
+use klutch_health::signals::{Observation, Sink};
 use klutch_sim::FakeBackend;
+
+/// What the degraded fake backend answers.
+const DEGRADED: &[(&str, &str)] = &[
+    ("postgresql-service-broker", "ok"),
+    ("postgresql-backup-manager", "degraded"),
+];
+
+/// The service in-process, as it answers after one good poll.
+struct App {
+    state: State,
+    latest: Published,
+}
+
+impl App {
+    /// After one poll that answered `entries`, configured by the backend-status config plus `extra`.
+    fn polled(entries: &[(&str, &str)], extra: &str) -> App {
+        let body = serde_json::to_vec(
+            &entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                .collect::<serde_json::Map<_, _>>(),
+        )
+        .expect("JSON");
+        let now = Timestamp::now();
+        let sink = Sink::default();
+        let items = parse_body(&body)
+            .expect("a health body")
+            .into_iter()
+            .map(|(name, status, message)| Observation::new(name, status, message, now))
+            .collect();
+        sink.publish("backend-status", items);
+        sink.polled(
+            now,
+            Some(Passthrough {
+                status: 200,
+                content_type: Some("application/json".into()),
+                body: body.into(),
+                fetched: now,
+            }),
+        );
+        App::from_sink(&sink, extra)
+    }
+
+    fn from_sink(sink: &Sink, extra: &str) -> App {
+        let config = Config::from_toml(&backend_config("http://127.0.0.1:9/backend-health", extra))
+            .expect("valid config");
+        let rules = Rules::new(&config);
+        let evaluation = policy::evaluate(
+            &rules,
+            &sink.snapshot(),
+            &Memory::default(),
+            Timestamp::now(),
+        );
+        let identity = Identity {
+            service_id: config.server.service_id.clone(),
+            description: config.server.description.clone(),
+        };
+        let latest = Published::new(
+            evaluation.report,
+            &identity,
+            &[Details::Shown, Details::Withheld],
+        );
+        // The handler is given `latest`; the channel only feeds the real server's connections.
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(Published::new(
+            latest.report.clone(),
+            &identity,
+            &[],
+        )));
+        let state = State::new(
+            rx,
+            Arc::new(Metrics::new()),
+            identity,
+            config.server.details,
+            config.token().expect("token"),
+        );
+        App { state, latest }
+    }
+
+    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut builder = http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let (parts, ()) = builder.body(()).expect("a request").into_parts();
+        let response = handle(&self.state, &self.latest, &parts);
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[]).await
+    }
+
+    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("GET", path, headers).await
+    }
+}
 
 async fn degraded_backend() -> FakeBackend {
     let backend = FakeBackend::start().await.expect("fake backend");
@@ -23,8 +151,7 @@ async fn started(backend: &FakeBackend, extra: &str) -> Service {
 
 #[tokio::test]
 async fn failing_readyz_is_503_with_the_verbose_body_and_passing_is_200_ok() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     let r = svc.get("/readyz").await;
     assert_eq!(r.status, 503);
     assert_eq!(
@@ -34,11 +161,15 @@ async fn failing_readyz_is_503_with_the_verbose_body_and_passing_is_200_ok() {
     );
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
-    backend.set_entry("postgresql-backup-manager", "ok");
-    let r = svc
-        .wait_for("/readyz", "recovery", |r| r.status == 200)
-        .await;
-    assert_eq!(r.body, "ok");
+    let svc = App::polled(
+        &[
+            ("postgresql-service-broker", "ok"),
+            ("postgresql-backup-manager", "ok"),
+        ],
+        "",
+    );
+    let r = svc.get("/readyz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     let r = svc.get("/healthz?verbose").await;
     assert_eq!(
         r.body,
@@ -48,9 +179,8 @@ async fn failing_readyz_is_503_with_the_verbose_body_and_passing_is_200_ok() {
 
 #[tokio::test]
 async fn head_answers_like_get_without_a_body() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
-    let r = request(svc.addr, "HEAD", "/readyz", &[]).await;
+    let svc = App::polled(DEGRADED, "");
+    let r = svc.request("HEAD", "/readyz", &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body, "");
     let get = svc.get("/readyz").await;
@@ -62,8 +192,7 @@ async fn head_answers_like_get_without_a_body() {
 
 #[tokio::test]
 async fn exclude_is_repeatable_reports_excluded_items_and_unmatched_names() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     let r = svc
         .get(
             "/readyz?verbose&exclude=backend-status/postgresql-backup-manager&exclude=nothing-here",
@@ -84,8 +213,7 @@ async fn exclude_is_repeatable_reports_excluded_items_and_unmatched_names() {
 
 #[tokio::test]
 async fn one_check_or_one_item_by_path_and_404_for_unknown_names() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     let r = svc
         .get("/readyz/backend-status/postgresql-service-broker")
         .await;
@@ -108,8 +236,7 @@ async fn one_check_or_one_item_by_path_and_404_for_unknown_names() {
 
 #[tokio::test]
 async fn json_in_the_ietf_health_shape_by_accept_or_format() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     let r = svc
         .get_with("/readyz", &[("Accept", "application/health+json")])
         .await;
@@ -161,8 +288,7 @@ async fn json_in_the_ietf_health_shape_by_accept_or_format() {
 
 #[tokio::test]
 async fn livez_passthrough_404_and_405() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     let r = svc.get("/livez").await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     for path in ["/backend-health", "/backend-status"] {
@@ -178,27 +304,37 @@ async fn livez_passthrough_404_and_405() {
         );
     }
     assert_eq!(svc.get("/nope").await.status, 404);
-    let r = request(svc.addr, "POST", "/readyz", &[]).await;
+    let r = svc.request("POST", "/readyz", &[]).await;
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[tokio::test]
 async fn passthrough_is_503_before_the_first_good_poll() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_mode(klutch_sim::BackendMode::Status500);
-    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
-    svc.wait_for("/readyz?verbose", "the failed poll", |r| {
-        r.body.contains("endpoint failed")
-    })
-    .await;
+    let sink = Sink::default();
+    let now = Timestamp::now();
+    sink.publish(
+        "backend-status",
+        vec![Observation::new(
+            "endpoint",
+            klutch_health::report::Status::Fail,
+            "answered 500 Internal Server Error",
+            now,
+        )],
+    );
+    sink.polled(now, None);
+    let svc = App::from_sink(&sink, "");
+    assert!(svc
+        .get("/readyz?verbose")
+        .await
+        .body
+        .contains("[-]backend-status/endpoint failed"));
     assert_eq!(svc.get("/backend-health").await.status, 503);
 }
 
 #[tokio::test]
 async fn details_never_withholds_every_message_in_every_format() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "[server]\ndetails = \"never\"\n").await;
+    let svc = App::polled(DEGRADED, "[server]\ndetails = \"never\"\n");
     let text = svc.get("/readyz?verbose").await.body;
     assert!(
         text.contains("[-]backend-status/postgresql-backup-manager failed: reason withheld"),
@@ -248,9 +384,7 @@ async fn details_token_shows_messages_only_with_the_bearer_token() {
 
 #[tokio::test]
 async fn status_page_escapes_messages() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry("postgresql-evil", "<script>alert(1)</script>");
-    let svc = started(&backend, "").await;
+    let svc = App::polled(&[("postgresql-evil", "<script>alert(1)</script>")], "");
     let page = svc.get("/").await;
     assert_eq!(page.status, 200);
     assert!(page
@@ -384,12 +518,10 @@ async fn head_and_get_on_every_health_path_and_keep_alive_between_probes() {
 
 #[tokio::test]
 async fn verbose_lines_for_warn_and_a_passing_endpoint_with_warnings() {
-    let backend = degraded_backend().await;
-    let svc = started(
-        &backend,
+    let svc = App::polled(
+        DEGRADED,
         "[endpoints.healthz]\nwarn_only = [\"backend-status/postgresql-backup-manager\"]\n",
-    )
-    .await;
+    );
     let r = svc.get("/healthz?verbose").await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -430,13 +562,14 @@ async fn verbose_lines_for_warn_and_a_passing_endpoint_with_warnings() {
 
 #[tokio::test]
 async fn exclusions_with_several_names_json_and_percent_encoding() {
-    let backend = degraded_backend().await;
-    backend.set_entry("postgresql-other", "degraded");
-    let svc = started(&backend, "").await;
-    svc.wait_for("/readyz?verbose", "three items", |r| {
-        r.body.contains("postgresql-other")
-    })
-    .await;
+    let svc = App::polled(
+        &[
+            ("postgresql-service-broker", "ok"),
+            ("postgresql-backup-manager", "degraded"),
+            ("postgresql-other", "degraded"),
+        ],
+        "",
+    );
     let r = svc
         .get("/readyz?verbose&exclude=backend-status%2Fpostgresql-backup-manager&exclude=backend-status/postgresql-other&exclude=a&exclude=b")
         .await;
@@ -479,8 +612,7 @@ async fn exclusions_with_several_names_json_and_percent_encoding() {
 
 #[tokio::test]
 async fn json_for_one_check_or_item_and_the_policy_require_item() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "require = 3\n").await;
+    let svc = App::polled(DEGRADED, "require = 3\n");
     let r = svc
         .get_with(
             "/readyz/backend-status/postgresql-service-broker",
@@ -522,8 +654,7 @@ async fn json_for_one_check_or_item_and_the_policy_require_item() {
 
 #[tokio::test]
 async fn every_kind_of_answer_is_no_store_and_other_methods_are_405() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     for path in [
         "/healthz",
         "/readyz?verbose",
@@ -556,7 +687,7 @@ async fn every_kind_of_answer_is_no_store_and_other_methods_are_405() {
         ("PATCH", "/backend-health"),
         ("OPTIONS", "/metrics"),
     ] {
-        let r = request(svc.addr, method, path, &[("Content-Length", "0")]).await;
+        let r = svc.request(method, path, &[("Content-Length", "0")]).await;
         assert_eq!(r.status, 405, "{method} {path}");
         assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method} {path}");
     }
@@ -564,7 +695,6 @@ async fn every_kind_of_answer_is_no_store_and_other_methods_are_405() {
 
 #[tokio::test]
 async fn details_token_covers_json_and_the_status_page() {
-    let backend = degraded_backend().await;
     let dir = tempfile::tempdir().expect("dir");
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").expect("token");
@@ -572,7 +702,7 @@ async fn details_token_covers_json_and_the_status_page() {
         "[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
         token.display()
     );
-    let svc = started(&backend, &extra).await;
+    let svc = App::polled(DEGRADED, &extra);
     let bearer = [("Authorization", "Bearer s3cret")];
     let without = svc.get("/readyz?format=json").await.json();
     let with = svc.get_with("/readyz?format=json", &bearer).await.json();
@@ -626,8 +756,7 @@ async fn details_token_covers_json_and_the_status_page() {
 
 #[tokio::test]
 async fn the_status_page_lists_every_item_with_status_and_both_verdicts() {
-    let backend = degraded_backend().await;
-    let svc = started(&backend, "").await;
+    let svc = App::polled(DEGRADED, "");
     let r = svc.get("/").await;
     assert_eq!(r.status, 200);
     let page = r.body;
@@ -643,24 +772,25 @@ async fn the_status_page_lists_every_item_with_status_and_both_verdicts() {
     ] {
         assert!(page.contains(needle), "{needle:?} in {page}");
     }
-    let head = request(svc.addr, "HEAD", "/", &[]).await;
+    let head = svc.request("HEAD", "/", &[]).await;
     assert_eq!((head.status, head.body.as_str()), (200, ""));
-    backend.set_entry("postgresql-backup-manager", "ok");
-    svc.wait_for("/", "the page to show recovery", |r| {
-        r.body.contains("/readyz passing") && !r.body.contains("degraded")
-    })
-    .await;
+    let svc = App::polled(
+        &[
+            ("postgresql-service-broker", "ok"),
+            ("postgresql-backup-manager", "ok"),
+        ],
+        "",
+    );
+    let page = svc.get("/").await.body;
+    assert!(
+        page.contains("/readyz passing") && !page.contains("degraded"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
 async fn the_status_page_escapes_item_names_too() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry("<img src=x onerror=alert(1)>", "<b>degraded</b>");
-    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
-    svc.wait_for("/readyz?verbose", "the entry", |r| {
-        r.body.contains("onerror")
-    })
-    .await;
+    let svc = App::polled(&[("<img src=x onerror=alert(1)>", "<b>degraded</b>")], "");
     let page = svc.get("/").await.body;
     assert!(!page.contains("<img"), "{page}");
     assert!(!page.contains("<b>"), "{page}");
@@ -721,12 +851,13 @@ async fn one_kept_alive_upstream_connection_serves_many_polls() {
 
 #[tokio::test]
 async fn upstream_names_and_messages_cannot_forge_lines() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry(
-        "postgresql-x\nreadyz check passed",
-        "degraded\nreadyz check passed",
+    let svc = App::polled(
+        &[(
+            "postgresql-x\nreadyz check passed",
+            "degraded\nreadyz check passed",
+        )],
+        "",
     );
-    let svc = started(&backend, "").await;
     let r = svc.get("/readyz?verbose").await;
     assert_eq!(r.status, 503);
     assert_eq!(

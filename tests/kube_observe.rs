@@ -6,7 +6,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use klutch_health::config;
 use klutch_health::report::Status;
 use klutch_health::signals::{deployments, pods, provider_configs, providers, Observation};
 use kube::api::DynamicObject;
@@ -109,8 +108,8 @@ fn crossplane_2_wording_is_passed_through() {
     );
 }
 
-fn pc_config() -> config::ProviderConfig {
-    config::ProviderConfig::default()
+fn pc_config() -> provider_configs::ProviderConfig {
+    provider_configs::ProviderConfig::default()
 }
 
 #[test]
@@ -193,8 +192,8 @@ fn provider_config_names_filter_and_missing_names() {
     );
 }
 
-fn deployment_config(name: &str, min_available: i32) -> config::Deployment {
-    config::Deployment {
+fn deployment_config(name: &str, min_available: i32) -> deployments::Deployment {
+    deployments::Deployment {
         namespace: "bind".into(),
         deployment: name.into(),
         min_available,

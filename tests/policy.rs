@@ -23,7 +23,7 @@ fn rules(policy: &str) -> Rules {
         "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
          [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n{policy}"
     );
-    Rules::new(&Config::from_toml(&text).expect("valid config")).expect("rules")
+    Rules::new(&Config::from_toml(&text).expect("valid config"))
 }
 
 fn obs(item: &str, status: Status) -> Observation {
@@ -137,11 +137,17 @@ fn a_failure_shorter_than_fail_after_never_counts() {
     let e = run(&r, &[(0, pass()), (10, fail()), (39, fail())]);
     let item = &e.report.readyz.items[0];
     assert_eq!(item.status, Status::Warn);
+    // The policy's note is its own field; the item's message stays as observed.
+    assert_eq!(
+        item.notes.damping.as_deref(),
+        Some("failing for 29s, counts as failed after 30s")
+    );
+    assert_eq!(item.message, "x is fail");
     assert!(
-        item.message
+        item.text()
             .starts_with("failing for 29s, counts as failed after 30s: x is fail"),
         "{}",
-        item.message
+        item.text()
     );
     assert_eq!(e.next, Some(t(40)), "the engine is woken at the deadline");
     assert!(e.report.readyz.passed());
@@ -197,10 +203,10 @@ fn pass_after_holds_the_failure_until_recovery_lasts() {
     let item = &e.report.readyz.items[0];
     assert_eq!(item.status, Status::Fail);
     assert!(
-        item.message
+        item.text()
             .starts_with("recovered 10s ago, counts as passing after 20s"),
         "{}",
-        item.message
+        item.text()
     );
     assert_eq!(e.next, Some(t(25)));
     let e = run(&r, &[(0, fail), (5, pass.clone()), (25, pass)]);
@@ -228,7 +234,7 @@ fn require_any_and_n() {
             "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = \"{require}\"\n\
              [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n"
         );
-        let r = Rules::new(&Config::from_toml(&text).expect("config")).expect("rules");
+        let r = Rules::new(&Config::from_toml(&text).expect("config"));
         let e = evaluate(&r, &snap, &Memory::default(), t(0));
         assert_eq!(e.report.readyz.passed(), passes, "require = {require}");
         assert_eq!(
@@ -237,14 +243,14 @@ fn require_any_and_n() {
         );
         if failing_shown == Status::Warn {
             assert!(e.report.readyz.items[0]
-                .message
+                .text()
                 .ends_with("(1 of 3 pass, 1 required)"));
         }
     }
     // Too few items to ever meet the requirement.
     let text =
         "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\nrequire = 3\n";
-    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let r = Rules::new(&Config::from_toml(text).expect("config"));
     let snap = Snapshot {
         checks: BTreeMap::from([("a".to_string(), vec![obs("x", Status::Pass)].into())]),
         ..Snapshot::default()
@@ -305,7 +311,7 @@ fn a_configured_check_without_observations_is_unknown() {
         .report
         .items
         .iter()
-        .find(|i| &*i.check == "b")
+        .find(|i| i.name.check() == "b")
         .expect("check b shows");
     assert_eq!(
         (b.status, b.message.as_str()),
@@ -318,7 +324,7 @@ fn a_configured_check_without_observations_is_unknown() {
 fn a_degraded_backend_item_carries_the_provider_config_message() {
     let text = "[[check]]\nname = \"backend\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
                 [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\n";
-    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let r = Rules::new(&Config::from_toml(text).expect("config"));
     let snap = Snapshot {
         checks: BTreeMap::from([
             (
@@ -344,7 +350,7 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
 
 #[test]
 fn star_does_not_cross_a_slash() {
-    use klutch_health::policy::Patterns;
+    use klutch_health::config::Patterns;
     let checks = ["a"];
     let star = Patterns::validated(&["a*".into()], &checks).expect("pattern");
     // Through its check `a*` reaches every item; by item name alone it reaches none.
@@ -365,7 +371,10 @@ fn star_does_not_cross_a_slash() {
     );
     // A pattern that can reach no check is refused.
     let e = Patterns::validated(&["*x".into()], &checks).expect_err("matches nothing");
-    assert!(e.contains("pattern \"*x\" matches no check"), "{e}");
+    assert!(
+        e.to_string().contains("pattern \"*x\" matches no check"),
+        "{e}"
+    );
 }
 
 /// Rules over one check `a` with `require` and the readyz policy `policy`.
@@ -375,7 +384,7 @@ fn rules_require(require: &str, policy: &str) -> Rules {
          [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
          [endpoints.readyz]\n{policy}\n"
     );
-    Rules::new(&Config::from_toml(&text).expect("valid config")).expect("rules")
+    Rules::new(&Config::from_toml(&text).expect("valid config"))
 }
 
 #[test]
@@ -490,7 +499,7 @@ fn require_any_with_every_item_failing_fails() {
     );
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .ends_with("(1 of 2 pass, 1 required)"));
 }
 
@@ -518,7 +527,7 @@ fn fail_after_damps_unknown_counted_as_failing_and_the_first_observation() {
     let e = run(&r, &[(0, unknown.clone())]);
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .starts_with("failing for 0s, counts as failed after 30s: x is unknown"));
     assert_eq!(e.next, Some(t(30)));
     let e = run(&r, &[(0, unknown.clone()), (29, unknown.clone())]);
@@ -548,7 +557,7 @@ fn a_failure_that_recovers_and_fails_again_restarts_the_fail_after_clock() {
     let e = run(&r, &steps);
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .starts_with("failing for 25s"));
     assert_eq!(e.next, Some(t(57)));
 }
@@ -568,7 +577,7 @@ fn pass_after_a_relapse_restarts_the_recovery_clock() {
     let e = run(&r, &steps);
     assert_eq!(e.report.readyz.items[0].status, Status::Fail);
     assert!(e.report.readyz.items[0]
-        .message
+        .text()
         .starts_with("recovered 19s ago, counts as passing after 20s"));
     assert_eq!(e.next, Some(t(41)));
     let mut more = steps.to_vec();
@@ -648,7 +657,7 @@ fn the_endpoint_since_follows_what_the_endpoint_shows() {
 fn the_provider_config_message_is_added_only_to_a_failing_backend_item() {
     let text = "[[check]]\nname = \"backend\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
                 [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\n";
-    let r = Rules::new(&Config::from_toml(text).expect("config")).expect("rules");
+    let r = Rules::new(&Config::from_toml(text).expect("config"));
     let snap = |backend: Status, pc: Status| Snapshot {
         checks: BTreeMap::from([
             (

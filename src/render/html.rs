@@ -11,10 +11,10 @@ use super::{Details, Identity};
 use crate::report::{Counted, Endpoint, Item, Report, Status};
 
 /// How often the page reloads itself, in seconds.
-pub const REFRESH_SECONDS: u32 = 10;
+pub(crate) const REFRESH_SECONDS: u32 = 10;
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
@@ -30,7 +30,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A duration for people reading a page: `just now`, `42s`, `3m 12s`, `2h 5m`, `3d 4h`.
-pub fn short_duration(seconds: u64) -> String {
+pub(crate) fn short_duration(seconds: u64) -> String {
     let (d, h, m, s) = (
         seconds / 86_400,
         seconds / 3600 % 24,
@@ -175,7 +175,7 @@ fn cards(report: &Report) -> Vec<Card<'_>> {
                     None => {
                         let mut counted = [None, None];
                         counted[e.index()] = Some(c);
-                        added.push((&c.check, &c.name, counted));
+                        added.push((c.name.check(), &c.name, counted));
                     }
                 },
             }
@@ -187,11 +187,11 @@ fn cards(report: &Report) -> Vec<Card<'_>> {
         let last_of_check = report
             .items
             .get(i + 1)
-            .is_none_or(|next| next.check != item.check);
+            .is_none_or(|next| next.name.check() != item.name.check());
         out.push(item_card_of(i, item, by_item[i]));
         if last_of_check {
             for (j, (check, name, counted)) in added.iter().enumerate() {
-                if *check == &*item.check {
+                if *check == item.name.check() {
                     placed[j] = true;
                     out.push(policy_card(j, check, name, *counted));
                 }
@@ -209,8 +209,8 @@ fn cards(report: &Report) -> Vec<Card<'_>> {
 fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2]) -> Card<'a> {
     Card {
         anchor: format!("i{i}"),
-        check: &item.check,
-        short: item.short_name(),
+        check: item.name.check(),
+        short: item.name.item(),
         status: item.status,
         message: &item.message,
         since: item.since,
@@ -244,7 +244,12 @@ fn policy_card<'a>(
 }
 
 /// The page: both verdicts, the last upstream poll, what needs attention, then every check's items.
-pub fn page(report: &Report, identity: &Identity, details: Details, now: Timestamp) -> String {
+pub(crate) fn page(
+    report: &Report,
+    identity: &Identity,
+    details: Details,
+    now: Timestamp,
+) -> String {
     let cards = cards(report);
     let mut out = String::with_capacity(4096 + 600 * cards.len());
     let description = escape(&identity.description);
@@ -271,6 +276,25 @@ pub fn page(report: &Report, identity: &Identity, details: Details, now: Timesta
 <h1>{description}</h1>\n<div class=\"verdicts\">",
         &colour(worst)[1..]
     );
+    verdicts(&mut out, report);
+    out.push_str("</div>\n");
+    poll_line(&mut out, report, now);
+    attention(&mut out, &cards, details, now);
+    sections(&mut out, report, &cards, details, now);
+    let _ = writeln!(
+        out,
+        "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
+<a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
+<a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
+<a href=\"/backend-health\">/backend-health</a></small></footer></body></html>",
+        when(now, report.evaluated),
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// Each endpoint's verdict with its tally of failing, warning and passing items.
+fn verdicts(out: &mut String, report: &Report) {
     for e in [Endpoint::Readyz, Endpoint::Healthz] {
         let r = report.endpoint(e);
         let (class, word) = match (r.passed(), r.status()) {
@@ -301,11 +325,18 @@ pub fn page(report: &Report, identity: &Identity, details: Details, now: Timesta
             e = e.as_str(),
         );
     }
-    out.push_str("</div>\n");
-    poll_line(&mut out, report, now);
-    attention(&mut out, &cards, details, now);
+}
+
+/// One section per check, with its type, how many items need attention, and a card per item.
+fn sections(
+    out: &mut String,
+    report: &Report,
+    cards: &[Card<'_>],
+    details: Details,
+    now: Timestamp,
+) {
     let mut current: Option<&str> = None;
-    for card in &cards {
+    for card in cards {
         if current != Some(card.check) {
             if current.is_some() {
                 out.push_str("</section>\n");
@@ -314,7 +345,7 @@ pub fn page(report: &Report, identity: &Identity, details: Details, now: Timesta
             let check_type = report
                 .items
                 .iter()
-                .find(|i| &*i.check == card.check)
+                .find(|i| i.name.check() == card.check)
                 .map_or("", |i| i.check_type);
             let in_check: Vec<&Card> = cards.iter().filter(|c| c.check == card.check).collect();
             let bad = in_check.iter().filter(|c| c.needs_attention()).count();
@@ -329,21 +360,11 @@ pub fn page(report: &Report, identity: &Identity, details: Details, now: Timesta
                 escape(card.check),
             );
         }
-        item_card(&mut out, card, details, now);
+        item_card(out, card, details, now);
     }
     if current.is_some() {
         out.push_str("</section>\n");
     }
-    let _ = writeln!(
-        out,
-        "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
-<a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
-<a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
-<a href=\"/backend-health\">/backend-health</a></small></footer></body></html>",
-        when(now, report.evaluated),
-        env!("CARGO_PKG_VERSION")
-    );
-    out
 }
 
 /// When provider-anynines' health server was last polled, and its last good answer when that is older.
@@ -451,21 +472,18 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         if details == Details::Shown {
             for e in [Endpoint::Readyz, Endpoint::Healthz] {
                 if let Some(c) = card.counted[e.index()] {
-                    if c.message != card.message && !c.message.is_empty() {
-                        // Only the policy's words: `failing for 3s, counts as failed after 30s`, `(1 of 2
-                        // pass, 1 required)`, without the message already shown above.
-                        let note = c
-                            .message
-                            .strip_suffix(card.message)
-                            .map(|n| n.trim_end_matches([':', ' ']))
-                            .or_else(|| c.message.strip_prefix(card.message).map(str::trim_start))
-                            .filter(|n| !n.is_empty() && !card.message.is_empty())
-                            .unwrap_or(&c.message);
+                    // The policy's words (`failing for 3s, counts as failed after 30s`, `(1 of 2 pass,
+                    // 1 required)`), or the endpoint's own message when it differs from the item's.
+                    let note = c.notes.text().or_else(|| {
+                        (c.message != card.message && !c.message.is_empty())
+                            .then(|| c.message.clone())
+                    });
+                    if let Some(note) = note {
                         let _ = write!(
                             out,
                             "<div class=\"note\">/{}: {}</div>",
                             e.as_str(),
-                            escape(&details.message(note))
+                            escape(&details.message(&note))
                         );
                     }
                 }

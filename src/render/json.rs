@@ -48,9 +48,9 @@ impl Serialize for Checks<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         // Items of one check are adjacent in the report, so each check is one run of items.
-        for run in self.items.chunk_by(|a, b| a.check == b.check) {
+        for run in self.items.chunk_by(|a, b| a.name.check() == b.name.check()) {
             let docs: Vec<ItemDoc<'_>> = run.iter().map(|c| self.item(c)).collect();
-            map.serialize_entry(&*run[0].check, &docs)?;
+            map.serialize_entry(run[0].name.check(), &docs)?;
         }
         map.end()
     }
@@ -60,18 +60,18 @@ impl<'a> Checks<'a> {
     fn item(&self, c: &'a Counted) -> ItemDoc<'a> {
         let item = c.item.map(|i| &self.report.items[i]);
         ItemDoc {
-            component_id: &c.name[c.check.len() + 1..],
+            component_id: c.name.item(),
             component_type: item.map_or("policy", |i| i.check_type),
             status: c.status.as_str(),
             time: item.map_or(self.report.evaluated, |i| i.observed),
-            output: (c.status != Status::Pass).then(|| self.details.message(&c.message)),
+            output: (c.status != Status::Pass).then(|| self.details.counted(c)),
             since: c.since,
         }
     }
 }
 
 /// `output` overrides the top-level status with a failure, as while shutting down.
-pub fn document(
+pub(crate) fn document(
     report: &Report,
     identity: &Identity,
     selection: &Selection<'_>,

@@ -1,9 +1,9 @@
-//! Renderers: the report as Kubernetes-style text, IETF health+json, an HTML page, Prometheus metrics.
-//! Each is a plain function of the report, so the server only picks one.
+//! Renderers: the report as Kubernetes-style text, IETF health+json and an HTML page (metrics are encoded
+//! by [`crate::metrics`]). Each is a plain function of the report, so the server only picks one.
 
-pub mod html;
-pub mod json;
-pub mod text;
+pub(crate) mod html;
+pub(crate) mod json;
+pub(crate) mod text;
 
 use bytes::Bytes;
 
@@ -17,7 +17,7 @@ pub enum Details {
 }
 
 /// What every message reads when the caller may not see details.
-pub const WITHHELD: &str = "reason withheld";
+pub(crate) const WITHHELD: &str = "reason withheld";
 
 impl Details {
     fn index(self) -> usize {
@@ -25,7 +25,16 @@ impl Details {
     }
 
     /// The message as this caller may see it, on one line.
-    pub fn message(self, message: &str) -> std::borrow::Cow<'_, str> {
+    /// A counted item's message with the policy's notes, or the placeholder.
+    pub(crate) fn counted(self, c: &crate::report::Counted) -> std::borrow::Cow<'_, str> {
+        match (self, c.text()) {
+            (Details::Withheld, _) => WITHHELD.into(),
+            (Details::Shown, std::borrow::Cow::Borrowed(m)) => one_line(m),
+            (Details::Shown, std::borrow::Cow::Owned(m)) => one_line(&m).into_owned().into(),
+        }
+    }
+
+    pub(crate) fn message(self, message: &str) -> std::borrow::Cow<'_, str> {
         match self {
             Details::Withheld => WITHHELD.into(),
             Details::Shown => one_line(message),
@@ -35,7 +44,7 @@ impl Details {
 
 /// Text from outside (messages, and names taken from upstream keys) with control characters made spaces,
 /// so that it can never add a line of its own, such as a forged `readyz check passed`.
-pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains(char::is_control) {
         text.replace(char::is_control, " ").into()
     } else {
@@ -61,7 +70,7 @@ pub struct Bodies {
 }
 
 impl Bodies {
-    pub fn new(report: &Report, identity: &Identity, levels: &[Details]) -> Bodies {
+    pub(crate) fn new(report: &Report, identity: &Identity, levels: &[Details]) -> Bodies {
         let each = |f: &dyn Fn(Endpoint, Details) -> Bytes| {
             Endpoint::ALL.map(|e| {
                 [Details::Shown, Details::Withheld].map(|d| levels.contains(&d).then(|| f(e, d)))
@@ -69,21 +78,21 @@ impl Bodies {
         };
         Bodies {
             verbose: each(&|e, d| {
-                let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
+                let selection = report.endpoint(e).all();
                 text::verbose(e, &selection, d).into()
             }),
             json: each(&|e, d| {
-                let selection = report.endpoint(e).select(None, &[]).unwrap_or_default();
+                let selection = report.endpoint(e).all();
                 json::document(report, identity, &selection, d, None).into()
             }),
         }
     }
 
-    pub fn verbose(&self, e: Endpoint, d: Details) -> Option<Bytes> {
+    pub(crate) fn verbose(&self, e: Endpoint, d: Details) -> Option<Bytes> {
         self.verbose[e.index()][d.index()].clone()
     }
 
-    pub fn json(&self, e: Endpoint, d: Details) -> Option<Bytes> {
+    pub(crate) fn json(&self, e: Endpoint, d: Details) -> Option<Bytes> {
         self.json[e.index()][d.index()].clone()
     }
 }

@@ -5,14 +5,14 @@ use std::fmt::Write;
 use super::{one_line, Details};
 use crate::report::{Endpoint, Selection, Status};
 
-pub fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
+pub(crate) fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
     let mut out = String::new();
     for c in &selection.items {
         let name = one_line(&c.name);
         let _ = match c.status {
-            Status::Fail => writeln!(out, "[-]{name} failed: {}", details.message(&c.message)),
+            Status::Fail => writeln!(out, "[-]{name} failed: {}", details.counted(c)),
             Status::Warn | Status::Unknown => {
-                writeln!(out, "[+]{name} warn: {}", details.message(&c.message))
+                writeln!(out, "[+]{name} warn: {}", details.counted(c))
             }
             Status::Pass => writeln!(out, "[+]{name} ok"),
         };

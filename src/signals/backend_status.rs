@@ -14,13 +14,82 @@ use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{LogLimiter, Observation, Sink};
-use crate::config;
+use serde::{Deserialize, Serialize};
+
+use super::registry::{CheckType, Run, WatchTarget};
+use super::{Observation, Sink};
+use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
+use crate::telemetry::LogLimiter;
+use crate::values::{duration, http_url, KeyError};
+
+/// The keys of a `backend-status` check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendStatus {
+    #[serde(with = "http_url")]
+    pub url: hyper::Uri,
+    #[serde(with = "duration", default = "BackendStatus::default_interval")]
+    pub interval: Duration,
+    #[serde(with = "duration", default = "BackendStatus::default_timeout")]
+    pub timeout: Duration,
+    #[serde(default = "BackendStatus::default_max_body")]
+    pub max_body: usize,
+}
+
+impl BackendStatus {
+    fn default_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_max_body() -> usize {
+        1024 * 1024
+    }
+}
+
+impl CheckType for BackendStatus {
+    const NAME: &'static str = "backend-status";
+    const LINK: super::registry::Link = super::registry::Link::AnnotatedByProviderConfigs;
+
+    fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
+        if cluster.is_some() {
+            return Err(KeyError::new(
+                "cluster",
+                "a backend-status check polls a URL, not a cluster",
+            ));
+        }
+        if self.interval.is_zero() {
+            return Err(KeyError::new("interval", "must be more than 0s"));
+        }
+        if self.timeout.is_zero() {
+            return Err(KeyError::new("timeout", "must be more than 0s"));
+        }
+        if self.max_body == 0 {
+            return Err(KeyError::new("max_body", "must be at least 1 byte"));
+        }
+        Ok(())
+    }
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        Vec::new()
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let poller = Poller::new(
+            run.check,
+            self.clone(),
+            run.sink.clone(),
+            run.metrics.clone(),
+        );
+        tokio::spawn(poller.run());
+    }
+}
 
 /// The item that reports the poll itself.
-pub const ENDPOINT_ITEM: &str = "endpoint";
+pub(crate) const ENDPOINT_ITEM: &str = "endpoint";
 
 /// Why one poll did not give a usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +99,7 @@ pub enum PollError {
         status: http::StatusCode,
         body: Bytes,
     },
-    #[error("no answer within {}: the health server hangs or is overloaded", crate::policy::human(*.0))]
+    #[error("no answer within {}: the health server hangs or is overloaded", human::duration(*.0))]
     Timeout(Duration),
     #[error("cannot connect: {0} (is provider-anynines running, and the Service in front of it?)")]
     Connect(String),
@@ -80,7 +149,7 @@ fn excerpt(body: &Bytes) -> String {
 
 /// A good answer: the items it names and the body for the passthrough.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub items: Vec<(String, Status, String)>,
     pub passthrough: Passthrough,
 }
@@ -118,9 +187,9 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 /// Polls one health server and publishes what it answers.
-pub struct Poller {
+pub(crate) struct Poller {
     check: Arc<str>,
-    config: config::BackendStatus,
+    config: BackendStatus,
     client: Client<HttpConnector, Empty<Bytes>>,
     sink: Sink,
     metrics: Arc<Metrics>,
@@ -134,9 +203,9 @@ pub struct Poller {
 
 impl Poller {
     /// Publishes the check as waiting for its first poll, so it is never missing from the report.
-    pub fn new(
+    pub(crate) fn new(
         check: &str,
-        config: config::BackendStatus,
+        config: BackendStatus,
         sink: Sink,
         metrics: Arc<Metrics>,
     ) -> Poller {
@@ -171,7 +240,7 @@ impl Poller {
     }
 
     /// Polls every `interval` forever. Each poll is bounded by `timeout`, so a hung server delays nothing else.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut ticks = tokio::time::interval(self.config.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -180,7 +249,7 @@ impl Poller {
         }
     }
 
-    pub async fn poll_once(&mut self) {
+    pub(crate) async fn poll_once(&mut self) {
         let started = Instant::now();
         let at = Timestamp::now();
         let result = match tokio::time::timeout(self.config.timeout, self.fetch(at)).await {
@@ -196,7 +265,7 @@ impl Poller {
         match result {
             Ok(answer) => {
                 if self.failures > 0 {
-                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %crate::policy::human(self.failing_since.elapsed()), "upstream answers again");
+                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %human::duration(self.failing_since.elapsed()), "upstream answers again");
                     self.failures = 0;
                     self.errors = LogLimiter::default();
                 }
@@ -299,18 +368,4 @@ impl Poller {
             },
         })
     }
-}
-
-/// An error and its causes on one line: hyper's top-level errors alone say little ("client error (Connect)").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

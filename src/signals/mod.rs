@@ -6,7 +6,8 @@ pub mod deployments;
 pub mod pods;
 pub mod provider_configs;
 pub mod providers;
-pub mod watch;
+pub mod registry;
+pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,15 +15,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject};
 use tokio::sync::Notify;
 
-use crate::config::{CheckKind, Config};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
-use watch::{spawn_follow, Target, Watches};
+use registry::{Kube, Run, Settings};
+use watch::{Clusters, Watches};
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,8 +87,6 @@ pub struct Snapshot {
     pub unsynced: BTreeSet<String>,
 }
 
-pub use crate::telemetry::LogLimiter;
-
 /// Where signals publish. Cheap to clone; the engine wakes on every publish.
 #[derive(Clone, Default)]
 pub struct Sink {
@@ -109,7 +105,7 @@ impl Sink {
 
     /// Publishes placeholder items for a check whose signal has not observed anything yet
     /// (`waiting for the first poll`, `waiting for initial sync`).
-    pub fn waiting(&self, check: &str, items: Vec<Observation>) {
+    pub(crate) fn waiting(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
             s.unsynced.insert(check.to_string());
             s.checks.insert(check.to_string(), Arc::new(items));
@@ -139,148 +135,91 @@ impl Sink {
     }
 
     /// Resolves after the next publish (or at once if one happened since the last call).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
 }
 
+/// One item per wanted name (every object's name when `wanted` is `None`), judged with the object of that
+/// name (`None`: there is none); when there is no name at all, the single `none` item warns with `empty`.
+pub(crate) fn named_items(
+    objects: &[Arc<kube::api::DynamicObject>],
+    wanted: Option<&[String]>,
+    empty: &str,
+    now: Timestamp,
+    judge: impl Fn(String, Option<&kube::api::DynamicObject>) -> Observation,
+) -> Vec<Observation> {
+    let name_of = |o: &kube::api::DynamicObject| o.metadata.name.clone().unwrap_or_default();
+    let names: Vec<String> = match wanted {
+        Some(w) => w.to_vec(),
+        None => objects.iter().map(|o| name_of(o)).collect(),
+    };
+    if names.is_empty() {
+        return vec![Observation::new("none", Status::Warn, empty, now)];
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let object = objects.iter().find(|o| name_of(o) == name);
+            judge(name, object.map(|o| &**o))
+        })
+        .collect()
+}
+
+/// One configured check, as the signals need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckRef<'a> {
+    pub name: &'a str,
+    /// `None`: the default cluster.
+    pub cluster: Option<&'a str>,
+    pub settings: &'a dyn Settings,
+}
+
 /// Starts one signal per configured check, each publishing into `sink`. Every check is published (at least
 /// as waiting) before this returns. A cluster that cannot be used makes its checks `unknown` with the reason.
-pub async fn start(config: &Config, sink: &Sink, metrics: &Arc<Metrics>) {
+pub(crate) async fn start<'a>(
+    checks: impl IntoIterator<Item = CheckRef<'a>>,
+    clusters: &Clusters<'_>,
+    sink: &Sink,
+    metrics: &Arc<Metrics>,
+) {
     let mut watches = Watches::default();
-    for check in &config.checks {
-        let name = check.name.clone();
-        if let CheckKind::BackendStatus(b) = &check.kind {
-            let poller =
-                backend_status::Poller::new(&name, b.clone(), sink.clone(), metrics.clone());
-            tokio::spawn(poller.run());
+    for check in checks {
+        let declared = check.settings.targets();
+        let run = |kube| Run {
+            check: check.name,
+            sink,
+            metrics,
+            declared: declared.clone(),
+            kube,
+        };
+        if declared.is_empty() {
+            check.settings.start(run(None));
             continue;
         }
-        let cluster = check.cluster.clone();
-        let cluster_name = cluster.as_deref().unwrap_or("default");
-        let stale_after = config
-            .cluster(cluster.as_deref())
-            .map_or(Duration::from_secs(60), |c| c.stale_after);
-        let placeholders = match &check.kind {
-            CheckKind::CrossplaneProvider(p) => p.providers.clone().unwrap_or_default(),
-            CheckKind::ProviderConfig(p) => p.names.clone().unwrap_or_default(),
-            CheckKind::Deployment(d) => vec![d.deployment.clone()],
-            _ => vec![],
-        };
-        let client = match watches.client(config, cluster.as_deref()).await {
+        let client = match watches.client(clusters, check.cluster).await {
             Ok(c) => c,
             Err(e) => {
-                let message = format!("cannot use cluster {cluster_name}: {e}");
+                let message = format!(
+                    "cannot use cluster {}: {e}",
+                    check.cluster.unwrap_or("default")
+                );
+                let placeholders = check.settings.placeholders();
                 sink.waiting(
-                    &name,
+                    check.name,
                     watch::waiting(&placeholders, &message, Timestamp::now()),
                 );
                 continue;
             }
         };
-        let sink = sink.clone();
-        match &check.kind {
-            CheckKind::CrossplaneProvider(p) => {
-                let w = watches.watch(
-                    cluster_wide(client, providers::resource(), cluster),
-                    &name,
-                    metrics,
-                );
-                let wanted = p.providers.clone();
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| providers::observe(objects, wanted.as_deref(), now),
-                );
-            }
-            CheckKind::ProviderConfig(p) => {
-                let w = watches.watch(
-                    cluster_wide(client, provider_configs::resource(p), cluster),
-                    &name,
-                    metrics,
-                );
-                let (names, stale) = (p.names.clone(), p.check_stale_after);
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| {
-                        provider_configs::observe(objects, names.as_deref(), stale, now)
-                    },
-                );
-            }
-            CheckKind::Deployment(d) => {
-                let target = Target::<Deployment> {
-                    api: Api::namespaced(client, &d.namespace),
-                    strip: |d| {
-                        if let Some(spec) = d.spec.as_mut() {
-                            spec.template = Default::default();
-                        }
-                    },
-                    dyntype: (),
-                    cluster,
-                    namespace: Some(d.namespace.clone()),
-                    labels: None,
-                };
-                let w = watches.watch(target, &name, metrics);
-                let d = d.clone();
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| deployments::observe(objects, &d, now),
-                );
-            }
-            CheckKind::Pods(p) => {
-                let target = Target::<Pod> {
-                    api: Api::namespaced(client, &p.namespace),
-                    strip: |p| p.spec = None,
-                    dyntype: (),
-                    cluster,
-                    namespace: Some(p.namespace.clone()),
-                    labels: Some(p.selector.clone()).filter(|s| !s.is_empty()),
-                };
-                let w = watches.watch(target, &name, metrics);
-                let (selector, window) = (p.selector.clone(), p.restart_window);
-                spawn_follow(
-                    w,
-                    name,
-                    sink,
-                    stale_after,
-                    placeholders,
-                    move |objects, now| pods::observe(objects, &selector, window, now),
-                );
-            }
-            CheckKind::BackendStatus(_) => {}
-        }
+        let stale_after = clusters
+            .get(check.cluster)
+            .map_or(Duration::from_secs(60), |c| c.stale_after);
+        check.settings.start(run(Some(Kube {
+            client,
+            cluster: check.cluster.map(str::to_string),
+            stale_after,
+            watches: &mut watches,
+        })));
     }
-}
-
-/// A cluster-scoped custom resource, judged by its status alone.
-fn cluster_wide(
-    client: kube::Client,
-    resource: ApiResource,
-    cluster: Option<String>,
-) -> Target<DynamicObject> {
-    Target {
-        api: Api::all_with(client, &resource),
-        strip: keep_status,
-        dyntype: resource,
-        cluster,
-        namespace: None,
-        labels: None,
-    }
-}
-
-/// Crossplane and provider-anynines objects are judged by their status alone.
-fn keep_status(obj: &mut DynamicObject) {
-    let status = obj.data.get_mut("status").map(serde_json::Value::take);
-    obj.data = serde_json::json!({ "status": status });
 }

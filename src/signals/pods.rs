@@ -5,10 +5,72 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
+use kube::api::Api;
+use serde::{Deserialize, Serialize};
+
+use super::registry::{CheckType, Run, WatchTarget};
+use super::watch::Target;
 use super::{Expiry, Observation};
 use crate::report::Status;
+use crate::values::{duration, KeyError};
+
+/// The keys of a `pods` check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Pods {
+    pub namespace: String,
+    pub selector: String,
+    #[serde(with = "duration")]
+    pub restart_window: Duration,
+}
+
+impl Default for Pods {
+    fn default() -> Self {
+        Pods {
+            namespace: "crossplane-system".into(),
+            selector: "pkg.crossplane.io/provider=provider-anynines".into(),
+            restart_window: Duration::from_secs(600),
+        }
+    }
+}
+
+impl CheckType for Pods {
+    const NAME: &'static str = "pods";
+
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
+        if self.namespace.is_empty() {
+            return Err(KeyError::new("namespace", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: String::new(),
+            version: "v1".into(),
+            resource: "pods".into(),
+            namespace: Some(self.namespace.clone()),
+        }]
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let (selector, window) = (self.selector.clone(), self.restart_window);
+        run.follow(
+            Vec::new(),
+            |client, cluster| Target::<Pod> {
+                api: Api::namespaced(client, &self.namespace),
+                strip: |p| p.spec = None,
+                dyntype: (),
+                cluster,
+                namespace: Some(self.namespace.clone()),
+                labels: Some(self.selector.clone()).filter(|s| !s.is_empty()),
+            },
+            move |objects, now| observe(objects, &selector, window, now),
+        );
+    }
+}
 
 pub fn observe(
     objects: &[Arc<Pod>],
@@ -37,18 +99,7 @@ fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
         .iter()
         .find(|c| c.type_ == "Ready");
     let containers = status.container_statuses.as_deref().unwrap_or_default();
-    let crash_looping: Vec<String> = containers
-        .iter()
-        .filter_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then(|| {
-                format!(
-                    "container {} in CrashLoopBackOff ({} restarts)",
-                    c.name, c.restart_count
-                )
-            })
-        })
-        .collect();
+    let crash_looping = crash_loops(containers);
     let phase = status.phase.as_deref().unwrap_or("Unknown");
     match ready {
         Some(c) if c.status == "True" => {}
@@ -72,6 +123,32 @@ fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
     if !crash_looping.is_empty() {
         return Observation::new(name, Status::Warn, crash_looping.join("; "), now);
     }
+    recent_restart(name, containers, window, now)
+}
+
+/// `container NAME in CrashLoopBackOff (N restarts)` for each container waiting in a crash loop.
+fn crash_loops(containers: &[ContainerStatus]) -> Vec<String> {
+    containers
+        .iter()
+        .filter_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then(|| {
+                format!(
+                    "container {} in CrashLoopBackOff ({} restarts)",
+                    c.name, c.restart_count
+                )
+            })
+        })
+        .collect()
+}
+
+/// A ready pod: `warn` while its latest container restart is within `window`, then `pass`.
+fn recent_restart(
+    name: String,
+    containers: &[ContainerStatus],
+    window: Duration,
+    now: Timestamp,
+) -> Observation {
     // The latest restart: when a container's previous run ended.
     let restart = containers
         .iter()

@@ -10,11 +10,69 @@ use jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use super::{Expiry, Observation};
-use crate::config;
-use crate::report::Status;
+use serde::{Deserialize, Serialize};
 
-pub fn resource(c: &config::ProviderConfig) -> ApiResource {
+use super::registry::{CheckType, Link, Run, WatchTarget};
+use super::watch::cluster_wide;
+use super::{Expiry, Observation};
+use crate::human;
+use crate::report::Status;
+use crate::values::duration;
+
+/// The keys of a `provider-config` check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    #[serde(with = "duration")]
+    pub check_stale_after: Duration,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            group: "dataservices.anynines.com".into(),
+            version: "v1".into(),
+            plural: "providerconfigs".into(),
+            names: None,
+            check_stale_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl CheckType for ProviderConfig {
+    const NAME: &'static str = "provider-config";
+    const LINK: Link = Link::ProviderConfigs;
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            resource: self.plural.clone(),
+            namespace: None,
+        }]
+    }
+
+    fn placeholders(&self) -> Vec<String> {
+        self.names.clone().unwrap_or_default()
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let resource = resource(self);
+        let (names, stale) = (self.names.clone(), self.check_stale_after);
+        run.follow(
+            self.placeholders(),
+            |client, cluster| cluster_wide(client, resource, cluster),
+            move |objects, now| observe(objects, names.as_deref(), stale, now),
+        );
+    }
+}
+
+pub(crate) fn resource(c: &ProviderConfig) -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(&c.group, &c.version, "ProviderConfig"),
         &c.plural,
@@ -28,26 +86,16 @@ pub fn observe(
     stale_after: Duration,
     now: Timestamp,
 ) -> Vec<Observation> {
-    let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
-    let wanted: Vec<String> = match names {
-        Some(n) => n.to_vec(),
-        None => objects.iter().map(|o| name_of(o)).collect(),
-    };
-    if wanted.is_empty() {
-        return vec![Observation::new(
-            "none",
-            Status::Warn,
-            "no ProviderConfigs exist",
-            now,
-        )];
-    }
-    wanted
-        .into_iter()
-        .map(|name| match objects.iter().find(|o| name_of(o) == name) {
+    super::named_items(
+        objects,
+        names,
+        "no ProviderConfigs exist",
+        now,
+        |name, pc| match pc {
             None => Observation::new(name, Status::Fail, "not found", now),
             Some(pc) => judge(name, pc.data.pointer("/status/health"), stale_after, now),
-        })
-        .collect()
+        },
+    )
 }
 
 fn judge(
@@ -110,7 +158,7 @@ fn judge(
         status: Status::Unknown,
         message: format!(
             "provider-anynines has not checked it since {checked} (more than {}): its health loop may be stuck",
-            crate::policy::human(stale_after)
+            human::duration(stale_after)
         ),
     })
 }

@@ -8,11 +8,50 @@ use jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
+use serde::{Deserialize, Serialize};
+
+use super::registry::{CheckType, Run, WatchTarget};
+use super::watch::cluster_wide;
 use super::Observation;
 use crate::report::Status;
 
+/// The keys of a `crossplane-provider` check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CrossplaneProvider {
+    /// Providers that must exist and be healthy; `None` checks every installed provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
+}
+
+impl CheckType for CrossplaneProvider {
+    const NAME: &'static str = "crossplane-provider";
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: "pkg.crossplane.io".into(),
+            version: "v1".into(),
+            resource: "providers".into(),
+            namespace: None,
+        }]
+    }
+
+    fn placeholders(&self) -> Vec<String> {
+        self.providers.clone().unwrap_or_default()
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let wanted = self.providers.clone();
+        run.follow(
+            self.placeholders(),
+            |client, cluster| cluster_wide(client, resource(), cluster),
+            move |objects, now| observe(objects, wanted.as_deref(), now),
+        );
+    }
+}
+
 /// The Provider resource.
-pub fn resource() -> ApiResource {
+pub(crate) fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("pkg.crossplane.io", "v1", "Provider"),
         "providers",
@@ -21,14 +60,14 @@ pub fn resource() -> ApiResource {
 
 /// One condition of a Kubernetes object, as read from `status.conditions`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition<'a> {
+pub(crate) struct Condition<'a> {
     pub status: &'a str,
     pub reason: &'a str,
     pub message: &'a str,
 }
 
 /// The condition of `type_` in a `status.conditions` list of an untyped object.
-pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
+pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
     let text = |c: &'a Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
     status
         .get("conditions")?
@@ -43,7 +82,7 @@ pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
 }
 
 /// `Healthy is "False" (UnhealthyPackageRevision): message`.
-pub fn describe(type_: &str, c: &Condition<'_>) -> String {
+pub(crate) fn describe(type_: &str, c: &Condition<'_>) -> String {
     let mut out = format!("{type_} is {:?}", c.status);
     if !c.reason.is_empty() {
         out.push_str(&format!(" ({})", c.reason));
@@ -60,29 +99,19 @@ pub fn observe(
     wanted: Option<&[String]>,
     now: Timestamp,
 ) -> Vec<Observation> {
-    let name_of = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
-    let names: Vec<String> = match wanted {
-        Some(w) => w.to_vec(),
-        None => objects.iter().map(|o| name_of(o)).collect(),
-    };
-    if names.is_empty() {
-        return vec![Observation::new(
-            "none",
-            Status::Warn,
-            "no Crossplane providers are installed",
-            now,
-        )];
-    }
-    names
-        .into_iter()
-        .map(|name| {
-            let (status, message) = match objects.iter().find(|o| name_of(o) == name) {
+    super::named_items(
+        objects,
+        wanted,
+        "no Crossplane providers are installed",
+        now,
+        |name, p| {
+            let (status, message) = match p {
                 None => (Status::Fail, "not installed".to_string()),
                 Some(p) => judge(p.data.get("status").unwrap_or(&Value::Null)),
             };
             Observation::new(name, status, message, now)
-        })
-        .collect()
+        },
+    )
 }
 
 fn judge(status: &Value) -> (Status, String) {

@@ -1,6 +1,6 @@
-//! Kubernetes watches shared between checks: one kube-runtime watcher per cluster, resource and namespace
-//! (namespaced, not cluster-wide, so that RBAC can stay a namespaced Role), feeding a reflector store that
-//! every check needing that resource reads.
+//! Kubernetes watches shared between checks: one kube-runtime watcher per cluster, resource, namespace and
+//! label selector (namespaced resources are watched in their namespace only, so that RBAC can stay a
+//! namespaced Role), feeding a reflector store that every check needing that resource reads.
 //!
 //! A watch that fails is restarted from a fresh list with backoff; meanwhile the store keeps the last known
 //! objects and the state records since when the watch is broken, so checks can turn their items `unknown`
@@ -23,21 +23,67 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
-use super::backend_status::error_chain;
-use super::{Expiry, LogLimiter, Observation, Sink};
-use crate::config::{self, Config};
+use kube::api::{ApiResource, DynamicObject};
+use serde::{Deserialize, Serialize};
+
+use super::{Expiry, Observation, Sink};
+use crate::human::error_chain;
 use crate::metrics::Metrics;
 use crate::report::Status;
+use crate::telemetry::LogLimiter;
+use crate::values::{duration, text};
+
+/// How to reach one Kubernetes cluster. `[kubernetes]` is the default cluster; `[clusters.NAME]` the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::option"
+    )]
+    pub context: Option<String>,
+    #[serde(with = "duration")]
+    pub stale_after: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            kubeconfig: None,
+            context: None,
+            stale_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The default cluster and the named ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clusters<'a> {
+    pub default: &'a Cluster,
+    pub named: &'a std::collections::BTreeMap<String, Cluster>,
+}
+
+impl<'a> Clusters<'a> {
+    /// The cluster `name` (`None`: the default one).
+    pub(crate) fn get(&self, name: Option<&str>) -> Option<&'a Cluster> {
+        match name {
+            None => Some(self.default),
+            Some(n) => self.named.get(n),
+        }
+    }
+}
 
 /// The placeholder item of a check whose watch has not listed anything yet.
-pub const WATCH_ITEM: &str = "watch";
+pub(crate) const WATCH_ITEM: &str = "watch";
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How a watch is doing.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct WatchState {
+pub(crate) struct WatchState {
     /// The initial list has completed at least once.
     pub synced: bool,
     /// Since when, and why, the watch has been failing; `None` while it works.
@@ -45,13 +91,13 @@ pub struct WatchState {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Broken {
+pub(crate) struct Broken {
     pub since: Timestamp,
     pub error: String,
 }
 
 /// One shared watch, as a check sees it.
-pub struct Watch<K: Resource + 'static>
+pub(crate) struct Watch<K: Resource + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -79,14 +125,14 @@ where
 
 /// Starts watches on demand and hands out the existing one when the same resource is asked for again.
 #[derive(Default)]
-pub struct Watches {
-    clients: HashMap<Option<String>, Result<Client, String>>,
+pub(crate) struct Watches {
+    clients: HashMap<Option<String>, Result<Client, Arc<ClientError>>>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
     started: HashMap<(TypeId, String), Box<dyn Any + Send>>,
 }
 
 /// What to watch: the API (cluster, resource, namespace) and an optional label selector.
-pub struct Target<K: Resource> {
+pub(crate) struct Target<K: Resource> {
     pub api: Api<K>,
     /// Drops what no check reads before an object is stored (specs, for a start), to keep memory small.
     pub strip: fn(&mut K),
@@ -98,14 +144,14 @@ pub struct Target<K: Resource> {
 
 impl Watches {
     /// The client of a cluster (`None`: the default one), created once; `Err` says why it cannot be used.
-    pub async fn client(
+    pub(crate) async fn client(
         &mut self,
-        config: &Config,
+        clusters: &Clusters<'_>,
         cluster: Option<&str>,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, Arc<ClientError>> {
         let key = cluster.map(str::to_string);
         if !self.clients.contains_key(&key) {
-            let client = make_client(config, cluster).await;
+            let client = make_client(clusters, cluster).await.map_err(Arc::new);
             if let Err(e) = &client {
                 tracing::error!(cluster = cluster.unwrap_or("default"), error = %e, "cannot use cluster");
             }
@@ -115,7 +161,12 @@ impl Watches {
     }
 
     /// The shared watch of `target`, started on first use. `check` subscribes to its restart counter.
-    pub fn watch<K>(&mut self, target: Target<K>, check: &str, metrics: &Arc<Metrics>) -> Watch<K>
+    pub(crate) fn watch<K>(
+        &mut self,
+        target: Target<K>,
+        check: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Watch<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
@@ -180,34 +231,63 @@ impl Watches {
     }
 }
 
-async fn make_client(config: &Config, cluster: Option<&str>) -> Result<Client, String> {
-    let settings: &config::Cluster = config
-        .cluster(cluster)
-        .ok_or_else(|| format!("cluster {:?} is not declared", cluster.unwrap_or_default()))?;
+/// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's
+/// top-level errors alone say little.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    #[error("cluster {0:?} is not declared")]
+    Undeclared(String),
+    #[error("cannot read kubeconfig {}: {}", .path.display(), error_chain(.source))]
+    ReadKubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig {}: {}", .path.display(), error_chain(.source))]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig: {}", error_chain(.0))]
+    DefaultKubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("no in-cluster service account and no usable kubeconfig ({}); set KUBECONFIG or [kubernetes] kubeconfig", error_chain(.0))]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("cannot create a Kubernetes client: {}", error_chain(.0))]
+    Client(#[source] kube::Error),
+}
+
+async fn make_client(
+    clusters: &Clusters<'_>,
+    cluster: Option<&str>,
+) -> Result<Client, ClientError> {
+    let settings = clusters
+        .get(cluster)
+        .ok_or_else(|| ClientError::Undeclared(cluster.unwrap_or_default().to_string()))?;
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..KubeConfigOptions::default()
     };
     let kube_config = match &settings.kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig {}: {}", path.display(), error_chain(&e)))?;
+            let file =
+                Kubeconfig::read_from(path).map_err(|source| ClientError::ReadKubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
             kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| format!("kubeconfig {}: {}", path.display(), error_chain(&e)))?
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
         }
         None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(|e| format!("kubeconfig: {}", error_chain(&e)))?,
-        None => kube::Config::infer().await.map_err(|e| {
-            format!(
-                "no in-cluster service account and no usable kubeconfig ({}); set KUBECONFIG or [kubernetes] kubeconfig",
-                error_chain(&e)
-            )
-        })?,
+            .map_err(ClientError::DefaultKubeconfig)?,
+        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
-    Client::try_from(kube_config)
-        .map_err(|e| format!("cannot create a Kubernetes client: {}", error_chain(&e)))
+    Client::try_from(kube_config).map_err(ClientError::Client)
 }
 
 /// Runs one watch forever: list, watch, and on any error start again from a fresh list after a backoff.
@@ -284,7 +364,7 @@ async fn run<K>(
 /// Follows a watch for one check: whenever the watch changes, `observe` turns the objects into items,
 /// which are published together with what is known about the watch itself. The check is published as
 /// waiting at once, so it is never missing from the first report.
-pub fn spawn_follow<K>(
+pub(crate) fn spawn_follow<K>(
     mut watch: Watch<K>,
     check: String,
     sink: Sink,
@@ -358,7 +438,7 @@ async fn follow<K>(
 }
 
 /// Unknown placeholder items: the named ones, or the single `watch` item.
-pub fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
+pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
     if items.is_empty() {
         return vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)];
     }
@@ -366,4 +446,26 @@ pub fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observati
         .iter()
         .map(|i| Observation::new(i.clone(), Status::Unknown, message, now))
         .collect()
+}
+
+/// A cluster-scoped custom resource, judged by its status alone.
+pub(crate) fn cluster_wide(
+    client: kube::Client,
+    resource: ApiResource,
+    cluster: Option<String>,
+) -> Target<DynamicObject> {
+    Target {
+        api: Api::all_with(client, &resource),
+        strip: keep_status,
+        dyntype: resource,
+        cluster,
+        namespace: None,
+        labels: None,
+    }
+}
+
+/// Crossplane and provider-anynines objects are judged by their status alone.
+fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
 }

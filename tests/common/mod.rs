@@ -145,8 +145,26 @@ impl Drop for Service {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection.
+/// How long any one test request may take: a generous guard, so that a hung answer fails the test
+/// instead of hanging CI. Never a latency assertion.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTP/1.1 request on a fresh connection, bounded by [`REQUEST_TIMEOUT`].
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        request_unbounded(addr, method, path, headers),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))
+}
+
+async fn request_unbounded(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {

@@ -1,0 +1,487 @@
+//! Configuration: `config.toml`, then `KLUTCH_HEALTH_…` environment variables, then command-line flags.
+//!
+//! Loading happens in two steps so that every error names the key an operator has to fix: figment merges the
+//! sources into one tree, then each part is deserialized with `serde_path_to_error`, and each `[[check]]` on
+//! its own: the keys every check shares here, its type's keys by that type's settings struct through
+//! [`crate::signals::registry`], so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use std::sync::Arc;
+
+use crate::signals::registry::{type_names, Registration, Settings};
+use crate::signals::watch::Clusters;
+use crate::signals::CheckRef;
+use crate::values::{deserialize, duration, text, KeyError};
+
+mod endpoints;
+
+pub use crate::signals::watch::Cluster;
+pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
+
+/// Environment variables with this prefix override configuration keys (`__` separates nested keys).
+pub const ENV_PREFIX: &str = "KLUTCH_HEALTH_";
+/// Environment variable naming the configuration file.
+pub const ENV_CONFIG: &str = "KLUTCH_HEALTH_CONFIG";
+
+/// Why a configuration cannot be used. Every message names the key an operator has to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: cannot read configuration file {}: no such file (pass --config PATH or set {ENV_CONFIG})", .0.display())]
+    NoFile(PathBuf),
+    /// The file or the environment cannot be read or merged.
+    #[error("invalid configuration: {}", figment_message(.0))]
+    Source(#[source] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Key(#[from] KeyError),
+    /// `check "NAME"`, or `check #N` before its name is known.
+    #[error("invalid configuration: {check}: {source}")]
+    Check {
+        check: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("invalid configuration: endpoints.{endpoint}.{key}: {source}")]
+    Pattern {
+        endpoint: &'static str,
+        key: &'static str,
+        #[source]
+        source: PatternError,
+    },
+    #[error("invalid configuration: server.token_file: cannot read {}: {source}", .path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn key(path: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Key(KeyError::new(path, why))
+}
+
+fn source(e: figment::Error) -> ConfigError {
+    ConfigError::Source(Box::new(e))
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: Server,
+    pub kubernetes: Cluster,
+    pub clusters: BTreeMap<String, Cluster>,
+    #[serde(rename = "check")]
+    pub checks: Vec<Check>,
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub details: DetailsPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    #[serde(with = "duration")]
+    pub shutdown_delay: Duration,
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    #[serde(deserialize_with = "text::deserialize")]
+    pub service_id: String,
+    #[serde(deserialize_with = "text::deserialize")]
+    pub description: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            details: DetailsPolicy::Always,
+            token_file: None,
+            shutdown_delay: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            service_id: "klutch-health".into(),
+            description: "Klutch control plane".into(),
+        }
+    }
+}
+
+/// Who may read failure messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetailsPolicy {
+    Always,
+    Never,
+    Token,
+}
+
+/// One configured check: the keys every type shares, and its type's own settings (read by the registry).
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub require: Require,
+    pub cluster: Option<String>,
+    pub settings: Arc<dyn Settings>,
+}
+
+impl Check {
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.settings.type_name()
+    }
+
+    /// What the signals need of it.
+    pub(crate) fn as_ref(&self) -> CheckRef<'_> {
+        CheckRef {
+            name: &self.name,
+            cluster: self.cluster.as_deref(),
+            settings: &*self.settings,
+        }
+    }
+}
+
+impl Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            name: &'a str,
+            require: Require,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cluster: Option<&'a str>,
+            #[serde(rename = "type")]
+            type_name: &'static str,
+            #[serde(flatten)]
+            settings: serde_json::Value,
+        }
+        Out {
+            name: &self.name,
+            require: self.require,
+            cluster: self.cluster.as_deref(),
+            type_name: self.type_name(),
+            settings: self.settings.to_json(),
+        }
+        .serialize(s)
+    }
+}
+
+/// The keys that every check type shares, split off before the type-specific keys are read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    name: String,
+    #[serde(default)]
+    require: Require,
+    #[serde(default)]
+    cluster: Option<String>,
+}
+
+/// How many of a check's items must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Require {
+    #[default]
+    All,
+    Any,
+    AtLeast(usize),
+}
+
+impl Serialize for Require {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Require::All => s.serialize_str("all"),
+            Require::Any => s.serialize_str("any"),
+            Require::AtLeast(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Require {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Number(i64),
+        }
+        let bad =
+            || serde::de::Error::custom("expected \"all\", \"any\" or a number of at least 1");
+        match Raw::deserialize(d).map_err(|_| bad())? {
+            Raw::Word(w) if w == "all" => Ok(Require::All),
+            Raw::Word(w) if w == "any" => Ok(Require::Any),
+            Raw::Word(w) => w
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Require::AtLeast)
+                .ok_or_else(bad),
+            Raw::Number(n) if n >= 1 => Ok(Require::AtLeast(n as usize)),
+            Raw::Number(_) => Err(bad()),
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where the configuration file is: `--config`, else `$KLUTCH_HEALTH_CONFIG`, else `./config.toml`.
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(ENV_CONFIG).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config.toml"))
+}
+
+impl Config {
+    /// Reads the file, the environment and the flags, and validates the result.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::NoFile(path.to_path_buf()));
+        }
+        let mut figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
+        }
+        let tree: Dict = figment.extract().map_err(source)?;
+        Self::from_dict(tree)
+    }
+
+    /// Parses a TOML document (no environment, no flags): for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let tree: Dict = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(source)?;
+        Self::from_dict(tree)
+    }
+
+    fn from_dict(mut tree: Dict) -> Result<Config, ConfigError> {
+        let checks = match tree.remove("check") {
+            None => vec![],
+            Some(Value::Array(_, items)) => items,
+            Some(_) => return Err(key("check", "expected an array of tables ([[check]])")),
+        };
+        Endpoints::fill_defaults(&mut tree);
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rest {
+            #[serde(default)]
+            server: Server,
+            #[serde(default)]
+            kubernetes: Cluster,
+            #[serde(default)]
+            clusters: BTreeMap<String, Cluster>,
+            #[serde(default)]
+            endpoints: Endpoints,
+        }
+        let rest: Rest = deserialize(&Value::from(tree))?;
+        let checks = checks
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| parse_check(i, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = Config {
+            server: rest.server,
+            kubernetes: rest.kubernetes,
+            clusters: rest.clusters,
+            checks,
+            endpoints: rest.endpoints,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.checks.is_empty() {
+            return Err(key(
+                "check",
+                "no checks configured (add at least one [[check]])",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for check in &self.checks {
+            let at = |source: KeyError| ConfigError::Check {
+                check: format!("check \"{}\"", check.name),
+                source,
+            };
+            if check.name.is_empty()
+                || check.name.contains('/')
+                || check.name.contains(char::is_whitespace)
+            {
+                return Err(at(KeyError::new(
+                    "name",
+                    "must be non-empty, without \"/\" or spaces",
+                )));
+            }
+            if !names.insert(check.name.as_str()) {
+                return Err(at(KeyError::new(
+                    "name",
+                    "duplicate check name (every check needs its own name)",
+                )));
+            }
+            match &check.cluster {
+                Some(c)
+                    if !check.settings.targets().is_empty() && !self.clusters.contains_key(c) =>
+                {
+                    return Err(at(KeyError::new(
+                        "cluster",
+                        format!("no cluster \"{c}\" is declared under [clusters.{c}]"),
+                    )))
+                }
+                _ => {}
+            }
+            check
+                .settings
+                .validate(check.cluster.as_deref())
+                .map_err(at)?;
+        }
+        for (name, cluster) in &self.clusters {
+            if cluster.kubeconfig.is_none() {
+                return Err(key(
+                    &format!("clusters.{name}.kubeconfig"),
+                    "missing (an extra cluster needs its kubeconfig path)",
+                ));
+            }
+        }
+        let check_names: Vec<&str> = self.checks.iter().map(|c| c.name.as_str()).collect();
+        for (endpoint, policy) in [
+            ("healthz", &self.endpoints.healthz),
+            ("readyz", &self.endpoints.readyz),
+        ] {
+            for (key, patterns) in [
+                ("include", &policy.include),
+                ("exclude", &policy.exclude),
+                ("warn_only", &policy.warn_only),
+            ] {
+                patterns
+                    .reach(&check_names)
+                    .map_err(|source| ConfigError::Pattern {
+                        endpoint,
+                        key,
+                        source,
+                    })?;
+            }
+        }
+        if self.server.details == DetailsPolicy::Token {
+            self.token()?;
+        }
+        Ok(())
+    }
+
+    /// The bearer token that unlocks details, read from `server.token_file`.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        if self.server.details != DetailsPolicy::Token {
+            return Ok(None);
+        }
+        let path = self.server.token_file.as_ref().ok_or_else(|| {
+            key(
+                "server.token_file",
+                "missing (details = \"token\" needs a token file)",
+            )
+        })?;
+        let token = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(key(
+                "server.token_file",
+                format!("{} is empty", path.display()),
+            ));
+        }
+        Ok(Some(token.to_string()))
+    }
+
+    /// The effective configuration as TOML, for `--check-config`. Holds no secret: the token stays in its file.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    /// The default cluster and the named ones, for the signals.
+    pub(crate) fn clusters(&self) -> Clusters<'_> {
+        Clusters {
+            default: &self.kubernetes,
+            named: &self.clusters,
+        }
+    }
+}
+
+fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
+    let Value::Dict(_, mut dict) = value else {
+        return Err(ConfigError::Check {
+            check: format!("check #{}", index + 1),
+            source: KeyError::new("", "expected a table ([[check]])"),
+        });
+    };
+    let label = match dict.get("name") {
+        Some(Value::String(_, n)) => format!("check \"{n}\""),
+        _ => format!("check #{}", index + 1),
+    };
+    let at = |source: KeyError| ConfigError::Check {
+        check: label.clone(),
+        source,
+    };
+    let type_name = match dict.remove("type") {
+        Some(Value::String(_, t)) => t,
+        Some(_) => return Err(at(KeyError::new("type", "expected a string"))),
+        None => {
+            return Err(at(KeyError::new(
+                "type",
+                format!("missing (one of {})", type_names()),
+            )))
+        }
+    };
+    let mut common = Dict::new();
+    for key in ["name", "require", "cluster"] {
+        if let Some(v) = dict.remove(key) {
+            common.insert(key.into(), v);
+        }
+    }
+    let common: Common = deserialize(&Value::from(common)).map_err(at)?;
+    let registration = Registration::find(&type_name).ok_or_else(|| {
+        at(KeyError::new(
+            "type",
+            format!(
+                "unknown check type \"{type_name}\" (one of {})",
+                type_names()
+            ),
+        ))
+    })?;
+    let settings = registration.read(&Value::from(dict)).map_err(at)?;
+    Ok(Check {
+        name: common.name,
+        require: common.require,
+        cluster: common.cluster,
+        settings,
+    })
+}
+
+fn figment_message(e: &figment::Error) -> String {
+    let path = e.path.join(".");
+    let source = match &e.metadata {
+        Some(md) => md
+            .source
+            .as_ref()
+            .map(|s| format!(" (from {s})"))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    if path.is_empty() {
+        format!("{}{source}", e.kind)
+    } else {
+        format!("{path}: {}{source}", e.kind)
+    }
+}
