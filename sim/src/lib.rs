@@ -9,6 +9,6 @@ pub mod fixtures;
 mod net;
 mod selector;
 
-pub use api::{FakeApi, RecordedRequest};
+pub use api::{ApplyError, FakeApi, RecordedRequest, WatchFault};
 pub use backend::{BackendMode, FakeBackend};
 pub use control_plane::SimControlPlane;

@@ -364,10 +364,15 @@ async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<
                 Ok(b) => b.to_bytes(),
                 Err(e) => return answer(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n")),
             };
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Array(items)) => items.into_iter().for_each(|o| cp.api.apply(o)),
-                Ok(obj) => cp.api.apply(obj),
+            let objects = match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Array(items)) => items,
+                Ok(obj) => vec![obj],
                 Err(e) => return answer(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}\n")),
+            };
+            for obj in objects {
+                if let Err(e) = cp.api.try_apply(obj) {
+                    return answer(StatusCode::BAD_REQUEST, format!("{e}\n"));
+                }
             }
         }
         _ => return answer(StatusCode::NOT_FOUND, HELP.to_string()),

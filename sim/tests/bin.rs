@@ -165,6 +165,10 @@ fn serve_prints_its_addresses_and_the_control_api_flips_faults() {
                       {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bulk-2"}}]"#;
     assert_eq!(http(&control, "POST", "/objects", objects).0, 200);
     assert_eq!(http(&control, "POST", "/objects", "{not json").0, 400);
+    let widget = r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"}}"#;
+    let (code, text) = http(&control, "POST", "/objects", widget);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("does not serve kind \"Widget\""), "{text}");
     assert_eq!(http(&api, "GET", "/api/v1/namespaces/bulk-2", "").0, 200);
 
     let (code, stats) = http(&control, "GET", "/stats", "");

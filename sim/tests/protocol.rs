@@ -413,3 +413,38 @@ async fn hang_latency_and_down_in_a_threaded_runtime() {
     cp.api.set_down(false);
     assert_eq!(get(&cp.api, "/version").await.0, 200);
 }
+
+#[tokio::test]
+async fn objects_of_kinds_not_served_are_refused_loudly() {
+    let api = FakeApi::start().await.expect("fake API");
+    let unknown = serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
+    let err = api
+        .try_apply(unknown.clone())
+        .expect_err("an unknown kind is refused");
+    assert_eq!(
+        err,
+        klutch_sim::ApplyError::UnknownKind {
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into()
+        }
+    );
+    assert!(
+        err.to_string().contains("\"Widget\"") && err.to_string().contains("register"),
+        "{err}"
+    );
+    let nameless = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}});
+    assert!(matches!(
+        api.try_apply(nameless),
+        Err(klutch_sim::ApplyError::NoName { .. })
+    ));
+    let panicked = std::panic::catch_unwind(|| api.apply(unknown.clone()));
+    assert!(
+        panicked.is_err(),
+        "apply panics on an unknown kind instead of dropping it"
+    );
+    api.register("example.com", "v1", "widgets", "Widget", false);
+    let stored = api.try_apply(unknown).expect("served once registered");
+    assert_eq!(stored["metadata"]["resourceVersion"], "1");
+    let (code, list) = get(&api, "/apis/example.com/v1/widgets").await;
+    assert_eq!((code, names(&list)), (200, vec!["w".to_string()]));
+}
