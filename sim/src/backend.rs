@@ -36,6 +36,11 @@ pub enum BackendMode {
     Reset,
     /// Not listening: connections are refused.
     Refuse,
+    /// `200` JSON in which every entry appears twice: first `degraded`, then with its value (the last
+    /// duplicate is what a naive parser keeps).
+    DuplicateKeys,
+    /// `200` with the entries as JSON, but labelled `Content-Type: text/html`.
+    Html,
 }
 
 struct Inner {
@@ -86,6 +91,11 @@ impl FakeBackend {
 
     pub fn set_entries(&self, entries: BTreeMap<String, String>) {
         *lock(&self.inner.entries) = entries;
+    }
+
+    /// The entries the healthy body is made of.
+    pub fn entries(&self) -> BTreeMap<String, String> {
+        lock(&self.inner.entries).clone()
     }
 
     /// Sets one ProviderConfig's value: `"ok"` or `"degraded"`.
@@ -179,6 +189,14 @@ impl FakeBackend {
                 BackendMode::Healthy => {
                     write(&mut stream, "200 OK", "application/json", &body()).await
                 }
+                BackendMode::Html => {
+                    write(&mut stream, "200 OK", "text/html; charset=utf-8", &body()).await
+                }
+                BackendMode::DuplicateKeys => {
+                    let entries = lock(&self.inner.entries).clone();
+                    let body = duplicate_keys(&entries);
+                    write(&mut stream, "200 OK", "application/json", body.as_bytes()).await
+                }
                 BackendMode::Slow(d) => {
                     tokio::time::sleep(d).await;
                     write(&mut stream, "200 OK", "application/json", &body()).await
@@ -235,6 +253,19 @@ impl FakeBackend {
     }
 }
 
+/// `{"k":"degraded","k":"ok",…}`: what no JSON serializer writes, but a broken upstream may.
+fn duplicate_keys(entries: &BTreeMap<String, String>) -> String {
+    let fields: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| {
+            let k = serde_json::Value::from(k.as_str());
+            let v = serde_json::Value::from(v.as_str());
+            format!("{k}:\"degraded\",{k}:{v}")
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
 fn wants_close(head: &str) -> bool {
     head.lines().any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
@@ -282,4 +313,33 @@ async fn write(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await
+}
+
+/// Bodies that a real health server can produce and a careful poller must survive (as entries for
+/// [`FakeBackend::set_entries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OddEntries {
+    /// `{}`: no ProviderConfig at all.
+    Empty,
+    /// A ProviderConfig named `endpoint`, like a poller's own item.
+    Endpoint,
+    /// Keys no Kubernetes object can have: one with a newline (and a forged log line), one with spaces.
+    InvalidNames,
+    /// This many `degraded` keys.
+    Many(usize),
+}
+
+impl OddEntries {
+    pub fn entries(self) -> BTreeMap<String, String> {
+        let pairs: Vec<(String, &str)> = match self {
+            OddEntries::Empty => Vec::new(),
+            OddEntries::Endpoint => vec![("endpoint".into(), "degraded")],
+            OddEntries::InvalidNames => vec![
+                ("bad\nINFO forged log line".into(), "degraded"),
+                ("name with spaces".into(), "ok"),
+            ],
+            OddEntries::Many(n) => (0..n).map(|i| (format!("pc-{i:05}"), "degraded")).collect(),
+        };
+        pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::api::now_rfc3339 as now;
+pub use crate::pods::provider_pod;
+use crate::pods::{provider_pod_in, PodState};
 use crate::{fixtures, FakeApi, FakeBackend};
 
 pub const PROVIDER_API: &str = "pkg.crossplane.io/v1";
@@ -142,6 +144,47 @@ impl SimControlPlane {
             });
     }
 
+    /// The health server's entries as the seeded ProviderConfigs' health says (`ok` or `degraded`).
+    pub fn reset_backend_entries(&self) {
+        let entries = PROVIDER_CONFIGS
+            .iter()
+            .map(|name| {
+                let healthy = self
+                    .api
+                    .get(PROVIDER_CONFIG_API, "ProviderConfig", None, name)
+                    .and_then(|pc| {
+                        pc.pointer("/status/health/lastStatus")
+                            .and_then(Value::as_bool)
+                    })
+                    .unwrap_or(false);
+                let value = if healthy { "ok" } else { "degraded" };
+                (name.to_string(), value.to_string())
+            })
+            .collect();
+        self.backend.set_entries(entries);
+    }
+
+    /// Adds a provider-anynines pod in `state` beside the Ready one; returns its name.
+    pub fn add_provider_pod(&self, state: PodState) -> String {
+        let pod = provider_pod_in(state);
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.api.apply(pod);
+        name
+    }
+
+    /// Removes a pod `add_provider_pod` added; `false` when there is none.
+    pub fn remove_provider_pod(&self, state: PodState) -> bool {
+        let name = provider_pod_in(state)["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.api
+            .delete("v1", "Pod", Some("crossplane-system"), &name)
+    }
+
     /// Refreshes every ProviderConfig's `lastCheckTime` like provider-anynines' health loop: every
     /// `healthy_every` for passing configs, `failing_every` for failing ones. Runs until the process ends.
     pub fn spawn_provider_loop(&self, healthy_every: Duration, failing_every: Duration) {
@@ -175,34 +218,4 @@ impl SimControlPlane {
             }
         });
     }
-}
-
-/// A Ready provider-anynines pod, as Crossplane's package runtime creates it.
-pub fn provider_pod() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q",
-            "namespace": "crossplane-system",
-            "labels": {
-                "pkg.crossplane.io/provider": "provider-anynines",
-                "pkg.crossplane.io/revision": "provider-anynines-3f2a9c1b7e5d"
-            }
-        },
-        "spec": {"containers": [{"name": "package-runtime", "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2"}]},
-        "status": {
-            "phase": "Running",
-            "conditions": [
-                {"type": "Initialized", "status": "True"},
-                {"type": "Ready", "status": "True"},
-                {"type": "ContainersReady", "status": "True"},
-                {"type": "PodScheduled", "status": "True"}
-            ],
-            "containerStatuses": [{
-                "name": "package-runtime", "ready": true, "started": true, "restartCount": 0,
-                "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2", "imageID": "",
-                "state": {"running": {"startedAt": "2024-08-20T13:01:00Z"}}
-            }]
-        }
-    })
 }

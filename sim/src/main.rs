@@ -6,14 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use klutch_sim::{BackendMode, FakeApi, FakeBackend, SimControlPlane};
-use serde_json::{json, Value};
+use klutch_sim::{FakeApi, FakeBackend, SimControlPlane};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -136,7 +130,7 @@ async fn start(a: &Addresses) -> anyhow::Result<Sim> {
         )
     })?;
     let control = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(control_api(listener, cp.clone()));
+    tokio::spawn(klutch_sim::control_api::serve(listener, cp.clone()));
     Ok(Sim {
         cp,
         kubeconfig,
@@ -271,113 +265,6 @@ fn set(table: &mut dyn toml_edit::TableLike, key: &str, value: String) {
             table.insert(key, toml_edit::value(value));
         }
     }
-}
-
-async fn control_api(listener: TcpListener, cp: SimControlPlane) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let cp = cp.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let cp = cp.clone();
-                async move { Ok::<_, std::convert::Infallible>(control(&cp, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-const HELP: &str = "klutch-sim control API (POST unless noted):
-  /provider/NAME/healthy | /provider/NAME/unhealthy
-  /providerconfig/NAME/degrade | /providerconfig/NAME/heal
-  /deployment/NAMESPACE/NAME/available | /deployment/NAMESPACE/NAME/unavailable
-  /backend/mode/healthy|500|hang|slow|garbage|not-object|huge|truncated|reset|refuse
-  /api/down | /api/up | /api/cut-watches | /api/compact | /api/expire | /api/hang | /api/unhang
-  /objects            apply a JSON object or an array of objects (body)
-  GET /stats          request counts of both fakes
-";
-
-async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let answer = |code: StatusCode, text: String| {
-        let mut r = Response::new(Full::new(Bytes::from(text)));
-        *r.status_mut() = code;
-        r
-    };
-    if method == Method::GET {
-        return match parts.as_slice() {
-            ["stats"] => {
-                let requests = cp.api.requests();
-                let watches = requests.iter().filter(|r| r.is_watch).count();
-                let stats = json!({"api_requests": requests.len(), "api_watch_requests": watches,
-                                   "backend_requests": cp.backend.request_count(),
-                                   "backend_connections": cp.backend.connection_count()});
-                answer(StatusCode::OK, format!("{stats}\n"))
-            }
-            _ => answer(StatusCode::OK, HELP.to_string()),
-        };
-    }
-    if method != Method::POST {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, HELP.to_string());
-    }
-    match parts.as_slice() {
-        ["provider", name, "healthy"] => cp.set_provider_healthy(name, true),
-        ["provider", name, "unhealthy"] => cp.set_provider_healthy(name, false),
-        ["providerconfig", name, "degrade"] => cp.degrade_provider_config(
-            name,
-            "Get \"http://example-backup-manager.example.svc:3000/instances\": dial tcp 10.96.12.7:3000: connect: connection refused",
-        ),
-        ["providerconfig", name, "heal"] => cp.heal_provider_config(name),
-        ["deployment", ns, name, "available"] => cp.set_deployment_available(ns, name, true),
-        ["deployment", ns, name, "unavailable"] => cp.set_deployment_available(ns, name, false),
-        ["backend", "mode", mode] => {
-            let mode = match *mode {
-                "healthy" => BackendMode::Healthy,
-                "500" => BackendMode::Status500,
-                "hang" => BackendMode::Hang,
-                "slow" => BackendMode::Slow(Duration::from_secs(5)),
-                "garbage" => BackendMode::Garbage,
-                "not-object" => BackendMode::NotObject,
-                "huge" => BackendMode::Huge(2 * 1024 * 1024),
-                "truncated" => BackendMode::Truncated,
-                "reset" => BackendMode::Reset,
-                "refuse" => BackendMode::Refuse,
-                other => return answer(StatusCode::BAD_REQUEST, format!("unknown mode {other:?}\n{HELP}")),
-            };
-            cp.backend.set_mode(mode)
-        }
-        ["api", "down"] => cp.api.set_down(true),
-        ["api", "up"] => cp.api.set_down(false),
-        ["api", "cut-watches"] => cp.api.cut_watches(),
-        ["api", "compact"] => cp.api.compact(),
-        ["api", "expire"] => cp.api.expire_watches(),
-        ["api", "hang"] => cp.api.set_hang(true),
-        ["api", "unhang"] => cp.api.set_hang(false),
-        ["objects"] => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return answer(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n")),
-            };
-            let objects = match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Array(items)) => items,
-                Ok(obj) => vec![obj],
-                Err(e) => return answer(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}\n")),
-            };
-            for obj in objects {
-                if let Err(e) = cp.api.try_apply(obj) {
-                    return answer(StatusCode::BAD_REQUEST, format!("{e}\n"));
-                }
-            }
-        }
-        _ => return answer(StatusCode::NOT_FOUND, HELP.to_string()),
-    };
-    answer(StatusCode::OK, "done\n".to_string())
 }
 
 #[cfg(test)]

@@ -2,71 +2,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+
 use klutch_sim::{FakeApi, SimControlPlane};
-use serde_json::Value;
 use tokio::net::TcpStream;
 
-async fn send(api: &FakeApi, path: &str) -> hyper::Response<Incoming> {
-    let stream = TcpStream::connect(api.addr()).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", "fake")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    sender.send_request(req).await.expect("response")
-}
-
-async fn get(api: &FakeApi, path: &str) -> (u16, Value) {
-    let r = send(api, path).await;
-    let status = r.status().as_u16();
-    let body = r.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&body).expect("JSON"))
-}
-
-/// Reads watch events until `n` arrived or the stream ended.
-async fn events(body: &mut Incoming, n: usize) -> Vec<Value> {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("an event in time");
-        match frame {
-            Some(Ok(f)) => {
-                if let Some(d) = f.data_ref() {
-                    buf.extend_from_slice(d);
-                }
-            }
-            _ => break,
-        }
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            out.push(serde_json::from_slice(&line).expect("one JSON event per line"));
-        }
-    }
-    out
-}
-
-fn names(list: &Value) -> Vec<String> {
-    list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| {
-            i["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
-}
+mod common;
+use common::{events, get, names, send};
 
 #[tokio::test]
 async fn discovery_list_selectors_and_get() {
