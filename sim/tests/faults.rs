@@ -59,11 +59,14 @@ async fn freeze_answers_nothing_keeps_connections_and_unfreeze_resumes() {
         .expect("answered")
         .expect("task");
     assert_eq!(code, 200);
-    let resumed = events(&mut body, 1).await;
-    assert_eq!(
-        resumed[0]["type"], "MODIFIED",
-        "the held-back change arrives: {resumed:?}"
+    // The held-back change arrives (BOOKMARKs due meanwhile may come first).
+    let resumed = events(&mut body, 10).await;
+    let types: Vec<&str> = resumed.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(
+        types.iter().all(|t| *t == "MODIFIED" || *t == "BOOKMARK"),
+        "{types:?}"
     );
+    assert!(types.contains(&"MODIFIED"), "{types:?}");
 }
 
 #[tokio::test]
