@@ -11,7 +11,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::{BackendMode, OddEntries, PodState, SimControlPlane, WatchFault};
+use crate::{
+    BackendMode, OddEntries, PackageHealth, PackageKind, PodState, SimControlPlane, WatchFault,
+};
 
 /// Serves the control API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, cp: SimControlPlane) {
@@ -37,6 +39,13 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /provider/NAME/healthy | /provider/NAME/unhealthy
   /providerconfig/NAME/degrade | /providerconfig/NAME/heal
   /deployment/NAMESPACE/NAME/available | /deployment/NAMESPACE/NAME/unavailable
+  /deployment/NAMESPACE/NAME/lagging              metadata.generation one ahead of status.observedGeneration
+  /deployment/NAMESPACE/NAME/deadline-exceeded | …/progressing    Progressing=False ProgressDeadlineExceeded
+  /backend-deployment/anynines-backend | /backend-deployment/klutch-bind-backend   rename bind's backend
+  /package/providers|configurations|functions/NAME/healthy | …/unhealthy (Crossplane 1.x wording)
+      | …/unhealthy-v2 (2.x wording) | …/bump-generation (observedGeneration stays behind)
+  /konnector/NAMESPACE/silence | …/resume | …/skew/SECONDS (konnector clock offset, may be negative)
+  /clusterbinding/NAMESPACE/add   bind another app cluster (heartbeatInterval 30s)
   /pod/evicted|completed|terminating|unschedulable/add | …/remove   a provider-anynines pod beside the Ready one
   /backend/mode/healthy|500|hang|slow|garbage|not-object|huge|truncated|reset|refuse|duplicate-keys|html
   /backend/entries/empty|endpoint|invalid-names|many|seeded      odd bodies (many: 10 000 keys)
@@ -83,6 +92,12 @@ async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<
             },
             ["api", rest @ ..] => api_verb(cp, rest),
             ["backend", rest @ ..] => backend_verb(cp, rest),
+            ["package", plural, name, verb] => package_verb(cp, plural, name, verb),
+            ["konnector", ns, rest @ ..] => konnector_verb(cp, ns, rest),
+            ["clusterbinding", ns, "add"] => {
+                cp.add_cluster_binding(ns, Duration::from_secs(30));
+                done()
+            }
             _ => estate_verb(cp, &parts),
         },
         _ => return answer(StatusCode::METHOD_NOT_ALLOWED, HELP.to_string()),
@@ -190,6 +205,18 @@ fn estate_verb(cp: &SimControlPlane, parts: &[&str]) -> Outcome {
         ["providerconfig", name, "heal"] => cp.heal_provider_config(name),
         ["deployment", ns, name, "available"] => cp.set_deployment_available(ns, name, true),
         ["deployment", ns, name, "unavailable"] => cp.set_deployment_available(ns, name, false),
+        ["deployment", ns, name, verb @ ("lagging" | "deadline-exceeded" | "progressing")] => {
+            let found = match *verb {
+                "lagging" => cp.set_deployment_lagging(ns, name),
+                exceeded => cp.set_deployment_deadline_exceeded(ns, name, exceeded == "deadline-exceeded"),
+            };
+            if !found {
+                return Refused(format!("no Deployment {ns}/{name}"));
+            }
+        }
+        ["backend-deployment", name @ ("anynines-backend" | "klutch-bind-backend")] => {
+            cp.rename_backend_deployment(name)
+        }
         ["pod", state, verb @ ("add" | "remove")] => {
             let Some(state) = PodState::from_word(state) else {
                 return Refused(format!("unknown pod state {state:?}"));
@@ -202,4 +229,50 @@ fn estate_verb(cp: &SimControlPlane, parts: &[&str]) -> Outcome {
         _ => return Unknown,
     }
     done()
+}
+
+fn package_verb(cp: &SimControlPlane, plural: &str, name: &str, verb: &str) -> Outcome {
+    let Some(kind) = PackageKind::from_plural(plural) else {
+        return Refused(format!(
+            "unknown package kind {plural:?}: providers, configurations or functions"
+        ));
+    };
+    let health = match verb {
+        "healthy" => PackageHealth::Healthy,
+        "unhealthy" => PackageHealth::UnhealthyV1,
+        "unhealthy-v2" => PackageHealth::UnhealthyV2,
+        "bump-generation" => {
+            return match cp.bump_package_generation(kind, name) {
+                Some(generation) => Done(format!("{generation}\n")),
+                None => Refused(format!("no {} {name:?}", kind.kind())),
+            }
+        }
+        _ => return Unknown,
+    };
+    if cp.set_package_health(kind, name, health) {
+        done()
+    } else {
+        Refused(format!("no {} {name:?}", kind.kind()))
+    }
+}
+
+fn konnector_verb(cp: &SimControlPlane, ns: &str, rest: &[&str]) -> Outcome {
+    let found = match rest {
+        ["silence"] => cp.silence_konnector(ns, true),
+        ["resume"] => cp.silence_konnector(ns, false),
+        ["skew", secs] => match secs.parse() {
+            Ok(secs) => cp.skew_konnector(ns, secs),
+            Err(_) => {
+                return Refused(format!(
+                    "invalid offset {secs:?}: whole seconds, e.g. 120 or -120"
+                ))
+            }
+        },
+        _ => return Unknown,
+    };
+    if found {
+        done()
+    } else {
+        Refused(format!("no app cluster is bound in namespace {ns:?}"))
+    }
 }

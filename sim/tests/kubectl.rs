@@ -121,3 +121,35 @@ async fn kubectl_get_watch_sees_a_change() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn kubectl_gets_every_package_kind_and_the_cluster_bindings() {
+    let cp = SimControlPlane::start().await.expect("start");
+    cp.seed_estate(Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    cp.api.write_kubeconfig(&kc).expect("kubeconfig");
+    let packages = run(
+        &kc,
+        &["get", "providers,configurations,functions", "-o", "name"],
+    )
+    .await;
+    assert_eq!(
+        packages.lines().collect::<Vec<_>>(),
+        [
+            "provider.pkg.crossplane.io/provider-anynines",
+            "provider.pkg.crossplane.io/provider-kubernetes",
+            "configuration.pkg.crossplane.io/anynines-dataservices",
+            "function.pkg.crossplane.io/function-patch-and-transform",
+        ]
+    );
+    let bindings = run(&kc, &["get", "clusterbindings", "-A"]).await;
+    for ns in klutch_sim::estate::APP_CLUSTERS {
+        assert!(
+            bindings
+                .lines()
+                .any(|l| l.starts_with(ns) && l.contains("cluster")),
+            "{bindings}"
+        );
+    }
+}
