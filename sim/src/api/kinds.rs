@@ -11,6 +11,8 @@ pub struct Kind {
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
+    /// Accepts create, update and patch (what klutch-health itself writes); every other kind is read-only.
+    pub writable: bool,
 }
 
 const fn kind(
@@ -28,6 +30,7 @@ const fn kind(
         namespaced,
         short_names: &[],
         categories: &[],
+        writable: false,
     }
 }
 
@@ -52,8 +55,14 @@ pub const KINDS: &[Kind] = &[
         short_names: &["deploy"],
         ..kind("apps", "v1", "deployments", "Deployment", true)
     },
-    kind("events.k8s.io", "v1", "events", "Event", true),
-    kind("coordination.k8s.io", "v1", "leases", "Lease", true),
+    Kind {
+        writable: true,
+        ..kind("events.k8s.io", "v1", "events", "Event", true)
+    },
+    Kind {
+        writable: true,
+        ..kind("coordination.k8s.io", "v1", "leases", "Lease", true)
+    },
     Kind {
         categories: PKG,
         ..kind("pkg.crossplane.io", "v1", "providers", "Provider", false)

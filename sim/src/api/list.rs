@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::status::{bad_request, not_found, ok, status, status_with};
+use super::status::{bad_request, not_found, object_not_found, ok, status, status_with};
 use super::store::{ResourceType, Store};
 use super::{lock, Body, FakeApi, WatchFault};
 use crate::selector::{field, label, Selector};
@@ -152,19 +152,7 @@ fn get_one(
     let key = (resource, ns.unwrap_or("").to_string(), name.to_string());
     match store.objects.get(&key) {
         Some(obj) => ok(obj.clone()),
-        None => {
-            let what = if rt.group.is_empty() {
-                rt.plural.clone()
-            } else {
-                format!("{}.{}", rt.plural, rt.group)
-            };
-            status_with(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("{what} \"{name}\" not found"),
-                json!({"name": name, "group": rt.group, "kind": rt.plural}),
-            )
-        }
+        None => object_not_found(rt, name),
     }
 }
 

@@ -5,12 +5,14 @@
 //! forbid or break watches, page a LIST forever.
 
 mod discovery;
+mod events;
 mod kinds;
 mod list;
 mod status;
 mod store;
 mod time;
 mod watching;
+mod write;
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -37,6 +40,9 @@ pub use store::set_condition;
 pub use time::{now_rfc3339, rfc3339, rfc3339_offset};
 
 type Body = BoxBody<Bytes, std::io::Error>;
+
+/// The largest request body the fake reads (a real API server allows 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// One request the fake answered (or refused to).
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +148,7 @@ impl FakeApi {
             namespaced,
             short_names: Vec::new(),
             categories: Vec::new(),
+            writable: false,
         });
     }
 
@@ -310,15 +317,30 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        if req.method() != Method::GET {
-            return status(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the fake API server is read-only",
-            );
-        }
+        let method = req.method().clone();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        self.route(&segments, &query, is_watch)
+        if method == Method::GET {
+            return self.route(&segments, &query, is_watch);
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("cannot read the body: {e}"),
+                )
+            }
+        };
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", "v1", rest @ ..] => ("", "v1", rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => return not_found("the server could not find the requested resource"),
+        };
+        self.write_request(&method, group, version, rest, &body)
     }
 
     fn route(

@@ -5,6 +5,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
+use super::store::ResourceType;
 use super::Body;
 
 pub(super) fn json_body(code: StatusCode, v: &Value) -> Response<Body> {
@@ -60,4 +61,15 @@ pub(super) fn bad_request(message: &str) -> Response<Body> {
 pub(super) fn expired_event(rv: u64, now: u64) -> Value {
     let message = format!("too old resource version: {rv} ({now})");
     json!({"type": "ERROR", "object": status_object(StatusCode::GONE, "Expired", &message)})
+}
+
+/// `404` for one object, worded as the API server words it.
+pub(super) fn object_not_found(rt: &ResourceType, name: &str) -> Response<Body> {
+    let message = format!("{} \"{name}\" not found", rt.qualified());
+    status_with(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &message,
+        rt.details(name),
+    )
 }

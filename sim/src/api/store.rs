@@ -19,6 +19,7 @@ pub(super) struct ResourceType {
     pub namespaced: bool,
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
+    pub writable: bool,
 }
 
 impl From<&Kind> for ResourceType {
@@ -31,6 +32,7 @@ impl From<&Kind> for ResourceType {
             namespaced: k.namespaced,
             short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
             categories: k.categories.iter().map(|s| s.to_string()).collect(),
+            writable: k.writable,
         }
     }
 }
@@ -117,6 +119,16 @@ impl Store {
             .map(|(_, v)| v)
     }
 
+    /// `uid` and `creationTimestamp`, as the server sets them on create.
+    pub fn fill_server_fields(&self, obj: &mut Value) {
+        if obj.pointer("/metadata/uid").is_none() {
+            obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", self.rv + 1));
+        }
+        if obj.pointer("/metadata/creationTimestamp").is_none() {
+            obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+        }
+    }
+
     /// The key an object would be stored under, or why it cannot be stored.
     pub fn key_of(&self, obj: &Value) -> Result<Key, ApplyError> {
         let text = |p: &str| {
@@ -152,12 +164,7 @@ impl FakeApi {
         let mut store = lock(&self.inner.store);
         let key = store.key_of(&obj)?;
         let existed = store.objects.contains_key(&key);
-        if obj.pointer("/metadata/uid").is_none() {
-            obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", store.rv + 1));
-        }
-        if obj.pointer("/metadata/creationTimestamp").is_none() {
-            obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
-        }
+        store.fill_server_fields(&mut obj);
         let kind = if existed { "MODIFIED" } else { "ADDED" };
         Ok(self.commit(&mut store, key, obj, kind))
     }
@@ -310,8 +317,26 @@ pub fn set_condition(obj: &mut Value, type_: &str, status: &str, reason: &str, m
 }
 
 impl ResourceType {
+    /// `leases.coordination.k8s.io`, `events` (core): how the API server names a resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// The `details` of a `Status` about one object.
+    pub fn details(&self, name: &str) -> Value {
+        json!({"name": name, "group": self.group, "kind": self.plural})
+    }
+
     /// The verbs discovery advertises.
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["get", "list", "watch"]
+        if self.writable {
+            vec!["create", "get", "list", "patch", "update", "watch"]
+        } else {
+            vec!["get", "list", "watch"]
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use klutch_sim::FakeApi;
 use serde_json::Value;
@@ -87,4 +87,37 @@ pub async fn frame_within(body: &mut Incoming, window: Duration) -> Option<Vec<u
         Ok(_) => Some(Vec::new()),
         Err(_) => None,
     }
+}
+
+/// A write (`POST`, `PUT`, `PATCH`) with a JSON body: (status code, JSON answer).
+pub async fn write(api: &FakeApi, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let stream = TcpStream::connect(api.addr()).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let content_type = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "fake")
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let r = tokio::time::timeout(TIMEOUT, sender.send_request(req))
+        .await
+        .expect("an answer in time")
+        .expect("response");
+    let status = r.status().as_u16();
+    let bytes = tokio::time::timeout(TIMEOUT, r.into_body().collect())
+        .await
+        .expect("the whole body in time")
+        .expect("body")
+        .to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON"))
 }
