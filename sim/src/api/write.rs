@@ -63,7 +63,7 @@ impl FakeApi {
         };
         let (code, key, obj) = match written {
             Ok(w) => w,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let kind = if code == StatusCode::CREATED {
             "ADDED"
@@ -85,7 +85,7 @@ impl FakeApi {
     }
 }
 
-type Written = Result<(StatusCode, Key, Value), Response<Body>>;
+type Written = Result<(StatusCode, Key, Value), Box<Response<Body>>>;
 
 fn create(
     store: &mut Store,
@@ -105,11 +105,11 @@ fn create(
         .to_string();
     if name.is_empty() {
         let Some(prefix) = obj["metadata"]["generateName"].as_str() else {
-            return Err(status(
+            return Err(Box::new(status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
                 "metadata.name: Required value",
-            ));
+            )));
         };
         name = format!("{prefix}{:05x}", store.rv + 1);
         obj["metadata"]["name"] = json!(name);
@@ -117,12 +117,12 @@ fn create(
     let key = (resource, ns, name.clone());
     if store.objects.contains_key(&key) {
         let message = format!("{} \"{name}\" already exists", rt.qualified());
-        return Err(status_with(
+        return Err(Box::new(status_with(
             StatusCode::CONFLICT,
             "AlreadyExists",
             &message,
             rt.details(&name),
-        ));
+        )));
     }
     if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("resourceVersion");
@@ -136,7 +136,7 @@ fn create(
 fn update(store: &Store, key: Key, rt: &ResourceType, body: Value, patch: bool) -> Written {
     let name = key.2.clone();
     let Some(current) = store.objects.get(&key) else {
-        return Err(object_not_found(rt, &name));
+        return Err(Box::new(object_not_found(rt, &name)));
     };
     let wanted = body
         .pointer("/metadata/resourceVersion")
@@ -147,12 +147,12 @@ fn update(store: &Store, key: Key, rt: &ResourceType, body: Value, patch: bool) 
              changes to the latest version and try again",
             rt.qualified()
         );
-        return Err(status_with(
+        return Err(Box::new(status_with(
             StatusCode::CONFLICT,
             "Conflict",
             &message,
             rt.details(&name),
-        ));
+        )));
     }
     let mut obj = if patch {
         let mut obj = current.clone();
