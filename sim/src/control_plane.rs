@@ -43,6 +43,15 @@ impl SimControlPlane {
         ))
     }
 
+    /// Like [`SimControlPlane::start`], with the API served over TLS; its CA and a service-account token are
+    /// written to `dir` (see [`FakeApi::tls_files`]).
+    pub async fn start_tls(dir: &std::path::Path) -> anyhow::Result<SimControlPlane> {
+        Ok(SimControlPlane::with(
+            FakeApi::start_tls(dir).await?,
+            FakeBackend::start().await?,
+        ))
+    }
+
     /// Seeds an existing pair of fakes.
     pub fn with(api: FakeApi, backend: FakeBackend) -> SimControlPlane {
         let cp = SimControlPlane {

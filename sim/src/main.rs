@@ -33,6 +33,10 @@ struct Addresses {
     /// Where to write the kubeconfig [default: a temporary directory]
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Serve the Kubernetes API over TLS, with a CA made at start; its `ca.crt` and a service-account
+    /// `token` are written to this directory
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -110,9 +114,11 @@ async fn shutdown_signal() -> anyhow::Result<Stop> {
 }
 
 async fn start(a: &Addresses) -> anyhow::Result<Sim> {
-    let api = FakeApi::start_on(a.api)
-        .await
-        .context("cannot start the fake Kubernetes API")?;
+    let api = match &a.tls_dir {
+        None => FakeApi::start_on(a.api).await,
+        Some(dir) => FakeApi::start_tls_on(a.api, dir).await,
+    }
+    .context("cannot start the fake Kubernetes API")?;
     let backend = FakeBackend::start_on(a.backend)
         .await
         .context("cannot start the fake health server")?;

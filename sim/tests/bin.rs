@@ -363,3 +363,38 @@ fn demo_needs_klutch_health_passes_config_and_kubeconfig_and_forwards_signals() 
     term(&child.0);
     assert_eq!(exit_code(&mut child.0), Some(7));
 }
+
+#[test]
+fn serve_with_tls_dir_serves_https_and_writes_the_ca_and_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sa = dir.path().join("sa");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .arg("serve")
+            .args(EPHEMERAL)
+            .arg("--kubeconfig")
+            .arg(dir.path().join("kubeconfig"))
+            .arg("--tls-dir")
+            .arg(&sa)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn klutch-sim serve --tls-dir"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
+    let api = lines.next().expect("a line").expect("text");
+    assert!(
+        api.starts_with("fake Kubernetes API:") && api.contains("https://127.0.0.1:"),
+        "{api}"
+    );
+    let ca = std::fs::read_to_string(sa.join("ca.crt")).expect("ca.crt");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(sa.join("token").is_file());
+    let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).expect("kubeconfig");
+    assert!(
+        kubeconfig.contains(&format!(
+            "certificate-authority: {}",
+            sa.join("ca.crt").display()
+        )),
+        "{kubeconfig}"
+    );
+}

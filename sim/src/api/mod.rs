@@ -11,6 +11,7 @@ mod list;
 mod status;
 mod store;
 mod time;
+mod tls;
 mod watching;
 mod write;
 
@@ -38,6 +39,7 @@ use store::{Change, ResourceType, Store};
 pub use kinds::{ApplyError, Kind, KINDS};
 pub use store::set_condition;
 pub use time::{now_rfc3339, rfc3339, rfc3339_offset};
+pub use tls::{TlsFiles, SERVICE_ACCOUNT_TOKEN};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -78,6 +80,8 @@ struct Faults {
 
 struct Inner {
     addr: SocketAddr,
+    /// Set when serving over TLS (then `url()` is `https://…`).
+    tls: Option<(tokio_rustls::TlsAcceptor, TlsFiles)>,
     store: Mutex<Store>,
     changes: broadcast::Sender<Arc<Change>>,
     faults: watch::Sender<Faults>,
@@ -110,6 +114,23 @@ impl FakeApi {
 
     /// Starts on `addr`, serving every kind in [`KINDS`].
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<FakeApi> {
+        Self::start_with(addr, None).await
+    }
+
+    /// Starts on a free loopback port, serving over TLS; the CA and a service-account token are written to
+    /// `dir` ([`FakeApi::tls_files`]).
+    pub async fn start_tls(dir: &Path) -> anyhow::Result<FakeApi> {
+        Self::start_tls_on(SocketAddr::from(([127, 0, 0, 1], 0)), dir).await
+    }
+
+    pub async fn start_tls_on(addr: SocketAddr, dir: &Path) -> anyhow::Result<FakeApi> {
+        Self::start_with(addr, Some(tls::acceptor(dir)?)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        tls: Option<(tokio_rustls::TlsAcceptor, TlsFiles)>,
+    ) -> anyhow::Result<FakeApi> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let store = Store {
@@ -119,6 +140,7 @@ impl FakeApi {
         let api = FakeApi {
             inner: Arc::new(Inner {
                 addr,
+                tls,
                 store: Mutex::new(store),
                 changes: broadcast::channel(4096).0,
                 faults: watch::channel(Faults::default()).0,
@@ -152,22 +174,37 @@ impl FakeApi {
         });
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://…` when serving over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        let scheme = if self.inner.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.inner.addr)
+    }
+
+    /// The CA and token files when serving over TLS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        self.inner.tls.as_ref().map(|(_, files)| files.clone())
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
 
-    /// A kubeconfig whose current context `fake` points at this server.
+    /// A kubeconfig whose current context `fake` points at this server (trusting its CA when on TLS).
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        let ca = match self.tls_files() {
+            Some(files) => format!("\n    certificate-authority: {}", files.ca.display()),
+            None => String::new(),
+        };
         std::fs::write(
             path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}{ca}\n\
 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUNT_TOKEN}\n",
                 self.url()
             ),
         )
@@ -280,20 +317,42 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
                     }
                 },
             };
-            let api = self.clone();
-            let mut down = self.inner.down.subscribe();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.handle(req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = conn => {}
-                    _ = went_down(&mut down) => {}
-                }
-            });
+            tokio::spawn(self.clone().serve(stream));
+        }
+    }
+
+    /// Serves one connection (after the TLS handshake when on TLS) until it ends or the server goes down.
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let mut down = self.inner.down.subscribe();
+        match self
+            .inner
+            .tls
+            .as_ref()
+            .map(|(acceptor, _)| acceptor.clone())
+        {
+            None => self.serve_io(TokioIo::new(stream), &mut down).await,
+            Some(acceptor) => {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                self.serve_io(TokioIo::new(tls), &mut down).await;
+            }
+        }
+    }
+
+    async fn serve_io<IO>(&self, io: TokioIo<IO>, down: &mut watch::Receiver<bool>)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let api = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+        tokio::select! {
+            _ = conn => {}
+            _ = went_down(down) => {}
         }
     }
 
