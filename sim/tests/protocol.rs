@@ -379,7 +379,8 @@ async fn objects_of_kinds_not_served_are_refused_loudly() {
         api.try_apply(nameless),
         Err(klutch_sim::ApplyError::NoName { .. })
     ));
-    let panicked = std::panic::catch_unwind(|| api.apply(unknown.clone()));
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api.apply(unknown.clone())));
     assert!(
         panicked.is_err(),
         "apply panics on an unknown kind instead of dropping it"
