@@ -171,85 +171,88 @@ impl FakeBackend {
             buf.drain(..end);
             self.inner.requests.fetch_add(1, Ordering::SeqCst);
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let mode = self.mode();
-            let body = || {
-                let entries = lock(&self.inner.entries).clone();
-                serde_json::to_vec(&entries).unwrap_or_default()
-            };
-            let result = match mode {
-                _ if path.split('?').next() != Some("/backend-health") => {
-                    write(
-                        &mut stream,
-                        "404 Not Found",
-                        "text/plain",
-                        b"404 page not found\n",
-                    )
-                    .await
-                }
-                BackendMode::Healthy => {
-                    write(&mut stream, "200 OK", "application/json", &body()).await
-                }
-                BackendMode::Html => {
-                    write(&mut stream, "200 OK", "text/html; charset=utf-8", &body()).await
-                }
-                BackendMode::DuplicateKeys => {
-                    let entries = lock(&self.inner.entries).clone();
-                    let body = duplicate_keys(&entries);
-                    write(&mut stream, "200 OK", "application/json", body.as_bytes()).await
-                }
-                BackendMode::Slow(d) => {
-                    tokio::time::sleep(d).await;
-                    write(&mut stream, "200 OK", "application/json", &body()).await
-                }
-                BackendMode::Status500 => {
-                    write(
-                        &mut stream,
-                        "500 Internal Server Error",
-                        "text/plain; charset=utf-8",
-                        b"Failed to list provider configs",
-                    )
-                    .await
-                }
-                BackendMode::Hang => {
-                    // Never answer, but notice when the client gives up, so hung connections do not pile up.
-                    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
-                    return;
-                }
-                BackendMode::Garbage => {
-                    write(
-                        &mut stream,
-                        "200 OK",
-                        "application/json",
-                        b"<html><body>502 Bad Gateway</body></html>",
-                    )
-                    .await
-                }
-                BackendMode::NotObject => {
-                    write(&mut stream, "200 OK", "application/json", b"[\"ok\"]").await
-                }
-                BackendMode::Huge(n) => {
-                    let mut huge = Vec::with_capacity(n);
-                    huge.extend_from_slice(b"{\"pad\":\"");
-                    huge.resize(n.saturating_sub(2).max(8), b'x');
-                    huge.extend_from_slice(b"\"}");
-                    write(&mut stream, "200 OK", "application/json", &huge).await
-                }
-                BackendMode::Truncated => {
-                    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"postgresql";
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    return;
-                }
-                BackendMode::Reset | BackendMode::Refuse => {
-                    // Linger 0: the close sends RST, so the client sees "connection reset by peer".
-                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                    return;
-                }
+            let Some(result) = self.respond(&mut stream, &path).await else {
+                return;
             };
             // Like Go's net/http: answer, then close when the client asked for it.
             if result.is_err() || wants_close(&head) {
                 return;
             }
         }
+    }
+
+    /// Answers one request as the mode says; `None` when the connection is to end without an answer.
+    async fn respond(&self, stream: &mut TcpStream, path: &str) -> Option<std::io::Result<()>> {
+        let body = || {
+            let entries = lock(&self.inner.entries).clone();
+            serde_json::to_vec(&entries).unwrap_or_default()
+        };
+        let result = match self.mode() {
+            _ if path.split('?').next() != Some("/backend-health") => {
+                write(
+                    stream,
+                    "404 Not Found",
+                    "text/plain",
+                    b"404 page not found\n",
+                )
+                .await
+            }
+            BackendMode::Healthy => write(stream, "200 OK", "application/json", &body()).await,
+            BackendMode::Html => write(stream, "200 OK", "text/html; charset=utf-8", &body()).await,
+            BackendMode::DuplicateKeys => {
+                let entries = lock(&self.inner.entries).clone();
+                let body = duplicate_keys(&entries);
+                write(stream, "200 OK", "application/json", body.as_bytes()).await
+            }
+            BackendMode::Slow(d) => {
+                tokio::time::sleep(d).await;
+                write(stream, "200 OK", "application/json", &body()).await
+            }
+            BackendMode::Status500 => {
+                write(
+                    stream,
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    b"Failed to list provider configs",
+                )
+                .await
+            }
+            BackendMode::Hang => {
+                // Never answer, but notice when the client gives up, so hung connections do not pile up.
+                let _ = tokio::io::copy(stream, &mut tokio::io::sink()).await;
+                return None;
+            }
+            BackendMode::Garbage => {
+                write(
+                    stream,
+                    "200 OK",
+                    "application/json",
+                    b"<html><body>502 Bad Gateway</body></html>",
+                )
+                .await
+            }
+            BackendMode::NotObject => {
+                write(stream, "200 OK", "application/json", b"[\"ok\"]").await
+            }
+            BackendMode::Huge(n) => {
+                let mut huge = Vec::with_capacity(n);
+                huge.extend_from_slice(b"{\"pad\":\"");
+                huge.resize(n.saturating_sub(2).max(8), b'x');
+                huge.extend_from_slice(b"\"}");
+                write(stream, "200 OK", "application/json", &huge).await
+            }
+            BackendMode::Truncated => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"postgresql";
+                let _ = stream.write_all(head.as_bytes()).await;
+                return None;
+            }
+            BackendMode::Reset | BackendMode::Refuse => {
+                // Linger 0: the close sends RST, so the client sees "connection reset by peer".
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return None;
+            }
+        };
+        Some(result)
     }
 }
 

@@ -34,6 +34,28 @@ fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The control API adds noisy pods and odd backend bodies.
+fn pod_and_backend_body_verbs(control: &str, api: &str, backend_addr: &str, backend_path: &str) {
+    let pod = http(control, "POST", "/pod/evicted/add", "");
+    assert_eq!(pod.0, 200);
+    let pod_path = format!("/api/v1/namespaces/crossplane-system/pods/{}", pod.1.trim());
+    let (code, evicted) = http(api, "GET", &pod_path, "");
+    assert_eq!(code, 200);
+    assert!(evicted.contains(r#""reason":"Evicted""#), "{evicted}");
+    assert_eq!(http(control, "POST", "/pod/evicted/remove", "").0, 200);
+    assert_eq!(http(api, "GET", &pod_path, "").0, 404);
+    assert_eq!(http(control, "POST", "/pod/sleepy/add", "").0, 400);
+    assert_eq!(http(control, "POST", "/backend/mode/healthy", "").0, 200);
+    assert_eq!(http(control, "POST", "/backend/entries/empty", "").0, 200);
+    assert_eq!(http(backend_addr, "GET", backend_path, "").1, "{}");
+    assert_eq!(http(control, "POST", "/backend/entries/seeded", "").0, 200);
+    let (_, body) = http(backend_addr, "GET", backend_path, "");
+    assert!(
+        body.contains(r#""postgresql-service-broker":"ok""#),
+        "{body}"
+    );
+}
+
 /// The control API's fault verbs for the fake API reach it.
 fn api_fault_verbs(control: &str, api: &str) {
     const WATCH: &str = "/apis/pkg.crossplane.io/v1/providers?watch=true&timeoutSeconds=1";
@@ -212,24 +234,7 @@ fn serve_prints_its_addresses_and_the_control_api_flips_faults() {
     assert_eq!(http(&api, "GET", "/api/v1/namespaces/bulk-2", "").0, 200);
 
     api_fault_verbs(&control, &api);
-    let pod = http(&control, "POST", "/pod/evicted/add", "");
-    assert_eq!(pod.0, 200);
-    let pod_path = format!("/api/v1/namespaces/crossplane-system/pods/{}", pod.1.trim());
-    let (code, evicted) = http(&api, "GET", &pod_path, "");
-    assert_eq!(code, 200);
-    assert!(evicted.contains(r#""reason":"Evicted""#), "{evicted}");
-    assert_eq!(http(&control, "POST", "/pod/evicted/remove", "").0, 200);
-    assert_eq!(http(&api, "GET", &pod_path, "").0, 404);
-    assert_eq!(http(&control, "POST", "/pod/sleepy/add", "").0, 400);
-    assert_eq!(http(&control, "POST", "/backend/mode/healthy", "").0, 200);
-    assert_eq!(http(&control, "POST", "/backend/entries/empty", "").0, 200);
-    assert_eq!(http(&backend_addr, "GET", &backend_path, "").1, "{}");
-    assert_eq!(http(&control, "POST", "/backend/entries/seeded", "").0, 200);
-    let (_, body) = http(&backend_addr, "GET", &backend_path, "");
-    assert!(
-        body.contains(r#""postgresql-service-broker":"ok""#),
-        "{body}"
-    );
+    pod_and_backend_body_verbs(&control, &api, &backend_addr, &backend_path);
 
     let (code, stats) = http(&control, "GET", "/stats", "");
     assert_eq!(code, 200);
