@@ -36,6 +36,11 @@ pub enum BackendMode {
     Reset,
     /// Not listening: connections are refused.
     Refuse,
+    /// `200` JSON in which every entry appears twice: first `degraded`, then with its value (the last
+    /// duplicate is what a naive parser keeps).
+    DuplicateKeys,
+    /// `200` with the entries as JSON, but labelled `Content-Type: text/html`.
+    Html,
 }
 
 struct Inner {
@@ -86,6 +91,11 @@ impl FakeBackend {
 
     pub fn set_entries(&self, entries: BTreeMap<String, String>) {
         *lock(&self.inner.entries) = entries;
+    }
+
+    /// The entries the healthy body is made of.
+    pub fn entries(&self) -> BTreeMap<String, String> {
+        lock(&self.inner.entries).clone()
     }
 
     /// Sets one ProviderConfig's value: `"ok"` or `"degraded"`.
@@ -161,71 +171,8 @@ impl FakeBackend {
             buf.drain(..end);
             self.inner.requests.fetch_add(1, Ordering::SeqCst);
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let mode = self.mode();
-            let body = || {
-                let entries = lock(&self.inner.entries).clone();
-                serde_json::to_vec(&entries).unwrap_or_default()
-            };
-            let result = match mode {
-                _ if path.split('?').next() != Some("/backend-health") => {
-                    write(
-                        &mut stream,
-                        "404 Not Found",
-                        "text/plain",
-                        b"404 page not found\n",
-                    )
-                    .await
-                }
-                BackendMode::Healthy => {
-                    write(&mut stream, "200 OK", "application/json", &body()).await
-                }
-                BackendMode::Slow(d) => {
-                    tokio::time::sleep(d).await;
-                    write(&mut stream, "200 OK", "application/json", &body()).await
-                }
-                BackendMode::Status500 => {
-                    write(
-                        &mut stream,
-                        "500 Internal Server Error",
-                        "text/plain; charset=utf-8",
-                        b"Failed to list provider configs",
-                    )
-                    .await
-                }
-                BackendMode::Hang => {
-                    // Never answer, but notice when the client gives up, so hung connections do not pile up.
-                    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
-                    return;
-                }
-                BackendMode::Garbage => {
-                    write(
-                        &mut stream,
-                        "200 OK",
-                        "application/json",
-                        b"<html><body>502 Bad Gateway</body></html>",
-                    )
-                    .await
-                }
-                BackendMode::NotObject => {
-                    write(&mut stream, "200 OK", "application/json", b"[\"ok\"]").await
-                }
-                BackendMode::Huge(n) => {
-                    let mut huge = Vec::with_capacity(n);
-                    huge.extend_from_slice(b"{\"pad\":\"");
-                    huge.resize(n.saturating_sub(2).max(8), b'x');
-                    huge.extend_from_slice(b"\"}");
-                    write(&mut stream, "200 OK", "application/json", &huge).await
-                }
-                BackendMode::Truncated => {
-                    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"postgresql";
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    return;
-                }
-                BackendMode::Reset | BackendMode::Refuse => {
-                    // Linger 0: the close sends RST, so the client sees "connection reset by peer".
-                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                    return;
-                }
+            let Some(result) = self.respond(&mut stream, &path).await else {
+                return;
             };
             // Like Go's net/http: answer, then close when the client asked for it.
             if result.is_err() || wants_close(&head) {
@@ -233,6 +180,93 @@ impl FakeBackend {
             }
         }
     }
+
+    /// Answers one request as the mode says; `None` when the connection is to end without an answer.
+    async fn respond(&self, stream: &mut TcpStream, path: &str) -> Option<std::io::Result<()>> {
+        let body = || {
+            let entries = lock(&self.inner.entries).clone();
+            serde_json::to_vec(&entries).unwrap_or_default()
+        };
+        let result = match self.mode() {
+            _ if path.split('?').next() != Some("/backend-health") => {
+                write(
+                    stream,
+                    "404 Not Found",
+                    "text/plain",
+                    b"404 page not found\n",
+                )
+                .await
+            }
+            BackendMode::Healthy => write(stream, "200 OK", "application/json", &body()).await,
+            BackendMode::Html => write(stream, "200 OK", "text/html; charset=utf-8", &body()).await,
+            BackendMode::DuplicateKeys => {
+                let entries = lock(&self.inner.entries).clone();
+                let body = duplicate_keys(&entries);
+                write(stream, "200 OK", "application/json", body.as_bytes()).await
+            }
+            BackendMode::Slow(d) => {
+                tokio::time::sleep(d).await;
+                write(stream, "200 OK", "application/json", &body()).await
+            }
+            BackendMode::Status500 => {
+                write(
+                    stream,
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    b"Failed to list provider configs",
+                )
+                .await
+            }
+            BackendMode::Hang => {
+                // Never answer, but notice when the client gives up, so hung connections do not pile up.
+                let _ = tokio::io::copy(stream, &mut tokio::io::sink()).await;
+                return None;
+            }
+            BackendMode::Garbage => {
+                write(
+                    stream,
+                    "200 OK",
+                    "application/json",
+                    b"<html><body>502 Bad Gateway</body></html>",
+                )
+                .await
+            }
+            BackendMode::NotObject => {
+                write(stream, "200 OK", "application/json", b"[\"ok\"]").await
+            }
+            BackendMode::Huge(n) => {
+                let mut huge = Vec::with_capacity(n);
+                huge.extend_from_slice(b"{\"pad\":\"");
+                huge.resize(n.saturating_sub(2).max(8), b'x');
+                huge.extend_from_slice(b"\"}");
+                write(stream, "200 OK", "application/json", &huge).await
+            }
+            BackendMode::Truncated => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"postgresql";
+                let _ = stream.write_all(head.as_bytes()).await;
+                return None;
+            }
+            BackendMode::Reset | BackendMode::Refuse => {
+                // Linger 0: the close sends RST, so the client sees "connection reset by peer".
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return None;
+            }
+        };
+        Some(result)
+    }
+}
+
+/// `{"k":"degraded","k":"ok",…}`: what no JSON serializer writes, but a broken upstream may.
+fn duplicate_keys(entries: &BTreeMap<String, String>) -> String {
+    let fields: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| {
+            let k = serde_json::Value::from(k.as_str());
+            let v = serde_json::Value::from(v.as_str());
+            format!("{k}:\"degraded\",{k}:{v}")
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 fn wants_close(head: &str) -> bool {
@@ -282,4 +316,33 @@ async fn write(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await
+}
+
+/// Bodies that a real health server can produce and a careful poller must survive (as entries for
+/// [`FakeBackend::set_entries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OddEntries {
+    /// `{}`: no ProviderConfig at all.
+    Empty,
+    /// A ProviderConfig named `endpoint`, like a poller's own item.
+    Endpoint,
+    /// Keys no Kubernetes object can have: one with a newline (and a forged log line), one with spaces.
+    InvalidNames,
+    /// This many `degraded` keys.
+    Many(usize),
+}
+
+impl OddEntries {
+    pub fn entries(self) -> BTreeMap<String, String> {
+        let pairs: Vec<(String, &str)> = match self {
+            OddEntries::Empty => Vec::new(),
+            OddEntries::Endpoint => vec![("endpoint".into(), "degraded")],
+            OddEntries::InvalidNames => vec![
+                ("bad\nINFO forged log line".into(), "degraded"),
+                ("name with spaces".into(), "ok"),
+            ],
+            OddEntries::Many(n) => (0..n).map(|i| (format!("pc-{i:05}"), "degraded")).collect(),
+        };
+        pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    }
 }

@@ -1,10 +1,14 @@
 //! Both fakes seeded as a healthy Klutch control plane, with the faults an operator meets.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::api::now_rfc3339 as now;
+use crate::estate::Konnectors;
+pub use crate::pods::provider_pod;
+use crate::pods::{provider_pod_in, PodState};
 use crate::{fixtures, FakeApi, FakeBackend};
 
 pub const PROVIDER_API: &str = "pkg.crossplane.io/v1";
@@ -13,27 +17,48 @@ pub const PROVIDER_CONFIG_API: &str = "dataservices.anynines.com/v1";
 /// The ProviderConfigs of the seeded control plane.
 pub const PROVIDER_CONFIGS: [&str; 2] = ["postgresql-service-broker", "postgresql-backup-manager"];
 
+/// `spec.serviceType` of a seeded ProviderConfig (required since provider-anynines v1.5.0).
+fn service_type(name: &str) -> &'static str {
+    if name.ends_with("backup-manager") {
+        "backupmanager"
+    } else {
+        "servicebroker"
+    }
+}
+
 /// A fake API server and a fake provider-anynines health server that agree with each other.
 #[derive(Clone)]
 pub struct SimControlPlane {
     pub api: FakeApi,
     pub backend: FakeBackend,
+    pub(crate) konnectors: Arc<Konnectors>,
 }
 
 impl SimControlPlane {
     /// Starts both fakes on free loopback ports, seeded healthy.
     pub async fn start() -> anyhow::Result<SimControlPlane> {
-        let cp = SimControlPlane {
-            api: FakeApi::start().await?,
-            backend: FakeBackend::start().await?,
-        };
-        cp.seed();
-        Ok(cp)
+        Ok(SimControlPlane::with(
+            FakeApi::start().await?,
+            FakeBackend::start().await?,
+        ))
+    }
+
+    /// Like [`SimControlPlane::start`], with the API served over TLS; its CA and a service-account token are
+    /// written to `dir` (see [`FakeApi::tls_files`]).
+    pub async fn start_tls(dir: &std::path::Path) -> anyhow::Result<SimControlPlane> {
+        Ok(SimControlPlane::with(
+            FakeApi::start_tls(dir).await?,
+            FakeBackend::start().await?,
+        ))
     }
 
     /// Seeds an existing pair of fakes.
     pub fn with(api: FakeApi, backend: FakeBackend) -> SimControlPlane {
-        let cp = SimControlPlane { api, backend };
+        let cp = SimControlPlane {
+            api,
+            backend,
+            konnectors: Arc::default(),
+        };
         cp.seed();
         cp
     }
@@ -46,15 +71,11 @@ impl SimControlPlane {
             );
         }
         self.api.apply(fixtures::provider_healthy());
-        let mut kubernetes = fixtures::provider_healthy();
-        kubernetes["metadata"] = json!({"name": "provider-kubernetes"});
-        kubernetes["spec"]["package"] =
-            json!("xpkg.upbound.io/crossplane-contrib/provider-kubernetes:v0.15.0");
-        kubernetes["status"]["currentRevision"] = json!("provider-kubernetes-1a2b3c4d5e6f");
-        self.api.apply(kubernetes);
+        self.api.apply(fixtures::provider_kubernetes_healthy());
         for name in PROVIDER_CONFIGS {
             let mut pc = fixtures::providerconfig_healthy();
             pc["metadata"] = json!({"name": name});
+            pc["spec"]["serviceType"] = json!(service_type(name));
             pc["status"]["health"]["lastCheckTime"] = json!(now());
             self.api.apply(pc);
             self.backend.set_entry(name, "ok");
@@ -142,6 +163,116 @@ impl SimControlPlane {
             });
     }
 
+    /// A spec change the Deployment controller has not seen yet: `metadata.generation` moves one ahead of
+    /// `status.observedGeneration`.
+    pub fn set_deployment_lagging(&self, namespace: &str, name: &str) -> bool {
+        self.api
+            .update("apps/v1", "Deployment", Some(namespace), name, |d| {
+                let generation = d["metadata"]["generation"].as_i64().unwrap_or(1);
+                d["status"]["observedGeneration"] = json!(generation);
+                d["metadata"]["generation"] = json!(generation + 1);
+            })
+    }
+
+    /// `Progressing=False` with reason `ProgressDeadlineExceeded` (a stuck rollout), or back to
+    /// `NewReplicaSetAvailable`.
+    pub fn set_deployment_deadline_exceeded(
+        &self,
+        namespace: &str,
+        name: &str,
+        exceeded: bool,
+    ) -> bool {
+        let (status, reason, message) = if exceeded {
+            (
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{name}-7d9f8c6b5\" has timed out progressing."),
+            )
+        } else {
+            (
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{name}-7d9f8c6b5\" has successfully progressed."),
+            )
+        };
+        self.api.set_condition(
+            "apps/v1",
+            "Deployment",
+            Some(namespace),
+            name,
+            "Progressing",
+            status,
+            reason,
+            &message,
+        )
+    }
+
+    /// Moves the klutch-bind backend Deployment in `bind` to `name`: `anynines-backend` (the Klutch release
+    /// bundle) or `klutch-bind-backend` (klutchio-deploy).
+    pub fn rename_backend_deployment(&self, name: &str) {
+        let current = ["anynines-backend", "klutch-bind-backend"]
+            .into_iter()
+            .find_map(|n| self.api.get("apps/v1", "Deployment", Some("bind"), n));
+        let mut deployment =
+            current.unwrap_or_else(fixtures::deployment_anynines_backend_available);
+        let old = deployment["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if old == name {
+            return;
+        }
+        self.api.delete("apps/v1", "Deployment", Some("bind"), &old);
+        deployment["metadata"]["name"] = json!(name);
+        for key in ["uid", "resourceVersion", "creationTimestamp"] {
+            if let Some(m) = deployment["metadata"].as_object_mut() {
+                m.remove(key);
+            }
+        }
+        self.api.apply(deployment);
+    }
+
+    /// The health server's entries as the seeded ProviderConfigs' health says (`ok` or `degraded`).
+    pub fn reset_backend_entries(&self) {
+        let entries = PROVIDER_CONFIGS
+            .iter()
+            .map(|name| {
+                let healthy = self
+                    .api
+                    .get(PROVIDER_CONFIG_API, "ProviderConfig", None, name)
+                    .and_then(|pc| {
+                        pc.pointer("/status/health/lastStatus")
+                            .and_then(Value::as_bool)
+                    })
+                    .unwrap_or(false);
+                let value = if healthy { "ok" } else { "degraded" };
+                (name.to_string(), value.to_string())
+            })
+            .collect();
+        self.backend.set_entries(entries);
+    }
+
+    /// Adds a provider-anynines pod in `state` beside the Ready one; returns its name.
+    pub fn add_provider_pod(&self, state: PodState) -> String {
+        let pod = provider_pod_in(state);
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.api.apply(pod);
+        name
+    }
+
+    /// Removes a pod `add_provider_pod` added; `false` when there is none.
+    pub fn remove_provider_pod(&self, state: PodState) -> bool {
+        let name = provider_pod_in(state)["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.api
+            .delete("v1", "Pod", Some("crossplane-system"), &name)
+    }
+
     /// Refreshes every ProviderConfig's `lastCheckTime` like provider-anynines' health loop: every
     /// `healthy_every` for passing configs, `failing_every` for failing ones. Runs until the process ends.
     pub fn spawn_provider_loop(&self, healthy_every: Duration, failing_every: Duration) {
@@ -175,34 +306,4 @@ impl SimControlPlane {
             }
         });
     }
-}
-
-/// A Ready provider-anynines pod, as Crossplane's package runtime creates it.
-pub fn provider_pod() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q",
-            "namespace": "crossplane-system",
-            "labels": {
-                "pkg.crossplane.io/provider": "provider-anynines",
-                "pkg.crossplane.io/revision": "provider-anynines-3f2a9c1b7e5d"
-            }
-        },
-        "spec": {"containers": [{"name": "package-runtime", "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2"}]},
-        "status": {
-            "phase": "Running",
-            "conditions": [
-                {"type": "Initialized", "status": "True"},
-                {"type": "Ready", "status": "True"},
-                {"type": "ContainersReady", "status": "True"},
-                {"type": "PodScheduled", "status": "True"}
-            ],
-            "containerStatuses": [{
-                "name": "package-runtime", "ready": true, "started": true, "restartCount": 0,
-                "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2", "imageID": "",
-                "state": {"running": {"startedAt": "2024-08-20T13:01:00Z"}}
-            }]
-        }
-    })
 }

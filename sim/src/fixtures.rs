@@ -33,3 +33,13 @@ fixture!(
 );
 fixture!(backend_health_ok, "backend-health-ok.json");
 fixture!(backend_health_degraded, "backend-health-degraded.json");
+fixture!(
+    provider_kubernetes_healthy,
+    "provider-kubernetes-healthy.json"
+);
+fixture!(configuration_healthy, "configuration-healthy.json");
+fixture!(clusterbinding_healthy, "clusterbinding-healthy.json");
+fixture!(
+    clusterbinding_heartbeat_pending,
+    "clusterbinding-heartbeat-pending.json"
+);

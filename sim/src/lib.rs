@@ -4,11 +4,16 @@
 
 pub mod api;
 pub mod backend;
+pub mod control_api;
 pub mod control_plane;
+pub mod estate;
 pub mod fixtures;
 mod net;
+pub mod pods;
 mod selector;
 
-pub use api::{FakeApi, RecordedRequest};
-pub use backend::{BackendMode, FakeBackend};
+pub use api::{ApplyError, FakeApi, RecordedRequest, WatchFault};
+pub use backend::{BackendMode, FakeBackend, OddEntries};
 pub use control_plane::SimControlPlane;
+pub use estate::{PackageHealth, PackageKind};
+pub use pods::PodState;

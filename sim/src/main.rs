@@ -6,14 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use klutch_sim::{BackendMode, FakeApi, FakeBackend, SimControlPlane};
-use serde_json::{json, Value};
+use klutch_sim::{FakeApi, FakeBackend, SimControlPlane};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -39,6 +33,10 @@ struct Addresses {
     /// Where to write the kubeconfig [default: a temporary directory]
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Serve the Kubernetes API over TLS, with a CA made at start; its `ca.crt` and a service-account
+    /// `token` are written to this directory
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -116,14 +114,17 @@ async fn shutdown_signal() -> anyhow::Result<Stop> {
 }
 
 async fn start(a: &Addresses) -> anyhow::Result<Sim> {
-    let api = FakeApi::start_on(a.api)
-        .await
-        .context("cannot start the fake Kubernetes API")?;
+    let api = match &a.tls_dir {
+        None => FakeApi::start_on(a.api).await,
+        Some(dir) => FakeApi::start_tls_on(a.api, dir).await,
+    }
+    .context("cannot start the fake Kubernetes API")?;
     let backend = FakeBackend::start_on(a.backend)
         .await
         .context("cannot start the fake health server")?;
     let cp = SimControlPlane::with(api, backend);
     cp.spawn_provider_loop(Duration::from_secs(180), Duration::from_secs(30));
+    cp.seed_estate(Duration::from_secs(30));
     let kubeconfig = match &a.kubeconfig {
         Some(p) => p.clone(),
         None => work_dir()?.join("kubeconfig"),
@@ -136,7 +137,7 @@ async fn start(a: &Addresses) -> anyhow::Result<Sim> {
         )
     })?;
     let control = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(control_api(listener, cp.clone()));
+    tokio::spawn(klutch_sim::control_api::serve(listener, cp.clone()));
     Ok(Sim {
         cp,
         kubeconfig,
@@ -191,10 +192,17 @@ curl -s {base}/metrics\n  curl -s {base}/backend-health\n  open {base}/ in a bro
 Break something (and heal it again):\n  \
 curl -X POST {control}/providerconfig/postgresql-backup-manager/degrade   # …/heal\n  \
 curl -X POST {control}/provider/provider-anynines/unhealthy                 # …/healthy\n  \
-curl -X POST {control}/deployment/bind/anynines-backend/unavailable         # …/available\n  \
-curl -X POST {control}/backend/mode/500                                     # …/healthy\n  \
-curl -X POST {control}/api/down                                             # …/up\n\n\
-kubectl works too: KUBECONFIG={} kubectl get providers\n\nCtrl-C stops everything.\n",
+curl -X POST {control}/package/functions/function-patch-and-transform/unhealthy-v2   # …/healthy, …/bump-generation\n  \
+curl -X POST {control}/deployment/bind/anynines-backend/unavailable         # …/available, …/lagging, …/deadline-exceeded\n  \
+curl -X POST {control}/konnector/kube-bind-7xk2p/silence                    # …/resume, …/skew/3600\n  \
+curl -X POST {control}/clusterbinding/kube-bind-new01/add                   # another app cluster\n  \
+curl -X POST {control}/pod/evicted/add                                      # …/remove; completed, terminating, unschedulable\n  \
+curl -X POST {control}/backend/mode/500                                     # …/healthy, duplicate-keys, html\n  \
+curl -X POST {control}/backend/entries/empty                                # …/seeded, endpoint, invalid-names, many\n  \
+curl -X POST {control}/api/freeze                                           # …/unfreeze; …/down, …/up\n  \
+curl -X POST {control}/api/watch/forbidden                                  # …/error, …/ok; …/bookmarks/off\n  \
+curl {control}/                                                             # every verb\n\n\
+kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings -A\n\nCtrl-C stops everything.\n",
         kubeconfig.display()
     );
     let status = tokio::select! {
@@ -271,108 +279,6 @@ fn set(table: &mut dyn toml_edit::TableLike, key: &str, value: String) {
             table.insert(key, toml_edit::value(value));
         }
     }
-}
-
-async fn control_api(listener: TcpListener, cp: SimControlPlane) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let cp = cp.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let cp = cp.clone();
-                async move { Ok::<_, std::convert::Infallible>(control(&cp, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-const HELP: &str = "klutch-sim control API (POST unless noted):
-  /provider/NAME/healthy | /provider/NAME/unhealthy
-  /providerconfig/NAME/degrade | /providerconfig/NAME/heal
-  /deployment/NAMESPACE/NAME/available | /deployment/NAMESPACE/NAME/unavailable
-  /backend/mode/healthy|500|hang|slow|garbage|not-object|huge|truncated|reset|refuse
-  /api/down | /api/up | /api/cut-watches | /api/compact | /api/expire | /api/hang | /api/unhang
-  /objects            apply a JSON object or an array of objects (body)
-  GET /stats          request counts of both fakes
-";
-
-async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let answer = |code: StatusCode, text: String| {
-        let mut r = Response::new(Full::new(Bytes::from(text)));
-        *r.status_mut() = code;
-        r
-    };
-    if method == Method::GET {
-        return match parts.as_slice() {
-            ["stats"] => {
-                let requests = cp.api.requests();
-                let watches = requests.iter().filter(|r| r.is_watch).count();
-                let stats = json!({"api_requests": requests.len(), "api_watch_requests": watches,
-                                   "backend_requests": cp.backend.request_count(),
-                                   "backend_connections": cp.backend.connection_count()});
-                answer(StatusCode::OK, format!("{stats}\n"))
-            }
-            _ => answer(StatusCode::OK, HELP.to_string()),
-        };
-    }
-    if method != Method::POST {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, HELP.to_string());
-    }
-    match parts.as_slice() {
-        ["provider", name, "healthy"] => cp.set_provider_healthy(name, true),
-        ["provider", name, "unhealthy"] => cp.set_provider_healthy(name, false),
-        ["providerconfig", name, "degrade"] => cp.degrade_provider_config(
-            name,
-            "Get \"http://example-backup-manager.example.svc:3000/instances\": dial tcp 10.96.12.7:3000: connect: connection refused",
-        ),
-        ["providerconfig", name, "heal"] => cp.heal_provider_config(name),
-        ["deployment", ns, name, "available"] => cp.set_deployment_available(ns, name, true),
-        ["deployment", ns, name, "unavailable"] => cp.set_deployment_available(ns, name, false),
-        ["backend", "mode", mode] => {
-            let mode = match *mode {
-                "healthy" => BackendMode::Healthy,
-                "500" => BackendMode::Status500,
-                "hang" => BackendMode::Hang,
-                "slow" => BackendMode::Slow(Duration::from_secs(5)),
-                "garbage" => BackendMode::Garbage,
-                "not-object" => BackendMode::NotObject,
-                "huge" => BackendMode::Huge(2 * 1024 * 1024),
-                "truncated" => BackendMode::Truncated,
-                "reset" => BackendMode::Reset,
-                "refuse" => BackendMode::Refuse,
-                other => return answer(StatusCode::BAD_REQUEST, format!("unknown mode {other:?}\n{HELP}")),
-            };
-            cp.backend.set_mode(mode)
-        }
-        ["api", "down"] => cp.api.set_down(true),
-        ["api", "up"] => cp.api.set_down(false),
-        ["api", "cut-watches"] => cp.api.cut_watches(),
-        ["api", "compact"] => cp.api.compact(),
-        ["api", "expire"] => cp.api.expire_watches(),
-        ["api", "hang"] => cp.api.set_hang(true),
-        ["api", "unhang"] => cp.api.set_hang(false),
-        ["objects"] => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return answer(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n")),
-            };
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Array(items)) => items.into_iter().for_each(|o| cp.api.apply(o)),
-                Ok(obj) => cp.api.apply(obj),
-                Err(e) => return answer(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}\n")),
-            }
-        }
-        _ => return answer(StatusCode::NOT_FOUND, HELP.to_string()),
-    };
-    answer(StatusCode::OK, "done\n".to_string())
 }
 
 #[cfg(test)]

@@ -96,8 +96,32 @@ pub fn label(obj: &Value, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The Event fields kubectl and event recorders select on (`involvedObject.name=…`, `regarding.uid=…`);
+/// a missing one reads as empty, as the API server's field sets do.
+const EVENT_FIELDS: [&str; 6] = [
+    "involvedObject.",
+    "regarding.",
+    "reason",
+    "type",
+    "source",
+    "reportingController",
+];
+
 /// A field the fake supports in field selectors.
 pub fn field(obj: &Value, key: &str) -> Option<String> {
+    if obj["kind"] == "Event" && EVENT_FIELDS.iter().any(|f| key.starts_with(f)) {
+        let key = if key == "source" {
+            "source.component"
+        } else {
+            key
+        };
+        let pointer = format!("/{}", key.replace('.', "/"));
+        let value = obj
+            .pointer(&pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Some(value.to_string());
+    }
     let pointer = match key {
         "metadata.name" => "/metadata/name",
         "metadata.namespace" => "/metadata/namespace",

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use klutch_sim::{BackendMode, FakeBackend};
+use klutch_sim::{BackendMode, FakeBackend, OddEntries};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -181,4 +181,53 @@ async fn hang_and_slow_delay_and_refuse_refuses_until_another_mode() {
     backend.set_mode(BackendMode::Healthy);
     let (status, _, _) = ask(&backend).await;
     assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test]
+async fn odd_bodies_duplicate_keys_html_and_odd_entries() {
+    let backend = FakeBackend::start().await.expect("start");
+    backend.set_entries(
+        [
+            ("a".to_string(), "ok".to_string()),
+            ("b\nc".to_string(), "ok".to_string()),
+        ]
+        .into(),
+    );
+    backend.set_mode(BackendMode::DuplicateKeys);
+    let (status, head, body) = ask(&backend).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"a":"degraded","a":"ok","b\nc":"degraded","b\nc":"ok"}"#
+    );
+
+    backend.set_mode(BackendMode::Html);
+    let (status, head, body) = ask(&backend).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("still JSON");
+    assert_eq!(v["a"], "ok");
+
+    backend.set_mode(BackendMode::Healthy);
+    for (odd, expected) in [
+        (OddEntries::Empty, "{}".to_string()),
+        (
+            OddEntries::Endpoint,
+            r#"{"endpoint":"degraded"}"#.to_string(),
+        ),
+        (
+            OddEntries::InvalidNames,
+            r#"{"bad\nINFO forged log line":"degraded","name with spaces":"ok"}"#.to_string(),
+        ),
+    ] {
+        backend.set_entries(odd.entries());
+        let (_, _, body) = ask(&backend).await;
+        assert_eq!(String::from_utf8_lossy(&body), expected, "{odd:?}");
+    }
+    backend.set_entries(OddEntries::Many(10_000).entries());
+    let (_, _, body) = ask(&backend).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(10_000));
+    assert_eq!(v["pc-09999"], "degraded");
 }

@@ -34,6 +34,68 @@ fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The control API adds noisy pods and odd backend bodies.
+fn pod_and_backend_body_verbs(control: &str, api: &str, backend_addr: &str, backend_path: &str) {
+    let pod = http(control, "POST", "/pod/evicted/add", "");
+    assert_eq!(pod.0, 200);
+    let pod_path = format!("/api/v1/namespaces/crossplane-system/pods/{}", pod.1.trim());
+    let (code, evicted) = http(api, "GET", &pod_path, "");
+    assert_eq!(code, 200);
+    assert!(evicted.contains(r#""reason":"Evicted""#), "{evicted}");
+    assert_eq!(http(control, "POST", "/pod/evicted/remove", "").0, 200);
+    assert_eq!(http(api, "GET", &pod_path, "").0, 404);
+    assert_eq!(http(control, "POST", "/pod/sleepy/add", "").0, 400);
+    assert_eq!(http(control, "POST", "/backend/mode/healthy", "").0, 200);
+    assert_eq!(http(control, "POST", "/backend/entries/empty", "").0, 200);
+    assert_eq!(http(backend_addr, "GET", backend_path, "").1, "{}");
+    assert_eq!(http(control, "POST", "/backend/entries/seeded", "").0, 200);
+    let (_, body) = http(backend_addr, "GET", backend_path, "");
+    assert!(
+        body.contains(r#""postgresql-service-broker":"ok""#),
+        "{body}"
+    );
+}
+
+/// The control API's fault verbs for the fake API reach it.
+fn api_fault_verbs(control: &str, api: &str) {
+    const WATCH: &str = "/apis/pkg.crossplane.io/v1/providers?watch=true&timeoutSeconds=1";
+    assert_eq!(http(control, "POST", "/api/watch/forbidden", "").0, 200);
+    assert_eq!(http(api, "GET", WATCH, "").0, 403);
+    assert_eq!(http(control, "POST", "/api/watch/ok", "").0, 200);
+    assert_eq!(http(api, "GET", WATCH, "").0, 200);
+    assert_eq!(
+        http(control, "POST", "/api/endless/providers/on", "").0,
+        200
+    );
+    let (_, page) = http(
+        api,
+        "GET",
+        "/apis/pkg.crossplane.io/v1/providers?limit=1",
+        "",
+    );
+    assert!(page.contains(r#""continue":"endless-1""#), "{page}");
+    assert_eq!(
+        http(control, "POST", "/api/endless/providers/off", "").0,
+        200
+    );
+    assert_eq!(http(control, "POST", "/api/bookmarks/off", "").0, 200);
+    assert_eq!(http(control, "POST", "/api/bookmarks/on", "").0, 200);
+
+    assert_eq!(http(control, "POST", "/api/freeze", "").0, 200);
+    let addr = api.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("frozen: connections are still accepted");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    write!(s, "GET /version HTTP/1.1\r\nHost: sim\r\n\r\n").expect("write");
+    let mut buf = [0u8; 64];
+    assert!(
+        s.read(&mut buf).is_err(),
+        "frozen: /version is not answered"
+    );
+    assert_eq!(http(control, "POST", "/api/unfreeze", "").0, 200);
+    assert_eq!(http(api, "GET", "/version", "").0, 200);
+}
+
 /// Waits for the child to exit, within a deadline.
 fn exit_code(child: &mut Child) -> Option<i32> {
     let start = Instant::now();
@@ -165,7 +227,14 @@ fn serve_prints_its_addresses_and_the_control_api_flips_faults() {
                       {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bulk-2"}}]"#;
     assert_eq!(http(&control, "POST", "/objects", objects).0, 200);
     assert_eq!(http(&control, "POST", "/objects", "{not json").0, 400);
+    let widget = r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"}}"#;
+    let (code, text) = http(&control, "POST", "/objects", widget);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("does not serve kind \"Widget\""), "{text}");
     assert_eq!(http(&api, "GET", "/api/v1/namespaces/bulk-2", "").0, 200);
+
+    api_fault_verbs(&control, &api);
+    pod_and_backend_body_verbs(&control, &api, &backend_addr, &backend_path);
 
     let (code, stats) = http(&control, "GET", "/stats", "");
     assert_eq!(code, 200);
@@ -298,4 +367,39 @@ fn demo_needs_klutch_health_passes_config_and_kubeconfig_and_forwards_signals() 
     }
     term(&child.0);
     assert_eq!(exit_code(&mut child.0), Some(7));
+}
+
+#[test]
+fn serve_with_tls_dir_serves_https_and_writes_the_ca_and_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sa = dir.path().join("sa");
+    let mut child = Reaped(
+        Command::new(BIN)
+            .arg("serve")
+            .args(EPHEMERAL)
+            .arg("--kubeconfig")
+            .arg(dir.path().join("kubeconfig"))
+            .arg("--tls-dir")
+            .arg(&sa)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn klutch-sim serve --tls-dir"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
+    let api = lines.next().expect("a line").expect("text");
+    assert!(
+        api.starts_with("fake Kubernetes API:") && api.contains("https://127.0.0.1:"),
+        "{api}"
+    );
+    let ca = std::fs::read_to_string(sa.join("ca.crt")).expect("ca.crt");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(sa.join("token").is_file());
+    let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).expect("kubeconfig");
+    assert!(
+        kubeconfig.contains(&format!(
+            "certificate-authority: {}",
+            sa.join("ca.crt").display()
+        )),
+        "{kubeconfig}"
+    );
 }

@@ -121,3 +121,102 @@ async fn kubectl_get_watch_sees_a_change() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn kubectl_gets_every_package_kind_and_the_cluster_bindings() {
+    let cp = SimControlPlane::start().await.expect("start");
+    cp.seed_estate(Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    cp.api.write_kubeconfig(&kc).expect("kubeconfig");
+    let packages = run(
+        &kc,
+        &["get", "providers,configurations,functions", "-o", "name"],
+    )
+    .await;
+    assert_eq!(
+        packages.lines().collect::<Vec<_>>(),
+        [
+            "provider.pkg.crossplane.io/provider-anynines",
+            "provider.pkg.crossplane.io/provider-kubernetes",
+            "configuration.pkg.crossplane.io/anynines-dataservices",
+            "function.pkg.crossplane.io/function-patch-and-transform",
+        ]
+    );
+    let bindings = run(&kc, &["get", "clusterbindings", "-A"]).await;
+    for ns in klutch_sim::estate::APP_CLUSTERS {
+        assert!(
+            bindings
+                .lines()
+                .any(|l| l.starts_with(ns) && l.contains("cluster")),
+            "{bindings}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kubectl_reads_events_and_describe_shows_them() {
+    let cp = SimControlPlane::start().await.expect("start");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = dir.path().join("kubeconfig");
+    cp.api.write_kubeconfig(&kc).expect("kubeconfig");
+    let pc = cp
+        .api
+        .get(
+            "dataservices.anynines.com/v1",
+            "ProviderConfig",
+            None,
+            "postgresql-backup-manager",
+        )
+        .expect("pc");
+    let now = klutch_sim::api::now_rfc3339();
+    let event = serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "postgresql-backup-manager.1", "namespace": "default"},
+        "eventTime": now.replace('Z', ".000000Z"), "reportingController": "klutch-health",
+        "reportingInstance": "klutch-health-0", "action": "Check", "reason": "HealthCheckFailed", "type": "Warning",
+        "note": "connection refused", "regarding": {"apiVersion": "dataservices.anynines.com/v1",
+        "kind": "ProviderConfig", "name": "postgresql-backup-manager", "uid": pc["metadata"]["uid"]}});
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, event.to_string()).expect("event file");
+    // No OpenAPI documents: the fake serves none, so kubectl cannot validate client-side.
+    let created = run(
+        &kc,
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            file.to_str().unwrap_or_default(),
+        ],
+    )
+    .await;
+    assert!(created.contains("created"), "{created}");
+    let all = run(&kc, &["get", "events", "-A"]).await;
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("default") && l.contains("postgresql-backup-manager.1")),
+        "{all}"
+    );
+    let columns = "custom-columns=REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message";
+    let in_default = run(&kc, &["get", "events", "-n", "default", "-o", columns]).await;
+    assert!(
+        in_default.contains("HealthCheckFailed   postgresql-backup-manager   connection refused"),
+        "{in_default}"
+    );
+    let described = run(
+        &kc,
+        &[
+            "describe",
+            "providerconfig.dataservices.anynines.com",
+            "postgresql-backup-manager",
+        ],
+    )
+    .await;
+    let events = described
+        .split_once("Events:")
+        .map(|(_, e)| e)
+        .unwrap_or_default();
+    assert!(
+        events.contains("HealthCheckFailed") && events.contains("connection refused"),
+        "{described}"
+    );
+}

@@ -2,71 +2,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+
 use klutch_sim::{FakeApi, SimControlPlane};
-use serde_json::Value;
 use tokio::net::TcpStream;
 
-async fn send(api: &FakeApi, path: &str) -> hyper::Response<Incoming> {
-    let stream = TcpStream::connect(api.addr()).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", "fake")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    sender.send_request(req).await.expect("response")
-}
-
-async fn get(api: &FakeApi, path: &str) -> (u16, Value) {
-    let r = send(api, path).await;
-    let status = r.status().as_u16();
-    let body = r.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&body).expect("JSON"))
-}
-
-/// Reads watch events until `n` arrived or the stream ended.
-async fn events(body: &mut Incoming, n: usize) -> Vec<Value> {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("an event in time");
-        match frame {
-            Some(Ok(f)) => {
-                if let Some(d) = f.data_ref() {
-                    buf.extend_from_slice(d);
-                }
-            }
-            _ => break,
-        }
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            out.push(serde_json::from_slice(&line).expect("one JSON event per line"));
-        }
-    }
-    out
-}
-
-fn names(list: &Value) -> Vec<String> {
-    list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| {
-            i["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
-}
+mod common;
+use common::{events, get, names, send};
 
 #[tokio::test]
 async fn discovery_list_selectors_and_get() {
@@ -412,4 +354,40 @@ async fn hang_latency_and_down_in_a_threaded_runtime() {
     assert!(!matches!(end, Some(Ok(_))), "no more data after down");
     cp.api.set_down(false);
     assert_eq!(get(&cp.api, "/version").await.0, 200);
+}
+
+#[tokio::test]
+async fn objects_of_kinds_not_served_are_refused_loudly() {
+    let api = FakeApi::start().await.expect("fake API");
+    let unknown = serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
+    let err = api
+        .try_apply(unknown.clone())
+        .expect_err("an unknown kind is refused");
+    assert_eq!(
+        err,
+        klutch_sim::ApplyError::UnknownKind {
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into()
+        }
+    );
+    assert!(
+        err.to_string().contains("\"Widget\"") && err.to_string().contains("register"),
+        "{err}"
+    );
+    let nameless = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}});
+    assert!(matches!(
+        api.try_apply(nameless),
+        Err(klutch_sim::ApplyError::NoName { .. })
+    ));
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api.apply(unknown.clone())));
+    assert!(
+        panicked.is_err(),
+        "apply panics on an unknown kind instead of dropping it"
+    );
+    api.register("example.com", "v1", "widgets", "Widget", false);
+    let stored = api.try_apply(unknown).expect("served once registered");
+    assert_eq!(stored["metadata"]["resourceVersion"], "1");
+    let (code, list) = get(&api, "/apis/example.com/v1/widgets").await;
+    assert_eq!((code, names(&list)), (200, vec!["w".to_string()]));
 }
