@@ -53,6 +53,7 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /api/freeze | /api/unfreeze       accept connections, answer nothing, open watches fall silent
   /api/bookmarks/off | /api/bookmarks/on
   /api/watch/forbidden | /api/watch/error | /api/watch/ok     watches fail (403, ERROR event); LIST works
+  /api/watch/PLURAL/forbidden | …/error | …/ok                the same for one resource (e.g. pods)
   /api/endless/PLURAL/on | …/off    every LIST page of PLURAL (e.g. pods) continues forever
   /objects            apply a JSON object or an array of objects (body)
   GET /stats          request counts of both fakes
@@ -148,6 +149,14 @@ fn api_verb(cp: &SimControlPlane, rest: &[&str]) -> Outcome {
         ["watch", "forbidden"] => api.set_watch_fault(Some(WatchFault::Forbidden)),
         ["watch", "error"] => api.set_watch_fault(Some(WatchFault::ErrorEvent)),
         ["watch", "ok"] => api.set_watch_fault(None),
+        ["watch", plural, fault @ ("forbidden" | "error" | "ok")] => {
+            let fault = match *fault {
+                "forbidden" => Some(WatchFault::Forbidden),
+                "error" => Some(WatchFault::ErrorEvent),
+                _ => None,
+            };
+            api.set_watch_fault_for(plural, fault)
+        }
         ["endless", plural, on @ ("on" | "off")] => api.set_endless_list(plural, *on == "on"),
         _ => return Unknown,
     }

@@ -64,6 +64,13 @@ fn api_fault_verbs(control: &str, api: &str) {
     assert_eq!(http(control, "POST", "/api/watch/ok", "").0, 200);
     assert_eq!(http(api, "GET", WATCH, "").0, 200);
     assert_eq!(
+        http(control, "POST", "/api/watch/providers/forbidden", "").0,
+        200
+    );
+    assert_eq!(http(api, "GET", WATCH, "").0, 403);
+    assert_eq!(http(control, "POST", "/api/watch/providers/ok", "").0, 200);
+    assert_eq!(http(api, "GET", WATCH, "").0, 200);
+    assert_eq!(
         http(control, "POST", "/api/endless/providers/on", "").0,
         200
     );

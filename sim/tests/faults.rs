@@ -116,6 +116,29 @@ async fn forbidden_watch_is_a_403_status_while_list_works() {
     cp.api.set_watch_fault(None);
     let watch = send(&cp.api, &format!("{PROVIDERS}?watch=true")).await;
     assert_eq!(watch.status(), 200);
+
+    cp.api
+        .set_watch_fault_for("deployments", Some(WatchFault::Forbidden));
+    let (code, _) = get(
+        &cp.api,
+        "/apis/apps/v1/namespaces/bind/deployments?watch=true",
+    )
+    .await;
+    assert_eq!(code, 403, "one resource's watch is forbidden");
+    assert_eq!(
+        send(&cp.api, &format!("{PROVIDERS}?watch=true"))
+            .await
+            .status(),
+        200,
+        "the others work"
+    );
+    cp.api.set_watch_fault_for("deployments", None);
+    assert_eq!(
+        send(&cp.api, "/apis/apps/v1/deployments?watch=true")
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]

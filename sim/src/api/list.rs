@@ -128,8 +128,7 @@ impl FakeApi {
             return get_one(&store, resource, &rt, target.namespace, name);
         }
         if is_watch {
-            let fault = self.inner.faults.borrow().watch_fault;
-            if fault == Some(WatchFault::Forbidden) {
+            if self.watch_fault(&rt.plural) == Some(WatchFault::Forbidden) {
                 return forbidden_watch(&rt, target.namespace);
             }
             let matches = q.matcher(target.namespace);

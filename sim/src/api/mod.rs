@@ -15,7 +15,7 @@ mod tls;
 mod watching;
 mod write;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -74,6 +74,8 @@ struct Faults {
     /// BOOKMARKs are never sent, even when asked for.
     no_bookmarks: bool,
     watch_fault: Option<WatchFault>,
+    /// Per resource plural; wins over `watch_fault`.
+    watch_fault_for: BTreeMap<String, WatchFault>,
     /// Plurals whose LIST pages never end.
     endless: BTreeSet<String>,
 }
@@ -270,6 +272,28 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
     /// Makes every new watch fail this way (`None`: watches work); LIST keeps working.
     pub fn set_watch_fault(&self, fault: Option<WatchFault>) {
         self.inner.faults.send_modify(|f| f.watch_fault = fault);
+    }
+
+    /// Like [`FakeApi::set_watch_fault`], for watches of resource `plural` (e.g. `"pods"`) only.
+    pub fn set_watch_fault_for(&self, plural: &str, fault: Option<WatchFault>) {
+        self.inner.faults.send_modify(|f| match fault {
+            Some(fault) => {
+                f.watch_fault_for.insert(plural.to_string(), fault);
+            }
+            None => {
+                f.watch_fault_for.remove(plural);
+            }
+        });
+    }
+
+    /// How a new watch of `plural` fails, if it does.
+    fn watch_fault(&self, plural: &str) -> Option<WatchFault> {
+        let faults = self.inner.faults.borrow();
+        faults
+            .watch_fault_for
+            .get(plural)
+            .copied()
+            .or(faults.watch_fault)
     }
 
     /// While on, every LIST page of resource `plural` (e.g. `"pods"`) holds new objects and another

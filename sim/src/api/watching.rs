@@ -38,7 +38,7 @@ impl FakeApi {
         if expired {
             first = vec![expired_event(from.unwrap_or(0), store.compacted)];
         }
-        let fault = self.inner.faults.borrow().watch_fault;
+        let fault = self.watch_fault(&rt.plural);
         if fault == Some(WatchFault::ErrorEvent) {
             let status = status_object(
                 StatusCode::INTERNAL_SERVER_ERROR,
