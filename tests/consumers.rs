@@ -241,8 +241,9 @@ async fn blackbox_probe_success_goes_1_0_1() {
 /// `for:` of every shipped rule in the test copy.
 const RULE_FOR: &str = "3s";
 
-/// The rule groups of deploy/monitoring/prometheusrule.yaml as a Prometheus rules file, every `for:` shortened.
-fn shipped_rules() -> String {
+/// The rule groups of deploy/monitoring/prometheusrule.yaml as a Prometheus rules file, every `for:` shortened,
+/// and how many rules they hold.
+fn shipped_rules() -> (String, usize) {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/monitoring/prometheusrule.yaml"
@@ -255,12 +256,15 @@ fn shipped_rules() -> String {
         .expect("spec.groups")
         .iter_mut()
         .flat_map(|g| g["rules"].as_array_mut().expect("rules").iter_mut());
+    let mut count = 0;
     for rule in rules {
+        count += 1;
         if rule.get("for").is_some() {
             rule["for"] = RULE_FOR.into();
         }
     }
-    serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).expect("YAML")
+    let text = serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).expect("YAML");
+    (text, count)
 }
 
 async fn prometheus_api(prom: SocketAddr, path: &str) -> Option<serde_json::Value> {
@@ -293,7 +297,8 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
     let rig = Rig::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, shipped_rules()).expect("rules");
+    let (shipped, shipped_count) = shipped_rules();
+    std::fs::write(&rules, shipped).expect("rules");
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(
         &cfg,
@@ -323,7 +328,7 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
         })
         .await;
     let loaded = groups["groups"][0]["rules"].as_array().map_or(0, Vec::len);
-    assert_eq!(loaded, 5, "{groups}");
+    assert_eq!(loaded, shipped_count, "{groups}");
     // ...and ingests the scrape: the target is up and the series are queryable.
     let query = |q: &str| format!("/api/v1/query?query={}", encode(q));
     let up = query("klutch_health_endpoint_up{endpoint=\"readyz\"}");
