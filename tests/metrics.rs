@@ -385,7 +385,7 @@ tests:
             exp_annotations:
               summary: Most polls of provider-anynines' health server (backend-status) fail
               description: >-
-                See the item backend-status/endpoint on klutch-health's status page, and
+                See the item backend-status/_endpoint on klutch-health's status page, and
                 klutch_health_upstream_requests_total by outcome.
       - alertname: KlutchHealthAbsent
         eval_time: 30m
