@@ -107,7 +107,9 @@ struct Escaping<'a, W: fmt::Write>(&'a mut W);
 impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut rest = text;
-        while let Some(at) = rest.find(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+        while let Some(at) =
+            rest.find(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        {
             self.0.write_str(&rest[..at])?;
             let c = rest[at..].chars().next().unwrap_or_default();
             match c {
@@ -192,7 +194,11 @@ pub(crate) fn log_transitions(previous: Option<&Report>, report: &Report) {
         }
     }
     for (check, n) in left_out {
-        tracing::warn!(check, items = n, "{check}: {n} more items changed status; see /readyz?verbose");
+        tracing::warn!(
+            check,
+            items = n,
+            "{check}: {n} more items changed status; see /readyz?verbose"
+        );
     }
 }
 
@@ -254,6 +260,119 @@ impl LogLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use crate::report::{Endpoint, EndpointReport, ItemName};
+
+    /// Everything logged while `f` runs, in the text format.
+    fn text_logs(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(EscapedFields)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().expect("buffer").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn text_logs_escape_control_characters_in_the_message_and_every_field() {
+        let outside = "a\nINFO forged\r\u{1b}[31m\u{2028}\tz";
+        let error = std::io::Error::other(outside);
+        let logs = text_logs(|| {
+            tracing::warn!(debug = ?outside, display = %outside, string = outside, %error, "m {outside}");
+        });
+        assert_eq!(logs.lines().count(), 1, "{logs}");
+        let escaped = "a\\nINFO forged\\r\\u{1b}[31m\\u{2028}\\tz";
+        assert!(logs.contains(&format!(" m {escaped} ")), "{logs}");
+        assert!(logs.contains(&format!(" display={escaped} ")), "{logs}");
+        assert!(logs.contains(&format!(" error={escaped}")), "{logs}");
+        // Debug and string fields keep their quotes, as tracing-subscriber writes them.
+        assert!(
+            logs.contains(" string=\"a\\nINFO forged\\r\\u{1b}[31m\\u{2028}\\tz\""),
+            "{logs}"
+        );
+        assert!(logs.contains(" debug=\"a\\nINFO"), "{logs}");
+    }
+
+    fn report(items: Vec<(String, Status, String)>) -> Report {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let items = items
+            .into_iter()
+            .map(|(name, status, message)| Item {
+                check_type: "backend-status",
+                name: ItemName::new("b", &name),
+                status,
+                message,
+                observed: now,
+                since: now,
+            })
+            .collect();
+        let empty = |endpoint| EndpointReport {
+            endpoint,
+            items: Vec::new(),
+        };
+        Report {
+            evaluated: now,
+            items,
+            healthz: empty(Endpoint::Healthz),
+            readyz: empty(Endpoint::Readyz),
+            backend: None,
+            last_poll: None,
+        }
+    }
+
+    #[test]
+    fn status_changes_of_many_items_are_grouped_and_capped_per_check() {
+        let same = report(
+            (0..500)
+                .map(|i| (format!("pc-{i:03}"), Status::Fail, "degraded".to_string()))
+                .collect(),
+        );
+        let logs = text_logs(|| log_transitions(None, &same));
+        assert_eq!(logs.lines().count(), 1, "{logs}");
+        assert!(
+            logs.contains(
+                "b: 500 items none -> fail: degraded (pc-000, pc-001, pc-002 and 497 more)"
+            ),
+            "{logs}"
+        );
+        // 500 different messages: at most MAX_CHANGE_LINES lines, then one that counts the rest.
+        let different = report(
+            (0..500)
+                .map(|i| (format!("pc-{i:03}"), Status::Warn, format!("value {i}")))
+                .collect(),
+        );
+        let logs = text_logs(|| log_transitions(Some(&same), &different));
+        assert_eq!(logs.lines().count(), MAX_CHANGE_LINES + 1, "{logs}");
+        assert!(
+            logs.contains("b: 480 more items changed status; see /readyz?verbose"),
+            "{logs}"
+        );
+        // One item: one line naming it, as always.
+        let one = report(vec![("pc-000".into(), Status::Pass, "ok".into())]);
+        let logs = text_logs(|| log_transitions(None, &one));
+        assert!(
+            logs.contains(
+                "b/pc-000: none -> pass: ok check=\"b\" item=\"pc-000\" old=\"none\" new=\"pass\""
+            ),
+            "{logs}"
+        );
+    }
 
     #[test]
     fn first_then_once_a_minute_with_the_count_left_out() {

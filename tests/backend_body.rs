@@ -39,7 +39,13 @@ fn a_duplicated_key_counts_with_its_worst_value_in_either_order() {
 
 #[test]
 fn keys_that_are_no_kubernetes_names_are_percent_encoded() {
-    for valid in ["postgresql-service-broker", "a", "a.b-c.d9", "endpoint", "none"] {
+    for valid in [
+        "postgresql-service-broker",
+        "a",
+        "a.b-c.d9",
+        "endpoint",
+        "none",
+    ] {
         assert_eq!(item_name(valid), valid);
     }
     for (key, item) in [
@@ -67,11 +73,14 @@ async fn duplicate_keys_from_the_upstream_fail_the_item() {
     backend.set_mode(BackendMode::DuplicateKeys);
     let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
     let r = svc
-        .wait_for("/readyz?verbose", "the duplicate", |r| r.body.contains("pg"))
+        .wait_for("/readyz?verbose", "the duplicate", |r| {
+            r.body.contains("pg")
+        })
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(
-        r.body.contains("[-]backend-status/pg failed: degraded (the key appears 2 times"),
+        r.body
+            .contains("[-]backend-status/pg failed: degraded (the key appears 2 times"),
         "{}",
         r.body
     );
@@ -99,7 +108,8 @@ async fn an_empty_object_shows_the_none_item_and_the_check_stays_addressable() {
 async fn an_upstream_key_named_like_the_poll_item_stays_its_own_item() {
     let (backend, svc) = serving(OddEntries::Endpoint, "100ms").await;
     svc.wait_for("/readyz?verbose", "the endpoint key", |r| {
-        r.body.contains("[-]backend-status/endpoint failed: degraded")
+        r.body
+            .contains("[-]backend-status/endpoint failed: degraded")
     })
     .await;
     backend.set_mode(BackendMode::Status500);
@@ -115,12 +125,14 @@ async fn an_upstream_key_named_like_the_poll_item_stays_its_own_item() {
         r.body
     );
     assert!(
-        r.body
-            .contains("[-]backend-status/_endpoint failed: GET "),
+        r.body.contains("[-]backend-status/_endpoint failed: GET "),
         "{}",
         r.body
     );
-    assert_eq!(svc.get("/readyz/backend-status/_endpoint").await.status, 503);
+    assert_eq!(
+        svc.get("/readyz/backend-status/_endpoint").await.status,
+        503
+    );
 }
 
 #[tokio::test]
@@ -149,7 +161,10 @@ async fn ten_thousand_keys_never_write_more_lines_than_the_outcome() {
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let about: Vec<&Value> = lines.iter().filter(|e| e["check"] == "backend-status").collect();
+    let about: Vec<&Value> = lines
+        .iter()
+        .filter(|e| e["check"] == "backend-status")
+        .collect();
     assert!(about.len() <= 3, "{} lines: {about:?}", about.len());
     let grouped: Vec<&&Value> = about.iter().filter(|e| e["items"] == 10_000).collect();
     assert_eq!(grouped.len(), 1, "{about:?}");

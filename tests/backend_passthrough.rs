@@ -33,7 +33,11 @@ fn check(r: &Resp, e: &Expect, path: &str) {
         "text/plain; charset=utf-8"
     };
     assert_eq!(r.header("content-type"), Some(ct), "{what}");
-    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
     let age: u64 = r
         .header("age")

@@ -337,7 +337,10 @@ async fn passthrough_is_503_before_the_first_poll_and_the_failed_poll_after_it()
     let svc = App::from_sink(&sink, "");
     let r = svc.get("/backend-health").await;
     assert_eq!(r.status, 502);
-    assert_eq!(r.body, "GET http://127.0.0.1:9/backend-health: cannot connect\n");
+    assert_eq!(
+        r.body,
+        "GET http://127.0.0.1:9/backend-health: cannot connect\n"
+    );
     let age: u64 = r.header("age").and_then(|a| a.parse().ok()).expect("Age");
     assert!((30..60).contains(&age), "Age {age}");
 }

@@ -387,7 +387,10 @@ fn a_future_last_check_time_keeps_the_staleness_bound_from_its_first_sighting() 
 }
 
 fn sim_pod(state: Option<klutch_sim::PodState>) -> Arc<Pod> {
-    object(state.map_or_else(klutch_sim::pods::provider_pod, klutch_sim::pods::provider_pod_in))
+    object(state.map_or_else(
+        klutch_sim::pods::provider_pod,
+        klutch_sim::pods::provider_pod_in,
+    ))
 }
 
 #[test]
@@ -422,20 +425,29 @@ fn finished_pods_are_not_counted_and_terminating_ones_warn_beside_a_ready_one() 
 
     let items = judged(&[None, Some(Terminating)]);
     assert!(
-        items[1].2.starts_with("terminating (deletion requested at ")
-            && items[1].2.ends_with("; provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q is Ready"),
+        items[1]
+            .2
+            .starts_with("terminating (deletion requested at ")
+            && items[1]
+                .2
+                .ends_with("; provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q is Ready"),
         "{items:?}"
     );
     // Alone, a terminating pod is no replacement for itself: warn while it is still Ready.
     let items = judged(&[Some(Terminating)]);
     assert_eq!(items[0].1, Status::Warn, "{items:?}");
-    assert!(items[0].2.ends_with("and no other pod is Ready"), "{items:?}");
+    assert!(
+        items[0].2.ends_with("and no other pod is Ready"),
+        "{items:?}"
+    );
     // Only finished pods: nothing runs, and the message says what was left out.
     let items = judged(&[Some(Evicted), Some(Completed)]);
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0].1, Status::Fail);
     assert!(
-        items[0].2.starts_with("no pod matches sel that has not finished (2 finished, not counted: ")
+        items[0]
+            .2
+            .starts_with("no pod matches sel that has not finished (2 finished, not counted: ")
             && items[0].2.contains("-evicted (Evicted)")
             && items[0].2.contains("-completed (Succeeded)"),
         "{items:?}"
@@ -456,7 +468,8 @@ fn a_terminating_pod_that_is_not_ready_fails_without_a_ready_replacement() {
     let now = Timestamp::now();
     let mut terminating = klutch_sim::pods::provider_pod_in(klutch_sim::PodState::Terminating);
     terminating["status"]["conditions"][1]["status"] = json!("False");
-    terminating["status"]["conditions"][1]["message"] = json!("containers with unready status: [package-runtime]");
+    terminating["status"]["conditions"][1]["message"] =
+        json!("containers with unready status: [package-runtime]");
     let o = only(pods::observe(
         &[object(terminating)],
         "sel",
@@ -466,7 +479,9 @@ fn a_terminating_pod_that_is_not_ready_fails_without_a_ready_replacement() {
     assert_eq!(o.status, Status::Fail);
     assert!(
         o.message.starts_with("terminating (deletion requested at ")
-            && o.message.ends_with("; not ready (Running): containers with unready status: [package-runtime]"),
+            && o.message.ends_with(
+                "; not ready (Running): containers with unready status: [package-runtime]"
+            ),
         "{}",
         o.message
     );

@@ -177,7 +177,10 @@ impl<'de> Deserialize<'de> for Entries {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
@@ -398,7 +401,11 @@ impl Poller {
     }
 
     /// The items of a good answer: one per key, or `none` for `{}`.
-    fn answered(&mut self, items: Vec<(String, Status, String)>, at: Timestamp) -> Vec<Observation> {
+    fn answered(
+        &mut self,
+        items: Vec<(String, Status, String)>,
+        at: Timestamp,
+    ) -> Vec<Observation> {
         if self.failures > 0 {
             tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %human::duration(self.failing_since.elapsed()), "upstream answers again");
             self.failures = 0;
@@ -493,7 +500,10 @@ impl Poller {
 }
 
 /// What an answer says: the body decides, but only of a `2xx`.
-fn judge(status: http::StatusCode, body: &Bytes) -> Result<Vec<(String, Status, String)>, PollError> {
+fn judge(
+    status: http::StatusCode,
+    body: &Bytes,
+) -> Result<Vec<(String, Status, String)>, PollError> {
     if !status.is_success() {
         return Err(PollError::Status {
             status,

@@ -86,13 +86,21 @@ pub fn observe(
     if current.is_empty() {
         let mut message = format!("no pod matches {selector}");
         if !finished.is_empty() {
-            let names: Vec<String> = finished.iter().take(3).map(|p| describe_finished(p)).collect();
+            let names: Vec<String> = finished
+                .iter()
+                .take(3)
+                .map(|p| describe_finished(p))
+                .collect();
             let more = finished.len().saturating_sub(names.len());
             message.push_str(&format!(
                 " that has not finished ({} finished, not counted: {}{})",
                 finished.len(),
                 names.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             ));
         }
         return vec![Observation::new("none", Status::Fail, message, now)];
@@ -192,7 +200,9 @@ fn judge_running(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
             let message = format!(
                 "not scheduled ({phase}): {}: {}",
                 s.reason.as_deref().unwrap_or("PodScheduled=False"),
-                s.message.as_deref().unwrap_or("no message from the scheduler")
+                s.message
+                    .as_deref()
+                    .unwrap_or("no message from the scheduler")
             );
             return Observation::new(name, Status::Fail, message, now);
         }
