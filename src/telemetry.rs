@@ -133,8 +133,8 @@ pub(crate) fn log_transitions(previous: Option<&Report>, report: &Report) {
         .map(|r| r.items.iter().map(|i| (&*i.name, i.status)).collect())
         .unwrap_or_default();
     // (check, old, new, message) → the items that changed so, in report order.
-    let mut groups: Vec<((&str, &'static str, Status, &str), Vec<&Item>)> = Vec::new();
-    let mut index: HashMap<(&str, &'static str, Status, &str), usize> = HashMap::new();
+    let mut groups: Vec<(ChangeKey, Vec<&Item>)> = Vec::new();
+    let mut index: HashMap<ChangeKey, usize> = HashMap::new();
     for item in &report.items {
         let old = before.get(&*item.name).copied();
         if old == Some(item.status) {
@@ -201,6 +201,9 @@ pub(crate) fn log_transitions(previous: Option<&Report>, report: &Report) {
         );
     }
 }
+
+/// Check, old status, new status and message: changes alike in all four are one line.
+type ChangeKey<'a> = (&'a str, &'static str, Status, &'a str);
 
 /// At most this many status-change lines per check and evaluation.
 pub(crate) const MAX_CHANGE_LINES: usize = 20;

@@ -412,8 +412,14 @@ fn finished_pods_are_not_counted_and_terminating_ones_warn_beside_a_ready_one() 
         judged(pods).into_iter().map(|(n, s, _)| (n, s)).collect()
     };
     let ready = ("x2x7q".to_string(), Status::Pass);
-    assert_eq!(statuses(&[None, Some(Evicted)]), [ready.clone()]);
-    assert_eq!(statuses(&[None, Some(Completed)]), [ready.clone()]);
+    assert_eq!(
+        statuses(&[None, Some(Evicted)]),
+        std::slice::from_ref(&ready)
+    );
+    assert_eq!(
+        statuses(&[None, Some(Completed)]),
+        std::slice::from_ref(&ready)
+    );
     assert_eq!(
         statuses(&[None, Some(Terminating)]),
         [ready.clone(), ("terminating".into(), Status::Warn)]
