@@ -2,7 +2,6 @@
 //! observation) falls due, then publishes the report — with the common answers already rendered — for the
 //! server. This is the only place where evaluation happens; probes only read its output.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -11,8 +10,9 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::render::{Bodies, Details, Identity};
-use crate::report::{Report, Status};
+use crate::report::Report;
 use crate::signals::Sink;
+use crate::telemetry::log_transitions;
 
 /// One evaluation's output, as the server reads it.
 #[derive(Debug)]
@@ -106,40 +106,6 @@ impl Engine {
                 _ = self.sink.changed() => {}
                 _ = sleep => {}
             }
-        }
-    }
-}
-
-/// Logs every change of an item's observed status once: at info when it passes, at warn otherwise.
-fn log_transitions(previous: Option<&Report>, report: &Report) {
-    let before: HashMap<&str, Status> = previous
-        .map(|r| r.items.iter().map(|i| (&*i.name, i.status)).collect())
-        .unwrap_or_default();
-    for item in &report.items {
-        let old = before.get(&*item.name).copied();
-        if old == Some(item.status) {
-            continue;
-        }
-        let old = old.map_or("none", Status::as_str);
-        let (check, name) = (item.name.check(), item.name.item());
-        let new = item.status.as_str();
-        macro_rules! changed {
-            ($level:ident) => {
-                tracing::$level!(
-                    check,
-                    item = name,
-                    old,
-                    new,
-                    "{}: {old} -> {new}: {}",
-                    item.name,
-                    item.message
-                )
-            };
-        }
-        if item.status == Status::Pass {
-            changed!(info);
-        } else {
-            changed!(warn);
         }
     }
 }

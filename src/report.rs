@@ -280,13 +280,20 @@ pub fn overall<'a>(items: impl IntoIterator<Item = &'a Counted>) -> Status {
         .unwrap_or(Status::Pass)
 }
 
-/// The last answer of provider-anynines' health server, served again at `/backend-health`.
+/// The last poll's outcome, served again at `/backend-health`: what provider-anynines answered (a `500`
+/// stays `500`), or `502`/`504` with a one-line reason when it gave no usable answer. Never an older answer:
+/// a monitor reading the passthrough must see what it would see upstream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Passthrough {
     pub status: u16,
-    pub content_type: Option<String>,
     pub body: Bytes,
-    pub fetched: Timestamp,
+    /// The body parses as JSON. Decides the content type: upstream's own header is never served, so its
+    /// bytes can never become HTML of this origin.
+    pub json: bool,
+    /// When this outcome was observed (the `Age` header).
+    pub at: Timestamp,
+    /// When the last good answer came, for the status page; `None` before the first one.
+    pub last_good: Option<Timestamp>,
 }
 
 /// Everything the server shows, as of one evaluation.

@@ -37,6 +37,7 @@ static PROMETHEUS: HeaderValue =
 static OPENMETRICS: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// What request handling needs: the latest report and how to show it.
 pub struct State {
@@ -407,22 +408,26 @@ fn health(
     with_type(code, &TEXT, body)
 }
 
+/// The last poll's outcome, never an older one: a monitor pointed here sees what it would see upstream, or
+/// `502`/`504` with the reason there was no answer, or `503` before the first poll. The content type comes
+/// from what the body is, never from upstream's header, and `nosniff` keeps browsers from guessing another.
 fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
-    let Some(b) = &latest.report.backend else {
-        return plain(
+    let mut r = match &latest.report.backend {
+        None => plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no answer from provider-anynines' health server yet\n".into(),
-        );
+            "provider-anynines' health server has not been polled yet\n".into(),
+        ),
+        Some(b) => {
+            let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ct = if b.json { &JSON } else { &TEXT };
+            let mut r = with_type(code, ct, b.body.clone());
+            let age = Timestamp::now().duration_since(b.at).as_secs().max(0);
+            r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+            r
+        }
     };
-    let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
-    let ct = b
-        .content_type
-        .as_deref()
-        .and_then(|ct| HeaderValue::from_str(ct).ok())
-        .unwrap_or_else(|| JSON.clone());
-    let mut r = with_type(code, &ct, b.body.clone());
-    let age = Timestamp::now().duration_since(b.fetched).as_secs().max(0);
-    r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    r.headers_mut()
+        .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     r
 }
 

@@ -51,15 +51,13 @@ impl App {
             .map(|(name, status, message)| Observation::new(name, status, message, now))
             .collect();
         sink.publish("backend-status", items);
-        sink.polled(
-            now,
-            Some(Passthrough {
-                status: 200,
-                content_type: Some("application/json".into()),
-                body: body.into(),
-                fetched: now,
-            }),
-        );
+        sink.polled(Passthrough {
+            status: 200,
+            body: body.into(),
+            json: true,
+            at: now,
+            last_good: Some(now),
+        });
         App::from_sink(&sink, extra)
     }
 
@@ -310,26 +308,41 @@ async fn livez_passthrough_404_and_405() {
 }
 
 #[tokio::test]
-async fn passthrough_is_503_before_the_first_good_poll() {
+async fn passthrough_is_503_before_the_first_poll_and_the_failed_poll_after_it() {
     let sink = Sink::default();
     let now = Timestamp::now();
     sink.publish(
         "backend-status",
         vec![Observation::new(
-            "endpoint",
-            klutch_health::report::Status::Fail,
-            "answered 500 Internal Server Error",
+            "_endpoint",
+            klutch_health::report::Status::Unknown,
+            "waiting for the first poll",
             now,
         )],
     );
-    sink.polled(now, None);
     let svc = App::from_sink(&sink, "");
-    assert!(svc
-        .get("/readyz?verbose")
-        .await
-        .body
-        .contains("[-]backend-status/endpoint failed"));
-    assert_eq!(svc.get("/backend-health").await.status, 503);
+    let r = svc.get("/backend-health").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    // Age is the age of the outcome served.
+    let polled = now - jiff::SignedDuration::from_secs(30);
+    sink.polled(Passthrough {
+        status: 502,
+        body: "GET http://127.0.0.1:9/backend-health: cannot connect\n".into(),
+        json: false,
+        at: polled,
+        last_good: None,
+    });
+    let svc = App::from_sink(&sink, "");
+    let r = svc.get("/backend-health").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.body,
+        "GET http://127.0.0.1:9/backend-health: cannot connect\n"
+    );
+    let age: u64 = r.header("age").and_then(|a| a.parse().ok()).expect("Age");
+    assert!((30..60).contains(&age), "Age {age}");
 }
 
 #[tokio::test]
@@ -794,8 +807,9 @@ async fn the_status_page_escapes_item_names_too() {
     let page = svc.get("/").await.body;
     assert!(!page.contains("<img"), "{page}");
     assert!(!page.contains("<b>"), "{page}");
+    // A key that is not a Kubernetes name is percent-encoded before any renderer sees it.
     assert!(
-        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        page.contains("%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E"),
         "{page}"
     );
     assert!(page.contains("&lt;b&gt;degraded&lt;/b&gt;"), "{page}");
@@ -862,6 +876,6 @@ async fn upstream_names_and_messages_cannot_forge_lines() {
     assert_eq!(r.status, 503);
     assert_eq!(
         r.body,
-        "[-]backend-status/postgresql-x readyz check passed failed: degraded readyz check passed\nreadyz check failed\n"
+        "[-]backend-status/postgresql-x%0Areadyz%20check%20passed failed: degraded readyz check passed\nreadyz check failed\n"
     );
 }

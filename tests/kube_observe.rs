@@ -311,3 +311,184 @@ fn pods_ready_not_ready_recent_restart_and_crash_loop() {
         (Status::Fail, "no pod matches app=x")
     );
 }
+
+/// The providerconfig-healthy fixture with `lastCheckTime` (and optionally `lastStatus`) set.
+fn pc_checked_at(time: &str, ok: bool) -> Arc<DynamicObject> {
+    let mut pc = fixture("providerconfig-healthy");
+    pc["status"]["health"]["lastCheckTime"] = json!(time);
+    pc["status"]["health"]["lastStatus"] = json!(ok);
+    if !ok {
+        pc["status"]["health"]["lastMessage"] = json!("dial tcp: connection refused");
+    }
+    object(pc)
+}
+
+#[test]
+fn a_last_check_time_in_the_future_is_clock_skew_never_a_fresh_ok() {
+    let stale = pc_config().check_stale_after;
+    let now = at("2024-08-20T13:11:00Z");
+    let skew = "lies in the future: clock skew?";
+    for (time, ok, status, says_skew) in [
+        ("2024-08-20T13:10:00Z", true, Status::Pass, false),
+        // Within 60 s ahead: ordinary skew between nodes.
+        ("2024-08-20T13:12:00Z", true, Status::Pass, false),
+        ("2024-08-20T13:12:01Z", true, Status::Warn, true),
+        ("2099-01-01T00:00:00Z", true, Status::Warn, true),
+        // A failure stays a failure, with the skew noted.
+        ("2099-01-01T00:00:00Z", false, Status::Fail, true),
+    ] {
+        let o = only(provider_configs::observe(
+            &[pc_checked_at(time, ok)],
+            None,
+            stale,
+            now,
+        ));
+        assert_eq!(o.status, status, "{time} {ok}: {o:?}");
+        assert_eq!(o.message.contains(skew), says_skew, "{time}: {o:?}");
+    }
+}
+
+#[test]
+fn a_future_last_check_time_keeps_the_staleness_bound_from_its_first_sighting() {
+    let stale = pc_config().check_stale_after;
+    let t0 = at("2024-08-20T13:11:00Z");
+    let mut seen = provider_configs::Sightings::default();
+    let future = pc_checked_at("2099-01-01T00:00:00Z", true);
+    let o = only(provider_configs::observe_seen(
+        std::slice::from_ref(&future),
+        None,
+        stale,
+        t0,
+        &mut seen,
+    ));
+    assert_eq!(o.status, Status::Warn);
+    let (status, message) = o.at(at("2024-08-20T13:21:00Z"));
+    assert_eq!(status, Status::Unknown, "{message}");
+    assert!(message.contains("health loop may be stuck"), "{message}");
+    // Observed again (any event of the watch): the bound is not renewed.
+    let o = only(provider_configs::observe_seen(
+        std::slice::from_ref(&future),
+        None,
+        stale,
+        at("2024-08-20T13:16:00Z"),
+        &mut seen,
+    ));
+    assert_eq!(o.at(at("2024-08-20T13:21:00Z")).0, Status::Unknown);
+    // A new time written by the provider counts as a new check.
+    let o = only(provider_configs::observe_seen(
+        &[pc_checked_at("2099-01-01T00:03:00Z", true)],
+        None,
+        stale,
+        at("2024-08-20T13:17:00Z"),
+        &mut seen,
+    ));
+    assert_eq!(o.at(at("2024-08-20T13:26:59Z")).0, Status::Warn);
+    assert_eq!(o.at(at("2024-08-20T13:27:00Z")).0, Status::Unknown);
+}
+
+fn sim_pod(state: Option<klutch_sim::PodState>) -> Arc<Pod> {
+    object(state.map_or_else(
+        klutch_sim::pods::provider_pod,
+        klutch_sim::pods::provider_pod_in,
+    ))
+}
+
+#[test]
+fn finished_pods_are_not_counted_and_terminating_ones_warn_beside_a_ready_one() {
+    use klutch_sim::PodState::{Completed, Evicted, Terminating, Unschedulable};
+    let now = Timestamp::now();
+    let window = Duration::from_secs(600);
+    let judged = |pods: &[Option<klutch_sim::PodState>]| -> Vec<(String, Status, String)> {
+        let objects: Vec<Arc<Pod>> = pods.iter().map(|s| sim_pod(*s)).collect();
+        pods::observe(&objects, "sel", window, now)
+            .into_iter()
+            .map(|o| {
+                let short = o.item.rsplit('-').next().unwrap_or_default().to_string();
+                (short, o.status, o.message)
+            })
+            .collect()
+    };
+    let statuses = |pods: &[Option<klutch_sim::PodState>]| -> Vec<(String, Status)> {
+        judged(pods).into_iter().map(|(n, s, _)| (n, s)).collect()
+    };
+    let ready = ("x2x7q".to_string(), Status::Pass);
+    assert_eq!(
+        statuses(&[None, Some(Evicted)]),
+        std::slice::from_ref(&ready)
+    );
+    assert_eq!(
+        statuses(&[None, Some(Completed)]),
+        std::slice::from_ref(&ready)
+    );
+    assert_eq!(
+        statuses(&[None, Some(Terminating)]),
+        [ready.clone(), ("terminating".into(), Status::Warn)]
+    );
+    assert_eq!(
+        statuses(&[None, Some(Unschedulable)]),
+        [ready, ("unschedulable".into(), Status::Fail)]
+    );
+
+    let items = judged(&[None, Some(Terminating)]);
+    assert!(
+        items[1]
+            .2
+            .starts_with("terminating (deletion requested at ")
+            && items[1]
+                .2
+                .ends_with("; provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q is Ready"),
+        "{items:?}"
+    );
+    // Alone, a terminating pod is no replacement for itself: warn while it is still Ready.
+    let items = judged(&[Some(Terminating)]);
+    assert_eq!(items[0].1, Status::Warn, "{items:?}");
+    assert!(
+        items[0].2.ends_with("and no other pod is Ready"),
+        "{items:?}"
+    );
+    // Only finished pods: nothing runs, and the message says what was left out.
+    let items = judged(&[Some(Evicted), Some(Completed)]);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].1, Status::Fail);
+    assert!(
+        items[0]
+            .2
+            .starts_with("no pod matches sel that has not finished (2 finished, not counted: ")
+            && items[0].2.contains("-evicted (Evicted)")
+            && items[0].2.contains("-completed (Succeeded)"),
+        "{items:?}"
+    );
+    // A Pending pod says why the scheduler leaves it pending.
+    let items = judged(&[Some(Unschedulable)]);
+    assert_eq!(
+        items[0].2,
+        format!(
+            "not scheduled (Pending): Unschedulable: {}",
+            klutch_sim::pods::UNSCHEDULABLE_MESSAGE
+        )
+    );
+}
+
+#[test]
+fn a_terminating_pod_that_is_not_ready_fails_without_a_ready_replacement() {
+    let now = Timestamp::now();
+    let mut terminating = klutch_sim::pods::provider_pod_in(klutch_sim::PodState::Terminating);
+    terminating["status"]["conditions"][1]["status"] = json!("False");
+    terminating["status"]["conditions"][1]["message"] =
+        json!("containers with unready status: [package-runtime]");
+    let o = only(pods::observe(
+        &[object(terminating)],
+        "sel",
+        Duration::from_secs(600),
+        now,
+    ));
+    assert_eq!(o.status, Status::Fail);
+    assert!(
+        o.message.starts_with("terminating (deletion requested at ")
+            && o.message.ends_with(
+                "; not ready (Running): containers with unready status: [package-runtime]"
+            ),
+        "{}",
+        o.message
+    );
+}

@@ -376,3 +376,39 @@ async fn check_command_exits_0_when_healthy_and_1_when_not() {
     assert_eq!(code, Some(0), "unknown is warn on healthz: {out}");
     assert!(out.contains("warn: waiting for initial sync"), "{out}");
 }
+
+#[tokio::test]
+async fn an_evicted_pod_beside_a_ready_replacement_leaves_readyz_passing() {
+    let (cp, svc) = running("").await;
+    let evicted = cp.add_provider_pod(klutch_sim::PodState::Evicted);
+    // Applied after the evicted one: once it shows, the watch has delivered both.
+    let terminating = cp.add_provider_pod(klutch_sim::PodState::Terminating);
+    let r = svc
+        .wait_for("/readyz?verbose", "the terminating pod", |r| {
+            r.body.contains(&terminating)
+        })
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        line(&r.body, &format!("provider-pods/{terminating}")).starts_with(&format!(
+            "[+]provider-pods/{terminating} warn: terminating (deletion requested at "
+        )),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains(&evicted), "{}", r.body);
+    // A pod the scheduler cannot place fails, and says why.
+    let pending = cp.add_provider_pod(klutch_sim::PodState::Unschedulable);
+    let r = svc
+        .wait_for("/readyz?verbose", "the pending pod", |r| {
+            r.body.contains(&pending)
+        })
+        .await;
+    assert_eq!(r.status, 503);
+    assert!(
+        line(&r.body, &format!("provider-pods/{pending}"))
+            .contains("failed: not scheduled (Pending): Unschedulable: 0/3 nodes are available: "),
+        "{}",
+        r.body
+    );
+}

@@ -198,7 +198,8 @@ async fn label_values_from_upstream_are_escaped() {
     assert_eq!(
         value(
             &m.body,
-            r#"klutch_health_check_up{check="backend-status",item="we\"ird\\name"}"#
+            // Keys that are no Kubernetes names arrive percent-encoded (see backend_status::item_name).
+            r#"klutch_health_check_up{check="backend-status",item="we%22ird%5Cname"}"#
         ),
         Some(1.0),
         "{}",
@@ -207,7 +208,7 @@ async fn label_values_from_upstream_are_escaped() {
     assert_eq!(
         value(
             &m.body,
-            r#"klutch_health_check_up{check="backend-status",item="two\nlines"}"#
+            r#"klutch_health_check_up{check="backend-status",item="two%0Alines"}"#
         ),
         Some(0.0),
         "{}",
@@ -219,7 +220,7 @@ async fn label_values_from_upstream_are_escaped() {
             &[("Accept", "application/openmetrics-text; version=1.0.0")],
         )
         .await;
-    assert!(om.body.contains(r#"item="we\"ird\\name""#), "{}", om.body);
+    assert!(om.body.contains(r#"item="we%22ird%5Cname""#), "{}", om.body);
 }
 
 #[tokio::test]
@@ -385,7 +386,7 @@ tests:
             exp_annotations:
               summary: Most polls of provider-anynines' health server (backend-status) fail
               description: >-
-                See the item backend-status/endpoint on klutch-health's status page, and
+                See the item backend-status/_endpoint on klutch-health's status page, and
                 klutch_health_upstream_requests_total by outcome.
       - alertname: KlutchHealthAbsent
         eval_time: 30m

@@ -231,7 +231,7 @@ async fn the_check_command_exits_0_1_or_2_and_prints_text_or_json() {
     let (code, out, _) = tokio::task::block_in_place(|| check(&config, &[]));
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("[-]backend-status/endpoint failed: GET "),
+        out.contains("[-]backend-status/_endpoint failed: GET "),
         "{out}"
     );
     assert!(out.contains("no answer within 500ms"), "{out}");

@@ -204,7 +204,7 @@ async fn each_endpoint_says_how_it_counts_an_item_and_the_poll_is_shown() {
     // A dead upstream: the endpoint item fails, the last good answer is dated.
     backend.set_mode(BackendMode::Status500);
     svc.wait_for("/readyz?verbose", "the failed poll", |r| {
-        r.body.contains("[-]backend-status/endpoint failed")
+        r.body.contains("[-]backend-status/_endpoint failed")
     })
     .await;
     let (_, text) = render(&svc).await;

@@ -373,16 +373,16 @@ fn poll_line(out: &mut String, report: &Report, now: Timestamp) {
         .items
         .iter()
         .any(|i| i.check_type == "backend-status");
-    match (report.last_poll, &report.backend) {
+    match (report.last_poll, report.backend.as_ref()) {
         (Some(poll), backend) => {
             let _ = write!(
                 out,
                 "<p class=\"poll\"><small>provider-anynines' health server last polled {}",
                 when(now, poll)
             );
-            match backend {
-                Some(b) if b.fetched < poll => {
-                    let _ = write!(out, "; last good answer {}", when(now, b.fetched));
+            match backend.and_then(|b| b.last_good) {
+                Some(good) if good < poll => {
+                    let _ = write!(out, "; last good answer {}", when(now, good));
                 }
                 Some(_) => {}
                 None => out.push_str("; no good answer yet"),

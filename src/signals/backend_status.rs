@@ -1,9 +1,12 @@
 //! The `backend-status` signal: polls provider-anynines' health server (`:8081/backend-health`).
 //!
 //! The provider answers `200` even when a ProviderConfig is degraded, so the body decides: one item per key,
-//! `"ok"` passes, anything else fails. When a poll itself fails, the item `endpoint` says precisely why and the
+//! `"ok"` passes, anything else fails. When a poll itself fails, the item `_endpoint` says precisely why and the
 //! items seen before turn `unknown` — their last state is no longer known, but it is not forgotten either.
 
+use std::borrow::Cow;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,8 +91,14 @@ impl CheckType for BackendStatus {
     }
 }
 
-/// The item that reports the poll itself.
-pub(crate) const ENDPOINT_ITEM: &str = "endpoint";
+/// The item that reports the poll itself. The underscore makes it a name no Kubernetes object can have (DNS-1123
+/// names are lowercase letters, digits, `-` and `.`), and upstream keys that are not such names are escaped
+/// (see [`item_name`]), so no upstream key can ever take its place. It stays one URL path segment and one
+/// metric label as it is.
+pub const ENDPOINT_ITEM: &str = "_endpoint";
+
+/// The item shown when the health server lists no ProviderConfig at all (`{}`), as the other checks do.
+const NONE_ITEM: &str = "none";
 
 /// Why one poll did not give a usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +136,15 @@ impl PollError {
             PollError::InvalidJson { .. } | PollError::NotObject(_) => "invalid_body",
         }
     }
+
+    /// What the passthrough answers when there was no answer to pass through: `504` for a timeout, `502`
+    /// for everything else (refused, reset, unreadable, too large).
+    fn gateway_status(&self) -> u16 {
+        match self {
+            PollError::Timeout(_) => 504,
+            _ => 502,
+        }
+    }
 }
 
 /// `: "first 200 characters of the body"`, on one line, or nothing for an empty body.
@@ -147,31 +165,115 @@ fn excerpt(body: &Bytes) -> String {
     format!(": {short:?}")
 }
 
-/// A good answer: the items it names and the body for the passthrough.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub items: Vec<(String, Status, String)>,
-    pub passthrough: Passthrough,
+/// Every entry of a JSON object, duplicates included: `serde_json::Map` keeps only the last of a duplicated
+/// key, which would let a later `"ok"` hide an earlier `"degraded"`.
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
-/// Turns a provider-anynines health body into items: `"ok"` passes, any other value fails.
+/// Turns a provider-anynines health body into items: `"ok"` passes, any other value fails. A key that appears
+/// more than once counts with its worst value. Keys are item names as [`item_name`] makes them.
 pub fn parse_body(body: &[u8]) -> Result<Vec<(String, Status, String)>, PollError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| PollError::InvalidJson {
-            reason: e.to_string(),
-            body: Bytes::copy_from_slice(&body[..body.len().min(256)]),
-        })?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(PollError::NotObject(json_kind(&value)));
+    let invalid = |e: serde_json::Error| PollError::InvalidJson {
+        reason: e.to_string(),
+        body: Bytes::copy_from_slice(&body[..body.len().min(256)]),
     };
-    Ok(map
+    let Entries(entries) = match serde_json::from_slice(body) {
+        Ok(entries) => entries,
+        // Only now tell "not JSON" from "JSON, but not an object": the error path may parse twice.
+        Err(e) => {
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+            return Err(match value {
+                serde_json::Value::Object(_) => invalid(e),
+                other => PollError::NotObject(json_kind(&other)),
+            });
+        }
+    };
+    // Name → (status, message, how often the key appeared).
+    let mut items: BTreeMap<String, (Status, String, usize)> = BTreeMap::new();
+    for (key, value) in entries {
+        let (status, message) = match value {
+            serde_json::Value::String(s) if s == "ok" => (Status::Pass, "ok".to_string()),
+            serde_json::Value::String(s) => (Status::Fail, s),
+            other => (Status::Fail, format!("unexpected value {other}")),
+        };
+        match items.entry(item_name(&key).into_owned()) {
+            Entry::Vacant(v) => {
+                v.insert((status, message, 1));
+            }
+            Entry::Occupied(mut o) => {
+                let seen = o.get_mut();
+                seen.2 += 1;
+                if status > seen.0 {
+                    (seen.0, seen.1) = (status, message);
+                }
+            }
+        }
+    }
+    Ok(items
         .into_iter()
-        .map(|(name, v)| match v {
-            serde_json::Value::String(s) if s == "ok" => (name, Status::Pass, "ok".to_string()),
-            serde_json::Value::String(s) => (name, Status::Fail, s),
-            other => (name, Status::Fail, format!("unexpected value {other}")),
+        .map(|(name, (status, message, times))| {
+            let message = if times > 1 {
+                format!("{message} (the key appears {times} times; the worst value counts)")
+            } else {
+                message
+            };
+            (name, status, message)
         })
         .collect())
+}
+
+/// The item name of an upstream key. provider-anynines names its keys after ProviderConfigs, which are valid
+/// Kubernetes names (DNS-1123 subdomains) and are kept as they are. Any other key is percent-encoded outside
+/// `[a-z0-9.-]` (`name with spaces` → `name%20with%20spaces`): one line, one URL path segment, one metric
+/// label, never [`ENDPOINT_ITEM`], and two different keys never share a name (`%` is encoded too).
+pub fn item_name(key: &str) -> Cow<'_, str> {
+    if is_kubernetes_name(key) {
+        return Cow::Borrowed(key);
+    }
+    let mut out = String::with_capacity(key.len() + 8);
+    for b in key.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A DNS-1123 subdomain: at most 253 characters, dot-separated labels of lowercase letters, digits and `-`,
+/// each starting and ending with a letter or digit.
+fn is_kubernetes_name(s: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            matches!((b.first(), b.last()), (Some(&f), Some(&l)) if alnum(f) && alnum(l))
+                && b.iter().all(|&c| alnum(c) || c == b'-')
+        })
 }
 
 /// What a JSON value is, with its article: `an array`, `a string`, `null`.
@@ -195,6 +297,8 @@ pub(crate) struct Poller {
     metrics: Arc<Metrics>,
     /// Items of the last good answer, to turn `unknown` when a poll fails.
     last_items: Vec<String>,
+    /// When the last good answer came, for the status page.
+    last_good: Option<Timestamp>,
     /// Failed polls in a row, and the log limiter for them: a dead upstream must not flood the log.
     failures: u64,
     failing_since: Instant,
@@ -233,6 +337,7 @@ impl Poller {
             sink,
             metrics,
             last_items: Vec::new(),
+            last_good: None,
             failures: 0,
             failing_since: Instant::now(),
             errors: LogLimiter::default(),
@@ -251,10 +356,28 @@ impl Poller {
 
     pub(crate) async fn poll_once(&mut self) {
         let started = Instant::now();
-        let at = Timestamp::now();
-        let result = match tokio::time::timeout(self.config.timeout, self.fetch(at)).await {
+        let fetched = match tokio::time::timeout(self.config.timeout, self.fetch()).await {
             Ok(r) => r,
             Err(_) => Err(PollError::Timeout(self.config.timeout)),
+        };
+        let at = Timestamp::now();
+        // What the passthrough serves: the answer as it came, whatever it says, or why there was none.
+        let (result, passthrough) = match fetched {
+            Ok((status, body)) => {
+                let result = judge(status, &body);
+                let json = match &result {
+                    Ok(_) | Err(PollError::NotObject(_)) => true,
+                    Err(PollError::InvalidJson { .. }) => false,
+                    Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok(),
+                };
+                (result, (status.as_u16(), body, json))
+            }
+            Err(e) => {
+                let reason = format!("GET {}: {e}", self.config.url);
+                let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+                let code = e.gateway_status();
+                (Err(e), (code, Bytes::from(reason + "\n"), false))
+            }
         };
         let outcome = match &result {
             Ok(_) => "success",
@@ -262,55 +385,78 @@ impl Poller {
         };
         self.metrics
             .upstream(&self.check, outcome, started.elapsed());
-        match result {
-            Ok(answer) => {
-                if self.failures > 0 {
-                    tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %human::duration(self.failing_since.elapsed()), "upstream answers again");
-                    self.failures = 0;
-                    self.errors = LogLimiter::default();
-                }
-                self.last_items = answer.items.iter().map(|(n, ..)| n.clone()).collect();
-                let items = answer
-                    .items
-                    .into_iter()
-                    .map(|(name, status, message)| Observation::new(name, status, message, at))
-                    .collect();
-                self.sink.publish(&self.check, items);
-                self.sink.polled(at, Some(answer.passthrough));
-            }
-            Err(e) => {
-                if self.failures == 0 {
-                    self.failing_since = started;
-                }
-                self.failures += 1;
-                // The first failure at once, then one line a minute while it lasts.
-                if let Some(left_out) = self.errors.allow() {
-                    tracing::warn!(check = %self.check, url = %self.config.url, error = %e, outcome = e.outcome(), failed_polls = self.failures, left_out, "upstream poll failed");
-                }
-                let mut items = vec![Observation::new(
-                    ENDPOINT_ITEM,
-                    Status::Fail,
-                    format!("GET {}: {e}", self.config.url),
-                    at,
-                )];
-                items.extend(self.last_items.iter().map(|name| {
-                    Observation::new(
-                        name.clone(),
-                        Status::Unknown,
-                        format!(
-                            "not known: the last poll failed (see {}/{ENDPOINT_ITEM})",
-                            self.check
-                        ),
-                        at,
-                    )
-                }));
-                self.sink.publish(&self.check, items);
-                self.sink.polled(at, None);
-            }
-        }
+        let items = match result {
+            Ok(items) => self.answered(items, at),
+            Err(e) => self.failed(e, started, at),
+        };
+        self.sink.publish(&self.check, items);
+        let (status, body, json) = passthrough;
+        self.sink.polled(Passthrough {
+            status,
+            body,
+            json,
+            at,
+            last_good: self.last_good,
+        });
     }
 
-    async fn fetch(&self, at: Timestamp) -> Result<Answer, PollError> {
+    /// The items of a good answer: one per key, or `none` for `{}`.
+    fn answered(
+        &mut self,
+        items: Vec<(String, Status, String)>,
+        at: Timestamp,
+    ) -> Vec<Observation> {
+        if self.failures > 0 {
+            tracing::info!(check = %self.check, url = %self.config.url, failed_polls = self.failures, down_for = %human::duration(self.failing_since.elapsed()), "upstream answers again");
+            self.failures = 0;
+            self.errors = LogLimiter::default();
+        }
+        self.last_good = Some(at);
+        self.last_items = items.iter().map(|(n, ..)| n.clone()).collect();
+        if items.is_empty() {
+            return vec![Observation::new(
+                NONE_ITEM,
+                Status::Warn,
+                "provider-anynines' health server lists no ProviderConfig ({})",
+                at,
+            )];
+        }
+        items
+            .into_iter()
+            .map(|(name, status, message)| Observation::new(name, status, message, at))
+            .collect()
+    }
+
+    /// The poll item fails with the reason; the items of the last good answer turn `unknown`. One log line
+    /// for the failure, however many items, and then one a minute while it lasts.
+    fn failed(&mut self, e: PollError, started: Instant, at: Timestamp) -> Vec<Observation> {
+        if self.failures == 0 {
+            self.failing_since = started;
+        }
+        self.failures += 1;
+        if let Some(left_out) = self.errors.allow() {
+            tracing::warn!(check = %self.check, url = %self.config.url, error = %e, outcome = e.outcome(), failed_polls = self.failures, left_out, "upstream poll failed");
+        }
+        let mut items = vec![Observation::new(
+            ENDPOINT_ITEM,
+            Status::Fail,
+            format!("GET {}: {e}", self.config.url),
+            at,
+        )];
+        let unknown = format!(
+            "not known: the last poll failed (see {}/{ENDPOINT_ITEM})",
+            self.check
+        );
+        items.extend(
+            self.last_items
+                .iter()
+                .map(|name| Observation::new(name.clone(), Status::Unknown, unknown.clone(), at)),
+        );
+        items
+    }
+
+    /// One GET: the status and the whole body (at most `max_body`), or why there is none.
+    async fn fetch(&self) -> Result<(http::StatusCode, Bytes), PollError> {
         let request = http::Request::get(self.config.url.clone())
             .header(http::header::ACCEPT, "application/json")
             .header(
@@ -328,11 +474,6 @@ impl Poller {
             }
         })?;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let max = self.config.max_body;
         let declared = response
             .headers()
@@ -354,18 +495,20 @@ impl Poller {
                 }
             })?
             .to_bytes();
-        if !status.is_success() {
-            return Err(PollError::Status { status, body });
-        }
-        let items = parse_body(&body)?;
-        Ok(Answer {
-            items,
-            passthrough: Passthrough {
-                status: status.as_u16(),
-                content_type,
-                body,
-                fetched: at,
-            },
-        })
+        Ok((status, body))
     }
+}
+
+/// What an answer says: the body decides, but only of a `2xx`.
+fn judge(
+    status: http::StatusCode,
+    body: &Bytes,
+) -> Result<Vec<(String, Status, String)>, PollError> {
+    if !status.is_success() {
+        return Err(PollError::Status {
+            status,
+            body: body.clone(),
+        });
+    }
+    parse_body(body)
 }

@@ -112,13 +112,11 @@ impl Sink {
         });
     }
 
-    /// Records a poll of provider-anynines' health server, and its answer when it was a good one.
-    pub fn polled(&self, at: Timestamp, good: Option<Passthrough>) {
+    /// Records the outcome of a poll of provider-anynines' health server, good or not.
+    pub fn polled(&self, outcome: Passthrough) {
         self.update(|s| {
-            s.last_poll = Some(at);
-            if good.is_some() {
-                s.backend = good;
-            }
+            s.last_poll = Some(outcome.at);
+            s.backend = Some(outcome);
         });
     }
 

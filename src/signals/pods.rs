@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
@@ -72,38 +72,141 @@ impl CheckType for Pods {
     }
 }
 
+/// One item per pod that still counts. Finished pods (`Succeeded`, `Failed`, `Evicted`) are left behind by
+/// the kubelet until garbage-collected and are not counted; a terminating pod is replaced during every
+/// rollout, so it is at most `warn` while another pod is Ready.
 pub fn observe(
     objects: &[Arc<Pod>],
     selector: &str,
     window: Duration,
     now: Timestamp,
 ) -> Vec<Observation> {
-    if objects.is_empty() {
-        return vec![Observation::new(
-            "none",
-            Status::Fail,
-            format!("no pod matches {selector}"),
-            now,
-        )];
+    let (finished, current): (Vec<&Pod>, Vec<&Pod>) =
+        objects.iter().map(|p| &**p).partition(|p| finished(p));
+    if current.is_empty() {
+        let mut message = format!("no pod matches {selector}");
+        if !finished.is_empty() {
+            let names: Vec<String> = finished
+                .iter()
+                .take(3)
+                .map(|p| describe_finished(p))
+                .collect();
+            let more = finished.len().saturating_sub(names.len());
+            message.push_str(&format!(
+                " that has not finished ({} finished, not counted: {}{})",
+                finished.len(),
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        return vec![Observation::new("none", Status::Fail, message, now)];
     }
-    objects.iter().map(|p| judge(p, window, now)).collect()
+    current
+        .iter()
+        .map(|pod| {
+            let replacement = current
+                .iter()
+                .find(|p| !std::ptr::eq(**p, *pod) && !terminating(p) && ready(p))
+                .map(|p| name_of(p));
+            judge(pod, replacement, window, now)
+        })
+        .collect()
 }
 
-fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let status = pod.status.clone().unwrap_or_default();
-    let ready = status
+/// Ran to its end (`Succeeded`, `Failed`) or was evicted: it will never be Ready again.
+fn finished(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    ) || status.and_then(|s| s.reason.as_deref()) == Some("Evicted")
+}
+
+/// `NAME (Evicted)`, `NAME (Succeeded)`.
+fn describe_finished(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let why = status
+        .and_then(|s| s.reason.as_deref())
+        .or_else(|| status.and_then(|s| s.phase.as_deref()))
+        .unwrap_or("finished");
+    format!("{} ({why})", name_of(pod))
+}
+
+fn terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+fn ready(pod: &Pod) -> bool {
+    condition(pod, "Ready").is_some_and(|c| c.status == "True")
+}
+
+fn name_of(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod.status
+        .as_ref()?
         .conditions
-        .as_deref()
-        .unwrap_or_default()
+        .as_deref()?
         .iter()
-        .find(|c| c.type_ == "Ready");
+        .find(|c| c.type_ == type_)
+}
+
+/// `replacement`: another pod of the check that is Ready and not terminating.
+fn judge(pod: &Pod, replacement: Option<String>, window: Duration, now: Timestamp) -> Observation {
+    let observation = judge_running(pod, window, now);
+    let Some(deleted) = &pod.metadata.deletion_timestamp else {
+        return observation;
+    };
+    let terminating = format!("terminating (deletion requested at {})", deleted.0);
+    match replacement {
+        Some(other) => Observation::new(
+            observation.item,
+            Status::Warn,
+            format!("{terminating}; {other} is Ready"),
+            now,
+        ),
+        None if observation.status == Status::Pass => Observation::new(
+            observation.item,
+            Status::Warn,
+            format!("{terminating} and no other pod is Ready"),
+            now,
+        ),
+        None => Observation::new(
+            observation.item,
+            observation.status,
+            format!("{terminating}; {}", observation.message),
+            now,
+        ),
+    }
+}
+
+fn judge_running(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
+    let name = name_of(pod);
+    let status = pod.status.clone().unwrap_or_default();
     let containers = status.container_statuses.as_deref().unwrap_or_default();
     let crash_looping = crash_loops(containers);
     let phase = status.phase.as_deref().unwrap_or("Unknown");
-    match ready {
-        Some(c) if c.status == "True" => {}
-        other => {
+    let unscheduled = condition(pod, "PodScheduled").filter(|c| c.status == "False");
+    match (condition(pod, "Ready"), unscheduled) {
+        (Some(c), _) if c.status == "True" => {}
+        (_, Some(s)) => {
+            // The scheduler's reason: `Unschedulable: 0/3 nodes are available: …`.
+            let message = format!(
+                "not scheduled ({phase}): {}: {}",
+                s.reason.as_deref().unwrap_or("PodScheduled=False"),
+                s.message
+                    .as_deref()
+                    .unwrap_or("no message from the scheduler")
+            );
+            return Observation::new(name, Status::Fail, message, now);
+        }
+        (other, None) => {
             let mut message = match other {
                 Some(c) => format!(
                     "not ready ({phase}){}",

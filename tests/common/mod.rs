@@ -63,13 +63,22 @@ impl Service {
     }
 
     pub async fn start_with_args(config: &str, env: &[(&str, &str)], args: &[&str]) -> Service {
+        Self::spawn(config, env, args, "json").await
+    }
+
+    /// Like [`Service::start`], with human-readable text logs (the default format).
+    pub async fn start_text(config: &str, env: &[(&str, &str)]) -> Service {
+        Self::spawn(config, env, &[], "text").await
+    }
+
+    async fn spawn(config: &str, env: &[(&str, &str)], args: &[&str], log_format: &str) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")
             .arg(&path)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", "127.0.0.1:0", "--log-format", log_format])
             .args(args)
             .env_remove("KUBECONFIG")
             .env("RUST_LOG", "info")
@@ -90,6 +99,9 @@ impl Service {
         let reader = logs.clone();
         let addr = eventually("klutch-health to log its listening address", async || {
             reader.lock().expect("logs").iter().find_map(|l| {
+                if let Some((_, text)) = l.split_once(" listening address=") {
+                    return text.split_whitespace().next()?.parse().ok();
+                }
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
                 (v["message"] == "listening").then(|| v["address"].as_str()?.parse().ok())?
             })
