@@ -1,0 +1,328 @@
+//! The `cluster-binding` signal: every app cluster's konnector, judged from the control plane alone.
+//! klutch-bind keeps one `ClusterBinding` (`clusterbindings.klutch.anynines.com/v1alpha1`, named `cluster`)
+//! per bound app cluster in that consumer's namespace, and the konnector writes `status.lastHeartbeatTime`
+//! (its own clock) every `status.heartbeatInterval / 2`. The backend's `Healthy` condition is only
+//! re-evaluated when something changes, so a dead konnector can leave `Healthy=True` behind: liveness is
+//! judged here, by heartbeats *seen* (a changed `lastHeartbeatTime`, on this process's clock, so a skewed
+//! konnector clock cannot fake or hide one), with a deadline that fires by timer without any event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::packages::{condition, describe};
+use super::registry::{CheckType, Run, WatchTarget};
+use super::watch::{Target, WatchState};
+use super::{Expiry, Observation};
+use crate::report::Status;
+
+/// The keys of a `cluster-binding` check: none besides the shared ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterBinding {}
+
+/// Where the stripped object keeps the API server's time of the last status write (no object field has a
+/// name with a dot at the top level, so it cannot collide).
+const STATUS_WRITTEN: &str = "klutch-health.statusWritten";
+
+/// A konnector clock this far from the API server's is `warn`.
+pub const MAX_SKEW: Duration = Duration::from_secs(30);
+
+/// `Ready=False` reasons about heartbeats, which this check judges itself.
+const OWN_REASONS: [&str; 4] = [
+    "FirstHeartbeatPending",
+    "HeartbeatIntervalMissing",
+    "HeartbeatTimeout",
+    "HeartbeatTimeDrift",
+];
+
+impl CheckType for ClusterBinding {
+    const NAME: &'static str = "cluster-binding";
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: "klutch.anynines.com".into(),
+            version: "v1alpha1".into(),
+            resource: "clusterbindings".into(),
+            namespace: None,
+        }]
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let cluster = run.kube.as_ref().and_then(|k| k.cluster.clone());
+        let mut session = Session::default();
+        run.follow_watch(
+            Vec::new(),
+            |client, cluster| {
+                let resource = resource();
+                Target {
+                    api: Api::all_with(client, &resource),
+                    strip: keep_status_and_write_time,
+                    dyntype: resource,
+                    cluster,
+                    namespace: None,
+                    labels: None,
+                }
+            },
+            move |objects, state, now| session.observe(cluster.as_deref(), objects, state, now),
+        );
+    }
+}
+
+fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("klutch.anynines.com", "v1alpha1", "ClusterBinding"),
+        "clusterbindings",
+    )
+}
+
+/// Keeps the status, and the API server's own timestamp of the last status write: the start-up evidence
+/// of a heartbeat, before one is seen.
+fn keep_status_and_write_time(obj: &mut DynamicObject) {
+    let written = obj
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .filter_map(|m| m.time.as_ref())
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .max_by(|a, b| a.as_str().cmp(&b.as_str()));
+    let status = obj.data.get_mut("status").map(Value::take);
+    obj.data = serde_json::json!({ "status": status, STATUS_WRITTEN: written });
+}
+
+/// What has been seen of one ClusterBinding's heartbeats.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Heartbeats {
+    /// The `lastHeartbeatTime` last stored.
+    value: Option<String>,
+    /// When a change of it was last seen, on this process's clock.
+    seen: Option<Timestamp>,
+}
+
+/// Heartbeat memory by (cluster, object uid), for the life of the process: relists and config reloads
+/// start new watch sessions, which must not forget a heartbeat already seen.
+static MEMORY: LazyLock<Mutex<HashMap<(Option<String>, String), Heartbeats>>> =
+    LazyLock::new(Mutex::default);
+
+/// One watch session of a check: whether its watch was broken at the last look, and when it recovered.
+#[derive(Debug, Default)]
+struct Session {
+    broken: bool,
+    recovered: Option<Timestamp>,
+}
+
+impl Session {
+    fn observe(
+        &mut self,
+        cluster: Option<&str>,
+        objects: &[Arc<DynamicObject>],
+        state: &WatchState,
+        now: Timestamp,
+    ) -> Vec<Observation> {
+        if self.broken && state.broken.is_none() {
+            self.recovered = Some(now);
+        }
+        self.broken = state.broken.is_some();
+        let watch = Watch {
+            recovered: self.recovered,
+            broken: state.broken.as_ref().map(|b| {
+                (
+                    b.since,
+                    format!("clusterbindings watch broken since {}: {}", b.since, b.error),
+                )
+            }),
+        };
+        let mut memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut items = Vec::new();
+        let mut present = Vec::new();
+        for object in objects {
+            let binding = Binding::read(object);
+            let key = (cluster.map(str::to_string), binding.uid.clone());
+            let seen = remember(
+                memory.entry(key.clone()),
+                binding.heartbeat.as_deref(),
+                now,
+            );
+            present.push(key);
+            items.push(judge(&binding, seen, &watch, now));
+        }
+        memory.retain(|key, _| key.0.as_deref() != cluster || present.contains(key));
+        if items.is_empty() {
+            return vec![Observation::new(
+                "none",
+                Status::Warn,
+                "no ClusterBindings: no app cluster is bound",
+                now,
+            )];
+        }
+        items.sort_by(|a, b| a.item.cmp(&b.item));
+        items
+    }
+}
+
+/// Records the stored `lastHeartbeatTime`; a change from the one stored before is a heartbeat seen now.
+/// The first sight of an object is not a heartbeat seen: its value may be hours old.
+fn remember(
+    entry: std::collections::hash_map::Entry<'_, (Option<String>, String), Heartbeats>,
+    value: Option<&str>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let memory = entry.or_insert_with(|| Heartbeats {
+        value: value.map(str::to_string),
+        seen: None,
+    });
+    if memory.value.as_deref() != value {
+        memory.value = value.map(str::to_string);
+        if value.is_some() {
+            memory.seen = Some(now);
+        }
+    }
+    memory.seen
+}
+
+/// What the judge reads of one ClusterBinding.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Binding {
+    /// The consumer namespace: the item's name.
+    pub namespace: String,
+    pub uid: String,
+    /// `status.lastHeartbeatTime`, as written (the konnector's clock).
+    pub heartbeat: Option<String>,
+    /// `status.heartbeatInterval`, a Go duration (`30s`, `5m0s`).
+    pub interval: Option<String>,
+    /// The API server's time of the last status write (`managedFields`).
+    pub status_written: Option<Timestamp>,
+    /// A failing `SecretValid`, or `Ready` for a reason this check does not judge itself.
+    pub failure: Option<String>,
+}
+
+impl Binding {
+    pub fn read(object: &DynamicObject) -> Binding {
+        let status = object.data.get("status").unwrap_or(&Value::Null);
+        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+        let secret = condition(status, "SecretValid").filter(|c| c.status == "False");
+        let ready = condition(status, "Ready")
+            .filter(|c| c.status == "False" && !OWN_REASONS.contains(&c.reason));
+        let failure = match (secret, ready) {
+            (Some(c), _) => Some(describe("SecretValid", &c)),
+            (None, Some(c)) => Some(describe("Ready", &c)),
+            (None, None) => None,
+        };
+        Binding {
+            namespace: object.metadata.namespace.clone().unwrap_or_default(),
+            uid: object.metadata.uid.clone().unwrap_or_default(),
+            heartbeat: text(status, "lastHeartbeatTime"),
+            interval: text(status, "heartbeatInterval"),
+            status_written: object
+                .data
+                .get(STATUS_WRITTEN)
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse().ok()),
+            failure,
+        }
+    }
+}
+
+/// How the clusterbindings watch is doing, as liveness needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Watch {
+    /// When the watch last recovered from a break: every deadline restarts from there.
+    pub recovered: Option<Timestamp>,
+    /// Since when, and why, the watch is broken.
+    pub broken: Option<(Timestamp, String)>,
+}
+
+/// One ClusterBinding's item: `seen` is when a heartbeat was last seen (`None`: not since start-up).
+pub fn judge(b: &Binding, seen: Option<Timestamp>, watch: &Watch, now: Timestamp) -> Observation {
+    let item = |status, message: String| Observation::new(&b.namespace, status, message, now);
+    if let Some(failure) = &b.failure {
+        return item(Status::Fail, failure.clone());
+    }
+    let Some(raw) = &b.heartbeat else {
+        return item(
+            Status::Unknown,
+            "waiting for the first heartbeat of the konnector".into(),
+        );
+    };
+    let Ok(beat) = raw.parse::<Timestamp>() else {
+        return item(
+            Status::Unknown,
+            format!("lastHeartbeatTime {raw:?} is not an RFC 3339 time"),
+        );
+    };
+    let Some(interval_text) = &b.interval else {
+        return item(
+            Status::Warn,
+            format!("no heartbeatInterval in its status: cannot tell when a heartbeat is due (last heartbeat {raw})"),
+        );
+    };
+    let Ok(interval) = humantime::parse_duration(interval_text) else {
+        return item(
+            Status::Warn,
+            format!("heartbeatInterval {interval_text:?} is not a duration: cannot tell when a heartbeat is due"),
+        );
+    };
+    // Our clock (a heartbeat seen) or the API server's (its last status write); the konnector's own
+    // clock only when neither is known.
+    let reference = seen.or(b.status_written);
+    let evidence = reference.unwrap_or(beat);
+    let basis = watch.recovered.map_or(evidence, |r| r.max(evidence));
+    let deadline = basis.checked_add(interval * 2).unwrap_or(Timestamp::MAX);
+    let silent = format!(
+        "konnector of app cluster {} silent since {}, heartbeat expected every {interval_text}",
+        b.namespace,
+        clock(evidence, now)
+    );
+    let (status, message) = match reference.map(|r| r.duration_since(beat)) {
+        Some(skew) if skew.unsigned_abs() > MAX_SKEW => (
+            Status::Warn,
+            format!(
+                "konnector clock of app cluster {} is {}s {} the API server's (lastHeartbeatTime {raw}): clock skew?",
+                b.namespace,
+                skew.as_secs().unsigned_abs(),
+                if skew.is_negative() { "ahead of" } else { "behind" }
+            ),
+        ),
+        _ => (
+            Status::Pass,
+            format!(
+                "heartbeat every {interval_text}, last at {}",
+                clock(evidence, now)
+            ),
+        ),
+    };
+    let missed = now >= deadline;
+    match &watch.broken {
+        None if missed => item(Status::Fail, silent),
+        None => item(status, message).expiring(Expiry {
+            at: deadline,
+            status: Status::Fail,
+            message: silent,
+        }),
+        // The deadline passed while the watch was still live: that counts.
+        Some((since, _)) if deadline < *since => item(Status::Fail, silent),
+        // A deadline that falls into the break blames the blind control plane, not the app cluster.
+        Some((_, reason)) if missed => item(Status::Unknown, reason.clone()),
+        Some((_, reason)) => item(status, message).expiring(Expiry {
+            at: deadline,
+            status: Status::Unknown,
+            message: reason.clone(),
+        }),
+    }
+}
+
+/// `16:02:11Z` within a day of `now`, else the full date and time.
+fn clock(t: Timestamp, now: Timestamp) -> String {
+    if now.duration_since(t).unsigned_abs() < Duration::from_secs(24 * 3600) {
+        t.strftime("%H:%M:%SZ").to_string()
+    } else {
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+}
