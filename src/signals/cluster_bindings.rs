@@ -326,3 +326,259 @@ fn clock(t: Timestamp, now: Timestamp) -> String {
         t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("a time")
+    }
+
+    fn fixture(name: &str) -> DynamicObject {
+        let path = format!("{}/sim/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
+    }
+
+    /// The healthy fixture: last heartbeat 14:02:31Z, every 30s.
+    fn healthy() -> Binding {
+        Binding::read(&fixture("clusterbinding-healthy"))
+    }
+
+    #[test]
+    fn the_fixtures_read_as_the_judge_needs_them() {
+        let b = healthy();
+        assert_eq!(b.namespace, "kube-bind-7xk2p");
+        assert_eq!(b.heartbeat.as_deref(), Some("2024-08-20T14:02:31Z"));
+        assert_eq!(b.interval.as_deref(), Some("30s"));
+        assert_eq!(b.failure, None);
+        let pending = Binding::read(&fixture("clusterbinding-heartbeat-pending"));
+        assert_eq!((pending.heartbeat, pending.failure), (None, None));
+    }
+
+    #[test]
+    fn the_status_write_time_survives_stripping() {
+        let mut o = fixture("clusterbinding-healthy");
+        o.metadata.managed_fields = Some(vec![
+            serde_json::from_value(serde_json::json!({"manager": "konnector", "operation": "Update",
+                "subresource": "status", "time": "2024-08-20T14:02:33Z"}))
+            .expect("entry"),
+            serde_json::from_value(serde_json::json!({"manager": "kubectl", "operation": "Update",
+                "time": "2024-08-20T15:00:00Z"}))
+            .expect("entry"),
+        ]);
+        keep_status_and_write_time(&mut o);
+        assert_eq!(
+            Binding::read(&o).status_written,
+            Some(at("2024-08-20T14:02:33Z"))
+        );
+    }
+
+    struct Case {
+        what: &'static str,
+        binding: Binding,
+        seen: Option<&'static str>,
+        watch: Watch,
+        now: &'static str,
+        status: Status,
+        message: &'static str,
+        /// (at, status, message start) of the expiry, if any.
+        expiry: Option<(&'static str, Status, &'static str)>,
+    }
+
+    #[test]
+    fn liveness_skew_and_conditions() {
+        let live = Watch::default();
+        let broken = |since: &str| Watch {
+            recovered: None,
+            broken: Some((at(since), "clusterbindings watch broken since …: 503".into())),
+        };
+        let with = |f: fn(&mut Binding)| {
+            let mut b = healthy();
+            f(&mut b);
+            b
+        };
+        let cases = [
+            Case {
+                what: "a heartbeat seen recently passes and fails by timer at seen + 2 × interval",
+                binding: healthy(),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Pass,
+                message: "heartbeat every 30s, last at 14:02:32Z",
+                expiry: Some(("2024-08-20T14:03:32Z", Status::Fail,
+                    "konnector of app cluster kube-bind-7xk2p silent since 14:02:32Z, heartbeat expected every 30s")),
+            },
+            Case {
+                what: "no heartbeat seen for 2 × interval while live fails",
+                binding: healthy(),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:03:32Z",
+                status: Status::Fail,
+                message: "konnector of app cluster kube-bind-7xk2p silent since 14:02:32Z, heartbeat expected every 30s",
+                expiry: None,
+            },
+            Case {
+                what: "at start-up the API server's status write decides, not the konnector's clock",
+                binding: with(|b| b.status_written = Some(at("2024-08-20T14:02:31Z"))),
+                seen: None,
+                watch: live.clone(),
+                now: "2024-08-20T14:05:00Z",
+                status: Status::Fail,
+                message: "konnector of app cluster kube-bind-7xk2p silent since 14:02:31Z, heartbeat expected every 30s",
+                expiry: None,
+            },
+            Case {
+                what: "without a status write time, lastHeartbeatTime",
+                binding: healthy(),
+                seen: None,
+                watch: live.clone(),
+                now: "2024-08-20T14:02:50Z",
+                status: Status::Pass,
+                message: "heartbeat every 30s, last at 14:02:31Z",
+                expiry: Some(("2024-08-20T14:03:31Z", Status::Fail, "konnector of app cluster")),
+            },
+            Case {
+                what: "a konnector clock 45s ahead warns, never fails",
+                binding: with(|b| b.heartbeat = Some("2024-08-20T14:03:17Z".into())),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Warn,
+                message: "konnector clock of app cluster kube-bind-7xk2p is 45s ahead of the API server's (lastHeartbeatTime 2024-08-20T14:03:17Z): clock skew?",
+                expiry: Some(("2024-08-20T14:03:32Z", Status::Fail, "konnector of app cluster")),
+            },
+            Case {
+                what: "a skew of 30s is tolerated",
+                binding: with(|b| b.heartbeat = Some("2024-08-20T14:02:02Z".into())),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Pass,
+                message: "heartbeat every 30s, last at 14:02:32Z",
+                expiry: Some(("2024-08-20T14:03:32Z", Status::Fail, "konnector of app cluster")),
+            },
+            Case {
+                what: "no heartbeat ever is unknown",
+                binding: with(|b| b.heartbeat = None),
+                seen: None,
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Unknown,
+                message: "waiting for the first heartbeat of the konnector",
+                expiry: None,
+            },
+            Case {
+                what: "no heartbeatInterval warns",
+                binding: with(|b| b.interval = None),
+                seen: None,
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Warn,
+                message: "no heartbeatInterval in its status: cannot tell when a heartbeat is due (last heartbeat 2024-08-20T14:02:31Z)",
+                expiry: None,
+            },
+            Case {
+                what: "a failing condition fails with its reason",
+                binding: with(|b| b.failure = Some("SecretValid is \"False\" (KubeconfigInvalid)".into())),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Fail,
+                message: "SecretValid is \"False\" (KubeconfigInvalid)",
+                expiry: None,
+            },
+            Case {
+                what: "a deadline inside a watch break is unknown with the cluster's reason",
+                binding: healthy(),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: broken("2024-08-20T14:03:00Z"),
+                now: "2024-08-20T14:04:00Z",
+                status: Status::Unknown,
+                message: "clusterbindings watch broken since …: 503",
+                expiry: None,
+            },
+            Case {
+                what: "before that deadline the break only arms an unknown at the deadline",
+                binding: healthy(),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: broken("2024-08-20T14:03:00Z"),
+                now: "2024-08-20T14:03:10Z",
+                status: Status::Pass,
+                message: "heartbeat every 30s, last at 14:02:32Z",
+                expiry: Some(("2024-08-20T14:03:32Z", Status::Unknown, "clusterbindings watch broken")),
+            },
+            Case {
+                what: "a deadline missed before the break still counts",
+                binding: healthy(),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: broken("2024-08-20T14:04:00Z"),
+                now: "2024-08-20T14:04:10Z",
+                status: Status::Fail,
+                message: "konnector of app cluster kube-bind-7xk2p silent since 14:02:32Z, heartbeat expected every 30s",
+                expiry: None,
+            },
+            Case {
+                what: "after recovery the deadline restarts from the recovery time",
+                binding: healthy(),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: Watch { recovered: Some(at("2024-08-20T14:10:00Z")), broken: None },
+                now: "2024-08-20T14:10:30Z",
+                status: Status::Pass,
+                message: "heartbeat every 30s, last at 14:02:32Z",
+                expiry: Some(("2024-08-20T14:11:00Z", Status::Fail,
+                    "konnector of app cluster kube-bind-7xk2p silent since 14:02:32Z")),
+            },
+        ];
+        for c in cases {
+            let o = judge(&c.binding, c.seen.map(at), &c.watch, at(c.now));
+            assert_eq!(o.item, "kube-bind-7xk2p", "{}", c.what);
+            assert_eq!((o.status, o.message.as_str()), (c.status, c.message), "{}", c.what);
+            match c.expiry {
+                None => assert!(o.expires.is_empty(), "{}: {:?}", c.what, o.expires),
+                Some((when, status, start)) => {
+                    assert_eq!(o.expires.len(), 1, "{}", c.what);
+                    let e = &o.expires[0];
+                    assert_eq!((e.at, e.status), (at(when), status), "{}", c.what);
+                    assert!(e.message.starts_with(start), "{}: {}", c.what, e.message);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_is_seen_when_the_stored_value_changes_not_on_first_sight() {
+        let mut memory = HashMap::new();
+        let key = (None, "uid".to_string());
+        let t = |s| at(s);
+        let first = remember(memory.entry(key.clone()), Some("a"), t("2024-08-20T14:00:00Z"));
+        assert_eq!(first, None, "first sight (start-up, relist into a new process)");
+        let same = remember(memory.entry(key.clone()), Some("a"), t("2024-08-20T14:00:10Z"));
+        assert_eq!(same, None, "an unchanged value (a relist, another object's event)");
+        let changed = remember(memory.entry(key.clone()), Some("b"), t("2024-08-20T14:00:20Z"));
+        assert_eq!(changed, Some(t("2024-08-20T14:00:20Z")));
+        let kept = remember(memory.entry(key.clone()), Some("b"), t("2024-08-20T14:05:00Z"));
+        assert_eq!(kept, Some(t("2024-08-20T14:00:20Z")));
+    }
+
+    #[test]
+    fn ready_false_fails_only_for_reasons_not_judged_here() {
+        let mut o = fixture("clusterbinding-healthy");
+        o.data["status"]["conditions"][0] = serde_json::json!({"type": "Ready", "status": "False",
+            "reason": "HeartbeatTimeout", "message": "no heartbeat for 1m"});
+        assert_eq!(Binding::read(&o).failure, None);
+        o.data["status"]["conditions"][0]["reason"] = "APIServiceExportMissing".into();
+        assert_eq!(
+            Binding::read(&o).failure.as_deref(),
+            Some("Ready is \"False\" (APIServiceExportMissing): no heartbeat for 1m")
+        );
+        o.data["status"]["conditions"][2] = serde_json::json!({"type": "SecretValid", "status": "False",
+            "reason": "KubeconfigInvalid", "message": "bad"});
+        assert_eq!(
+            Binding::read(&o).failure.as_deref(),
+            Some("SecretValid is \"False\" (KubeconfigInvalid): bad")
+        );
+    }
+}
