@@ -29,7 +29,7 @@ pub struct Deployment {
 
 /// `deployment = "NAME"` or `deployment = ["NAME", …]` (candidates: whichever exists).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a Deployment name or a list of candidate names")]
 pub enum Names {
     One(String),
     Candidates(Vec<String>),
