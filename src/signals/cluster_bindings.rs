@@ -11,6 +11,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,19 +83,32 @@ fn resource() -> ApiResource {
 }
 
 /// Keeps the status, and the API server's own timestamp of the last status write: the start-up evidence
-/// of a heartbeat, before one is seen.
+/// of a heartbeat, before one is seen. The konnector's write (the manager owning `lastHeartbeatTime`) is
+/// preferred: the backend writes conditions into the same status.
 fn keep_status_and_write_time(obj: &mut DynamicObject) {
-    let written = obj
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|m| m.subresource.as_deref() == Some("status"))
-        .filter_map(|m| m.time.as_ref())
-        .filter_map(|t| serde_json::to_value(t).ok())
-        .max_by(|a, b| a.as_str().cmp(&b.as_str()));
+    let status_writes = || {
+        obj.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+    };
+    let written = latest(status_writes().filter(|m| {
+        m.fields_v1
+            .as_ref()
+            .is_some_and(|f| f.0.pointer("/f:status/f:lastHeartbeatTime").is_some())
+    }))
+    .or_else(|| latest(status_writes()));
     let status = obj.data.get_mut("status").map(Value::take);
     obj.data = serde_json::json!({ "status": status, STATUS_WRITTEN: written });
+}
+
+/// The time of the latest of `writes`, as written (RFC 3339).
+fn latest<'a>(writes: impl Iterator<Item = &'a ManagedFieldsEntry>) -> Option<Value> {
+    writes
+        .filter_map(|m| m.time.as_ref())
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .max_by(|a, b| a.as_str().cmp(&b.as_str()))
 }
 
 /// What has been seen of one ClusterBinding's heartbeats.
@@ -141,7 +155,7 @@ impl Session {
         };
         let mut memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
         let mut items = Vec::new();
-        let mut present = Vec::new();
+        let mut present = std::collections::HashSet::new();
         for object in objects {
             let binding = Binding::read(object);
             let key = (cluster.map(str::to_string), binding.uid.clone());
@@ -150,7 +164,7 @@ impl Session {
                 binding.heartbeat.as_deref(),
                 now,
             );
-            present.push(key);
+            present.insert(key);
             items.push(judge(&binding, seen, &watch, now));
         }
         memory.retain(|key, _| key.0.as_deref() != cluster || present.contains(key));
@@ -280,7 +294,8 @@ pub fn judge(b: &Binding, seen: Option<Timestamp>, watch: &Watch, now: Timestamp
         b.namespace,
         clock(evidence, now)
     );
-    let (status, message) = match reference.map(|r| r.duration_since(beat)) {
+    // The konnector's own status write is the closest API server time to its heartbeat.
+    let (status, message) = match b.status_written.or(seen).map(|r| r.duration_since(beat)) {
         Some(skew) if skew.unsigned_abs() > MAX_SKEW => (
             Status::Warn,
             format!(
@@ -357,20 +372,36 @@ mod tests {
     }
 
     #[test]
-    fn the_status_write_time_survives_stripping() {
+    fn the_konnectors_status_write_time_survives_stripping() {
         let mut o = fixture("clusterbinding-healthy");
         o.metadata.managed_fields = Some(vec![
             serde_json::from_value(serde_json::json!({"manager": "konnector", "operation": "Update",
-                "subresource": "status", "time": "2024-08-20T14:02:33Z"}))
+                "subresource": "status", "time": "2024-08-20T14:02:33Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:status": {"f:lastHeartbeatTime": {}}}}))
+            .expect("entry"),
+            // The backend's later condition write is not a heartbeat.
+            serde_json::from_value(serde_json::json!({"manager": "klutch-bind-backend", "operation": "Update",
+                "subresource": "status", "time": "2024-08-20T14:04:00Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:status": {"f:conditions": {}}}}))
             .expect("entry"),
             serde_json::from_value(serde_json::json!({"manager": "kubectl", "operation": "Update",
                 "time": "2024-08-20T15:00:00Z"}))
             .expect("entry"),
         ]);
+        let mut only_backend = o.clone();
         keep_status_and_write_time(&mut o);
         assert_eq!(
             Binding::read(&o).status_written,
             Some(at("2024-08-20T14:02:33Z"))
+        );
+        // Without the konnector's entry, the latest status write.
+        if let Some(entries) = only_backend.metadata.managed_fields.as_mut() {
+            entries.remove(0);
+        }
+        keep_status_and_write_time(&mut only_backend);
+        assert_eq!(
+            Binding::read(&only_backend).status_written,
+            Some(at("2024-08-20T14:04:00Z"))
         );
     }
 
@@ -449,6 +480,16 @@ mod tests {
                 status: Status::Warn,
                 message: "konnector clock of app cluster kube-bind-7xk2p is 45s ahead of the API server's (lastHeartbeatTime 2024-08-20T14:03:17Z): clock skew?",
                 expiry: Some(("2024-08-20T14:03:32Z", Status::Fail, "konnector of app cluster")),
+            },
+            Case {
+                what: "skew is measured against the konnector's status write, not when the change was seen",
+                binding: with(|b| b.status_written = Some(at("2024-08-20T14:02:32Z"))),
+                seen: Some("2024-08-20T14:10:00Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:10:01Z",
+                status: Status::Pass,
+                message: "heartbeat every 30s, last at 14:10:00Z",
+                expiry: Some(("2024-08-20T14:11:00Z", Status::Fail, "konnector of app cluster")),
             },
             Case {
                 what: "a skew of 30s is tolerated",
