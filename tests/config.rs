@@ -477,7 +477,10 @@ fn the_estate_check_types_read_and_refuse_their_keys() {
         &check("type = \"crossplane-package\"\nkind = \"compositions\"\n"),
         "kind",
     );
-    rejected(&check("type = \"cluster-binding\"\ninterval = \"30s\"\n"), "interval");
+    rejected(
+        &check("type = \"cluster-binding\"\ninterval = \"30s\"\n"),
+        "interval",
+    );
     rejected(
         &check("type = \"deployment\"\nnamespace = \"bind\"\ndeployment = []\n"),
         "must not be empty",

@@ -30,7 +30,10 @@ async fn estate(interval: Duration) -> (SimControlPlane, Service) {
 
 fn line<'a>(body: &'a str, item: &str) -> &'a str {
     body.lines()
-        .find(|l| l.get(3..).is_some_and(|l| l.starts_with(&format!("{item} "))))
+        .find(|l| {
+            l.get(3..)
+                .is_some_and(|l| l.starts_with(&format!("{item} ")))
+        })
         .unwrap_or_else(|| panic!("no line for {item} in\n{body}"))
 }
 
@@ -57,10 +60,7 @@ async fn a_healthy_estate_passes_every_shipped_check() {
         "konnectors/kube-bind-z9t3w",
         "anynines-backend/anynines-backend",
     ] {
-        assert!(
-            line(&body, item).ends_with(" ok"),
-            "{item} in\n{body}"
-        );
+        assert!(line(&body, item).ends_with(" ok"), "{item} in\n{body}");
     }
 }
 
@@ -75,7 +75,9 @@ async fn a_silent_konnector_fails_by_timer_without_draining_readyz() {
     let silenced = std::time::Instant::now();
     let r = svc
         .wait_for("/readyz?verbose", "the silent konnector", |r| {
-            r.body.contains(&format!("[+]konnectors/{APP} warn: konnector of app cluster {APP} silent since"))
+            r.body.contains(&format!(
+                "[+]konnectors/{APP} warn: konnector of app cluster {APP} silent since"
+            ))
         })
         .await;
     // 2 × heartbeatInterval, plus the time the last heartbeat had already aged, plus a few seconds.
@@ -114,7 +116,8 @@ async fn a_blind_control_plane_blames_no_konnector_and_deadlines_restart_after_r
     // The deadline passes while the watch is broken: unknown with the cluster's reason, never fail.
     let r = svc
         .wait_for("/readyz?verbose", "the deadline inside the break", |r| {
-            line(&r.body, &format!("konnectors/{APP}")).contains("clusterbindings watch broken since")
+            line(&r.body, &format!("konnectors/{APP}"))
+                .contains("clusterbindings watch broken since")
         })
         .await;
     assert!(!r.body.contains("silent since"), "{}", r.body);
@@ -155,8 +158,9 @@ async fn skew_warns_and_new_bindings_appear() {
         })
         .await;
     assert!(
-        line(&r.body, &format!("konnectors/{APP}"))
-            .starts_with(&format!("[+]konnectors/{APP} warn: konnector clock of app cluster {APP} is 1")),
+        line(&r.body, &format!("konnectors/{APP}")).starts_with(&format!(
+            "[+]konnectors/{APP} warn: konnector clock of app cluster {APP} is 1"
+        )),
         "{}",
         r.body
     );
@@ -207,7 +211,8 @@ async fn unhealthy_and_lagging_packages_are_named_in_either_crossplane_wording()
     );
     let r = svc
         .wait_for("/readyz?verbose", "the lagging generation", |r| {
-            r.body.contains("[+]functions/function-patch-and-transform warn:")
+            r.body
+                .contains("[+]functions/function-patch-and-transform warn:")
         })
         .await;
     assert!(

@@ -371,7 +371,11 @@ fn no_package_of_a_kind_is_one_warning_item() {
     ));
     assert_eq!(
         (o.item.as_str(), o.status, o.message.as_str()),
-        ("none", Status::Warn, "no Crossplane functions are installed")
+        (
+            "none",
+            Status::Warn,
+            "no Crossplane functions are installed"
+        )
     );
 }
 
@@ -391,11 +395,7 @@ fn each_existing_candidate_is_an_item_and_none_is_one_missing_item() {
     let now = at("2024-08-20T14:00:00Z");
     let mut renamed = fixture("deployment-anynines-backend-available");
     renamed["metadata"]["name"] = json!("klutch-bind-backend");
-    let o = only(deployments::observe(
-        &[object(renamed)],
-        &candidates(),
-        now,
-    ));
+    let o = only(deployments::observe(&[object(renamed)], &candidates(), now));
     assert_eq!(
         (o.item.as_str(), o.status),
         ("klutch-bind-backend", Status::Pass)
@@ -417,7 +417,11 @@ fn a_deployment_rollout_that_lags_or_is_stuck_warns_like_kubectl_rollout_status(
     let now = at("2024-08-20T14:00:00Z");
     let mut d = fixture("deployment-anynines-backend-available");
     d["metadata"]["generation"] = json!(3);
-    let o = only(deployments::observe(&[object(d.clone())], &candidates(), now));
+    let o = only(deployments::observe(
+        &[object(d.clone())],
+        &candidates(),
+        now,
+    ));
     assert_eq!(
         (o.status, o.message.as_str()),
         (
@@ -435,7 +439,11 @@ fn a_deployment_rollout_that_lags_or_is_stuck_warns_like_kubectl_rollout_status(
         .expect("Progressing");
     progressing["status"] = json!("False");
     progressing["reason"] = json!("ProgressDeadlineExceeded");
-    let o = only(deployments::observe(&[object(d.clone())], &candidates(), now));
+    let o = only(deployments::observe(
+        &[object(d.clone())],
+        &candidates(),
+        now,
+    ));
     assert_eq!(
         (o.status, o.message.as_str()),
         (
@@ -446,7 +454,10 @@ fn a_deployment_rollout_that_lags_or_is_stuck_warns_like_kubectl_rollout_status(
     // Without observedGeneration there is no lag to tell.
     d["metadata"]["generation"] = json!(5);
     d["status"]["conditions"] = json!([{"type": "Available", "status": "True"}]);
-    d["status"].as_object_mut().expect("status").remove("observedGeneration");
+    d["status"]
+        .as_object_mut()
+        .expect("status")
+        .remove("observedGeneration");
     let o = only(deployments::observe(&[object(d)], &candidates(), now));
     assert_eq!(o.status, Status::Pass, "{}", o.message);
 }

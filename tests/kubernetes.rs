@@ -214,7 +214,9 @@ async fn the_backend_deployment_is_found_under_the_other_installers_name() {
     cp.rename_backend_deployment("klutch-bind-backend");
     let r = svc
         .wait_for("/readyz?verbose", "the renamed backend", |r| {
-            r.status == 200 && r.body.contains("[+]anynines-backend/klutch-bind-backend ok")
+            r.status == 200
+                && r.body
+                    .contains("[+]anynines-backend/klutch-bind-backend ok")
         })
         .await;
     assert!(
@@ -225,7 +227,8 @@ async fn the_backend_deployment_is_found_under_the_other_installers_name() {
     cp.set_deployment_lagging("bind", "klutch-bind-backend");
     let r = svc
         .wait_for("/readyz?verbose", "the rollout lag", |r| {
-            r.body.contains("[+]anynines-backend/klutch-bind-backend warn: ")
+            r.body
+                .contains("[+]anynines-backend/klutch-bind-backend warn: ")
         })
         .await;
     assert!(
@@ -273,7 +276,9 @@ async fn before_the_initial_sync_items_are_waiting() {
     let r = svc.get("/readyz?verbose").await;
     assert_eq!(r.status, 503);
     assert!(
-        r.body.contains("[-]providers/watch failed: waiting for initial sync of providers.pkg.crossplane.io"),
+        r.body.contains(
+            "[-]providers/watch failed: waiting for initial sync of providers.pkg.crossplane.io"
+        ),
         "{}",
         r.body
     );

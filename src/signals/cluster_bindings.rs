@@ -122,8 +122,10 @@ struct Heartbeats {
 
 /// Heartbeat memory by (cluster, object uid), for the life of the process: relists and config reloads
 /// start new watch sessions, which must not forget a heartbeat already seen.
-static MEMORY: LazyLock<Mutex<HashMap<(Option<String>, String), Heartbeats>>> =
-    LazyLock::new(Mutex::default);
+static MEMORY: LazyLock<Mutex<HashMap<Key, Heartbeats>>> = LazyLock::new(Mutex::default);
+
+/// (cluster, object uid): uids are unique within a cluster only.
+type Key = (Option<String>, String);
 
 /// One watch session of a check: whether its watch was broken at the last look, and when it recovered.
 #[derive(Debug, Default)]
@@ -149,7 +151,10 @@ impl Session {
             broken: state.broken.as_ref().map(|b| {
                 (
                     b.since,
-                    format!("clusterbindings watch broken since {}: {}", b.since, b.error),
+                    format!(
+                        "clusterbindings watch broken since {}: {}",
+                        b.since, b.error
+                    ),
                 )
             }),
         };
@@ -159,11 +164,7 @@ impl Session {
         for object in objects {
             let binding = Binding::read(object);
             let key = (cluster.map(str::to_string), binding.uid.clone());
-            let seen = remember(
-                memory.entry(key.clone()),
-                binding.heartbeat.as_deref(),
-                now,
-            );
+            let seen = remember(memory.entry(key.clone()), binding.heartbeat.as_deref(), now);
             present.insert(key);
             items.push(judge(&binding, seen, &watch, now));
         }
@@ -184,7 +185,7 @@ impl Session {
 /// Records the stored `lastHeartbeatTime`; a change from the one stored before is a heartbeat seen now.
 /// The first sight of an object is not a heartbeat seen: its value may be hours old.
 fn remember(
-    entry: std::collections::hash_map::Entry<'_, (Option<String>, String), Heartbeats>,
+    entry: std::collections::hash_map::Entry<'_, Key, Heartbeats>,
     value: Option<&str>,
     now: Timestamp,
 ) -> Option<Timestamp> {
@@ -375,17 +376,23 @@ mod tests {
     fn the_konnectors_status_write_time_survives_stripping() {
         let mut o = fixture("clusterbinding-healthy");
         o.metadata.managed_fields = Some(vec![
-            serde_json::from_value(serde_json::json!({"manager": "konnector", "operation": "Update",
+            serde_json::from_value(
+                serde_json::json!({"manager": "konnector", "operation": "Update",
                 "subresource": "status", "time": "2024-08-20T14:02:33Z", "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:status": {"f:lastHeartbeatTime": {}}}}))
+                "fieldsV1": {"f:status": {"f:lastHeartbeatTime": {}}}}),
+            )
             .expect("entry"),
             // The backend's later condition write is not a heartbeat.
-            serde_json::from_value(serde_json::json!({"manager": "klutch-bind-backend", "operation": "Update",
+            serde_json::from_value(
+                serde_json::json!({"manager": "klutch-bind-backend", "operation": "Update",
                 "subresource": "status", "time": "2024-08-20T14:04:00Z", "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:status": {"f:conditions": {}}}}))
+                "fieldsV1": {"f:status": {"f:conditions": {}}}}),
+            )
             .expect("entry"),
-            serde_json::from_value(serde_json::json!({"manager": "kubectl", "operation": "Update",
-                "time": "2024-08-20T15:00:00Z"}))
+            serde_json::from_value(
+                serde_json::json!({"manager": "kubectl", "operation": "Update",
+                "time": "2024-08-20T15:00:00Z"}),
+            )
             .expect("entry"),
         ]);
         let mut only_backend = o.clone();
@@ -422,7 +429,10 @@ mod tests {
         let live = Watch::default();
         let broken = |since: &str| Watch {
             recovered: None,
-            broken: Some((at(since), "clusterbindings watch broken since …: 503".into())),
+            broken: Some((
+                at(since),
+                "clusterbindings watch broken since …: 503".into(),
+            )),
         };
         let with = |f: fn(&mut Binding)| {
             let mut b = healthy();
@@ -576,7 +586,12 @@ mod tests {
         for c in cases {
             let o = judge(&c.binding, c.seen.map(at), &c.watch, at(c.now));
             assert_eq!(o.item, "kube-bind-7xk2p", "{}", c.what);
-            assert_eq!((o.status, o.message.as_str()), (c.status, c.message), "{}", c.what);
+            assert_eq!(
+                (o.status, o.message.as_str()),
+                (c.status, c.message),
+                "{}",
+                c.what
+            );
             match c.expiry {
                 None => assert!(o.expires.is_empty(), "{}: {:?}", c.what, o.expires),
                 Some((when, status, start)) => {
@@ -594,13 +609,35 @@ mod tests {
         let mut memory = HashMap::new();
         let key = (None, "uid".to_string());
         let t = |s| at(s);
-        let first = remember(memory.entry(key.clone()), Some("a"), t("2024-08-20T14:00:00Z"));
-        assert_eq!(first, None, "first sight (start-up, relist into a new process)");
-        let same = remember(memory.entry(key.clone()), Some("a"), t("2024-08-20T14:00:10Z"));
-        assert_eq!(same, None, "an unchanged value (a relist, another object's event)");
-        let changed = remember(memory.entry(key.clone()), Some("b"), t("2024-08-20T14:00:20Z"));
+        let first = remember(
+            memory.entry(key.clone()),
+            Some("a"),
+            t("2024-08-20T14:00:00Z"),
+        );
+        assert_eq!(
+            first, None,
+            "first sight (start-up, relist into a new process)"
+        );
+        let same = remember(
+            memory.entry(key.clone()),
+            Some("a"),
+            t("2024-08-20T14:00:10Z"),
+        );
+        assert_eq!(
+            same, None,
+            "an unchanged value (a relist, another object's event)"
+        );
+        let changed = remember(
+            memory.entry(key.clone()),
+            Some("b"),
+            t("2024-08-20T14:00:20Z"),
+        );
         assert_eq!(changed, Some(t("2024-08-20T14:00:20Z")));
-        let kept = remember(memory.entry(key.clone()), Some("b"), t("2024-08-20T14:05:00Z"));
+        let kept = remember(
+            memory.entry(key.clone()),
+            Some("b"),
+            t("2024-08-20T14:05:00Z"),
+        );
         assert_eq!(kept, Some(t("2024-08-20T14:00:20Z")));
     }
 

@@ -188,7 +188,8 @@ fn judge(d: &k8s::Deployment, name: &str, min_available: i32) -> (Status, String
 /// or whose rollout is stuck. An absent `observedGeneration` is not a lag.
 fn rollout_lag(d: &k8s::Deployment, name: &str) -> Option<String> {
     let status = d.status.as_ref()?;
-    if let (Some(generation), Some(observed)) = (d.metadata.generation, status.observed_generation) {
+    if let (Some(generation), Some(observed)) = (d.metadata.generation, status.observed_generation)
+    {
         if observed < generation {
             return Some(format!(
                 "Waiting for deployment {name:?} spec update to be observed (observed generation {observed} of {generation})"

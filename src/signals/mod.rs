@@ -4,9 +4,9 @@
 pub mod backend_status;
 pub mod cluster_bindings;
 pub mod deployments;
+pub mod packages;
 pub mod pods;
 pub mod provider_configs;
-pub mod packages;
 pub mod registry;
 pub(crate) mod watch;
 

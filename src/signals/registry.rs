@@ -12,7 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::watch::{spawn_follow, Target, WatchState, Watches};
-use super::{backend_status, cluster_bindings, deployments, packages, pods, provider_configs, Observation, Sink};
+use super::{
+    backend_status, cluster_bindings, deployments, packages, pods, provider_configs, Observation,
+    Sink,
+};
 use crate::metrics::Metrics;
 use crate::values::KeyError;
 
