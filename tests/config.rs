@@ -52,9 +52,12 @@ fn the_shipped_config_is_valid() {
         [
             "backend-status",
             "providers",
+            "configurations",
+            "functions",
             "provider-configs",
             "anynines-backend",
-            "provider-pods"
+            "provider-pods",
+            "konnectors"
         ]
     );
     let (code, out, err) = check_config(&shipped, &[], &[]);
@@ -465,4 +468,34 @@ fn check_type_names_in_messages_come_from_the_registry() {
         e.ends_with(&format!("type: missing (one of {})", type_names())),
         "{e}"
     );
+}
+
+#[test]
+fn the_estate_check_types_read_and_refuse_their_keys() {
+    let check = |body: &str| format!("[[check]]\nname = \"c\"\n{body}");
+    rejected(
+        &check("type = \"crossplane-package\"\nkind = \"compositions\"\n"),
+        "kind",
+    );
+    rejected(
+        &check("type = \"cluster-binding\"\ninterval = \"30s\"\n"),
+        "interval",
+    );
+    rejected(
+        &check("type = \"deployment\"\nnamespace = \"bind\"\ndeployment = []\n"),
+        "must not be empty",
+    );
+    rejected(
+        &check("type = \"deployment\"\nnamespace = \"bind\"\ndeployment = 3\n"),
+        "a Deployment name or a list of candidate names",
+    );
+    for accepted in [
+        "type = \"crossplane-provider\"\nproviders = [\"provider-anynines\"]\n",
+        "type = \"crossplane-package\"\nkind = \"functions\"\nnames = [\"function-patch-and-transform\"]\n",
+        "type = \"deployment\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n",
+        "type = \"deployment\"\nnamespace = \"bind\"\ndeployment = [\"anynines-backend\", \"klutch-bind-backend\"]\n",
+    ] {
+        let (code, _, err) = check_config(&check(accepted), &[], &[]);
+        assert_eq!(code, Some(0), "{accepted}: {err}");
+    }
 }

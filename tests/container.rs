@@ -279,6 +279,8 @@ async fn run_variant(variant: &str) {
         let cp = SimControlPlane::start()
             .await
             .expect("simulated control plane");
+        // The whole Klutch estate: every package kind and heartbeating konnectors.
+        cp.seed_estate(Duration::from_secs(2));
         let dir = tempfile::tempdir().expect("temp dir");
         let mounts = mount_config_maps(&objects, pod, container, dir.path());
         let argv: Vec<String> = command_line(&image, container)
@@ -396,8 +398,16 @@ async fn run_variant(variant: &str) {
                 continue;
             }
             let path = format!("/readyz/{name}?verbose");
+            // Every item ok, not merely not failing: warn_only (konnectors) would hide a failure.
             eventually(&format!("{what}: {path} to pass"), async || {
-                get(addresses[0], &path).await.filter(|r| r.status == 200)
+                get(addresses[0], &path).await.filter(|r| {
+                    r.status == 200
+                        && r.body.contains("[+]")
+                        && r.body
+                            .lines()
+                            .filter(|l| l.starts_with('['))
+                            .all(|l| l.ends_with(" ok"))
+                })
             })
             .await;
         }

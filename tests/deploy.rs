@@ -164,11 +164,16 @@ fn required_rbac_follows_the_check_types() {
          [[check]]\nname = \"k8s-pc\"\ntype = \"provider-config\"\ngroup = \"kubernetes.crossplane.io\"\nversion = \"v1alpha1\"\nplural = \"providerconfigs\"\n\
          [[check]]\nname = \"d\"\ntype = \"deployment\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n\
          [[check]]\nname = \"pods\"\ntype = \"pods\"\nnamespace = \"crossplane-system\"\nselector = \"a=b\"\n\
+         [[check]]\nname = \"fn\"\ntype = \"crossplane-package\"\nkind = \"functions\"\n\
+         [[check]]\nname = \"konnectors\"\ntype = \"cluster-binding\"\n\
          [clusters.app]\nkubeconfig = \"/x\"\n\
          [[check]]\nname = \"konnector\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"konnector\"\n"
     );
     let mut want = BTreeSet::new();
     want.extend(grant("pkg.crossplane.io", "providers", ""));
+    want.extend(grant("pkg.crossplane.io", "functions", ""));
+    // ClusterBindings live in one namespace per consumer: cluster-wide.
+    want.extend(grant("klutch.anynines.com", "clusterbindings", ""));
     // The provider-config defaults are provider-anynines' ProviderConfigs.
     want.extend(grant("dataservices.anynines.com", "providerconfigs", ""));
     want.extend(grant("kubernetes.crossplane.io", "providerconfigs", ""));

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use klutch_health::report::Status;
-use klutch_health::signals::{deployments, pods, provider_configs, providers, Observation};
+use klutch_health::signals::{deployments, packages, pods, provider_configs, Observation};
 use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
@@ -34,14 +34,14 @@ fn only(items: Vec<Observation>) -> Observation {
 fn healthy_provider_passes_and_unhealthy_names_condition_reason_and_message() {
     let now = at("2024-08-20T14:00:00Z");
     let healthy = object::<DynamicObject>(fixture("provider-healthy"));
-    let o = only(providers::observe(&[healthy], None, now));
+    let o = only(packages::observe(&[healthy], None, now));
     assert_eq!(
         (o.item.as_str(), o.status),
         ("provider-anynines", Status::Pass)
     );
 
     let unhealthy = object::<DynamicObject>(fixture("provider-unhealthy"));
-    let o = only(providers::observe(
+    let o = only(packages::observe(
         &[unhealthy],
         Some(&["provider-anynines".into()]),
         now,
@@ -57,7 +57,7 @@ fn healthy_provider_passes_and_unhealthy_names_condition_reason_and_message() {
 fn listed_provider_that_is_absent_is_not_installed() {
     let now = at("2024-08-20T14:00:00Z");
     let healthy = object::<DynamicObject>(fixture("provider-healthy"));
-    let items = providers::observe(
+    let items = packages::observe(
         &[healthy],
         Some(&["provider-anynines".into(), "provider-kubernetes".into()]),
         now,
@@ -77,13 +77,13 @@ fn provider_without_conditions_or_revision_is_unknown() {
     let now = at("2024-08-20T14:00:00Z");
     let mut p = fixture("provider-healthy");
     p["status"]["currentRevision"] = json!("");
-    let o = only(providers::observe(&[object(p)], None, now));
+    let o = only(packages::observe(&[object(p)], None, now));
     assert_eq!(o.status, Status::Unknown);
     assert!(o.message.contains("no current revision"), "{}", o.message);
 
     let mut p = fixture("provider-healthy");
     p["status"]["conditions"] = json!([{"type": "Installed", "status": "True"}]);
-    let o = only(providers::observe(&[object(p)], None, now));
+    let o = only(packages::observe(&[object(p)], None, now));
     assert_eq!(
         (o.status, o.message.as_str()),
         (Status::Unknown, "condition Healthy not reported yet")
@@ -98,7 +98,7 @@ fn crossplane_2_wording_is_passed_through() {
         "type": "Healthy", "status": "False", "reason": "UnhealthyPackageRevision",
         "message": "Package runtime health is \"False\" with message: Deployment has no available replicas"
     });
-    let o = only(providers::observe(&[object(p)], None, now));
+    let o = only(packages::observe(&[object(p)], None, now));
     assert_eq!(o.status, Status::Fail);
     assert!(
         o.message
@@ -195,7 +195,7 @@ fn provider_config_names_filter_and_missing_names() {
 fn deployment_config(name: &str, min_available: i32) -> deployments::Deployment {
     deployments::Deployment {
         namespace: "bind".into(),
-        deployment: name.into(),
+        deployment: deployments::Names::One(name.into()),
         min_available,
     }
 }
@@ -310,6 +310,156 @@ fn pods_ready_not_ready_recent_restart_and_crash_loop() {
         (o.status, o.message.as_str()),
         (Status::Fail, "no pod matches app=x")
     );
+}
+
+#[test]
+fn a_package_whose_conditions_lag_its_generation_warns_with_both_numbers() {
+    let now = at("2024-08-20T14:00:00Z");
+    let mut c = fixture("configuration-healthy");
+    let o = only(packages::observe_kind(
+        packages::PackageKind::Configurations,
+        &[object(c.clone())],
+        None,
+        now,
+    ));
+    assert_eq!(
+        (o.item.as_str(), o.status),
+        ("anynines-dataservices", Status::Pass)
+    );
+    // An absent observedGeneration is not a lag; a present one that equals the generation is current.
+    c["status"]["conditions"][0]["observedGeneration"] = json!(1);
+    let o = only(packages::observe_kind(
+        packages::PackageKind::Configurations,
+        &[object(c.clone())],
+        None,
+        now,
+    ));
+    assert_eq!(o.status, Status::Pass, "{}", o.message);
+    c["metadata"]["generation"] = json!(2);
+    let o = only(packages::observe_kind(
+        packages::PackageKind::Configurations,
+        &[object(c.clone())],
+        None,
+        now,
+    ));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (
+            Status::Warn,
+            "Installed is \"True\" for generation 1, the package is at generation 2 (Crossplane has not \
+             reconciled the change yet; anynines-dataservices-8d7c6b5a4f3e)"
+        )
+    );
+    // A failure still fails, whatever generation it describes.
+    c["status"]["conditions"][1]["status"] = json!("False");
+    let o = only(packages::observe_kind(
+        packages::PackageKind::Configurations,
+        &[object(c)],
+        None,
+        now,
+    ));
+    assert_eq!(o.status, Status::Fail);
+}
+
+#[test]
+fn no_package_of_a_kind_is_one_warning_item() {
+    let o = only(packages::observe_kind(
+        packages::PackageKind::Functions,
+        &[],
+        None,
+        at("2024-08-20T14:00:00Z"),
+    ));
+    assert_eq!(
+        (o.item.as_str(), o.status, o.message.as_str()),
+        (
+            "none",
+            Status::Warn,
+            "no Crossplane functions are installed"
+        )
+    );
+}
+
+fn candidates() -> deployments::Deployment {
+    deployments::Deployment {
+        namespace: "bind".into(),
+        deployment: deployments::Names::Candidates(vec![
+            "anynines-backend".into(),
+            "klutch-bind-backend".into(),
+        ]),
+        min_available: 1,
+    }
+}
+
+#[test]
+fn each_existing_candidate_is_an_item_and_none_is_one_missing_item() {
+    let now = at("2024-08-20T14:00:00Z");
+    let mut renamed = fixture("deployment-anynines-backend-available");
+    renamed["metadata"]["name"] = json!("klutch-bind-backend");
+    let o = only(deployments::observe(&[object(renamed)], &candidates(), now));
+    assert_eq!(
+        (o.item.as_str(), o.status),
+        ("klutch-bind-backend", Status::Pass)
+    );
+    let konnector = object::<Deployment>(fixture("deployment-konnector-available"));
+    let o = only(deployments::observe(&[konnector], &candidates(), now));
+    assert_eq!(
+        (o.item.as_str(), o.status, o.message.as_str()),
+        (
+            "missing",
+            Status::Fail,
+            "none of the Deployments anynines-backend, klutch-bind-backend exists in namespace bind"
+        )
+    );
+}
+
+#[test]
+fn a_deployment_rollout_that_lags_or_is_stuck_warns_like_kubectl_rollout_status() {
+    let now = at("2024-08-20T14:00:00Z");
+    let mut d = fixture("deployment-anynines-backend-available");
+    d["metadata"]["generation"] = json!(3);
+    let o = only(deployments::observe(
+        &[object(d.clone())],
+        &candidates(),
+        now,
+    ));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (
+            Status::Warn,
+            "Waiting for deployment \"anynines-backend\" spec update to be observed (observed generation 2 of 3); \
+             1 of 1 replicas available"
+        )
+    );
+    d["metadata"]["generation"] = json!(2);
+    let progressing = d["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+        .iter_mut()
+        .find(|c| c["type"] == "Progressing")
+        .expect("Progressing");
+    progressing["status"] = json!("False");
+    progressing["reason"] = json!("ProgressDeadlineExceeded");
+    let o = only(deployments::observe(
+        &[object(d.clone())],
+        &candidates(),
+        now,
+    ));
+    assert_eq!(
+        (o.status, o.message.as_str()),
+        (
+            Status::Warn,
+            "deployment \"anynines-backend\" exceeded its progress deadline; 1 of 1 replicas available"
+        )
+    );
+    // Without observedGeneration there is no lag to tell.
+    d["metadata"]["generation"] = json!(5);
+    d["status"]["conditions"] = json!([{"type": "Available", "status": "True"}]);
+    d["status"]
+        .as_object_mut()
+        .expect("status")
+        .remove("observedGeneration");
+    let o = only(deployments::observe(&[object(d)], &candidates(), now));
+    assert_eq!(o.status, Status::Pass, "{}", o.message);
 }
 
 /// The providerconfig-healthy fixture with `lastCheckTime` (and optionally `lastStatus`) set.

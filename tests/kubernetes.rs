@@ -89,7 +89,11 @@ async fn provider_healthy_flips_fail_and_recover() {
 
 #[tokio::test]
 async fn a_listed_provider_that_is_deleted_is_not_installed() {
-    let (cp, svc) = running("").await;
+    // The shipped check covers whatever is installed; one that lists its packages misses a deleted one.
+    let (cp, svc) = running(
+        "[[check]]\nname = \"listed\"\ntype = \"crossplane-provider\"\nproviders = [\"provider-anynines\"]\n",
+    )
+    .await;
     assert!(cp.api.delete(
         "pkg.crossplane.io/v1",
         "Provider",
@@ -100,8 +104,8 @@ async fn a_listed_provider_that_is_deleted_is_not_installed() {
         .wait_for("/readyz?verbose", "the deletion", |r| r.status == 503)
         .await;
     assert_eq!(
-        line(&r.body, "providers/provider-anynines"),
-        "[-]providers/provider-anynines failed: not installed"
+        line(&r.body, "listed/provider-anynines"),
+        "[-]listed/provider-anynines failed: not installed"
     );
 }
 
@@ -194,12 +198,45 @@ async fn deployment_unavailable_and_deleted() {
         .delete("apps/v1", "Deployment", Some("bind"), "anynines-backend");
     let r = svc
         .wait_for("/readyz?verbose", "deleted", |r| {
-            r.body.contains("not found")
+            r.body.contains("anynines-backend/missing")
         })
         .await;
     assert_eq!(
-        line(&r.body, "anynines-backend/anynines-backend"),
-        "[-]anynines-backend/anynines-backend failed: Deployment bind/anynines-backend not found"
+        line(&r.body, "anynines-backend/missing"),
+        "[-]anynines-backend/missing failed: none of the Deployments anynines-backend, klutch-bind-backend \
+         exists in namespace bind"
+    );
+}
+
+#[tokio::test]
+async fn the_backend_deployment_is_found_under_the_other_installers_name() {
+    let (cp, svc) = running("").await;
+    cp.rename_backend_deployment("klutch-bind-backend");
+    let r = svc
+        .wait_for("/readyz?verbose", "the renamed backend", |r| {
+            r.status == 200
+                && r.body
+                    .contains("[+]anynines-backend/klutch-bind-backend ok")
+        })
+        .await;
+    assert!(
+        !r.body.contains("anynines-backend/anynines-backend"),
+        "{}",
+        r.body
+    );
+    cp.set_deployment_lagging("bind", "klutch-bind-backend");
+    let r = svc
+        .wait_for("/readyz?verbose", "the rollout lag", |r| {
+            r.body
+                .contains("[+]anynines-backend/klutch-bind-backend warn: ")
+        })
+        .await;
+    assert!(
+        line(&r.body, "anynines-backend/klutch-bind-backend").contains(
+            "Waiting for deployment \"klutch-bind-backend\" spec update to be observed (observed generation"
+        ),
+        "{}",
+        r.body
     );
 }
 
@@ -239,7 +276,9 @@ async fn before_the_initial_sync_items_are_waiting() {
     let r = svc.get("/readyz?verbose").await;
     assert_eq!(r.status, 503);
     assert!(
-        r.body.contains("[-]providers/provider-anynines failed: waiting for initial sync of providers.pkg.crossplane.io"),
+        r.body.contains(
+            "[-]providers/watch failed: waiting for initial sync of providers.pkg.crossplane.io"
+        ),
         "{}",
         r.body
     );

@@ -1,5 +1,7 @@
-//! The `deployment` signal: one Deployment (the klutch-bind backend, an app cluster's konnector) must be
-//! `Available` with at least `min_available` available replicas.
+//! The `deployment` signal: a Deployment (the klutch-bind backend, an app cluster's konnector) must be
+//! `Available` with at least `min_available` available replicas, and its status must describe its current
+//! spec. Installers name the same Deployment differently, so a check takes several candidate names: each
+//! one that exists is an item.
 
 use std::sync::Arc;
 
@@ -20,10 +22,30 @@ use crate::values::KeyError;
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     pub namespace: String,
-    pub deployment: String,
+    pub deployment: Names,
     #[serde(default = "Deployment::default_min_available")]
     pub min_available: i32,
 }
+
+/// `deployment = "NAME"` or `deployment = ["NAME", …]` (candidates: whichever exists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a Deployment name or a list of candidate names")]
+pub enum Names {
+    One(String),
+    Candidates(Vec<String>),
+}
+
+impl Names {
+    pub fn all(&self) -> &[String] {
+        match self {
+            Names::One(name) => std::slice::from_ref(name),
+            Names::Candidates(names) => names,
+        }
+    }
+}
+
+/// The item of a check none of whose several candidates exists.
+pub const MISSING_ITEM: &str = "missing";
 
 impl Deployment {
     fn default_min_available() -> i32 {
@@ -35,7 +57,8 @@ impl CheckType for Deployment {
     const NAME: &'static str = "deployment";
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
-        if self.namespace.is_empty() || self.deployment.is_empty() {
+        let names = self.deployment.all();
+        if self.namespace.is_empty() || names.is_empty() || names.iter().any(String::is_empty) {
             return Err(KeyError::new(
                 "namespace and deployment",
                 "must not be empty",
@@ -56,8 +79,12 @@ impl CheckType for Deployment {
         }]
     }
 
+    /// A single name is the item even while missing; of several candidates none is known to exist yet.
     fn placeholders(&self) -> Vec<String> {
-        vec![self.deployment.clone()]
+        match self.deployment.all() {
+            [one] => vec![one.clone()],
+            _ => Vec::new(),
+        }
     }
 
     fn start(&self, run: Run<'_>) {
@@ -86,21 +113,39 @@ pub fn observe(
     c: &Deployment,
     now: Timestamp,
 ) -> Vec<Observation> {
-    let found = objects.iter().find(|d| {
-        d.metadata.name.as_deref() == Some(&c.deployment)
-            && d.metadata.namespace.as_deref() == Some(&c.namespace)
-    });
-    let (status, message) = match found {
-        None => (
-            Status::Fail,
-            format!("Deployment {}/{} not found", c.namespace, c.deployment),
+    let names = c.deployment.all();
+    let existing: Vec<Observation> = names
+        .iter()
+        .filter_map(|name| {
+            let d = objects.iter().find(|d| {
+                d.metadata.name.as_deref() == Some(name)
+                    && d.metadata.namespace.as_deref() == Some(&c.namespace)
+            })?;
+            let (status, message) = judge(d, name, c.min_available);
+            Some(Observation::new(name.clone(), status, message, now))
+        })
+        .collect();
+    if !existing.is_empty() {
+        return existing;
+    }
+    let (item, message) = match names {
+        [one] => (
+            one.clone(),
+            format!("Deployment {}/{one} not found", c.namespace),
         ),
-        Some(d) => judge(d, c.min_available),
+        _ => (
+            MISSING_ITEM.to_string(),
+            format!(
+                "none of the Deployments {} exists in namespace {}",
+                names.join(", "),
+                c.namespace
+            ),
+        ),
     };
-    vec![Observation::new(c.deployment.clone(), status, message, now)]
+    vec![Observation::new(item, Status::Fail, message, now)]
 }
 
-fn judge(d: &k8s::Deployment, min_available: i32) -> (Status, String) {
+fn judge(d: &k8s::Deployment, name: &str, min_available: i32) -> (Status, String) {
     let status = d.status.clone().unwrap_or_default();
     let available = status.available_replicas.unwrap_or(0);
     let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -133,5 +178,31 @@ fn judge(d: &k8s::Deployment, min_available: i32) -> (Status, String) {
             format!("{replicas}, min_available is {min_available}"),
         );
     }
+    if let Some(rollout) = rollout_lag(d, name) {
+        return (Status::Warn, format!("{rollout}; {replicas}"));
+    }
     (Status::Pass, replicas)
+}
+
+/// What `kubectl rollout status` says of a Deployment whose status does not describe its current spec yet,
+/// or whose rollout is stuck. An absent `observedGeneration` is not a lag.
+fn rollout_lag(d: &k8s::Deployment, name: &str) -> Option<String> {
+    let status = d.status.as_ref()?;
+    if let (Some(generation), Some(observed)) = (d.metadata.generation, status.observed_generation)
+    {
+        if observed < generation {
+            return Some(format!(
+                "Waiting for deployment {name:?} spec update to be observed (observed generation {observed} of {generation})"
+            ));
+        }
+    }
+    let progressing = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "Progressing")?;
+    (progressing.status == "False"
+        && progressing.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    .then(|| format!("deployment {name:?} exceeded its progress deadline"))
 }

@@ -2,10 +2,11 @@
 //! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
 
 pub mod backend_status;
+pub mod cluster_bindings;
 pub mod deployments;
+pub mod packages;
 pub mod pods;
 pub mod provider_configs;
-pub mod providers;
 pub mod registry;
 pub(crate) mod watch;
 

@@ -11,18 +11,22 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::watch::{spawn_follow, Target, Watches};
-use super::{backend_status, deployments, pods, provider_configs, providers, Observation, Sink};
+use super::watch::{spawn_follow, Target, WatchState, Watches};
+use super::{
+    backend_status, cluster_bindings, deployments, packages, pods, provider_configs, Observation,
+    Sink,
+};
 use crate::metrics::Metrics;
 use crate::values::KeyError;
 
 /// Every check type, by the name written in `type = "…"`.
 pub const TYPES: &[Registration] = &[
     Registration::of::<backend_status::BackendStatus>(),
-    Registration::of::<providers::CrossplaneProvider>(),
+    Registration::of::<packages::CrossplanePackage>(),
     Registration::of::<provider_configs::ProviderConfig>(),
     Registration::of::<deployments::Deployment>(),
     Registration::of::<pods::Pods>(),
+    Registration::of::<cluster_bindings::ClusterBinding>(),
 ];
 
 /// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,
@@ -192,6 +196,24 @@ impl Run<'_> {
         placeholders: Vec<String>,
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
         observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + 'static,
+    ) where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        self.follow_watch(placeholders, target, move |objects, _, now| {
+            observe(objects, now)
+        })
+    }
+
+    /// Like [`Run::follow`], for a judge that also needs to know how the watch is doing (whether it was
+    /// live all along) and keeps memory between calls.
+    pub(crate) fn follow_watch<K>(
+        self,
+        placeholders: Vec<String>,
+        target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
+        observe: impl FnMut(&[Arc<K>], &WatchState, jiff::Timestamp) -> Vec<Observation>
+            + Send
+            + 'static,
     ) where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,

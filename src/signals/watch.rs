@@ -311,10 +311,11 @@ async fn run<K>(
             match event {
                 Ok(event) => {
                     let event = event.modify(|obj| {
+                        // First, so that a check can keep the one managedFields fact it reads.
+                        strip(obj);
                         let meta = obj.meta_mut();
                         meta.managed_fields = None;
                         meta.annotations = None;
-                        strip(obj);
                     });
                     writer.apply_watcher_event(&event);
                     match event {
@@ -370,7 +371,7 @@ pub(crate) fn spawn_follow<K>(
     sink: Sink,
     stale_after: Duration,
     waiting_items: Vec<String>,
-    observe: impl Fn(&[Arc<K>], Timestamp) -> Vec<Observation> + Send + 'static,
+    observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
 ) where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
@@ -396,7 +397,7 @@ async fn follow<K>(
     sink: &Sink,
     stale_after: Duration,
     waiting_items: &[String],
-    observe: impl Fn(&[Arc<K>], Timestamp) -> Vec<Observation>,
+    mut observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation>,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
@@ -405,7 +406,7 @@ async fn follow<K>(
         let state = watch.state.borrow_and_update().clone();
         let now = Timestamp::now();
         if state.synced {
-            let mut items = observe(&watch.store.state(), now);
+            let mut items = observe(&watch.store.state(), &state, now);
             if let Some(broken) = &state.broken {
                 let expiry = Expiry {
                     at: broken
