@@ -150,14 +150,21 @@ async fn started(backend: &FakeBackend, extra: &str) -> Service {
 }
 
 #[tokio::test]
-async fn failing_readyz_is_503_with_the_verbose_body_and_passing_is_200_ok() {
+async fn failing_readyz_is_503_with_the_failing_lines_and_passing_is_200_ok() {
     let svc = App::polled(DEGRADED, "");
     let r = svc.get("/readyz").await;
     assert_eq!(r.status, 503);
+    // No passing item's `ok` line: a keyword monitor looking for `ok` must not see green.
+    assert_eq!(
+        r.body,
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n"
+    );
+    let r = svc.get("/readyz?verbose").await;
     assert_eq!(
         r.body,
         "[-]backend-status/postgresql-backup-manager failed: degraded\n\
-         [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n"
+         [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n",
+        "?verbose gives every line"
     );
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
@@ -487,15 +494,15 @@ async fn head_and_get_on_every_health_path_and_keep_alive_between_probes() {
         .iter()
         .map(|r| (r.status, r.body.as_str()))
         .collect();
-    let verbose = "[-]backend-status/postgresql-backup-manager failed: degraded\n\
-                   [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n";
+    let failing =
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n";
     assert_eq!(
         got,
         [
             (200, "ok"),
             (200, ""),
             (503, ""),
-            (503, verbose),
+            (503, failing),
             (200, ""),
             (200, "ok"),
             (200, ""),
@@ -505,7 +512,7 @@ async fn head_and_get_on_every_health_path_and_keep_alive_between_probes() {
     assert_eq!(answers[1].header("content-length"), Some("2"));
     assert_eq!(
         answers[2].header("content-length"),
-        Some(verbose.len().to_string().as_str())
+        Some(failing.len().to_string().as_str())
     );
     for r in &answers {
         assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
@@ -589,10 +596,8 @@ async fn exclusions_with_several_names_json_and_percent_encoding() {
     assert_eq!(r.status, 503);
     assert_eq!(
         r.body,
-        "[-]backend-status/postgresql-backup-manager failed: degraded\n\
-         [+]backend-status/postgresql-service-broker ok\n\
-         [+]backend-status/postgresql-other excluded: ok\n\
-         readyz check failed\n"
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n",
+        "neither passing nor excluded items' ok lines"
     );
     // JSON leaves excluded items out.
     let r = svc
