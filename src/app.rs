@@ -30,6 +30,13 @@ fn identity(config: &Config) -> Identity {
 async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
     let rules = Rules::new(config);
     let metrics = Arc::new(Metrics::new());
+    for check in config
+        .checks
+        .iter()
+        .filter(|c| !c.settings.targets().is_empty())
+    {
+        metrics.watch_restarts_from_zero(&check.name);
+    }
     let sink = Sink::default();
     signals::start(
         config.checks.iter().map(Check::as_ref),

@@ -87,7 +87,11 @@ fn public_listen_is_the_container_port_named_public_in_both_variants() {
         .map(|name| find(&objects, "ConfigMap", name))
         .expect("the Deployment mounts its ConfigMap");
     let sidecar_objects = render("deploy/sidecar");
-    let drc = find(&sidecar_objects, "DeploymentRuntimeConfig", "provider-anynines");
+    let drc = find(
+        &sidecar_objects,
+        "DeploymentRuntimeConfig",
+        "provider-anynines",
+    );
     let sidecar = klutch_health(&drc["spec"]["deploymentTemplate"]["spec"]["template"]["spec"]);
     let sidecar_config = find(&sidecar_objects, "ConfigMap", "klutch-health-sidecar");
     for (variant, container, cm) in [

@@ -895,7 +895,8 @@ async fn the_public_listener_serves_only_the_health_paths_with_reasons_withheld(
         let r = public.get(path).await;
         assert_eq!(r.status, 503, "{path}: {}", r.body);
         assert!(
-            r.body.contains("[-]backend-status/postgresql-backup-manager failed: reason withheld"),
+            r.body
+                .contains("[-]backend-status/postgresql-backup-manager failed: reason withheld"),
             "{path}: {}",
             r.body
         );
@@ -963,8 +964,7 @@ async fn a_failing_body_has_no_ok_line_for_keyword_monitors() {
     }
     let r = app.get("/readyz?verbose").await;
     assert!(
-        r.body
-            .contains("[+]backend-status/postgresql-other ok\n"),
+        r.body.contains("[+]backend-status/postgresql-other ok\n"),
         "?verbose keeps every line: {}",
         r.body
     );
@@ -988,7 +988,10 @@ async fn accept_with_q_zero_is_not_acceptable() {
     let r = app
         .get_with(
             "/metrics",
-            &[("accept", "application/openmetrics-text;version=1.0.0;q=0, text/plain")],
+            &[(
+                "accept",
+                "application/openmetrics-text;version=1.0.0;q=0, text/plain",
+            )],
         )
         .await;
     assert!(
@@ -1000,7 +1003,10 @@ async fn accept_with_q_zero_is_not_acceptable() {
     let r = app
         .get_with(
             "/metrics",
-            &[("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")],
+            &[(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )],
         )
         .await;
     assert!(r

@@ -179,8 +179,16 @@ async fn http2_with_prior_knowledge_is_served() {
                 .expect("an HTTP/2 answer");
             assert_eq!(response.version(), http::Version::HTTP_2);
             assert_eq!(response.status(), 200, "{path} on {addr}");
-            let body = response.into_body().collect().await.expect("body").to_bytes();
-            assert!(body.ends_with(b"ok") || body.ends_with(b"passed\n"), "{body:?}");
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert!(
+                body.ends_with(b"ok") || body.ends_with(b"passed\n"),
+                "{body:?}"
+            );
         }
     }
     // curl, as a monitor would use it, where installed.
@@ -197,7 +205,12 @@ async fn http2_with_prior_knowledge_is_served() {
         .output()
     {
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text, "ok\n2 200", "curl: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            text,
+            "ok\n2 200",
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -280,9 +293,10 @@ async fn at_the_limit_the_least_recently_active_connection_is_closed() {
     assert!(held[0].get("/livez").await.is_some());
     let mut newcomer = KeepAlive::open(svc.addr).await.expect("connect");
     assert_eq!(newcomer.get("/livez").await.map(|r| r.0), Some(200));
-    eventually("the least recently active connection to be closed", async || {
-        held[1].sender.is_closed().then_some(())
-    })
+    eventually(
+        "the least recently active connection to be closed",
+        async || held[1].sender.is_closed().then_some(()),
+    )
     .await;
     for i in [0, 2, 3] {
         assert!(!held[i].sender.is_closed(), "connection {i} stays open");
