@@ -298,7 +298,7 @@ impl Metrics {
     /// Exports `check`'s poll counters at 0 for every outcome, before its first poll.
     pub(crate) fn upstream_from_zero(&self, check: &str, outcomes: &[&'static str]) {
         for &outcome in outcomes {
-            self.upstream_requests.get_or_create(&OutcomeLabels {
+            let _ = self.upstream_requests.get_or_create(&OutcomeLabels {
                 check: check.into(),
                 outcome,
             });
@@ -308,7 +308,7 @@ impl Metrics {
     /// Exports a Kubernetes check's watch restarts at 0, before its first restart: a counter that appears
     /// with its first increment hides that increment from `increase()`.
     pub(crate) fn watch_restarts_from_zero(&self, check: &str) {
-        self.watch_restarts.get_or_create(&CheckLabels {
+        let _ = self.watch_restarts.get_or_create(&CheckLabels {
             check: check.into(),
         });
     }

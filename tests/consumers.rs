@@ -516,7 +516,9 @@ async fn nginx_as_the_ingress_passes_only_the_health_paths_and_relays_their_stat
         .await;
     assert_eq!(same_answer("/readyz?verbose").await, 503);
     // Reasons stay inside: withheld through the Ingress, shown on the main listener.
-    let outside = get(ingress, "/readyz?verbose").await.expect("nginx answers");
+    let outside = get(ingress, "/readyz?verbose")
+        .await
+        .expect("nginx answers");
     assert!(
         outside
             .body
@@ -524,9 +526,17 @@ async fn nginx_as_the_ingress_passes_only_the_health_paths_and_relays_their_stat
         "{}",
         outside.body
     );
-    assert!(!outside.body.contains("connection refused"), "{}", outside.body);
+    assert!(
+        !outside.body.contains("connection refused"),
+        "{}",
+        outside.body
+    );
     let inside = rig.svc.get("/readyz?verbose").await;
-    assert!(inside.body.contains("connection refused"), "{}", inside.body);
+    assert!(
+        inside.body.contains("connection refused"),
+        "{}",
+        inside.body
+    );
     rig.cp.heal_provider_config("postgresql-service-broker");
     rig.svc
         .wait_for("/readyz", "the healed ProviderConfig", |r| r.status == 200)
