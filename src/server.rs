@@ -423,7 +423,7 @@ pub fn parse_query(query: Option<&str>) -> Query {
 
 /// Whether the request's `Accept` names `media` as acceptable: exactly (no wildcards: a browser's `*/*` gets
 /// text), and not with `q=0`, which RFC 9110 §12.4.2 defines as "not acceptable".
-pub fn accepts(headers: &http::HeaderMap, media: &str) -> bool {
+fn accepts(headers: &http::HeaderMap, media: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
