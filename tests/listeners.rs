@@ -73,7 +73,8 @@ async fn crowd(addr: SocketAddr, limit: usize) -> Vec<tokio::task::JoinHandle<()
     for i in 0..2 * limit {
         let busy = i % 2 == 1;
         let mut conn = KeepAlive::open(addr).await.expect("connect");
-        assert!(conn.get("/livez").await.is_some(), "client {i} answered");
+        // Each has been active once, if it got in at all: whether it did is the probes' business below.
+        let _ = conn.get("/livez").await;
         tasks.push(tokio::spawn(async move {
             loop {
                 if busy {
