@@ -1,10 +1,12 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::FutureExt;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
@@ -28,6 +30,13 @@ fn identity(config: &Config) -> Identity {
 async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
     let rules = Rules::new(config);
     let metrics = Arc::new(Metrics::new());
+    for check in config
+        .checks
+        .iter()
+        .filter(|c| !c.settings.targets().is_empty())
+    {
+        metrics.watch_restarts_from_zero(&check.name);
+    }
     let sink = Sink::default();
     signals::start(
         config.checks.iter().map(Check::as_ref),
@@ -47,18 +56,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let token = config.token()?;
     let (rules, metrics, sink) = start(&config).await?;
-    let levels = match config.server.details {
+    let mut levels = match config.server.details {
         DetailsPolicy::Always => vec![Details::Shown],
         DetailsPolicy::Never => vec![Details::Withheld],
         DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
     };
+    if config.server.public_listen.is_some() && !levels.contains(&Details::Withheld) {
+        levels.push(Details::Withheld);
+    }
     let (engine, latest) = Engine::new(rules, identity(&config), levels, sink, metrics.clone());
     tokio::spawn(engine.run());
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "listening");
     let state = Arc::new(server::State::new(
         latest,
         metrics,
@@ -66,14 +73,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.server.details,
         token,
     ));
-    server::serve(
-        listener,
-        state,
-        Limits::from(&config.server),
-        shutdown_signal(),
-    )
-    .await;
+    // Both listeners are bound before either serves: a taken port stops the program instead of leaving half
+    // of it up.
+    let main = listen(config.server.listen, "server.listen")?;
+    let public = match config.server.public_listen {
+        Some(addr) => Some(listen(addr, "server.public_listen")?),
+        None => None,
+    };
+    let shutdown = shutdown_signal().shared();
+    let main = server::serve(
+        main,
+        state.clone(),
+        Limits::new(&config.server, config.server.max_connections),
+        shutdown.clone(),
+    );
+    match public {
+        Some(public) => {
+            let public = server::serve(
+                public,
+                Arc::new(state.public()),
+                Limits::new(&config.server, config.server.public_max_connections),
+                shutdown,
+            );
+            tokio::join!(main, public);
+        }
+        None => main.await,
+    }
     Ok(())
+}
+
+/// Binds one listener and logs its address (`listening`, which tests and operators wait for).
+fn listen(addr: SocketAddr, key: &'static str) -> anyhow::Result<TcpListener> {
+    let listener = crate::listen::bind(addr, key)
+        .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, key, "listening");
+    Ok(listener)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

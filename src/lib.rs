@@ -10,8 +10,10 @@
 
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod human;
+pub mod listen;
 pub mod metrics;
 pub mod policy;
 pub mod render;

@@ -2,7 +2,7 @@
 //! each evaluation. `/metrics` only encodes what is already there.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -110,6 +110,8 @@ pub struct Metrics {
     /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
     /// cost nothing and vanished items lose their series.
     items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
+    /// Set once shutdown begins: `/readyz` answers 503 from then on, and its gauge says so.
+    shutting_down: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -204,6 +206,7 @@ impl Metrics {
             http_requests,
             watch_restarts,
             items: Mutex::default(),
+            shutting_down: AtomicBool::new(false),
         }
     }
 
@@ -245,13 +248,36 @@ impl Metrics {
             }
         }
         *exported = now_exported;
+        self.set_endpoints_up(|e| report.endpoint(e).passed());
+    }
+
+    /// Each endpoint's gauge says what the endpoint answers: `/readyz` fails from the start of shutdown;
+    /// `/healthz` keeps its verdict, since a process that is leaving says nothing about the control plane
+    /// (and an alert on it would fire on every rollout).
+    fn set_endpoints_up(&self, passed: impl Fn(Endpoint) -> bool) {
+        let leaving = self.shutting_down.load(Ordering::SeqCst);
         for e in Endpoint::ALL {
+            let up = passed(e) && !(leaving && e == Endpoint::Readyz);
             self.endpoint_up
                 .get_or_create(&EndpointLabels {
                     endpoint: e.as_str(),
                 })
-                .set(i64::from(report.endpoint(e).passed()));
+                .set(i64::from(up));
         }
+    }
+
+    /// Shutdown has begun: `klutch_health_endpoint_up{endpoint="readyz"}` is 0 from now on.
+    pub(crate) fn shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let gauge = |e: Endpoint| {
+            self.endpoint_up
+                .get_or_create(&EndpointLabels {
+                    endpoint: e.as_str(),
+                })
+                .get()
+                == 1
+        };
+        self.set_endpoints_up(gauge);
     }
 
     /// Counts one poll of an upstream health server.
@@ -267,6 +293,24 @@ impl Metrics {
                 check: check.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Exports `check`'s poll counters at 0 for every outcome, before its first poll.
+    pub(crate) fn upstream_from_zero(&self, check: &str, outcomes: &[&'static str]) {
+        for &outcome in outcomes {
+            let _ = self.upstream_requests.get_or_create(&OutcomeLabels {
+                check: check.into(),
+                outcome,
+            });
+        }
+    }
+
+    /// Exports a Kubernetes check's watch restarts at 0, before its first restart: a counter that appears
+    /// with its first increment hides that increment from `increase()`.
+    pub(crate) fn watch_restarts_from_zero(&self, check: &str) {
+        let _ = self.watch_restarts.get_or_create(&CheckLabels {
+            check: check.into(),
+        });
     }
 
     pub(crate) fn watch_restart(&self, check: &str) {

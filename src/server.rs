@@ -11,15 +11,16 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use jiff::Timestamp;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, DetailsPolicy};
+use crate::connections::{Admitted, Connections};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
@@ -46,7 +47,27 @@ pub struct State {
     identity: Identity,
     details: DetailsPolicy,
     token: Option<String>,
-    shutting_down: AtomicBool,
+    audience: Audience,
+    /// Shared by the listeners of one process: shutting down is the process's.
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// Who a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Kubelet, port-forward, Prometheus, the CLI: every path, details as `server.details` says.
+    Cluster,
+    /// Anyone (`server.public_listen`): the health paths only, reasons always withheld.
+    Public,
+}
+
+impl Audience {
+    fn as_str(self) -> &'static str {
+        match self {
+            Audience::Cluster => "main",
+            Audience::Public => "public",
+        }
+    }
 }
 
 impl State {
@@ -63,7 +84,21 @@ impl State {
             identity,
             details,
             token,
-            shutting_down: AtomicBool::new(false),
+            audience: Audience::Cluster,
+            shutting_down: Arc::default(),
+        }
+    }
+
+    /// The same service for the public listener: same report, same shutdown, its own audience.
+    pub fn public(&self) -> State {
+        State {
+            latest: self.latest.clone(),
+            metrics: self.metrics.clone(),
+            identity: self.identity.clone(),
+            details: DetailsPolicy::Never,
+            token: None,
+            audience: Audience::Public,
+            shutting_down: self.shutting_down.clone(),
         }
     }
 
@@ -90,7 +125,7 @@ impl State {
     }
 }
 
-/// Server limits from `[server]`.
+/// Server limits from `[server]`, for one listener.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub header_read_timeout: Duration,
@@ -100,11 +135,12 @@ pub(crate) struct Limits {
     pub drain_timeout: Duration,
 }
 
-impl From<&config::Server> for Limits {
-    fn from(s: &config::Server) -> Limits {
+impl Limits {
+    /// The main listener's limits; the public one differs in `max_connections` only.
+    pub(crate) fn new(s: &config::Server, max_connections: usize) -> Limits {
         Limits {
             header_read_timeout: s.header_read_timeout,
-            max_connections: s.max_connections,
+            max_connections,
             shutdown_delay: s.shutdown_delay,
             drain_timeout: Duration::from_secs(10),
         }
@@ -119,64 +155,100 @@ pub(crate) async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    accept_until(&listener, &state, &limits, &permits, &graceful, shutdown).await;
+    // Every connection task holds a clone of `done`; `recv` returns `None` once all of them have finished.
+    let (done, mut drained) = mpsc::channel::<()>(1);
+    let serving = Serving {
+        listener,
+        state: state.clone(),
+        builder: Arc::new(builder(&limits)),
+        connections: Connections::new(limits.max_connections),
+        done,
+        limits: limits.clone(),
+    };
+    serving.accept_until(shutdown).await;
     state.shutting_down.store(true, Ordering::SeqCst);
+    state.metrics.shutting_down();
     tracing::info!(
         delay = %crate::human::duration(limits.shutdown_delay),
+        listener = state.audience.as_str(),
         "shutting down: /readyz now answers 503; the listener closes after the delay"
     );
-    accept_until(
-        &listener,
-        &state,
-        &limits,
-        &permits,
-        &graceful,
-        tokio::time::sleep(limits.shutdown_delay),
-    )
-    .await;
-    drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    serving
+        .accept_until(tokio::time::sleep(limits.shutdown_delay))
+        .await;
+    let connections = serving.close();
+    connections.close_all();
+    if tokio::time::timeout(limits.drain_timeout, drained.recv())
         .await
         .is_err()
     {
         tracing::warn!("some connections were still busy after the drain timeout; closing them");
     }
-    tracing::info!("stopped serving");
+    tracing::info!(listener = state.audience.as_str(), "stopped serving");
 }
 
-async fn accept_until(
-    listener: &TcpListener,
-    state: &Arc<State>,
-    limits: &Limits,
-    permits: &Arc<Semaphore>,
-    graceful: &GracefulShutdown,
-    until: impl Future<Output = ()>,
-) {
-    tokio::pin!(until);
-    loop {
-        // Waiting for a permit before accepting leaves excess clients in the kernel's backlog: backpressure
-        // instead of unbounded tasks.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = &mut until => return,
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause briefly rather than spin.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut until => return,
-        };
+/// HTTP/1.1, and HTTP/2 with prior knowledge (h2c), with the same timeouts: a client speaking h2c must get
+/// answers, not a silently closed connection.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(64 * 1024);
+    builder
+}
+
+/// Streams one HTTP/2 connection may have open: answers are immediate, so more would only hold memory.
+const MAX_STREAMS: u32 = 64;
+
+/// One listener while it accepts.
+struct Serving {
+    listener: TcpListener,
+    state: Arc<State>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: Arc<Connections>,
+    done: mpsc::Sender<()>,
+    limits: Limits,
+}
+
+impl Serving {
+    /// Closes the listener; what is left is its connections.
+    fn close(self) -> Arc<Connections> {
+        self.connections
+    }
+
+    async fn accept_until(&self, until: impl Future<Output = ()>) {
+        tokio::pin!(until);
+        loop {
+            let stream = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause briefly rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut until => return,
+            };
+            self.spawn(stream);
+        }
+    }
+
+    fn spawn(&self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let admitted = self.connections.admit();
+        let toucher = admitted.activity();
+        let state = self.state.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |req| {
+            toucher.touch();
             let state = state.clone();
             async move {
                 let (parts, _body) = http::Request::into_parts(req);
@@ -184,17 +256,52 @@ async fn accept_until(
                 Ok::<_, Infallible>(handle(&state, &latest, &parts))
             }
         }));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let builder = self.builder.clone();
+        let done = self.done.clone();
+        let limits = self.limits.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+            serve_connection(stream, &builder, service, &admitted, &limits).await;
+            drop(admitted);
+            drop(done);
         });
     }
+}
+
+/// Serves one connection until it ends or the table asks it to close; then in-flight requests finish.
+async fn serve_connection<S>(
+    stream: TcpStream,
+    builder: &auto::Builder<TokioExecutor>,
+    service: S,
+    admitted: &Admitted,
+    limits: &Limits,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response<Full<Bytes>>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // The protocol is sniffed from the first bytes, which nothing else times: a client that connects and
+    // sends nothing is closed after header_read_timeout, as HTTP/1 clients that stop mid-header are.
+    let mut first = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => {
+            if !matches!(r, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+        }
+        _ = admitted.closing() => return,
+    }
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = admitted.closing() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
 }
 
 /// Answers one request from `latest`, the report last published. Synchronous and body-free: everything it
@@ -231,16 +338,21 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         "/" => "/",
         p if p.starts_with("/healthz/") => "/healthz/{name}",
         p if p.starts_with("/readyz/") => "/readyz/{name}",
-        _ => {
-            return (
-                "other",
-                plain(
-                    StatusCode::NOT_FOUND,
-                    format!("404 page not found: {path}\n"),
-                ),
-            )
-        }
+        _ => "other",
     };
+    let public = matches!(
+        route,
+        "/healthz" | "/readyz" | "/livez" | "/healthz/{name}" | "/readyz/{name}"
+    );
+    if route == "other" || (state.audience == Audience::Public && !public) {
+        return (
+            "other",
+            plain(
+                StatusCode::NOT_FOUND,
+                format!("404 page not found: {path}\n"),
+            ),
+        );
+    }
     if req.method != Method::GET && req.method != Method::HEAD {
         let mut r = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -253,12 +365,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
     let response = match route {
         "/livez" => ok(),
         "/metrics" => {
-            let openmetrics = req
-                .headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("application/openmetrics-text"));
-            if openmetrics {
+            if accepts(&req.headers, "application/openmetrics-text") {
                 let body = state.metrics.encode_openmetrics().into();
                 with_type(StatusCode::OK, &OPENMETRICS, body)
             } else {
@@ -315,18 +422,32 @@ pub fn parse_query(query: Option<&str>) -> Query {
     q
 }
 
+/// Whether the request's `Accept` names `media` as acceptable: exactly (no wildcards: a browser's `*/*` gets
+/// text), and not with `q=0`, which RFC 9110 §12.4.2 defines as "not acceptable".
+fn accepts(headers: &http::HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let named = parts.next().is_some_and(|m| m.eq_ignore_ascii_case(media));
+            named
+                && !parts.any(|p| {
+                    p.split_once('=').is_some_and(|(k, q)| {
+                        k.trim().eq_ignore_ascii_case("q")
+                            && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                    })
+                })
+        })
+}
+
 /// The content type a JSON-asking caller gets, or `None` for text.
 fn json_type(req: &Parts, q: &Query) -> Option<&'static HeaderValue> {
-    let accepts = |media: &str| {
-        req.headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains(media))
-    };
-    if q.json || accepts(HEALTH_JSON_MEDIA) {
+    if q.json || accepts(&req.headers, HEALTH_JSON_MEDIA) {
         Some(&HEALTH_JSON)
-    } else if accepts("application/json") {
+    } else if accepts(&req.headers, "application/json") {
         Some(&JSON)
     } else {
         None
@@ -398,6 +519,11 @@ fn health(
     }
     if passed && !q.verbose {
         return ok();
+    }
+    if !q.verbose {
+        // Only what does not pass: a keyword monitor looking for `ok` must not find it in a failure.
+        let body = render::text::failing(endpoint, &selection.unwrap_or_else(all), details);
+        return with_type(code, &TEXT, body.into());
     }
     let cached = common
         .then(|| latest.bodies.verbose(endpoint, details))

@@ -456,8 +456,8 @@ const INTERNAL_PATHS: [&str; 6] = [
 async fn nginx_as_the_ingress_passes_only_the_health_paths_and_relays_their_status() {
     let nginx = binary("nginx", "nginx-light");
     let rig = Rig::start().await;
-    // The listener nginx fronts, as the Ingress's Service port does.
-    let upstream = rig.svc.addr;
+    // The listener nginx fronts, as the Ingress's Service port does: the public one.
+    let upstream = rig.svc.public_addr().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = dir.path().join("nginx.conf");
     let listen = free_port();
@@ -520,6 +520,28 @@ async fn nginx_as_the_ingress_passes_only_the_health_paths_and_relays_their_stat
         })
         .await;
     assert_eq!(same_answer("/readyz?verbose").await, 503);
+    // Reasons stay inside: withheld through the Ingress, shown on the main listener.
+    let outside = get(ingress, "/readyz?verbose")
+        .await
+        .expect("nginx answers");
+    assert!(
+        outside
+            .body
+            .contains("[-]provider-configs/postgresql-service-broker failed: reason withheld"),
+        "{}",
+        outside.body
+    );
+    assert!(
+        !outside.body.contains("connection refused"),
+        "{}",
+        outside.body
+    );
+    let inside = rig.svc.get("/readyz?verbose").await;
+    assert!(
+        inside.body.contains("connection refused"),
+        "{}",
+        inside.body
+    );
     rig.cp.heal_provider_config("postgresql-service-broker");
     rig.svc
         .wait_for("/readyz", "the healed ProviderConfig", |r| r.status == 200)

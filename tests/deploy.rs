@@ -418,11 +418,15 @@ fn the_sidecar_keeps_package_runtime_and_probes_livez_only() {
             "http://127.0.0.1:8081/backend-health"
         )
         .replace(
-            "/backend-health, /).\nlisten = \"0.0.0.0:8080\"",
+            "/backend-health, /).\nlisten = \"[::]:8080\"",
             "/backend-health, /). In the sidecar\n# not 8080 (provider-anynines' metrics), 8081 (its health \
-             server) or 9443 (its webhooks): they share the pod.\nlisten = \"0.0.0.0:8090\""
+             server) or 9443 (its webhooks): they share the pod.\nlisten = \"[::]:8090\""
+        )
+        .replace(
+            "\npublic_listen = \"[::]:8081\"\n",
+            "\npublic_listen = \"[::]:8091\"\n"
         ),
-        "the sidecar config is the shipped one reading the backend on localhost, listening on 8090"
+        "the sidecar config is the shipped one reading the backend on localhost, listening on 8090 and 8091"
     );
 }
 

@@ -56,12 +56,55 @@ fn service_target(objects: &[Value], name: &str, container: &Value) -> (String, 
 }
 
 fn config_listen_port(text: &str) -> u64 {
+    config_port(text, "listen")
+}
+
+/// The port of `server.KEY` in a config file's text.
+fn config_port(text: &str, key: &str) -> u64 {
     let config: toml::Table = text.parse().expect("TOML");
-    config["server"]["listen"]
+    config["server"][key]
         .as_str()
         .and_then(|l| l.rsplit_once(':'))
         .and_then(|(_, p)| p.parse().ok())
-        .expect("server.listen with a port")
+        .unwrap_or_else(|| panic!("server.{key} with a port"))
+}
+
+/// The number of the container port named `name`.
+fn named_port(container: &Value, name: &str) -> u64 {
+    list(&container["ports"])
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name} in {container}"))
+}
+
+#[test]
+fn public_listen_is_the_container_port_named_public_in_both_variants() {
+    let objects = render("deploy");
+    let deployment = find(&objects, "Deployment", "klutch-health");
+    let standalone = klutch_health(&deployment["spec"]["template"]["spec"]);
+    let standalone_config = list(&deployment["spec"]["template"]["spec"]["volumes"])
+        .find_map(|v| v["configMap"]["name"].as_str())
+        .map(|name| find(&objects, "ConfigMap", name))
+        .expect("the Deployment mounts its ConfigMap");
+    let sidecar_objects = render("deploy/sidecar");
+    let drc = find(
+        &sidecar_objects,
+        "DeploymentRuntimeConfig",
+        "provider-anynines",
+    );
+    let sidecar = klutch_health(&drc["spec"]["deploymentTemplate"]["spec"]["template"]["spec"]);
+    let sidecar_config = find(&sidecar_objects, "ConfigMap", "klutch-health-sidecar");
+    for (variant, container, cm) in [
+        ("standalone", standalone, standalone_config),
+        ("sidecar", sidecar, sidecar_config),
+    ] {
+        let text = cm["data"]["config.toml"].as_str().expect("config.toml");
+        assert_eq!(
+            config_port(text, "public_listen"),
+            named_port(container, "public"),
+            "{variant}: server.public_listen vs the container port named public"
+        );
+    }
 }
 
 #[test]

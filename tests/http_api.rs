@@ -148,14 +148,21 @@ async fn started(backend: &FakeBackend, extra: &str) -> Service {
 }
 
 #[tokio::test]
-async fn failing_readyz_is_503_with_the_verbose_body_and_passing_is_200_ok() {
+async fn failing_readyz_is_503_with_the_failing_lines_and_passing_is_200_ok() {
     let svc = App::polled(DEGRADED, "");
     let r = svc.get("/readyz").await;
     assert_eq!(r.status, 503);
+    // No passing item's `ok` line: a keyword monitor looking for `ok` must not see green.
+    assert_eq!(
+        r.body,
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n"
+    );
+    let r = svc.get("/readyz?verbose").await;
     assert_eq!(
         r.body,
         "[-]backend-status/postgresql-backup-manager failed: degraded\n\
-         [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n"
+         [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n",
+        "?verbose gives every line"
     );
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
@@ -500,15 +507,15 @@ async fn head_and_get_on_every_health_path_and_keep_alive_between_probes() {
         .iter()
         .map(|r| (r.status, r.body.as_str()))
         .collect();
-    let verbose = "[-]backend-status/postgresql-backup-manager failed: degraded\n\
-                   [+]backend-status/postgresql-service-broker ok\nreadyz check failed\n";
+    let failing =
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n";
     assert_eq!(
         got,
         [
             (200, "ok"),
             (200, ""),
             (503, ""),
-            (503, verbose),
+            (503, failing),
             (200, ""),
             (200, "ok"),
             (200, ""),
@@ -518,7 +525,7 @@ async fn head_and_get_on_every_health_path_and_keep_alive_between_probes() {
     assert_eq!(answers[1].header("content-length"), Some("2"));
     assert_eq!(
         answers[2].header("content-length"),
-        Some(verbose.len().to_string().as_str())
+        Some(failing.len().to_string().as_str())
     );
     for r in &answers {
         assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
@@ -602,10 +609,8 @@ async fn exclusions_with_several_names_json_and_percent_encoding() {
     assert_eq!(r.status, 503);
     assert_eq!(
         r.body,
-        "[-]backend-status/postgresql-backup-manager failed: degraded\n\
-         [+]backend-status/postgresql-service-broker ok\n\
-         [+]backend-status/postgresql-other excluded: ok\n\
-         readyz check failed\n"
+        "[-]backend-status/postgresql-backup-manager failed: degraded\nreadyz check failed\n",
+        "neither passing nor excluded items' ok lines"
     );
     // JSON leaves excluded items out.
     let r = svc
@@ -878,4 +883,147 @@ async fn upstream_names_and_messages_cannot_forge_lines() {
         r.body,
         "[-]backend-status/postgresql-x%0Areadyz%20check%20passed failed: degraded readyz check passed\nreadyz check failed\n"
     );
+}
+
+impl App {
+    /// The same service as the public listener (`server.public_listen`) answers.
+    fn public(self) -> App {
+        App {
+            state: self.state.public(),
+            latest: self.latest,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_public_listener_serves_only_the_health_paths_with_reasons_withheld() {
+    let public = App::polled(DEGRADED, "").public();
+    for path in [
+        "/readyz",
+        "/readyz?verbose",
+        "/healthz?verbose",
+        "/readyz/backend-status?verbose",
+        "/readyz/backend-status/postgresql-backup-manager",
+        "/readyz?exclude=backend-status/postgresql-other&verbose",
+    ] {
+        let r = public.get(path).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(
+            r.body
+                .contains("[-]backend-status/postgresql-backup-manager failed: reason withheld"),
+            "{path}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("degraded"), "{path}: {}", r.body);
+    }
+    for accept in ["application/health+json", "application/json"] {
+        let r = public.get_with("/readyz", &[("accept", accept)]).await;
+        assert_eq!(r.status, 503);
+        let doc = r.json();
+        assert_eq!(
+            doc["checks"]["backend-status"][0]["output"], "reason withheld",
+            "{accept}: {doc}"
+        );
+        assert!(!r.body.contains("degraded"), "{accept}: {}", r.body);
+    }
+    // Whatever the caller sends: the public listener has no token to compare with.
+    let r = public
+        .get_with("/readyz?verbose", &[("authorization", "Bearer anything")])
+        .await;
+    assert!(!r.body.contains("degraded"), "{}", r.body);
+    assert_eq!(public.get("/livez").await.status, 200);
+    assert_eq!(public.get("/healthz/backend-status").await.status, 503);
+    for path in [
+        "/metrics",
+        "/",
+        "/backend-health",
+        "/backend-status",
+        "/livez/x",
+        "/readyzz",
+    ] {
+        let r = public.get(path).await;
+        assert_eq!(r.status, 404, "{path} stays inside: {}", r.body);
+    }
+    // The main listener keeps full detail.
+    let main = App::polled(DEGRADED, "");
+    assert!(main.get("/readyz").await.body.contains("failed: degraded"));
+    assert_eq!(main.get("/metrics").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_failing_body_has_no_ok_line_for_keyword_monitors() {
+    let app = App::polled(
+        &[
+            ("postgresql-service-broker", "ok"),
+            ("postgresql-backup-manager", "degraded"),
+            ("postgresql-other", "ok"),
+        ],
+        "",
+    );
+    for path in [
+        "/readyz",
+        "/healthz",
+        "/readyz/backend-status",
+        "/readyz?exclude=backend-status/postgresql-other",
+        "/healthz?exclude=backend-status/postgresql-service-broker&exclude=nothing",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, 503, "{path}");
+        assert!(
+            !r.body.lines().any(|l| l == "ok" || l.ends_with(" ok")),
+            "{path} shows green to a keyword monitor: {}",
+            r.body
+        );
+        assert!(r.body.ends_with("check failed\n"), "{path}: {}", r.body);
+    }
+    let r = app.get("/readyz?verbose").await;
+    assert!(
+        r.body.contains("[+]backend-status/postgresql-other ok\n"),
+        "?verbose keeps every line: {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn accept_with_q_zero_is_not_acceptable() {
+    let app = App::polled(DEGRADED, "");
+    let text = "text/plain; charset=utf-8";
+    for (accept, expected) in [
+        ("application/json;q=0, text/plain", text),
+        ("application/health+json; q=0.0, text/plain", text),
+        ("application/json;q=0,application/health+json;q=0", text),
+        ("application/json;q=0.5, text/plain", "application/json"),
+        ("APPLICATION/JSON", "application/json"),
+        ("*/*", text),
+    ] {
+        let r = app.get_with("/readyz", &[("accept", accept)]).await;
+        assert_eq!(r.header("content-type"), Some(expected), "Accept: {accept}");
+    }
+    let r = app
+        .get_with(
+            "/metrics",
+            &[(
+                "accept",
+                "application/openmetrics-text;version=1.0.0;q=0, text/plain",
+            )],
+        )
+        .await;
+    assert!(
+        r.header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/plain")),
+        "{:?}",
+        r.header("content-type")
+    );
+    let r = app
+        .get_with(
+            "/metrics",
+            &[(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )],
+        )
+        .await;
+    assert!(r
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/openmetrics-text")));
 }

@@ -473,3 +473,140 @@ tests:
     std::fs::write(dir.path().join("tests.yaml"), tests).expect("write tests");
     run_promtool(&["test", "rules", "tests.yaml"], dir.path());
 }
+
+/// Every value of a sample line starting with `prefix`, by its whole label set.
+fn samples<'a>(text: &'a str, prefix: &str) -> Vec<(&'a str, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            Some((series, v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn counters_are_exported_at_zero_from_the_start() {
+    let cp = klutch_sim::SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kc = common::kubeconfig(&cp.api, dir.path());
+    // A backend that never answers in time: no poll outcome has been counted at the first scrape.
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_mode(klutch_sim::BackendMode::Hang);
+    let svc = Service::start(
+        &common::full_config(&backend.url(), ""),
+        &[("KUBECONFIG", &kc)],
+    )
+    .await;
+    let m = svc.get("/metrics").await.body;
+    let (ok, msg) = promtool_check(&m);
+    assert!(ok, "promtool check metrics: {msg}\n{m}");
+    for check in [
+        "providers",
+        "provider-configs",
+        "anynines-backend",
+        "provider-pods",
+    ] {
+        let series = format!("klutch_health_watch_restarts_total{{check=\"{check}\"}}");
+        assert_eq!(value(&m, &series), Some(0.0), "{series} in\n{m}");
+    }
+    assert!(
+        samples(
+            &m,
+            "klutch_health_watch_restarts_total{check=\"backend-status\""
+        )
+        .is_empty(),
+        "backend-status watches nothing"
+    );
+    for outcome in klutch_health::signals::backend_status::OUTCOMES {
+        let series = format!(
+            "klutch_health_upstream_requests_total{{check=\"backend-status\",outcome=\"{outcome}\"}}"
+        );
+        assert!(value(&m, &series).is_some(), "{series} in\n{m}");
+    }
+    for (path, code) in [("/readyz", 503), ("/healthz", 503), ("/livez", 200)] {
+        let series =
+            format!("klutch_health_http_requests_total{{path=\"{path}\",code=\"{code}\"}}");
+        assert!(value(&m, &series).is_some(), "{series} in\n{m}");
+    }
+}
+
+#[test]
+fn every_poll_error_has_an_outcome_exported_from_the_start() {
+    use klutch_health::signals::backend_status::{PollError, OUTCOMES};
+    use std::time::Duration;
+    let errors = [
+        PollError::Status {
+            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+            body: bytes::Bytes::new(),
+        },
+        PollError::Timeout(Duration::from_secs(1)),
+        PollError::Connect(String::new()),
+        PollError::Request(String::new()),
+        PollError::TooLarge(1),
+        PollError::Body(String::new()),
+        PollError::InvalidJson {
+            reason: String::new(),
+            body: bytes::Bytes::new(),
+        },
+        PollError::NotObject("an array"),
+    ];
+    for e in &errors {
+        assert!(OUTCOMES.contains(&e.outcome()), "{e:?}: {}", e.outcome());
+    }
+}
+
+#[tokio::test]
+async fn endpoint_up_of_readyz_is_0_while_shutting_down() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    let mut svc = Service::start(
+        &backend_config(&backend.url(), ""),
+        &[("KLUTCH_HEALTH_SERVER__SHUTDOWN_DELAY", "10s")],
+    )
+    .await;
+    let up = |m: &str, endpoint: &str| {
+        value(
+            m,
+            &format!("klutch_health_endpoint_up{{endpoint=\"{endpoint}\"}}"),
+        )
+    };
+    svc.wait_for("/metrics", "readyz up", |r| {
+        up(&r.body, "readyz") == Some(1.0)
+    })
+    .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &svc.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let polls = |m: &str| {
+        value(
+            m,
+            "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let m = svc
+        .wait_for("/metrics", "readyz down", |r| {
+            up(&r.body, "readyz") == Some(0.0)
+        })
+        .await
+        .body;
+    // Later evaluations (the backend is polled every 100 ms) do not bring it back.
+    let seen = polls(&m);
+    let m = svc
+        .wait_for("/metrics", "two more polls", |r| {
+            polls(&r.body) >= seen + 2.0
+        })
+        .await
+        .body;
+    assert_eq!(up(&m, "readyz"), Some(0.0), "{m}");
+    // /healthz keeps answering its verdict while shutting down, and its gauge says so.
+    assert_eq!(up(&m, "healthz"), Some(1.0), "{m}");
+    assert_eq!(svc.get("/healthz").await.status, 200);
+    assert_eq!(svc.get("/readyz").await.status, 503);
+    assert_eq!(svc.wait_exit().await, Some(0));
+}

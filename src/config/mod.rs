@@ -95,6 +95,11 @@ pub struct Server {
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// The listener for anyone (Ingress, load balancers, uptime monitors): health paths only, reasons withheld.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_listen: Option<SocketAddr>,
+    /// The public listener's own limit, so that a public flood never takes kubelet's slots.
+    pub public_max_connections: usize,
     #[serde(deserialize_with = "text::deserialize")]
     pub service_id: String,
     #[serde(deserialize_with = "text::deserialize")]
@@ -110,6 +115,8 @@ impl Default for Server {
             shutdown_delay: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            public_listen: None,
+            public_max_connections: 256,
             service_id: "klutch-health".into(),
             description: "Klutch control plane".into(),
         }

@@ -6,6 +6,21 @@ use super::{one_line, Details};
 use crate::report::{Endpoint, Selection, Status};
 
 pub(crate) fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
+    lines(endpoint, selection, details, true)
+}
+
+/// The non-verbose answer of a failing endpoint: the lines of the items that do not pass and the verdict,
+/// never a passing or excluded item's `ok` line, so that a monitor looking for `ok` never sees green.
+pub(crate) fn failing(endpoint: Endpoint, selection: &Selection<'_>, details: Details) -> String {
+    lines(endpoint, selection, details, false)
+}
+
+fn lines(
+    endpoint: Endpoint,
+    selection: &Selection<'_>,
+    details: Details,
+    with_passing: bool,
+) -> String {
     let mut out = String::new();
     for c in &selection.items {
         let name = one_line(&c.name);
@@ -14,10 +29,11 @@ pub(crate) fn verbose(endpoint: Endpoint, selection: &Selection<'_>, details: De
             Status::Warn | Status::Unknown => {
                 writeln!(out, "[+]{name} warn: {}", details.counted(c))
             }
-            Status::Pass => writeln!(out, "[+]{name} ok"),
+            Status::Pass if with_passing => writeln!(out, "[+]{name} ok"),
+            Status::Pass => Ok(()),
         };
     }
-    for c in &selection.excluded {
+    for c in selection.excluded.iter().filter(|_| with_passing) {
         let _ = writeln!(out, "[+]{} excluded: ok", one_line(&c.name));
     }
     if !selection.unmatched.is_empty() {

@@ -81,6 +81,7 @@ impl CheckType for BackendStatus {
     }
 
     fn start(&self, run: Run<'_>) {
+        run.metrics.upstream_from_zero(run.check, &OUTCOMES);
         let poller = Poller::new(
             run.check,
             self.clone(),
@@ -123,6 +124,17 @@ pub enum PollError {
     #[error("body is JSON but not an object ({0}); expected {{\"PROVIDERCONFIG\": \"ok\", …}}")]
     NotObject(&'static str),
 }
+
+/// Every `outcome` label a poll can have, exported at 0 from the start so that `increase()` sees the first one.
+pub const OUTCOMES: [&str; 7] = [
+    "success",
+    "http_error",
+    "timeout",
+    "connect_error",
+    "transport_error",
+    "too_large",
+    "invalid_body",
+];
 
 impl PollError {
     /// The `outcome` label of `klutch_health_upstream_requests_total`.
@@ -380,7 +392,7 @@ impl Poller {
             }
         };
         let outcome = match &result {
-            Ok(_) => "success",
+            Ok(_) => OUTCOMES[0],
             Err(e) => e.outcome(),
         };
         self.metrics

@@ -115,6 +115,18 @@ impl Service {
         }
     }
 
+    /// The address of the public listener (`server.public_listen`), from its `listening` log line.
+    pub async fn public_addr(&self) -> SocketAddr {
+        eventually("klutch-health to log its public listener", async || {
+            self.logs().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "listening" && v["key"] == "server.public_listen")
+                    .then(|| v["address"].as_str()?.parse().ok())?
+            })
+        })
+        .await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -221,6 +233,12 @@ pub fn full_config(backend_url: &str, extra: &str) -> String {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
         .expect("config.toml");
     let mut doc: toml::Table = shipped.parse().expect("shipped config is TOML");
+    // The shipped public port would collide between tests: a free one instead, found by `public_addr`.
+    if let Some(server) = doc.get_mut("server").and_then(toml::Value::as_table_mut) {
+        if server.contains_key("public_listen") {
+            server.insert("public_listen".into(), "127.0.0.1:0".into());
+        }
+    }
     if let Some(checks) = doc.get_mut("check").and_then(toml::Value::as_array_mut) {
         for check in checks.iter_mut().filter_map(toml::Value::as_table_mut) {
             if check.get("type").and_then(toml::Value::as_str) == Some("backend-status") {
