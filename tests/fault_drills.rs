@@ -20,7 +20,15 @@ async fn healthy_service(extra: &str) -> (FakeBackend, Service) {
 
 #[tokio::test]
 async fn a_100_mib_body_is_refused_without_being_read() {
-    let (backend, svc) = healthy_service("").await;
+    // A generous poll timeout: on a loaded machine the first MiB may take longer than the usual 500ms, and
+    // this test is about the size bound, not the timeout.
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("postgresql-service-broker", "ok");
+    let config =
+        backend_config(&backend.url(), "").replace("timeout = \"500ms\"", "timeout = \"10s\"");
+    let svc = Service::start(&config, &[]).await;
+    svc.wait_for("/readyz", "passing", |r| r.status == 200)
+        .await;
     backend.set_mode(BackendMode::Huge(100 * 1024 * 1024));
     let r = svc
         .wait_for("/readyz?verbose", "the huge body", |r| {
