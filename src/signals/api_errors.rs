@@ -55,6 +55,12 @@ pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
         watcher::Error::WatchError(status) => {
             answer(verb, status, on, " (an ERROR event on the open watch)")
         }
+        // kube's "ServiceError: " says nothing: the client stack's own error does.
+        watcher::Error::InitialListFailed(kube::Error::Service(e))
+        | watcher::Error::WatchStartFailed(kube::Error::Service(e))
+        | watcher::Error::WatchFailed(kube::Error::Service(e)) => {
+            format!("{} on {} failed: {}", verb.name(), on.qualified, error_chain(&**e))
+        }
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => {
