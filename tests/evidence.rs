@@ -268,3 +268,32 @@ async fn a_kubeconfig_that_appears_after_start_is_picked_up() {
     })
     .await;
 }
+
+#[test]
+fn liveness_and_memory_keys_are_validated_per_cluster() {
+    let check = common::backend_config("http://127.0.0.1:1/backend-health", "");
+    for (table, key) in [
+        (
+            "[kubernetes]\nprobe_interval = \"0s\"\n",
+            "kubernetes.probe_interval: must be more than 0s",
+        ),
+        (
+            "[clusters.app]\nkubeconfig = \"/x\"\nmax_objects = 0\n",
+            "clusters.app.max_objects: must be at least 1",
+        ),
+        (
+            "[kubernetes]\nmax_body = 10\n",
+            "kubernetes.max_body: must be at least 4096 bytes",
+        ),
+    ] {
+        let e = klutch_health::config::Config::from_toml(&format!("{table}{check}"))
+            .expect_err(key)
+            .to_string();
+        assert!(e.contains(key), "{e}");
+    }
+    let ok = klutch_health::config::Config::from_toml(&format!(
+        "[kubernetes]\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"\nmax_objects = 5\nmax_body = 4096\n{check}"
+    ))
+    .expect("valid");
+    assert_eq!(ok.kubernetes.max_objects, 5);
+}
