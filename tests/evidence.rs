@@ -262,6 +262,15 @@ async fn a_kubeconfig_that_appears_after_start_is_picked_up() {
         })
         .await;
     assert_eq!(r.status, 503);
+    // Long enough for the watches' backoff to grow past the test's deadline were it not for the probe.
+    svc.wait_for("/metrics", "several failed lists", |r| {
+        r.body.lines().any(|l| {
+            l.strip_prefix("klutch_health_watch_restarts_total{check=\"providers\"} ")
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= 6.0)
+        })
+    })
+    .await;
     cp.api.write_kubeconfig(&later).expect("write the kubeconfig");
     eventually("the sync, without a restart", async || {
         (svc.get("/readyz").await.status == 200).then_some(())

@@ -100,7 +100,8 @@ struct Probe {
     cluster: Arc<str>,
 }
 
-/// Probes while the cluster is quiet: at most one request per `every`, none while answers keep arriving.
+/// Probes once at start, then while the cluster is quiet: at most one request per `every`, none while
+/// answers keep arriving.
 async fn probe(
     client: Client,
     evidence: Arc<Evidence>,
@@ -112,8 +113,12 @@ async fn probe(
         if tx.is_closed() {
             return;
         }
-        let quiet_from = evidence.last().max(last_probe.unwrap_or(evidence.last()));
-        let due = quiet_from + probe.every;
+        // The first probe goes out at once: a cluster that cannot be used (a kubeconfig not there yet) is
+        // then known to be down, and its return restarts the watches within one interval.
+        let due = match last_probe {
+            None => Instant::now(),
+            Some(at) => evidence.last().max(at) + probe.every,
+        };
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
             continue;
