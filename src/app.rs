@@ -144,7 +144,10 @@ impl Signals {
                 tracing::error!(error = %e, "cannot listen for SIGINT");
                 std::future::pending::<()>().await;
             }
-            Received { name: "SIGINT", number: 2 }
+            Received {
+                name: "SIGINT",
+                number: 2,
+            }
         }
     }
 }

@@ -347,7 +347,11 @@ impl Config {
                 .map_err(at)?;
         }
         for (prefix, cluster) in std::iter::once(("kubernetes".to_string(), &self.kubernetes))
-            .chain(self.clusters.iter().map(|(n, c)| (format!("clusters.{n}"), c)))
+            .chain(
+                self.clusters
+                    .iter()
+                    .map(|(n, c)| (format!("clusters.{n}"), c)),
+            )
         {
             cluster
                 .validate()

@@ -148,7 +148,11 @@ impl<B> Bounded<B> {
         TooLarge {
             request: self.request.clone(),
             limit: self.layer.max_body,
-            per: if self.per_line { " per watch event" } else { "" },
+            per: if self.per_line {
+                " per watch event"
+            } else {
+                ""
+            },
             section: self.layer.section.clone(),
         }
     }
@@ -197,7 +201,11 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    fn bounded(per_line: bool, max_body: u64, chunks: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = BoxError> {
+    fn bounded(
+        per_line: bool,
+        max_body: u64,
+        chunks: &[&'static [u8]],
+    ) -> impl Body<Data = Bytes, Error = BoxError> {
         let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = chunks
             .iter()
             .map(|c| Ok(Frame::data(Bytes::from_static(c))))
@@ -224,7 +232,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_whole_body_is_bounded() {
-        assert_eq!(read(bounded(false, 10, &[b"12345", b"67890"])).await, Ok(10));
+        assert_eq!(
+            read(bounded(false, 10, &[b"12345", b"67890"])).await,
+            Ok(10)
+        );
         let e = read(bounded(false, 10, &[b"12345", b"678\n90", b"1"]))
             .await
             .expect_err("11 bytes");
@@ -240,9 +251,13 @@ mod tests {
             .chain([&b":2}\n{\"c\":3}\n{\"d\":4}\n{\"e\":5}\n"[..]])
             .collect();
         assert!(read(bounded(true, 12, &many)).await.is_ok());
-        let e = read(bounded(true, 12, &[b"{\"a\":1}\n{\"b\":", b"\"0123456789\"}\n"]))
-            .await
-            .expect_err("the second event is too long");
+        let e = read(bounded(
+            true,
+            12,
+            &[b"{\"a\":1}\n{\"b\":", b"\"0123456789\"}\n"],
+        ))
+        .await
+        .expect_err("the second event is too long");
         assert!(e.ends_with("(12 bytes per watch event); raise max_body of [kubernetes] if objects that large are expected"), "{e}");
     }
 

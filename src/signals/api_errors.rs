@@ -59,12 +59,22 @@ pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
         watcher::Error::InitialListFailed(kube::Error::Service(e))
         | watcher::Error::WatchStartFailed(kube::Error::Service(e))
         | watcher::Error::WatchFailed(kube::Error::Service(e)) => {
-            format!("{} on {} failed: {}", verb.name(), on.qualified, error_chain(&**e))
+            format!(
+                "{} on {} failed: {}",
+                verb.name(),
+                on.qualified,
+                error_chain(&**e)
+            )
         }
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => {
-            format!("{} on {} failed: {}", verb.name(), on.qualified, error_chain(e))
+            format!(
+                "{} on {} failed: {}",
+                verb.name(),
+                on.qualified,
+                error_chain(e)
+            )
         }
         watcher::Error::NoResourceVersion => format!(
             "list on {} failed: the answer has no metadata.resourceVersion",
@@ -173,7 +183,9 @@ mod tests {
             "{m}"
         );
         let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(
-            403, "Forbidden", "",
+            403,
+            "Forbidden",
+            "",
         ))));
         assert_eq!(describe(&e, &pods), "list on pods forbidden: grant the verb \"list\" on \"pods\" in the core API group in namespace crossplane-system (a Role) to klutch-health's service account on cluster app");
     }

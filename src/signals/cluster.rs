@@ -102,12 +102,7 @@ struct Probe {
 
 /// Probes once at start, then while the cluster is quiet: at most one request per `every`, none while
 /// answers keep arriving.
-async fn probe(
-    client: Client,
-    evidence: Arc<Evidence>,
-    probe: Probe,
-    tx: channel::Sender<Health>,
-) {
+async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channel::Sender<Health>) {
     let mut last_probe: Option<Instant> = None;
     loop {
         if tx.is_closed() {
@@ -243,7 +238,10 @@ impl Service<Request<Body>> for Deferred {
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
         std::task::Poll::Ready(Ok(()))
     }
 

@@ -288,12 +288,11 @@ impl Watches {
                 if let Some(l) = &target.labels {
                     config = config.labels(l);
                 }
-                let (health, settings) =
-                    match self.connections.get(&target.cluster) {
-                        Some(c) => (c.health.clone(), c.settings.clone()),
-                        // A client made elsewhere (tests): no liveness to follow.
-                        None => (channel::channel(Health::default()).1, Cluster::default()),
-                    };
+                let (health, settings) = match self.connections.get(&target.cluster) {
+                    Some(c) => (c.health.clone(), c.settings.clone()),
+                    // A client made elsewhere (tests): no liveness to follow.
+                    None => (channel::channel(Health::default()).1, Cluster::default()),
+                };
                 let described = Described {
                     qualified: resource.clone(),
                     plural: plural.to_string(),
@@ -415,7 +414,10 @@ where
         let mut errors = LogLimiter::default();
         let mut recoveries = self.health.borrow_and_update().recoveries;
         loop {
-            if let Ended::Restart = self.attempt(&mut backoff, &mut errors, &mut recoveries).await {
+            if let Ended::Restart = self
+                .attempt(&mut backoff, &mut errors, &mut recoveries)
+                .await
+            {
                 continue;
             }
             let delay = backoff.failed();

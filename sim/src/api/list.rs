@@ -134,7 +134,13 @@ impl FakeApi {
             let matches = q.matcher(target.namespace);
             return self.watch(store, resource, &rt, &q, matches);
         }
-        if self.inner.faults.borrow().list_forbidden.contains(&rt.plural) {
+        if self
+            .inner
+            .faults
+            .borrow()
+            .list_forbidden
+            .contains(&rt.plural)
+        {
             return forbidden(&rt, target.namespace, "list");
         }
         if self.inner.faults.borrow().endless.contains(&rt.plural) {
