@@ -362,6 +362,12 @@ where
     section: String,
 }
 
+/// Why an attempt failed: the message, and whether only the WATCH failed after its LIST worked.
+struct Failure {
+    message: String,
+    watch_only: bool,
+}
+
 /// How one attempt (a list, then a watch) ended.
 enum Ended {
     Failed,
@@ -453,23 +459,26 @@ where
                 event = stream.next() => {
                     let outcome = match event {
                         Some(Ok(event)) => self.apply(event, &mut arrived),
-                        Some(Err(e)) => {
-                            let message = api_errors::describe(&e, &self.resource);
-                            Err((message, listed.is_some() && api_errors::verb(&e) == Verb::Watch))
-                        }
-                        None => Err(("the watch stream ended".to_string(), false)),
+                        Some(Err(e)) => Err(Failure {
+                            message: api_errors::describe(&e, &self.resource),
+                            watch_only: listed.is_some() && api_errors::verb(&e) == Verb::Watch,
+                        }),
+                        None => Err(Failure {
+                            message: "the watch stream ended".to_string(),
+                            watch_only: false,
+                        }),
                     };
                     match outcome {
-                        Ok(Some(Event::InitDone)) => {
+                        Ok(Event::InitDone) => {
                             listed = Some(tokio::time::Instant::now());
                         }
-                        Ok(Some(Event::Apply(_) | Event::Delete(_))) if listed.is_some() => {
+                        Ok(Event::Apply(_) | Event::Delete(_)) if listed.is_some() => {
                             listed = None;
                             self.held(backoff, errors);
                         }
                         Ok(_) => {}
-                        Err((message, watch_only)) => {
-                            self.failed(message, watch_only, backoff, errors);
+                        Err(failure) => {
+                            self.failed(failure, backoff, errors);
                             // Drops what a failed list had buffered.
                             self.writer.apply_watcher_event(&Event::Init);
                             return Ended::Failed;
@@ -494,11 +503,7 @@ where
 
     /// Stores one event and updates the state; `Err` when the watch must fail (too many objects). Returns
     /// the event's kind for the caller's bookkeeping.
-    fn apply(
-        &mut self,
-        event: Event<K>,
-        arrived: &mut usize,
-    ) -> Result<Option<Event<()>>, (String, bool)> {
+    fn apply(&mut self, event: Event<K>, arrived: &mut usize) -> Result<Event<()>, Failure> {
         let event = event.modify(|obj| {
             let meta = obj.meta_mut();
             meta.managed_fields = None;
@@ -513,15 +518,15 @@ where
         self.writer.apply_watcher_event(&event);
         let held = self.writer.as_reader().len();
         if *arrived > self.max_objects || held > self.max_objects {
-            return Err((
-                format!(
+            return Err(Failure {
+                message: format!(
                     "more than {} objects in {} (max_objects of {}; raise it if the cluster really holds that many)",
                     self.max_objects, self.watch.what, self.section
                 ),
-                false,
-            ));
+                watch_only: false,
+            });
         }
-        Ok(Some(match event {
+        Ok(match event {
             Event::InitDone => {
                 if self.tx.borrow().broken.is_some() {
                     tracing::info!(watch = %self.watch.what, "watch works again");
@@ -543,7 +548,7 @@ where
             }
             Event::Init => Event::Init,
             Event::InitApply(_) => Event::InitApply(()),
-        }))
+        })
     }
 
     /// The watch held: the backoff and the error log start over, and a warning about relisting ends.
@@ -572,13 +577,11 @@ where
         });
     }
 
-    fn failed(
-        &mut self,
-        error: String,
-        watch_only: bool,
-        backoff: &Backoff,
-        errors: &mut LogLimiter,
-    ) {
+    fn failed(&mut self, failure: Failure, backoff: &Backoff, errors: &mut LogLimiter) {
+        let Failure {
+            message: error,
+            watch_only,
+        } = failure;
         if let Some(left_out) = errors.allow() {
             tracing::warn!(watch = %self.watch.what, %error, retry_in = ?backoff.next, left_out, "watch failed; relisting");
         }
