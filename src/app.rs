@@ -111,31 +111,79 @@ fn listen(addr: SocketAddr, key: &'static str) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT. A second one exits at once, without waiting for the drain: an
+/// operator who presses Ctrl-C twice, or sends SIGTERM again, means it.
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+    let mut signals = Signals::new();
+    let first = signals.next().await;
+    tracing::info!("received {}", first.name);
+    tokio::spawn(async move {
+        let second = signals.next().await;
+        tracing::warn!("received {} during shutdown: exiting at once", second.name);
+        std::process::exit(128 + second.number);
+    });
+}
+
+/// A termination signal, with the number a shell reports for it (exit code 128 + number).
+struct Received {
+    name: &'static str,
+    number: i32,
+}
+
+/// SIGTERM and SIGINT, each listened for once for the whole shutdown, so that the second one is not lost.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            Signals {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                int: listen(SignalKind::interrupt(), "SIGINT"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) -> Received {
+        #[cfg(unix)]
+        {
+            async fn on(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = on(&mut self.term) => Received { name: "SIGTERM", number: 15 },
+                _ = on(&mut self.int) => Received { name: "SIGINT", number: 2 },
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for SIGINT");
                 std::future::pending::<()>().await;
             }
+            Received {
+                name: "SIGINT",
+                number: 2,
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("received SIGINT"),
-        _ = term => tracing::info!("received SIGTERM"),
     }
 }
 

@@ -184,6 +184,8 @@ async fn api_down_for_a_long_while_keeps_retrying_and_recovers() {
         &[
             ("KUBECONFIG", &kc),
             ("KLUTCH_HEALTH_KUBERNETES__STALE_AFTER", "500ms"),
+            // The probe finds the API back and restarts every watch at once, whatever their backoff.
+            ("KLUTCH_HEALTH_KUBERNETES__PROBE_INTERVAL", "200ms"),
         ],
     )
     .await;
@@ -208,11 +210,13 @@ async fn api_down_for_a_long_while_keeps_retrying_and_recovers() {
     cp.set_deployment_available("bind", "anynines-backend", false);
     let before = cp.api.request_count();
     cp.api.set_down(false);
-    // Every watch recovers (each at the end of its own backoff, so not all at once).
+    // Every watch is back (none still sleeping in its backoff, which can be far longer than this test's
+    // deadline), and the change made while down is seen.
     svc.wait_for("/readyz?verbose", "the change made while down", |r| {
         r.body
             .contains("[-]anynines-backend/anynines-backend failed: Available is \"False\"")
             && !r.body.contains("broken since")
+            && !r.body.contains("silent since")
     })
     .await;
     assert!(cp.api.request_count() > before, "it relisted");

@@ -55,6 +55,7 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /api/watch/forbidden | /api/watch/error | /api/watch/ok     watches fail (403, ERROR event); LIST works
   /api/watch/PLURAL/forbidden | …/error | …/ok                the same for one resource (e.g. pods)
   /api/endless/PLURAL/on | …/off    every LIST page of PLURAL (e.g. pods) continues forever
+  /api/list/PLURAL/forbidden | …/ok  LIST of PLURAL answers 403 (watches unaffected)
   /objects            apply a JSON object or an array of objects (body)
   GET /stats          request counts of both fakes
 ";
@@ -158,6 +159,9 @@ fn api_verb(cp: &SimControlPlane, rest: &[&str]) -> Outcome {
             api.set_watch_fault_for(plural, fault)
         }
         ["endless", plural, on @ ("on" | "off")] => api.set_endless_list(plural, *on == "on"),
+        ["list", plural, fault @ ("forbidden" | "ok")] => {
+            api.set_list_forbidden(plural, *fault == "forbidden")
+        }
         _ => return Unknown,
     }
     done()

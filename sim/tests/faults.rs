@@ -242,3 +242,22 @@ async fn provider_pods_in_every_noisy_state_beside_the_ready_one() {
     assert!(cp.remove_provider_pod(PodState::Evicted));
     assert!(!cp.remove_provider_pod(PodState::Evicted), "already gone");
 }
+
+#[tokio::test]
+async fn forbidden_list_is_a_403_status_while_watch_works() {
+    let cp = SimControlPlane::start().await.expect("start");
+    cp.api.set_list_forbidden("providers", true);
+    let (code, status) = get(&cp.api, PROVIDERS).await;
+    assert_eq!(code, 403);
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot list resource \"providers\" in API group \"pkg.crossplane.io\""),
+        "{message}"
+    );
+    let watch = send(&cp.api, &format!("{PROVIDERS}?watch=true")).await;
+    assert_eq!(watch.status(), 200, "watches are not affected");
+    let (code, _) = get(&cp.api, "/apis/apps/v1/namespaces/bind/deployments").await;
+    assert_eq!(code, 200, "other resources list");
+    cp.api.set_list_forbidden("providers", false);
+    assert_eq!(get(&cp.api, PROVIDERS).await.0, 200);
+}

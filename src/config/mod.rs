@@ -353,6 +353,17 @@ impl Config {
                 .validate(check.cluster.as_deref())
                 .map_err(at)?;
         }
+        for (prefix, cluster) in std::iter::once(("kubernetes".to_string(), &self.kubernetes))
+            .chain(
+                self.clusters
+                    .iter()
+                    .map(|(n, c)| (format!("clusters.{n}"), c)),
+            )
+        {
+            cluster
+                .validate()
+                .map_err(|e| key(&format!("{prefix}.{}", e.path), e.why))?;
+        }
         for (name, cluster) in &self.clusters {
             if cluster.kubeconfig.is_none() {
                 return Err(key(

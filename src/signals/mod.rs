@@ -1,7 +1,10 @@
 //! Signals watch or poll one kind of source and publish what they see as [`Observation`]s into a [`Sink`].
 //! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
 
+mod answers;
+mod api_errors;
 pub mod backend_status;
+pub(crate) mod cluster;
 pub mod cluster_bindings;
 pub mod deployments;
 pub mod packages;

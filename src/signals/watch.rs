@@ -4,7 +4,12 @@
 //!
 //! A watch that fails is restarted from a fresh list with backoff; meanwhile the store keeps the last known
 //! objects and the state records since when the watch is broken, so checks can turn their items `unknown`
-//! once that lasts longer than `stale_after`.
+//! once that lasts longer than `stale_after`. The cluster's silence ([`super::cluster`]) breaks every watch
+//! of that cluster the same way, so every check type sees it through [`WatchState`] alone.
+//!
+//! The backoff grows from 250 ms to 60 s and resets only once a watch has held (an event after its list, or
+//! open for [`HELD`]): kube-runtime's own backoff resets on any success, and a LIST that works before a WATCH
+//! that is refused would otherwise relist four times a second forever.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -16,7 +21,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::{Client, Resource};
@@ -26,8 +30,10 @@ use tokio::sync::watch as channel;
 use kube::api::{ApiResource, DynamicObject};
 use serde::{Deserialize, Serialize};
 
+use super::api_errors::{self, Resource as Described, Verb};
+use super::cluster::{section, Connection, Health};
 use super::{Expiry, Observation, Sink};
-use crate::human::error_chain;
+use crate::human::timestamp;
 use crate::metrics::Metrics;
 use crate::report::Status;
 use crate::telemetry::LogLimiter;
@@ -46,6 +52,18 @@ pub struct Cluster {
     pub context: Option<String>,
     #[serde(with = "duration")]
     pub stale_after: Duration,
+    /// A quiet cluster is asked `GET /version` after this long without any answer (at most one such
+    /// request per interval; none while watches deliver).
+    #[serde(with = "duration")]
+    pub probe_interval: Duration,
+    /// A probe unanswered this long makes the cluster silent since its last answer. Silence shows within
+    /// `probe_interval + probe_timeout` (20 s by default, inside the 30 s the SPEC allows past `stale_after`).
+    #[serde(with = "duration")]
+    pub probe_timeout: Duration,
+    /// More objects than this in one watch (counted as they arrive, LIST pages included) fail that watch.
+    pub max_objects: usize,
+    /// The largest answer read from the API server in bytes: a whole LIST page, or one watch event.
+    pub max_body: u64,
 }
 
 impl Default for Cluster {
@@ -54,9 +72,55 @@ impl Default for Cluster {
             kubeconfig: None,
             context: None,
             stale_after: Duration::from_secs(60),
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(10),
+            max_objects: MAX_OBJECTS,
+            max_body: MAX_BODY,
         }
     }
 }
+
+impl Cluster {
+    /// What serde cannot check; the key is relative to the cluster's section.
+    pub(crate) fn validate(&self) -> Result<(), crate::values::KeyError> {
+        use crate::values::KeyError;
+        for (key, value) in [
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(KeyError::new(key, "must be more than 0s"));
+            }
+        }
+        if self.max_objects == 0 {
+            return Err(KeyError::new("max_objects", "must be at least 1"));
+        }
+        if self.max_body < 4096 {
+            return Err(KeyError::new(
+                "max_body",
+                "must be at least 4096 bytes (one Kubernetes object can be larger)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Default `max_objects`, chosen with the shipped containers' memory limit (128Mi) so that this bound trips
+/// first (BENCHMARKS.md, "Memory bound"): about 11 MiB without objects, about 5.5 KiB per object buffered
+/// by a LIST that never completes, about 7 KiB per object once it is an item. Seven watches (the shipped
+/// checks and the package and ClusterBinding ones) all paging endlessly up to the bound at once need about
+/// 95 MiB; all holding 2 000 items, with one relisting, about 118 MiB.
+pub(crate) const MAX_OBJECTS: usize = 2_000;
+
+/// Default `max_body`: a LIST page of [`PAGE_SIZE`] objects of 80 KiB, or one object near etcd's 1.5 MiB.
+/// kube decodes a page whole, so this bounds the transient memory of each list request.
+pub(crate) const MAX_BODY: u64 = 8 * 1024 * 1024;
+
+/// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
+const PAGE_SIZE: u32 = 100;
+
+/// A watch open this long without failing has held: its backoff starts over.
+pub(crate) const HELD: Duration = Duration::from_secs(30);
 
 /// The default cluster and the named ones.
 #[derive(Debug, Clone, Copy)]
@@ -79,21 +143,41 @@ impl<'a> Clusters<'a> {
 pub(crate) const WATCH_ITEM: &str = "watch";
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// How a watch is doing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct WatchState {
     /// The initial list has completed at least once.
     pub synced: bool,
-    /// Since when, and why, the watch has been failing; `None` while it works.
+    /// Since when, and why, the objects are not kept current (the watch fails, or its cluster's API server
+    /// is silent); `None` while it works. A check that needs the watch live for a whole window reads this.
     pub broken: Option<Broken>,
+    /// LIST works but WATCH does not (refused, ERROR events): the objects are current as of the last
+    /// relist only. Why, for a `CHECK/watch` warning; `None` once a watch holds.
+    pub not_watching: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Broken {
     pub since: Timestamp,
     pub error: String,
+    /// The whole cluster is silent: `error` says so and names the cluster.
+    pub cluster: bool,
+}
+
+impl Broken {
+    /// What items say once the watch has been broken longer than `stale_after`.
+    pub(crate) fn message(&self, what: &str) -> String {
+        if self.cluster {
+            return self.error.clone();
+        }
+        format!(
+            "watch of {what} broken since {}: {}",
+            timestamp(self.since),
+            self.error
+        )
+    }
 }
 
 /// One shared watch, as a check sees it.
@@ -126,7 +210,7 @@ where
 /// Starts watches on demand and hands out the existing one when the same resource is asked for again.
 #[derive(Default)]
 pub(crate) struct Watches {
-    clients: HashMap<Option<String>, Result<Client, Arc<ClientError>>>,
+    connections: HashMap<Option<String>, Connection>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
     started: HashMap<(TypeId, String), Box<dyn Any + Send>>,
 }
@@ -143,21 +227,24 @@ pub(crate) struct Target<K: Resource> {
 }
 
 impl Watches {
-    /// The client of a cluster (`None`: the default one), created once; `Err` says why it cannot be used.
+    /// The client of a cluster (`None`: the default one), connected once. A cluster whose kubeconfig cannot
+    /// be read yet still gets its client: its requests fail with the reason until it can.
     pub(crate) async fn client(
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
     ) -> Result<Client, Arc<ClientError>> {
         let key = cluster.map(str::to_string);
-        if !self.clients.contains_key(&key) {
-            let client = make_client(clusters, cluster).await.map_err(Arc::new);
-            if let Err(e) = &client {
-                tracing::error!(cluster = cluster.unwrap_or("default"), error = %e, "cannot use cluster");
-            }
-            self.clients.insert(key.clone(), client);
+        if let Some(c) = self.connections.get(&key) {
+            return Ok(c.client.clone());
         }
-        self.clients[&key].clone()
+        let settings = clusters
+            .get(cluster)
+            .ok_or_else(|| Arc::new(ClientError(cluster.unwrap_or_default().to_string())))?;
+        let connection = Connection::open(cluster, settings);
+        let client = connection.client.clone();
+        self.connections.insert(key, connection);
+        Ok(client)
     }
 
     /// The shared watch of `target`, started on first use. `check` subscribes to its restart counter.
@@ -197,10 +284,22 @@ impl Watches {
         {
             Some(existing) => existing.clone(),
             None => {
-                let mut config = watcher::Config::default();
+                let mut config = watcher::Config::default().page_size(PAGE_SIZE);
                 if let Some(l) = &target.labels {
                     config = config.labels(l);
                 }
+                let (health, settings) = match self.connections.get(&target.cluster) {
+                    Some(c) => (c.health.clone(), c.settings.clone()),
+                    // A client made elsewhere (tests): no liveness to follow.
+                    None => (channel::channel(Health::default()).1, Cluster::default()),
+                };
+                let described = Described {
+                    qualified: resource.clone(),
+                    plural: plural.to_string(),
+                    group: group.to_string(),
+                    namespace: target.namespace.clone(),
+                    cluster: target.cluster.as_deref().unwrap_or("default").to_string(),
+                };
                 let writer = Writer::new(target.dyntype.clone());
                 let (tx, state) = channel::channel(WatchState::default());
                 let watch = Watch {
@@ -209,15 +308,22 @@ impl Watches {
                     what: what.as_str().into(),
                     subscribers: Arc::default(),
                 };
-                tokio::spawn(run(
-                    target.api,
-                    config,
-                    target.strip,
-                    writer,
-                    tx,
-                    watch.clone(),
-                    metrics.clone(),
-                ));
+                tokio::spawn(
+                    Runner {
+                        api: target.api,
+                        config,
+                        strip: target.strip,
+                        writer,
+                        tx,
+                        watch: watch.clone(),
+                        metrics: metrics.clone(),
+                        health,
+                        resource: described,
+                        max_objects: settings.max_objects,
+                        section: section(target.cluster.as_deref()),
+                    }
+                    .run(),
+                );
                 self.started.insert(key, Box::new(watch.clone()));
                 watch
             }
@@ -231,134 +337,277 @@ impl Watches {
     }
 }
 
-/// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's
-/// top-level errors alone say little.
+/// A check names a cluster that is not declared (configuration validation refuses that first).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
-    #[error("cluster {0:?} is not declared")]
-    Undeclared(String),
-    #[error("cannot read kubeconfig {}: {}", .path.display(), error_chain(.source))]
-    ReadKubeconfig {
-        path: std::path::PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("kubeconfig {}: {}", .path.display(), error_chain(.source))]
-    Kubeconfig {
-        path: std::path::PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("kubeconfig: {}", error_chain(.0))]
-    DefaultKubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("no in-cluster service account and no usable kubeconfig ({}); set KUBECONFIG or [kubernetes] kubeconfig", error_chain(.0))]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("cannot create a Kubernetes client: {}", error_chain(.0))]
-    Client(#[source] kube::Error),
-}
+#[error("cluster {0:?} is not declared")]
+pub(crate) struct ClientError(String);
 
-async fn make_client(
-    clusters: &Clusters<'_>,
-    cluster: Option<&str>,
-) -> Result<Client, ClientError> {
-    let settings = clusters
-        .get(cluster)
-        .ok_or_else(|| ClientError::Undeclared(cluster.unwrap_or_default().to_string()))?;
-    let options = KubeConfigOptions {
-        context: settings.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let kube_config = match &settings.kubeconfig {
-        Some(path) => {
-            let file =
-                Kubeconfig::read_from(path).map_err(|source| ClientError::ReadKubeconfig {
-                    path: path.clone(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .map_err(|source| ClientError::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                })?
-        }
-        None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(ClientError::DefaultKubeconfig)?,
-        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
-    };
-    Client::try_from(kube_config).map_err(ClientError::Client)
-}
-
-/// Runs one watch forever: list, watch, and on any error start again from a fresh list after a backoff.
-async fn run<K>(
+/// One watch's task: list, watch, and on any error start again from a fresh list after a backoff.
+struct Runner<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
     api: Api<K>,
     config: watcher::Config,
     strip: fn(&mut K),
-    mut writer: Writer<K>,
+    writer: Writer<K>,
     tx: channel::Sender<WatchState>,
     watch: Watch<K>,
     metrics: Arc<Metrics>,
-) where
+    health: channel::Receiver<Health>,
+    resource: Described,
+    max_objects: usize,
+    /// `[kubernetes]` or `[clusters.NAME]`, for messages naming a key.
+    section: String,
+}
+
+/// Why an attempt failed: the message, and whether only the WATCH failed after its LIST worked.
+struct Failure {
+    message: String,
+    watch_only: bool,
+}
+
+/// How one attempt (a list, then a watch) ended.
+enum Ended {
+    Failed,
+    /// The cluster answers again after a silence: start over at once.
+    Restart,
+}
+
+/// Exponential backoff that starts over only when told that a watch held.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt after a failure.
+    fn failed(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        delay
+    }
+
+    fn held(&mut self) {
+        self.next = BACKOFF_START;
+    }
+}
+
+/// The next health of the cluster; never resolves when nobody reports it any more.
+async fn next_health(health: &mut channel::Receiver<Health>) -> Health {
+    if health.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    health.borrow_and_update().clone()
+}
+
+impl<K> Runner<K>
+where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    let mut backoff = BACKOFF_START;
-    let mut errors = LogLimiter::default();
-    loop {
-        let mut stream = std::pin::pin!(watcher(api.clone(), config.clone()));
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    let event = event.modify(|obj| {
-                        // First, so that a check can keep the one managedFields fact it reads.
-                        strip(obj);
-                        let meta = obj.meta_mut();
-                        meta.managed_fields = None;
-                        meta.annotations = None;
-                    });
-                    writer.apply_watcher_event(&event);
-                    match event {
-                        Event::InitDone => {
-                            backoff = BACKOFF_START;
-                            if tx.borrow().broken.is_some() {
-                                tracing::info!(watch = %watch.what, "watch works again");
-                            }
-                            errors = LogLimiter::default();
-                            tx.send_replace(WatchState {
-                                synced: true,
-                                broken: None,
-                            });
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        let mut errors = LogLimiter::default();
+        let mut recoveries = self.health.borrow_and_update().recoveries;
+        loop {
+            if let Ended::Restart = self
+                .attempt(&mut backoff, &mut errors, &mut recoveries)
+                .await
+            {
+                continue;
+            }
+            let delay = backoff.failed();
+            let until = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    health = next_health(&mut self.health) => {
+                        if health.recoveries != recoveries {
+                            recoveries = health.recoveries;
+                            break;
                         }
-                        Event::Apply(_) | Event::Delete(_) => {
-                            tx.send_modify(|s| s.broken = None);
-                        }
-                        Event::Init | Event::InitApply(_) => {}
+                        self.silent(&health);
                     }
-                }
-                Err(e) => {
-                    let error = error_chain(&e);
-                    if let Some(left_out) = errors.allow() {
-                        tracing::warn!(watch = %watch.what, %error, retry_in = ?backoff, left_out, "watch failed; relisting");
-                    }
-                    for check in watch
-                        .subscribers
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .iter()
-                    {
-                        metrics.watch_restart(check);
-                    }
-                    tx.send_modify(|s| {
-                        let since = s.broken.as_ref().map_or_else(Timestamp::now, |b| b.since);
-                        s.broken = Some(Broken { since, error });
-                    });
-                    break;
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+
+    async fn attempt(
+        &mut self,
+        backoff: &mut Backoff,
+        errors: &mut LogLimiter,
+        recoveries: &mut u64,
+    ) -> Ended {
+        let mut stream = std::pin::pin!(watcher(self.api.clone(), self.config.clone()));
+        // When this attempt's list completed, until the watch has held.
+        let mut listed: Option<tokio::time::Instant> = None;
+        let mut arrived = 0usize;
+        loop {
+            let hold = listed.map(|at| at + HELD);
+            tokio::select! {
+                event = stream.next() => {
+                    let outcome = match event {
+                        Some(Ok(event)) => self.apply(event, &mut arrived),
+                        Some(Err(e)) => Err(Failure {
+                            message: api_errors::describe(&e, &self.resource),
+                            watch_only: listed.is_some() && api_errors::verb(&e) == Verb::Watch,
+                        }),
+                        None => Err(Failure {
+                            message: "the watch stream ended".to_string(),
+                            watch_only: false,
+                        }),
+                    };
+                    match outcome {
+                        Ok(Event::InitDone) => {
+                            listed = Some(tokio::time::Instant::now());
+                        }
+                        Ok(Event::Apply(_) | Event::Delete(_)) if listed.is_some() => {
+                            listed = None;
+                            self.held(backoff, errors);
+                        }
+                        Ok(_) => {}
+                        Err(failure) => {
+                            self.failed(failure, backoff, errors);
+                            // Drops what a failed list had buffered.
+                            self.writer.apply_watcher_event(&Event::Init);
+                            return Ended::Failed;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {
+                    listed = None;
+                    self.held(backoff, errors);
+                }
+                health = next_health(&mut self.health) => {
+                    if health.recoveries != *recoveries {
+                        *recoveries = health.recoveries;
+                        self.writer.apply_watcher_event(&Event::Init);
+                        return Ended::Restart;
+                    }
+                    self.silent(&health);
+                }
+            }
+        }
+    }
+
+    /// Stores one event and updates the state; `Err` when the watch must fail (too many objects). Returns
+    /// the event's kind for the caller's bookkeeping.
+    fn apply(&mut self, event: Event<K>, arrived: &mut usize) -> Result<Event<()>, Failure> {
+        let event = event.modify(|obj| {
+            // First, so that a check can keep the one managedFields fact it reads.
+            (self.strip)(obj);
+            let meta = obj.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+        });
+        match &event {
+            Event::Init => *arrived = 0,
+            Event::InitApply(_) => *arrived += 1,
+            _ => {}
+        }
+        self.writer.apply_watcher_event(&event);
+        let held = self.writer.as_reader().len();
+        if *arrived > self.max_objects || held > self.max_objects {
+            return Err(Failure {
+                message: format!(
+                    "more than {} objects in {} (max_objects of {}; raise it if the cluster really holds that many)",
+                    self.max_objects, self.watch.what, self.section
+                ),
+                watch_only: false,
+            });
+        }
+        Ok(match event {
+            Event::InitDone => {
+                if self.tx.borrow().broken.is_some() {
+                    tracing::info!(watch = %self.watch.what, "watch works again");
+                }
+                self.tx.send_modify(|s| {
+                    s.synced = true;
+                    s.broken = None;
+                });
+                Event::InitDone
+            }
+            // Every change notifies: the checks re-read the store when the state channel changes.
+            Event::Apply(_) => {
+                self.tx.send_modify(|s| s.broken = None);
+                Event::Apply(())
+            }
+            Event::Delete(_) => {
+                self.tx.send_modify(|s| s.broken = None);
+                Event::Delete(())
+            }
+            Event::Init => Event::Init,
+            Event::InitApply(_) => Event::InitApply(()),
+        })
+    }
+
+    /// The watch held: the backoff and the error log start over, and a warning about relisting ends.
+    fn held(&mut self, backoff: &mut Backoff, errors: &mut LogLimiter) {
+        backoff.held();
+        *errors = LogLimiter::default();
+        if self.tx.borrow().not_watching.is_some() {
+            tracing::info!(watch = %self.watch.what, "watch holds again");
+            self.tx.send_modify(|s| s.not_watching = None);
+        }
+    }
+
+    /// A silent cluster breaks this watch since the cluster's last answer (unless it is broken already).
+    fn silent(&mut self, health: &Health) {
+        let Some(down) = &health.down else { return };
+        self.tx.send_if_modified(|s| match &s.broken {
+            Some(b) if !b.cluster || b.error == down.message => false,
+            _ => {
+                s.broken = Some(Broken {
+                    since: down.since,
+                    error: down.message.clone(),
+                    cluster: true,
+                });
+                true
+            }
+        });
+    }
+
+    fn failed(&mut self, failure: Failure, backoff: &Backoff, errors: &mut LogLimiter) {
+        let Failure {
+            message: error,
+            watch_only,
+        } = failure;
+        if let Some(left_out) = errors.allow() {
+            tracing::warn!(watch = %self.watch.what, %error, retry_in = ?backoff.next, left_out, "watch failed; relisting");
+        }
+        for check in self
+            .watch
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            self.metrics.watch_restart(check);
+        }
+        if watch_only {
+            // LIST works: the objects stay as current as the relists make them.
+            self.tx.send_modify(|s| s.not_watching = Some(error));
+            return;
+        }
+        self.tx.send_modify(|s| {
+            let since = s.broken.as_ref().map_or_else(Timestamp::now, |b| b.since);
+            s.broken = Some(Broken {
+                since,
+                error,
+                cluster: false,
+            });
+        });
     }
 }
 
@@ -414,21 +663,29 @@ async fn follow<K>(
                         .checked_add(stale_after)
                         .unwrap_or(Timestamp::MAX),
                     status: Status::Unknown,
-                    message: format!(
-                        "watch of {} broken since {}: {}",
-                        watch.what, broken.since, broken.error
-                    ),
+                    message: broken.message(&watch.what),
                 };
                 items = items
                     .into_iter()
                     .map(|o| o.expiring(expiry.clone()))
                     .collect();
             }
+            if let Some(why) = &state.not_watching {
+                items.push(Observation::new(
+                    WATCH_ITEM,
+                    Status::Warn,
+                    format!("{why}; until then the objects are relisted with backoff (at most every 60s)"),
+                    now,
+                ));
+            }
             sink.publish(check, items);
         } else {
             let mut message = format!("waiting for initial sync of {}", watch.what);
             if let Some(b) = &state.broken {
                 message.push_str(&format!(": {}", b.error));
+            }
+            if let Some(why) = &state.not_watching {
+                message.push_str(&format!(": {why}"));
             }
             sink.waiting(check, waiting(waiting_items, &message, now));
         }
@@ -469,4 +726,21 @@ pub(crate) fn cluster_wide(
 fn keep_status(obj: &mut DynamicObject) {
     let status = obj.data.get_mut("status").map(serde_json::Value::take);
     obj.data = serde_json::json!({ "status": status });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_and_starts_over_only_when_a_watch_held() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..12).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(
+            delays,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000, 60000]
+        );
+        b.held();
+        assert_eq!(b.failed(), BACKOFF_START);
+    }
 }

@@ -129,10 +129,19 @@ impl FakeApi {
         }
         if is_watch {
             if self.watch_fault(&rt.plural) == Some(WatchFault::Forbidden) {
-                return forbidden_watch(&rt, target.namespace);
+                return forbidden(&rt, target.namespace, "watch");
             }
             let matches = q.matcher(target.namespace);
             return self.watch(store, resource, &rt, &q, matches);
+        }
+        if self
+            .inner
+            .faults
+            .borrow()
+            .list_forbidden
+            .contains(&rt.plural)
+        {
+            return forbidden(&rt, target.namespace, "list");
         }
         if self.inner.faults.borrow().endless.contains(&rt.plural) {
             return endless_page(&store, resource, &rt, &q);
@@ -229,14 +238,14 @@ fn endless_page(
     list_body(rt, metadata, items)
 }
 
-/// What the API server answers a watch the caller's RBAC does not allow.
-fn forbidden_watch(rt: &ResourceType, ns: Option<&str>) -> Response<Body> {
+/// What the API server answers a request the caller's RBAC does not allow.
+fn forbidden(rt: &ResourceType, ns: Option<&str>, verb: &str) -> Response<Body> {
     let scope = match ns {
         Some(ns) => format!("in the namespace \"{ns}\""),
         None => "at the cluster scope".to_string(),
     };
     let message = format!(
-        "{}.{} is forbidden: User \"system:serviceaccount:klutch-system:klutch-health\" cannot watch \
+        "{}.{} is forbidden: User \"system:serviceaccount:klutch-system:klutch-health\" cannot {verb} \
          resource \"{}\" in API group \"{}\" {scope}",
         rt.plural, rt.group, rt.plural, rt.group
     );

@@ -78,6 +78,8 @@ struct Faults {
     watch_fault_for: BTreeMap<String, WatchFault>,
     /// Plurals whose LIST pages never end.
     endless: BTreeSet<String>,
+    /// Plurals whose LIST (not WATCH) is refused with `403 Forbidden`.
+    list_forbidden: BTreeSet<String>,
 }
 
 struct Inner {
@@ -304,6 +306,18 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
                 f.endless.insert(plural.to_string());
             } else {
                 f.endless.remove(plural);
+            }
+        });
+    }
+
+    /// While on, every LIST of resource `plural` is refused with `403 Forbidden`, as RBAC without the
+    /// `list` verb answers (watches are not affected).
+    pub fn set_list_forbidden(&self, plural: &str, on: bool) {
+        self.inner.faults.send_modify(|f| {
+            if on {
+                f.list_forbidden.insert(plural.to_string());
+            } else {
+                f.list_forbidden.remove(plural);
             }
         });
     }

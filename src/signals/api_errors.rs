@@ -1,0 +1,201 @@
+//! Watch failures in words for an operator: what was refused, on which resource, and what to grant or fix,
+//! instead of kube's error (whose API variant prints a Rust debug dump of the `Status`).
+
+use kube::core::Status;
+use kube::runtime::watcher;
+
+use crate::human::error_chain;
+
+/// The resource a watch reads, for messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Resource {
+    /// `providerconfigs.dataservices.anynines.com`, `pods`.
+    pub qualified: String,
+    pub plural: String,
+    /// Empty for the core group.
+    pub group: String,
+    pub namespace: Option<String>,
+    /// `default` or the name under `[clusters.NAME]`.
+    pub cluster: String,
+}
+
+/// Which request of a watch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    List,
+    Watch,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::List => "list",
+            Verb::Watch => "watch",
+        }
+    }
+}
+
+/// The request a watcher error comes from.
+pub(crate) fn verb(e: &watcher::Error) -> Verb {
+    match e {
+        watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => Verb::List,
+        watcher::Error::WatchStartFailed(_)
+        | watcher::Error::WatchError(_)
+        | watcher::Error::WatchFailed(_) => Verb::Watch,
+    }
+}
+
+/// One line: `watch on pods in namespace x forbidden: grant the verb "watch" …`.
+pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
+    let verb = verb(e);
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => answer(verb, status, on, ""),
+        watcher::Error::WatchError(status) => {
+            answer(verb, status, on, " (an ERROR event on the open watch)")
+        }
+        // kube's "ServiceError: " says nothing: the client stack's own error does.
+        watcher::Error::InitialListFailed(kube::Error::Service(e))
+        | watcher::Error::WatchStartFailed(kube::Error::Service(e))
+        | watcher::Error::WatchFailed(kube::Error::Service(e)) => {
+            format!(
+                "{} on {} failed: {}",
+                verb.name(),
+                on.qualified,
+                error_chain(&**e)
+            )
+        }
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => {
+            format!(
+                "{} on {} failed: {}",
+                verb.name(),
+                on.qualified,
+                error_chain(e)
+            )
+        }
+        watcher::Error::NoResourceVersion => format!(
+            "list on {} failed: the answer has no metadata.resourceVersion",
+            on.qualified
+        ),
+    }
+}
+
+fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
+    let said = if status.message.is_empty() {
+        String::new()
+    } else {
+        format!(" (the API server said: {})", status.message)
+    };
+    match status.code {
+        401 => format!(
+            "{} on {} refused: 401 Unauthorized{how}: cluster {} does not accept klutch-health's credentials; renew the token or client certificate of its kubeconfig or service account{said}",
+            verb.name(),
+            on.qualified,
+            on.cluster
+        ),
+        403 => {
+            let group = if on.group.is_empty() {
+                "the core API group".to_string()
+            } else {
+                format!("API group \"{}\"", on.group)
+            };
+            let scope = match &on.namespace {
+                Some(ns) => format!("in namespace {ns} (a Role)"),
+                None => "cluster-wide (a ClusterRole)".to_string(),
+            };
+            format!(
+                "{} on {} forbidden{how}: grant the verb \"{}\" on \"{}\" in {group} {scope} to klutch-health's service account on cluster {}{said}",
+                verb.name(),
+                on.qualified,
+                verb.name(),
+                on.plural,
+                on.cluster
+            )
+        }
+        code => format!(
+            "{} on {} failed{how}: {code} {}{said}",
+            verb.name(),
+            on.qualified,
+            if status.reason.is_empty() {
+                "error"
+            } else {
+                &status.reason
+            }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str, message: &str) -> Status {
+        let mut s = Status::failure(message, reason);
+        s.code = code;
+        s
+    }
+
+    fn providerconfigs() -> Resource {
+        Resource {
+            qualified: "providerconfigs.dataservices.anynines.com".into(),
+            plural: "providerconfigs".into(),
+            group: "dataservices.anynines.com".into(),
+            namespace: None,
+            cluster: "default".into(),
+        }
+    }
+
+    #[test]
+    fn a_forbidden_watch_names_the_verb_the_resource_and_what_to_grant() {
+        let e = watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(status(
+            403,
+            "Forbidden",
+            "providerconfigs.dataservices.anynines.com is forbidden: User \"u\" cannot watch",
+        ))));
+        let m = describe(&e, &providerconfigs());
+        assert_eq!(
+            m,
+            "watch on providerconfigs.dataservices.anynines.com forbidden: grant the verb \"watch\" on \"providerconfigs\" in API group \"dataservices.anynines.com\" cluster-wide (a ClusterRole) to klutch-health's service account on cluster default (the API server said: providerconfigs.dataservices.anynines.com is forbidden: User \"u\" cannot watch)"
+        );
+        assert!(!m.contains("Status {"), "no debug dump: {m}");
+    }
+
+    #[test]
+    fn unauthorized_says_to_renew_the_credentials() {
+        let pods = Resource {
+            qualified: "pods".into(),
+            plural: "pods".into(),
+            group: String::new(),
+            namespace: Some("crossplane-system".into()),
+            cluster: "app".into(),
+        };
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(
+            401,
+            "Unauthorized",
+            "Unauthorized",
+        ))));
+        let m = describe(&e, &pods);
+        assert!(
+            m.starts_with("list on pods refused: 401 Unauthorized: cluster app does not accept klutch-health's credentials; renew"),
+            "{m}"
+        );
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(
+            403,
+            "Forbidden",
+            "",
+        ))));
+        assert_eq!(describe(&e, &pods), "list on pods forbidden: grant the verb \"list\" on \"pods\" in the core API group in namespace crossplane-system (a Role) to klutch-health's service account on cluster app");
+    }
+
+    #[test]
+    fn an_error_event_says_so() {
+        let e = watcher::Error::WatchError(Box::new(status(500, "InternalError", "etcd")));
+        assert_eq!(
+            describe(&e, &providerconfigs()),
+            "watch on providerconfigs.dataservices.anynines.com failed (an ERROR event on the open watch): 500 InternalError (the API server said: etcd)"
+        );
+    }
+}

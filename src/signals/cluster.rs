@@ -1,0 +1,295 @@
+//! One connection per Kubernetes cluster, which proves that its API server is alive.
+//!
+//! A black-holed API server (connections stay open, nothing arrives) makes no watch fail: kube reads without
+//! a timeout and the watcher's idle timeout is 295 s. So every answer the client receives is recorded as
+//! evidence ([`super::answers`]), and when nothing arrived for `probe_interval` the connection asks
+//! `GET /version` under `probe_timeout`. A busy cluster is never probed; a quiet healthy one answers the
+//! probe; one that does not answer is down since the last evidence, which every watch of the cluster shows.
+//! When it answers again, the watches restart (a hung LIST never returns by itself).
+//!
+//! The client is made on first use, and again on every request until that works: a kubeconfig that does not
+//! exist yet at start is picked up when it appears.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use jiff::Timestamp;
+use kube::client::{Body, ClientBuilder};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use tokio::sync::{watch as channel, OnceCell};
+use tokio::time::Instant;
+use tower::{BoxError, Service};
+
+use super::answers::{AnswersLayer, Evidence};
+use super::watch::Cluster;
+use crate::human::{error_chain, timestamp};
+
+/// Whether a cluster's API server answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Health {
+    /// Since when, and why, it does not; `None` while it answers.
+    pub down: Option<Down>,
+    /// How often it came back: each time, its watches restart.
+    pub recoveries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Down {
+    pub since: Timestamp,
+    pub message: String,
+}
+
+/// A cluster's client, and what is known of its API server.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pub client: Client,
+    pub health: channel::Receiver<Health>,
+    pub settings: Cluster,
+}
+
+impl Connection {
+    /// The connection to cluster `name` (`None`: the default one), with its liveness probe running.
+    pub(crate) fn open(name: Option<&str>, settings: &Cluster) -> Connection {
+        let evidence = Arc::new(Evidence::new());
+        let layer = AnswersLayer {
+            evidence: evidence.clone(),
+            max_body: settings.max_body,
+            section: section(name).into(),
+        };
+        let deferred = Deferred {
+            name: name.map(str::to_string),
+            settings: settings.clone(),
+            client: Arc::default(),
+        };
+        let client = ClientBuilder::new(deferred, "default")
+            .with_layer(&layer)
+            .build();
+        let (tx, health) = channel::channel(Health::default());
+        tokio::spawn(probe(
+            client.clone(),
+            evidence,
+            Probe {
+                every: settings.probe_interval,
+                timeout: settings.probe_timeout,
+                cluster: name.unwrap_or("default").into(),
+            },
+            tx,
+        ));
+        Connection {
+            client,
+            health,
+            settings: settings.clone(),
+        }
+    }
+}
+
+/// The config section of a cluster, for messages that name the key to change.
+pub(crate) fn section(name: Option<&str>) -> String {
+    match name {
+        None => "[kubernetes]".to_string(),
+        Some(n) => format!("[clusters.{n}]"),
+    }
+}
+
+struct Probe {
+    every: Duration,
+    timeout: Duration,
+    cluster: Arc<str>,
+}
+
+/// Probes once at start, then while the cluster is quiet: at most one request per `every`, none while
+/// answers keep arriving.
+async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channel::Sender<Health>) {
+    let mut last_probe: Option<Instant> = None;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        // The first probe goes out at once: a cluster that cannot be used (a kubeconfig not there yet) is
+        // then known to be down, and its return restarts the watches within one interval.
+        let due = match last_probe {
+            None => Instant::now(),
+            Some(at) => evidence.last().max(at) + probe.every,
+        };
+        if Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+            continue;
+        }
+        last_probe = Some(Instant::now());
+        let outcome = match tokio::time::timeout(probe.timeout, client.apiserver_version()).await {
+            Err(_) => Err(Silence::Silent(format!(
+                "no answer to GET /version within {}",
+                crate::human::duration(probe.timeout)
+            ))),
+            // Any answer, even a refusal, proves the server is alive; the watches report refusals.
+            Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => Ok(()),
+            Ok(Err(e)) => Err(match unusable(&e) {
+                Some(why) => Silence::Unusable(why),
+                None => Silence::Silent(format!("GET /version: {}", error_chain(&e))),
+            }),
+        };
+        match outcome {
+            Ok(()) => {
+                evidence.record();
+                if tx.borrow().down.is_some() {
+                    tracing::info!(cluster = %probe.cluster, "API server answers again; restarting its watches");
+                    tx.send_modify(|h| {
+                        h.down = None;
+                        h.recoveries += 1;
+                    });
+                }
+            }
+            Err(silence) => {
+                let since = wall_clock(evidence.last());
+                let message = match silence {
+                    Silence::Unusable(why) => why,
+                    Silence::Silent(why) => format!(
+                        "API server of cluster {} silent since {}: {why}",
+                        probe.cluster,
+                        timestamp(since)
+                    ),
+                };
+                if tx.borrow().down.as_ref().map(|d| &d.message) != Some(&message) {
+                    tracing::warn!(cluster = %probe.cluster, %message, "API server does not answer");
+                    tx.send_modify(|h| h.down = Some(Down { since, message }));
+                }
+            }
+        }
+    }
+}
+
+/// Why a probe got no answer.
+enum Silence {
+    /// The client cannot be made (a missing kubeconfig, say).
+    Unusable(String),
+    /// Nothing came back.
+    Silent(String),
+}
+
+/// The reason when the client itself cannot be made (a missing kubeconfig, say), rather than the server
+/// being silent.
+fn unusable(e: &kube::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(c) = s.downcast_ref::<Unusable>() {
+            return Some(c.to_string());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// A tokio instant as a wall-clock time.
+fn wall_clock(at: Instant) -> Timestamp {
+    let ago = Instant::now().saturating_duration_since(at);
+    jiff::SignedDuration::try_from(ago)
+        .ok()
+        .and_then(|d| Timestamp::now().checked_sub(d).ok())
+        .unwrap_or_else(Timestamp::now)
+}
+
+/// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's
+/// top-level errors alone say little.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    #[error("cannot read kubeconfig {}: {}", .path.display(), error_chain(.source))]
+    ReadKubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig {}: {}", .path.display(), error_chain(.source))]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig: {}", error_chain(.0))]
+    DefaultKubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("no in-cluster service account and no usable kubeconfig ({}); set KUBECONFIG or [kubernetes] kubeconfig", error_chain(.0))]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("cannot create a Kubernetes client: {}", error_chain(.0))]
+    Client(#[source] kube::Error),
+}
+
+/// A [`ClientError`] on a request: the cluster, what is wrong, and that it is retried.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use cluster {cluster}: {source} (retrying until it works)")]
+struct Unusable {
+    cluster: String,
+    #[source]
+    source: ClientError,
+}
+
+/// Makes the real client on first use and forwards every request to it; until it can be made, each request
+/// fails with the reason, and the next one tries again.
+#[derive(Clone)]
+struct Deferred {
+    name: Option<String>,
+    settings: Cluster,
+    client: Arc<OnceCell<Client>>,
+}
+
+impl Service<Request<Body>> for Deferred {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let client = this
+                .client
+                .get_or_try_init(|| async {
+                    let made = make_client(&this.settings).await;
+                    match &made {
+                        Ok(_) => tracing::info!(cluster = this.name.as_deref().unwrap_or("default"), "cluster client ready"),
+                        Err(e) => tracing::debug!(cluster = this.name.as_deref().unwrap_or("default"), error = %e, "cannot use cluster yet"),
+                    }
+                    made.map_err(|source| Unusable {
+                        cluster: this.name.clone().unwrap_or_else(|| "default".into()),
+                        source,
+                    })
+                })
+                .await?;
+            Ok(client.send(req).await?)
+        })
+    }
+}
+
+async fn make_client(settings: &Cluster) -> Result<Client, ClientError> {
+    let options = KubeConfigOptions {
+        context: settings.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let kube_config = match &settings.kubeconfig {
+        Some(path) => {
+            let file =
+                Kubeconfig::read_from(path).map_err(|source| ClientError::ReadKubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+        None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(ClientError::DefaultKubeconfig)?,
+        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
+    };
+    Client::try_from(kube_config).map_err(ClientError::Client)
+}
