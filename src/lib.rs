@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod human;
 pub mod metrics;
+pub mod operating;
 pub mod policy;
 pub mod render;
 pub mod report;

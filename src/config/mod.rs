@@ -25,6 +25,7 @@ use crate::values::{deserialize, duration, text, KeyError};
 mod endpoints;
 
 pub use crate::signals::watch::Cluster;
+pub use crate::operating::{Maintenance, Silence};
 pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
 
 /// Environment variables with this prefix override configuration keys (`__` separates nested keys).
@@ -81,6 +82,10 @@ pub struct Config {
     #[serde(rename = "check")]
     pub checks: Vec<Check>,
     pub endpoints: Endpoints,
+    #[serde(rename = "silence", skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<Silence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,6 +289,10 @@ impl Config {
             clusters: BTreeMap<String, Cluster>,
             #[serde(default)]
             endpoints: Endpoints,
+            #[serde(default)]
+            silence: Vec<Silence>,
+            #[serde(default)]
+            maintenance: Option<Maintenance>,
         }
         let rest: Rest = deserialize(&Value::from(tree))?;
         let checks = checks
@@ -297,8 +306,12 @@ impl Config {
             clusters: rest.clusters,
             checks,
             endpoints: rest.endpoints,
+            silences: rest.silence,
+            maintenance: rest.maintenance,
         };
         config.validate()?;
+        let check_names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+        crate::operating::warn_unmatched(&config.silences, &check_names);
         Ok(config)
     }
 
@@ -371,6 +384,14 @@ impl Config {
                         key,
                         source,
                     })?;
+            }
+        }
+        if let Some(m) = &self.maintenance {
+            if m.from.is_some_and(|from| from >= m.until) {
+                return Err(key(
+                    "maintenance.until",
+                    format!("{} is not after maintenance.from", m.until),
+                ));
             }
         }
         if self.server.details == DetailsPolicy::Token {
