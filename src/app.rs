@@ -1,5 +1,6 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +9,16 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::{Check, Config, DetailsPolicy};
+use crate::config::{Check, Config, DetailsPolicy, Overrides};
+use crate::reload::Reloader;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
 use crate::server::{self, Limits};
-use crate::signals::{self, Sink};
+use crate::signals::running::Running;
+use crate::signals::Sink;
 
 fn identity(config: &Config) -> Identity {
     Identity {
@@ -25,35 +28,45 @@ fn identity(config: &Config) -> Identity {
 }
 
 /// Compiles the policy and starts every check's signal.
-async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
+async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Running)> {
     let rules = Rules::new(config);
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
-    signals::start(
-        config.checks.iter().map(Check::as_ref),
-        &config.clusters(),
-        &sink,
-        &metrics,
-    )
-    .await;
-    Ok((rules, metrics, sink))
+    let mut running = Running::default();
+    running
+        .apply(
+            config.checks.iter().map(Check::as_ref),
+            &config.clusters(),
+            &sink,
+            &metrics,
+        )
+        .await;
+    Ok((rules, metrics, sink, running))
 }
 
-/// Runs the service until SIGTERM or SIGINT.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the service until SIGTERM or SIGINT, reloading `config` from `path` (read with `overrides`) on
+/// SIGHUP and whenever the file changes.
+pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     tracing::info!(
         configuration = %serde_json::to_string(&config).unwrap_or_default(),
         "starting klutch-health {}", env!("CARGO_PKG_VERSION")
     );
     let token = config.token()?;
-    let (rules, metrics, sink) = start(&config).await?;
+    let (rules, metrics, sink, running) = start(&config).await?;
     let levels = match config.server.details {
         DetailsPolicy::Always => vec![Details::Shown],
         DetailsPolicy::Never => vec![Details::Withheld],
         DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
     };
-    let (engine, latest) = Engine::new(rules, identity(&config), levels, sink, metrics.clone());
-    tokio::spawn(engine.run());
+    let (reloads, reloaded) = tokio::sync::watch::channel(rules.clone());
+    let (engine, latest) = Engine::new(
+        rules,
+        identity(&config),
+        levels,
+        sink.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(engine.run(reloaded));
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -61,11 +74,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "listening");
     let state = Arc::new(server::State::new(
         latest,
-        metrics,
+        metrics.clone(),
         identity(&config),
         config.server.details,
         token,
     ));
+    let reloader = Reloader {
+        path,
+        overrides,
+        startup: serde_json::to_value(&config.server).unwrap_or_default(),
+        token_file: config.server.token_file.clone(),
+        running,
+        sink,
+        metrics,
+        rules: reloads,
+        state: state.clone(),
+    };
+    tokio::spawn(reloader.run());
     server::serve(
         listener,
         state,
@@ -124,7 +149,7 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let (rules, _metrics, sink) = start(&config).await?;
+    let (rules, _metrics, sink, _running) = start(&config).await?;
     let deadline = tokio::time::Instant::now() + wait;
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {

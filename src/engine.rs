@@ -89,8 +89,10 @@ impl Engine {
         evaluation.next
     }
 
-    /// Runs until the process ends.
-    pub(crate) async fn run(mut self) {
+    /// Runs until the process ends, taking each reloaded policy from `reloads` and evaluating it at once.
+    /// Memory is keyed by item, so damping of unchanged checks survives a reload.
+    pub(crate) async fn run(mut self, mut reloads: watch::Receiver<Rules>) {
+        let mut reloading = true;
         loop {
             let next = self.step(Timestamp::now());
             let sleep = async {
@@ -105,6 +107,10 @@ impl Engine {
             tokio::select! {
                 _ = self.sink.changed() => {}
                 _ = sleep => {}
+                changed = reloads.changed(), if reloading => match changed {
+                    Ok(()) => self.rules = reloads.borrow_and_update().clone(),
+                    Err(_) => reloading = false,
+                },
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod human;
 pub mod metrics;
 pub mod operating;
 pub mod policy;
+pub mod reload;
 pub mod render;
 pub mod report;
 pub mod server;

@@ -190,16 +190,6 @@ impl OperatorNote {
         }
     }
 
-    /// `silenced until T` / `maintenance until T`, with `: reason withheld` when details are.
-    pub(crate) fn withheld(&self) -> String {
-        format!(
-            "{} until {}: {}",
-            self.kind_str(),
-            self.until,
-            crate::render::WITHHELD
-        )
-    }
-
     /// Wrapped around the rest of the item's text: `silenced until T (REASON): REST`,
     /// `maintenance until T: REASON`.
     fn around(&self, rest: &str) -> String {
@@ -375,7 +365,7 @@ pub struct Report {
     /// When the upstream health server was last polled, successfully or not.
     pub last_poll: Option<Timestamp>,
     /// Silences (expired ones too) and the maintenance window, as of `evaluated`.
-    pub operating: crate::operating::Operating,
+    pub operating: Operating,
 }
 
 impl Report {
@@ -385,4 +375,30 @@ impl Report {
             Endpoint::Readyz => &self.readyz,
         }
     }
+}
+
+/// Every silence and the maintenance window, as the policy applies them and the page lists them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Operating {
+    pub silences: Vec<SilenceState>,
+    pub maintenance: Option<MaintenanceState>,
+}
+
+/// A silence as of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilenceState {
+    pub pattern: String,
+    pub until: Timestamp,
+    pub reason: String,
+    /// `until` has passed: it silences nothing any more.
+    pub expired: bool,
+}
+
+/// The maintenance window as of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceState {
+    pub from: Option<Timestamp>,
+    pub until: Timestamp,
+    pub reason: String,
+    pub active: bool,
 }

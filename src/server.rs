@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +44,8 @@ pub struct State {
     metrics: Arc<Metrics>,
     identity: Identity,
     details: DetailsPolicy,
-    token: Option<String>,
+    /// Replaced when a reload finds `server.token_file` changed (a rotated Secret).
+    token: RwLock<Option<String>>,
     shutting_down: AtomicBool,
 }
 
@@ -61,9 +62,14 @@ impl State {
             metrics,
             identity,
             details,
-            token,
+            token: RwLock::new(token),
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the token read from a rotated `server.token_file`.
+    pub(crate) fn set_token(&self, token: Option<String>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
     }
 
     fn details_for(&self, req: &Parts) -> Details {
@@ -78,7 +84,8 @@ impl State {
                     .map(|v| v.as_bytes())
                     .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"Bearer "))
                     .map(|v| v[7..].trim_ascii());
-                match (offered, &self.token) {
+                let token = self.token.read().unwrap_or_else(PoisonError::into_inner);
+                match (offered, &*token) {
                     (Some(offered), Some(token)) if bool::from(offered.ct_eq(token.as_bytes())) => {
                         Details::Shown
                     }

@@ -22,10 +22,11 @@ use crate::signals::watch::Clusters;
 use crate::signals::CheckRef;
 use crate::values::{deserialize, duration, text, KeyError};
 
+mod declared;
 mod endpoints;
 
 pub use crate::signals::watch::Cluster;
-pub use crate::operating::{Maintenance, Silence};
+pub use declared::{Maintenance, Silence};
 pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
 
 /// Environment variables with this prefix override configuration keys (`__` separates nested keys).
@@ -311,7 +312,7 @@ impl Config {
         };
         config.validate()?;
         let check_names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        crate::operating::warn_unmatched(&config.silences, &check_names);
+        declared::warn_unmatched(&config.silences, &check_names);
         Ok(config)
     }
 

@@ -29,7 +29,8 @@ impl Details {
     pub(crate) fn counted(self, c: &crate::report::Counted) -> std::borrow::Cow<'_, str> {
         match (self, c.text()) {
             (Details::Withheld, _) => match &c.notes.operator {
-                Some(o) => o.withheld().into(),
+                // What an operator declared is no secret of the item's; only the reason is withheld.
+                Some(o) => format!("{} until {}: {WITHHELD}", o.kind_str(), o.until).into(),
                 None => WITHHELD.into(),
             },
             (Details::Shown, std::borrow::Cow::Borrowed(m)) => one_line(m),
