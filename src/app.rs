@@ -10,10 +10,10 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::config::{Check, Config, DetailsPolicy, Overrides};
-use crate::reload::Reloader;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
+use crate::reload::Reloader;
 use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
 use crate::server::{self, Limits};

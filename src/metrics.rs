@@ -302,7 +302,11 @@ impl Metrics {
                 })
                 .set(silenced as i64);
         }
-        let maintenance = report.operating.maintenance.as_ref().is_some_and(|m| m.active);
+        let maintenance = report
+            .operating
+            .maintenance
+            .as_ref()
+            .is_some_and(|m| m.active);
         self.maintenance.set(i64::from(maintenance));
     }
 

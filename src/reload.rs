@@ -159,7 +159,9 @@ fn hangups() -> Hangups {
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => return Hangups(Some(s)),
-        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP; reload by changing the file"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload by changing the file")
+        }
     }
     Hangups(None)
 }

@@ -31,7 +31,8 @@ fn rules(extra: &str) -> Rules {
 
 /// Check `a` with items `x` and `y` of the given statuses.
 fn snapshot(x: Status, y: Status) -> Snapshot {
-    let obs = |item: &str, status| Observation::new(item, status, format!("{item} is {status}"), t(0));
+    let obs =
+        |item: &str, status| Observation::new(item, status, format!("{item} is {status}"), t(0));
     Snapshot {
         checks: BTreeMap::from([("a".to_string(), vec![obs("x", x), obs("y", y)].into())]),
         ..Snapshot::default()
@@ -49,7 +50,11 @@ fn run(rules: &Rules, steps: &[(u64, Snapshot)]) -> Evaluation {
     last.expect("at least one step")
 }
 
-fn item<'a>(e: &'a Evaluation, endpoint: Endpoint, name: &str) -> &'a klutch_health::report::Counted {
+fn item<'a>(
+    e: &'a Evaluation,
+    endpoint: Endpoint,
+    name: &str,
+) -> &'a klutch_health::report::Counted {
     e.report
         .endpoint(endpoint)
         .items
@@ -84,7 +89,12 @@ fn a_silenced_failure_warns_until_the_instant_it_ends_and_then_fails_at_once() {
     steps.push((100, failing.clone()));
     let after = run(&r, &steps);
     let x = item(&after, Endpoint::Readyz, "a/x");
-    assert_eq!(x.status, Status::Fail, "damping ran underneath: {:?}", x.notes);
+    assert_eq!(
+        x.status,
+        Status::Fail,
+        "damping ran underneath: {:?}",
+        x.notes
+    );
     assert!(after.report.operating.silences[0].expired);
     assert!(!during.report.operating.silences[0].expired);
 }
@@ -123,9 +133,8 @@ fn a_silenced_item_still_counts_as_failing_for_require() {
 
 #[test]
 fn a_silence_matches_by_glob_and_leaves_passing_items_alone() {
-    let r = rules(
-        "[[silence]]\nmatch = \"a/*\"\nuntil = \"2026-01-01T00:01:40Z\"\nreason = \"r\"\n",
-    );
+    let r =
+        rules("[[silence]]\nmatch = \"a/*\"\nuntil = \"2026-01-01T00:01:40Z\"\nreason = \"r\"\n");
     let e = run(&r, &[(0, snapshot(Status::Fail, Status::Pass))]);
     assert!(item(&e, Endpoint::Readyz, "a/x").notes.operator.is_some());
     assert!(item(&e, Endpoint::Readyz, "a/y").notes.operator.is_none());
@@ -145,9 +154,15 @@ fn an_expired_silence_silences_nothing() {
 #[test]
 fn every_silence_key_is_required_and_named() {
     for (missing, text) in [
-        ("match", "until = \"2026-01-01T00:01:40Z\"\nreason = \"r\"\n"),
+        (
+            "match",
+            "until = \"2026-01-01T00:01:40Z\"\nreason = \"r\"\n",
+        ),
         ("until", "match = \"a\"\nreason = \"r\"\n"),
-        ("reason", "match = \"a\"\nuntil = \"2026-01-01T00:01:40Z\"\n"),
+        (
+            "reason",
+            "match = \"a\"\nuntil = \"2026-01-01T00:01:40Z\"\n",
+        ),
     ] {
         let e = config(&format!("[[silence]]\n{text}")).expect_err("invalid");
         assert!(e.contains("silence[0]"), "{e}");
@@ -188,7 +203,10 @@ fn maintenance_fails_readyz_only_within_its_window() {
 #[test]
 fn maintenance_without_from_starts_at_once_and_must_end_after_it_starts() {
     let r = rules("[maintenance]\nuntil = \"2026-01-01T00:00:20Z\"\nreason = \"now\"\n");
-    assert!(!run(&r, &[(0, snapshot(Status::Pass, Status::Pass))]).report.readyz.passed());
+    assert!(!run(&r, &[(0, snapshot(Status::Pass, Status::Pass))])
+        .report
+        .readyz
+        .passed());
     let e = config(
         "[maintenance]\nfrom = \"2026-01-01T00:00:20Z\"\nuntil = \"2026-01-01T00:00:20Z\"\nreason = \"r\"\n",
     )

@@ -45,7 +45,8 @@ impl Serialize for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
         let source = String::deserialize(d)?;
-        let compiled = Patterns::compiled(vec![source.clone()]).map_err(serde::de::Error::custom)?;
+        let compiled =
+            Patterns::compiled(vec![source.clone()]).map_err(serde::de::Error::custom)?;
         Ok(Pattern { source, compiled })
     }
 }

@@ -415,7 +415,10 @@ fn declared(out: &mut String, report: &Report, details: Details, now: Timestamp)
         } else {
             "over"
         };
-        let from = m.from.map(|f| format!(" from {}", absolute(f))).unwrap_or_default();
+        let from = m
+            .from
+            .map(|f| format!(" from {}", absolute(f)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "<li>Maintenance{from} until {} ({state}): {}</li>",
