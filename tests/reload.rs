@@ -251,12 +251,12 @@ async fn a_silence_keeps_a_failure_from_failing_readyz_until_the_instant_it_ends
     let backend = FakeBackend::start().await.expect("fake backend");
     backend.set_entry("postgresql-backup-manager", "degraded");
     let until = in_secs(3);
-    let config = backend_config(
-        &backend.url(),
-        &format!(
-            "[[silence]]\nmatch = \"backend-status/postgresql-backup-manager\"\nuntil = \"{until}\"\n\
-             reason = \"retiring it (OPS-123)\"\n"
-        ),
+    // One poll an hour: nothing but the engine's own timer can end the silence within the test.
+    let config = format!(
+        "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"{}\"\ninterval = \"1h\"\n\
+         [[silence]]\nmatch = \"backend-status/postgresql-backup-manager\"\nuntil = \"{until}\"\n\
+         reason = \"retiring it (OPS-123)\"\n",
+        backend.url()
     );
     let svc = Service::start(&config, &[]).await;
     let r = svc
@@ -286,7 +286,8 @@ async fn a_silence_keeps_a_failure_from_failing_readyz_until_the_instant_it_ends
         Some(1.0)
     );
     assert!(svc.get("/").await.body.contains("in force"));
-    // No reload, no new observation needed: the engine's timer ends it.
+    // No reload, no new observation: the engine's timer ends it.
+    let polls = backend.request_count();
     let r = svc
         .wait_for("/readyz?verbose", "the silence to end", |r| r.status == 503)
         .await;
@@ -296,6 +297,7 @@ async fn a_silence_keeps_a_failure_from_failing_readyz_until_the_instant_it_ends
         "{}",
         r.body
     );
+    assert_eq!(backend.request_count(), polls, "no poll in between");
     assert!(svc.get("/").await.body.contains("(expired)"));
 }
 
