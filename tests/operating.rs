@@ -215,3 +215,31 @@ fn maintenance_without_from_starts_at_once_and_must_end_after_it_starts() {
     let e = config("[maintenance]\nuntil = \"2026-01-01T00:00:20Z\"\n").expect_err("invalid");
     assert!(e.contains("missing field `reason`"), "{e}");
 }
+
+#[test]
+fn a_reloaded_policy_keeps_the_damping_of_unchanged_items() {
+    // x has failed for 20 s of a 30 s fail_after when a reload adds check b: 10 s later it counts as failed,
+    // as it would have without the reload.
+    let before = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
+    let after = Rules::new(
+        &config(
+            "[[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:2/\"\n\
+             [endpoints.readyz]\nfail_after = \"30s\"\n",
+        )
+        .expect("valid config"),
+    );
+    let failing = snapshot(Status::Fail, Status::Fail);
+    let first = evaluate(&before, &failing, &Memory::default(), t(0));
+    let second = evaluate(&before, &failing, &first.memory, t(20));
+    let reloaded = evaluate(&after, &failing, &second.memory, t(30));
+    assert_eq!(
+        item(&reloaded, Endpoint::Readyz, "a/x").status,
+        Status::Fail
+    );
+    assert!(reloaded
+        .report
+        .readyz
+        .items
+        .iter()
+        .any(|c| c.name.check() == "b"));
+}
