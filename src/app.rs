@@ -9,23 +9,16 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::{Check, Config, DetailsPolicy, Overrides};
-use crate::engine::Engine;
+use crate::config::{Check, Config, Overrides};
+use crate::engine::{Engine, Reloaded};
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::reload::Reloader;
-use crate::render::{self, Details, Identity};
+use crate::render::{self, Details};
 use crate::report::Endpoint;
-use crate::server::{self, Limits};
+use crate::server::{self, identity, levels, Limits};
 use crate::signals::running::Running;
 use crate::signals::Sink;
-
-fn identity(config: &Config) -> Identity {
-    Identity {
-        service_id: config.server.service_id.clone(),
-        description: config.server.description.clone(),
-    }
-}
 
 /// Compiles the policy and starts every check's signal.
 async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Running)> {
@@ -53,16 +46,16 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     );
     let token = config.token()?;
     let (rules, metrics, sink, running) = start(&config).await?;
-    let levels = match config.server.details {
-        DetailsPolicy::Always => vec![Details::Shown],
-        DetailsPolicy::Never => vec![Details::Withheld],
-        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
-    };
-    let (reloads, reloaded) = tokio::sync::watch::channel(rules.clone());
-    let (engine, latest) = Engine::new(
+    let reload = Reloaded {
         rules,
-        identity(&config),
-        levels,
+        identity: identity(&config),
+        levels: levels(config.server.details),
+    };
+    let (reloads, reloaded) = tokio::sync::watch::channel(reload.clone());
+    let (engine, latest) = Engine::new(
+        reload.rules,
+        reload.identity,
+        reload.levels,
         sink.clone(),
         metrics.clone(),
     );
@@ -83,11 +76,12 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         path,
         overrides,
         startup: serde_json::to_value(&config.server).unwrap_or_default(),
+        loaded: serde_json::to_value(&config.server).unwrap_or_default(),
         token_file: config.server.token_file.clone(),
         running,
         sink,
         metrics,
-        rules: reloads,
+        engine: reloads,
         state: state.clone(),
     };
     tokio::spawn(reloader.run());

@@ -89,6 +89,10 @@ impl Rules {
         }
     }
 
+    pub(crate) fn has_check(&self, name: &str) -> bool {
+        self.checks.iter().any(|c| &*c.name == name)
+    }
+
     fn endpoint(&self, e: Endpoint) -> &EndpointRules {
         match e {
             Endpoint::Healthz => &self.healthz,

@@ -12,25 +12,22 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::config::{Check, Config, Overrides};
+use crate::engine::Reloaded;
 use crate::metrics::Metrics;
 use crate::policy::Rules;
-use crate::server::State;
+use crate::server::{identity, levels, Presentation, State};
 use crate::signals::running::Running;
 use crate::signals::Sink;
 
 /// How often the files are compared with what was last read.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// `[server]` keys a reload does not apply: the listener and its limits are bound at start-up, and the
-/// answers of each detail level are pre-rendered for the start-up identity and details policy.
+/// `[server]` keys a reload does not apply: the listener and its limits are bound at start-up.
 pub const RESTART_ONLY: &[&str] = &[
     "listen",
     "max_connections",
     "header_read_timeout",
     "shutdown_delay",
-    "details",
-    "service_id",
-    "description",
 ];
 
 /// Everything a reload replaces, and where the configuration comes from.
@@ -39,11 +36,13 @@ pub(crate) struct Reloader {
     pub(crate) overrides: Overrides,
     /// `[server]` as started, to name the restart-only keys a reload changes.
     pub(crate) startup: serde_json::Value,
+    /// `[server]` as last loaded, so that each change is warned about once, not at every reload.
+    pub(crate) loaded: serde_json::Value,
     pub(crate) token_file: Option<PathBuf>,
     pub(crate) running: Running,
     pub(crate) sink: Sink,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) rules: watch::Sender<Rules>,
+    pub(crate) engine: watch::Sender<Reloaded>,
     pub(crate) state: Arc<State>,
 }
 
@@ -117,8 +116,19 @@ impl Reloader {
             }
         };
         self.warn_restart_only(&config);
-        self.state.set_token(token);
+        self.state.present(Presentation {
+            identity: identity(&config),
+            details: config.server.details,
+            token,
+        });
         self.token_file = config.server.token_file.clone();
+        // The policy first: were a removed check's observations dropped before, the old policy would show
+        // it as `pending` (unknown) in between.
+        self.engine.send_replace(Reloaded {
+            rules: Rules::new(&config),
+            identity: identity(&config),
+            levels: levels(config.server.details),
+        });
         let changes = self
             .running
             .apply(
@@ -128,7 +138,6 @@ impl Reloader {
                 &self.metrics,
             )
             .await;
-        self.rules.send_replace(Rules::new(&config));
         self.metrics.config_reload(Some(Timestamp::now()));
         tracing::info!(
             trigger,
@@ -140,17 +149,18 @@ impl Reloader {
         );
     }
 
-    fn warn_restart_only(&self, config: &Config) {
+    fn warn_restart_only(&mut self, config: &Config) {
         let now = serde_json::to_value(&config.server).unwrap_or_default();
         for key in RESTART_ONLY {
             let (old, new) = (&self.startup[key], &now[key]);
-            if old != new {
+            if old != new && self.loaded[key] != *new {
                 tracing::warn!(
                     key = format!("server.{key}"),
                     "server.{key} changed from {old} to {new}, but keeps its start-up value until the process restarts"
                 );
             }
         }
+        self.loaded = now;
     }
 }
 

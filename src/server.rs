@@ -42,11 +42,34 @@ static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub struct State {
     latest: watch::Receiver<Arc<Published>>,
     metrics: Arc<Metrics>,
-    identity: Identity,
-    details: DetailsPolicy,
-    /// Replaced when a reload finds `server.token_file` changed (a rotated Secret).
-    token: RwLock<Option<String>>,
+    /// Replaced as a whole by a reload (a new identity, details policy, or a rotated token).
+    shown: RwLock<Arc<Presentation>>,
     shutting_down: AtomicBool,
+}
+
+/// How answers present the report: who the service says it is, and who may read details.
+#[derive(Debug, Clone)]
+pub struct Presentation {
+    pub identity: Identity,
+    pub details: DetailsPolicy,
+    pub token: Option<String>,
+}
+
+/// The service identity `[server]` configures.
+pub(crate) fn identity(config: &config::Config) -> Identity {
+    Identity {
+        service_id: config.server.service_id.clone(),
+        description: config.server.description.clone(),
+    }
+}
+
+/// The detail levels callers can be served under `details`: only those are pre-rendered.
+pub(crate) fn levels(details: DetailsPolicy) -> Vec<Details> {
+    match details {
+        DetailsPolicy::Always => vec![Details::Shown],
+        DetailsPolicy::Never => vec![Details::Withheld],
+        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
+    }
 }
 
 impl State {
@@ -60,18 +83,29 @@ impl State {
         State {
             latest,
             metrics,
-            identity,
-            details,
-            token: RwLock::new(token),
+            shown: RwLock::new(Arc::new(Presentation {
+                identity,
+                details,
+                token,
+            })),
             shutting_down: AtomicBool::new(false),
         }
     }
 
-    /// Takes the token read from a rotated `server.token_file`.
-    pub(crate) fn set_token(&self, token: Option<String>) {
-        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+    /// Takes what a reload configured.
+    pub(crate) fn present(&self, shown: Presentation) {
+        *self.shown.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(shown);
     }
 
+    fn shown(&self) -> Arc<Presentation> {
+        self.shown
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Presentation {
     fn details_for(&self, req: &Parts) -> Details {
         match self.details {
             DetailsPolicy::Always => Details::Shown,
@@ -84,8 +118,7 @@ impl State {
                     .map(|v| v.as_bytes())
                     .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"Bearer "))
                     .map(|v| v[7..].trim_ascii());
-                let token = self.token.read().unwrap_or_else(PoisonError::into_inner);
-                match (offered, &*token) {
+                match (offered, &self.token) {
                     (Some(offered), Some(token)) if bool::from(offered.ct_eq(token.as_bytes())) => {
                         Details::Shown
                     }
@@ -274,10 +307,11 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         }
         "/backend-health" | "/backend-status" => passthrough(latest),
         "/" => {
+            let shown = state.shown();
             let page = render::html::page(
                 &latest.report,
-                &state.identity,
-                state.details_for(req),
+                &shown.identity,
+                shown.details_for(req),
                 Timestamp::now(),
             );
             with_type(StatusCode::OK, &HTML, page.into())
@@ -347,7 +381,8 @@ fn health(
     only: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let q = parse_query(req.uri.query());
-    let details = state.details_for(req);
+    let shown = state.shown();
+    let details = shown.details_for(req);
     let json = json_type(req, &q);
     let report = latest.report.endpoint(endpoint);
     if endpoint == Endpoint::Readyz && state.shutting_down.load(Ordering::SeqCst) {
@@ -356,7 +391,7 @@ fn health(
                 let selection = report.all();
                 let doc = render::json::document(
                     &latest.report,
-                    &state.identity,
+                    &shown.identity,
                     &selection,
                     details,
                     Some("shutting down"),
@@ -397,7 +432,7 @@ fn health(
             .flatten();
         let body = cached.unwrap_or_else(|| {
             let selection = selection.unwrap_or_else(all);
-            render::json::document(&latest.report, &state.identity, &selection, details, None)
+            render::json::document(&latest.report, &shown.identity, &selection, details, None)
                 .into()
         });
         return with_type(code, ct, body);

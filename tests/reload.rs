@@ -90,6 +90,10 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         .as_table_mut()
         .expect("[server]")
         .insert("max_connections".into(), 7.into());
+    doc["server"]
+        .as_table_mut()
+        .expect("[server]")
+        .insert("description".into(), "Reloaded plane".into());
     cp.api.reset_requests();
     std::fs::write(
         svc.dir.path().join("config.toml"),
@@ -136,8 +140,29 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         200,
         "SIGHUP no longer ends the process"
     );
+    let json = svc.get("/readyz?format=json").await.json();
+    assert_eq!(json["description"], "Reloaded plane", "{json}");
+    assert!(svc.get("/").await.body.contains("<h1>Reloaded plane</h1>"));
+    // The file poll may have applied the change first; SIGHUP reloads all the same.
+    eventually("the reload by SIGHUP", async || {
+        logged(&svc, "configuration reloaded")
+            .iter()
+            .any(|l| l["trigger"] == "SIGHUP")
+            .then_some(())
+    })
+    .await;
     let warned = logged(&svc, "server.max_connections changed");
-    assert_eq!(warned.len(), 1, "{:?}", svc.logs());
+    assert_eq!(
+        warned.len(),
+        1,
+        "once, however often it reloads: {:?}",
+        svc.logs()
+    );
+    assert!(
+        logged(&svc, "provider-pods/pending").is_empty(),
+        "a removed check never shows as pending in between: {:?}",
+        svc.logs()
+    );
     assert_eq!(warned[0]["level"], "WARN");
     assert_eq!(
         metric(&svc, "klutch_health_config_last_reload_successful").await,

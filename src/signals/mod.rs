@@ -129,12 +129,11 @@ impl Sink {
         });
     }
 
-    /// Drops a check that is no longer configured.
-    pub(crate) fn forget(&self, check: &str) {
-        self.update(|s| {
-            s.unsynced.remove(check);
-            s.checks.remove(check);
-        });
+    /// Drops what checks that are no longer configured published.
+    pub(crate) fn retain(&self, configured: impl Fn(&str) -> bool) {
+        let mut s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        s.unsynced.retain(|c| configured(c));
+        s.checks.retain(|c, _| configured(c));
     }
 
     /// Records a poll of provider-anynines' health server, and its answer when it was a good one.

@@ -89,8 +89,8 @@ impl Running {
         }
         for (name, old) in previous {
             old.tasks.stop();
+            // Its observations stay in the sink until the engine takes the policy without it.
             self.watches.unsubscribe(&name);
-            sink.forget(&name);
             changes.removed.push(name);
         }
         self.watches.stop_unused();
