@@ -101,3 +101,84 @@ impl Running {
 fn json(c: &impl serde::Serialize) -> String {
     serde_json::to_string(c).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::signals::registry::{Registration, Settings};
+    use crate::signals::watch::Cluster;
+
+    fn poller(interval: &str) -> Arc<dyn Settings> {
+        let table = figment::value::Value::serialize(serde_json::json!({
+            "url": "http://127.0.0.1:1/",
+            "interval": interval,
+        }))
+        .expect("a table");
+        Registration::find("backend-status")
+            .expect("registered")
+            .read(&table)
+            .expect("valid")
+    }
+
+    fn task(running: &Running, check: &str) -> tokio::task::AbortHandle {
+        running.checks[check].tasks.0[0].clone()
+    }
+
+    async fn stopped(task: &tokio::task::AbortHandle) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !task.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the task stops");
+    }
+
+    #[tokio::test]
+    async fn unchanged_checks_keep_their_tasks_changed_ones_restart_removed_ones_stop() {
+        let (default, named) = (Cluster::default(), BTreeMap::new());
+        let clusters = Clusters {
+            default: &default,
+            named: &named,
+        };
+        let (sink, metrics) = (Sink::default(), Arc::new(Metrics::new()));
+        let mut running = Running::default();
+        let apply = async |running: &mut Running, checks: &[(&str, &Arc<dyn Settings>)]| {
+            let refs = checks.iter().map(|(name, settings)| CheckRef {
+                name,
+                cluster: None,
+                settings: &***settings,
+            });
+            running.apply(refs, &clusters, &sink, &metrics).await
+        };
+        let (ten, twenty) = (poller("10s"), poller("20s"));
+
+        let first = apply(&mut running, &[("a", &ten), ("b", &ten)]).await;
+        assert_eq!(first.added, ["a", "b"]);
+        let (a, b) = (task(&running, "a"), task(&running, "b"));
+
+        let second = apply(
+            &mut running,
+            &[("a", &poller("10s")), ("b", &twenty), ("c", &ten)],
+        )
+        .await;
+        assert_eq!(
+            second,
+            Changes {
+                added: vec!["c".into()],
+                restarted: vec!["b".into()],
+                removed: vec![],
+                unchanged: vec!["a".into()],
+            }
+        );
+        stopped(&b).await;
+        assert!(!a.is_finished(), "an unchanged check keeps its task");
+        assert!(!task(&running, "b").is_finished());
+
+        let third = apply(&mut running, &[("c", &ten)]).await;
+        assert_eq!(third.removed.len(), 2);
+        stopped(&a).await;
+    }
+}
