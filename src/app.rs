@@ -13,7 +13,7 @@ use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
-use crate::reload::Reloader;
+use crate::reload::{self, Reloader};
 use crate::render::{self, Details};
 use crate::report::Endpoint;
 use crate::server::{self, identity, levels, Limits};
@@ -45,6 +45,7 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         "starting klutch-health {}", env!("CARGO_PKG_VERSION")
     );
     let token = config.token()?;
+    let hangups = reload::hangups();
     let (rules, metrics, sink, running) = start(&config).await?;
     let reload = Reloaded {
         rules,
@@ -84,7 +85,7 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         engine: reloads,
         state: state.clone(),
     };
-    tokio::spawn(reloader.run());
+    tokio::spawn(reloader.run(hangups));
     server::serve(
         listener,
         state,

@@ -71,8 +71,7 @@ impl Seen {
 
 impl Reloader {
     /// Reloads on every SIGHUP and every change of the files, until the process ends.
-    pub(crate) async fn run(mut self) {
-        let mut hangups = hangups();
+    pub(crate) async fn run(mut self, mut hangups: Hangups) {
         let mut seen = Seen::read(&self.path, self.token_file.as_deref()).await;
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,8 +163,9 @@ impl Reloader {
     }
 }
 
-/// SIGHUP, which would otherwise end the process. Never resolves where there is none.
-fn hangups() -> Hangups {
+/// SIGHUP, which would otherwise end the process: taken over before the service listens, so that a reload
+/// can never kill it. Never resolves where there is no such signal.
+pub(crate) fn hangups() -> Hangups {
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => return Hangups(Some(s)),
@@ -177,9 +177,9 @@ fn hangups() -> Hangups {
 }
 
 #[cfg(unix)]
-struct Hangups(Option<tokio::signal::unix::Signal>);
+pub(crate) struct Hangups(Option<tokio::signal::unix::Signal>);
 #[cfg(not(unix))]
-struct Hangups(Option<std::convert::Infallible>);
+pub(crate) struct Hangups(Option<std::convert::Infallible>);
 
 impl Hangups {
     async fn recv(&mut self) {
