@@ -1,6 +1,7 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,24 +11,19 @@ use futures::FutureExt;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::config::{Check, Config, DetailsPolicy};
-use crate::engine::Engine;
+use crate::config::{Check, Config, Overrides};
+use crate::engine::{Engine, Reloaded};
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
-use crate::render::{self, Details, Identity};
+use crate::reload::{self, Reloader};
+use crate::render::{self, Details};
 use crate::report::Endpoint;
-use crate::server::{self, Limits};
-use crate::signals::{self, Sink};
-
-fn identity(config: &Config) -> Identity {
-    Identity {
-        service_id: config.server.service_id.clone(),
-        description: config.server.description.clone(),
-    }
-}
+use crate::server::{self, identity, levels, Limits};
+use crate::signals::running::Running;
+use crate::signals::Sink;
 
 /// Compiles the policy and starts every check's signal.
-async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
+async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Running)> {
     let rules = Rules::new(config);
     let metrics = Arc::new(Metrics::new());
     for check in config
@@ -38,37 +34,45 @@ async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink)> {
         metrics.watch_restarts_from_zero(&check.name);
     }
     let sink = Sink::default();
-    signals::start(
-        config.checks.iter().map(Check::as_ref),
-        &config.clusters(),
-        &sink,
-        &metrics,
-    )
-    .await;
-    Ok((rules, metrics, sink))
+    let mut running = Running::default();
+    running
+        .apply(
+            config.checks.iter().map(Check::as_ref),
+            &config.clusters(),
+            &sink,
+            &metrics,
+        )
+        .await;
+    Ok((rules, metrics, sink, running))
 }
 
-/// Runs the service until SIGTERM or SIGINT.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the service until SIGTERM or SIGINT, reloading `config` from `path` (read with `overrides`) on
+/// SIGHUP and whenever the file changes.
+pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     tracing::info!(
         configuration = %serde_json::to_string(&config).unwrap_or_default(),
         "starting klutch-health {}", env!("CARGO_PKG_VERSION")
     );
     let token = config.token()?;
-    let (rules, metrics, sink) = start(&config).await?;
-    let mut levels = match config.server.details {
-        DetailsPolicy::Always => vec![Details::Shown],
-        DetailsPolicy::Never => vec![Details::Withheld],
-        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
+    let hangups = reload::hangups();
+    let (rules, metrics, sink, running) = start(&config).await?;
+    let reload = Reloaded {
+        rules,
+        identity: identity(&config),
+        levels: levels(config.server.details, config.server.public_listen.is_some()),
     };
-    if config.server.public_listen.is_some() && !levels.contains(&Details::Withheld) {
-        levels.push(Details::Withheld);
-    }
-    let (engine, latest) = Engine::new(rules, identity(&config), levels, sink, metrics.clone());
-    tokio::spawn(engine.run());
+    let (reloads, reloaded) = tokio::sync::watch::channel(reload.clone());
+    let (engine, latest) = Engine::new(
+        reload.rules,
+        reload.identity,
+        reload.levels,
+        sink.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(engine.run(reloaded));
     let state = Arc::new(server::State::new(
         latest,
-        metrics,
+        metrics.clone(),
         identity(&config),
         config.server.details,
         token,
@@ -80,6 +84,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(addr) => Some(listen(addr, "server.public_listen")?),
         None => None,
     };
+    let reloader = Reloader {
+        path,
+        overrides,
+        startup: serde_json::to_value(&config.server).unwrap_or_default(),
+        loaded: serde_json::to_value(&config.server).unwrap_or_default(),
+        token_file: config.server.token_file.clone(),
+        running,
+        sink,
+        metrics,
+        engine: reloads,
+        state: state.clone(),
+    };
+    tokio::spawn(reloader.run(hangups));
     let shutdown = shutdown_signal().shared();
     let main = server::serve(
         main,
@@ -207,7 +224,7 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let (rules, _metrics, sink) = start(&config).await?;
+    let (rules, _metrics, sink, _running) = start(&config).await?;
     let deadline = tokio::time::Instant::now() + wait;
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {

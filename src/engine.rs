@@ -29,6 +29,14 @@ impl Published {
     }
 }
 
+/// What a reload hands the engine.
+#[derive(Debug, Clone)]
+pub(crate) struct Reloaded {
+    pub(crate) rules: Rules,
+    pub(crate) identity: Identity,
+    pub(crate) levels: Vec<Details>,
+}
+
 pub(crate) struct Engine {
     rules: Rules,
     identity: Identity,
@@ -89,9 +97,26 @@ impl Engine {
         evaluation.next
     }
 
-    /// Runs until the process ends.
-    pub(crate) async fn run(mut self) {
+    fn reload(&mut self, reloads: &mut watch::Receiver<Reloaded>) {
+        let Reloaded {
+            rules,
+            identity,
+            levels,
+        } = reloads.borrow_and_update().clone();
+        // Only now, with the policy that no longer names them, may removed checks' observations go.
+        self.sink.retain(|check| rules.has_check(check));
+        (self.rules, self.identity, self.levels) = (rules, identity, levels);
+    }
+
+    /// Runs until the process ends, taking each reloaded policy from `reloads` and evaluating it at once.
+    /// Memory is keyed by item, so damping of unchanged checks survives a reload.
+    pub(crate) async fn run(mut self, mut reloads: watch::Receiver<Reloaded>) {
+        let mut reloading = true;
         loop {
+            // Also when a publish woke the engine first: a reload changes the policy before the signals.
+            if reloads.has_changed().unwrap_or(false) {
+                self.reload(&mut reloads);
+            }
             let next = self.step(Timestamp::now());
             let sleep = async {
                 match next {
@@ -105,6 +130,10 @@ impl Engine {
             tokio::select! {
                 _ = self.sink.changed() => {}
                 _ = sleep => {}
+                changed = reloads.changed(), if reloading => match changed {
+                    Ok(()) => self.reload(&mut reloads),
+                    Err(_) => reloading = false,
+                },
             }
         }
     }

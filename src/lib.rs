@@ -4,8 +4,9 @@
 //! [`signals::registry`]. Signals watch provider-anynines, its ProviderConfigs, Crossplane Providers, pods and
 //! Deployments and publish observations; the [`engine`] evaluates the [`policy`] whenever one changes and
 //! publishes a [`report`]; the [`server`] answers every probe from that report through the [`render`]ers and
-//! exports [`metrics`]. [`app`] wires them for `serve` and `check`; [`telemetry`] sets up logging; [`human`]
-//! words durations and errors; [`values`] reads the value formats of configuration keys. See `README.md` for
+//! exports [`metrics`]. Operators' `[[silence]]` and `[maintenance]` are applied by [`operating`]; [`reload`]
+//! applies a changed configuration live. [`app`] wires them for `serve` and `check`; [`telemetry`] sets up
+//! logging; [`human`] words durations and errors; [`values`] reads the value formats of configuration keys. See `README.md` for
 //! the HTTP API and `config.toml` for every setting.
 
 pub mod app;
@@ -15,7 +16,9 @@ pub mod engine;
 pub mod human;
 pub mod listen;
 pub mod metrics;
+pub mod operating;
 pub mod policy;
+pub mod reload;
 pub mod render;
 pub mod report;
 pub mod server;

@@ -59,7 +59,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let path = config::config_path(cli.config.as_deref());
-    let config = match Config::load(&path, &Overrides { listen: cli.listen }) {
+    let overrides = Overrides { listen: cli.listen };
+    let config = match Config::load(&path, &overrides) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e} (in {})", path.display());
@@ -82,7 +83,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => app::serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve => app::serve(config, path, overrides)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Check {
                 endpoint,
                 format,

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{Endpoint, ItemName, Report, Status};
+use crate::report::{Endpoint, ItemName, OperatorKind, Report, Status};
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -107,6 +107,10 @@ pub struct Metrics {
     /// balancer's every probe should not pay. They are exported from the start, at zero.
     probe_requests: Vec<(HttpLabels, Counter)>,
     watch_restarts: Family<CheckLabels, Counter>,
+    silenced_items: Family<EndpointLabels, Gauge>,
+    maintenance: Gauge,
+    reload_successful: Gauge,
+    reload_success_time: Gauge<f64, AtomicU64>,
     /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
     /// cost nothing and vanished items lose their series.
     items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
@@ -176,6 +180,32 @@ impl Metrics {
             "Kubernetes watch errors that led to a reconnect or relist, per check",
             watch_restarts.clone(),
         );
+        let silenced_items = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "silenced_items",
+            "Items a [[silence]] keeps from failing the endpoint (they count as warn)",
+            silenced_items.clone(),
+        );
+        let maintenance = Gauge::default();
+        registry.register(
+            "maintenance",
+            "1 during the [maintenance] window (/readyz fails on purpose), 0 otherwise",
+            maintenance.clone(),
+        );
+        let reload_successful = Gauge::default();
+        reload_successful.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "0 when the last configuration reload was refused (the previous configuration still runs), else 1",
+            reload_successful.clone(),
+        );
+        let reload_success_time = Gauge::<f64, AtomicU64>::default();
+        reload_success_time.set(Timestamp::now().as_millisecond() as f64 / 1000.0);
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded, in seconds since the Unix epoch",
+            reload_success_time.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -205,6 +235,10 @@ impl Metrics {
                 .collect(),
             http_requests,
             watch_restarts,
+            silenced_items,
+            maintenance,
+            reload_successful,
+            reload_success_time,
             items: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         }
@@ -249,6 +283,7 @@ impl Metrics {
         }
         *exported = now_exported;
         self.set_endpoints_up(|e| report.endpoint(e).passed());
+        self.set_operating(report);
     }
 
     /// Each endpoint's gauge says what the endpoint answers: `/readyz` fails from the start of shutdown;
@@ -263,6 +298,43 @@ impl Metrics {
                     endpoint: e.as_str(),
                 })
                 .set(i64::from(up));
+        }
+    }
+
+    /// Silenced items per endpoint, and whether a maintenance window is on.
+    fn set_operating(&self, report: &Report) {
+        for e in Endpoint::ALL {
+            let silenced = report
+                .endpoint(e)
+                .items
+                .iter()
+                .filter(|c| {
+                    c.notes
+                        .operator
+                        .as_ref()
+                        .is_some_and(|o| o.kind == OperatorKind::Silenced)
+                })
+                .count();
+            self.silenced_items
+                .get_or_create(&EndpointLabels {
+                    endpoint: e.as_str(),
+                })
+                .set(silenced as i64);
+        }
+        let maintenance = report
+            .operating
+            .maintenance
+            .as_ref()
+            .is_some_and(|m| m.active);
+        self.maintenance.set(i64::from(maintenance));
+    }
+
+    /// Records a configuration reload: refused (`None`) or applied at the given time.
+    pub(crate) fn config_reload(&self, applied: Option<Timestamp>) {
+        self.reload_successful.set(i64::from(applied.is_some()));
+        if let Some(at) = applied {
+            self.reload_success_time
+                .set(at.as_millisecond() as f64 / 1000.0);
         }
     }
 

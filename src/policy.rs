@@ -10,9 +10,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::config::{self, Require, UnknownAs};
+use crate::operating::Declared;
 use crate::signals::registry::Link;
 
-use crate::report::{Counted, Endpoint, EndpointReport, Item, ItemName, Notes, Report, Status};
+use crate::report::{
+    Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,
+    Status,
+};
 use crate::signals::{Observation, Snapshot};
 
 /// One endpoint's policy, its patterns compiled once by the configuration.
@@ -55,6 +59,8 @@ pub struct Rules {
     provider_config_checks: Vec<Arc<str>>,
     healthz: EndpointRules,
     readyz: EndpointRules,
+    /// Silences and the maintenance window.
+    declared: Declared,
 }
 
 impl Rules {
@@ -79,7 +85,12 @@ impl Rules {
                 .collect(),
             healthz: config.endpoints.healthz.clone(),
             readyz: config.endpoints.readyz.clone(),
+            declared: Declared::new(&config.silences, config.maintenance.as_ref()),
         }
+    }
+
+    pub(crate) fn has_check(&self, name: &str) -> bool {
+        self.checks.iter().any(|c| &*c.name == name)
     }
 
     fn endpoint(&self, e: Endpoint) -> &EndpointRules {
@@ -124,6 +135,9 @@ pub struct Evaluation {
 /// Evaluates every endpoint's policy over the latest observations at `now`.
 pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timestamp) -> Evaluation {
     let mut next = Wakeup::default();
+    for t in rules.declared.changes() {
+        next.at(t, now);
+    }
     let mut new_memory = Memory::default();
     let items = observed_items(rules, snapshot, memory, &mut new_memory, &mut next, now);
 
@@ -139,6 +153,7 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timest
             readyz,
             backend: snapshot.backend.clone(),
             last_poll: snapshot.last_poll,
+            operating: rules.declared.state(now),
         },
         memory: new_memory,
         next: next.0,
@@ -245,6 +260,25 @@ fn evaluate_endpoint(
     let er = rules.endpoint(endpoint);
     let e = endpoint.index();
     let mut counted = Vec::new();
+    if endpoint == Endpoint::Readyz {
+        if let Some(m) = rules.declared.maintenance(now) {
+            counted.push(Counted {
+                item: None,
+                name: ItemName::new("maintenance", "window"),
+                status: Status::Fail,
+                message: String::new(),
+                notes: Notes {
+                    operator: Some(OperatorNote {
+                        kind: OperatorKind::Maintenance,
+                        until: m.until,
+                        reason: m.reason.clone(),
+                    }),
+                    ..Notes::default()
+                },
+                since: now,
+            });
+        }
+    }
     for check in &rules.checks {
         let first = counted.len();
         let mut total = 0;
@@ -261,6 +295,21 @@ fn evaluate_endpoint(
             let (damping, status, damping_note) =
                 damp(memory.damping[e].get(&item.name), target, er, next, now);
             new_memory.damping[e].insert(item.name.clone(), damping);
+            // After damping, which keeps running underneath: when the silence ends, a long failure fails at once.
+            let silence = (status == Status::Fail)
+                .then(|| rules.declared.silence(&check.name, &item.name, now))
+                .flatten();
+            let (status, operator) = match silence {
+                Some(s) => (
+                    Status::Warn,
+                    Some(OperatorNote {
+                        kind: OperatorKind::Silenced,
+                        until: s.until,
+                        reason: s.reason.clone(),
+                    }),
+                ),
+                None => (status, None),
+            };
             counted.push(Counted {
                 item: Some(index),
                 name: item.name.clone(),
@@ -269,6 +318,7 @@ fn evaluate_endpoint(
                 notes: Notes {
                     damping: damping_note,
                     require: None,
+                    operator,
                 },
                 since: now,
             });
@@ -370,7 +420,11 @@ fn apply_require(
 ) {
     let items = &mut counted[first..];
     let total = items.len();
-    let passing = items.iter().filter(|c| c.status != Status::Fail).count();
+    // A silenced item still fails here: one silence must not excuse the rest of a `require = "any"` check.
+    let passing = items
+        .iter()
+        .filter(|c| c.status != Status::Fail && c.notes.operator.is_none())
+        .count();
     let needed = match check.require {
         Require::All => total,
         Require::Any => 1,

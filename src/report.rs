@@ -161,11 +161,61 @@ pub struct Notes {
     pub damping: Option<String>,
     /// An excused failure: `1 of 2 pass, 1 required`.
     pub require: Option<String>,
+    /// A silence or maintenance window an operator declared: shown even when details are withheld, since
+    /// it is the operator's word, not the item's.
+    pub operator: Option<OperatorNote>,
+}
+
+/// What an operator declared about an item, and until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorNote {
+    pub kind: OperatorKind,
+    pub until: Timestamp,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorKind {
+    /// A failing item counted as `warn` by a `[[silence]]`.
+    Silenced,
+    /// The `/readyz` item `[maintenance]` adds.
+    Maintenance,
+}
+
+impl OperatorNote {
+    pub(crate) fn kind_str(&self) -> &'static str {
+        match self.kind {
+            OperatorKind::Silenced => "silenced",
+            OperatorKind::Maintenance => "maintenance",
+        }
+    }
+
+    /// Wrapped around the rest of the item's text: `silenced until T (REASON): REST`,
+    /// `maintenance until T: REASON`.
+    fn around(&self, rest: &str) -> String {
+        match self.kind {
+            OperatorKind::Silenced => {
+                format!("silenced until {} ({}): {rest}", self.until, self.reason)
+            }
+            OperatorKind::Maintenance => {
+                format!("maintenance until {}: {}", self.until, self.reason)
+            }
+        }
+    }
 }
 
 impl Notes {
     /// The notes alone, as the status page shows them.
     pub(crate) fn text(&self) -> Option<String> {
+        let policy = self.policy_text();
+        match (&self.operator, policy) {
+            (None, p) => p,
+            (Some(o), None) => Some(o.around("").trim_end_matches([':', ' ']).to_string()),
+            (Some(o), Some(p)) => Some(o.around(&p)),
+        }
+    }
+
+    fn policy_text(&self) -> Option<String> {
         match (&self.damping, &self.require) {
             (None, None) => None,
             (Some(d), None) => Some(d.clone()),
@@ -178,7 +228,21 @@ impl Notes {
 impl Counted {
     /// The message with the policy's notes around it, as the text and JSON forms show it.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        let Notes { damping, require } = &self.notes;
+        let Notes {
+            damping,
+            require,
+            operator,
+        } = &self.notes;
+        if let Some(o) = operator {
+            let rest = Counted {
+                notes: Notes {
+                    operator: None,
+                    ..self.notes.clone()
+                },
+                ..self.clone()
+            };
+            return o.around(&rest.text()).into();
+        }
         if damping.is_none() && require.is_none() {
             return self.message.as_str().into();
         }
@@ -307,6 +371,8 @@ pub struct Report {
     pub backend: Option<Passthrough>,
     /// When the upstream health server was last polled, successfully or not.
     pub last_poll: Option<Timestamp>,
+    /// Silences (expired ones too) and the maintenance window, as of `evaluated`.
+    pub operating: Operating,
 }
 
 impl Report {
@@ -316,4 +382,30 @@ impl Report {
             Endpoint::Readyz => &self.readyz,
         }
     }
+}
+
+/// Every silence and the maintenance window, as the policy applies them and the page lists them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Operating {
+    pub silences: Vec<SilenceState>,
+    pub maintenance: Option<MaintenanceState>,
+}
+
+/// A silence as of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilenceState {
+    pub pattern: String,
+    pub until: Timestamp,
+    pub reason: String,
+    /// `until` has passed: it silences nothing any more.
+    pub expired: bool,
+}
+
+/// The maintenance window as of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceState {
+    pub from: Option<Timestamp>,
+    pub until: Timestamp,
+    pub reason: String,
+    pub active: bool,
 }

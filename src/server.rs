@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,9 +44,9 @@ static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 pub struct State {
     latest: watch::Receiver<Arc<Published>>,
     metrics: Arc<Metrics>,
-    identity: Identity,
-    details: DetailsPolicy,
-    token: Option<String>,
+    /// Replaced as a whole by a reload (a new identity, details policy, or a rotated token); shared by the
+    /// listeners of one process.
+    shown: Arc<RwLock<Arc<Presentation>>>,
     audience: Audience,
     /// Shared by the listeners of one process: shutting down is the process's.
     shutting_down: Arc<AtomicBool>,
@@ -70,6 +70,36 @@ impl Audience {
     }
 }
 
+/// How answers present the report: who the service says it is, and who may read details.
+#[derive(Debug, Clone)]
+pub struct Presentation {
+    pub identity: Identity,
+    pub details: DetailsPolicy,
+    pub token: Option<String>,
+}
+
+/// The service identity `[server]` configures.
+pub(crate) fn identity(config: &config::Config) -> Identity {
+    Identity {
+        service_id: config.server.service_id.clone(),
+        description: config.server.description.clone(),
+    }
+}
+
+/// The detail levels callers can be served under `details`: only those are pre-rendered. A public listener
+/// always withholds.
+pub(crate) fn levels(details: DetailsPolicy, public_listener: bool) -> Vec<Details> {
+    let mut levels = match details {
+        DetailsPolicy::Always => vec![Details::Shown],
+        DetailsPolicy::Never => vec![Details::Withheld],
+        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
+    };
+    if public_listener && !levels.contains(&Details::Withheld) {
+        levels.push(Details::Withheld);
+    }
+    levels
+}
+
 impl State {
     pub fn new(
         latest: watch::Receiver<Arc<Published>>,
@@ -81,27 +111,50 @@ impl State {
         State {
             latest,
             metrics,
-            identity,
-            details,
-            token,
+            shown: Arc::new(RwLock::new(Arc::new(Presentation {
+                identity,
+                details,
+                token,
+            }))),
             audience: Audience::Cluster,
             shutting_down: Arc::default(),
         }
     }
 
-    /// The same service for the public listener: same report, same shutdown, its own audience.
+    /// The same service for the public listener: same report, same presentation, same shutdown, its own
+    /// audience (which withholds every reason, whatever `details` and a token say).
     pub fn public(&self) -> State {
         State {
             latest: self.latest.clone(),
             metrics: self.metrics.clone(),
-            identity: self.identity.clone(),
-            details: DetailsPolicy::Never,
-            token: None,
+            shown: self.shown.clone(),
             audience: Audience::Public,
             shutting_down: self.shutting_down.clone(),
         }
     }
 
+    /// Takes what a reload configured.
+    pub(crate) fn present(&self, shown: Presentation) {
+        *self.shown.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(shown);
+    }
+
+    fn shown(&self) -> Arc<Presentation> {
+        self.shown
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What this caller may read: nothing on the public listener, else what the presentation allows.
+    fn details_for(&self, shown: &Presentation, req: &Parts) -> Details {
+        match self.audience {
+            Audience::Public => Details::Withheld,
+            Audience::Cluster => shown.details_for(req),
+        }
+    }
+}
+
+impl Presentation {
     fn details_for(&self, req: &Parts) -> Details {
         match self.details {
             DetailsPolicy::Always => Details::Shown,
@@ -375,10 +428,11 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         }
         "/backend-health" | "/backend-status" => passthrough(latest),
         "/" => {
+            let shown = state.shown();
             let page = render::html::page(
                 &latest.report,
-                &state.identity,
-                state.details_for(req),
+                &shown.identity,
+                state.details_for(&shown, req),
                 Timestamp::now(),
             );
             with_type(StatusCode::OK, &HTML, page.into())
@@ -462,7 +516,8 @@ fn health(
     only: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let q = parse_query(req.uri.query());
-    let details = state.details_for(req);
+    let shown = state.shown();
+    let details = state.details_for(&shown, req);
     let json = json_type(req, &q);
     let report = latest.report.endpoint(endpoint);
     if endpoint == Endpoint::Readyz && state.shutting_down.load(Ordering::SeqCst) {
@@ -471,7 +526,7 @@ fn health(
                 let selection = report.all();
                 let doc = render::json::document(
                     &latest.report,
-                    &state.identity,
+                    &shown.identity,
                     &selection,
                     details,
                     Some("shutting down"),
@@ -512,7 +567,7 @@ fn health(
             .flatten();
         let body = cached.unwrap_or_else(|| {
             let selection = selection.unwrap_or_else(all);
-            render::json::document(&latest.report, &state.identity, &selection, details, None)
+            render::json::document(&latest.report, &shown.identity, &selection, details, None)
                 .into()
         });
         return with_type(code, ct, body);

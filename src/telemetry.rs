@@ -336,6 +336,7 @@ mod tests {
             readyz: empty(Endpoint::Readyz),
             backend: None,
             last_poll: None,
+            operating: Default::default(),
         }
     }
 

@@ -1027,3 +1027,42 @@ async fn accept_with_q_zero_is_not_acceptable() {
         .header("content-type")
         .is_some_and(|ct| ct.starts_with("application/openmetrics-text")));
 }
+
+#[tokio::test]
+async fn silences_and_maintenance_show_until_when_but_withhold_their_reasons() {
+    let app = App::polled(
+        DEGRADED,
+        "[server]\ndetails = \"never\"\n\
+         [[silence]]\nmatch = \"backend-status/postgresql-backup-manager\"\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"secret plan\"\n\
+         [maintenance]\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"secret upgrade\"\n",
+    );
+    let r = app.request("GET", "/readyz?verbose", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains(
+            "[-]maintenance/window failed: maintenance until 2099-01-01T00:00:00Z: reason withheld\n"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(
+            "[+]backend-status/postgresql-backup-manager warn: silenced until 2099-01-01T00:00:00Z: reason withheld\n"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("secret"), "{}", r.body);
+    let healthz = app.request("GET", "/healthz?format=json", &[]).await;
+    assert_eq!(healthz.status, 200, "maintenance leaves /healthz alone");
+    let item = healthz.json()["checks"]["backend-status"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["componentId"] == "postgresql-backup-manager")
+        .expect("item")
+        .clone();
+    assert_eq!(item["silenced"]["until"], "2099-01-01T00:00:00Z");
+    assert_eq!(item["silenced"]["reason"], "reason withheld");
+    assert!(!app.request("GET", "/", &[]).await.body.contains("secret"));
+}

@@ -150,7 +150,7 @@ impl Patterns {
         Patterns::compiled(vec!["*".into()]).unwrap_or_default()
     }
 
-    fn compiled(source: Vec<String>) -> Result<Patterns, PatternError> {
+    pub(crate) fn compiled(source: Vec<String>) -> Result<Patterns, PatternError> {
         let mut builder = GlobSetBuilder::new();
         for p in &source {
             builder.add(compile(p)?);

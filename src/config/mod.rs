@@ -22,9 +22,11 @@ use crate::signals::watch::Clusters;
 use crate::signals::CheckRef;
 use crate::values::{deserialize, duration, text, KeyError};
 
+mod declared;
 mod endpoints;
 
 pub use crate::signals::watch::Cluster;
+pub use declared::{Maintenance, Silence};
 pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
 
 /// Environment variables with this prefix override configuration keys (`__` separates nested keys).
@@ -81,6 +83,10 @@ pub struct Config {
     #[serde(rename = "check")]
     pub checks: Vec<Check>,
     pub endpoints: Endpoints,
+    #[serde(rename = "silence", skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<Silence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +297,10 @@ impl Config {
             clusters: BTreeMap<String, Cluster>,
             #[serde(default)]
             endpoints: Endpoints,
+            #[serde(default)]
+            silence: Vec<Silence>,
+            #[serde(default)]
+            maintenance: Option<Maintenance>,
         }
         let rest: Rest = deserialize(&Value::from(tree))?;
         let checks = checks
@@ -304,8 +314,12 @@ impl Config {
             clusters: rest.clusters,
             checks,
             endpoints: rest.endpoints,
+            silences: rest.silence,
+            maintenance: rest.maintenance,
         };
         config.validate()?;
+        let check_names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+        declared::warn_unmatched(&config.silences, &check_names);
         Ok(config)
     }
 
@@ -389,6 +403,14 @@ impl Config {
                         key,
                         source,
                     })?;
+            }
+        }
+        if let Some(m) = &self.maintenance {
+            if m.from.is_some_and(|from| from >= m.until) {
+                return Err(key(
+                    "maintenance.until",
+                    format!("{} is not after maintenance.from", m.until),
+                ));
             }
         }
         if self.server.details == DetailsPolicy::Token {

@@ -279,6 +279,7 @@ pub(crate) fn page(
     verdicts(&mut out, report);
     out.push_str("</div>\n");
     poll_line(&mut out, report, now);
+    declared(&mut out, report, details, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
     let _ = writeln!(
@@ -396,6 +397,46 @@ fn poll_line(out: &mut String, report: &Report, now: Timestamp) {
         }
         (None, _) => {}
     }
+}
+
+/// The maintenance window and every silence, expired ones too, so that a silence never hides anything.
+fn declared(out: &mut String, report: &Report, details: Details, now: Timestamp) {
+    let operating = &report.operating;
+    if operating.silences.is_empty() && operating.maintenance.is_none() {
+        return;
+    }
+    let reason = |r: &str| escape(&details.message(r));
+    out.push_str("<section class=\"declared\"><h2>Declared by operators</h2><ul>\n");
+    if let Some(m) = &operating.maintenance {
+        let state = if m.active {
+            "in force: /readyz fails on purpose"
+        } else if now < m.until {
+            "planned"
+        } else {
+            "over"
+        };
+        let from = m
+            .from
+            .map(|f| format!(" from {}", absolute(f)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "<li>Maintenance{from} until {} ({state}): {}</li>",
+            absolute(m.until),
+            reason(&m.reason)
+        );
+    }
+    for s in &operating.silences {
+        let state = if s.expired { "expired" } else { "in force" };
+        let _ = writeln!(
+            out,
+            "<li>Silence <code>{}</code> until {} ({state}): {}</li>",
+            escape(&s.pattern),
+            absolute(s.until),
+            reason(&s.reason)
+        );
+    }
+    out.push_str("</ul></section>\n");
 }
 
 /// The items to look at first, worst first, each linking to its card.

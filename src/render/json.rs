@@ -1,5 +1,5 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
-//! (`application/health+json`), with the extension `since` on each item.
+//! (`application/health+json`), with the extensions `since` on each item and `silenced` on a silenced one.
 //!
 //! Serialized straight from borrowed structs, not through `serde_json::Value`: with thousands of items a
 //! map per item would cost more memory than the report itself.
@@ -11,7 +11,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::{Details, Identity};
-use crate::report::{overall, Counted, Report, Selection, Status};
+use crate::report::{overall, Counted, OperatorKind, Report, Selection, Status};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,6 +42,15 @@ struct ItemDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<Cow<'a, str>>,
     since: Timestamp,
+    /// Extension: the `[[silence]]` that keeps this item from failing the endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silenced: Option<Silenced<'a>>,
+}
+
+#[derive(Serialize)]
+struct Silenced<'a> {
+    until: Timestamp,
+    reason: &'a str,
 }
 
 impl Serialize for Checks<'_> {
@@ -66,6 +75,18 @@ impl<'a> Checks<'a> {
             time: item.map_or(self.report.evaluated, |i| i.observed),
             output: (c.status != Status::Pass).then(|| self.details.counted(c)),
             since: c.since,
+            silenced: c
+                .notes
+                .operator
+                .as_ref()
+                .filter(|o| o.kind == OperatorKind::Silenced)
+                .map(|o| Silenced {
+                    until: o.until,
+                    reason: match self.details {
+                        Details::Shown => &o.reason,
+                        Details::Withheld => super::WITHHELD,
+                    },
+                }),
         }
     }
 }

@@ -28,7 +28,11 @@ impl Details {
     /// A counted item's message with the policy's notes, or the placeholder.
     pub(crate) fn counted(self, c: &crate::report::Counted) -> std::borrow::Cow<'_, str> {
         match (self, c.text()) {
-            (Details::Withheld, _) => WITHHELD.into(),
+            (Details::Withheld, _) => match &c.notes.operator {
+                // What an operator declared is no secret of the item's; only the reason is withheld.
+                Some(o) => format!("{} until {}: {WITHHELD}", o.kind_str(), o.until).into(),
+                None => WITHHELD.into(),
+            },
             (Details::Shown, std::borrow::Cow::Borrowed(m)) => one_line(m),
             (Details::Shown, std::borrow::Cow::Owned(m)) => one_line(&m).into_owned().into(),
         }

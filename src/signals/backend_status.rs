@@ -88,7 +88,7 @@ impl CheckType for BackendStatus {
             run.sink.clone(),
             run.metrics.clone(),
         );
-        tokio::spawn(poller.run());
+        run.tasks.spawn(poller.run());
     }
 }
 

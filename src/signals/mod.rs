@@ -11,6 +11,7 @@ pub mod packages;
 pub mod pods;
 pub mod provider_configs;
 pub mod registry;
+pub(crate) mod running;
 pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,22 @@ use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
 use registry::{Kube, Run, Settings};
 use watch::{Clusters, Watches};
+
+/// The tasks one check spawned, so that a reload can stop them: dropping the handles alone would not.
+#[derive(Default)]
+pub(crate) struct Tasks(Vec<tokio::task::AbortHandle>);
+
+impl Tasks {
+    pub(crate) fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.push(tokio::spawn(task).abort_handle());
+    }
+
+    fn stop(self) {
+        for task in self.0 {
+            task.abort();
+        }
+    }
+}
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +133,13 @@ impl Sink {
         });
     }
 
+    /// Drops what checks that are no longer configured published.
+    pub(crate) fn retain(&self, configured: impl Fn(&str) -> bool) {
+        let mut s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        s.unsynced.retain(|c| configured(c));
+        s.checks.retain(|c, _| configured(c));
+    }
+
     /// Records the outcome of a poll of provider-anynines' health server, good or not.
     pub fn polled(&self, outcome: Passthrough) {
         self.update(|s| {
@@ -177,51 +201,58 @@ pub(crate) struct CheckRef<'a> {
     pub settings: &'a dyn Settings,
 }
 
-/// Starts one signal per configured check, each publishing into `sink`. Every check is published (at least
-/// as waiting) before this returns. A cluster that cannot be used makes its checks `unknown` with the reason.
-pub(crate) async fn start<'a>(
-    checks: impl IntoIterator<Item = CheckRef<'a>>,
+/// Starts one check's signal, publishing into `sink`; the check is published (at least as waiting) before
+/// this returns. A cluster that cannot be used makes its items `unknown` with the reason.
+async fn start_one(
+    check: CheckRef<'_>,
     clusters: &Clusters<'_>,
+    watches: &mut Watches,
     sink: &Sink,
     metrics: &Arc<Metrics>,
-) {
-    let mut watches = Watches::default();
-    for check in checks {
-        let declared = check.settings.targets();
-        let run = |kube| Run {
+) -> Tasks {
+    let mut tasks = Tasks::default();
+    let declared = check.settings.targets();
+    if declared.is_empty() {
+        check.settings.start(Run {
             check: check.name,
             sink,
             metrics,
-            declared: declared.clone(),
-            kube,
-        };
-        if declared.is_empty() {
-            check.settings.start(run(None));
-            continue;
+            tasks: &mut tasks,
+            declared,
+            kube: None,
+        });
+        return tasks;
+    }
+    let client = match watches.client(clusters, check.cluster).await {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!(
+                "cannot use cluster {}: {e}",
+                check.cluster.unwrap_or("default")
+            );
+            let placeholders = check.settings.placeholders();
+            sink.waiting(
+                check.name,
+                watch::waiting(&placeholders, &message, Timestamp::now()),
+            );
+            return tasks;
         }
-        let client = match watches.client(clusters, check.cluster).await {
-            Ok(c) => c,
-            Err(e) => {
-                let message = format!(
-                    "cannot use cluster {}: {e}",
-                    check.cluster.unwrap_or("default")
-                );
-                let placeholders = check.settings.placeholders();
-                sink.waiting(
-                    check.name,
-                    watch::waiting(&placeholders, &message, Timestamp::now()),
-                );
-                continue;
-            }
-        };
-        let stale_after = clusters
-            .get(check.cluster)
-            .map_or(Duration::from_secs(60), |c| c.stale_after);
-        check.settings.start(run(Some(Kube {
+    };
+    let stale_after = clusters
+        .get(check.cluster)
+        .map_or(Duration::from_secs(60), |c| c.stale_after);
+    check.settings.start(Run {
+        check: check.name,
+        sink,
+        metrics,
+        tasks: &mut tasks,
+        declared,
+        kube: Some(Kube {
             client,
             cluster: check.cluster.map(str::to_string),
             stale_after,
-            watches: &mut watches,
-        })));
-    }
+            watches,
+        }),
+    });
+    tasks
 }

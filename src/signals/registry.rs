@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::watch::{spawn_follow, Target, WatchState, Watches};
+use super::watch::{follow, Target, WatchState, Watches};
 use super::{
     backend_status, cluster_bindings, deployments, packages, pods, provider_configs, Observation,
-    Sink,
+    Sink, Tasks,
 };
 use crate::metrics::Metrics;
 use crate::values::KeyError;
@@ -176,6 +176,8 @@ pub struct Run<'a> {
     pub(crate) check: &'a str,
     pub(crate) sink: &'a Sink,
     pub(crate) metrics: &'a Arc<Metrics>,
+    /// The check's own tasks, stopped when a reload changes or removes the check.
+    pub(crate) tasks: &'a mut Tasks,
     /// What the type's `targets()` declared: a watch of anything else is refused, as RBAC would refuse it.
     pub(crate) declared: Vec<WatchTarget>,
     pub(crate) kube: Option<Kube<'a>>,
@@ -245,14 +247,14 @@ impl Run<'_> {
             return;
         }
         let w = kube.watches.watch(target, self.check, self.metrics);
-        spawn_follow(
+        self.tasks.spawn(follow(
             w,
             self.check.to_string(),
             self.sink.clone(),
             kube.stale_after,
             placeholders,
             observe,
-        );
+        ));
     }
 }
 
@@ -286,15 +288,17 @@ mod tests {
             }),
             "default",
         );
-        let (sink, metrics, mut watches) = (
+        let (sink, metrics, mut watches, mut tasks) = (
             Sink::default(),
             Arc::new(Metrics::new()),
             Watches::default(),
+            Tasks::default(),
         );
         let run = Run {
             check: "c",
             sink: &sink,
             metrics: &metrics,
+            tasks: &mut tasks,
             declared: vec![WatchTarget {
                 group: String::new(),
                 version: "v1".into(),

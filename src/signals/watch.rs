@@ -212,7 +212,16 @@ where
 pub(crate) struct Watches {
     connections: HashMap<Option<String>, Connection>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
-    started: HashMap<(TypeId, String), Box<dyn Any + Send>>,
+    started: HashMap<(TypeId, String), Shared>,
+}
+
+/// One running watch, whatever its resource type: what a reload needs to stop it.
+struct Shared {
+    /// The [`Watch`] of its resource type.
+    watch: Box<dyn Any + Send>,
+    subscribers: Arc<Mutex<Vec<String>>>,
+    cluster: Option<String>,
+    task: tokio::task::AbortHandle,
 }
 
 /// What to watch: the API (cluster, resource, namespace) and an optional label selector.
@@ -280,7 +289,7 @@ impl Watches {
         let watch = match self
             .started
             .get(&key)
-            .and_then(|w| w.downcast_ref::<Watch<K>>())
+            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
         {
             Some(existing) => existing.clone(),
             None => {
@@ -308,7 +317,7 @@ impl Watches {
                     what: what.as_str().into(),
                     subscribers: Arc::default(),
                 };
-                tokio::spawn(
+                let task = tokio::spawn(
                     Runner {
                         api: target.api,
                         config,
@@ -323,8 +332,15 @@ impl Watches {
                         section: section(target.cluster.as_deref()),
                     }
                     .run(),
-                );
-                self.started.insert(key, Box::new(watch.clone()));
+                )
+                .abort_handle();
+                let shared = Shared {
+                    watch: Box::new(watch.clone()),
+                    subscribers: watch.subscribers.clone(),
+                    cluster: target.cluster.clone(),
+                    task,
+                };
+                self.started.insert(key, shared);
                 watch
             }
         };
@@ -334,6 +350,48 @@ impl Watches {
             .unwrap_or_else(PoisonError::into_inner)
             .push(check.to_string());
         watch
+    }
+}
+
+impl Watches {
+    /// Takes one subscription of `check` off every watch it reads (a restarted check subscribes anew first).
+    pub(crate) fn unsubscribe(&mut self, check: &str) {
+        for shared in self.started.values() {
+            let mut subscribers = shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(i) = subscribers.iter().position(|s| s == check) {
+                subscribers.remove(i);
+            }
+        }
+    }
+
+    /// Stops the watches no check reads any more.
+    pub(crate) fn stop_unused(&mut self) {
+        self.started.retain(|_, shared| {
+            let used = !shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty();
+            if !used {
+                shared.task.abort();
+            }
+            used
+        });
+    }
+
+    /// Forgets a cluster whose settings changed: its client, and every watch on it.
+    pub(crate) fn forget_cluster(&mut self, cluster: Option<&str>) {
+        self.connections.remove(&cluster.map(str::to_string));
+        self.started.retain(|_, shared| {
+            let on_it = shared.cluster.as_deref() == cluster;
+            if on_it {
+                shared.task.abort();
+            }
+            !on_it
+        });
     }
 }
 
@@ -613,22 +671,23 @@ where
 
 /// Follows a watch for one check: whenever the watch changes, `observe` turns the objects into items,
 /// which are published together with what is known about the watch itself. The check is published as
-/// waiting at once, so it is never missing from the first report.
-pub(crate) fn spawn_follow<K>(
+/// waiting at once (before the returned future first runs), so it is never missing from the first report.
+pub(crate) fn follow<K>(
     mut watch: Watch<K>,
     check: String,
     sink: Sink,
     stale_after: Duration,
     waiting_items: Vec<String>,
     observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
-) where
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
     let message = format!("waiting for initial sync of {}", watch.what);
     sink.waiting(&check, waiting(&waiting_items, &message, Timestamp::now()));
-    tokio::spawn(async move {
-        follow(
+    async move {
+        follow_loop(
             &mut watch,
             &check,
             &sink,
@@ -637,10 +696,10 @@ pub(crate) fn spawn_follow<K>(
             observe,
         )
         .await
-    });
+    }
 }
 
-async fn follow<K>(
+async fn follow_loop<K>(
     watch: &mut Watch<K>,
     check: &str,
     sink: &Sink,
