@@ -153,12 +153,22 @@ impl Service {
     }
 
     /// Polls `path` until `check` accepts the answer.
+    /// Polls `path` until `check` holds; on timeout, the panic shows the last answer.
     pub async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
-        eventually(what, async || {
+        let start = Instant::now();
+        loop {
             let r = self.get(path).await;
-            check(&r).then_some(r)
-        })
-        .await
+            if check(&r) {
+                return r;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for: {what}; {path} last answered {}:\n{}",
+                r.status,
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
