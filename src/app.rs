@@ -1,5 +1,6 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +11,14 @@ use tokio::net::TcpListener;
 
 use crate::config::{Check, Config, DetailsPolicy};
 use crate::engine::Engine;
+use crate::events;
+use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
 use crate::server::{self, Limits};
+use crate::signals::watch::Watches;
 use crate::signals::{self, Sink};
 
 fn identity(config: &Config) -> Identity {
@@ -53,6 +57,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
     };
     let (engine, latest) = Engine::new(rules, identity(&config), levels, sink, metrics.clone());
+    let engine = match events(&config).await {
+        Some((sender, remote)) => engine.with_events(sender, remote),
+        None => engine,
+    };
     tokio::spawn(engine.run());
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -74,6 +82,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// Starts the Events Lease loop and writer when `[kubernetes] events` is on and the default cluster can be
+/// used; returns the engine's end and the checks of other clusters.
+async fn events(config: &Config) -> Option<(events::Sender, HashSet<String>)> {
+    if config.kubernetes.events == Some(false) {
+        return None;
+    }
+    let client = match Watches::default().client(&config.clusters(), None).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
+            return None;
+        }
+    };
+    let reporter = events::Reporter::from_env();
+    let leader = lease::start(
+        client.clone(),
+        reporter.namespace(),
+        reporter.instance.clone(),
+    );
+    let remote = config
+        .checks
+        .iter()
+        .filter(|c| c.cluster.is_some())
+        .map(|c| c.name.clone())
+        .collect();
+    Some((events::start(client, reporter, leader), remote))
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -11,7 +11,10 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod events;
+pub mod history;
 pub mod human;
+pub mod lease;
 pub mod metrics;
 pub mod policy;
 pub mod render;

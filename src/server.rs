@@ -227,6 +227,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         "/metrics" => "/metrics",
         "/backend-health" => "/backend-health",
         "/backend-status" => "/backend-status",
+        "/history" => "/history",
         "/" => "/",
         p if p.starts_with("/healthz/") => "/healthz/{name}",
         p if p.starts_with("/readyz/") => "/readyz/{name}",
@@ -266,12 +267,18 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
             }
         }
         "/backend-health" | "/backend-status" => passthrough(latest),
+        "/history" => {
+            let history = latest.history.read();
+            let body = render::history::json(&history, state.details_for(req), Timestamp::now());
+            with_type(StatusCode::OK, &JSON, body.into())
+        }
         "/" => {
             let page = render::html::page(
                 &latest.report,
                 &state.identity,
                 state.details_for(req),
                 Timestamp::now(),
+                &latest.history.read(),
             );
             with_type(StatusCode::OK, &HTML, page.into())
         }

@@ -97,7 +97,13 @@ pub fn observe(
         ),
         Some(d) => judge(d, c.min_available),
     };
-    vec![Observation::new(c.deployment.clone(), status, message, now)]
+    let observation = Observation::new(c.deployment.clone(), status, message, now);
+    vec![match found {
+        Some(d) => {
+            observation.regarding(super::ObjectRef::of("apps/v1", "Deployment", &d.metadata))
+        }
+        None => observation,
+    }]
 }
 
 fn judge(d: &k8s::Deployment, min_available: i32) -> (Status, String) {

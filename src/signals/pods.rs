@@ -86,7 +86,10 @@ pub fn observe(
             now,
         )];
     }
-    objects.iter().map(|p| judge(p, window, now)).collect()
+    objects
+        .iter()
+        .map(|p| judge(p, window, now).regarding(super::ObjectRef::of("v1", "Pod", &p.metadata)))
+        .collect()
 }
 
 fn judge(pod: &Pod, window: Duration, now: Timestamp) -> Observation {

@@ -93,7 +93,9 @@ pub fn observe(
         now,
         |name, pc| match pc {
             None => Observation::new(name, Status::Fail, "not found", now),
-            Some(pc) => judge(name, pc.data.pointer("/status/health"), stale_after, now),
+            Some(pc) => judge(name, pc.data.pointer("/status/health"), stale_after, now).regarding(
+                super::ObjectRef::dynamic("dataservices.anynines.com/v1", "ProviderConfig", pc),
+            ),
         },
     )
 }

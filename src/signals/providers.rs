@@ -109,7 +109,15 @@ pub fn observe(
                 None => (Status::Fail, "not installed".to_string()),
                 Some(p) => judge(p.data.get("status").unwrap_or(&Value::Null)),
             };
-            Observation::new(name, status, message, now)
+            let observation = Observation::new(name, status, message, now);
+            match p {
+                Some(p) => observation.regarding(super::ObjectRef::dynamic(
+                    "pkg.crossplane.io/v1",
+                    "Provider",
+                    p,
+                )),
+                None => observation,
+            }
         },
     )
 }

@@ -46,6 +46,9 @@ pub struct Cluster {
     pub context: Option<String>,
     #[serde(with = "duration")]
     pub stale_after: Duration,
+    /// Whether to write Kubernetes Events about transitions (`[kubernetes]` only; `None`: yes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<bool>,
 }
 
 impl Default for Cluster {
@@ -54,6 +57,7 @@ impl Default for Cluster {
             kubeconfig: None,
             context: None,
             stale_after: Duration::from_secs(60),
+            events: None,
         }
     }
 }
