@@ -5,7 +5,7 @@
 //! ([`crate::lease`]) writes, so that several replicas emit one Event per transition. Nothing here can change
 //! a verdict: a failing Events API is logged, at most once a minute.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,8 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+use crate::config::Config;
+use crate::lease;
 use crate::report::{ItemName, Report, Status};
 use crate::signals::{ObjectRef, Snapshot};
 
@@ -406,6 +408,59 @@ fn event(
         "type": change.type_(),
         "regarding": object,
     })
+}
+
+/// The verbs the writer uses on Events: create a new one, merge-patch a series.
+pub const VERBS: [&str; 2] = ["create", "patch"];
+
+/// One RBAC permission that writing Events needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Permission {
+    pub group: &'static str,
+    pub resource: &'static str,
+    /// `resourceNames`: `None` for any (a create cannot be limited by name).
+    pub name: Option<&'static str>,
+    pub namespace: String,
+    pub verb: &'static str,
+}
+
+/// What RBAC must grant for Events under `config`, with klutch-health's Pod in `pod_namespace`: Events in
+/// every namespace of the objects the default cluster's checks watch (`default` for cluster-scoped ones) and
+/// the Pod's own (for items with no object), and the one Lease. Nothing when `[kubernetes] events = false`.
+pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission> {
+    let mut out = BTreeSet::new();
+    if config.kubernetes.events == Some(false) {
+        return out;
+    }
+    let mut namespaces = BTreeSet::from([pod_namespace.to_string()]);
+    for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
+        for target in check.settings.targets() {
+            namespaces.insert(target.namespace.unwrap_or_else(|| "default".into()));
+        }
+    }
+    for namespace in namespaces {
+        for verb in VERBS {
+            out.insert(Permission {
+                group: "events.k8s.io",
+                resource: "events",
+                name: None,
+                namespace: namespace.clone(),
+                verb,
+            });
+        }
+    }
+    let on_lease = |name, verb| Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        name,
+        namespace: pod_namespace.to_string(),
+        verb,
+    };
+    out.insert(on_lease(None, lease::CREATE));
+    for verb in lease::VERBS_BY_NAME {
+        out.insert(on_lease(Some(lease::NAME), verb));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,10 @@ use tokio::sync::watch;
 pub const NAME: &str = "klutch-health-events";
 /// How often the holder renews, and others look.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The verbs used on the Lease by name (read it, renew or take it over)…
+pub const VERBS_BY_NAME: [&str; 2] = ["get", "update"];
+/// …and the one used without a name, as RBAC cannot limit a create by name.
+pub const CREATE: &str = "create";
 /// How long a holder that stopped renewing keeps the Lease.
 pub const DURATION_SECONDS: i32 = 30;
 

@@ -466,3 +466,15 @@ fn check_type_names_in_messages_come_from_the_registry() {
         "{e}"
     );
 }
+
+#[test]
+fn events_are_set_for_the_default_cluster_only() {
+    rejected(
+        &format!("[clusters.app]\nkubeconfig = \"/x\"\nevents = false\n{MINIMAL}"),
+        "clusters.app.events: Events are written to the default cluster only: set [kubernetes] events instead",
+    );
+    rejected(
+        &format!("[kubernetes]\nevents = \"yes\"\n{MINIMAL}"),
+        "kubernetes.events",
+    );
+}
