@@ -72,12 +72,15 @@ impl History {
             };
             self.total += push(&mut self.endpoints[e.index()], now, r.status(), &message);
         }
-        self.trim(now);
+        let present: std::collections::HashSet<&str> =
+            report.items.iter().map(|i| i.name.as_str()).collect();
+        self.trim(now, &present);
     }
 
-    /// Drops what ended before `now - max_age`, clamps what began before it and still holds, then the oldest
-    /// transitions anywhere until at most `max_total` are left.
-    fn trim(&mut self, now: Timestamp) {
+    /// Drops what ended before `now - max_age`, clamps what began before it and still holds, forgets items
+    /// gone for longer, then drops the oldest transitions anywhere until at most `max_total` are left — never
+    /// a series' last one, which is its present state.
+    fn trim(&mut self, now: Timestamp, present: &std::collections::HashSet<&str>) {
         let cutoff = now.checked_sub(self.max_age).unwrap_or(Timestamp::MIN);
         let mut dropped = 0;
         for series in self.items.values_mut().chain(self.endpoints.iter_mut()) {
@@ -89,13 +92,21 @@ impl History {
                 first.time = cutoff;
             }
         }
+        self.items.retain(|name, series| {
+            let keep =
+                present.contains(name.as_str()) || series.back().is_some_and(|t| t.time > cutoff);
+            if !keep {
+                dropped += series.len();
+            }
+            keep
+        });
         self.total -= dropped;
         while self.total > self.max_total {
             let oldest = self
                 .items
                 .values_mut()
                 .chain(self.endpoints.iter_mut())
-                .filter(|s| !s.is_empty())
+                .filter(|s| s.len() > 1)
                 .min_by_key(|s| s[0].time);
             match oldest {
                 Some(series) => {
@@ -105,7 +116,6 @@ impl History {
                 None => break,
             }
         }
-        self.items.retain(|_, s| !s.is_empty());
     }
 
     /// Where the timelines begin: the start of the process, or the oldest time still kept.
@@ -219,5 +229,133 @@ impl Shared {
 
     pub fn read(&self) -> RwLockReadGuard<'_, History> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{EndpointReport, Item, ItemName};
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("time")
+    }
+
+    /// A report at `s` seconds whose items have these statuses.
+    fn report(s: i64, items: &[(&str, Status)]) -> Report {
+        let endpoint = |endpoint| EndpointReport {
+            endpoint,
+            items: Vec::new(),
+        };
+        Report {
+            evaluated: at(s),
+            items: items
+                .iter()
+                .map(|(name, status)| Item {
+                    check_type: "provider-config",
+                    name: ItemName::new("pcs", name),
+                    status: *status,
+                    message: format!("{name} is {status}"),
+                    observed: at(s),
+                    since: at(s),
+                })
+                .collect(),
+            healthz: endpoint(Endpoint::Healthz),
+            readyz: endpoint(Endpoint::Readyz),
+            backend: None,
+            last_poll: None,
+        }
+    }
+
+    fn flip(i: i64) -> Status {
+        if i % 2 == 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        }
+    }
+
+    #[test]
+    fn only_changes_are_recorded() {
+        let mut h = History::new(at(0));
+        h.record(&report(0, &[("a", Status::Pass)]));
+        h.record(&report(1, &[("a", Status::Pass)]));
+        h.record(&report(2, &[("a", Status::Fail)]));
+        let a: Vec<_> = h.items()["pcs/a"]
+            .iter()
+            .map(|t| (t.time, t.status))
+            .collect();
+        assert_eq!(a, [(at(0), Status::Pass), (at(2), Status::Fail)]);
+        // Both endpoints count nothing here: one `pass` each.
+        assert_eq!(h.len(), 4);
+    }
+
+    #[test]
+    fn the_count_bound_drops_the_oldest_transitions_anywhere() {
+        let mut h = History::bounded(at(0), MAX_AGE, 100);
+        for i in 0..1000 {
+            h.record(&report(i, &[("a", flip(i)), ("b", flip(i + 1))]));
+        }
+        assert_eq!(h.len(), 100);
+        let oldest = |n: &str| h.items()[n][0].time;
+        // Both series lost their oldest first; the endpoints keep their one (present) state.
+        assert!(oldest("pcs/a") >= at(951) && oldest("pcs/b") >= at(951));
+        assert_eq!(h.endpoint(Endpoint::Readyz).len(), 1);
+        assert_eq!(h.items()["pcs/a"].back().map(|t| t.time), Some(at(999)));
+    }
+
+    #[test]
+    fn the_age_bound_drops_what_ended_a_day_ago_and_keeps_the_state_then() {
+        let mut h = History::new(at(0));
+        // One transition an hour for two days.
+        for i in 0..48 {
+            h.record(&report(i * 3600, &[("a", flip(i))]));
+        }
+        let now = at(47 * 3600);
+        let a = &h.items()["pcs/a"];
+        let cutoff = at(23 * 3600);
+        assert!(a.iter().all(|t| t.time >= cutoff), "{a:?}");
+        // The state at the cutoff is kept, clamped to it: the timeline starts known.
+        assert_eq!((a[0].time, a[0].status), (cutoff, flip(23)));
+        assert_eq!(a.len(), 25);
+        assert_eq!(h.since(now), cutoff);
+        let shares = shares(a, h.since(now), now);
+        let pass = shares.iter().find(|(s, _)| *s == Some(Status::Pass));
+        assert!(
+            pass.is_some_and(|(_, p)| (p - 50.0).abs() < 0.01),
+            "{shares:?}"
+        );
+    }
+
+    #[test]
+    fn an_item_gone_for_a_day_is_forgotten() {
+        let mut h = History::new(at(0));
+        h.record(&report(
+            0,
+            &[("gone", Status::Fail), ("stays", Status::Pass)],
+        ));
+        h.record(&report(3600, &[("stays", Status::Pass)]));
+        assert!(h.items().contains_key("pcs/gone"));
+        h.record(&report(25 * 3600, &[("stays", Status::Pass)]));
+        assert_eq!(h.items().keys().collect::<Vec<_>>(), ["pcs/stays"]);
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn time_before_the_first_transition_is_not_observed() {
+        let series: VecDeque<Transition> = [Transition {
+            time: at(25),
+            status: Status::Fail,
+            message: String::new(),
+        }]
+        .into();
+        assert_eq!(
+            segments(&series, at(0), at(100)),
+            [(None, at(0), at(25)), (Some(Status::Fail), at(25), at(100))]
+        );
+        assert_eq!(
+            shares(&series, at(0), at(100)),
+            [(None, 25.0), (Some(Status::Fail), 75.0)]
+        );
     }
 }

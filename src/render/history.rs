@@ -2,7 +2,7 @@
 //! per item, coloured by status through the page's CSS variables (so it follows dark mode), with each status's
 //! share of the time since the timelines begin.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write;
 
 use jiff::Timestamp;
@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::html::{escape, short_duration};
 use super::Details;
 use crate::history::{segments, shares, History, Transition};
-use crate::report::{Endpoint, Status};
+use crate::report::{Endpoint, Report, Status};
 
 #[derive(Serialize)]
 struct Document<'a> {
@@ -62,14 +62,20 @@ pub(crate) fn json(history: &History, details: Details, now: Timestamp) -> Strin
 /// Styles of the timelines, appended to the page's.
 pub(crate) const STYLE: &str = "\
 .timelines{margin-top:1.2rem}.tl{display:grid;grid-template-columns:minmax(8rem,14rem) 1fr;gap:.2rem .6rem;\
-align-items:center;margin:.25rem 0}.tl b{font-weight:600;overflow-wrap:anywhere;font-size:.9rem}\
-.tl svg{width:100%;height:1rem;display:block;border-radius:.2rem;background:var(--line)}\
-.tl .share{grid-column:2;font-size:.8rem;color:var(--muted)}\
+align-items:center;margin:.25rem 0}.tl b{grid-row:1/3;font-weight:600;overflow-wrap:anywhere;font-size:.9rem}\
+.tl svg{grid-column:2;grid-row:1;width:100%;height:1rem;display:block;border-radius:.2rem;background:var(--line)}\
+.tl .share{grid-column:2;grid-row:2;font-size:.8rem;color:var(--muted)}\
 .tl rect.pass{fill:var(--pass)}.tl rect.warn{fill:var(--warn)}.tl rect.fail{fill:var(--fail)}\
 .tl rect.unknown{fill:var(--unknown)}.tl rect.none{fill:var(--line)}";
 
-/// The "History" section: a timeline per endpoint, then per item.
-pub(crate) fn timelines(out: &mut String, history: &History, details: Details, now: Timestamp) {
+/// The "History" section: a timeline per endpoint, then per item of `report` (items gone stay in `/history`).
+pub(crate) fn timelines(
+    out: &mut String,
+    history: &History,
+    report: &Report,
+    details: Details,
+    now: Timestamp,
+) {
     let since = history.since(now);
     let span = short_duration(now.duration_since(since).as_secs().max(0).unsigned_abs());
     let _ = write!(
@@ -81,8 +87,11 @@ pub(crate) fn timelines(out: &mut String, history: &History, details: Details, n
         let label = format!("/{}", e.as_str());
         row(out, &label, history.endpoint(e), since, now, details);
     }
+    let present: HashSet<&str> = report.items.iter().map(|i| i.name.as_str()).collect();
     for (name, series) in history.items() {
-        row(out, name, series, since, now, details);
+        if present.contains(name.as_str()) {
+            row(out, name, series, since, now, details);
+        }
     }
     out.push_str("</section>\n");
 }
@@ -97,10 +106,19 @@ fn row(
 ) {
     let total = now.duration_since(since).as_secs_f64();
     let label = escape(label);
+    // The share comes before the bar in the text (the grid places it below), so that the bar's tooltips
+    // never run into it when the page is read as text.
+    let mut shares = shares(series, since, now);
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let parts: Vec<String> = shares
+        .into_iter()
+        .map(|(s, share)| format!("{} {share:.1}%", s.map_or("not observed", Status::as_str)))
+        .collect();
     let _ = write!(
         out,
-        "<div class=\"tl\"><b>{label}</b><svg viewBox=\"0 0 1000 10\" preserveAspectRatio=\"none\" \
-role=\"img\" aria-label=\"timeline of {label}\">"
+        "<div class=\"tl\"><b>{label}</b><span class=\"share\">{}</span><svg viewBox=\"0 0 1000 10\" preserveAspectRatio=\"none\" \
+role=\"img\" aria-label=\"timeline of {label}\">",
+        escape(&parts.join(" · "))
     );
     if total > 0.0 {
         let message_at = |from: Timestamp| {
@@ -131,11 +149,5 @@ role=\"img\" aria-label=\"timeline of {label}\">"
             );
         }
     }
-    out.push_str("</svg><span class=\"share\">");
-    let parts: Vec<String> = shares(series, since, now)
-        .into_iter()
-        .map(|(s, share)| format!("{} {share:.1}%", s.map_or("not observed", Status::as_str)))
-        .collect();
-    out.push_str(&escape(&parts.join(" · ")));
-    out.push_str("</span></div>\n");
+    out.push_str("</svg></div>\n");
 }

@@ -283,7 +283,7 @@ pub(crate) fn page(
     poll_line(&mut out, report, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
-    super::history::timelines(&mut out, history, details, now);
+    super::history::timelines(&mut out, history, report, details, now);
     let _ = writeln!(
         out,
         "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
