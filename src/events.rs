@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::lease;
 use crate::report::{ItemName, Report, Status};
 use crate::signals::{ObjectRef, Snapshot};
+use crate::telemetry::LogLimiter;
 
 /// How many changes may wait for the writer before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -236,35 +237,13 @@ struct Series {
 /// What makes two Events the same.
 type SeriesKey = (ObjectRef, &'static str, String);
 
-/// Logs at most once a minute, counting what it did not log.
-#[derive(Debug, Default)]
-struct Throttled {
-    last: Option<Timestamp>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    /// Whether to log now; `Some(n)`: log, mentioning `n` suppressed since the last line.
-    fn due(&mut self, now: Timestamp) -> Option<u64> {
-        let due = self
-            .last
-            .is_none_or(|l| now.duration_since(l).as_secs() >= 60);
-        if !due {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 struct Writer {
     client: Client,
     reporter: Reporter,
     series: HashMap<SeriesKey, Series>,
     limit: RateLimit,
-    limited: Throttled,
-    failed: Throttled,
+    limited: LogLimiter,
+    failed: LogLimiter,
     resource: ApiResource,
 }
 
@@ -275,8 +254,8 @@ impl Writer {
             reporter,
             series: HashMap::new(),
             limit: RateLimit::new(PER_MINUTE),
-            limited: Throttled::default(),
-            failed: Throttled::default(),
+            limited: LogLimiter::default(),
+            failed: LogLimiter::default(),
             resource: ApiResource::from_gvk_with_plural(
                 &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
                 "events",
@@ -292,7 +271,7 @@ impl Writer {
             }
             let now = Timestamp::now();
             if !self.limit.allow(now) {
-                if let Some(suppressed) = self.limited.due(now) {
+                if let Some(suppressed) = self.limited.allow() {
                     tracing::warn!(
                         item = %change.item,
                         suppressed,
@@ -302,7 +281,7 @@ impl Writer {
                 continue;
             }
             if let Err(e) = self.write(&change, now).await {
-                if let Some(suppressed) = self.failed.due(now) {
+                if let Some(suppressed) = self.failed.allow() {
                     tracing::warn!(
                         item = %change.item,
                         error = %e,
@@ -466,6 +445,52 @@ pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::tests::{at, report};
+    use crate::signals::Observation;
+
+    fn snapshot(unsynced: bool, regarding: &str) -> Snapshot {
+        let object = ObjectRef {
+            api_version: "dataservices.anynines.com/v1".into(),
+            kind: "ProviderConfig".into(),
+            name: regarding.into(),
+            namespace: None,
+            uid: Some("u-1".into()),
+        };
+        let observation = Observation::new(regarding, Status::Fail, "", at(0)).regarding(object);
+        let mut s = Snapshot::default();
+        s.checks.insert("pcs".into(), Arc::new(vec![observation]));
+        if unsynced {
+            s.unsynced.insert("pcs".into());
+        }
+        s
+    }
+
+    #[test]
+    fn only_changes_after_the_initial_state_of_a_synced_check_count() {
+        let mut t = Transitions::default();
+        let fail = [("a", Status::Fail)];
+        let pass = [("a", Status::Pass)];
+        // While the check waits, and for its first synced state: nothing.
+        assert_eq!(t.changes(&report(0, &pass), &snapshot(true, "a")), []);
+        assert_eq!(t.changes(&report(1, &fail), &snapshot(false, "a")), []);
+        assert_eq!(t.changes(&report(2, &fail), &snapshot(false, "a")), []);
+        let changes = t.changes(&report(3, &pass), &snapshot(false, "a"));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let c = &changes[0];
+        assert_eq!(
+            (c.item.as_str(), c.status, c.time, c.type_(), c.reason()),
+            ("pcs/a", Status::Pass, at(3), "Normal", "CheckRecovered")
+        );
+        assert_eq!(
+            c.regarding.as_ref().map(|r| r.kind.as_str()),
+            Some("ProviderConfig")
+        );
+        // A check of another cluster: its objects are not where the Events go.
+        t.remote.insert("pcs".into());
+        let changes = t.changes(&report(4, &fail), &snapshot(false, "a"));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].regarding, None);
+    }
 
     #[test]
     fn at_most_the_limit_passes_in_any_minute() {

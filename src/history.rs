@@ -233,16 +233,16 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{EndpointReport, Item, ItemName};
 
-    fn at(s: i64) -> Timestamp {
+    pub(crate) fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).expect("time")
     }
 
-    /// A report at `s` seconds whose items have these statuses.
-    fn report(s: i64, items: &[(&str, Status)]) -> Report {
+    /// A report at `s` seconds whose items (of the check `pcs`) have these statuses.
+    pub(crate) fn report(s: i64, items: &[(&str, Status)]) -> Report {
         let endpoint = |endpoint| EndpointReport {
             endpoint,
             items: Vec::new(),

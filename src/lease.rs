@@ -12,6 +12,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::telemetry::LogLimiter;
+
 /// The Lease's name, in the Pod's namespace.
 pub const NAME: &str = "klutch-health-events";
 /// How often the holder renews, and others look.
@@ -110,17 +112,16 @@ pub fn start(client: Client, namespace: &str, identity: String) -> watch::Receiv
     let (tx, rx) = watch::channel(false);
     let api: Api<Lease> = Api::namespaced(client, namespace);
     tokio::spawn(async move {
-        let mut failures = 0u64;
+        let mut failures = LogLimiter::default();
         loop {
             let held = match attempt(&api, &identity).await {
                 Ok(held) => {
-                    failures = 0;
+                    failures = LogLimiter::default();
                     held
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures.is_power_of_two() {
-                        tracing::warn!(error = %e, failures, lease = NAME,
+                    if let Some(left_out) = failures.allow() {
+                        tracing::warn!(error = %e, left_out, lease = NAME,
                             "cannot read or renew the Events Lease; this replica writes no Events meanwhile");
                     }
                     false

@@ -78,9 +78,9 @@ pub(crate) fn timelines(
 ) {
     let since = history.since(now);
     let span = short_duration(now.duration_since(since).as_secs().max(0).unsigned_abs());
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<section class=\"timelines\"><h2>History <small>since {} ({span})</small></h2>\n",
+        "<section class=\"timelines\"><h2>History <small>since {} ({span})</small></h2>",
         since.strftime("%Y-%m-%d %H:%M:%S UTC")
     );
     for e in [Endpoint::Readyz, Endpoint::Healthz] {
