@@ -294,9 +294,15 @@ pub(crate) mod tests {
     fn the_count_bound_drops_the_oldest_transitions_anywhere() {
         let mut h = History::bounded(at(0), MAX_AGE, 100);
         for i in 0..1000 {
-            h.record(&report(i, &[("a", flip(i)), ("b", flip(i + 1))]));
+            h.record(&report(
+                i,
+                &[("a", flip(i)), ("b", flip(i + 1)), ("steady", Status::Pass)],
+            ));
         }
         assert_eq!(h.len(), 100);
+        // The oldest of all is a present state: kept, as it was.
+        let steady: Vec<_> = h.items()["pcs/steady"].iter().map(|t| t.time).collect();
+        assert_eq!(steady, [at(0)]);
         let oldest = |n: &str| h.items()[n][0].time;
         // Both series lost their oldest first; the endpoints keep their one (present) state.
         assert!(oldest("pcs/a") >= at(951) && oldest("pcs/b") >= at(951));
