@@ -28,11 +28,21 @@ pub struct Published {
 impl Published {
     /// The report with its common answers rendered for each of `levels`.
     pub fn new(report: Report, identity: &Identity, levels: &[Details]) -> Published {
+        Published::with_history(report, identity, levels, history::Shared::default())
+    }
+
+    /// The same, with the engine's history.
+    fn with_history(
+        report: Report,
+        identity: &Identity,
+        levels: &[Details],
+        history: history::Shared,
+    ) -> Published {
         let bodies = Bodies::new(&report, identity, levels);
         Published {
             report,
             bodies,
-            history: history::Shared::default(),
+            history,
         }
     }
 }
@@ -69,8 +79,8 @@ impl Engine {
         history.record(&evaluation.report);
         let mut transitions = Transitions::default();
         transitions.changes(&evaluation.report, &snapshot);
-        let mut published = Published::new(evaluation.report, &identity, &levels);
-        published.history = history.clone();
+        let published =
+            Published::with_history(evaluation.report, &identity, &levels, history.clone());
         let (tx, rx) = watch::channel(Arc::new(published));
         let engine = Engine {
             rules,
@@ -113,9 +123,12 @@ impl Engine {
                 events.send(change);
             }
         }
-        let mut published = Published::new(evaluation.report, &self.identity, &self.levels);
-        published.history = self.history.clone();
-        self.tx.send_replace(Arc::new(published));
+        self.tx.send_replace(Arc::new(Published::with_history(
+            evaluation.report,
+            &self.identity,
+            &self.levels,
+            self.history.clone(),
+        )));
         evaluation.next
     }
 

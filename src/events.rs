@@ -314,9 +314,14 @@ impl Writer {
             series.count += 1;
             series.last = now;
             let patch = json!({"series": {"count": series.count, "lastObservedTime": micro(now)}});
-            api.patch(&series.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            return Ok(());
+            match api
+                .patch(&series.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                // The API server dropped the Event (its TTL passed): start a new one.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                other => return other.map(|_| ()),
+            }
         }
         let name = format!(
             "{}.{:x}",

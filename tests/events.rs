@@ -248,3 +248,26 @@ async fn events_off_takes_no_lease_and_writes_no_event() {
     assert!(cp.api.list("events.k8s.io/v1", "Event").is_empty());
     assert!(cp.api.list("coordination.k8s.io/v1", "Lease").is_empty());
 }
+
+#[tokio::test]
+async fn a_repeat_after_its_event_expired_makes_a_new_event() {
+    let cp = sim().await;
+    let _svc = replica(&cp, "klutch-health-a", None).await;
+    holder(&cp).await;
+    cp.degrade_provider_config(PC, "connection refused");
+    let first = wait_event(&cp, "Warning").await;
+    let name = first["metadata"]["name"].as_str().expect("name");
+    // The API server drops Events after their TTL (an hour by default).
+    assert!(cp
+        .api
+        .delete("events.k8s.io/v1", "Event", Some("default"), name));
+    cp.heal_provider_config(PC);
+    wait_event(&cp, "Normal").await;
+    cp.degrade_provider_config(PC, "connection refused");
+    let again = wait_event(&cp, "Warning").await;
+    assert_ne!(again["metadata"]["name"], name, "{again}");
+    assert!(
+        again.get("series").is_none(),
+        "a new Event, not a series: {again}"
+    );
+}

@@ -62,7 +62,7 @@ pub(crate) fn json(history: &History, details: Details, now: Timestamp) -> Strin
 /// Styles of the timelines, appended to the page's.
 pub(crate) const STYLE: &str = "\
 .timelines{margin-top:1.2rem}.tl{display:grid;grid-template-columns:minmax(8rem,14rem) 1fr;gap:.2rem .6rem;\
-align-items:center;margin:.25rem 0}.tl b{grid-row:1/3;font-weight:600;overflow-wrap:anywhere;font-size:.9rem}\
+align-items:center;margin:.25rem 0}.tl .label{grid-row:1/3;font-weight:600;overflow-wrap:anywhere;font-size:.9rem}\
 .tl svg{grid-column:2;grid-row:1;width:100%;height:1rem;display:block;border-radius:.2rem;background:var(--line)}\
 .tl .share{grid-column:2;grid-row:2;font-size:.8rem;color:var(--muted)}\
 .tl rect.pass{fill:var(--pass)}.tl rect.warn{fill:var(--warn)}.tl rect.fail{fill:var(--fail)}\
@@ -116,7 +116,7 @@ fn row(
         .collect();
     let _ = write!(
         out,
-        "<div class=\"tl\"><b>{label}</b><span class=\"share\">{}</span><svg viewBox=\"0 0 1000 10\" preserveAspectRatio=\"none\" \
+        "<div class=\"tl\"><span class=\"label\">{label}</span><span class=\"share\">{}</span><svg viewBox=\"0 0 1000 10\" preserveAspectRatio=\"none\" \
 role=\"img\" aria-label=\"timeline of {label}\">",
         escape(&parts.join(" · "))
     );
