@@ -1,5 +1,6 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
+use crate::events;
+use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::reload::{self, Reloader};
@@ -20,6 +23,7 @@ use crate::render::{self, Details};
 use crate::report::Endpoint;
 use crate::server::{self, identity, levels, Limits};
 use crate::signals::running::Running;
+use crate::signals::watch::Watches;
 use crate::signals::Sink;
 
 /// Compiles the policy and starts every check's signal.
@@ -69,6 +73,10 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         sink.clone(),
         metrics.clone(),
     );
+    let engine = match events(&config).await {
+        Some((sender, remote)) => engine.with_events(sender, remote),
+        None => engine,
+    };
     tokio::spawn(engine.run(reloaded));
     let state = Arc::new(server::State::new(
         latest,
@@ -117,6 +125,34 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         None => main.await,
     }
     Ok(())
+}
+
+/// Starts the Events Lease loop and writer when `[kubernetes] events` is on and the default cluster can be
+/// used; returns the engine's end and the checks of other clusters.
+async fn events(config: &Config) -> Option<(events::Sender, HashSet<String>)> {
+    if config.kubernetes.events == Some(false) {
+        return None;
+    }
+    let client = match Watches::default().client(&config.clusters(), None).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
+            return None;
+        }
+    };
+    let reporter = events::Reporter::from_env();
+    let leader = lease::start(
+        client.clone(),
+        reporter.namespace(),
+        reporter.instance.clone(),
+    );
+    let remote = config
+        .checks
+        .iter()
+        .filter(|c| c.cluster.is_some())
+        .map(|c| c.name.clone())
+        .collect();
+    Some((events::start(client, reporter, leader), remote))
 }
 
 /// Binds one listener and logs its address (`listening`, which tests and operators wait for).

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::events::{self, Transitions};
+use crate::history;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::render::{Bodies, Details, Identity};
@@ -19,13 +21,29 @@ use crate::telemetry::log_transitions;
 pub struct Published {
     pub report: Report,
     pub bodies: Bodies,
+    /// The engine's history, for `/history` and the page's timelines.
+    pub history: history::Shared,
 }
 
 impl Published {
     /// The report with its common answers rendered for each of `levels`.
     pub fn new(report: Report, identity: &Identity, levels: &[Details]) -> Published {
+        Published::with_history(report, identity, levels, history::Shared::default())
+    }
+
+    /// The same, with the engine's history.
+    fn with_history(
+        report: Report,
+        identity: &Identity,
+        levels: &[Details],
+        history: history::Shared,
+    ) -> Published {
         let bodies = Bodies::new(&report, identity, levels);
-        Published { report, bodies }
+        Published {
+            report,
+            bodies,
+            history,
+        }
     }
 }
 
@@ -46,6 +64,10 @@ pub(crate) struct Engine {
     /// The detail levels callers can be served, so only those are pre-rendered.
     levels: Vec<Details>,
     tx: watch::Sender<Arc<Published>>,
+    history: history::Shared,
+    transitions: Transitions,
+    /// Where Events go, when `[kubernetes] events` is on.
+    events: Option<events::Sender>,
 }
 
 impl Engine {
@@ -57,19 +79,17 @@ impl Engine {
         sink: Sink,
         metrics: Arc<Metrics>,
     ) -> (Engine, watch::Receiver<Arc<Published>>) {
-        let evaluation = policy::evaluate(
-            &rules,
-            &sink.snapshot(),
-            &Memory::default(),
-            Timestamp::now(),
-        );
+        let snapshot = sink.snapshot();
+        let evaluation = policy::evaluate(&rules, &snapshot, &Memory::default(), Timestamp::now());
         log_transitions(None, &evaluation.report);
         metrics.observe_report(&evaluation.report);
-        let (tx, rx) = watch::channel(Arc::new(Published::new(
-            evaluation.report,
-            &identity,
-            &levels,
-        )));
+        let history = history::Shared::new(history::History::new(evaluation.report.evaluated));
+        history.record(&evaluation.report);
+        let mut transitions = Transitions::default();
+        transitions.changes(&evaluation.report, &snapshot);
+        let published =
+            Published::with_history(evaluation.report, &identity, &levels, history.clone());
+        let (tx, rx) = watch::channel(Arc::new(published));
         let engine = Engine {
             rules,
             identity,
@@ -78,21 +98,44 @@ impl Engine {
             memory: evaluation.memory,
             levels,
             tx,
+            history,
+            transitions,
+            events: None,
         };
         (engine, rx)
     }
 
+    /// Emits an Event for every later transition of an item's observed status.
+    /// Items of `remote` checks (other clusters) regard klutch-health's own Pod.
+    pub(crate) fn with_events(
+        mut self,
+        events: events::Sender,
+        remote: std::collections::HashSet<String>,
+    ) -> Engine {
+        self.events = Some(events);
+        self.transitions.remote = remote;
+        self
+    }
+
     /// Evaluates at `now` and publishes the result. Returns when to evaluate again if nothing else happens.
     pub(crate) fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
-        let evaluation = policy::evaluate(&self.rules, &self.sink.snapshot(), &self.memory, now);
+        let snapshot = self.sink.snapshot();
+        let evaluation = policy::evaluate(&self.rules, &snapshot, &self.memory, now);
         self.memory = evaluation.memory;
         let previous = self.tx.borrow().clone();
         log_transitions(Some(&previous.report), &evaluation.report);
         self.metrics.observe_report(&evaluation.report);
-        self.tx.send_replace(Arc::new(Published::new(
+        self.history.record(&evaluation.report);
+        for change in self.transitions.changes(&evaluation.report, &snapshot) {
+            if let Some(events) = &self.events {
+                events.send(change);
+            }
+        }
+        self.tx.send_replace(Arc::new(Published::with_history(
             evaluation.report,
             &self.identity,
             &self.levels,
+            self.history.clone(),
         )));
         evaluation.next
     }

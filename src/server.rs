@@ -388,6 +388,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         "/metrics" => "/metrics",
         "/backend-health" => "/backend-health",
         "/backend-status" => "/backend-status",
+        "/history" => "/history",
         "/" => "/",
         p if p.starts_with("/healthz/") => "/healthz/{name}",
         p if p.starts_with("/readyz/") => "/readyz/{name}",
@@ -427,6 +428,12 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
             }
         }
         "/backend-health" | "/backend-status" => passthrough(latest),
+        "/history" => {
+            let history = latest.history.read();
+            let details = state.details_for(&state.shown(), req);
+            let body = render::history::json(&history, details, Timestamp::now());
+            with_type(StatusCode::OK, &JSON, body.into())
+        }
         "/" => {
             let shown = state.shown();
             let page = render::html::page(
@@ -434,6 +441,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
                 &shown.identity,
                 state.details_for(&shown, req),
                 Timestamp::now(),
+                &latest.history.read(),
             );
             with_type(StatusCode::OK, &HTML, page.into())
         }

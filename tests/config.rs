@@ -499,3 +499,15 @@ fn the_estate_check_types_read_and_refuse_their_keys() {
         assert_eq!(code, Some(0), "{accepted}: {err}");
     }
 }
+
+#[test]
+fn events_are_set_for_the_default_cluster_only() {
+    rejected(
+        &format!("[clusters.app]\nkubeconfig = \"/x\"\nevents = false\n{MINIMAL}"),
+        "clusters.app.events: Events are written to the default cluster only: set [kubernetes] events instead",
+    );
+    rejected(
+        &format!("[kubernetes]\nevents = \"yes\"\n{MINIMAL}"),
+        "kubernetes.events",
+    );
+}

@@ -125,10 +125,19 @@ fn environment(image: &Image, container: &Value) -> Vec<(String, String)> {
     let mut env = image.env.clone();
     for e in container["env"].as_array().into_iter().flatten() {
         let name = e["name"].as_str().expect("env name").to_string();
-        let value = e["value"]
-            .as_str()
-            .unwrap_or_else(|| panic!("only literal env values are emulated: {e}"))
-            .to_string();
+        let value = match (
+            e["value"].as_str(),
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Some(v), _) => v.to_string(),
+            // The downward API, as the kubelet fills it for a pod of this test.
+            (None, Some("metadata.name")) => "klutch-health-0".into(),
+            (None, Some("metadata.namespace")) => "crossplane-system".into(),
+            (None, Some("metadata.uid")) => "6c1f0e5a-0000-4000-8000-000000000001".into(),
+            _ => panic!(
+                "only literal env values and the pod's name, namespace and uid are emulated: {e}"
+            ),
+        };
         env.retain(|(k, _)| *k != name);
         env.push((name, value));
     }

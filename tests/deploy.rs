@@ -6,6 +6,7 @@ mod kustomize;
 use std::collections::BTreeSet;
 
 use klutch_health::config::Config;
+use klutch_health::events;
 use klutch_health::signals::registry::WatchTarget;
 use kustomize::{render, ROOT};
 use serde_json::Value;
@@ -18,6 +19,32 @@ type Grant = (String, String, String, String);
 /// What the checks of `config` read from the default cluster, as RBAC permissions: derived from each check
 /// type's own watch targets.
 fn required(config: &Config) -> BTreeSet<Grant> {
+    let mut needs = read(config);
+    needs.extend(
+        events::permissions(config, "crossplane-system")
+            .into_iter()
+            .map(|p| {
+                (
+                    p.group.into(),
+                    named(p.resource, p.name),
+                    p.namespace,
+                    p.verb.into(),
+                )
+            }),
+    );
+    needs
+}
+
+/// A resource as granted: `leases[klutch-health-events]` when limited to `resourceNames`.
+fn named(resource: &str, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{resource}[{n}]"),
+        None => resource.to_string(),
+    }
+}
+
+/// What the checks of `config` read, from each check type's own watch targets.
+fn read(config: &Config) -> BTreeSet<Grant> {
     let mut needs = BTreeSet::new();
     for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
         for target in check.settings.targets() {
@@ -89,8 +116,16 @@ fn granted(objects: &[Value], namespace: &str, name: &str) -> BTreeSet<Grant> {
                     grants.insert(("nonResourceURLs".into(), u.clone(), scope.clone(), v));
                 }
             }
+            let names = list("resourceNames");
+            let resources = |r: &str| -> Vec<String> {
+                if names.is_empty() {
+                    vec![r.to_string()]
+                } else {
+                    names.iter().map(|n| named(r, Some(n))).collect()
+                }
+            };
             for g in list("apiGroups") {
-                for r in list("resources") {
+                for r in list("resources").iter().flat_map(|r| resources(r)) {
                     for v in list("verbs") {
                         grants.insert((g.clone(), r.clone(), scope.clone(), v));
                     }
@@ -155,7 +190,7 @@ fn config(checks: &str) -> Config {
 fn required_rbac_follows_the_check_types() {
     // backend-status reads nothing from Kubernetes.
     let backend = "[[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://127.0.0.1:8081/backend-health\"\n";
-    assert_eq!(required(&config(backend)), BTreeSet::new());
+    assert_eq!(read(&config(backend)), BTreeSet::new());
 
     let text = format!(
         "{backend}\
@@ -180,7 +215,41 @@ fn required_rbac_follows_the_check_types() {
     want.extend(grant("apps", "deployments", "bind"));
     want.extend(grant("", "pods", "crossplane-system"));
     // A check of another cluster needs RBAC there, not here.
-    assert_eq!(required(&config(&text)), want);
+    assert_eq!(read(&config(&text)), want);
+}
+
+#[test]
+fn events_need_their_namespaces_and_the_lease_unless_turned_off() {
+    let text = "[[check]]\nname = \"pc\"\ntype = \"provider-config\"\n\
+         [[check]]\nname = \"d\"\ntype = \"deployment\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n\
+         [clusters.app]\nkubeconfig = \"/x\"\n\
+         [[check]]\nname = \"konnector\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"far\"\ndeployment = \"konnector\"\n";
+    let on = required(&config(text));
+    let events_in: BTreeSet<String> = on
+        .iter()
+        .filter(|g| g.1 == "events")
+        .map(|g| g.2.clone())
+        .collect();
+    // Cluster-scoped objects' Events go to default; the pod's own namespace takes those with no object.
+    assert_eq!(
+        events_in,
+        BTreeSet::from(["bind".into(), "crossplane-system".into(), "default".into()])
+    );
+    let lease: BTreeSet<(String, String)> = on
+        .iter()
+        .filter(|g| g.0 == "coordination.k8s.io")
+        .map(|g| (g.1.clone(), g.3.clone()))
+        .collect();
+    assert_eq!(
+        lease,
+        BTreeSet::from([
+            ("leases".into(), "create".into()),
+            ("leases[klutch-health-events]".into(), "get".into()),
+            ("leases[klutch-health-events]".into(), "update".into()),
+        ])
+    );
+    let off = config(&format!("[kubernetes]\nevents = false\n{text}"));
+    assert_eq!(required(&off), read(&off));
 }
 
 #[test]
@@ -193,7 +262,17 @@ fn the_rbac_comparison_catches_missing_and_extra_permissions() {
         + "\n[[check]]\nname = \"konnector\"\ntype = \"deployment\"\nnamespace = \"klutch-bind\"\ndeployment = \"konnector\"\n";
     let needed = required(&config(&text));
     let missing: BTreeSet<_> = needed.difference(&got).cloned().collect();
-    assert_eq!(missing, grant("apps", "deployments", "klutch-bind"));
+    let mut want = grant("apps", "deployments", "klutch-bind");
+    // …nor may Events about it be written there.
+    for verb in events::VERBS {
+        want.insert((
+            "events.k8s.io".into(),
+            "events".into(),
+            "klutch-bind".into(),
+            verb.into(),
+        ));
+    }
+    assert_eq!(missing, want);
 
     // Wider than needed: an extra verb, a wildcard, a cluster-wide grant where a Role suffices.
     let shipped = required(&shipped());
@@ -307,6 +386,27 @@ fn assert_locked_down(c: &Value, pod_security: &Value) {
     );
 }
 
+/// The downward API gives the container the names Events and the Lease use.
+fn assert_knows_its_pod(c: &Value) {
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_UID", "metadata.uid"),
+    ] {
+        let env = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name);
+        assert_eq!(
+            env.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]),
+            Some(&Value::from(field)),
+            "{name} in {}",
+            c["name"]
+        );
+    }
+}
+
 #[test]
 fn the_deployment_is_locked_down_and_probes_livez() {
     let objects = render("deploy");
@@ -320,6 +420,7 @@ fn the_deployment_is_locked_down_and_probes_livez() {
     let c = containers(pod);
     assert_eq!(c.len(), 1);
     assert_locked_down(c[0], &pod["securityContext"]);
+    assert_knows_its_pod(c[0]);
     let grace = pod["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("grace period");
@@ -368,6 +469,7 @@ fn the_sidecar_keeps_package_runtime_and_probes_livez_only() {
         .find(|c| c["name"] == "klutch-health")
         .expect("sidecar container");
     assert_locked_down(sidecar, &pod["securityContext"]);
+    assert_knows_its_pod(sidecar);
     // Crossplane fills in package-runtime: only Klutch's own readinessProbe is kept beside its name.
     assert_eq!(
         c[0],

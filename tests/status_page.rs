@@ -4,48 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::chromium::dump_dom;
 use common::{backend_config, Service};
 use klutch_sim::{BackendMode, FakeBackend};
-
-fn chromium() -> &'static str {
-    [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("chromium is not installed: .ci/run installs it (Debian package chromium)")
-}
-
-/// The page's DOM after Chromium has parsed it, loaded with a fresh profile, as root-safe as CI needs.
-fn dump_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// The text a person reads: the body without tags, entities decoded, whitespace collapsed.
 fn text_of(dom: &str) -> String {

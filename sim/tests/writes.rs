@@ -153,3 +153,23 @@ async fn events_written_through_events_k8s_io_read_back_as_core_events() {
     .await;
     assert!(names(&none).is_empty());
 }
+
+#[tokio::test]
+async fn failing_writes_answer_500_for_that_resource_only_until_cleared() {
+    let cp = SimControlPlane::start().await.expect("start");
+    let path = "/apis/events.k8s.io/v1/namespaces/default/events";
+    cp.api.set_failing_writes("events", true);
+    let (code, refused) = write(&cp.api, "POST", path, &event("pb.1", "u")).await;
+    assert_eq!(
+        (code, refused["reason"].as_str()),
+        (500, Some("InternalError"))
+    );
+    let (code, _) = get(&cp.api, path).await;
+    assert_eq!(code, 200, "reads keep working");
+    let lease = json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}});
+    let (code, _) = write(&cp.api, "POST", LEASES, &lease).await;
+    assert_eq!(code, 201, "other resources still accept writes");
+    cp.api.set_failing_writes("events", false);
+    let (code, _) = write(&cp.api, "POST", path, &event("pb.1", "u")).await;
+    assert_eq!(code, 201);
+}

@@ -303,6 +303,12 @@ impl Config {
             maintenance: Option<Maintenance>,
         }
         let rest: Rest = deserialize(&Value::from(tree))?;
+        if let Some(name) = rest.clusters.iter().find_map(|(n, c)| c.events.map(|_| n)) {
+            return Err(key(
+                &format!("clusters.{name}.events"),
+                "Events are written to the default cluster only: set [kubernetes] events instead",
+            ));
+        }
         let checks = checks
             .into_iter()
             .enumerate()

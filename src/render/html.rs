@@ -249,6 +249,7 @@ pub(crate) fn page(
     identity: &Identity,
     details: Details,
     now: Timestamp,
+    history: &crate::history::History,
 ) -> String {
     let cards = cards(report);
     let mut out = String::with_capacity(4096 + 600 * cards.len());
@@ -272,9 +273,10 @@ pub(crate) fn page(
 <meta name=\"color-scheme\" content=\"light dark\">\
 <link rel=\"icon\" href=\"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E\
 %3Ccircle cx='8' cy='8' r='7' fill='%23{}'/%3E%3C/svg%3E\">\
-<title>{mark} {description}: {headline}</title><style>{STYLE}</style></head><body>\n\
+<title>{mark} {description}: {headline}</title><style>{STYLE}{}</style></head><body>\n\
 <h1>{description}</h1>\n<div class=\"verdicts\">",
-        &colour(worst)[1..]
+        &colour(worst)[1..],
+        super::history::STYLE
     );
     verdicts(&mut out, report);
     out.push_str("</div>\n");
@@ -282,12 +284,13 @@ pub(crate) fn page(
     declared(&mut out, report, details, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
+    super::history::timelines(&mut out, history, report, details, now);
     let _ = writeln!(
         out,
         "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
 <a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
 <a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
-<a href=\"/backend-health\">/backend-health</a></small></footer></body></html>",
+<a href=\"/backend-health\">/backend-health</a> · <a href=\"/history\">/history</a></small></footer></body></html>",
         when(now, report.evaluated),
         env!("CARGO_PKG_VERSION")
     );

@@ -1,6 +1,7 @@
 //! Renderers: the report as Kubernetes-style text, IETF health+json and an HTML page (metrics are encoded
 //! by [`crate::metrics`]). Each is a plain function of the report, so the server only picks one.
 
+pub(crate) mod history;
 pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod text;

@@ -166,7 +166,13 @@ impl Session {
             let key = (cluster.map(str::to_string), binding.uid.clone());
             let seen = remember(memory.entry(key.clone()), binding.heartbeat.as_deref(), now);
             present.insert(key);
-            items.push(judge(&binding, seen, &watch, now));
+            items.push(
+                judge(&binding, seen, &watch, now).regarding(super::ObjectRef::dynamic(
+                    "klutch.anynines.com/v1alpha1",
+                    "ClusterBinding",
+                    object,
+                )),
+            );
         }
         memory.retain(|key, _| key.0.as_deref() != cluster || present.contains(key));
         if items.is_empty() {

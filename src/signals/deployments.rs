@@ -122,7 +122,10 @@ pub fn observe(
                     && d.metadata.namespace.as_deref() == Some(&c.namespace)
             })?;
             let (status, message) = judge(d, name, c.min_available);
-            Some(Observation::new(name.clone(), status, message, now))
+            Some(
+                Observation::new(name.clone(), status, message, now)
+                    .regarding(super::ObjectRef::of("apps/v1", "Deployment", &d.metadata)),
+            )
         })
         .collect();
     if !existing.is_empty() {

@@ -55,6 +55,40 @@ pub struct Observation {
     /// last check ages past `check_stale_after`, a pod restart leaving its window, a broken watch past
     /// `stale_after`. The engine re-evaluates at each time; the latest one passed applies.
     pub expires: Vec<Expiry>,
+    /// The Kubernetes object the item is about, so that Events can name it (`None`: no object, or not
+    /// one of the default cluster).
+    pub regarding: Option<ObjectRef>,
+}
+
+/// A Kubernetes object, as an Event's `regarding` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
+}
+
+impl ObjectRef {
+    /// The object `meta` describes, of `api_version` and `kind`.
+    pub fn of(api_version: &str, kind: &str, meta: &kube::api::ObjectMeta) -> ObjectRef {
+        ObjectRef {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+        }
+    }
+
+    /// An untyped object: its own `apiVersion` when it carries one (lists of custom resources do), else
+    /// `api_version`.
+    pub fn dynamic(api_version: &str, kind: &str, o: &kube::api::DynamicObject) -> ObjectRef {
+        let api_version = o.types.as_ref().map_or(api_version, |t| &t.api_version);
+        ObjectRef::of(api_version, kind, &o.metadata)
+    }
 }
 
 /// What an observation becomes at `at`.
@@ -78,7 +112,14 @@ impl Observation {
             message: message.into(),
             observed,
             expires: Vec::new(),
+            regarding: None,
         }
+    }
+
+    /// The observation, about `object`.
+    pub fn regarding(mut self, object: ObjectRef) -> Self {
+        self.regarding = Some(object);
+        self
     }
 
     pub fn expiring(mut self, expiry: Expiry) -> Self {

@@ -152,14 +152,18 @@ pub fn observe_kind(
         &format!("no Crossplane {} are installed", kind.plural()),
         now,
         |name, p| {
-            let (status, message) = match p {
-                None => (Status::Fail, "not installed".to_string()),
-                Some(p) => judge(
-                    p.data.get("status").unwrap_or(&Value::Null),
-                    p.metadata.generation,
-                ),
+            let Some(p) = p else {
+                return Observation::new(name, Status::Fail, "not installed", now);
             };
-            Observation::new(name, status, message, now)
+            let (status, message) = judge(
+                p.data.get("status").unwrap_or(&Value::Null),
+                p.metadata.generation,
+            );
+            Observation::new(name, status, message, now).regarding(super::ObjectRef::dynamic(
+                "pkg.crossplane.io/v1",
+                kind.kind(),
+                p,
+            ))
         },
     )
 }

@@ -112,7 +112,11 @@ pub fn observe(
                 .iter()
                 .find(|p| !std::ptr::eq(**p, *pod) && !terminating(p) && ready(p))
                 .map(|p| name_of(p));
-            judge(pod, replacement, window, now)
+            judge(pod, replacement, window, now).regarding(super::ObjectRef::of(
+                "v1",
+                "Pod",
+                &pod.metadata,
+            ))
         })
         .collect()
 }

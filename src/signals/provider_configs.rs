@@ -142,7 +142,9 @@ pub fn observe_seen(
                     kept.0.insert(name.clone(), (checked, at));
                     at
                 };
-                judge(name.clone(), health, stale_after, now, &mut first)
+                judge(name.clone(), health, stale_after, now, &mut first).regarding(
+                    super::ObjectRef::dynamic("dataservices.anynines.com/v1", "ProviderConfig", pc),
+                )
             }
         },
     );

@@ -64,6 +64,9 @@ pub struct Cluster {
     pub max_objects: usize,
     /// The largest answer read from the API server in bytes: a whole LIST page, or one watch event.
     pub max_body: u64,
+    /// Whether to write Kubernetes Events about transitions (`[kubernetes]` only; `None`: yes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<bool>,
 }
 
 impl Default for Cluster {
@@ -76,6 +79,7 @@ impl Default for Cluster {
             probe_timeout: Duration::from_secs(10),
             max_objects: MAX_OBJECTS,
             max_body: MAX_BODY,
+            events: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Test harness: runs the real `klutch-health` binary with a temporary configuration and talks HTTP to it.
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -80,6 +80,8 @@ struct Faults {
     endless: BTreeSet<String>,
     /// Plurals whose LIST (not WATCH) is refused with `403 Forbidden`.
     list_forbidden: BTreeSet<String>,
+    /// Plurals whose writes answer `500 InternalError`.
+    failing_writes: BTreeSet<String>,
 }
 
 struct Inner {
@@ -320,6 +322,22 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
                 f.list_forbidden.remove(plural);
             }
         });
+    }
+
+    /// While on, every write (create, update, patch) of resource `plural` (e.g. `"events"`) answers
+    /// `500 InternalError`, as an overloaded or broken API server does; reads keep working.
+    pub fn set_failing_writes(&self, plural: &str, on: bool) {
+        self.inner.faults.send_modify(|f| {
+            if on {
+                f.failing_writes.insert(plural.to_string());
+            } else {
+                f.failing_writes.remove(plural);
+            }
+        });
+    }
+
+    fn write_fails(&self, plural: &str) -> bool {
+        self.inner.faults.borrow().failing_writes.contains(plural)
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {

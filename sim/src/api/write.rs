@@ -30,6 +30,10 @@ impl FakeApi {
             ));
         };
         let rt = store.resources[resource].clone();
+        if self.write_fails(&rt.plural) {
+            let message = format!("the fake API server fails writes of {} (fault)", rt.plural);
+            return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &message);
+        }
         if !rt.writable {
             let message = format!(
                 "the fake API server does not accept {method} on {}",

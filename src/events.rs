@@ -1,0 +1,531 @@
+//! Kubernetes Events (`events.k8s.io/v1`) for each transition of an item's observed status, so that
+//! `kubectl describe providerconfig NAME` and `kubectl get events -A` say why klutch-health counts it as
+//! failing. The engine only hands changes to a bounded channel ([`Sender::send`] never waits); a separate task
+//! writes them, collapsing repeats into an Event series and rate-limiting. Only the holder of the Lease
+//! ([`crate::lease`]) writes, so that several replicas emit one Event per transition. Nothing here can change
+//! a verdict: a failing Events API is logged, at most once a minute.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use kube::Client;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::lease;
+use crate::report::{ItemName, Report, Status};
+use crate::signals::{ObjectRef, Snapshot};
+use crate::telemetry::LogLimiter;
+
+/// How many changes may wait for the writer before new ones are dropped.
+const QUEUE: usize = 1024;
+/// At most this many Events (new or series updates) a minute.
+pub const PER_MINUTE: usize = 30;
+/// A repeat of the same Event within this long updates its series instead of creating another.
+const SERIES_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// The API server refuses longer notes.
+const MAX_NOTE: usize = 1024;
+
+/// One transition of an item's observed status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub item: ItemName,
+    pub status: Status,
+    pub message: String,
+    /// `None`: no object (or not one of the default cluster); the Event then regards klutch-health's Pod.
+    pub regarding: Option<ObjectRef>,
+    pub time: Timestamp,
+}
+
+impl Change {
+    /// `Warning` on anything but a pass.
+    pub fn type_(&self) -> &'static str {
+        if self.status == Status::Pass {
+            "Normal"
+        } else {
+            "Warning"
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self.status {
+            Status::Pass => "CheckRecovered",
+            Status::Warn => "CheckWarning",
+            Status::Fail => "CheckFailed",
+            Status::Unknown => "CheckUnknown",
+        }
+    }
+
+    /// `CHECK/ITEM is fail: MESSAGE`, cut to what the API server accepts.
+    pub fn note(&self) -> String {
+        let mut note = format!("{} is {}: {}", self.item, self.status, self.message);
+        if note.len() > MAX_NOTE {
+            let mut end = MAX_NOTE - 3;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+            note.push_str("...");
+        }
+        note
+    }
+}
+
+/// Finds the transitions of observed status between evaluations. An item's first status once its check has
+/// synced is its initial state and makes no Event, nor does anything while the check still waits.
+#[derive(Debug, Default)]
+pub struct Transitions {
+    seen: HashMap<ItemName, Status>,
+    /// Checks of other clusters: their objects are not in the cluster the Events go to.
+    pub remote: HashSet<String>,
+}
+
+impl Transitions {
+    pub fn changes(&mut self, report: &Report, snapshot: &Snapshot) -> Vec<Change> {
+        let mut out = Vec::new();
+        let mut seen = HashMap::with_capacity(report.items.len());
+        for item in &report.items {
+            let check = item.name.check();
+            if snapshot.unsynced.contains(check) {
+                continue;
+            }
+            seen.insert(item.name.clone(), item.status);
+            match self.seen.get(&item.name) {
+                Some(old) if *old != item.status => {}
+                _ => continue,
+            }
+            let regarding = if self.remote.contains(check) {
+                None
+            } else {
+                snapshot.checks.get(check).and_then(|items| {
+                    items
+                        .iter()
+                        .find(|o| o.item == item.name.item())
+                        .and_then(|o| o.regarding.clone())
+                })
+            };
+            out.push(Change {
+                item: item.name.clone(),
+                status: item.status,
+                message: item.message.clone(),
+                regarding,
+                time: report.evaluated,
+            });
+        }
+        self.seen = seen;
+        out
+    }
+}
+
+/// Counts of what did not become an Event, for the logs.
+#[derive(Debug, Default)]
+struct Counts {
+    /// The queue was full.
+    dropped: AtomicU64,
+}
+
+/// The engine's end of the queue. Cheap to clone; never waits.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::Sender<Change>,
+    counts: Arc<Counts>,
+}
+
+impl Sender {
+    /// Queues `change`, or drops and counts it when the writer is behind.
+    pub fn send(&self, change: Change) {
+        if self.tx.try_send(change).is_err() {
+            let dropped = self.counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "the Events queue is full: transitions are dropped, not sent as Events"
+                );
+            }
+        }
+    }
+}
+
+/// Who writes the Events, and about which Pod when no other object is concerned.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    /// `reportingInstance`: the Pod's name.
+    pub instance: String,
+    pub pod: ObjectRef,
+}
+
+impl Reporter {
+    /// From the downward API's `POD_NAME`, `POD_NAMESPACE` and `POD_UID`, else the host name and `default`.
+    pub fn from_env() -> Reporter {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let name = var("POD_NAME")
+            .or_else(|| var("HOSTNAME"))
+            .unwrap_or_else(|| "klutch-health".into());
+        Reporter {
+            instance: name.clone(),
+            pod: ObjectRef {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name,
+                namespace: Some(var("POD_NAMESPACE").unwrap_or_else(|| "default".into())),
+                uid: var("POD_UID"),
+            },
+        }
+    }
+
+    /// Where the Lease lives: the Pod's namespace.
+    pub fn namespace(&self) -> &str {
+        self.pod.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// Starts the writer; Events are written only while `leader` holds `true`.
+pub fn start(client: Client, reporter: Reporter, leader: watch::Receiver<bool>) -> Sender {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(Writer::new(client, reporter).run(rx, leader));
+    Sender {
+        tx,
+        counts: Arc::default(),
+    }
+}
+
+/// Allows at most `limit` in any minute.
+#[derive(Debug)]
+pub struct RateLimit {
+    limit: usize,
+    recent: VecDeque<Timestamp>,
+}
+
+impl RateLimit {
+    pub fn new(limit: usize) -> RateLimit {
+        RateLimit {
+            limit,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn allow(&mut self, now: Timestamp) -> bool {
+        let minute_ago = now
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or(Timestamp::MIN);
+        while self.recent.front().is_some_and(|t| *t <= minute_ago) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.limit {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+}
+
+/// An Event already written, that a repeat updates.
+#[derive(Debug, Clone)]
+struct Series {
+    name: String,
+    count: u64,
+    last: Timestamp,
+}
+
+/// What makes two Events the same.
+type SeriesKey = (ObjectRef, &'static str, String);
+
+struct Writer {
+    client: Client,
+    reporter: Reporter,
+    series: HashMap<SeriesKey, Series>,
+    limit: RateLimit,
+    limited: LogLimiter,
+    failed: LogLimiter,
+    resource: ApiResource,
+}
+
+impl Writer {
+    fn new(client: Client, reporter: Reporter) -> Writer {
+        Writer {
+            client,
+            reporter,
+            series: HashMap::new(),
+            limit: RateLimit::new(PER_MINUTE),
+            limited: LogLimiter::default(),
+            failed: LogLimiter::default(),
+            resource: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+                "events",
+            ),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Change>, leader: watch::Receiver<bool>) {
+        while let Some(change) = rx.recv().await {
+            if !*leader.borrow() {
+                tracing::debug!(item = %change.item, "not the Lease holder: no Event");
+                continue;
+            }
+            let now = Timestamp::now();
+            if !self.limit.allow(now) {
+                if let Some(suppressed) = self.limited.allow() {
+                    tracing::warn!(
+                        item = %change.item,
+                        suppressed,
+                        "more than {PER_MINUTE} Events a minute: this transition is not sent as an Event"
+                    );
+                }
+                continue;
+            }
+            if let Err(e) = self.write(&change, now).await {
+                if let Some(suppressed) = self.failed.allow() {
+                    tracing::warn!(
+                        item = %change.item,
+                        error = %e,
+                        suppressed,
+                        "cannot write a Kubernetes Event (verdicts are unaffected); check RBAC for events.k8s.io"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, change: &Change, now: Timestamp) -> Result<(), kube::Error> {
+        let regarding = change
+            .regarding
+            .clone()
+            .unwrap_or_else(|| self.reporter.pod.clone());
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let note = change.note();
+        let key = (regarding.clone(), change.reason(), note.clone());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &namespace, &self.resource);
+        if let Some(series) = self
+            .series
+            .get_mut(&key)
+            .filter(|s| now.duration_since(s.last).unsigned_abs() < SERIES_WINDOW)
+        {
+            series.count += 1;
+            series.last = now;
+            let patch = json!({"series": {"count": series.count, "lastObservedTime": micro(now)}});
+            match api
+                .patch(&series.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                // The API server dropped the Event (its TTL passed): start a new one.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                other => return other.map(|_| ()),
+            }
+        }
+        let name = format!(
+            "{}.{:x}",
+            regarding.name,
+            now.as_nanosecond().unsigned_abs()
+        );
+        let event = event(
+            &name,
+            &namespace,
+            &regarding,
+            change,
+            &note,
+            &self.reporter,
+            now,
+        );
+        let object: DynamicObject =
+            serde_json::from_value(event).map_err(kube::Error::SerdeError)?;
+        api.create(&PostParams::default(), &object).await?;
+        self.series
+            .retain(|_, s| now.duration_since(s.last).unsigned_abs() < SERIES_WINDOW);
+        self.series.insert(
+            key,
+            Series {
+                name,
+                count: 1,
+                last: now,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// `MicroTime`: RFC 3339 with microseconds.
+fn micro(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn event(
+    name: &str,
+    namespace: &str,
+    regarding: &ObjectRef,
+    change: &Change,
+    note: &str,
+    reporter: &Reporter,
+    now: Timestamp,
+) -> Value {
+    let mut object = json!({
+        "apiVersion": regarding.api_version,
+        "kind": regarding.kind,
+        "name": regarding.name,
+    });
+    if let Some(ns) = &regarding.namespace {
+        object["namespace"] = json!(ns);
+    }
+    if let Some(uid) = &regarding.uid {
+        object["uid"] = json!(uid);
+    }
+    json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "eventTime": micro(now),
+        "reportingController": "klutch-health",
+        "reportingInstance": reporter.instance,
+        "action": "Check",
+        "reason": change.reason(),
+        "note": note,
+        "type": change.type_(),
+        "regarding": object,
+    })
+}
+
+/// The verbs the writer uses on Events: create a new one, merge-patch a series.
+pub const VERBS: [&str; 2] = ["create", "patch"];
+
+/// One RBAC permission that writing Events needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Permission {
+    pub group: &'static str,
+    pub resource: &'static str,
+    /// `resourceNames`: `None` for any (a create cannot be limited by name).
+    pub name: Option<&'static str>,
+    pub namespace: String,
+    pub verb: &'static str,
+}
+
+/// What RBAC must grant for Events under `config`, with klutch-health's Pod in `pod_namespace`: Events in
+/// every namespace of the objects the default cluster's checks watch (`default` for cluster-scoped ones) and
+/// the Pod's own (for items with no object), and the one Lease. Nothing when `[kubernetes] events = false`.
+pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission> {
+    let mut out = BTreeSet::new();
+    if config.kubernetes.events == Some(false) {
+        return out;
+    }
+    let mut namespaces = BTreeSet::from([pod_namespace.to_string()]);
+    for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
+        for target in check.settings.targets() {
+            namespaces.insert(target.namespace.unwrap_or_else(|| "default".into()));
+        }
+    }
+    for namespace in namespaces {
+        for verb in VERBS {
+            out.insert(Permission {
+                group: "events.k8s.io",
+                resource: "events",
+                name: None,
+                namespace: namespace.clone(),
+                verb,
+            });
+        }
+    }
+    let on_lease = |name, verb| Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        name,
+        namespace: pod_namespace.to_string(),
+        verb,
+    };
+    out.insert(on_lease(None, lease::CREATE));
+    for verb in lease::VERBS_BY_NAME {
+        out.insert(on_lease(Some(lease::NAME), verb));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::tests::{at, report};
+    use crate::signals::Observation;
+
+    fn snapshot(unsynced: bool, regarding: &str) -> Snapshot {
+        let object = ObjectRef {
+            api_version: "dataservices.anynines.com/v1".into(),
+            kind: "ProviderConfig".into(),
+            name: regarding.into(),
+            namespace: None,
+            uid: Some("u-1".into()),
+        };
+        let observation = Observation::new(regarding, Status::Fail, "", at(0)).regarding(object);
+        let mut s = Snapshot::default();
+        s.checks.insert("pcs".into(), Arc::new(vec![observation]));
+        if unsynced {
+            s.unsynced.insert("pcs".into());
+        }
+        s
+    }
+
+    #[test]
+    fn only_changes_after_the_initial_state_of_a_synced_check_count() {
+        let mut t = Transitions::default();
+        let fail = [("a", Status::Fail)];
+        let pass = [("a", Status::Pass)];
+        // While the check waits, and for its first synced state: nothing.
+        assert_eq!(t.changes(&report(0, &pass), &snapshot(true, "a")), []);
+        assert_eq!(t.changes(&report(1, &fail), &snapshot(false, "a")), []);
+        assert_eq!(t.changes(&report(2, &fail), &snapshot(false, "a")), []);
+        let changes = t.changes(&report(3, &pass), &snapshot(false, "a"));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let c = &changes[0];
+        assert_eq!(
+            (c.item.as_str(), c.status, c.time, c.type_(), c.reason()),
+            ("pcs/a", Status::Pass, at(3), "Normal", "CheckRecovered")
+        );
+        assert_eq!(
+            c.regarding.as_ref().map(|r| r.kind.as_str()),
+            Some("ProviderConfig")
+        );
+        // A check of another cluster: its objects are not where the Events go.
+        t.remote.insert("pcs".into());
+        let changes = t.changes(&report(4, &fail), &snapshot(false, "a"));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].regarding, None);
+    }
+
+    #[test]
+    fn at_most_the_limit_passes_in_any_minute() {
+        let t0: Timestamp = "2026-11-25T12:00:00Z".parse().expect("time");
+        let mut limit = RateLimit::new(3);
+        let at = |s: i64| {
+            t0.checked_add(jiff::SignedDuration::from_secs(s))
+                .expect("time")
+        };
+        let allowed: Vec<bool> = [0, 1, 2, 3, 59, 60, 61, 62]
+            .into_iter()
+            .map(|s| limit.allow(at(s)))
+            .collect();
+        assert_eq!(allowed, [true, true, true, false, false, true, true, true]);
+    }
+
+    #[test]
+    fn a_long_note_is_cut_on_a_character_boundary() {
+        let change = Change {
+            item: ItemName::new("provider-config", "pc"),
+            status: Status::Fail,
+            message: "é".repeat(2000),
+            regarding: None,
+            time: Timestamp::UNIX_EPOCH,
+        };
+        let note = change.note();
+        assert!(note.len() <= MAX_NOTE && note.ends_with("..."), "{note}");
+        assert_eq!(
+            (change.type_(), change.reason()),
+            ("Warning", "CheckFailed")
+        );
+    }
+}
