@@ -17,7 +17,7 @@ use common::{eventually, kubeconfig, BIN};
 use klutch_sim::SimControlPlane;
 use kubelet::{
     command_line, config_map_mounts, container_port, environment, get, klutch_health_containers,
-    parse_dockerfile, Image, Running, IMAGE_BINARY,
+    kubelet_variables, parse_dockerfile, Image, Running, IMAGE_BINARY,
 };
 use kustomize::{render, ROOT};
 use serde_json::Value;
@@ -67,7 +67,7 @@ async fn run_variant(variant: &str) {
         !containers.is_empty(),
         "{variant} renders no klutch-health container"
     );
-    for (pod, container) in containers {
+    for (namespace, pod, container) in containers {
         let cp = SimControlPlane::start()
             .await
             .expect("simulated control plane");
@@ -140,6 +140,7 @@ async fn run_variant(variant: &str) {
         let mut cmd = Command::new(BIN);
         cmd.args(&argv[1..])
             .env_clear()
+            .envs(kubelet_variables(&objects, pod, &namespace, cp.api.addr()))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", kubeconfig(&cp.api, dir.path()))
             .stdin(Stdio::null())

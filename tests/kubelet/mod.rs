@@ -142,18 +142,27 @@ pub fn environment(image: &Image, container: &Value) -> Vec<(String, String)> {
     env
 }
 
-/// Each rendered container whose image is klutch-health, with its pod spec.
-pub fn klutch_health_containers(objects: &[Value]) -> Vec<(&Value, &Value)> {
+/// Where Crossplane runs a provider's pods, and with them a DeploymentRuntimeConfig's (cluster-scoped).
+pub const CROSSPLANE_NAMESPACE: &str = "crossplane-system";
+/// The pod's name, for HOSTNAME and /etc/hosts.
+pub const POD_NAME: &str = "klutch-health-7c9d8b6f5-x2k8q";
+
+/// Each rendered container whose image is klutch-health, with its pod's namespace and spec.
+pub fn klutch_health_containers(objects: &[Value]) -> Vec<(String, &Value, &Value)> {
     objects
         .iter()
         .filter_map(|o| match o["kind"].as_str() {
-            Some("Deployment") => Some(&o["spec"]["template"]["spec"]),
-            Some("DeploymentRuntimeConfig") => {
-                Some(&o["spec"]["deploymentTemplate"]["spec"]["template"]["spec"])
-            }
+            Some("Deployment") => Some((
+                o["metadata"]["namespace"].as_str().unwrap_or("default"),
+                &o["spec"]["template"]["spec"],
+            )),
+            Some("DeploymentRuntimeConfig") => Some((
+                CROSSPLANE_NAMESPACE,
+                &o["spec"]["deploymentTemplate"]["spec"]["template"]["spec"],
+            )),
             _ => None,
         })
-        .flat_map(|pod| {
+        .flat_map(|(namespace, pod)| {
             pod["containers"]
                 .as_array()
                 .into_iter()
@@ -163,9 +172,75 @@ pub fn klutch_health_containers(objects: &[Value]) -> Vec<(&Value, &Value)> {
                         .as_str()
                         .is_some_and(|i| i.starts_with("ghcr.io/klutch-health/klutch-health:"))
                 })
-                .map(move |c| (pod, c))
+                .map(move |c| (namespace.to_string(), pod, c))
         })
         .collect()
+}
+
+/// The service links the kubelet puts into a container's environment for a Service.
+pub fn service_env(name: &str, ip: &str, ports: &[(String, u64, String)]) -> Vec<(String, String)> {
+    let var = |s: &str| s.to_ascii_uppercase().replace('-', "_");
+    let prefix = var(name);
+    let mut env = vec![(format!("{prefix}_SERVICE_HOST"), ip.to_string())];
+    for (i, (port_name, port, protocol)) in ports.iter().enumerate() {
+        let url = format!("{}://{ip}:{port}", protocol.to_ascii_lowercase());
+        if i == 0 {
+            env.push((format!("{prefix}_SERVICE_PORT"), port.to_string()));
+            env.push((format!("{prefix}_PORT"), url.clone()));
+        }
+        if !port_name.is_empty() {
+            env.push((
+                format!("{prefix}_SERVICE_PORT_{}", var(port_name)),
+                port.to_string(),
+            ));
+        }
+        let link = format!("{prefix}_PORT_{port}_{protocol}");
+        env.push((format!("{link}_PROTO"), protocol.to_ascii_lowercase()));
+        env.push((format!("{link}_PORT"), port.to_string()));
+        env.push((format!("{link}_ADDR"), ip.to_string()));
+        env.push((link, url));
+    }
+    env
+}
+
+/// The variables the kubelet adds of its own: HOSTNAME, the API server's service (always), and every other Service of
+/// the pod's namespace unless the pod sets `enableServiceLinks: false`.
+pub fn kubelet_variables(
+    objects: &[Value],
+    pod: &Value,
+    namespace: &str,
+    api: SocketAddr,
+) -> Vec<(String, String)> {
+    let https = [(
+        "https".to_string(),
+        u64::from(api.port()),
+        "TCP".to_string(),
+    )];
+    let mut env = vec![("HOSTNAME".to_string(), POD_NAME.to_string())];
+    env.extend(service_env("kubernetes", &api.ip().to_string(), &https));
+    if pod["enableServiceLinks"] == false {
+        return env;
+    }
+    let services = objects
+        .iter()
+        .filter(|o| o["kind"] == "Service" && o["metadata"]["namespace"] == namespace);
+    for (i, svc) in services.enumerate() {
+        let ports: Vec<_> = svc["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["port"].as_u64().expect("service port"),
+                    p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                )
+            })
+            .collect();
+        let name = svc["metadata"]["name"].as_str().expect("service name");
+        env.extend(service_env(name, &format!("10.96.0.{}", 10 + i), &ports));
+    }
+    env
 }
 
 /// One ConfigMap volume as a container mounts it: where, and the files it holds.
