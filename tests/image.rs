@@ -57,13 +57,19 @@ const BACKEND_IP: &str = "127.0.8.1";
 const POD_IP: &str = "10.244.0.7";
 
 /// In the new mount namespace: the root read-only, the devices bound, then the binary as the pod's user
-/// (without the shell's own PWD: the environment must be the kubelet's alone).
-const ENTER: &str = r#"set -e
+/// (without the shell's own PWD: the environment must be the kubelet's alone). Arguments: root, workdir,
+/// uid, gid, then the command line.
+fn enter_script() -> String {
+    format!(
+        r#"set -e
 root=$1 wd=$2 uid=$3 gid=$4; shift 4
 unset PWD OLDPWD
 mount --bind -o ro "$root" "$root"
-for d in null zero full random urandom tty; do mount --bind "/dev/$d" "$root/dev/$d"; done
-exec unshare --root="$root" --wd="$wd" --setgid="$gid" --setuid="$uid" -- "$@""#;
+for d in {}; do mount --bind "/dev/$d" "$root/dev/$d"; done
+exec unshare --root="$root" --wd="$wd" --setgid="$gid" --setuid="$uid" -- "$@""#,
+        DEVICES.join(" ")
+    )
+}
 
 fn effective_uid() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -84,6 +90,19 @@ fn release_binary() -> PathBuf {
         .map(|(_, v)| v.clone())
         .expect("the Dockerfile's build stage sets RUSTFLAGS");
     assert!(rustflags.contains("+crt-static"), "{rustflags}");
+    let args = [
+        "build",
+        "--release",
+        "--locked",
+        "--bin",
+        "klutch-health",
+        "--target",
+    ];
+    assert!(
+        dockerfile.contains(&format!("cargo {}", args.join(" "))),
+        "the Dockerfile no longer builds with `cargo {}`: build here as it does",
+        args.join(" ")
+    );
     let rustc = Command::new("rustc")
         .arg("-vV")
         .output()
@@ -95,12 +114,8 @@ fn release_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(ROOT)
-        .args(["build", "--release", "--locked", "--bin", "klutch-health"])
-        .args([
-            "--target",
-            &host,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(args)
+        .args([&host, "--message-format=json-render-diagnostics"])
         .env("RUSTFLAGS", &rustflags)
         .stderr(Stdio::inherit())
         .output()
@@ -319,23 +334,17 @@ async fn the_release_binary_runs_in_a_distroless_root_as_the_kubelet_starts_it()
 
     let log = outside.path().join("stderr.log");
     let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation=private",
-        "--",
-        "sh",
-        "-c",
-        ENTER,
-        "sh",
-    ])
-    .arg(&root)
-    .args([BASE_WORKDIR.to_string(), uid.to_string(), gid.to_string()])
-    .args(&argv)
-    .env_clear()
-    .envs(&env)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).expect("log file"));
+    cmd.args(["--mount", "--propagation=private", "--", "sh", "-c"])
+        .arg(enter_script())
+        .arg("sh")
+        .arg(&root)
+        .args([BASE_WORKDIR.to_string(), uid.to_string(), gid.to_string()])
+        .args(&argv)
+        .env_clear()
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
     let mut running = Running {
         child: cmd.spawn().expect("start unshare"),
         log,
