@@ -89,7 +89,10 @@ fn release_binary() -> PathBuf {
         .find(|(k, _)| k == "RUSTFLAGS")
         .map(|(_, v)| v.clone())
         .expect("the Dockerfile's build stage sets RUSTFLAGS");
-    assert!(rustflags.contains("+crt-static"), "{rustflags}");
+    assert!(
+        rustflags.contains("+crt-static"),
+        "the Dockerfile's RUSTFLAGS lack +crt-static (distroless/static has no libc): {rustflags}"
+    );
     let args = [
         "build",
         "--release",
@@ -440,4 +443,27 @@ async fn the_release_binary_runs_in_a_distroless_root_as_the_kubelet_starts_it()
 #[test]
 fn a_dynamically_linked_binary_is_told_apart() {
     assert!(needs_interpreter(Path::new(common::BIN)));
+}
+
+/// The service links are named as the kubelet names them (the Kubernetes docs' example, with a named port).
+#[test]
+fn service_links_are_named_as_the_kubelet_names_them() {
+    let ports = [("http".to_string(), 8080, "TCP".to_string())];
+    let env: BTreeMap<String, String> = kubelet::service_env("klutch-health", "10.0.0.11", &ports)
+        .into_iter()
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("KLUTCH_HEALTH_SERVICE_HOST", "10.0.0.11"),
+        ("KLUTCH_HEALTH_SERVICE_PORT", "8080"),
+        ("KLUTCH_HEALTH_SERVICE_PORT_HTTP", "8080"),
+        ("KLUTCH_HEALTH_PORT", "tcp://10.0.0.11:8080"),
+        ("KLUTCH_HEALTH_PORT_8080_TCP", "tcp://10.0.0.11:8080"),
+        ("KLUTCH_HEALTH_PORT_8080_TCP_PROTO", "tcp"),
+        ("KLUTCH_HEALTH_PORT_8080_TCP_PORT", "8080"),
+        ("KLUTCH_HEALTH_PORT_8080_TCP_ADDR", "10.0.0.11"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(env, expected);
 }

@@ -177,7 +177,7 @@ pub fn klutch_health_containers(objects: &[Value]) -> Vec<(String, &Value, &Valu
         .collect()
 }
 
-/// The service links the kubelet puts into a container's environment for a Service.
+/// The service links the kubelet puts into a container's environment for a Service (Docker-link style).
 pub fn service_env(name: &str, ip: &str, ports: &[(String, u64, String)]) -> Vec<(String, String)> {
     let var = |s: &str| s.to_ascii_uppercase().replace('-', "_");
     let prefix = var(name);
@@ -203,8 +203,8 @@ pub fn service_env(name: &str, ip: &str, ports: &[(String, u64, String)]) -> Vec
     env
 }
 
-/// The variables the kubelet adds of its own: HOSTNAME, the API server's service (always), and every other Service of
-/// the pod's namespace unless the pod sets `enableServiceLinks: false`.
+/// The variables the kubelet adds of its own: HOSTNAME, the API server's service (always), and every other
+/// Service of the pod's namespace unless the pod sets `enableServiceLinks: false`.
 pub fn kubelet_variables(
     objects: &[Value],
     pod: &Value,
