@@ -57,16 +57,16 @@ const BACKEND_IP: &str = "127.0.8.1";
 const POD_IP: &str = "10.244.0.7";
 
 /// In the new mount namespace: the root read-only, the devices bound, then the binary as the pod's user
-/// (without the shell's own PWD: the environment must be the kubelet's alone). Arguments: root, workdir,
+/// (without what a shell adds to the environment, which must be the kubelet's alone). Arguments: root, workdir,
 /// uid, gid, then the command line.
 fn enter_script() -> String {
     format!(
         r#"set -e
 root=$1 wd=$2 uid=$3 gid=$4; shift 4
-unset PWD OLDPWD
 mount --bind -o ro "$root" "$root"
 for d in {}; do mount --bind "/dev/$d" "$root/dev/$d"; done
-exec unshare --root="$root" --wd="$wd" --setgid="$gid" --setuid="$uid" -- "$@""#,
+exec env -u PWD -u OLDPWD -u SHLVL -u _ \
+  unshare --root="$root" --wd="$wd" --setgid="$gid" --setuid="$uid" -- "$@""#,
         DEVICES.join(" ")
     )
 }
