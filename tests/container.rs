@@ -5,170 +5,22 @@
 //! and manifests both passed `--config`, and every pod crash-looped).
 
 mod common;
+mod kubelet;
 mod kustomize;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, kubeconfig, Resp, BIN};
+use common::{eventually, kubeconfig, BIN};
 use klutch_sim::SimControlPlane;
+use kubelet::{
+    command_line, config_map_mounts, container_port, environment, get, klutch_health_containers,
+    kubelet_variables, parse_dockerfile, Image, Running, IMAGE_BINARY,
+};
 use kustomize::{render, ROOT};
 use serde_json::Value;
-
-/// Where the Dockerfile installs the binary.
-const IMAGE_BINARY: &str = "/usr/local/bin/klutch-health";
-/// Any one request of this test: an answer later than this is a failure, never a hang.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What the final stage of a Dockerfile gives a container: ENTRYPOINT, CMD (exec form) and ENV.
-#[derive(Debug, Default, PartialEq)]
-struct Image {
-    entrypoint: Vec<String>,
-    cmd: Option<Vec<String>>,
-    env: Vec<(String, String)>,
-}
-
-/// Reads the final stage of a Dockerfile. Shell-form ENTRYPOINT/CMD are refused: they run `/bin/sh -c`,
-/// which a distroless image does not have.
-fn parse_dockerfile(text: &str) -> Image {
-    let joined = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("\\\n", " ");
-    let mut image = Image::default();
-    for line in joined.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (instruction, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let rest = rest.trim();
-        let exec_form = || -> Vec<String> {
-            serde_json::from_str(rest).unwrap_or_else(|e| {
-                panic!("{instruction} must be an exec-form JSON array ({e}): {rest}")
-            })
-        };
-        match instruction.to_ascii_uppercase().as_str() {
-            // A new stage starts from nothing of the previous one's settings.
-            "FROM" => image = Image::default(),
-            "ENTRYPOINT" => {
-                image.entrypoint = exec_form();
-                // Docker resets an inherited CMD when ENTRYPOINT is set.
-                image.cmd = None;
-            }
-            "CMD" => image.cmd = Some(exec_form()),
-            "ENV" => image.env.extend(parse_env(rest)),
-            _ => {}
-        }
-    }
-    image
-}
-
-/// `ENV K=V K2="V 2"` or the legacy `ENV K V`.
-fn parse_env(rest: &str) -> Vec<(String, String)> {
-    let Some((first, _)) = rest.split_once(['=', ' ']) else {
-        panic!("ENV without a value: {rest}");
-    };
-    if !rest[first.len()..].starts_with('=') {
-        return vec![(first.to_string(), rest[first.len()..].trim().to_string())];
-    }
-    let mut pairs = Vec::new();
-    let mut rest = rest;
-    while let Some((key, tail)) = rest.trim_start().split_once('=') {
-        let (value, next) = match tail.strip_prefix('"') {
-            Some(quoted) => quoted
-                .split_once('"')
-                .unwrap_or_else(|| panic!("unterminated quote in ENV {rest}")),
-            None => tail.split_once(' ').unwrap_or((tail, "")),
-        };
-        pairs.push((key.to_string(), value.to_string()));
-        rest = next;
-    }
-    pairs
-}
-
-fn strings(v: &Value) -> Option<Vec<String>> {
-    v.as_array().map(|a| {
-        a.iter()
-            .map(|s| {
-                s.as_str()
-                    .unwrap_or_else(|| panic!("not a string: {s}"))
-                    .to_string()
-            })
-            .collect()
-    })
-}
-
-/// The process a container runs, as the kubelet builds it: the container's `command`, else the image's
-/// ENTRYPOINT; then its `args`, else the image's CMD — unless `command` is set, which drops the CMD.
-fn command_line(image: &Image, container: &Value) -> Vec<String> {
-    let (command, args) = match (strings(&container["command"]), strings(&container["args"])) {
-        (Some(command), Some(args)) => (command, args),
-        (Some(command), None) => (command, Vec::new()),
-        (None, Some(args)) => (image.entrypoint.clone(), args),
-        (None, None) => (
-            image.entrypoint.clone(),
-            image.cmd.clone().unwrap_or_default(),
-        ),
-    };
-    let argv: Vec<String> = command.into_iter().chain(args).collect();
-    // The kubelet would expand $(VAR) from the container's env; this test does not, so none may be used.
-    assert!(
-        !argv.iter().any(|a| a.contains("$(")),
-        "$(VAR) references are not emulated: {argv:?}"
-    );
-    argv
-}
-
-/// The container's environment: the image's ENV, overridden by the container's `env`.
-fn environment(image: &Image, container: &Value) -> Vec<(String, String)> {
-    let mut env = image.env.clone();
-    for e in container["env"].as_array().into_iter().flatten() {
-        let name = e["name"].as_str().expect("env name").to_string();
-        let value = match (
-            e["value"].as_str(),
-            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
-        ) {
-            (Some(v), _) => v.to_string(),
-            // The downward API, as the kubelet fills it for a pod of this test.
-            (None, Some("metadata.name")) => "klutch-health-0".into(),
-            (None, Some("metadata.namespace")) => "crossplane-system".into(),
-            (None, Some("metadata.uid")) => "6c1f0e5a-0000-4000-8000-000000000001".into(),
-            _ => panic!(
-                "only literal env values and the pod's name, namespace and uid are emulated: {e}"
-            ),
-        };
-        env.retain(|(k, _)| *k != name);
-        env.push((name, value));
-    }
-    env
-}
-
-/// Each rendered container whose image is klutch-health, with its pod spec.
-fn klutch_health_containers(objects: &[Value]) -> Vec<(&Value, &Value)> {
-    objects
-        .iter()
-        .filter_map(|o| match o["kind"].as_str() {
-            Some("Deployment") => Some(&o["spec"]["template"]["spec"]),
-            Some("DeploymentRuntimeConfig") => {
-                Some(&o["spec"]["deploymentTemplate"]["spec"]["template"]["spec"])
-            }
-            _ => None,
-        })
-        .flat_map(|pod| {
-            pod["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|c| {
-                    c["image"]
-                        .as_str()
-                        .is_some_and(|i| i.starts_with("ghcr.io/klutch-health/klutch-health:"))
-                })
-                .map(move |c| (pod, c))
-        })
-        .collect()
-}
 
 /// Writes each ConfigMap volume the container mounts into `root`, and returns (mountPath, directory).
 fn mount_config_maps(
@@ -178,40 +30,16 @@ fn mount_config_maps(
     root: &Path,
 ) -> Vec<(String, PathBuf)> {
     let mut mounts = Vec::new();
-    for (i, m) in container["volumeMounts"]
-        .as_array()
+    for (i, mount) in config_map_mounts(objects, pod, container)
         .into_iter()
-        .flatten()
         .enumerate()
     {
-        let volume = pod["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["name"] == m["name"])
-            .unwrap_or_else(|| panic!("no volume for mount {m}"));
-        let name = volume["configMap"]["name"]
-            .as_str()
-            .unwrap_or_else(|| panic!("only ConfigMap volumes are emulated: {volume}"));
-        assert!(
-            volume["configMap"]["items"].is_null(),
-            "items are not emulated: {volume}"
-        );
-        assert!(m["subPath"].is_null(), "subPath is not emulated: {m}");
-        let cm = objects
-            .iter()
-            .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("the mounted ConfigMap {name} is not rendered"));
         let dir = root.join(format!("mount-{i}"));
         std::fs::create_dir_all(&dir).expect("mount dir");
-        for (file, content) in cm["data"].as_object().into_iter().flatten() {
-            std::fs::write(
-                dir.join(file),
-                content.as_str().expect("ConfigMap data is text"),
-            )
-            .expect("write");
+        for (file, content) in &mount.files {
+            std::fs::write(dir.join(file), content).expect("write");
         }
-        mounts.push((m["mountPath"].as_str().expect("mountPath").to_string(), dir));
+        mounts.push((mount.mount_path, dir));
     }
     mounts
 }
@@ -228,51 +56,6 @@ fn remap(value: &str, mounts: &[(String, PathBuf)]) -> String {
     value.to_string()
 }
 
-/// The container's port number that `port` (a number or a port name) refers to.
-fn container_port(container: &Value, port: &Value) -> u64 {
-    port.as_u64().unwrap_or_else(|| {
-        container["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"] == *port)
-            .and_then(|p| p["containerPort"].as_u64())
-            .unwrap_or_else(|| panic!("no container port named {port}: {container}"))
-    })
-}
-
-/// A running container process. Killed on drop, so a failing assertion never leaves it behind.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics with the logs when the process has exited.
-    fn assert_alive(&mut self, what: &str) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{what}: klutch-health exited ({status}):\n{}", self.logs());
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Option<Resp> {
-    tokio::time::timeout(REQUEST_TIMEOUT, common::request(addr, "GET", path, &[]))
-        .await
-        .ok()
-}
-
 /// Renders `variant`, and runs each klutch-health container of it as the kubelet would.
 async fn run_variant(variant: &str) {
     let objects = render(variant);
@@ -284,7 +67,7 @@ async fn run_variant(variant: &str) {
         !containers.is_empty(),
         "{variant} renders no klutch-health container"
     );
-    for (pod, container) in containers {
+    for (namespace, pod, container) in containers {
         let cp = SimControlPlane::start()
             .await
             .expect("simulated control plane");
@@ -359,6 +142,7 @@ async fn run_variant(variant: &str) {
         let mut cmd = Command::new(BIN);
         cmd.args(&argv[1..])
             .env_clear()
+            .envs(kubelet_variables(&objects, pod, &namespace, cp.api.addr()))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", kubeconfig(&cp.api, dir.path()))
             .stdin(Stdio::null())
@@ -378,13 +162,7 @@ async fn run_variant(variant: &str) {
         let what = format!("{variant}: {argv:?} with {env:?}");
         let addresses: Vec<SocketAddr> = eventually(&format!("{what} to listen"), async || {
             running.assert_alive(&what);
-            let addrs: Vec<SocketAddr> = running
-                .logs()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["message"] == "listening")
-                .filter_map(|v| v["address"].as_str()?.parse().ok())
-                .collect();
+            let addrs = running.listening();
             (addrs.len() == listeners.len()).then_some(addrs)
         })
         .await;
