@@ -206,17 +206,7 @@ impl Metrics {
             "When the running configuration was loaded, in seconds since the Unix epoch",
             reload_success_time.clone(),
         );
-        let build_info = Family::<VersionLabels, Gauge>::default();
-        build_info
-            .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "Always 1; the version label names the build",
-            build_info,
-        );
+        register_build_info(&mut registry);
         Metrics {
             registry,
             check_up,
@@ -225,14 +215,7 @@ impl Metrics {
             endpoint_up,
             upstream_requests,
             upstream_duration,
-            probe_requests: PROBES
-                .iter()
-                .map(|&(path, code)| {
-                    let labels = HttpLabels { path, code };
-                    let counter = http_requests.get_or_create(&labels).clone();
-                    (labels, counter)
-                })
-                .collect(),
+            probe_requests: probe_counters(&http_requests),
             http_requests,
             watch_restarts,
             silenced_items,
@@ -449,4 +432,31 @@ fn status_labels(item: &ItemLabels, status: Status) -> StatusLabels {
         item: item.item.clone(),
         status: status.as_str(),
     }
+}
+
+/// `klutch_health_build_info{version}`: always 1.
+fn register_build_info(registry: &mut Registry) {
+    let build_info = Family::<VersionLabels, Gauge>::default();
+    build_info
+        .get_or_create(&VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    registry.register(
+        "build_info",
+        "Always 1; the version label names the build",
+        build_info,
+    );
+}
+
+/// The request counters of the probe paths, resolved once so that a probe does not look its labels up.
+fn probe_counters(http_requests: &Family<HttpLabels, Counter>) -> Vec<(HttpLabels, Counter)> {
+    PROBES
+        .iter()
+        .map(|&(path, code)| {
+            let labels = HttpLabels { path, code };
+            let counter = http_requests.get_or_create(&labels).clone();
+            (labels, counter)
+        })
+        .collect()
 }
