@@ -253,47 +253,41 @@ async fn start_one(
 ) -> Tasks {
     let mut tasks = Tasks::default();
     let declared = check.settings.targets();
-    if declared.is_empty() {
-        check.settings.start(Run {
-            check: check.name,
-            sink,
-            metrics,
-            tasks: &mut tasks,
-            declared,
-            kube: None,
-        });
-        return tasks;
-    }
-    let client = match watches.client(clusters, check.cluster).await {
-        Ok(c) => c,
-        Err(e) => {
-            let message = format!(
-                "cannot use cluster {}: {e}",
-                check.cluster.unwrap_or("default")
-            );
-            let placeholders = check.settings.placeholders();
-            sink.waiting(
-                check.name,
-                watch::waiting(&placeholders, &message, Timestamp::now()),
-            );
-            return tasks;
-        }
+    let kube = if declared.is_empty() {
+        None
+    } else {
+        let client = match watches.client(clusters, check.cluster).await {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!(
+                    "cannot use cluster {}: {e}",
+                    check.cluster.unwrap_or("default")
+                );
+                let placeholders = check.settings.placeholders();
+                sink.waiting(
+                    check.name,
+                    watch::waiting(&placeholders, &message, Timestamp::now()),
+                );
+                return tasks;
+            }
+        };
+        let stale_after = clusters
+            .get(check.cluster)
+            .map_or(Duration::from_secs(60), |c| c.stale_after);
+        Some(Kube {
+            client,
+            cluster: check.cluster.map(str::to_string),
+            stale_after,
+            watches,
+        })
     };
-    let stale_after = clusters
-        .get(check.cluster)
-        .map_or(Duration::from_secs(60), |c| c.stale_after);
     check.settings.start(Run {
         check: check.name,
         sink,
         metrics,
         tasks: &mut tasks,
         declared,
-        kube: Some(Kube {
-            client,
-            cluster: check.cluster.map(str::to_string),
-            stale_after,
-            watches,
-        }),
+        kube,
     });
     tasks
 }

@@ -303,37 +303,25 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
     /// While on, every LIST page of resource `plural` (e.g. `"pods"`) holds new objects and another
     /// `continue` token, forever.
     pub fn set_endless_list(&self, plural: &str, on: bool) {
-        self.inner.faults.send_modify(|f| {
-            if on {
-                f.endless.insert(plural.to_string());
-            } else {
-                f.endless.remove(plural);
-            }
-        });
+        self.inner
+            .faults
+            .send_modify(|f| toggle(&mut f.endless, plural, on));
     }
 
     /// While on, every LIST of resource `plural` is refused with `403 Forbidden`, as RBAC without the
     /// `list` verb answers (watches are not affected).
     pub fn set_list_forbidden(&self, plural: &str, on: bool) {
-        self.inner.faults.send_modify(|f| {
-            if on {
-                f.list_forbidden.insert(plural.to_string());
-            } else {
-                f.list_forbidden.remove(plural);
-            }
-        });
+        self.inner
+            .faults
+            .send_modify(|f| toggle(&mut f.list_forbidden, plural, on));
     }
 
     /// While on, every write (create, update, patch) of resource `plural` (e.g. `"events"`) answers
     /// `500 InternalError`, as an overloaded or broken API server does; reads keep working.
     pub fn set_failing_writes(&self, plural: &str, on: bool) {
-        self.inner.faults.send_modify(|f| {
-            if on {
-                f.failing_writes.insert(plural.to_string());
-            } else {
-                f.failing_writes.remove(plural);
-            }
-        });
+        self.inner
+            .faults
+            .send_modify(|f| toggle(&mut f.failing_writes, plural, on));
     }
 
     fn write_fails(&self, plural: &str) -> bool {
@@ -499,4 +487,13 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
 /// Resolves once the server is set down (the borrowed value is not `Send`, so it is not kept).
 async fn went_down(down: &mut watch::Receiver<bool>) {
     let _ = down.wait_for(|d| *d).await;
+}
+
+/// Puts `plural` into a fault set, or takes it out.
+fn toggle(set: &mut BTreeSet<String>, plural: &str, on: bool) {
+    if on {
+        set.insert(plural.to_string());
+    } else {
+        set.remove(plural);
+    }
 }
