@@ -50,6 +50,10 @@ enum Command {
         /// klutch-health's listen address
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// klutch-health's public listener, when the configuration has one (the shipped port 8081 is the fake
+        /// provider-anynines' here)
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        public_listen: SocketAddr,
         /// The klutch-health configuration to start from (its backend URL is pointed at the fake)
         #[arg(long, default_value = "config.toml")]
         config: PathBuf,
@@ -68,8 +72,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo {
             addresses,
             listen,
+            public_listen,
             config,
-        } => demo(&addresses, listen, &config).await,
+        } => demo(&addresses, (listen, public_listen), &config).await,
     }
 }
 
@@ -151,7 +156,12 @@ fn work_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-async fn demo(a: &Addresses, listen: SocketAddr, config: &Path) -> anyhow::Result<()> {
+/// `listen`: klutch-health's main and public listen addresses.
+async fn demo(
+    a: &Addresses,
+    listen: (SocketAddr, SocketAddr),
+    config: &Path,
+) -> anyhow::Result<()> {
     let binary = std::env::current_exe()?
         .parent()
         .map(|d| d.join("klutch-health"))
@@ -183,12 +193,14 @@ async fn demo(a: &Addresses, listen: SocketAddr, config: &Path) -> anyhow::Resul
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
-    let base = format!("http://{listen}");
+    let base = format!("http://{}", listen.0);
+    let public = format!("http://{}", listen.1);
     sim.print();
     println!(
         "\nklutch-health is running against a simulated Klutch control plane.\n\n\
 Try:\n  curl -s '{base}/readyz?verbose'\n  curl -s '{base}/healthz?verbose'\n  curl -s '{base}/readyz?format=json'\n  \
-curl -s {base}/metrics\n  curl -s {base}/backend-health\n  open {base}/ in a browser\n\n\
+curl -s {base}/metrics\n  curl -s {base}/backend-health\n  open {base}/ in a browser\n  \
+curl -s '{public}/readyz?verbose'    # the public listener (if configured): reasons withheld\n\n\
 Break something (and heal it again):\n  \
 curl -X POST {control}/providerconfig/postgresql-backup-manager/degrade   # …/heal\n  \
 curl -X POST {control}/provider/provider-anynines/unhealthy                 # …/healthy\n  \
@@ -233,11 +245,12 @@ kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions;
 }
 
 /// The given configuration, comments and all, with every backend-status URL pointed at the fake,
-/// `server.listen` set, and a `kubernetes.kubeconfig` (if the file names one) pointed at the fake's.
+/// `server.listen` set (and `server.public_listen`, if the file has one), and a `kubernetes.kubeconfig`
+/// (if the file names one) pointed at the fake's.
 fn demo_config_text(
     text: &str,
     backend_url: &str,
-    listen: SocketAddr,
+    (listen, public_listen): (SocketAddr, SocketAddr),
     kubeconfig: &Path,
 ) -> anyhow::Result<String> {
     let mut doc: toml_edit::DocumentMut = text
@@ -249,6 +262,9 @@ fn demo_config_text(
         .as_table_like_mut()
         .context("`server` is not a table")?;
     set(server, "listen", listen.to_string());
+    if server.contains_key("public_listen") {
+        set(server, "public_listen", public_listen.to_string());
+    }
     if let Some(kubernetes) = doc
         .get_mut("kubernetes")
         .and_then(toml_edit::Item::as_table_like_mut)
@@ -291,12 +307,20 @@ mod tests {
         let out = demo_config_text(
             shipped,
             "http://127.0.0.1:1234/backend-health",
-            "127.0.0.1:8080".parse().expect("addr"),
+            (
+                "127.0.0.1:8080".parse().expect("addr"),
+                "127.0.0.1:8082".parse().expect("addr"),
+            ),
             Path::new("/tmp/kc"),
         )
         .expect("rewritten");
         let doc: toml_edit::DocumentMut = out.parse().expect("valid TOML");
         assert_eq!(doc["server"]["listen"].as_str(), Some("127.0.0.1:8080"));
+        // Not the shipped 8081: the fake provider-anynines answers there.
+        assert_eq!(
+            doc["server"]["public_listen"].as_str(),
+            Some("127.0.0.1:8082")
+        );
         assert_eq!(doc["server"]["details"].as_str(), Some("always"));
         let urls: Vec<_> = doc["check"]
             .as_array_of_tables()
@@ -312,14 +336,20 @@ mod tests {
         let with_kubeconfig = demo_config_text(
             "[kubernetes]\nkubeconfig = \"/etc/kc\"\ncontext = \"prod\"\n",
             "u",
-            "127.0.0.1:1".parse().expect("addr"),
+            (
+                "127.0.0.1:1".parse().expect("addr"),
+                "127.0.0.1:2".parse().expect("addr"),
+            ),
             Path::new("/tmp/kc"),
         )
         .expect("rewritten");
         assert!(with_kubeconfig.contains("kubeconfig = \"/tmp/kc\""));
         assert!(!with_kubeconfig.contains("prod"));
         for broken in ["server = 3", "[[["] {
-            let listen = "127.0.0.1:1".parse().expect("addr");
+            let listen = (
+                "127.0.0.1:1".parse().expect("addr"),
+                "127.0.0.1:2".parse().expect("addr"),
+            );
             let rewritten = demo_config_text(broken, "u", listen, Path::new("k"));
             assert!(rewritten.is_err(), "{broken}");
         }
