@@ -1,5 +1,5 @@
 //! Logging through `tracing`: human-readable lines by default, JSON lines with `--log-format json`,
-//! filtered by `RUST_LOG` (default `info`). Logs go to standard error; standard output is for command output.
+//! filtered by `RUST_LOG` (default `info`; kube-runtime's own watcher warnings only when `RUST_LOG` names `kube_runtime`). Logs go to standard error; standard output is for command output.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,8 +22,17 @@ pub enum LogFormat {
 }
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+    let asked = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
+    // kube-runtime's watcher logs each failure itself, unlimited and as a Debug dump of the API's Status; the
+    // watch task logs the same failure in words and rate-limited (signals::watch). Only a RUST_LOG that names
+    // kube_runtime brings those lines back.
+    if !asked.contains("kube_runtime") {
+        if let Ok(quiet) = "kube_runtime::watcher=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

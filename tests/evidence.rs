@@ -191,6 +191,17 @@ async fn a_forbidden_watch_keeps_the_items_warns_what_to_grant_and_backs_off() {
     let lists = lists_of(&cp, "/providerconfigs");
     assert!(lists <= 6, "{lists} LISTs of providerconfigs in {window:?}");
     assert_eq!(svc.get("/readyz").await.status, 200);
+    // The logs say it in words too: kube-runtime's own line with a Debug dump of the Status is kept out.
+    let logs = svc.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("watch failed; relisting")),
+        "{logs:#?}"
+    );
+    let dumps: Vec<_> = logs
+        .iter()
+        .filter(|l| l.contains("Status {") || l.contains("ApiError"))
+        .collect();
+    assert!(dumps.is_empty(), "debug dumps in the logs: {dumps:#?}");
 }
 
 #[tokio::test]
