@@ -12,28 +12,36 @@ mod programs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use drill::{drill, Rig, View};
+use drill::{drill, Rig, Shows, View, Warnings};
 use programs::{binary, encode, free_port, get, Program};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What a plain HTTP caller (kubelet, curl, a load balancer without state) sees: the status and the first
-/// failing line of the body (else its first line), or why there was no answer.
+/// What an HTTP caller of `/readyz?verbose` (a person with curl, a kubelet-like probe) sees: the status and
+/// the first failing line of the body, else its first warning line, else its first line; or why there was no
+/// answer. A passing answer with a warning line warns.
 fn http_view(answer: Result<common::Resp, String>) -> View {
     match answer {
-        Ok(r) => View {
-            failing: r.status != 200,
-            sees: format!(
-                "{} {}",
-                r.status,
-                r.body
-                    .lines()
-                    .find(|l| l.starts_with("[-]"))
-                    .or_else(|| r.body.lines().next())
-                    .unwrap_or("")
-            ),
-        },
+        Ok(r) => {
+            let failing = r.body.lines().find(|l| l.starts_with("[-]"));
+            let warning = r
+                .body
+                .lines()
+                .find(|l| l.starts_with("[+]") && l.contains(" warn: "));
+            let shows = match (r.status, warning) {
+                (200, None) => Shows::Pass,
+                (200, Some(_)) => Shows::Warn,
+                _ => Shows::Fail,
+            };
+            // Else the verdict line (`readyz check passed`), or the first line of a body without items.
+            let verdict = r.body.lines().find(|l| !l.starts_with("[+]"));
+            let line = failing.or(warning).or(verdict);
+            View {
+                shows,
+                sees: format!("{} {}", r.status, line.unwrap_or("")),
+            }
+        }
         Err(e) => View {
-            failing: true,
+            shows: Shows::Fail,
             sees: e,
         },
     }
@@ -43,9 +51,13 @@ fn http_view(answer: Result<common::Resp, String>) -> View {
 async fn a_direct_caller_sees_each_fault_on_readyz() {
     let rig = Rig::start().await;
     let addr = rig.svc.addr;
-    drill("direct", "GET /readyz every 50ms", rig, async || {
-        http_view(get(addr, "/readyz").await)
-    })
+    drill(
+        "direct",
+        "GET /readyz?verbose every 50ms",
+        Warnings::Shown,
+        rig,
+        async || http_view(get(addr, "/readyz?verbose").await),
+    )
     .await;
 }
 
@@ -134,7 +146,7 @@ async fn haproxy_httpchk_marks_the_server_down_and_up_again() {
     let settings = format!(
         "option httpchk GET /readyz; http-check expect status 200; {HAPROXY_CHECK}; timeout check 1s"
     );
-    drill("haproxy", &settings, rig, async || {
+    drill("haproxy", &settings, Warnings::Invisible, rig, async || {
         proc.assert_running();
         let stat = haproxy_command(&sock, "show stat").await;
         let Some((status, check, code)) = stat.as_deref().ok().and_then(haproxy_server_state)
@@ -142,7 +154,11 @@ async fn haproxy_httpchk_marks_the_server_down_and_up_again() {
             panic!("no server row in HAProxy's `show stat`: {stat:?}");
         };
         View {
-            failing: status.starts_with("DOWN"),
+            shows: if status.starts_with("DOWN") {
+                Shows::Fail
+            } else {
+                Shows::Pass
+            },
             sees: format!("{status} {check} {code}").trim_end().to_string(),
         }
     })
@@ -211,6 +227,7 @@ async fn blackbox_probe_success_goes_1_0_1() {
     drill(
         "blackbox",
         "module http_2xx (valid_status_codes 2xx), timeout 2s; probed every 100ms",
+        Warnings::Invisible,
         rig,
         async || {
             proc.assert_running();
@@ -224,7 +241,11 @@ async fn blackbox_probe_success_goes_1_0_1() {
             let code = sample(&body, "probe_http_status_code");
             assert!(success.is_some(), "no probe_success in {body}");
             View {
-                failing: success.as_deref() != Some("1"),
+                shows: if success.as_deref() == Some("1") {
+                    Shows::Pass
+                } else {
+                    Shows::Fail
+                },
                 sees: format!(
                     "probe_success={} probe_http_status_code={}",
                     success.unwrap_or_default(),
@@ -362,7 +383,7 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
     let settings = format!(
         "scrape_interval=1s evaluation_interval=1s; every rule's for: {RULE_FOR}; polled every 200ms"
     );
-    drill("prometheus", &settings, rig, async || {
+    drill("prometheus", &settings, Warnings::Shown, rig, async || {
         proc.assert_running();
         // Paces the API queries: Prometheus changes its view once a second at most.
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
@@ -371,11 +392,21 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
             .expect("alerts");
         let up = prometheus_api(prom, &query("up")).await.expect("up");
         let states = alert_states(&alerts);
+        let firing = |names: &[&str]| {
+            states
+                .iter()
+                .any(|(name, state)| state == "firing" && names.contains(&name.as_str()))
+        };
         View {
-            failing: states.iter().any(|(name, state)| {
-                state == "firing"
-                    && ["KlutchControlPlaneNotReady", "KlutchHealthAbsent"].contains(&name.as_str())
-            }),
+            // The paging alert and the absence alert report the control plane down; a silent konnector
+            // has its own alert.
+            shows: if firing(&["KlutchControlPlaneNotReady", "KlutchHealthAbsent"]) {
+                Shows::Fail
+            } else if firing(&["KlutchKonnectorSilent"]) {
+                Shows::Warn
+            } else {
+                Shows::Pass
+            },
             sees: format!(
                 "up={} {}",
                 up["result"][0]["value"][1].as_str().unwrap_or("?"),
@@ -548,10 +579,10 @@ async fn nginx_as_the_ingress_passes_only_the_health_paths_and_relays_their_stat
         .await;
 
     let settings =
-        "location = PATH per Ingress path, proxy_pass to klutch-health; GET /readyz every 50ms";
-    drill("nginx", settings, rig, async || {
+        "location = PATH per Ingress path, proxy_pass to klutch-health's public listener; GET /readyz?verbose every 50ms";
+    drill("nginx", settings, Warnings::Shown, rig, async || {
         proc.assert_running();
-        http_view(get(ingress, "/readyz").await)
+        http_view(get(ingress, "/readyz?verbose").await)
     })
     .await;
     // klutch-health is gone: nginx answers for it.
