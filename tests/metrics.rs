@@ -415,16 +415,23 @@ tests:
                 Open klutch-health's status page (/) or run
                 `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health check`
                 to see which item fails and why.
-  # One alert per silent konnector (whichever replica reports it), none from the generic item alert; and a
-  # refused config reload.
+  # One alert per silent konnector (whichever replica reports it), none for a konnector that is merely unknown
+  # (a blind control plane blames no app cluster), none from the generic item alert; and a refused config
+  # reload.
   - interval: 1m
     input_series:
       - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-7xk2p",namespace="crossplane-system",pod="a"}'
         values: '1 0x39'
-      - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-7xk2p",namespace="crossplane-system",pod="b"}'
-        values: '1 0x39'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-7xk2p",status="fail",namespace="crossplane-system",pod="a"}'
+        values: '0 1x39'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-7xk2p",status="fail",namespace="crossplane-system",pod="b"}'
+        values: '0 1x39'
       - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-q9z4d",namespace="crossplane-system",pod="a"}'
-        values: '1x40'
+        values: '1 0x39'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-q9z4d",status="fail",namespace="crossplane-system",pod="a"}'
+        values: '0x40'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-q9z4d",status="unknown",namespace="crossplane-system",pod="a"}'
+        values: '0 1x39'
       - series: 'klutch_health_config_last_reload_successful{namespace="crossplane-system",pod="a"}'
         values: '1 1 0x38'
       - series: 'klutch_health_config_last_reload_successful{namespace="crossplane-system",pod="b"}'
