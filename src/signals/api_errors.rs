@@ -45,6 +45,18 @@ pub(crate) fn verb(e: &watcher::Error) -> Verb {
     }
 }
 
+/// Whether the API server itself refused (a Status answer or an ERROR event), as opposed to a connection that
+/// failed: only a refusal means LIST works while WATCH does not; a lost connection is the cluster's trouble.
+pub(crate) fn refused(e: &watcher::Error) -> bool {
+    matches!(
+        e,
+        watcher::Error::InitialListFailed(kube::Error::Api(_))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(_))
+            | watcher::Error::WatchFailed(kube::Error::Api(_))
+            | watcher::Error::WatchError(_)
+    )
+}
+
 /// One line: `watch on pods in namespace x forbidden: grant the verb "watch" …`.
 pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
     let verb = verb(e);

@@ -144,7 +144,9 @@ where
                         Some(Ok(event)) => self.apply(event, &mut arrived),
                         Some(Err(e)) => Err(Failure {
                             message: api_errors::describe(&e, &self.resource),
-                            watch_only: listed.is_some() && api_errors::verb(&e) == Verb::Watch,
+                            watch_only: listed.is_some()
+                                && api_errors::verb(&e) == Verb::Watch
+                                && api_errors::refused(&e),
                         }),
                         None => Err(Failure {
                             message: "the watch stream ended".to_string(),
