@@ -27,7 +27,18 @@ async fn service(cp: &SimControlPlane, dir: &tempfile::TempDir, extra: &[(&str, 
     Service::start(&full_config(&cp.backend.url(), ""), &env).await
 }
 
-/// The item lines of the Kubernetes checks (every check but the backend poll).
+/// [`service`] once `/readyz` passes: every watch has listed.
+async fn synced_service(
+    cp: &SimControlPlane,
+    dir: &tempfile::TempDir,
+    extra: &[(&str, &str)],
+) -> Service {
+    let svc = service(cp, dir, extra).await;
+    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
+        .await;
+    svc
+}
+
 /// The lines of items the endpoint counts that come from the cluster (not the backend poll; konnectors are
 /// `warn_only` in the shipped config, so they never read `failed`).
 fn kube_lines(r: &Resp) -> Vec<&str> {
@@ -59,9 +70,7 @@ fn lists_of(cp: &SimControlPlane, plural: &str) -> usize {
 async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restarts_the_watches() {
     let cp = SimControlPlane::start().await.expect("sim");
     let dir = tempfile::tempdir().expect("dir");
-    let svc = service(&cp, &dir, &[]).await;
-    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
-        .await;
+    let svc = synced_service(&cp, &dir, &[]).await;
     cp.api.set_frozen(true);
     let r = svc
         .wait_for("/readyz?verbose", "every Kubernetes item unknown", |r| {
@@ -118,9 +127,7 @@ async fn a_quiet_api_server_without_bookmarks_stays_trusted_at_one_probe_per_int
     let cp = SimControlPlane::start().await.expect("sim");
     cp.api.set_bookmarks(false);
     let dir = tempfile::tempdir().expect("dir");
-    let svc = service(&cp, &dir, &[]).await;
-    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
-        .await;
+    let svc = synced_service(&cp, &dir, &[]).await;
     cp.api.reset_requests();
     // Nothing changes and nothing is sent for well past stale_after + probe_interval + probe_timeout.
     let window = Duration::from_secs(4);
@@ -145,9 +152,7 @@ async fn a_busy_api_server_is_never_probed() {
     // BOOKMARKs every 50 ms on every watch: answers keep arriving, so they are evidence enough.
     cp.api.set_bookmark_interval(Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("dir");
-    let svc = service(&cp, &dir, &[]).await;
-    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
-        .await;
+    let svc = synced_service(&cp, &dir, &[]).await;
     cp.api.reset_requests();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
@@ -161,9 +166,7 @@ async fn a_busy_api_server_is_never_probed() {
 async fn a_forbidden_watch_keeps_the_items_warns_what_to_grant_and_backs_off() {
     let cp = SimControlPlane::start().await.expect("sim");
     let dir = tempfile::tempdir().expect("dir");
-    let svc = service(&cp, &dir, &[]).await;
-    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
-        .await;
+    let svc = synced_service(&cp, &dir, &[]).await;
     cp.api
         .set_watch_fault_for("providerconfigs", Some(WatchFault::Forbidden));
     cp.api.cut_watches();
@@ -208,9 +211,7 @@ async fn a_forbidden_watch_keeps_the_items_warns_what_to_grant_and_backs_off() {
 async fn an_error_event_on_the_watch_is_a_warning_naming_it() {
     let cp = SimControlPlane::start().await.expect("sim");
     let dir = tempfile::tempdir().expect("dir");
-    let svc = service(&cp, &dir, &[]).await;
-    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
-        .await;
+    let svc = synced_service(&cp, &dir, &[]).await;
     cp.api
         .set_watch_fault_for("providers", Some(WatchFault::ErrorEvent));
     cp.api.cut_watches();
