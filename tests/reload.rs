@@ -369,3 +369,107 @@ async fn with_token(svc: &Service, token: &str) -> common::Resp {
     )
     .await
 }
+
+/// Every kind of change that gives a check new watches (a cluster's settings, a namespace, a cluster, the
+/// Events switch) and its revert: after each reload every Kubernetes check syncs again. A restarted check
+/// once lost its new subscription, so the watch it had just started was stopped and it waited forever.
+#[tokio::test]
+async fn a_reload_that_changes_watches_leaves_every_check_synced() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let shipped = full_config(&cp.backend.url(), "");
+    let svc = Service::start(&shipped, &[("KUBECONFIG", &kc)]).await;
+    let synced = |r: &common::Resp| !r.body.contains("waiting for initial sync");
+    svc.wait_for("/readyz?verbose", "the initial sync", |r| {
+        r.status == 200 && synced(r)
+    })
+    .await;
+
+    let edit = |change: &dyn Fn(&mut toml::Table)| {
+        let mut doc: toml::Table = shipped.parse().expect("TOML");
+        change(&mut doc);
+        toml::to_string(&doc).expect("TOML")
+    };
+    let check = |doc: &mut toml::Table, name: &str, key: &str, value: toml::Value| {
+        let checks = doc["check"].as_array_mut().expect("checks");
+        let table = checks
+            .iter_mut()
+            .filter_map(toml::Value::as_table_mut)
+            .find(|c| c["name"].as_str() == Some(name))
+            .expect("the check");
+        table.insert(key.into(), value);
+    };
+    let kubernetes = |doc: &mut toml::Table, key: &str, value: toml::Value| {
+        doc["kubernetes"]
+            .as_table_mut()
+            .expect("[kubernetes]")
+            .insert(key.into(), value);
+    };
+    let changes: Vec<(&str, String)> = vec![
+        (
+            "stale_after 60s -> 61s",
+            edit(&|d| kubernetes(d, "stale_after", "61s".into())),
+        ),
+        ("stale_after back", shipped.clone()),
+        (
+            "a deployment check moved to another namespace",
+            edit(&|d| {
+                check(
+                    d,
+                    "anynines-backend",
+                    "namespace",
+                    "crossplane-system".into(),
+                )
+            }),
+        ),
+        ("the namespace back", shipped.clone()),
+        (
+            "a check moved to another cluster",
+            edit(&|d| {
+                let mut app = toml::Table::new();
+                app.insert("kubeconfig".into(), kc.clone().into());
+                let mut clusters = toml::Table::new();
+                clusters.insert("app".into(), app.into());
+                d.insert("clusters".into(), clusters.into());
+                check(d, "provider-pods", "cluster", "app".into());
+            }),
+        ),
+        ("the cluster back", shipped.clone()),
+        (
+            "Events off",
+            edit(&|d| kubernetes(d, "events", false.into())),
+        ),
+        ("Events on again", shipped.clone()),
+    ];
+    for (what, config) in &changes {
+        // The file poll may apply a change before SIGHUP does: the first reload after the write is this one.
+        let before = logged(&svc, "configuration reloaded").len();
+        std::fs::write(svc.dir.path().join("config.toml"), config).expect("write config");
+        hangup(svc.pid());
+        reloads(&svc, before + 1).await;
+        let r = svc
+            .wait_for(
+                "/readyz?verbose",
+                &format!("every check synced after: {what}"),
+                synced,
+            )
+            .await;
+        // A namespace without the deployment fails its check; every other change keeps the estate green.
+        if !what.contains("another namespace") {
+            svc.wait_for("/readyz?verbose", &format!("green after: {what}"), |r| {
+                r.status == 200
+            })
+            .await;
+        } else {
+            assert!(r.body.contains("anynines-backend/"), "{}", r.body);
+        }
+    }
+    assert_eq!(
+        metric(&svc, "klutch_health_config_last_reload_successful").await,
+        Some(1.0)
+    );
+    std::mem::forget(dir);
+}

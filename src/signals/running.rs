@@ -73,9 +73,11 @@ impl Running {
                 Some(old) => {
                     // Stopped before the new signal publishes, so the old one cannot overwrite it.
                     old.tasks.stop();
-                    let tasks = start_one(check, clusters, &mut self.watches, sink, metrics).await;
-                    // After the new subscription, so that a watch both read keeps running.
+                    // The old subscriptions go before the new ones are taken: unsubscribing by name after
+                    // would take the new ones too. A watch both read keeps running all the same, since only
+                    // `stop_unused` below stops watches, and the new subscription is back by then.
                     self.watches.unsubscribe(check.name);
+                    let tasks = start_one(check, clusters, &mut self.watches, sink, metrics).await;
                     changes.restarted.push(check.name.to_string());
                     tasks
                 }

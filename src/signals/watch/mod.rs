@@ -356,16 +356,15 @@ impl Watches {
 }
 
 impl Watches {
-    /// Takes one subscription of `check` off every watch it reads (a restarted check subscribes anew first).
+    /// Takes `check` off every watch it reads; a restarted check does this before it subscribes anew
+    /// (the watches stay until [`Watches::stop_unused`], so one it reads again keeps running).
     pub(crate) fn unsubscribe(&mut self, check: &str) {
         for shared in self.started.values() {
-            let mut subscribers = shared
+            shared
                 .subscribers
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(i) = subscribers.iter().position(|s| s == check) {
-                subscribers.remove(i);
-            }
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|s| s != check);
         }
     }
 
