@@ -107,6 +107,7 @@ pub struct Metrics {
     /// balancer's every probe should not pay. They are exported from the start, at zero.
     probe_requests: Vec<(HttpLabels, Counter)>,
     watch_restarts: Family<CheckLabels, Counter>,
+    task_panics: Family<CheckLabels, Counter>,
     silenced_items: Family<EndpointLabels, Gauge>,
     maintenance: Gauge,
     reload_successful: Gauge,
@@ -180,6 +181,12 @@ impl Metrics {
             "Kubernetes watch errors that led to a reconnect or relist, per check",
             watch_restarts.clone(),
         );
+        let task_panics = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "check_task_panics",
+            "Times a check's task died and was started again (a bug: its items were unknown meanwhile)",
+            task_panics.clone(),
+        );
         let silenced_items = Family::<EndpointLabels, Gauge>::default();
         registry.register(
             "silenced_items",
@@ -218,6 +225,7 @@ impl Metrics {
             probe_requests: probe_counters(&http_requests),
             http_requests,
             watch_restarts,
+            task_panics,
             silenced_items,
             maintenance,
             reload_successful,
@@ -370,6 +378,21 @@ impl Metrics {
 
     pub(crate) fn watch_restart(&self, check: &str) {
         self.watch_restarts
+            .get_or_create(&CheckLabels {
+                check: check.into(),
+            })
+            .inc();
+    }
+
+    /// Exports a check's task panics at 0, so that `increase()` sees the first one.
+    pub(crate) fn task_panics_from_zero(&self, check: &str) {
+        let _ = self.task_panics.get_or_create(&CheckLabels {
+            check: check.into(),
+        });
+    }
+
+    pub(crate) fn task_panic(&self, check: &str) {
+        self.task_panics
             .get_or_create(&CheckLabels {
                 check: check.into(),
             })

@@ -82,13 +82,16 @@ impl CheckType for BackendStatus {
 
     fn start(&self, run: Run<'_>) {
         run.metrics.upstream_from_zero(run.check, &OUTCOMES);
-        let poller = Poller::new(
-            run.check,
+        let (check, config, sink, metrics) = (
+            run.check.to_string(),
             self.clone(),
             run.sink.clone(),
             run.metrics.clone(),
         );
-        run.tasks.spawn(poller.run());
+        run.tasks
+            .supervise(run.check, run.sink, run.metrics, move || {
+                Poller::new(&check, config.clone(), sink.clone(), metrics.clone()).run()
+            });
     }
 }
 

@@ -34,6 +34,10 @@ const STATUS_WRITTEN: &str = "klutch-health.statusWritten";
 /// A konnector clock this far from the API server's is `warn`.
 pub const MAX_SKEW: Duration = Duration::from_secs(30);
 
+/// The longest `heartbeatInterval` judged: beyond it (klutch-bind writes seconds to minutes) a value is
+/// taken for garbage, not a konnector that beats once a year.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// `Ready=False` reasons about heartbeats, which this check judges itself.
 const OWN_REASONS: [&str; 4] = [
     "FirstHeartbeatPending",
@@ -56,7 +60,6 @@ impl CheckType for ClusterBinding {
 
     fn start(&self, run: Run<'_>) {
         let cluster = run.kube.as_ref().and_then(|k| k.cluster.clone());
-        let mut session = Session::default();
         run.follow_watch(
             Vec::new(),
             |client, cluster| {
@@ -70,7 +73,12 @@ impl CheckType for ClusterBinding {
                     labels: None,
                 }
             },
-            move |objects, state, now| session.observe(cluster.as_deref(), objects, state, now),
+            move || {
+                let (cluster, mut session) = (cluster.clone(), Session::default());
+                move |objects: &[Arc<DynamicObject>], state: &WatchState, now| {
+                    session.observe(cluster.as_deref(), objects, state, now)
+                }
+            },
         );
     }
 }
@@ -290,19 +298,38 @@ pub fn judge(b: &Binding, seen: Option<Timestamp>, watch: &Watch, now: Timestamp
             format!("heartbeatInterval {interval_text:?} is not a duration: cannot tell when a heartbeat is due"),
         );
     };
+    // Written by each app cluster's konnector: any value may arrive, and none may overflow the deadline.
+    let Some(grace) = interval
+        .checked_mul(2)
+        .filter(|g| !g.is_zero() && interval <= MAX_INTERVAL)
+    else {
+        return item(
+            Status::Warn,
+            format!(
+                "heartbeatInterval {interval_text:?} is no usable interval (more than 0s, at most 24h): cannot tell when a heartbeat is due"
+            ),
+        );
+    };
     // Our clock (a heartbeat seen) or the API server's (its last status write); the konnector's own
-    // clock only when neither is known.
+    // clock only when neither is known, and never later than now: a heartbeat from the future must not
+    // pass until then.
     let reference = seen.or(b.status_written);
-    let evidence = reference.unwrap_or(beat);
+    let evidence = reference.unwrap_or(beat.min(now));
     let basis = watch.recovered.map_or(evidence, |r| r.max(evidence));
-    let deadline = basis.checked_add(interval * 2).unwrap_or(Timestamp::MAX);
+    let deadline = basis.checked_add(grace).unwrap_or(Timestamp::MAX);
     let silent = format!(
         "konnector of app cluster {} silent since {}, heartbeat expected every {interval_text}",
         b.namespace,
         clock(evidence, now)
     );
     // The konnector's own status write is the closest API server time to its heartbeat.
-    let (status, message) = match b.status_written.or(seen).map(|r| r.duration_since(beat)) {
+    // Without either, only a heartbeat from the future tells of skew (an old one may just be old).
+    let skew = b
+        .status_written
+        .or(seen)
+        .map(|r| r.duration_since(beat))
+        .or_else(|| Some(now.duration_since(beat)).filter(|s| s.is_negative()));
+    let (status, message) = match skew {
         Some(skew) if skew.unsigned_abs() > MAX_SKEW => (
             Status::Warn,
             format!(
@@ -536,6 +563,39 @@ mod tests {
                 status: Status::Warn,
                 message: "no heartbeatInterval in its status: cannot tell when a heartbeat is due (last heartbeat 2024-08-20T14:02:31Z)",
                 expiry: None,
+            },
+            Case {
+                what: "an interval that overflows any deadline is no usable interval, not a panic",
+                binding: with(|b| b.interval = Some("10000000000000000000s".into())),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Warn,
+                message: "heartbeatInterval \"10000000000000000000s\" is no usable interval (more than 0s, at most 24h): cannot tell when a heartbeat is due",
+                expiry: None,
+            },
+            Case {
+                what: "a zero interval is no usable interval, not a silent konnector",
+                binding: with(|b| b.interval = Some("0s".into())),
+                seen: Some("2024-08-20T14:02:32Z"),
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Warn,
+                message: "heartbeatInterval \"0s\" is no usable interval (more than 0s, at most 24h): cannot tell when a heartbeat is due",
+                expiry: None,
+            },
+            Case {
+                what: "a heartbeat years ahead with no API server time is clock skew, and its deadline runs from now",
+                binding: with(|b| {
+                    b.heartbeat = Some("2030-01-01T00:00:00Z".into());
+                    b.status_written = None;
+                }),
+                seen: None,
+                watch: live.clone(),
+                now: "2024-08-20T14:02:40Z",
+                status: Status::Warn,
+                message: "konnector clock of app cluster kube-bind-7xk2p is 169293440s ahead of the API server's (lastHeartbeatTime 2030-01-01T00:00:00Z): clock skew?",
+                expiry: Some(("2024-08-20T14:03:40Z", Status::Fail, "konnector of app cluster kube-bind-7xk2p silent since 14:02:40Z")),
             },
             Case {
                 what: "a failing condition fails with its reason",

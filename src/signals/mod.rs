@@ -12,6 +12,7 @@ pub mod pods;
 pub mod provider_configs;
 pub mod registry;
 pub(crate) mod running;
+mod tasks;
 pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,23 +26,8 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
 use registry::{Kube, Run, Settings};
+pub(crate) use tasks::Tasks;
 use watch::{Clusters, Watches};
-
-/// The tasks one check spawned, so that a reload can stop them: dropping the handles alone would not.
-#[derive(Default)]
-pub(crate) struct Tasks(Vec<tokio::task::AbortHandle>);
-
-impl Tasks {
-    pub(crate) fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.0.push(tokio::spawn(task).abort_handle());
-    }
-
-    fn stop(self) {
-        for task in self.0 {
-            task.abort();
-        }
-    }
-}
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +156,32 @@ impl Sink {
     pub(crate) fn waiting(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
             s.unsynced.insert(check.to_string());
+            s.checks.insert(check.to_string(), Arc::new(items));
+        });
+    }
+
+    /// Turns every item of `check` `unknown` with `message`: its task died, so nothing keeps them current.
+    pub(crate) fn failed(&self, check: &str, message: &str) {
+        let now = Timestamp::now();
+        self.update(|s| {
+            let items: Vec<Observation> = match s.checks.get(check) {
+                Some(items) if !items.is_empty() => items
+                    .iter()
+                    .map(|o| Observation {
+                        status: Status::Unknown,
+                        message: message.to_string(),
+                        observed: now,
+                        expires: Vec::new(),
+                        ..o.clone()
+                    })
+                    .collect(),
+                _ => vec![Observation::new(
+                    watch::WATCH_ITEM,
+                    Status::Unknown,
+                    message,
+                    now,
+                )],
+            };
             s.checks.insert(check.to_string(), Arc::new(items));
         });
     }

@@ -197,26 +197,28 @@ impl Run<'_> {
         self,
         placeholders: Vec<String>,
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
-        observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + 'static,
+        observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + Sync + 'static,
     ) where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
-        self.follow_watch(placeholders, target, move |objects, _, now| {
-            observe(objects, now)
+        let observe = Arc::new(observe);
+        self.follow_watch(placeholders, target, move || {
+            let observe = observe.clone();
+            move |objects: &[Arc<K>], _: &WatchState, now| observe(objects, now)
         })
     }
 
     /// Like [`Run::follow`], for a judge that also needs to know how the watch is doing (whether it was
-    /// live all along) and keeps memory between calls.
-    pub(crate) fn follow_watch<K>(
+    /// live all along) and keeps memory between calls. `observe` makes the judge: once at the start, and
+    /// afresh (with fresh memory) whenever a panic killed the task before.
+    pub(crate) fn follow_watch<K, O>(
         self,
         placeholders: Vec<String>,
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
-        observe: impl FnMut(&[Arc<K>], &WatchState, jiff::Timestamp) -> Vec<Observation>
-            + Send
-            + 'static,
+        observe: impl Fn() -> O + Send + 'static,
     ) where
+        O: FnMut(&[Arc<K>], &WatchState, jiff::Timestamp) -> Vec<Observation> + Send + 'static,
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
@@ -247,14 +249,19 @@ impl Run<'_> {
             return;
         }
         let w = kube.watches.watch(target, self.check, self.metrics);
-        self.tasks.spawn(follow(
-            w,
-            self.check.to_string(),
-            self.sink.clone(),
-            kube.stale_after,
-            placeholders,
-            observe,
-        ));
+        let (check, sink, stale_after) =
+            (self.check.to_string(), self.sink.clone(), kube.stale_after);
+        self.tasks
+            .supervise(self.check, self.sink, self.metrics, move || {
+                follow(
+                    w.clone(),
+                    check.clone(),
+                    sink.clone(),
+                    stale_after,
+                    placeholders.clone(),
+                    observe(),
+                )
+            });
     }
 }
 
