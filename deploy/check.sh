@@ -2,8 +2,7 @@
 # deploy/ and the Dockerfile, without a cluster or a Docker engine:
 #   1. renders every kustomization under deploy/ with `kubectl kustomize`,
 #   2. validates every rendered object against the Kubernetes JSON schemas (kubernetes-validate, offline),
-#      and every custom resource against the real CRDs in $KLUTCH_CRDS (default ../shared/crds, relative to
-#      the repository) with deploy/validate_crds.py: each CRD that defines the kind (DeploymentRuntimeConfig:
+#      and every custom resource against the real upstream CRDs vendored in crds/ (or $KLUTCH_CRDS) with deploy/validate_crds.py: each CRD that defines the kind (DeploymentRuntimeConfig:
 #      Crossplane v1.17.0 and v2 HEAD), emulating the API server's pruning of nulls and unknown fields (an
 #      unknown field fails: the API server would drop it silently); first it proves that the validator
 #      rejects a broken object,
@@ -19,7 +18,7 @@ cd "$(dirname "$0")/.."
 # Kubernetes version the schemas are taken from: the oldest one klutch-health supports (k8s-openapi v1_33).
 K8S_VERSION=1.33.0
 # The real upstream CRDs (each file headed with its source and commit).
-CRD_DIR=${KLUTCH_CRDS:-../shared/crds}
+CRD_DIR=${KLUTCH_CRDS:-crds}
 
 # kubectl with a built-in kustomize v5 (kubectl >= 1.27).
 kubectl_ok() { command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5'; }

@@ -1,5 +1,5 @@
 //! Every seeded object and every fixture is what a real API server would store: validated against the upstream
-//! CRDs in /work/shared/crds (Crossplane v1.17.0 and v2 HEAD), after the API server's pruning of nulls and
+//! CRDs vendored in the repository's `crds/` (Crossplane v1.17.0 and v2 HEAD, provider-anynines, klutch-bind), after the API server's pruning of nulls and
 //! unknown fields. A small structural-schema validator: types, required, enum, properties,
 //! additionalProperties, items, nullable, x-kubernetes-preserve-unknown-fields, x-kubernetes-int-or-string.
 
@@ -10,7 +10,7 @@ use klutch_sim::SimControlPlane;
 use serde_json::{Map, Value};
 
 fn crd_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/crds")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
 }
 
 /// The openAPIV3Schemas (one per CRD file) that describe `apiVersion`/`kind`.
@@ -21,6 +21,7 @@ fn schemas(api_version: &str, kind: &str) -> Vec<(String, Value)> {
         .expect("CRD dir")
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
     for path in files {
