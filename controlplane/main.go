@@ -41,6 +41,7 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	go exitWithParent()
 	switch os.Args[1] {
 	case "etcd":
 		os.Exit(runEtcd(os.Args[2:]))
@@ -54,6 +55,18 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "unknown subcommand %q\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+}
+
+// exitWithParent ends this process once the one that started it is gone (it is then re-parented), so that a
+// test binary that exits or is killed never leaves an etcd or kube-apiserver behind.
+func exitWithParent() {
+	parent := os.Getppid()
+	for range time.Tick(500 * time.Millisecond) {
+		if os.Getppid() != parent {
+			fmt.Fprintf(os.Stderr, "controlplane: parent %d is gone; exiting\n", parent)
+			os.Exit(1)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ pub mod estate;
 pub mod fixtures;
 mod net;
 pub mod pods;
+pub mod real;
 mod selector;
 
 pub use api::{ApplyError, FakeApi, RecordedRequest, WatchFault};

@@ -39,7 +39,7 @@ use store::{Change, ResourceType, Store};
 pub use kinds::{ApplyError, Kind, KINDS};
 pub use store::set_condition;
 pub use time::{now_rfc3339, rfc3339, rfc3339_offset};
-pub use tls::{TlsFiles, SERVICE_ACCOUNT_TOKEN};
+pub use tls::{serving_certs, ServingCerts, TlsFiles, SERVICE_ACCOUNT_TOKEN};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -481,6 +481,49 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
             }
             _ => not_found("the server could not find the requested resource"),
         }
+    }
+}
+
+/// One change of the fake's objects, as a follower ([`FakeApi::follow`]) sees it.
+#[derive(Debug, Clone)]
+pub struct ObjectChange {
+    /// The `resourceVersion` the change got.
+    pub rv: u64,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub kind: &'static str,
+    pub object: serde_json::Value,
+}
+
+/// The changes after a snapshot, in order.
+pub struct Follower {
+    changes: broadcast::Receiver<Arc<Change>>,
+}
+
+impl Follower {
+    /// The next change; `Some(Err(n))` when `n` changes were missed (the follower fell behind: take a new
+    /// snapshot), `None` once the fake is gone.
+    pub async fn next(&mut self) -> Option<Result<ObjectChange, u64>> {
+        match self.changes.recv().await {
+            Ok(c) => Some(Ok(ObjectChange {
+                rv: c.rv,
+                kind: c.kind,
+                object: c.object.clone(),
+            })),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl FakeApi {
+    /// Every object now, the `resourceVersion` they are at, and every change after them: what a follower such
+    /// as the real control plane's mirror needs to copy the fake's objects without missing one.
+    pub fn follow(&self) -> (Vec<serde_json::Value>, u64, Follower) {
+        let store = lock(&self.inner.store);
+        // Subscribed under the store lock, under which every change is sent: none falls between the two.
+        let changes = self.inner.changes.subscribe();
+        let objects = store.objects.values().cloned().collect();
+        (objects, store.rv, Follower { changes })
     }
 }
 
