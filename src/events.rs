@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::lease;
 use crate::report::{ItemName, Report, Status};
+use crate::signals::api_errors::{self, Resource};
 use crate::signals::{ObjectRef, Snapshot};
 use crate::telemetry::LogLimiter;
 
@@ -286,14 +287,15 @@ impl Writer {
                         item = %change.item,
                         error = %e,
                         suppressed,
-                        "cannot write a Kubernetes Event (verdicts are unaffected); check RBAC for events.k8s.io"
+                        "cannot write a Kubernetes Event (verdicts are unaffected)"
                     );
                 }
             }
         }
     }
 
-    async fn write(&mut self, change: &Change, now: Timestamp) -> Result<(), kube::Error> {
+    /// Writes one Event (or updates its series); the error in words, naming what RBAC must grant.
+    async fn write(&mut self, change: &Change, now: Timestamp) -> Result<(), String> {
         let regarding = change
             .regarding
             .clone()
@@ -302,6 +304,16 @@ impl Writer {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
+        let failed = |verb: &str, e: kube::Error| {
+            let events = Resource {
+                qualified: "events.events.k8s.io".into(),
+                plural: "events".into(),
+                group: "events.k8s.io".into(),
+                namespace: Some(namespace.clone()),
+                cluster: "default".into(),
+            };
+            api_errors::request(&e, verb, &events)
+        };
         let note = change.note();
         let key = (regarding.clone(), change.reason(), note.clone());
         let api: Api<DynamicObject> =
@@ -320,7 +332,7 @@ impl Writer {
             {
                 // The API server dropped the Event (its TTL passed): start a new one.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                other => return other.map(|_| ()),
+                other => return other.map(|_| ()).map_err(|e| failed(PATCH, e)),
             }
         }
         let name = format!(
@@ -337,9 +349,11 @@ impl Writer {
             &self.reporter,
             now,
         );
-        let object: DynamicObject =
-            serde_json::from_value(event).map_err(kube::Error::SerdeError)?;
-        api.create(&PostParams::default(), &object).await?;
+        let object: DynamicObject = serde_json::from_value(event)
+            .map_err(|e| failed(CREATE, kube::Error::SerdeError(e)))?;
+        api.create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| failed(CREATE, e))?;
         self.series
             .retain(|_, s| now.duration_since(s.last).unsigned_abs() < SERIES_WINDOW);
         self.series.insert(
@@ -395,7 +409,9 @@ fn event(
 }
 
 /// The verbs the writer uses on Events: create a new one, merge-patch a series.
-pub const VERBS: [&str; 2] = ["create", "patch"];
+pub const VERBS: [&str; 2] = [CREATE, PATCH];
+const CREATE: &str = "create";
+const PATCH: &str = "patch";
 
 /// One RBAC permission that writing Events needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,6 +12,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::signals::api_errors::{self, Resource};
 use crate::telemetry::LogLimiter;
 
 /// The Lease's name, in the Pod's namespace.
@@ -19,7 +20,9 @@ pub const NAME: &str = "klutch-health-events";
 /// How often the holder renews, and others look.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// The verbs used on the Lease by name (read it, renew or take it over)…
-pub const VERBS_BY_NAME: [&str; 2] = ["get", "update"];
+pub const VERBS_BY_NAME: [&str; 2] = [GET, UPDATE];
+const GET: &str = "get";
+const UPDATE: &str = "update";
 /// …and the one used without a name, as RBAC cannot limit a create by name.
 pub const CREATE: &str = "create";
 /// How long a holder that stopped renewing keeps the Lease.
@@ -85,24 +88,39 @@ pub fn ours(current: Option<&Lease>, identity: &str, now: Timestamp, takeover: b
     lease
 }
 
+/// A request on the Lease that failed, and which verb it was (what RBAC must grant).
+#[derive(Debug, thiserror::Error)]
+#[error("{verb} of the Lease failed: {source}")]
+pub struct LeaseError {
+    pub verb: &'static str,
+    #[source]
+    pub source: kube::Error,
+}
+
 /// Tries once to hold the Lease; `Ok(true)`: this replica holds it until its next renewal is due.
-pub async fn attempt(api: &Api<Lease>, identity: &str) -> Result<bool, kube::Error> {
-    let current = api.get_opt(NAME).await?;
+pub async fn attempt(api: &Api<Lease>, identity: &str) -> Result<bool, LeaseError> {
+    let failed = |verb| move |source| LeaseError { verb, source };
+    let current = api.get_opt(NAME).await.map_err(failed(GET))?;
     let now = Timestamp::now();
     let written = match decide(current.as_ref(), identity, now) {
         Action::Wait => return Ok(false),
-        Action::Create => {
-            api.create(&PostParams::default(), &ours(None, identity, now, false))
-                .await
-        }
+        Action::Create => api
+            .create(&PostParams::default(), &ours(None, identity, now, false))
+            .await
+            .map_err(failed(CREATE)),
         Action::Renew { takeover } => {
             let lease = ours(current.as_ref(), identity, now, takeover);
-            api.replace(NAME, &PostParams::default(), &lease).await
+            api.replace(NAME, &PostParams::default(), &lease)
+                .await
+                .map_err(failed(UPDATE))
         }
     };
     match written {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(LeaseError {
+            source: kube::Error::Api(e),
+            ..
+        }) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -111,6 +129,13 @@ pub async fn attempt(api: &Api<Lease>, identity: &str) -> Result<bool, kube::Err
 pub fn start(client: Client, namespace: &str, identity: String) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     let api: Api<Lease> = Api::namespaced(client, namespace);
+    let leases = Resource {
+        qualified: "leases.coordination.k8s.io".into(),
+        plural: "leases".into(),
+        group: "coordination.k8s.io".into(),
+        namespace: Some(namespace.into()),
+        cluster: "default".into(),
+    };
     tokio::spawn(async move {
         let mut failures = LogLimiter::default();
         loop {
@@ -121,7 +146,8 @@ pub fn start(client: Client, namespace: &str, identity: String) -> watch::Receiv
                 }
                 Err(e) => {
                     if let Some(left_out) = failures.allow() {
-                        tracing::warn!(error = %e, left_out, lease = NAME,
+                        let error = api_errors::request(&e.source, e.verb, &leases);
+                        tracing::warn!(%error, left_out, lease = NAME,
                             "cannot read or renew the Events Lease; this replica writes no Events meanwhile");
                     }
                     false

@@ -2,7 +2,7 @@
 //! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
 
 mod answers;
-mod api_errors;
+pub(crate) mod api_errors;
 pub mod backend_status;
 pub(crate) mod cluster;
 pub mod cluster_bindings;

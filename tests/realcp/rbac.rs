@@ -135,3 +135,197 @@ async fn the_shipped_rbac_syncs_every_check_writes_events_holds_the_lease_and_re
         .collect();
     assert!(refusals.is_empty(), "{refusals:#?}");
 }
+
+/// One rule of the rendered RBAC: the Role or ClusterRole, its namespace, and the rule's index and body.
+#[derive(Debug, Clone)]
+struct Rule {
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    index: usize,
+    rule: serde_json::Value,
+}
+
+impl Rule {
+    fn resources(&self) -> Vec<&str> {
+        self.rule["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect()
+    }
+
+    fn target(&self) -> Vec<String> {
+        let mut args = vec![format!("{}/{}", self.kind.to_lowercase(), self.name)];
+        if let Some(ns) = &self.namespace {
+            args.extend(["-n".to_string(), ns.clone()]);
+        }
+        args
+    }
+}
+
+/// Every rule of every Role and ClusterRole that `kubectl kustomize DIR` renders.
+async fn rendered_rules(estate: &Estate, dir: &str) -> Vec<Rule> {
+    let rendered = estate
+        .cp
+        .kubectl(&["kustomize", dir], None)
+        .await
+        .expect("kubectl kustomize");
+    let mut rules = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&rendered) {
+        let obj: serde_json::Value = serde::Deserialize::deserialize(doc).expect("rendered YAML");
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        if kind != "Role" && kind != "ClusterRole" {
+            continue;
+        }
+        for (index, rule) in obj["rules"].as_array().into_iter().flatten().enumerate() {
+            rules.push(Rule {
+                kind: kind.to_string(),
+                name: obj["metadata"]["name"].as_str().unwrap_or_default().into(),
+                namespace: obj["metadata"]["namespace"].as_str().map(str::to_string),
+                index,
+                rule: rule.clone(),
+            });
+        }
+    }
+    rules
+}
+
+/// Short settings: a refused relist shows within seconds, and recovery is not held up by a long backoff.
+fn short(doc: &mut toml::Table) {
+    if let Some(k) = doc
+        .get_mut("kubernetes")
+        .and_then(toml::Value::as_table_mut)
+    {
+        k.insert("stale_after".into(), "2s".into());
+        k.insert("probe_interval".into(), "1s".into());
+        k.insert("probe_timeout".into(), "2s".into());
+    }
+}
+
+/// What klutch-health says without `rule`, and where: watched resources on `/readyz?verbose` (their first
+/// request, a LIST, is refused), Events and the Lease in the log (the first request they make is refused).
+fn expected_words(rule: &Rule) -> (&'static str, String) {
+    let group = rule.rule["apiGroups"][0].as_str().unwrap_or_default();
+    let resource = rule.resources()[0];
+    let verbs: Vec<&str> = rule.rule["verbs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let verb = if verbs.contains(&"list") {
+        "list"
+    } else {
+        verbs[0]
+    };
+    let group = if group.is_empty() {
+        "the core API group".to_string()
+    } else {
+        format!("API group \"{group}\"")
+    };
+    let scope = match &rule.namespace {
+        Some(ns) => format!("in namespace {ns} (a Role)"),
+        None => "cluster-wide (a ClusterRole)".into(),
+    };
+    let words = format!("grant the verb \"{verb}\" on \"{resource}\" in {group} {scope}");
+    let place = if matches!(resource, "events" | "leases") {
+        "log"
+    } else {
+        "readyz"
+    };
+    (place, words)
+}
+
+/// Whether a JSON log line says `words` in one of its fields.
+fn logged(line: &str, words: &str) -> bool {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(line) else {
+        return false;
+    };
+    fields
+        .values()
+        .any(|v| v.as_str().is_some_and(|s| s.contains(words)))
+}
+
+#[tokio::test]
+async fn without_any_one_rule_klutch_health_says_what_to_grant_and_recovers_once_it_is_back() {
+    let mut estate = Estate::own().await;
+    let rules = rendered_rules(&estate, "deploy").await;
+    assert!(rules.len() >= 8, "{rules:#?}");
+    let lease =
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/klutch-health-events");
+    for (n, rule) in rules.iter().enumerate() {
+        let mut patch_args: Vec<String> = vec!["patch".into()];
+        patch_args.extend(rule.target());
+        patch_args.extend([
+            "--type=json".into(),
+            format!(
+                "-p=[{{\"op\":\"remove\",\"path\":\"/rules/{}\"}}]",
+                rule.index
+            ),
+        ]);
+        let args: Vec<&str> = patch_args.iter().map(String::as_str).collect();
+        estate
+            .cp
+            .kubectl(&args, None)
+            .await
+            .expect("remove the rule");
+        // A fresh replica: it lists everything anew and takes the Lease anew.
+        let _ = estate.admin.delete(&lease, None).await;
+        let svc = estate
+            .klutch_health(KLUTCH_HEALTH, &format!("klutch-health-{n}"), None, short)
+            .await;
+        let (where_, words) = expected_words(rule);
+        let what = format!("without {rule:?}: {words}");
+        if rule.resources() == ["events"] {
+            // Events are written on a transition after start-up: one in every namespace they go to.
+            wait_for(&svc, "/readyz?verbose", "the initial sync", |r| {
+                all_ok(&r.body)
+            })
+            .await;
+            estate
+                .sim
+                .degrade_provider_config(PC, "backup manager unreachable");
+            estate
+                .sim
+                .set_deployment_available("bind", "anynines-backend", false);
+            estate.mirror.caught_up().await.expect("mirrored");
+        }
+        if where_ == "readyz" {
+            wait_for(&svc, "/readyz?verbose", &what, |r| r.body.contains(&words)).await;
+        } else {
+            until(&what, async || {
+                svc.logs().into_iter().find(|l| logged(l, &words))
+            })
+            .await;
+        }
+        // Back: the same process recovers without a restart.
+        estate
+            .cp
+            .kubectl(&["apply", "-k", "deploy"], None)
+            .await
+            .expect("restore the RBAC");
+        estate.sim.heal_provider_config(PC);
+        estate
+            .sim
+            .set_deployment_available("bind", "anynines-backend", true);
+        estate.mirror.caught_up().await.expect("mirrored");
+        wait_for(
+            &svc,
+            "/readyz?verbose",
+            &format!("recovery after {rule:?}"),
+            |r| r.status == 200 && all_ok(&r.body),
+        )
+        .await;
+        until(
+            &format!("the Lease held again after {rule:?}"),
+            async || {
+                get(&estate.admin, &lease)
+                    .await
+                    .filter(|l| l["spec"]["holderIdentity"] == format!("klutch-health-{n}"))
+            },
+        )
+        .await;
+    }
+}
