@@ -242,8 +242,13 @@ pub fn backend_config(url: &str, extra: &str) -> String {
 
 /// A configuration with every check of the shipped one, against the simulated control plane.
 pub fn full_config(backend_url: &str, extra: &str) -> String {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
-        .expect("config.toml");
+    shipped_config("config.toml", backend_url, extra)
+}
+
+/// Like [`full_config`], from another shipped file (`deploy/sidecar/config.toml`).
+pub fn shipped_config(file: &str, backend_url: &str, extra: &str) -> String {
+    let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut doc: toml::Table = shipped.parse().expect("shipped config is TOML");
     // The shipped public port would collide between tests: a free one instead, found by `public_addr`.
     if let Some(server) = doc.get_mut("server").and_then(toml::Value::as_table_mut) {

@@ -11,7 +11,7 @@ use klutch_sim::SimControlPlane;
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::common::{full_config, Service};
+use crate::common::{shipped_config, Service};
 
 /// How often the simulated konnectors heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -59,9 +59,9 @@ pub struct Estate {
     dirs: Vec<tempfile::TempDir>,
 }
 
-/// A fresh control plane: CRDs installed, the namespaces klutch-health's manifests need, and `deploy/` as
-/// `kubectl apply -k deploy` installs it.
-async fn prepared() -> ControlPlane {
+/// A fresh control plane: CRDs installed, the namespaces klutch-health's manifests need, and (`standalone`)
+/// `deploy/` as `kubectl apply -k deploy` installs it.
+async fn prepared(standalone: bool) -> ControlPlane {
     let cp = ControlPlane::start().await.expect("a real control plane");
     cp.install_crds().await.expect("the vendored CRDs");
     cp.kubectl(
@@ -70,23 +70,30 @@ async fn prepared() -> ControlPlane {
     )
     .await
     .expect("namespaces");
-    cp.kubectl(&["apply", "-k", "deploy"], None)
-        .await
-        .expect("kubectl apply -k deploy");
+    if standalone {
+        cp.kubectl(&["apply", "-k", "deploy"], None)
+            .await
+            .expect("kubectl apply -k deploy");
+    }
     cp
 }
 
 impl Estate {
     /// A control plane of this test's own: for tests that stop its processes or change its RBAC.
     pub async fn own() -> Estate {
-        Estate::populate(Plane::Own(Box::new(prepared().await))).await
+        Estate::populate(Plane::Own(Box::new(prepared(true).await))).await
+    }
+
+    /// A control plane of this test's own without `deploy/`: for the sidecar variant, which replaces it.
+    pub async fn own_without_deploy() -> Estate {
+        Estate::populate(Plane::Own(Box::new(prepared(false).await))).await
     }
 
     /// The shared control plane, held until the estate is dropped.
     pub async fn shared() -> Estate {
         let mut guard = SHARED.lock().await;
         if guard.is_none() {
-            *guard = Some(prepared().await);
+            *guard = Some(prepared(true).await);
         }
         Estate::populate(Plane::Shared(guard)).await
     }
@@ -156,12 +163,25 @@ impl Estate {
         server: Option<&str>,
         tweak: impl FnOnce(&mut toml::Table),
     ) -> Service {
+        self.klutch_health_with("config.toml", identity, pod, server, tweak)
+            .await
+    }
+
+    /// Like [`Estate::klutch_health`], with another shipped configuration file (`deploy/sidecar/config.toml`).
+    pub async fn klutch_health_with(
+        &mut self,
+        file: &str,
+        identity: Identity,
+        pod: &str,
+        server: Option<&str>,
+        tweak: impl FnOnce(&mut toml::Table),
+    ) -> Service {
         let dir = tempfile::tempdir().expect("dir");
         let kubeconfig = dir.path().join("kubeconfig");
         self.cp
             .write_kubeconfig(&kubeconfig, identity, server)
             .expect("kubeconfig");
-        let mut doc: toml::Table = full_config(&self.sim.backend.url(), "")
+        let mut doc: toml::Table = shipped_config(file, &self.sim.backend.url(), "")
             .parse()
             .expect("TOML");
         tweak(&mut doc);

@@ -9,3 +9,4 @@ mod common;
 mod estate;
 
 mod rbac;
+mod sidecar;
