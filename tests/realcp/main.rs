@@ -8,5 +8,6 @@
 mod common;
 mod estate;
 
+mod events;
 mod rbac;
 mod sidecar;
