@@ -133,7 +133,7 @@ async fn events(config: &Config) -> Option<(events::Sender, HashSet<String>)> {
     if config.kubernetes.events == Some(false) {
         return None;
     }
-    let client = match Watches::default().client(&config.clusters(), None).await {
+    let client = match Watches::client_only(&config.clusters(), None) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");

@@ -50,12 +50,9 @@ fn kube_lines(r: &Resp) -> Vec<&str> {
         .collect()
 }
 
-fn version_requests(cp: &SimControlPlane) -> usize {
-    cp.api
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/version")
-        .count()
+/// How often `path` was asked (`/readyz`: the evidence probe; `/version`: its fallback).
+fn requests_of(cp: &SimControlPlane, path: &str) -> usize {
+    cp.api.requests().iter().filter(|r| r.path == path).count()
 }
 
 fn lists_of(cp: &SimControlPlane, plural: &str) -> usize {
@@ -78,7 +75,7 @@ async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restar
             !lines.is_empty()
                 && lines.iter().all(|l| {
                     l.contains(" failed: API server of cluster default silent since ")
-                        && l.contains(": no answer to GET /version within 500ms")
+                        && l.contains(": no answer to GET /readyz within 500ms")
                 })
         })
         .await;
@@ -137,7 +134,7 @@ async fn a_quiet_api_server_without_bookmarks_stays_trusted_at_one_probe_per_int
         assert_eq!(r.status, 200, "a quiet API is not silent: {}", r.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let probes = version_requests(&cp);
+    let probes = requests_of(&cp, "/readyz");
     let most = (window.as_millis() / 300) as usize + 1;
     assert!(probes >= 1, "the quiet cluster was probed");
     assert!(
@@ -147,9 +144,9 @@ async fn a_quiet_api_server_without_bookmarks_stays_trusted_at_one_probe_per_int
 }
 
 #[tokio::test]
-async fn a_busy_api_server_is_never_probed() {
+async fn a_not_ready_api_server_turns_items_unknown_even_while_its_watches_deliver() {
     let cp = SimControlPlane::start().await.expect("sim");
-    // BOOKMARKs every 50 ms on every watch: answers keep arriving, so they are evidence enough.
+    // BOOKMARKs every 50 ms on every watch: answers keep arriving, as a watch cache sends them with etcd down.
     cp.api.set_bookmark_interval(Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("dir");
     let svc = synced_service(&cp, &dir, &[]).await;
@@ -159,7 +156,66 @@ async fn a_busy_api_server_is_never_probed() {
         assert_eq!(svc.get("/readyz").await.status, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(version_requests(&cp), 0, "{:#?}", cp.api.requests());
+    let probes = requests_of(&cp, "/readyz");
+    assert!(
+        (1..=(2000 / 300) + 1).contains(&probes),
+        "a busy cluster is still probed, once per probe_interval: {probes} in 2s"
+    );
+
+    // etcd down: /readyz fails, everything else answers.
+    cp.api.set_readiness(klutch_sim::Readiness::EtcdDown);
+    let r = svc
+        .wait_for("/readyz?verbose", "every Kubernetes item unknown", |r| {
+            let lines = kube_lines(r);
+            !lines.is_empty()
+                && lines.iter().all(|l| {
+                    l.contains(" failed: API server of cluster default not ready since ")
+                        && l.ends_with(
+                            ": /readyz answered 500 ([-]etcd failed, [-]etcd-readiness failed)",
+                        )
+                })
+        })
+        .await;
+    assert_eq!(r.status, 503);
+    cp.api.reset_requests();
+    cp.api.set_readiness(klutch_sim::Readiness::Ready);
+    svc.wait_for("/readyz?verbose", "recovery", |r| {
+        r.status == 200 && !r.body.contains("not ready since")
+    })
+    .await;
+    assert!(
+        lists_of(&cp, "/providerconfigs") > 0,
+        "the watches start over"
+    );
+}
+
+#[tokio::test]
+async fn where_readyz_is_refused_the_probe_asks_version_and_says_so_once() {
+    let cp = SimControlPlane::start().await.expect("sim");
+    cp.api.set_readiness(klutch_sim::Readiness::Forbidden);
+    cp.api.set_bookmarks(false);
+    let dir = tempfile::tempdir().expect("dir");
+    let svc = synced_service(&cp, &dir, &[]).await;
+    eventually("two probes of /version", async || {
+        (requests_of(&cp, "/version") >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(svc.get("/readyz").await.status, 200);
+    let said = svc
+        .logs()
+        .iter()
+        .filter(|l| l.contains("GET /readyz is refused here"))
+        .count();
+    assert_eq!(
+        said,
+        1,
+        "logged once: {:#?}",
+        svc.logs()
+            .iter()
+            .filter(|l| l.contains("readyz"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(requests_of(&cp, "/readyz"), 1, "{:#?}", cp.api.requests());
 }
 
 #[tokio::test]

@@ -1,11 +1,15 @@
-//! One connection per Kubernetes cluster, which proves that its API server is alive.
+//! One connection per Kubernetes cluster, which proves that its API server is alive and ready.
 //!
 //! A black-holed API server (connections stay open, nothing arrives) makes no watch fail: kube reads without
-//! a timeout and the watcher's idle timeout is 295 s. So every answer the client receives is recorded as
-//! evidence ([`super::answers`]), and when nothing arrived for `probe_interval` the connection asks
-//! `GET /version` under `probe_timeout`. A busy cluster is never probed; a quiet healthy one answers the
-//! probe; one that does not answer is down since the last evidence, which every watch of the cluster shows.
-//! When it answers again, the watches restart (a hung LIST never returns by itself).
+//! a timeout and the watcher's idle timeout is 295 s. And a live API server is not enough: with etcd down,
+//! kube-apiserver still answers `/version` and holds watches open while nothing arrives (its watch cache may
+//! even send BOOKMARKs), so the data goes stale while every request succeeds. So the connection asks
+//! `GET /readyz` under `probe_timeout` once per `probe_interval`, however busy the watches are: no answer
+//! makes the cluster silent since the last evidence (every answer the client receives, [`super::answers`]);
+//! an answer other than `200` makes it not ready since that answer; either shows on every watch of the
+//! cluster. Where `/readyz` is refused (401/403), it asks `GET /version` instead (any answer then proves the
+//! server alive) and logs that once. When it answers again, the watches restart (a hung LIST never returns by
+//! itself).
 //!
 //! The client is made on first use, and again on every request until that works: a kubeconfig that does not
 //! exist yet at start is picked up when it appears.
@@ -27,10 +31,10 @@ use super::answers::{AnswersLayer, Evidence};
 use super::watch::Cluster;
 use crate::human::{error_chain, timestamp};
 
-/// Whether a cluster's API server answers.
+/// Whether a cluster's API server answers, and is ready.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Health {
-    /// Since when, and why, it does not; `None` while it answers.
+    /// Since when, and why, it does not; `None` while it answers ready.
     pub down: Option<Down>,
     /// How often it came back: each time, its watches restart.
     pub recoveries: u64,
@@ -40,6 +44,8 @@ pub(crate) struct Health {
 pub(crate) struct Down {
     pub since: Timestamp,
     pub message: String,
+    /// It answers, but `/readyz` fails (since the first such answer); otherwise it is silent.
+    pub not_ready: bool,
 }
 
 /// A cluster's client, and what is known of its API server.
@@ -54,19 +60,7 @@ impl Connection {
     /// The connection to cluster `name` (`None`: the default one), with its liveness probe running.
     pub(crate) fn open(name: Option<&str>, settings: &Cluster) -> Connection {
         let evidence = Arc::new(Evidence::new());
-        let layer = AnswersLayer {
-            evidence: evidence.clone(),
-            max_body: settings.max_body,
-            section: section(name).into(),
-        };
-        let deferred = Deferred {
-            name: name.map(str::to_string),
-            settings: settings.clone(),
-            client: Arc::default(),
-        };
-        let client = ClientBuilder::new(deferred, "default")
-            .with_layer(&layer)
-            .build();
+        let client = client(name, settings, evidence.clone());
         let (tx, health) = channel::channel(Health::default());
         tokio::spawn(probe(
             client.clone(),
@@ -86,6 +80,29 @@ impl Connection {
     }
 }
 
+/// A client of cluster `name` without a liveness probe, for klutch-health's own requests (Events, the Lease)
+/// that no verdict depends on: the checks' connection already probes the cluster.
+pub(crate) fn client_only(name: Option<&str>, settings: &Cluster) -> Client {
+    client(name, settings, Arc::new(Evidence::new()))
+}
+
+/// The client: made on first use ([`Deferred`]), every answer recorded as evidence and bounded.
+fn client(name: Option<&str>, settings: &Cluster, evidence: Arc<Evidence>) -> Client {
+    let layer = AnswersLayer {
+        evidence,
+        max_body: settings.max_body,
+        section: section(name).into(),
+    };
+    let deferred = Deferred {
+        name: name.map(str::to_string),
+        settings: settings.clone(),
+        client: Arc::default(),
+    };
+    ClientBuilder::new(deferred, "default")
+        .with_layer(&layer)
+        .build()
+}
+
 /// The config section of a cluster, for messages that name the key to change.
 pub(crate) fn section(name: Option<&str>) -> String {
     match name {
@@ -100,35 +117,40 @@ struct Probe {
     cluster: Arc<str>,
 }
 
-/// Probes once at start, then while the cluster is quiet: at most one request per `every`, none while
-/// answers keep arriving.
+/// Probes once at start, then once per `every`.
 async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channel::Sender<Health>) {
     let mut last_probe: Option<Instant> = None;
+    let mut path = Path::Readyz;
     loop {
         if tx.is_closed() {
             return;
         }
         // The first probe goes out at once: a cluster that cannot be used (a kubeconfig not there yet) is
         // then known to be down, and its return restarts the watches within one interval.
-        let due = match last_probe {
-            None => Instant::now(),
-            Some(at) => evidence.last().max(at) + probe.every,
-        };
-        if Instant::now() < due {
-            tokio::time::sleep_until(due).await;
-            continue;
+        if let Some(at) = last_probe {
+            tokio::time::sleep_until(at + probe.every).await;
         }
         last_probe = Some(Instant::now());
-        let outcome = match tokio::time::timeout(probe.timeout, client.apiserver_version()).await {
+        let outcome = match tokio::time::timeout(probe.timeout, ask(&client, path)).await {
             Err(_) => Err(Silence::Silent(format!(
-                "no answer to GET /version within {}",
+                "no answer to GET {} within {}",
+                path.as_str(),
                 crate::human::duration(probe.timeout)
             ))),
-            // Any answer, even a refusal, proves the server is alive; the watches report refusals.
-            Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => Ok(()),
+            Ok(Ok(answer)) => match (path, answer) {
+                (Path::Readyz, Answer::Ready) | (Path::Version, _) => Ok(()),
+                (Path::Readyz, Answer::Refused(code)) => {
+                    tracing::info!(cluster = %probe.cluster, code,
+                        "GET /readyz is refused here: the liveness probe asks GET /version instead (a server whose etcd is down still answers it)");
+                    path = Path::Version;
+                    last_probe = None;
+                    continue;
+                }
+                (Path::Readyz, Answer::NotReady(why)) => Err(Silence::NotReady(why)),
+            },
             Ok(Err(e)) => Err(match unusable(&e) {
                 Some(why) => Silence::Unusable(why),
-                None => Silence::Silent(format!("GET /version: {}", error_chain(&e))),
+                None => Silence::Silent(format!("GET {}: {}", path.as_str(), error_chain(&e))),
             }),
         };
         match outcome {
@@ -143,30 +165,121 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 }
             }
             Err(silence) => {
-                let since = wall_clock(evidence.last());
-                let message = match silence {
-                    Silence::Unusable(why) => why,
-                    Silence::Silent(why) => format!(
-                        "API server of cluster {} silent since {}: {why}",
-                        probe.cluster,
-                        timestamp(since)
-                    ),
+                let (since, message, not_ready) = match silence {
+                    Silence::Unusable(why) => (wall_clock(evidence.last()), why, false),
+                    Silence::Silent(why) => {
+                        let since = wall_clock(evidence.last());
+                        let message = format!(
+                            "API server of cluster {} silent since {}: {why}",
+                            probe.cluster,
+                            timestamp(since)
+                        );
+                        (since, message, false)
+                    }
+                    Silence::NotReady(why) => {
+                        // Not ready since the first answer that said so: its answers keep arriving.
+                        let since = match &tx.borrow().down {
+                            Some(d) if d.not_ready => d.since,
+                            _ => Timestamp::now(),
+                        };
+                        let message = format!(
+                            "API server of cluster {} not ready since {}: {why}",
+                            probe.cluster,
+                            timestamp(since)
+                        );
+                        (since, message, true)
+                    }
                 };
                 if tx.borrow().down.as_ref().map(|d| &d.message) != Some(&message) {
                     tracing::warn!(cluster = %probe.cluster, %message, "API server does not answer");
-                    tx.send_modify(|h| h.down = Some(Down { since, message }));
+                    tx.send_modify(|h| {
+                        h.down = Some(Down {
+                            since,
+                            message,
+                            not_ready,
+                        })
+                    });
                 }
             }
         }
     }
 }
 
-/// Why a probe got no answer.
+/// What the liveness probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Readyz,
+    Version,
+}
+
+impl Path {
+    fn as_str(self) -> &'static str {
+        match self {
+            Path::Readyz => "/readyz",
+            Path::Version => "/version",
+        }
+    }
+}
+
+/// How an API server answered the probe.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Ready,
+    /// 401 or 403: this identity may not ask.
+    Refused(u16),
+    /// Any other status, with what failed: `/readyz answered 500 ([-]etcd failed)`.
+    NotReady(String),
+}
+
+/// One `GET` of `path`; any HTTP answer is an [`Answer`], only a failed exchange an error.
+async fn ask(client: &Client, path: Path) -> Result<Answer, kube::Error> {
+    use http_body_util::BodyExt;
+    let request = Request::get(path.as_str())
+        .body(Body::empty())
+        .map_err(kube::Error::HttpError)?;
+    let response = client.send(request).await?;
+    let code = response.status().as_u16();
+    if code == 200 {
+        return Ok(Answer::Ready);
+    }
+    if code == 401 || code == 403 {
+        return Ok(Answer::Refused(code));
+    }
+    // The body is bounded by the client's answers layer (`max_body`).
+    let body = match response.into_body().collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    Ok(Answer::NotReady(format!(
+        "{} answered {code}{}",
+        path.as_str(),
+        failing_checks(&body)
+    )))
+}
+
+/// The checks a `/readyz` body says failed: ` ([-]etcd failed, [-]etcd-readiness failed)`, or nothing.
+fn failing_checks(body: &str) -> String {
+    const MOST: usize = 5;
+    let failed: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("[-]"))
+        .map(|l| l.split_once(": ").map_or(l, |(check, _why)| check))
+        .collect();
+    match failed.len() {
+        0 => String::new(),
+        n if n <= MOST => format!(" ({})", failed.join(", ")),
+        n => format!(" ({} and {} more)", failed[..MOST].join(", "), n - MOST),
+    }
+}
+
+/// Why a probe got no good answer.
 enum Silence {
     /// The client cannot be made (a missing kubeconfig, say).
     Unusable(String),
     /// Nothing came back.
     Silent(String),
+    /// `/readyz` answered, but not `200`.
+    NotReady(String),
 }
 
 /// The reason when the client itself cannot be made (a missing kubeconfig, say), rather than the server
@@ -292,4 +405,24 @@ async fn make_client(settings: &Cluster) -> Result<Client, ClientError> {
         None => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
     Client::try_from(kube_config).map_err(ClientError::Client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_readyz_body_names_its_failed_checks_without_the_withheld_reasons() {
+        let body = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[-]etcd-readiness failed: reason withheld\n[+]informer-sync ok\nreadyz check failed\n";
+        assert_eq!(
+            failing_checks(body),
+            " ([-]etcd failed, [-]etcd-readiness failed)"
+        );
+        assert_eq!(failing_checks("Internal Server Error"), "");
+        let many: String = (0..8).map(|i| format!("[-]c{i} failed\n")).collect();
+        assert_eq!(
+            failing_checks(&many),
+            " ([-]c0 failed, [-]c1 failed, [-]c2 failed, [-]c3 failed, [-]c4 failed and 3 more)"
+        );
+    }
 }

@@ -82,7 +82,25 @@ struct Faults {
     list_forbidden: BTreeSet<String>,
     /// Plurals whose writes answer `500 InternalError`.
     failing_writes: BTreeSet<String>,
+    readiness: Readiness,
 }
+
+/// What `GET /readyz` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readiness {
+    #[default]
+    Ready,
+    /// `500`, etcd's checks failed, as kube-apiserver answers while its etcd is down; every other request is
+    /// still served and open watches stay open (with BOOKMARKs, as its watch cache may send them).
+    EtcdDown,
+    /// `403 Forbidden`, as a cluster that does not let this identity read `/readyz` answers.
+    Forbidden,
+}
+
+/// kube-apiserver's `/readyz` while its etcd is down (reasons are withheld from clients).
+const READYZ_ETCD_DOWN: &str = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n\
+[-]etcd-readiness failed: reason withheld\n[+]informer-sync ok\n[+]poststarthook/start-apiserver-admission-initializer ok\n\
+[+]shutdown ok\nreadyz check failed\n";
 
 struct Inner {
     addr: SocketAddr,
@@ -324,6 +342,11 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
             .send_modify(|f| toggle(&mut f.failing_writes, plural, on));
     }
 
+    /// What `/readyz` answers from now on.
+    pub fn set_readiness(&self, readiness: Readiness) {
+        self.inner.faults.send_modify(|f| f.readiness = readiness);
+    }
+
     fn write_fails(&self, plural: &str) -> bool {
         self.inner.faults.borrow().failing_writes.contains(plural)
     }
@@ -455,6 +478,15 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
         match segments {
             ["version"] => ok(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0",
                                      "gitCommit": "fake", "platform": "linux/amd64", "goVersion": "go1.24"})),
+            ["readyz"] => match self.inner.faults.borrow().readiness {
+                Readiness::Ready => status::text(StatusCode::OK, "ok"),
+                Readiness::EtcdDown => status::text(StatusCode::INTERNAL_SERVER_ERROR, READYZ_ETCD_DOWN),
+                Readiness::Forbidden => status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "forbidden: User \"system:serviceaccount:crossplane-system:klutch-health\" cannot get path \"/readyz\"",
+                ),
+            },
             ["api"] => ok(json!({"kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.inner.addr.to_string()}]})),
             ["apis"] => ok(self.group_list()),

@@ -22,6 +22,21 @@ pub(super) fn json_body(code: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
+/// Plain text, as the API server's health endpoints answer.
+pub(super) fn text(code: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
 pub(super) fn ok(v: Value) -> Response<Body> {
     json_body(StatusCode::OK, &v)
 }

@@ -53,8 +53,8 @@ pub struct Cluster {
     pub context: Option<String>,
     #[serde(with = "duration")]
     pub stale_after: Duration,
-    /// A quiet cluster is asked `GET /version` after this long without any answer (at most one such
-    /// request per interval; none while watches deliver).
+    /// The cluster is asked `GET /readyz` once per interval, however busy its watches are (`/version`
+    /// where `/readyz` is refused).
     #[serde(with = "duration")]
     pub probe_interval: Duration,
     /// A probe unanswered this long makes the cluster silent since its last answer. Silence shows within
@@ -256,6 +256,18 @@ impl Watches {
         let client = connection.client.clone();
         self.connections.insert(key, connection);
         Ok(client)
+    }
+
+    /// A client of a cluster without the liveness probe of [`Watches::client`]'s connection, for requests
+    /// of klutch-health's own (Events, the Lease).
+    pub(crate) fn client_only(
+        clusters: &Clusters<'_>,
+        cluster: Option<&str>,
+    ) -> Result<Client, Arc<ClientError>> {
+        let settings = clusters
+            .get(cluster)
+            .ok_or_else(|| Arc::new(ClientError(cluster.unwrap_or_default().to_string())))?;
+        Ok(super::cluster::client_only(cluster, settings))
     }
 
     /// The shared watch of `target`, started on first use. `check` subscribes to its restart counter.
