@@ -145,6 +145,12 @@ fn answer(verb: &str, status: &Status, on: &Resource, how: &str) -> String {
                 on.cluster
             )
         }
+        // A resource the server does not serve answers a plain `404 page not found`: its CRD is gone.
+        404 => format!(
+            "the API server no longer serves {}: is {} installed?",
+            on.qualified,
+            installer(&on.group)
+        ),
         code => format!(
             "{} on {} failed{how}: {code} {}{said}",
             verb,
@@ -155,6 +161,16 @@ fn answer(verb: &str, status: &Status, on: &Resource, how: &str) -> String {
                 &status.reason
             }
         ),
+    }
+}
+
+/// Who installs the resources of an API group, for "is … installed?".
+fn installer(group: &str) -> &'static str {
+    match group {
+        "dataservices.anynines.com" => "provider-anynines",
+        "klutch.anynines.com" => "klutch-bind",
+        "pkg.crossplane.io" => "Crossplane",
+        _ => "its CustomResourceDefinition",
     }
 }
 
@@ -237,6 +253,19 @@ mod tests {
         assert_eq!(
             request(&e, "create", &events),
             "create on events.events.k8s.io forbidden: grant the verb \"create\" on \"events\" in API group \"events.k8s.io\" in namespace bind (a Role) to klutch-health's service account on cluster default (the API server said: events.events.k8s.io is forbidden)"
+        );
+    }
+
+    #[test]
+    fn a_resource_no_longer_served_asks_whether_its_installer_is_installed() {
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(
+            404,
+            "Failed to parse error data",
+            "404 page not found",
+        ))));
+        assert_eq!(
+            describe(&e, &providerconfigs()),
+            "the API server no longer serves providerconfigs.dataservices.anynines.com: is provider-anynines installed?"
         );
     }
 

@@ -9,5 +9,6 @@ mod common;
 mod estate;
 
 mod events;
+mod faults;
 mod rbac;
 mod sidecar;
