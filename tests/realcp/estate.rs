@@ -198,6 +198,21 @@ impl Estate {
         Service::start(&config, &env).await
     }
 
+    /// klutch-health with the shipped configuration against the simulator's fake API server instead (its
+    /// Events and Lease go there too): the other side of a parity comparison.
+    pub async fn klutch_health_on_sim(&mut self, pod: &str) -> Service {
+        let dir = tempfile::tempdir().expect("dir");
+        let kubeconfig = crate::common::kubeconfig(&self.sim.api, dir.path());
+        let config = shipped_config("config.toml", &self.sim.backend.url(), "");
+        let env = [
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("POD_NAME", pod),
+            ("POD_NAMESPACE", NAMESPACE),
+        ];
+        self.dirs.push(dir);
+        Service::start(&config, &env).await
+    }
+
     /// klutch-health as [`KLUTCH_HEALTH`], directly, with the shipped configuration.
     pub async fn shipped(&mut self) -> Service {
         self.klutch_health(KLUTCH_HEALTH, "klutch-health-0", None, |_| {})

@@ -10,5 +10,6 @@ mod estate;
 
 mod events;
 mod faults;
+mod parity;
 mod rbac;
 mod sidecar;

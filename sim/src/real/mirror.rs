@@ -154,11 +154,24 @@ impl Copy {
     async fn put(&mut self, obj: &Value) {
         let Ok(path) = path_of(obj) else { return };
         let body = without_server_fields(obj);
-        let stored = match self.write(&path, &body, MANAGER).await {
+        let mut stored = match self.write(&path, &body, MANAGER).await {
             Outcome::Done(stored) => stored,
             Outcome::NotServed => return self.skip(obj),
             Outcome::Refused(why) => return self.refused(&path, why),
         };
+        // A generation cannot go back: an object an earlier test moved ahead is made anew.
+        let ahead = |stored: &Value| {
+            stored["metadata"]["generation"].as_i64() > obj["metadata"]["generation"].as_i64()
+                && obj["metadata"]["generation"].is_i64()
+        };
+        if ahead(&stored) {
+            self.delete(&path).await;
+            stored = match self.write(&path, &body, MANAGER).await {
+                Outcome::Done(stored) => stored,
+                Outcome::NotServed => return self.skip(obj),
+                Outcome::Refused(why) => return self.refused(&path, why),
+            };
+        }
         if let Some(status) = obj.get("status") {
             let mut patch = head(obj);
             patch["status"] = status.clone();
