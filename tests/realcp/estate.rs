@@ -6,7 +6,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use klutch_sim::real::{ControlPlane, Identity, Mirror, Rest, KLUTCH_HEALTH};
+use klutch_sim::real::{ControlPlane, Identity, Mirror, Rest};
 use klutch_sim::SimControlPlane;
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
@@ -213,12 +213,6 @@ impl Estate {
         Service::start(&config, &env).await
     }
 
-    /// klutch-health as [`KLUTCH_HEALTH`], directly, with the shipped configuration.
-    pub async fn shipped(&mut self) -> Service {
-        self.klutch_health(KLUTCH_HEALTH, "klutch-health-0", None, |_| {})
-            .await
-    }
-
     /// The requests of klutch-health's ServiceAccounts the API server refused (from its audit log).
     pub fn refused(&self) -> Vec<String> {
         self.cp
@@ -270,16 +264,6 @@ pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> 
         assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The line of `item` in a verbose body.
-pub fn line<'a>(body: &'a str, item: &str) -> &'a str {
-    body.lines()
-        .find(|l| {
-            l.get(3..)
-                .is_some_and(|l| l.starts_with(&format!("{item} ")))
-        })
-        .unwrap_or_else(|| panic!("no line for {item} in\n{body}"))
 }
 
 /// The JSON of an object, as admin (`None` when absent).
