@@ -305,13 +305,7 @@ impl Writer {
             .clone()
             .unwrap_or_else(|| "default".into());
         let failed = |verb: &str, e: kube::Error| {
-            let events = Resource {
-                qualified: "events.events.k8s.io".into(),
-                plural: "events".into(),
-                group: "events.k8s.io".into(),
-                namespace: Some(namespace.clone()),
-                cluster: "default".into(),
-            };
+            let events = Resource::written("events.k8s.io", "events", &namespace);
             api_errors::request(&e, verb, &events)
         };
         let note = change.note();

@@ -129,13 +129,7 @@ pub async fn attempt(api: &Api<Lease>, identity: &str) -> Result<bool, LeaseErro
 pub fn start(client: Client, namespace: &str, identity: String) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     let api: Api<Lease> = Api::namespaced(client, namespace);
-    let leases = Resource {
-        qualified: "leases.coordination.k8s.io".into(),
-        plural: "leases".into(),
-        group: "coordination.k8s.io".into(),
-        namespace: Some(namespace.into()),
-        cluster: "default".into(),
-    };
+    let leases = Resource::written("coordination.k8s.io", "leases", namespace);
     tokio::spawn(async move {
         let mut failures = LogLimiter::default();
         loop {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, full_config, kubeconfig, Resp, Service};
+use common::{eventually, full_config, kube_lines, kubeconfig, Service};
 use klutch_sim::{SimControlPlane, WatchFault};
 
 /// Short settings scaled from the shipped ones (60 s / 10 s / 10 s): silence shows within
@@ -37,17 +37,6 @@ async fn synced_service(
     svc.wait_for("/readyz", "the sync", |r| r.status == 200)
         .await;
     svc
-}
-
-/// The lines of items the endpoint counts that come from the cluster (not the backend poll; konnectors are
-/// `warn_only` in the shipped config, so they never read `failed`).
-fn kube_lines(r: &Resp) -> Vec<&str> {
-    r.body
-        .lines()
-        .filter(|l| {
-            l.starts_with('[') && !l.contains("]backend-status/") && !l.contains("]konnectors/")
-        })
-        .collect()
 }
 
 /// How often `path` was asked (`/readyz`: the evidence probe; `/version`: its fallback).

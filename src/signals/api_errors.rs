@@ -20,6 +20,19 @@ pub(crate) struct Resource {
     pub cluster: String,
 }
 
+impl Resource {
+    /// A namespaced resource of the default cluster that klutch-health writes itself (Events, the Lease).
+    pub(crate) fn written(group: &str, plural: &str, namespace: &str) -> Resource {
+        Resource {
+            qualified: format!("{plural}.{group}"),
+            plural: plural.into(),
+            group: group.into(),
+            namespace: Some(namespace.into()),
+            cluster: "default".into(),
+        }
+    }
+}
+
 /// Which request of a watch failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verb {

@@ -154,9 +154,19 @@ impl Service {
         request(self.addr, "GET", path, headers).await
     }
 
-    /// Polls `path` until `check` accepts the answer.
     /// Polls `path` until `check` holds; on timeout, the panic shows the last answer.
     pub async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
+        self.wait_for_within(DEADLINE, path, what, check).await
+    }
+
+    /// Like [`Service::wait_for`], with another deadline (a real API server on a loaded machine).
+    pub async fn wait_for_within(
+        &self,
+        deadline: Duration,
+        path: &str,
+        what: &str,
+        check: impl Fn(&Resp) -> bool,
+    ) -> Resp {
         let start = Instant::now();
         loop {
             let r = self.get(path).await;
@@ -164,7 +174,7 @@ impl Service {
                 return r;
             }
             assert!(
-                start.elapsed() < DEADLINE,
+                start.elapsed() < deadline,
                 "timed out waiting for: {what}; {path} last answered {}:\n{}",
                 r.status,
                 r.body
@@ -231,6 +241,17 @@ pub fn parse(raw: &[u8]) -> Resp {
         headers,
         body: body.to_string(),
     }
+}
+
+/// The lines of items that come from the cluster: not the backend poll, nor the konnectors (`warn_only` in
+/// the shipped config, so they never read `failed`).
+pub fn kube_lines(r: &Resp) -> Vec<&str> {
+    r.body
+        .lines()
+        .filter(|l| {
+            l.starts_with('[') && !l.contains("]backend-status/") && !l.contains("]konnectors/")
+        })
+        .collect()
 }
 
 /// A configuration with only a `backend-status` check polling `url`.

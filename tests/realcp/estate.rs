@@ -238,19 +238,19 @@ pub async fn wait_for(
     what: &str,
     check: impl Fn(&crate::common::Resp) -> bool,
 ) -> crate::common::Resp {
-    let start = std::time::Instant::now();
-    loop {
-        let r = svc.get(path).await;
-        if check(&r) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for: {what}; {path} last answered {}:\n{}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    svc.wait_for_within(DEADLINE, path, what, check).await
+}
+
+/// Short settings (as the simulator's drills use): silence, unreadiness and refusals show within seconds,
+/// and recovery is not held up by a long backoff.
+pub fn short(doc: &mut toml::Table) {
+    if let Some(k) = doc
+        .get_mut("kubernetes")
+        .and_then(toml::Value::as_table_mut)
+    {
+        k.insert("stale_after".into(), "2s".into());
+        k.insert("probe_interval".into(), "1s".into());
+        k.insert("probe_timeout".into(), "2s".into());
     }
 }
 

@@ -5,36 +5,25 @@
 
 use klutch_sim::real::{Part, Proxy, ProxyMode, KLUTCH_HEALTH};
 
-use crate::common::Resp;
-use crate::estate::{wait_for, Estate};
+use crate::common::{kube_lines, Resp, Service};
+use crate::estate::{short, wait_for, Estate};
 use crate::rbac::all_ok;
 
 const PC: &str = "postgresql-backup-manager";
 
-/// Short settings (as the simulator's drills use): silence or unreadiness shows within seconds.
-fn short(doc: &mut toml::Table) {
-    if let Some(k) = doc
-        .get_mut("kubernetes")
-        .and_then(toml::Value::as_table_mut)
-    {
-        k.insert("stale_after".into(), "2s".into());
-        k.insert("probe_interval".into(), "1s".into());
-        k.insert("probe_timeout".into(), "2s".into());
-    }
-}
-
-/// The lines of items that come from the cluster (not the backend poll; konnectors are `warn_only`).
-fn kube_lines(r: &Resp) -> Vec<&str> {
-    r.body
-        .lines()
-        .filter(|l| {
-            l.starts_with('[') && !l.contains("]backend-status/") && !l.contains("]konnectors/")
-        })
-        .collect()
+/// Waits until every item of the cluster says `words` (and `/readyz` fails); the answer.
+async fn every_kube_item(svc: &Service, what: &str, words: &[&str]) -> Resp {
+    let r = wait_for(svc, "/readyz?verbose", what, |r| {
+        let lines = kube_lines(r);
+        !lines.is_empty() && lines.iter().all(|l| words.iter().all(|w| l.contains(w)))
+    })
+    .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    r
 }
 
 /// A change made now shows: the watches deliver again.
-async fn a_later_change_shows(estate: &Estate, svc: &crate::common::Service) {
+async fn a_later_change_shows(estate: &Estate, svc: &Service) {
     estate
         .sim
         .degrade_provider_config(PC, "backup manager unreachable");
@@ -75,21 +64,15 @@ async fn etcd_stopped_under_a_running_api_server_turns_items_unknown_and_they_re
     // The API server still answers /version and holds the watches open: only /readyz tells.
     let version = estate.admin.get("/version").await.expect("GET /version");
     assert_eq!(version.status, 200, "{}", version.body);
-    let r = wait_for(
+    every_kube_item(
         &svc,
-        "/readyz?verbose",
         "every Kubernetes item unknown",
-        |r| {
-            let lines = kube_lines(r);
-            !lines.is_empty()
-                && lines.iter().all(|l| {
-                    l.contains(" failed: API server of cluster default not ready since ")
-                        && l.contains(": /readyz answered 500 ([-]etcd failed")
-                })
-        },
+        &[
+            " failed: API server of cluster default not ready since ",
+            ": /readyz answered 500 ([-]etcd failed",
+        ],
     )
     .await;
-    assert_eq!(r.status, 503, "{}", r.body);
 
     estate.cp.start_part(Part::Etcd).await.expect("etcd again");
     estate
@@ -113,17 +96,7 @@ async fn the_api_server_killed_and_started_again_after_a_compaction_is_followed_
     wait_for(&svc, "/readyz?verbose", "synced", |r| all_ok(&r.body)).await;
 
     estate.cp.stop(Part::ApiServer);
-    let r = wait_for(
-        &svc,
-        "/readyz?verbose",
-        "every Kubernetes item unknown",
-        |r| {
-            let lines = kube_lines(r);
-            !lines.is_empty() && lines.iter().all(|l| l.contains(" failed: "))
-        },
-    )
-    .await;
-    assert_eq!(r.status, 503, "{}", r.body);
+    every_kube_item(&svc, "every Kubernetes item unknown", &[" failed: "]).await;
     // Every resourceVersion klutch-health knows is compacted away while the API server is gone.
     estate.cp.compact().await.expect("compaction");
     estate
@@ -267,16 +240,15 @@ async fn a_black_hole_and_resets_between_klutch_health_and_the_api_server_are_su
     wait_for(&svc, "/readyz?verbose", "synced", |r| all_ok(&r.body)).await;
 
     proxy.set(ProxyMode::BlackHole);
-    let r = wait_for(&svc, "/readyz?verbose", "silence", |r| {
-        let lines = kube_lines(r);
-        !lines.is_empty()
-            && lines.iter().all(|l| {
-                l.contains(" failed: API server of cluster default silent since ")
-                    && l.contains(": no answer to GET /readyz within 2s")
-            })
-    })
+    every_kube_item(
+        &svc,
+        "silence",
+        &[
+            " failed: API server of cluster default silent since ",
+            ": no answer to GET /readyz within 2s",
+        ],
+    )
     .await;
-    assert_eq!(r.status, 503, "{}", r.body);
     proxy.set(ProxyMode::Pass);
     wait_for(
         &svc,
@@ -287,12 +259,7 @@ async fn a_black_hole_and_resets_between_klutch_health_and_the_api_server_are_su
     .await;
 
     proxy.set(ProxyMode::Reset);
-    let r = wait_for(&svc, "/readyz?verbose", "the resets", |r| {
-        let lines = kube_lines(r);
-        !lines.is_empty() && lines.iter().all(|l| l.contains(" failed: "))
-    })
-    .await;
-    assert_eq!(r.status, 503, "{}", r.body);
+    every_kube_item(&svc, "the resets", &[" failed: "]).await;
     proxy.set(ProxyMode::Pass);
     wait_for(&svc, "/readyz?verbose", "recovery from the resets", |r| {
         r.status == 200 && all_ok(&r.body)

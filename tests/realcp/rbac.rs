@@ -4,7 +4,7 @@
 
 use klutch_sim::real::{Identity, KLUTCH_HEALTH};
 
-use crate::estate::{get, until, wait_for, Estate, NAMESPACE};
+use crate::estate::{get, short, until, wait_for, Estate, NAMESPACE};
 
 /// Every item of the shipped checks on the seeded estate.
 pub const SHIPPED_ITEMS: [&str; 13] = [
@@ -198,18 +198,6 @@ async fn rendered_rules(estate: &Estate, dir: &str) -> Vec<Rule> {
         }
     }
     rules
-}
-
-/// Short settings: a refused relist shows within seconds, and recovery is not held up by a long backoff.
-fn short(doc: &mut toml::Table) {
-    if let Some(k) = doc
-        .get_mut("kubernetes")
-        .and_then(toml::Value::as_table_mut)
-    {
-        k.insert("stale_after".into(), "2s".into());
-        k.insert("probe_interval".into(), "1s".into());
-        k.insert("probe_timeout".into(), "2s".into());
-    }
 }
 
 /// What klutch-health says without `rule`, and where: watched resources on `/readyz?verbose` (their first
