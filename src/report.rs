@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use jiff::Timestamp;
+
+use crate::clock::Moment;
 use serde::Serialize;
 
 /// An item's status. Signals report all four; endpoints count `unknown` as their policy says.
@@ -354,8 +356,8 @@ pub struct Passthrough {
     /// The body parses as JSON. Decides the content type: upstream's own header is never served, so its
     /// bytes can never become HTML of this origin.
     pub json: bool,
-    /// When this outcome was observed (the `Age` header).
-    pub at: Timestamp,
+    /// When this outcome was observed; the `Age` header is measured from its monotonic instant.
+    pub at: Moment,
     /// When the last good answer came, for the status page; `None` before the first one.
     pub last_good: Option<Timestamp>,
 }
@@ -363,7 +365,8 @@ pub struct Passthrough {
 /// Everything the server shows, as of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    pub evaluated: Timestamp,
+    /// When it was evaluated, on both clocks: answers derive ages from its monotonic instant.
+    pub evaluated: Moment,
     /// Every item of every check, in configuration order, items sorted by name.
     pub items: Vec<Item>,
     pub healthz: EndpointReport,

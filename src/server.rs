@@ -14,11 +14,11 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use jiff::Timestamp;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::{Instant, Moment};
 use crate::config::{self, DetailsPolicy};
 use crate::connections::{Admitted, Connections};
 use crate::engine::Published;
@@ -431,7 +431,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         "/history" => {
             let history = latest.history.read();
             let details = state.details_for(&state.shown(), req);
-            let body = render::history::json(&history, details, Timestamp::now());
+            let body = render::history::json(&history, details, present(latest));
             with_type(StatusCode::OK, &JSON, body.into())
         }
         "/" => {
@@ -440,7 +440,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
                 &latest.report,
                 &shown.identity,
                 state.details_for(&shown, req),
-                Timestamp::now(),
+                present(latest),
                 &latest.history.read(),
             );
             with_type(StatusCode::OK, &HTML, page.into())
@@ -610,7 +610,9 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
             let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let ct = if b.json { &JSON } else { &TEXT };
             let mut r = with_type(code, ct, b.body.clone());
-            let age = Timestamp::now().duration_since(b.at).as_secs().max(0);
+            let age = Instant::now()
+                .saturating_duration_since(b.at.mono)
+                .as_secs();
             r.headers_mut().insert(header::AGE, HeaderValue::from(age));
             r
         }
@@ -618,6 +620,13 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     r
+}
+
+/// Now, as the report's clocks name it: its wall time advanced by the monotonic time since, so that a page
+/// or history rendered between evaluations never contradicts the report's own times (a wall clock step is
+/// taken up by the next evaluation).
+fn present(latest: &Published) -> Moment {
+    latest.report.evaluated.at(Instant::now())
 }
 
 fn plain(code: StatusCode, body: String) -> Response<Full<Bytes>> {

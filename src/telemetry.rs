@@ -339,7 +339,7 @@ mod tests {
             items: Vec::new(),
         };
         Report {
-            evaluated: now,
+            evaluated: crate::clock::Moment::from_wall(now),
             items,
             healthz: empty(Endpoint::Healthz),
             readyz: empty(Endpoint::Readyz),

@@ -55,7 +55,7 @@ impl App {
             status: 200,
             body: body.into(),
             json: true,
-            at: now,
+            at: klutch_health::clock::Moment::now(),
             last_good: Some(now),
         });
         App::from_sink(&sink, extra)
@@ -69,7 +69,7 @@ impl App {
             &rules,
             &sink.snapshot(),
             &Memory::default(),
-            Timestamp::now(),
+            klutch_health::clock::Moment::now(),
         );
         let identity = Identity {
             service_id: config.server.service_id.clone(),
@@ -333,7 +333,11 @@ async fn passthrough_is_503_before_the_first_poll_and_the_failed_poll_after_it()
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     // Age is the age of the outcome served.
-    let polled = now - jiff::SignedDuration::from_secs(30);
+    let moment = klutch_health::clock::Moment::now();
+    let polled = moment.at(moment
+        .mono
+        .checked_sub(std::time::Duration::from_secs(30))
+        .expect("the monotonic clock reaches back 30s"));
     sink.polled(Passthrough {
         status: 502,
         body: "GET http://127.0.0.1:9/backend-health: cannot connect\n".into(),

@@ -103,7 +103,7 @@ impl CheckType for Deployment {
                 namespace: Some(self.namespace.clone()),
                 labels: None,
             },
-            move |objects, now| observe(objects, &d, now),
+            move |objects, now| observe(objects, &d, now.wall),
         );
     }
 }

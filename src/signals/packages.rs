@@ -87,7 +87,7 @@ impl CheckType for CrossplanePackage {
         run.follow(
             self.placeholders(),
             |client, cluster| cluster_wide(client, kind.resource(), cluster),
-            move |objects, now| observe_kind(kind, objects, wanted.as_deref(), now),
+            move |objects, now| observe_kind(kind, objects, wanted.as_deref(), now.wall),
         );
     }
 }

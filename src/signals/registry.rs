@@ -16,6 +16,7 @@ use super::{
     backend_status, cluster_bindings, deployments, packages, pods, provider_configs, Observation,
     Sink, Tasks,
 };
+use crate::clock::Moment;
 use crate::metrics::Metrics;
 use crate::values::KeyError;
 
@@ -197,7 +198,7 @@ impl Run<'_> {
         self,
         placeholders: Vec<String>,
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
-        observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + Sync + 'static,
+        observe: impl Fn(&[Arc<K>], Moment) -> Vec<Observation> + Send + Sync + 'static,
     ) where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
@@ -218,7 +219,7 @@ impl Run<'_> {
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
         observe: impl Fn() -> O + Send + 'static,
     ) where
-        O: FnMut(&[Arc<K>], &WatchState, jiff::Timestamp) -> Vec<Observation> + Send + 'static,
+        O: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
