@@ -349,10 +349,7 @@ impl Writer {
             .regarding
             .clone()
             .unwrap_or_else(|| self.reporter.pod.clone());
-        let namespace = regarding
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let namespace = namespace_of(&regarding).to_string();
         let note = change.note();
         let key = (regarding.clone(), change.reason(), note.clone());
         let api: Api<DynamicObject> =
@@ -461,23 +458,39 @@ pub struct Permission {
     pub resource: &'static str,
     /// `resourceNames`: `None` for any (a create cannot be limited by name).
     pub name: Option<&'static str>,
-    pub namespace: String,
+    /// `None`: in every namespace (a ClusterRole).
+    pub namespace: Option<String>,
     pub verb: &'static str,
+}
+
+/// The namespace an Event about `regarding` is written to (and `kubectl describe` shows it in): the object's
+/// own, `default` for a cluster-scoped one.
+pub fn namespace_of(regarding: &ObjectRef) -> &str {
+    regarding.namespace.as_deref().unwrap_or("default")
 }
 
 /// What RBAC must grant for Events under `config`, with klutch-health's Pod in `pod_namespace`: Events in
 /// every namespace of the objects the default cluster's checks watch (`default` for cluster-scoped ones) and
-/// the Pod's own (for items with no object), and the one Lease. Nothing when `[kubernetes] events = false`.
+/// the Pod's own (for items with no object) — in every namespace when a check watches a namespaced
+/// resource cluster-wide (ClusterBindings, one per consumer namespace) — and the one Lease. Nothing when
+/// `[kubernetes] events = false`.
 pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission> {
     let mut out = BTreeSet::new();
     if config.kubernetes.events == Some(false) {
         return out;
     }
-    let mut namespaces = BTreeSet::from([pod_namespace.to_string()]);
+    let mut namespaces = BTreeSet::from([Some(pod_namespace.to_string())]);
     for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
         for target in check.settings.targets() {
-            namespaces.insert(target.namespace.unwrap_or_else(|| "default".into()));
+            namespaces.insert(match (target.namespace, target.namespaced) {
+                (Some(ns), _) => Some(ns),
+                (None, false) => Some("default".into()),
+                (None, true) => None,
+            });
         }
+    }
+    if namespaces.contains(&None) {
+        namespaces = BTreeSet::from([None]);
     }
     for namespace in namespaces {
         for verb in VERBS {
@@ -494,7 +507,7 @@ pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission>
         group: "coordination.k8s.io",
         resource: "leases",
         name,
-        namespace: pod_namespace.to_string(),
+        namespace: Some(pod_namespace.to_string()),
         verb,
     };
     out.insert(on_lease(None, lease::CREATE));

@@ -55,7 +55,9 @@ impl CheckType for ClusterBinding {
             group: "klutch.anynines.com".into(),
             version: "v1alpha1".into(),
             resource: "clusterbindings".into(),
+            // One per consumer namespace: watched cluster-wide, and so are its Events written.
             namespace: None,
+            namespaced: true,
         }]
     }
 

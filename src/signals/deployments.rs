@@ -76,6 +76,7 @@ impl CheckType for Deployment {
             version: "v1".into(),
             resource: "deployments".into(),
             namespace: Some(self.namespace.clone()),
+            namespaced: true,
         }]
     }
 

@@ -75,6 +75,7 @@ impl CheckType for CrossplanePackage {
             version: "v1".into(),
             resource: self.kind.plural().into(),
             namespace: None,
+            namespaced: false,
         }]
     }
 

@@ -53,6 +53,7 @@ impl CheckType for Pods {
             version: "v1".into(),
             resource: "pods".into(),
             namespace: Some(self.namespace.clone()),
+            namespaced: true,
         }]
     }
 

@@ -57,6 +57,7 @@ impl CheckType for ProviderConfig {
             version: self.version.clone(),
             resource: self.plural.clone(),
             namespace: None,
+            namespaced: false,
         }]
     }
 

@@ -75,6 +75,10 @@ pub struct WatchTarget {
     pub resource: String,
     /// `None`: cluster-wide.
     pub namespace: Option<String>,
+    /// Its objects live in namespaces (Deployments, ClusterBindings), so Events about them go there; a
+    /// cluster-scoped object's Events go to `default`. Watched cluster-wide, a namespaced resource's Events
+    /// may go to any namespace.
+    pub namespaced: bool,
 }
 
 impl WatchTarget {
@@ -232,15 +236,20 @@ impl Run<'_> {
             return;
         };
         let target = target(kube.client, kube.cluster);
-        let watched = WatchTarget {
-            group: K::group(&target.dyntype).into_owned(),
-            version: K::version(&target.dyntype).into_owned(),
-            resource: K::plural(&target.dyntype).into_owned(),
-            namespace: target.namespace.clone(),
-        };
-        if !self.declared.contains(&watched) {
+        let watched = (
+            K::group(&target.dyntype).into_owned(),
+            K::version(&target.dyntype).into_owned(),
+            K::plural(&target.dyntype).into_owned(),
+            target.namespace.clone(),
+        );
+        let declared = self.declared.iter().any(|d| {
+            (&d.group, &d.version, &d.resource, &d.namespace)
+                == (&watched.0, &watched.1, &watched.2, &watched.3)
+        });
+        if !declared {
+            let (group, version, resource, namespace) = &watched;
             let message = format!(
-                "watches {watched:?} without declaring it in targets() (the RBAC derived from them would not grant it)"
+                "watches {resource} of {group}/{version} in namespace {namespace:?} without declaring it in targets() (the RBAC derived from them would not grant it)"
             );
             tracing::error!(check = self.check, %message, "check type declares the wrong watch target");
             self.sink.waiting(
@@ -312,6 +321,7 @@ mod tests {
                 version: "v1".into(),
                 resource: "pods".into(),
                 namespace: Some("declared".into()),
+                namespaced: true,
             }],
             kube: Some(Kube {
                 client,
