@@ -228,6 +228,14 @@ impl Notes {
 }
 
 impl Counted {
+    /// The item a maintenance window adds to `/readyz`.
+    pub(crate) fn is_maintenance(&self) -> bool {
+        self.notes
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.kind == OperatorKind::Maintenance)
+    }
+
     /// The message with the policy's notes around it, as the text and JSON forms show it.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
         let Notes {
@@ -305,6 +313,8 @@ impl EndpointReport {
     }
 
     /// Items of check or item `only` (all when `None`), less the exclusions; `None` when `only` names nothing.
+    /// A maintenance window is in every selection and cannot be excluded: it drains load balancers whatever
+    /// a caller asks for (an exclusion of it is listed as one that matched nothing).
     pub(crate) fn select<'a>(
         &'a self,
         only: Option<&str>,
@@ -312,22 +322,33 @@ impl EndpointReport {
     ) -> Option<Selection<'a>> {
         let named = |c: &Counted, n: &str| c.name.check() == n || c.name.as_str() == n;
         let mut selection = Selection::default();
+        let mut matched = false;
         for c in &self.items {
+            if c.is_maintenance() {
+                selection.items.push(c);
+                continue;
+            }
             if only.is_some_and(|o| !named(c, o)) {
                 continue;
             }
+            matched = true;
             if exclude.iter().any(|x| named(c, x)) {
                 selection.excluded.push(c);
             } else {
                 selection.items.push(c);
             }
         }
-        if only.is_some() && selection.items.is_empty() && selection.excluded.is_empty() {
+        if only.is_some_and(|o| !matched && !self.items.iter().any(|c| named(c, o))) {
             return None;
         }
         selection.unmatched = exclude
             .iter()
-            .filter(|x| !self.items.iter().any(|c| named(c, x)))
+            .filter(|x| {
+                !self
+                    .items
+                    .iter()
+                    .any(|c| !c.is_maintenance() && named(c, x))
+            })
             .map(String::as_str)
             .collect();
         Some(selection)
