@@ -578,3 +578,48 @@ async fn a_reload_applies_events_and_names_the_right_cluster_for_a_check_it_adds
     );
     std::mem::forget(dir);
 }
+
+/// An app cluster's kubeconfig fixed in place (same file, new content) is picked up without a restart: its
+/// change is noticed like the configuration file's, and the cluster gets a new connection. Once read, a
+/// kubeconfig used to stay in force for the life of the process.
+#[tokio::test]
+async fn a_kubeconfig_fixed_in_place_is_picked_up() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let good = std::fs::read_to_string(&kc).expect("kubeconfig");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let app = dir.path().join("app.kubeconfig");
+    let url = cp.api.url();
+    assert!(good.contains(&url), "{good}");
+    std::fs::write(&app, good.replace(&url, &format!("http://127.0.0.1:{closed}")))
+        .expect("write");
+    let config = full_config(
+        &cp.backend.url(),
+        &format!(
+            "[clusters.app]\nkubeconfig = \"{}\"\n\
+             [[check]]\nname = \"app-backend\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n",
+            app.display()
+        ),
+    );
+    let svc = Service::start(&config, &[("KUBECONFIG", &kc)]).await;
+    let r = svc
+        .wait_for("/readyz?verbose", "the app cluster unreachable", |r| {
+            r.body.contains("[-]app-backend/") && r.body.contains("[+]providers/")
+        })
+        .await;
+    assert!(!r.body.contains("[+]app-backend/"), "{}", r.body);
+
+    std::fs::write(&app, &good).expect("fix the kubeconfig in place");
+    hangup(svc.pid());
+    svc.wait_for("/readyz?verbose", "the fixed kubeconfig picked up", |r| {
+        r.body.contains("[+]app-backend/anynines-backend ok")
+    })
+    .await;
+    std::mem::forget(dir);
+}
