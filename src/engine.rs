@@ -86,6 +86,8 @@ pub(crate) struct Engine {
     transitions: Transitions,
     /// Where Events go, when `[kubernetes] events` is on.
     events: Option<events::Sender>,
+    /// Whether the silences of the policy in force were checked against the items, once every check synced.
+    silences_checked: bool,
 }
 
 impl Engine {
@@ -125,6 +127,7 @@ impl Engine {
             history,
             transitions,
             events,
+            silences_checked: false,
         };
         (engine, rx)
     }
@@ -138,6 +141,15 @@ impl Engine {
         log_transitions(Some(&previous.report), &evaluation.report);
         self.metrics.observe_report(&evaluation.report);
         self.history.record(&evaluation.report);
+        if !self.silences_checked && snapshot.unsynced.is_empty() {
+            self.silences_checked = true;
+            for s in self.rules.silences_matching_nothing(&evaluation.report) {
+                tracing::warn!(
+                    pattern = s.pattern.as_str(),
+                    "silence matches no item now that every check has synced: it silences nothing (check its match)"
+                );
+            }
+        }
         for change in self.transitions.changes(&evaluation.report, &snapshot) {
             if let Some(events) = &self.events {
                 events.send(change);
@@ -164,6 +176,7 @@ impl Engine {
         self.sink.retain(|check| rules.has_check(check));
         (self.rules, self.identity, self.levels) = (rules, identity, levels);
         (self.events, self.transitions.remote) = (events, remote);
+        self.silences_checked = false;
     }
 
     /// Runs until the process ends, taking each reloaded policy from `reloads` and evaluating it at once.

@@ -89,6 +89,17 @@ impl Rules {
         }
     }
 
+    /// The silences in force that match no item of `report`.
+    pub(crate) fn silences_matching_nothing(&self, report: &Report) -> Vec<&config::Silence> {
+        let items: Vec<(&str, &str)> = report
+            .items
+            .iter()
+            .map(|i| (i.name.check(), i.name.as_str()))
+            .collect();
+        self.declared
+            .matching_nothing(&items, report.evaluated.wall)
+    }
+
     pub(crate) fn has_check(&self, name: &str) -> bool {
         self.checks.iter().any(|c| &*c.name == name)
     }
