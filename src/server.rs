@@ -20,11 +20,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Instant, Moment};
 use crate::config::{self, DetailsPolicy};
-use crate::connections::{Admitted, Connections};
+use crate::connections::{Admitted, Answering, Connections, Peer};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
+use crate::telemetry::LogLimiter;
 
 // Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
 // time, instead of on every request.
@@ -217,6 +218,7 @@ pub(crate) async fn serve(
         connections: Connections::new(limits.max_connections),
         done,
         limits: limits.clone(),
+        refused: Default::default(),
     };
     serving.accept_until(shutdown).await;
     state.shutting_down.store(true, Ordering::SeqCst);
@@ -268,6 +270,8 @@ struct Serving {
     connections: Arc<Connections>,
     done: mpsc::Sender<()>,
     limits: Limits,
+    /// Newcomers closed at once because every slot was answering, for the log.
+    refused: std::sync::Mutex<LogLimiter>,
 }
 
 impl Serving {
@@ -297,16 +301,33 @@ impl Serving {
 
     fn spawn(&self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let admitted = self.connections.admit();
+        let peer = Peer::of(&stream);
+        let Some(admitted) = self.connections.admit(peer) else {
+            // Every slot is answering a request: none may be cut off, so the newcomer goes at once.
+            let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(left_out) = refused.allow() {
+                tracing::warn!(
+                    listener = self.state.audience.as_str(),
+                    max_connections = self.limits.max_connections,
+                    left_out,
+                    "a new connection was closed at once: every connection slot is answering a request"
+                );
+            }
+            return;
+        };
         let toucher = admitted.activity();
         let state = self.state.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |req| {
-            toucher.touch();
+            let answering = toucher.answering();
             let state = state.clone();
             async move {
                 let (parts, _body) = http::Request::into_parts(req);
                 let latest = state.latest.borrow().clone();
-                Ok::<_, Infallible>(handle(&state, &latest, &parts))
+                let response = handle(&state, &latest, &parts);
+                Ok::<_, Infallible>(response.map(|body| Sending {
+                    body,
+                    _answering: answering,
+                }))
             }
         }));
         let builder = self.builder.clone();
@@ -328,10 +349,8 @@ async fn serve_connection<S>(
     admitted: &Admitted,
     limits: &Limits,
 ) where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = Response<Full<Bytes>>,
-        > + Send
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response<Sending>>
+        + Send
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -344,6 +363,7 @@ async fn serve_connection<S>(
             if !matches!(r, Ok(Ok(n)) if n > 0) {
                 return;
             }
+            admitted.arrived();
         }
         _ = admitted.closing() => return,
     }
@@ -355,6 +375,33 @@ async fn serve_connection<S>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
+}
+
+/// An answer's body, which keeps its connection counted as answering (never cut off to admit another)
+/// until hyper has sent it and drops it.
+pub(crate) struct Sending {
+    body: Full<Bytes>,
+    _answering: Answering,
+}
+
+impl hyper::body::Body for Sending {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Answers one request from `latest`, the report last published. Synchronous and body-free: everything it

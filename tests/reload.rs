@@ -597,8 +597,11 @@ async fn a_kubeconfig_fixed_in_place_is_picked_up() {
     let app = dir.path().join("app.kubeconfig");
     let url = cp.api.url();
     assert!(good.contains(&url), "{good}");
-    std::fs::write(&app, good.replace(&url, &format!("http://127.0.0.1:{closed}")))
-        .expect("write");
+    std::fs::write(
+        &app,
+        good.replace(&url, &format!("http://127.0.0.1:{closed}")),
+    )
+    .expect("write");
     let config = full_config(
         &cp.backend.url(),
         &format!(
