@@ -224,7 +224,7 @@ pub async fn check(
         policy.pass_after = Duration::ZERO;
     }
     let (rules, _metrics, sink, _running) = start(&config).await?;
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = crate::clock::later(tokio::time::Instant::now(), wait);
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {
             _ = sink.changed() => {}

@@ -89,6 +89,15 @@ impl Moment {
     }
 }
 
+/// `d` after `i`, saturating (a hundred years ahead at most) instead of overflowing: for deadlines from
+/// configured durations, which may be as long as a duration can be.
+pub fn later(i: Instant, d: Duration) -> Instant {
+    shift(
+        i,
+        SignedDuration::try_from(d.min(FAR)).unwrap_or(SignedDuration::MAX),
+    )
+}
+
 /// `i` moved by `d`, either way; saturating (a hundred years) instead of overflowing.
 fn shift(i: Instant, d: SignedDuration) -> Instant {
     let by = d.unsigned_abs().min(FAR);

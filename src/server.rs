@@ -249,7 +249,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout.min(HEADER_READ_TIMEOUT_MAX))
         .max_buf_size(64 * 1024);
     builder
         .http2()
@@ -258,6 +258,11 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(64 * 1024);
     builder
 }
+
+/// The longest header read timeout handed to hyper, which adds it to the standard library's `Instant` (a
+/// configured one of centuries would overflow it and kill the connection's task); a day is as good as never
+/// for a request's headers.
+const HEADER_READ_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Streams one HTTP/2 connection may have open: answers are immediate, so more would only hold memory.
 const MAX_STREAMS: u32 = 64;

@@ -653,3 +653,58 @@ fn events_are_set_for_the_default_cluster_only() {
         "kubernetes.events",
     );
 }
+
+/// Durations as long as a duration can be (about 5 × 10¹¹ years) are accepted and never overflow a deadline:
+/// the service serves and answers, and `check --wait` returns once its checks have synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_durations_never_panic() {
+    const LONG: &str = "500000000000y";
+    let cp = klutch_sim::SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = common::kubeconfig(&cp.api, dir.path());
+    let config = format!(
+        "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"{}\"\ninterval = \"{LONG}\"\ntimeout = \"{LONG}\"\n\
+         [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\ncheck_stale_after = \"{LONG}\"\n\
+         [[check]]\nname = \"pods\"\ntype = \"pods\"\nnamespace = \"crossplane-system\"\nrestart_window = \"{LONG}\"\n\
+         [kubernetes]\nstale_after = \"{LONG}\"\nprobe_interval = \"{LONG}\"\nprobe_timeout = \"{LONG}\"\n\
+         [server]\nshutdown_delay = \"{LONG}\"\nheader_read_timeout = \"{LONG}\"\n\
+         [endpoints.readyz]\nfail_after = \"{LONG}\"\npass_after = \"{LONG}\"\n",
+        cp.backend.url()
+    );
+    let svc = common::Service::start(&config, &[("KUBECONFIG", &kc)]).await;
+    svc.wait_for("/readyz?verbose", "every check synced", |r| {
+        r.status == 200 && r.body.contains("[+]pcs/") && r.body.contains("[+]pods/")
+    })
+    .await;
+    cp.degrade_provider_config("postgresql-backup-manager", "down");
+    svc.wait_for("/readyz?verbose", "the failure, damped", |r| {
+        r.body.contains("counts as failed after")
+    })
+    .await;
+    assert_eq!(svc.get("/history").await.status, 200);
+    assert!(
+        !svc.logs().iter().any(|l| l.contains("panicked")),
+        "{:?}",
+        svc.logs()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config).expect("config");
+    let out = tokio::task::block_in_place(|| {
+        Command::new(common::BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(["check", "--wait", LONG])
+            .env("KUBECONFIG", &kc)
+            .output()
+            .expect("run check")
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::mem::forget(dir);
+}

@@ -335,7 +335,12 @@ impl Poller {
         // One idle connection is kept between polls, so a poll costs no new TCP handshake.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1)
-            .pool_idle_timeout(config.interval + config.timeout + Duration::from_secs(30))
+            .pool_idle_timeout(
+                config
+                    .interval
+                    .saturating_add(config.timeout)
+                    .saturating_add(Duration::from_secs(30)),
+            )
             .build(connector);
         sink.waiting(
             check,

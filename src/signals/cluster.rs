@@ -145,7 +145,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
         // then known to be down, and its return restarts the watches within one interval.
         let due = match last_probe {
             None => Instant::now(),
-            Some(at) => evidence.last().max(at) + probe.every,
+            Some(at) => crate::clock::later(evidence.last().max(at), probe.every),
         };
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
