@@ -16,6 +16,7 @@ use std::path::Path;
 
 use drill::{drill, Rig, Shows, View, Warnings};
 use programs::{binary, encode, free_port, get, Program};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What an HTTP caller of `/readyz?verbose` (a person with curl, a kubelet-like probe) sees: the status and
@@ -284,41 +285,11 @@ fn alert_states(data: &serde_json::Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
-    let prometheus = binary("prometheus", "prometheus");
     let rig = Rig::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let rules = dir.path().join("rules.yml");
-    let (shipped, shipped_count) = prometheus::shipped_rules(Some(RULE_FOR));
-    std::fs::write(&rules, shipped).expect("rules");
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: klutch-health\n    static_configs:\n      - targets: ['{}']\n",
-            rules.display(),
-            rig.svc.addr
-        ),
-    )
-    .expect("config");
-    let prom = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut proc = Program::start(
-        &prometheus,
-        &[
-            format!("--config.file={}", cfg.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address={prom}"),
-        ],
-        dir.path(),
-    );
-    // It loaded every shipped rule...
-    let groups = proc
-        .wait_until("Prometheus to load the rules", async || {
-            prometheus::api(prom, "/api/v1/rules").await
-        })
-        .await;
-    assert_eq!(prometheus::loaded_rules(&groups), shipped_count, "{groups}");
+    // It loads every shipped rule...
+    let scrape = json!([{"job_name": "klutch-health", "static_configs": [{"targets": [rig.svc.addr.to_string()]}]}]);
+    let (mut proc, prom) = prometheus::start(dir.path(), scrape, RULE_FOR).await;
     // ...and ingests the scrape: the target is up and the series are queryable.
     let query = prometheus::query;
     let up = query("klutch_health_endpoint_up{endpoint=\"readyz\"}");

@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use drill::Rig;
 use kustomize::{render, ROOT};
-use programs::{binary, encode, free_port, Program};
+use programs::{binary, encode};
 use serde_json::{json, Value};
 
 /// Where every alert's `runbook_url` points: the README's section of that alert.
@@ -641,39 +641,14 @@ fn draw(data: &Value) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_shows_two_control_planes_apart_on_every_panel() {
-    let prometheus_bin = binary("prometheus", "prometheus");
     let (a, b) = (Rig::start().await, Rig::start().await);
     let service_monitor = find(&render("deploy/monitoring"), "ServiceMonitor").clone();
     let dir = tempfile::tempdir().expect("temp dir");
-    let rules = dir.path().join("rules.yml");
-    let (shipped, shipped_count) = prometheus::shipped_rules(Some(RULE_FOR));
-    std::fs::write(&rules, shipped).expect("rules");
-    let config = json!({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [rules.display().to_string()],
-        "scrape_configs": [
-            scrape_job(&service_monitor, FLEET[0], a.svc.addr),
-            scrape_job(&service_monitor, FLEET[1], b.svc.addr),
-        ],
-    });
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, serde_yaml_ng::to_string(&config).expect("YAML")).expect("config");
-    let prom = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut proc = Program::start(
-        &prometheus_bin,
-        &[
-            format!("--config.file={}", cfg.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address={prom}"),
-        ],
-        dir.path(),
-    );
-    let loaded = proc
-        .wait_until("Prometheus to load the rules", async || {
-            prometheus::api(prom, "/api/v1/rules").await
-        })
-        .await;
-    assert_eq!(prometheus::loaded_rules(&loaded), shipped_count, "{loaded}");
+    let scrape = json!([
+        scrape_job(&service_monitor, FLEET[0], a.svc.addr),
+        scrape_job(&service_monitor, FLEET[1], b.svc.addr),
+    ]);
+    let (mut proc, prom) = prometheus::start(dir.path(), scrape, RULE_FOR).await;
 
     // Both control planes available, each under its own name, for a few evaluations.
     let start = unix_now();

@@ -1,8 +1,46 @@
 //! A real Prometheus server for the tests: the shipped rules as a Prometheus rules file, and its HTTP API.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-use crate::programs::{encode, get};
+use crate::programs::{binary, encode, free_port, get, Program};
+
+/// Starts Prometheus in `dir` with `scrape_configs`, scraping and evaluating every second, and the shipped
+/// rules with every `for:` set to `rule_for`; returns once it has loaded every one of them.
+pub async fn start(
+    dir: &Path,
+    scrape_configs: serde_json::Value,
+    rule_for: &str,
+) -> (Program, SocketAddr) {
+    let prometheus = binary("prometheus", "prometheus");
+    let rules = dir.join("rules.yml");
+    let (shipped, shipped_count) = shipped_rules(Some(rule_for));
+    std::fs::write(&rules, shipped).expect("rules");
+    let config = serde_json::json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [rules.display().to_string()],
+        "scrape_configs": scrape_configs,
+    });
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, serde_yaml_ng::to_string(&config).expect("YAML")).expect("config");
+    let prom = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut proc = Program::start(
+        &prometheus,
+        &[
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={prom}"),
+        ],
+        dir,
+    );
+    let groups = proc
+        .wait_until("Prometheus to load the rules", async || {
+            api(prom, "/api/v1/rules").await
+        })
+        .await;
+    assert_eq!(loaded_rules(&groups), shipped_count, "{groups}");
+    (proc, prom)
+}
 
 /// The rule groups of deploy/monitoring/prometheusrule.yaml as a Prometheus rules file (its `spec`), every
 /// `for:` set to `for_` when one is given, and how many rules they hold.
@@ -32,7 +70,7 @@ pub fn shipped_rules(for_: Option<&str>) -> (String, usize) {
 }
 
 /// How many rules a Prometheus has loaded, from its `/api/v1/rules` data.
-pub fn loaded_rules(data: &serde_json::Value) -> usize {
+fn loaded_rules(data: &serde_json::Value) -> usize {
     data["groups"]
         .as_array()
         .into_iter()
