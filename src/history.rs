@@ -120,24 +120,7 @@ impl History {
             return;
         }
         self.truncated_at = Some(now.mono);
-        let oldest_first = |mut series: Vec<(Instant, String)>| {
-            series.sort();
-            series.into_iter().map(|(_, name)| name)
-        };
-        let gone: Vec<(Instant, String)> = self
-            .items
-            .iter()
-            .filter(|(name, _)| !present.contains(name.as_str()))
-            .map(|(name, s)| (s.back().map_or(now.mono, |t| t.time.mono), name.clone()))
-            .collect();
-        for name in oldest_first(gone) {
-            if self.total <= self.max_total {
-                return;
-            }
-            if let Some(series) = self.items.remove(&name) {
-                self.total -= series.len();
-            }
-        }
+        self.drop_whole(now, |name| !present.contains(name));
         while self.total > self.max_total {
             let oldest = self
                 .items
@@ -153,12 +136,20 @@ impl History {
                 None => break,
             }
         }
-        let states: Vec<(Instant, String)> = self
+        self.drop_whole(now, |_| true);
+    }
+
+    /// Drops whole the series of the items `which` picks, the one whose last transition is oldest first,
+    /// until at most `max_total` transitions are left.
+    fn drop_whole(&mut self, now: Moment, which: impl Fn(&str) -> bool) {
+        let mut picked: Vec<(Instant, String)> = self
             .items
             .iter()
+            .filter(|(name, _)| which(name))
             .map(|(name, s)| (s.back().map_or(now.mono, |t| t.time.mono), name.clone()))
             .collect();
-        for name in oldest_first(states) {
+        picked.sort();
+        for (_, name) in picked {
             if self.total <= self.max_total {
                 return;
             }

@@ -110,32 +110,11 @@ mod tests {
     use crate::report::Status;
     use crate::signals::Observation;
 
-    /// What the subscriber writes, for the test to read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A task that dies turns the check's items unknown with the reason, is logged and counted, and runs
     /// again after the backoff; aborting the check stops the task it restarted.
     #[tokio::test(start_paused = true)]
     async fn a_task_that_panics_turns_its_items_unknown_and_starts_again_after_a_backoff() {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish(),
-        );
+        let (logs, _logging) = crate::telemetry::tests::Captured::start();
         let (sink, metrics) = (Sink::default(), Arc::new(Metrics::new()));
         let runs = Arc::new(AtomicUsize::new(0));
         let mut tasks = Tasks::default();
@@ -181,7 +160,7 @@ mod tests {
             text.contains("klutch_health_check_task_panics_total{check=\"konnectors\"} 1"),
             "{text}"
         );
-        let logged = String::from_utf8_lossy(&logs.0.lock().expect("lock")).into_owned();
+        let logged = logs.text();
         let line = logged
             .lines()
             .find(|l| l.contains("a check's task panicked"))
