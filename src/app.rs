@@ -1,6 +1,5 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,13 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::FutureExt;
-use jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::events;
-use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::reload::{self, Reloader};
@@ -23,7 +20,6 @@ use crate::render::{self, Details};
 use crate::report::Endpoint;
 use crate::server::{self, identity, levels, Limits};
 use crate::signals::running::Running;
-use crate::signals::watch::Watches;
 use crate::signals::Sink;
 
 /// Compiles the policy and starts every check's signal.
@@ -60,23 +56,16 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     let token = config.token()?;
     let hangups = reload::hangups();
     let (rules, metrics, sink, running) = start(&config).await?;
+    let mut events = events::Control::default();
     let reload = Reloaded {
         rules,
         identity: identity(&config),
         levels: levels(config.server.details, config.server.public_listen.is_some()),
+        events: events.apply(&config).await,
+        remote: Reloaded::remote(&config),
     };
     let (reloads, reloaded) = tokio::sync::watch::channel(reload.clone());
-    let (engine, latest) = Engine::new(
-        reload.rules,
-        reload.identity,
-        reload.levels,
-        sink.clone(),
-        metrics.clone(),
-    );
-    let engine = match events(&config).await {
-        Some((sender, remote)) => engine.with_events(sender, remote),
-        None => engine,
-    };
+    let (engine, latest) = Engine::new(reload, sink.clone(), metrics.clone());
     tokio::spawn(engine.run(reloaded));
     let state = Arc::new(server::State::new(
         latest,
@@ -98,7 +87,9 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         startup: serde_json::to_value(&config.server).unwrap_or_default(),
         loaded: serde_json::to_value(&config.server).unwrap_or_default(),
         token_file: config.server.token_file.clone(),
+        kubeconfigs: reload::kubeconfigs(&config),
         running,
+        events,
         sink,
         metrics,
         engine: reloads,
@@ -125,34 +116,6 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         None => main.await,
     }
     Ok(())
-}
-
-/// Starts the Events Lease loop and writer when `[kubernetes] events` is on and the default cluster can be
-/// used; returns the engine's end and the checks of other clusters.
-async fn events(config: &Config) -> Option<(events::Sender, HashSet<String>)> {
-    if config.kubernetes.events == Some(false) {
-        return None;
-    }
-    let client = match Watches::client_only(&config.clusters(), None) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
-            return None;
-        }
-    };
-    let reporter = events::Reporter::from_env();
-    let leader = lease::start(
-        client.clone(),
-        reporter.namespace(),
-        reporter.instance.clone(),
-    );
-    let remote = config
-        .checks
-        .iter()
-        .filter(|c| c.cluster.is_some())
-        .map(|c| c.name.clone())
-        .collect();
-    Some((events::start(client, reporter, leader), remote))
 }
 
 /// Binds one listener and logs its address (`listening`, which tests and operators wait for).
@@ -261,7 +224,7 @@ pub async fn check(
         policy.pass_after = Duration::ZERO;
     }
     let (rules, _metrics, sink, _running) = start(&config).await?;
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = crate::clock::later(tokio::time::Instant::now(), wait);
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {
             _ = sink.changed() => {}
@@ -275,7 +238,7 @@ pub async fn check(
         &rules,
         &sink.snapshot(),
         &Memory::default(),
-        Timestamp::now(),
+        crate::clock::Moment::now(),
     );
     let report = evaluation.report.endpoint(endpoint);
     let selection = report.all();

@@ -10,6 +10,7 @@
 //! the HTTP API and `config.toml` for every setting.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod engine;

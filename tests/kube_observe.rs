@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use klutch_health::clock::{Due, Moment};
 use klutch_health::report::Status;
 use klutch_health::signals::{deployments, packages, pods, provider_configs, Observation};
 use kube::api::DynamicObject;
@@ -23,6 +24,11 @@ fn object<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
 
 fn at(s: &str) -> Timestamp {
     s.parse().expect("valid time")
+}
+
+/// The moment the wall clock shows `s`, on hand-set clocks that never step.
+fn m(s: &str) -> Moment {
+    Moment::from_wall(at(s))
 }
 
 fn only(items: Vec<Observation>) -> Observation {
@@ -117,20 +123,30 @@ fn provider_config_health_maps_to_status_and_ages_into_unknown() {
     let stale = pc_config().check_stale_after;
     let now = at("2024-08-20T13:11:00Z");
     let healthy = object::<DynamicObject>(fixture("providerconfig-healthy"));
-    let o = only(provider_configs::observe(&[healthy], None, stale, now));
+    let o = only(provider_configs::observe(
+        &[healthy],
+        None,
+        stale,
+        Moment::from_wall(now),
+    ));
     assert_eq!((o.status, o.message.as_str()), (Status::Pass, "Available"));
     // lastCheckTime 13:10 + check_stale_after 10m: unknown from 13:20 on, and the engine is told when.
-    assert_eq!(o.at(at("2024-08-20T13:19:59Z")).0, Status::Pass);
-    let (status, message) = o.at(at("2024-08-20T13:20:00Z"));
+    assert_eq!(o.at(m("2024-08-20T13:19:59Z")).0, Status::Pass);
+    let (status, message) = o.at(m("2024-08-20T13:20:00Z"));
     assert_eq!(status, Status::Unknown);
     assert!(
         message.contains("has not checked it since 2024-08-20T13:10:00Z"),
         "{message}"
     );
-    assert_eq!(o.expires[0].at, at("2024-08-20T13:20:00Z"));
+    assert_eq!(o.expires[0].at, Due::Wall(at("2024-08-20T13:20:00Z")));
 
     let failing = object::<DynamicObject>(fixture("providerconfig-failing"));
-    let o = only(provider_configs::observe(&[failing], None, stale, now));
+    let o = only(provider_configs::observe(
+        &[failing],
+        None,
+        stale,
+        Moment::from_wall(now),
+    ));
     assert_eq!(o.status, Status::Fail);
     assert!(
         o.message.contains("connect: connection refused"),
@@ -147,7 +163,7 @@ fn unchecked_provider_config_is_unknown_whatever_last_status_says() {
         &[unchecked],
         None,
         Duration::from_secs(600),
-        now,
+        Moment::from_wall(now),
     ));
     assert_eq!(
         (o.status, o.message.as_str()),
@@ -162,7 +178,7 @@ fn unchecked_provider_config_is_unknown_whatever_last_status_says() {
         &[object(absent)],
         None,
         Duration::from_secs(600),
-        now,
+        Moment::from_wall(now),
     ));
     assert_eq!(o.status, Status::Unknown);
 }
@@ -180,7 +196,7 @@ fn provider_config_names_filter_and_missing_names() {
         &[healthy, failing],
         Some(&names),
         Duration::from_secs(600),
-        now,
+        Moment::from_wall(now),
     );
     let got: Vec<(&str, Status)> = items.iter().map(|o| (o.item.as_str(), o.status)).collect();
     assert_eq!(
@@ -281,7 +297,7 @@ fn pods_ready_not_ready_recent_restart_and_crash_loop() {
         o.message
     );
     // The warning leaves with the window.
-    assert_eq!(o.at(at("2024-08-20T14:05:00Z")).0, Status::Pass);
+    assert_eq!(o.at(m("2024-08-20T14:05:00Z")).0, Status::Pass);
 
     let crashing = json!({"name": "package-runtime", "ready": false, "restartCount": 7, "image": "x", "imageID": "",
         "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
@@ -491,7 +507,7 @@ fn a_last_check_time_in_the_future_is_clock_skew_never_a_fresh_ok() {
             &[pc_checked_at(time, ok)],
             None,
             stale,
-            now,
+            Moment::from_wall(now),
         ));
         assert_eq!(o.status, status, "{time} {ok}: {o:?}");
         assert_eq!(o.message.contains(skew), says_skew, "{time}: {o:?}");
@@ -508,11 +524,11 @@ fn a_future_last_check_time_keeps_the_staleness_bound_from_its_first_sighting() 
         std::slice::from_ref(&future),
         None,
         stale,
-        t0,
+        Moment::from_wall(t0),
         &mut seen,
     ));
     assert_eq!(o.status, Status::Warn);
-    let (status, message) = o.at(at("2024-08-20T13:21:00Z"));
+    let (status, message) = o.at(m("2024-08-20T13:21:00Z"));
     assert_eq!(status, Status::Unknown, "{message}");
     assert!(message.contains("health loop may be stuck"), "{message}");
     // Observed again (any event of the watch): the bound is not renewed.
@@ -520,20 +536,20 @@ fn a_future_last_check_time_keeps_the_staleness_bound_from_its_first_sighting() 
         std::slice::from_ref(&future),
         None,
         stale,
-        at("2024-08-20T13:16:00Z"),
+        m("2024-08-20T13:16:00Z"),
         &mut seen,
     ));
-    assert_eq!(o.at(at("2024-08-20T13:21:00Z")).0, Status::Unknown);
+    assert_eq!(o.at(m("2024-08-20T13:21:00Z")).0, Status::Unknown);
     // A new time written by the provider counts as a new check.
     let o = only(provider_configs::observe_seen(
         &[pc_checked_at("2099-01-01T00:03:00Z", true)],
         None,
         stale,
-        at("2024-08-20T13:17:00Z"),
+        m("2024-08-20T13:17:00Z"),
         &mut seen,
     ));
-    assert_eq!(o.at(at("2024-08-20T13:26:59Z")).0, Status::Warn);
-    assert_eq!(o.at(at("2024-08-20T13:27:00Z")).0, Status::Unknown);
+    assert_eq!(o.at(m("2024-08-20T13:26:59Z")).0, Status::Warn);
+    assert_eq!(o.at(m("2024-08-20T13:27:00Z")).0, Status::Unknown);
 }
 
 fn sim_pod(state: Option<klutch_sim::PodState>) -> Arc<Pod> {

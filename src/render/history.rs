@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::html::{escape, short_duration};
 use super::Details;
+use crate::clock::Moment;
 use crate::history::{segments, shares, History, Transition};
 use crate::report::{Endpoint, Report, Status};
 
@@ -17,6 +18,8 @@ use crate::report::{Endpoint, Report, Status};
 struct Document<'a> {
     since: Timestamp,
     now: Timestamp,
+    /// The bound of transitions dropped some that the last 24 h would still show.
+    truncated: bool,
     endpoints: BTreeMap<&'static str, Vec<Entry<'a>>>,
     items: BTreeMap<&'a str, Vec<Entry<'a>>>,
 }
@@ -29,11 +32,18 @@ struct Entry<'a> {
     message: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn entries(series: &VecDeque<Transition>, details: Details) -> Vec<Entry<'_>> {
+/// The series' entries, each time as `now` names it and within `since..=now`: in order even when the wall
+/// clock stepped back since.
+fn entries(
+    series: &VecDeque<Transition>,
+    details: Details,
+    since: Timestamp,
+    now: Moment,
+) -> Vec<Entry<'_>> {
     series
         .iter()
         .map(|t| Entry {
-            time: t.time,
+            time: t.time.seen_from(now).wall.clamp(since, now.wall),
             status: t.status.as_str(),
             message: (!t.message.is_empty()).then(|| details.message(&t.message)),
         })
@@ -42,18 +52,25 @@ fn entries(series: &VecDeque<Transition>, details: Details) -> Vec<Entry<'_>> {
 
 /// `{"since", "now", "endpoints": {"healthz": [...], "readyz": [...]}, "items": {"CHECK/ITEM": [...]}}`,
 /// each entry `{"time", "status", "message"?}`, oldest first.
-pub(crate) fn json(history: &History, details: Details, now: Timestamp) -> String {
+pub(crate) fn json(history: &History, details: Details, now: Moment) -> String {
+    let since = history.since(now).seen_from(now).wall.min(now.wall);
     let doc = Document {
-        since: history.since(now),
-        now,
+        since,
+        now: now.wall,
+        truncated: history.truncated(now),
         endpoints: Endpoint::ALL
             .iter()
-            .map(|e| (e.as_str(), entries(history.endpoint(*e), details)))
+            .map(|e| {
+                (
+                    e.as_str(),
+                    entries(history.endpoint(*e), details, since, now),
+                )
+            })
             .collect(),
         items: history
             .items()
             .iter()
-            .map(|(name, series)| (name.as_str(), entries(series, details)))
+            .map(|(name, series)| (name.as_str(), entries(series, details, since, now)))
             .collect(),
     };
     serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -74,14 +91,14 @@ pub(crate) fn timelines(
     history: &History,
     report: &Report,
     details: Details,
-    now: Timestamp,
+    now: Moment,
 ) {
     let since = history.since(now);
-    let span = short_duration(now.duration_since(since).as_secs().max(0).unsigned_abs());
+    let span = short_duration(now.since(since).as_secs());
     let _ = writeln!(
         out,
         "<section class=\"timelines\"><h2>History <small>since {} ({span})</small></h2>",
-        since.strftime("%Y-%m-%d %H:%M:%S UTC")
+        since.seen_from(now).wall.strftime("%Y-%m-%d %H:%M:%S UTC")
     );
     for e in [Endpoint::Readyz, Endpoint::Healthz] {
         let label = format!("/{}", e.as_str());
@@ -100,11 +117,11 @@ fn row(
     out: &mut String,
     label: &str,
     series: &VecDeque<Transition>,
-    since: Timestamp,
-    now: Timestamp,
+    since: Moment,
+    now: Moment,
     details: Details,
 ) {
-    let total = now.duration_since(since).as_secs_f64();
+    let total = now.since(since).as_secs_f64();
     let label = escape(label);
     // The share comes before the bar in the text (the grid places it below), so that the bar's tooltips
     // never run into it when the page is read as text.
@@ -121,22 +138,22 @@ role=\"img\" aria-label=\"timeline of {label}\">",
         escape(&parts.join(" · "))
     );
     if total > 0.0 {
-        let message_at = |from: Timestamp| {
+        let message_at = |from: Moment| {
             series
                 .iter()
                 .rev()
-                .find(|t| t.time <= from)
+                .find(|t| t.time.mono <= from.mono)
                 .map(|t| t.message.as_str())
                 .filter(|m| !m.is_empty())
         };
         for (status, from, to) in segments(series, since, now) {
-            let x = from.duration_since(since).as_secs_f64() / total * 1000.0;
-            let width = to.duration_since(from).as_secs_f64() / total * 1000.0;
+            let x = from.since(since).as_secs_f64() / total * 1000.0;
+            let width = to.since(from).as_secs_f64() / total * 1000.0;
             let class = status.map_or("none", Status::as_str);
             let mut title = format!(
                 "{} from {}",
                 status.map_or("not observed", Status::as_str),
-                from.strftime("%H:%M:%S")
+                from.wall.strftime("%H:%M:%S")
             );
             if let Some(m) = status.and(message_at(from)) {
                 title.push_str(": ");
@@ -150,4 +167,47 @@ role=\"img\" aria-label=\"timeline of {label}\">",
         }
     }
     out.push_str("</svg></div>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::history::tests::{at, report};
+
+    /// A wall clock stepped back an hour: `/history` still reads `since` ≤ every transition ≤ `now`, each
+    /// as far before `now` as it happened.
+    #[test]
+    fn a_wall_clock_step_backwards_keeps_the_history_in_order() {
+        let mut history = History::new(at(0));
+        history.record(&report(0, &[("a", Status::Pass)]));
+        let mut failed = report(10, &[("a", Status::Fail)]);
+        let back = |m: Moment| Moment {
+            mono: m.mono,
+            wall: m.wall.checked_sub(Duration::from_secs(3600)).expect("time"),
+        };
+        failed.evaluated = back(at(10));
+        history.record(&failed);
+        let now = back(at(20));
+        let doc: serde_json::Value =
+            serde_json::from_str(&json(&history, Details::Shown, now)).expect("JSON");
+        let time = |v: &serde_json::Value| {
+            v.as_str()
+                .expect("time")
+                .parse::<Timestamp>()
+                .expect("time")
+        };
+        let series: Vec<Timestamp> = doc["items"]["pcs/a"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|t| time(&t["time"]))
+            .collect();
+        let (since, now) = (time(&doc["since"]), time(&doc["now"]));
+        assert_eq!(now, back(at(20)).wall);
+        assert_eq!(series, [back(at(0)).wall, back(at(10)).wall], "{doc}");
+        assert!(since <= series[0] && series[1] <= now, "{doc}");
+        assert_eq!(doc["truncated"], false);
+    }
 }

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 
 use super::{Details, Identity};
+use crate::clock::Moment;
 use crate::report::{Counted, Endpoint, Item, Report, Status};
 
 /// How often the page reloads itself, in seconds.
@@ -248,9 +249,10 @@ pub(crate) fn page(
     report: &Report,
     identity: &Identity,
     details: Details,
-    now: Timestamp,
+    moment: Moment,
     history: &crate::history::History,
 ) -> String {
+    let now = moment.wall;
     let cards = cards(report);
     let mut out = String::with_capacity(4096 + 600 * cards.len());
     let description = escape(&identity.description);
@@ -284,14 +286,14 @@ pub(crate) fn page(
     declared(&mut out, report, details, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
-    super::history::timelines(&mut out, history, report, details, now);
+    super::history::timelines(&mut out, history, report, details, moment);
     let _ = writeln!(
         out,
         "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
 <a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
 <a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
 <a href=\"/backend-health\">/backend-health</a> · <a href=\"/history\">/history</a></small></footer></body></html>",
-        when(now, report.evaluated),
+        when(now, report.evaluated.wall),
         env!("CARGO_PKG_VERSION")
     );
     out

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
-use jiff::Timestamp;
 use kube::client::{Body, ClientBuilder};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
@@ -29,6 +28,7 @@ use tower::{BoxError, Service};
 
 use super::answers::{AnswersLayer, Evidence};
 use super::watch::Cluster;
+use crate::clock::Moment;
 use crate::human::{error_chain, timestamp};
 
 /// Whether a cluster's API server answers, and is ready.
@@ -42,9 +42,10 @@ pub(crate) struct Health {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Down {
-    pub since: Timestamp,
+    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
+    pub since: Moment,
     pub message: String,
-    /// It answers, but `/readyz` fails (since the first such answer); otherwise it is silent.
+    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
     pub not_ready: bool,
 }
 
@@ -103,6 +104,38 @@ fn client(name: Option<&str>, settings: &Cluster, evidence: Arc<Evidence>) -> Cl
         .build()
 }
 
+/// The kubeconfig files a cluster's connection reads: its `kubeconfig`, else (for the default cluster found
+/// the standard way) those of `KUBECONFIG` or `~/.kube/config`.
+pub(crate) fn kubeconfig_files(settings: &Cluster) -> Vec<std::path::PathBuf> {
+    if let Some(path) = &settings.kubeconfig {
+        return vec![path.clone()];
+    }
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(paths) => std::env::split_paths(&paths).collect(),
+        None => std::env::var_os("HOME")
+            .map(|home| std::path::Path::new(&home).join(".kube").join("config"))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// What a cluster's connection is made from: its settings and its kubeconfig files as they read now. Any
+/// change makes a new connection, so a kubeconfig fixed in place is picked up at the next reload (which a
+/// change of the file triggers by itself).
+pub(crate) async fn fingerprint(settings: &Cluster) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut files = std::collections::hash_map::DefaultHasher::new();
+    for path in kubeconfig_files(settings) {
+        path.hash(&mut files);
+        tokio::fs::read(&path).await.ok().hash(&mut files);
+    }
+    format!(
+        "{}#{:x}",
+        serde_json::to_string(settings).unwrap_or_default(),
+        files.finish()
+    )
+}
+
 /// The config section of a cluster, for messages that name the key to change.
 pub(crate) fn section(name: Option<&str>) -> String {
     match name {
@@ -128,7 +161,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
         // The first probe goes out at once: a cluster that cannot be used (a kubeconfig not there yet) is
         // then known to be down, and its return restarts the watches within one interval.
         if let Some(at) = last_probe {
-            tokio::time::sleep_until(at + probe.every).await;
+            tokio::time::sleep_until(crate::clock::later(at, probe.every)).await;
         }
         last_probe = Some(Instant::now());
         let outcome = match tokio::time::timeout(probe.timeout, ask(&client, path)).await {
@@ -165,27 +198,27 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 }
             }
             Err(silence) => {
+                let last_answer = Moment::now().at(evidence.last());
                 let (since, message, not_ready) = match silence {
-                    Silence::Unusable(why) => (wall_clock(evidence.last()), why, false),
+                    Silence::Unusable(why) => (last_answer, why, false),
                     Silence::Silent(why) => {
-                        let since = wall_clock(evidence.last());
                         let message = format!(
                             "API server of cluster {} silent since {}: {why}",
                             probe.cluster,
-                            timestamp(since)
+                            timestamp(last_answer.wall)
                         );
-                        (since, message, false)
+                        (last_answer, message, false)
                     }
                     Silence::NotReady(why) => {
                         // Not ready since the first answer that said so: its answers keep arriving.
                         let since = match &tx.borrow().down {
                             Some(d) if d.not_ready => d.since,
-                            _ => Timestamp::now(),
+                            _ => Moment::now(),
                         };
                         let message = format!(
                             "API server of cluster {} not ready since {}: {why}",
                             probe.cluster,
-                            timestamp(since)
+                            timestamp(since.wall)
                         );
                         (since, message, true)
                     }
@@ -293,15 +326,6 @@ fn unusable(e: &kube::Error) -> Option<String> {
         source = s.source();
     }
     None
-}
-
-/// A tokio instant as a wall-clock time.
-fn wall_clock(at: Instant) -> Timestamp {
-    let ago = Instant::now().saturating_duration_since(at);
-    jiff::SignedDuration::try_from(ago)
-        .ok()
-        .and_then(|d| Timestamp::now().checked_sub(d).ok())
-        .unwrap_or_else(Timestamp::now)
 }
 
 /// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's

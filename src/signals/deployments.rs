@@ -76,6 +76,7 @@ impl CheckType for Deployment {
             version: "v1".into(),
             resource: "deployments".into(),
             namespace: Some(self.namespace.clone()),
+            namespaced: true,
         }]
     }
 
@@ -103,7 +104,7 @@ impl CheckType for Deployment {
                 namespace: Some(self.namespace.clone()),
                 labels: None,
             },
-            move |objects, now| observe(objects, &d, now),
+            move |objects, now| observe(objects, &d, now.wall),
         );
     }
 }

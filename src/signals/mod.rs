@@ -23,6 +23,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
+use crate::clock::{Due, Moment};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
 use registry::{Kube, Run, Settings};
@@ -80,7 +81,7 @@ impl ObjectRef {
 /// What an observation becomes at `at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expiry {
-    pub at: Timestamp,
+    pub at: Due,
     pub status: Status,
     pub message: String,
 }
@@ -114,11 +115,11 @@ impl Observation {
     }
 
     /// Status and message as of `now`, after the latest expiry that has passed.
-    pub fn at(&self, now: Timestamp) -> (Status, &str) {
+    pub fn at(&self, now: Moment) -> (Status, &str) {
         self.expires
             .iter()
-            .filter(|e| now >= e.at)
-            .max_by_key(|e| e.at)
+            .filter(|e| e.at.passed(now))
+            .max_by_key(|e| e.at.instant(now))
             .map_or((self.status, &self.message), |e| (e.status, &e.message))
     }
 }
@@ -196,7 +197,7 @@ impl Sink {
     /// Records the outcome of a poll of provider-anynines' health server, good or not.
     pub fn polled(&self, outcome: Passthrough) {
         self.update(|s| {
-            s.last_poll = Some(outcome.at);
+            s.last_poll = Some(outcome.at.wall);
             s.backend = Some(outcome);
         });
     }

@@ -75,6 +75,7 @@ impl CheckType for CrossplanePackage {
             version: "v1".into(),
             resource: self.kind.plural().into(),
             namespace: None,
+            namespaced: false,
         }]
     }
 
@@ -87,7 +88,7 @@ impl CheckType for CrossplanePackage {
         run.follow(
             self.placeholders(),
             |client, cluster| cluster_wide(client, kind.resource(), cluster),
-            move |objects, now| observe_kind(kind, objects, wanted.as_deref(), now),
+            move |objects, now| observe_kind(kind, objects, wanted.as_deref(), now.wall),
         );
     }
 }

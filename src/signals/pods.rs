@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::registry::{CheckType, Run, WatchTarget};
 use super::watch::Target;
 use super::{Expiry, Observation};
+use crate::clock::Due;
 use crate::report::Status;
 use crate::values::{duration, KeyError};
 
@@ -52,6 +53,7 @@ impl CheckType for Pods {
             version: "v1".into(),
             resource: "pods".into(),
             namespace: Some(self.namespace.clone()),
+            namespaced: true,
         }]
     }
 
@@ -67,7 +69,7 @@ impl CheckType for Pods {
                 namespace: Some(self.namespace.clone()),
                 labels: Some(self.selector.clone()).filter(|s| !s.is_empty()),
             },
-            move |objects, now| observe(objects, &selector, window, now),
+            move |objects, now| observe(objects, &selector, window, now.wall),
         );
     }
 }
@@ -290,7 +292,8 @@ fn recent_restart(
                 now,
             )
             .expiring(Expiry {
-                at: end,
+                // The restart's time is the kubelet's: a wall-clock deadline.
+                at: Due::Wall(end),
                 status: Status::Pass,
                 message: ready_message,
             })

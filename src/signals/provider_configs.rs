@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::registry::{CheckType, Link, Run, WatchTarget};
 use super::watch::cluster_wide;
 use super::{Expiry, Observation};
+use crate::clock::{Due, Moment};
 use crate::human;
 use crate::report::Status;
 use crate::values::duration;
@@ -56,6 +57,7 @@ impl CheckType for ProviderConfig {
             version: self.version.clone(),
             resource: self.plural.clone(),
             namespace: None,
+            namespaced: false,
         }]
     }
 
@@ -92,11 +94,11 @@ pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 /// staleness bound counts from its first sighting instead, and re-observing (any event of the watch) must
 /// not renew it.
 #[derive(Debug, Default)]
-pub struct Sightings(HashMap<String, (Timestamp, Timestamp)>);
+pub struct Sightings(HashMap<String, (Timestamp, Moment)>);
 
 impl Sightings {
     /// When `name` was first seen with `checked`; `now` when that is new.
-    fn first(&mut self, name: &str, checked: Timestamp, now: Timestamp) -> Timestamp {
+    fn first(&mut self, name: &str, checked: Timestamp, now: Moment) -> Moment {
         match self.0.get(name) {
             Some(&(t, first)) if t == checked => first,
             _ => {
@@ -112,7 +114,7 @@ pub fn observe(
     objects: &[Arc<DynamicObject>],
     names: Option<&[String]>,
     stale_after: Duration,
-    now: Timestamp,
+    now: Moment,
 ) -> Vec<Observation> {
     observe_seen(objects, names, stale_after, now, &mut Sightings::default())
 }
@@ -122,7 +124,7 @@ pub fn observe_seen(
     objects: &[Arc<DynamicObject>],
     names: Option<&[String]>,
     stale_after: Duration,
-    now: Timestamp,
+    now: Moment,
     seen: &mut Sightings,
 ) -> Vec<Observation> {
     // named_items judges through `Fn`: the sightings are borrowed per item.
@@ -131,9 +133,9 @@ pub fn observe_seen(
         objects,
         names,
         "no ProviderConfigs exist",
-        now,
+        now.wall,
         |name, pc| match pc {
-            None => Observation::new(name, Status::Fail, "not found", now),
+            None => Observation::new(name, Status::Fail, "not found", now.wall),
             Some(pc) => {
                 let health = pc.data.pointer("/status/health");
                 let mut first = |checked| {
@@ -159,9 +161,10 @@ fn judge(
     name: String,
     health: Option<&Value>,
     stale_after: Duration,
-    now: Timestamp,
-    first_seen: &mut dyn FnMut(Timestamp) -> Timestamp,
+    moment: Moment,
+    first_seen: &mut dyn FnMut(Timestamp) -> Moment,
 ) -> Observation {
+    let now = moment.wall;
     let health = health.unwrap_or(&Value::Null);
     let checked = match health.get("lastCheckTime") {
         None | Some(Value::Null) => {
@@ -214,7 +217,8 @@ fn judge(
     let ahead = now.checked_add(FUTURE_TOLERANCE).unwrap_or(Timestamp::MAX);
     if checked <= ahead {
         return observation.expiring(Expiry {
-            at: checked.checked_add(stale_after).unwrap_or(Timestamp::MAX),
+            // From outside, and so on the wall clock.
+            at: Due::Wall(checked.checked_add(stale_after).unwrap_or(Timestamp::MAX)),
             status: Status::Unknown,
             message: format!(
                 "provider-anynines has not checked it since {checked} (more than {}): its health loop may be stuck",
@@ -231,7 +235,8 @@ fn judge(
         other => (other, format!("{} ({skew})", observation.message)),
     };
     Observation::new(observation.item, status, message, now).expiring(Expiry {
-        at: first.checked_add(stale_after).unwrap_or(Timestamp::MAX),
+        // Counted by this process since it first saw the value.
+        at: Due::after(first, stale_after),
         status: Status::Unknown,
         message: format!(
             "{skew} It has not changed for more than {}: provider-anynines' health loop may be stuck",

@@ -16,6 +16,7 @@ use super::{
     backend_status, cluster_bindings, deployments, packages, pods, provider_configs, Observation,
     Sink, Tasks,
 };
+use crate::clock::Moment;
 use crate::metrics::Metrics;
 use crate::values::KeyError;
 
@@ -74,6 +75,10 @@ pub struct WatchTarget {
     pub resource: String,
     /// `None`: cluster-wide.
     pub namespace: Option<String>,
+    /// Its objects live in namespaces (Deployments, ClusterBindings), so Events about them go there; a
+    /// cluster-scoped object's Events go to `default`. Watched cluster-wide, a namespaced resource's Events
+    /// may go to any namespace.
+    pub namespaced: bool,
 }
 
 impl WatchTarget {
@@ -197,7 +202,7 @@ impl Run<'_> {
         self,
         placeholders: Vec<String>,
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
-        observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + Sync + 'static,
+        observe: impl Fn(&[Arc<K>], Moment) -> Vec<Observation> + Send + Sync + 'static,
     ) where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
@@ -218,7 +223,7 @@ impl Run<'_> {
         target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
         observe: impl Fn() -> O + Send + 'static,
     ) where
-        O: FnMut(&[Arc<K>], &WatchState, jiff::Timestamp) -> Vec<Observation> + Send + 'static,
+        O: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
@@ -231,15 +236,20 @@ impl Run<'_> {
             return;
         };
         let target = target(kube.client, kube.cluster);
-        let watched = WatchTarget {
-            group: K::group(&target.dyntype).into_owned(),
-            version: K::version(&target.dyntype).into_owned(),
-            resource: K::plural(&target.dyntype).into_owned(),
-            namespace: target.namespace.clone(),
-        };
-        if !self.declared.contains(&watched) {
+        let watched = (
+            K::group(&target.dyntype).into_owned(),
+            K::version(&target.dyntype).into_owned(),
+            K::plural(&target.dyntype).into_owned(),
+            target.namespace.clone(),
+        );
+        let declared = self.declared.iter().any(|d| {
+            (&d.group, &d.version, &d.resource, &d.namespace)
+                == (&watched.0, &watched.1, &watched.2, &watched.3)
+        });
+        if !declared {
+            let (group, version, resource, namespace) = &watched;
             let message = format!(
-                "watches {watched:?} without declaring it in targets() (the RBAC derived from them would not grant it)"
+                "watches {resource} of {group}/{version} in namespace {namespace:?} without declaring it in targets() (the RBAC derived from them would not grant it)"
             );
             tracing::error!(check = self.check, %message, "check type declares the wrong watch target");
             self.sink.waiting(
@@ -311,6 +321,7 @@ mod tests {
                 version: "v1".into(),
                 resource: "pods".into(),
                 namespace: Some("declared".into()),
+                namespaced: true,
             }],
             kube: Some(Kube {
                 client,

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::cluster::fingerprint;
 use super::watch::{Clusters, Watches};
 use super::{start_one, CheckRef, Sink, Tasks};
 use crate::metrics::Metrics;
@@ -14,7 +15,8 @@ use crate::metrics::Metrics;
 pub(crate) struct Running {
     watches: Watches,
     checks: HashMap<String, Started>,
-    /// Each cluster's settings as last applied (`None`: the default cluster), to see which changed.
+    /// Each cluster's settings and kubeconfig as last applied (`None`: the default cluster), to see which
+    /// changed.
     clusters: BTreeMap<Option<String>, String>,
 }
 
@@ -42,18 +44,16 @@ impl Running {
         sink: &Sink,
         metrics: &Arc<Metrics>,
     ) -> Changes {
-        let mut now: BTreeMap<Option<String>, String> = clusters
-            .named
-            .iter()
-            .map(|(name, c)| (Some(name.clone()), json(c)))
-            .collect();
-        now.insert(None, json(clusters.default));
+        let mut now = BTreeMap::new();
+        for (name, c) in clusters.named {
+            now.insert(Some(name.clone()), fingerprint(c).await);
+        }
+        now.insert(None, fingerprint(clusters.default).await);
         for (name, settings) in &self.clusters {
             if now.get(name) != Some(settings) {
                 self.watches.forget_cluster(name.as_deref());
             }
         }
-        self.clusters = now;
 
         let mut changes = Changes::default();
         let mut previous = std::mem::take(&mut self.checks);
@@ -62,7 +62,7 @@ impl Running {
                 "type": check.settings.type_name(),
                 "settings": check.settings.to_json(),
                 "cluster": check.cluster,
-                "cluster_settings": clusters.get(check.cluster).map(json),
+                "cluster_settings": now.get(&check.cluster.map(str::to_string)),
             })
             .to_string();
             let tasks = match previous.remove(check.name) {
@@ -89,6 +89,7 @@ impl Running {
             self.checks
                 .insert(check.name.to_string(), Started { settings, tasks });
         }
+        self.clusters = now;
         for (name, old) in previous {
             old.tasks.stop();
             // Its observations stay in the sink until the engine takes the policy without it.
@@ -98,10 +99,6 @@ impl Running {
         self.watches.stop_unused();
         changes
     }
-}
-
-fn json(c: &impl serde::Serialize) -> String {
-    serde_json::to_string(c).unwrap_or_default()
 }
 
 #[cfg(test)]

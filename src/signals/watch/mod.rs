@@ -34,6 +34,7 @@ mod task;
 use super::api_errors::Resource as Described;
 use super::cluster::{section, Connection, Health};
 use super::{Expiry, Observation, Sink};
+use crate::clock::{Due, Moment};
 use crate::human::timestamp;
 use crate::metrics::Metrics;
 use crate::report::Status;
@@ -162,7 +163,8 @@ pub(crate) struct WatchState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Broken {
-    pub since: Timestamp,
+    /// Measured on the monotonic clock: `stale_after` counts from here.
+    pub since: Moment,
     pub error: String,
     /// The whole cluster is silent: `error` says so and names the cluster.
     pub cluster: bool,
@@ -176,7 +178,7 @@ impl Broken {
         }
         format!(
             "watch of {what} broken since {}: {}",
-            timestamp(self.since),
+            timestamp(self.since.wall),
             self.error
         )
     }
@@ -422,7 +424,7 @@ pub(crate) fn follow<K>(
     sink: Sink,
     stale_after: Duration,
     waiting_items: Vec<String>,
-    observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
+    observe: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -449,22 +451,20 @@ async fn follow_loop<K>(
     sink: &Sink,
     stale_after: Duration,
     waiting_items: &[String],
-    mut observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation>,
+    mut observe: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation>,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     loop {
         let state = watch.state.borrow_and_update().clone();
-        let now = Timestamp::now();
+        let moment = Moment::now();
+        let now = moment.wall;
         if state.synced {
-            let mut items = observe(&watch.store.state(), &state, now);
+            let mut items = observe(&watch.store.state(), &state, moment);
             if let Some(broken) = &state.broken {
                 let expiry = Expiry {
-                    at: broken
-                        .since
-                        .checked_add(stale_after)
-                        .unwrap_or(Timestamp::MAX),
+                    at: Due::after(broken.since, stale_after),
                     status: Status::Unknown,
                     message: broken.message(&watch.what),
                 };
