@@ -225,6 +225,12 @@ fn expected_words(rule: &Rule) -> (&'static str, String) {
         Some(ns) => format!("in namespace {ns} (a Role)"),
         None => "cluster-wide (a ClusterRole)".into(),
     };
+    // An Event is refused in the namespace it goes to, whatever kind of role would grant it there.
+    let scope = if resource == "events" {
+        "in namespace ".to_string()
+    } else {
+        scope
+    };
     let words = format!("grant the verb \"{verb}\" on \"{resource}\" in {group} {scope}");
     let place = if matches!(resource, "events" | "leases") {
         "log"
