@@ -60,9 +60,13 @@ pub struct Estate {
 }
 
 /// A fresh control plane: CRDs installed, the namespaces klutch-health's manifests need, and (`standalone`)
-/// `deploy/` as `kubectl apply -k deploy` installs it.
-async fn prepared(standalone: bool) -> ControlPlane {
-    let cp = ControlPlane::start().await.expect("a real control plane");
+/// `deploy/` as `kubectl apply -k deploy` installs it. `kept`: in that directory, for the shared one.
+async fn prepared(standalone: bool, kept: Option<&std::path::Path>) -> ControlPlane {
+    let cp = match kept {
+        Some(dir) => ControlPlane::start_in(dir).await,
+        None => ControlPlane::start().await,
+    }
+    .expect("a real control plane");
     cp.install_crds().await.expect("the vendored CRDs");
     cp.kubectl(
         &["apply", "-f", "-"],
@@ -81,19 +85,21 @@ async fn prepared(standalone: bool) -> ControlPlane {
 impl Estate {
     /// A control plane of this test's own: for tests that stop its processes or change its RBAC.
     pub async fn own() -> Estate {
-        Estate::populate(Plane::Own(Box::new(prepared(true).await))).await
+        Estate::populate(Plane::Own(Box::new(prepared(true, None).await))).await
     }
 
     /// A control plane of this test's own without `deploy/`: for the sidecar variant, which replaces it.
     pub async fn own_without_deploy() -> Estate {
-        Estate::populate(Plane::Own(Box::new(prepared(false).await))).await
+        Estate::populate(Plane::Own(Box::new(prepared(false, None).await))).await
     }
 
     /// The shared control plane, held until the estate is dropped.
     pub async fn shared() -> Estate {
         let mut guard = SHARED.lock().await;
         if guard.is_none() {
-            *guard = Some(prepared(true).await);
+            // Never dropped (a static): one directory under target/ that the next run empties.
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("realcp-shared");
+            *guard = Some(prepared(true, Some(&dir)).await);
         }
         Estate::populate(Plane::Shared(guard)).await
     }

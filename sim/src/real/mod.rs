@@ -91,7 +91,9 @@ pub enum Part {
 /// killed when it is dropped.
 pub struct ControlPlane {
     bins: Binaries,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// Removes `dir` on drop, unless the control plane lives as long as the process (see [`ControlPlane::start_in`]).
+    _temporary: Option<tempfile::TempDir>,
     etcd_port: u16,
     peer_port: u16,
     api_port: u16,
@@ -102,13 +104,32 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver and waits until `/readyz` answers `200`.
+    /// Starts etcd and kube-apiserver in a temporary directory (removed on drop) and waits until `/readyz`
+    /// answers `200`.
     pub async fn start() -> anyhow::Result<ControlPlane> {
-        let bins = tokio::task::spawn_blocking(Binaries::get).await??;
-        let dir = tempfile::Builder::new()
+        let temporary = tempfile::Builder::new()
             .prefix("klutch-realcp-")
             .tempdir()?;
-        let files = Files(dir.path().to_path_buf());
+        let dir = temporary.path().to_path_buf();
+        let mut cp = ControlPlane::start_at(dir).await?;
+        cp._temporary = Some(temporary);
+        Ok(cp)
+    }
+
+    /// Like [`ControlPlane::start`], in `dir`, emptied first: for a control plane kept until the process ends
+    /// (a static is never dropped), so that each run reuses one directory instead of leaving one behind.
+    pub async fn start_in(dir: &Path) -> anyhow::Result<ControlPlane> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot empty {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        ControlPlane::start_at(dir.to_path_buf()).await
+    }
+
+    async fn start_at(dir: PathBuf) -> anyhow::Result<ControlPlane> {
+        let bins = tokio::task::spawn_blocking(Binaries::get).await??;
+        let files = Files(dir.clone());
         let certs = crate::api::serving_certs()?;
         write(&files.ca(), &certs.ca_cert)?;
         write(&files.path("apiserver.crt"), &certs.cert)?;
@@ -134,6 +155,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             bins,
             dir,
+            _temporary: None,
             etcd_port,
             peer_port,
             api_port,
@@ -147,7 +169,7 @@ impl ControlPlane {
     }
 
     fn files(&self) -> Files {
-        Files(self.dir.path().to_path_buf())
+        Files(self.dir.clone())
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -165,7 +187,7 @@ impl ControlPlane {
 
     /// The directory holding the control plane's files and logs (`etcd.log`, `apiserver.log`, `audit.log`).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Writes a kubeconfig for `identity`, reaching the API server at `server` (its own URL, or a proxy's
