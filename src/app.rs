@@ -12,9 +12,11 @@ use futures::FutureExt;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
+use crate::checks::running::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::events;
+use crate::kubernetes::watch::Watches;
 use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
@@ -22,8 +24,6 @@ use crate::reload::{self, Reloader};
 use crate::render::{self, Details};
 use crate::report::Endpoint;
 use crate::server::{self, identity, levels, Limits};
-use crate::signals::running::Running;
-use crate::signals::watch::Watches;
 use crate::signals::Sink;
 
 /// Compiles the policy and starts every check's signal.

@@ -1,7 +1,7 @@
 //! klutch-health: one trustworthy health URL for a Klutch control plane.
 //!
 //! The [`config`] names the checks; each check type is one module of [`signals`], listed in
-//! [`signals::registry`]. Signals watch provider-anynines, its ProviderConfigs, Crossplane Providers, pods and
+//! [`checks`]. Signals watch provider-anynines, its ProviderConfigs, Crossplane Providers, pods and
 //! Deployments and publish observations; the [`engine`] evaluates the [`policy`] whenever one changes and
 //! publishes a [`report`]; the [`server`] answers every probe from that report through the [`render`]ers and
 //! exports [`metrics`]. Operators' `[[silence]]` and `[maintenance]` are applied by [`operating`]; [`reload`]
@@ -10,12 +10,14 @@
 //! the HTTP API and `config.toml` for every setting.
 
 pub mod app;
+pub mod checks;
 pub mod config;
 pub mod connections;
 pub mod engine;
 pub mod events;
 pub mod history;
 pub mod human;
+pub(crate) mod kubernetes;
 pub mod lease;
 pub mod listen;
 pub mod metrics;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::checks::Link;
 use crate::config::{self, Require, UnknownAs};
 use crate::operating::Declared;
-use crate::signals::registry::Link;
 
 use crate::report::{
     Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,

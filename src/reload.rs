@@ -11,12 +11,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::checks::running::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::Reloaded;
 use crate::metrics::Metrics;
 use crate::policy::Rules;
 use crate::server::{identity, levels, Presentation, State};
-use crate::signals::running::Running;
 use crate::signals::Sink;
 
 /// How often the files are compared with what was last read.

@@ -3,7 +3,7 @@
 //! Loading happens in two steps so that every error names the key an operator has to fix: figment merges the
 //! sources into one tree, then each part is deserialized with `serde_path_to_error`, and each `[[check]]` on
 //! its own: the keys every check shares here, its type's keys by that type's settings struct through
-//! [`crate::signals::registry`], so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
+//! [`crate::checks`], so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,17 +17,17 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::signals::registry::{type_names, Registration, Settings};
-use crate::signals::watch::Clusters;
-use crate::signals::CheckRef;
+use crate::checks::CheckRef;
+use crate::checks::{type_names, Registration, Settings};
+use crate::kubernetes::watch::Clusters;
 use crate::values::{deserialize, duration, text, KeyError};
 
-mod declared;
 mod endpoints;
+mod operating;
 
-pub use crate::signals::watch::Cluster;
-pub use declared::{Maintenance, Silence};
+pub use crate::kubernetes::watch::Cluster;
 pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
+pub use operating::{Maintenance, Silence};
 
 /// Environment variables with this prefix override configuration keys (`__` separates nested keys).
 pub const ENV_PREFIX: &str = "KLUTCH_HEALTH_";
@@ -325,7 +325,7 @@ impl Config {
         };
         config.validate()?;
         let check_names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        declared::warn_unmatched(&config.silences, &check_names);
+        operating::warn_unmatched(&config.silences, &check_names);
         Ok(config)
     }
 

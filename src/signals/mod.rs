@@ -1,33 +1,19 @@
 //! Signals watch or poll one kind of source and publish what they see as [`Observation`]s into a [`Sink`].
 //! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
 
-mod answers;
-mod api_errors;
-pub mod backend_status;
-pub(crate) mod cluster;
-pub mod cluster_bindings;
-pub mod deployments;
-pub mod packages;
-pub mod pods;
-pub mod provider_configs;
-pub mod registry;
-pub(crate) mod running;
 mod tasks;
-pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
-use registry::{Kube, Run, Settings};
 pub(crate) use tasks::Tasks;
-use watch::{Clusters, Watches};
+
+/// The placeholder item of a check whose watch has not listed anything yet.
+pub(crate) const WATCH_ITEM: &str = "watch";
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,12 +161,7 @@ impl Sink {
                         ..o.clone()
                     })
                     .collect(),
-                _ => vec![Observation::new(
-                    watch::WATCH_ITEM,
-                    Status::Unknown,
-                    message,
-                    now,
-                )],
+                _ => vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)],
             };
             s.checks.insert(check.to_string(), Arc::new(items));
         });
@@ -243,63 +224,4 @@ pub(crate) fn named_items(
             judge(name, object.map(|o| &**o))
         })
         .collect()
-}
-
-/// One configured check, as the signals need it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CheckRef<'a> {
-    pub name: &'a str,
-    /// `None`: the default cluster.
-    pub cluster: Option<&'a str>,
-    pub settings: &'a dyn Settings,
-}
-
-/// Starts one check's signal, publishing into `sink`; the check is published (at least as waiting) before
-/// this returns. A cluster that cannot be used makes its items `unknown` with the reason.
-async fn start_one(
-    check: CheckRef<'_>,
-    clusters: &Clusters<'_>,
-    watches: &mut Watches,
-    sink: &Sink,
-    metrics: &Arc<Metrics>,
-) -> Tasks {
-    let mut tasks = Tasks::default();
-    let declared = check.settings.targets();
-    let kube = if declared.is_empty() {
-        None
-    } else {
-        let client = match watches.client(clusters, check.cluster).await {
-            Ok(c) => c,
-            Err(e) => {
-                let message = format!(
-                    "cannot use cluster {}: {e}",
-                    check.cluster.unwrap_or("default")
-                );
-                let placeholders = check.settings.placeholders();
-                sink.waiting(
-                    check.name,
-                    watch::waiting(&placeholders, &message, Timestamp::now()),
-                );
-                return tasks;
-            }
-        };
-        let stale_after = clusters
-            .get(check.cluster)
-            .map_or(Duration::from_secs(60), |c| c.stale_after);
-        Some(Kube {
-            client,
-            cluster: check.cluster.map(str::to_string),
-            stale_after,
-            watches,
-        })
-    };
-    check.settings.start(Run {
-        check: check.name,
-        sink,
-        metrics,
-        tasks: &mut tasks,
-        declared,
-        kube,
-    });
-    tasks
 }

@@ -1,0 +1,220 @@
+//! The `crossplane-package` signal: Crossplane packages (`pkg.crossplane.io/v1` Providers, Configurations or
+//! Functions, one kind per check) must be `Installed` and `Healthy` for their current generation. Crossplane
+//! 1.17–1.20 copy the package revision's health, which follows the provider Deployment's `Available`;
+//! Crossplane 2 words it `Package runtime health is "False" with message: …`: messages are shown as given.
+//! `crossplane-provider` is the older name, with its `providers` key.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::Value;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CheckType, Run, WatchTarget};
+use crate::kubernetes::watch::cluster_wide;
+use crate::report::Status;
+use crate::signals::Observation;
+
+/// The keys of a `crossplane-package` check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossplanePackage {
+    #[serde(default)]
+    pub kind: PackageKind,
+    /// Packages that must exist and be healthy; `None` checks every installed package of `kind`.
+    /// `providers` is the key of the `crossplane-provider` alias.
+    #[serde(default, alias = "providers", skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+}
+
+/// The package kinds of `pkg.crossplane.io/v1`, by their plural.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageKind {
+    #[default]
+    Providers,
+    Configurations,
+    Functions,
+}
+
+impl PackageKind {
+    fn plural(self) -> &'static str {
+        match self {
+            PackageKind::Providers => "providers",
+            PackageKind::Configurations => "configurations",
+            PackageKind::Functions => "functions",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            PackageKind::Providers => "Provider",
+            PackageKind::Configurations => "Configuration",
+            PackageKind::Functions => "Function",
+        }
+    }
+
+    /// The package kind's resource.
+    pub(crate) fn resource(self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("pkg.crossplane.io", "v1", self.kind()),
+            self.plural(),
+        )
+    }
+}
+
+impl CheckType for CrossplanePackage {
+    const NAME: &'static str = "crossplane-package";
+    const ALIASES: &'static [&'static str] = &["crossplane-provider"];
+
+    fn targets(&self) -> Vec<WatchTarget> {
+        vec![WatchTarget {
+            group: "pkg.crossplane.io".into(),
+            version: "v1".into(),
+            resource: self.kind.plural().into(),
+            namespace: None,
+        }]
+    }
+
+    fn placeholders(&self) -> Vec<String> {
+        self.names.clone().unwrap_or_default()
+    }
+
+    fn start(&self, run: Run<'_>) {
+        let (kind, wanted) = (self.kind, self.names.clone());
+        run.follow(
+            self.placeholders(),
+            |client, cluster| cluster_wide(client, kind.resource(), cluster),
+            move |objects, now| observe_kind(kind, objects, wanted.as_deref(), now),
+        );
+    }
+}
+
+/// One condition of a Kubernetes object, as read from `status.conditions`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Condition<'a> {
+    pub status: &'a str,
+    pub reason: &'a str,
+    pub message: &'a str,
+    /// The generation of the object this condition describes, when its controller says.
+    pub observed_generation: Option<i64>,
+}
+
+/// The condition of `type_` in a `status.conditions` list of an untyped object.
+pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> Option<Condition<'a>> {
+    let text = |c: &'a Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+    status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| text(c, "type") == type_)
+        .map(|c| Condition {
+            status: text(c, "status"),
+            reason: text(c, "reason"),
+            message: text(c, "message"),
+            observed_generation: c.get("observedGeneration").and_then(Value::as_i64),
+        })
+}
+
+/// `Healthy is "False" (UnhealthyPackageRevision): message`.
+pub(crate) fn describe(type_: &str, c: &Condition<'_>) -> String {
+    let mut out = format!("{type_} is {:?}", c.status);
+    if !c.reason.is_empty() {
+        out.push_str(&format!(" ({})", c.reason));
+    }
+    if !c.message.is_empty() {
+        out.push_str(&format!(": {}", c.message));
+    }
+    out
+}
+
+/// Items for the providers in `wanted` (every installed one when `None`).
+pub fn observe(
+    objects: &[Arc<DynamicObject>],
+    wanted: Option<&[String]>,
+    now: Timestamp,
+) -> Vec<Observation> {
+    observe_kind(PackageKind::Providers, objects, wanted, now)
+}
+
+/// Items for the packages of `kind` in `wanted` (every installed one when `None`).
+pub fn observe_kind(
+    kind: PackageKind,
+    objects: &[Arc<DynamicObject>],
+    wanted: Option<&[String]>,
+    now: Timestamp,
+) -> Vec<Observation> {
+    crate::signals::named_items(
+        objects,
+        wanted,
+        &format!("no Crossplane {} are installed", kind.plural()),
+        now,
+        |name, p| {
+            let Some(p) = p else {
+                return Observation::new(name, Status::Fail, "not installed", now);
+            };
+            let (status, message) = judge(
+                p.data.get("status").unwrap_or(&Value::Null),
+                p.metadata.generation,
+            );
+            Observation::new(name, status, message, now).regarding(
+                crate::signals::ObjectRef::dynamic("pkg.crossplane.io/v1", kind.kind(), p),
+            )
+        },
+    )
+}
+
+fn judge(status: &Value, generation: Option<i64>) -> (Status, String) {
+    let revision = status
+        .get("currentRevision")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let installed = condition(status, "Installed");
+    let healthy = condition(status, "Healthy");
+    let mut failures = Vec::new();
+    let mut missing = Vec::new();
+    let mut lagging = Vec::new();
+    for (type_, c) in [("Installed", &installed), ("Healthy", &healthy)] {
+        match c {
+            Some(c) if c.status == "True" => {
+                // An absent observedGeneration is not a lag: older Crossplane versions never set it.
+                if let (Some(observed), Some(current)) = (c.observed_generation, generation) {
+                    if observed < current {
+                        lagging.push(format!(
+                            "{type_} is \"True\" for generation {observed}, the package is at generation {current}"
+                        ));
+                    }
+                }
+            }
+            Some(c) => failures.push(describe(type_, c)),
+            None => missing.push(type_),
+        }
+    }
+    if !failures.is_empty() {
+        return (Status::Fail, failures.join("; "));
+    }
+    if !missing.is_empty() {
+        return (
+            Status::Unknown,
+            format!("condition {} not reported yet", missing.join(" and ")),
+        );
+    }
+    if revision.is_empty() {
+        return (
+            Status::Unknown,
+            "no current revision yet (the package is still being installed)".into(),
+        );
+    }
+    if !lagging.is_empty() {
+        return (
+            Status::Warn,
+            format!(
+                "{} (Crossplane has not reconciled the change yet; {revision})",
+                lagging.join("; ")
+            ),
+        );
+    }
+    (Status::Pass, format!("installed and healthy ({revision})"))
+}

@@ -1,0 +1,517 @@
+//! Kubernetes watches shared between checks: one kube-runtime watcher per cluster, resource, namespace and
+//! label selector (namespaced resources are watched in their namespace only, so that RBAC can stay a
+//! namespaced Role), feeding a reflector store that every check needing that resource reads.
+//!
+//! A watch that fails is restarted from a fresh list with backoff; meanwhile the store keeps the last known
+//! objects and the state records since when the watch is broken, so checks can turn their items `unknown`
+//! once that lasts longer than `stale_after`. The cluster's silence ([`super::connection`]) breaks every watch
+//! of that cluster the same way, so every check type sees it through [`WatchState`] alone.
+//!
+//! The backoff grows from 250 ms to 60 s and resets only once a watch has held (an event after its list, or
+//! open for [`HELD`]): kube-runtime's own backoff resets on any success, and a LIST that works before a WATCH
+//! that is refused would otherwise relist four times a second forever.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::reflector::{store::Writer, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch as channel;
+
+use kube::api::{ApiResource, DynamicObject};
+use serde::{Deserialize, Serialize};
+
+mod task;
+
+use super::api_errors::Resource as Described;
+use super::connection::{section, Connection, Health};
+use crate::human::timestamp;
+use crate::metrics::Metrics;
+use crate::report::Status;
+use crate::signals::{Expiry, Observation, Sink, WATCH_ITEM};
+use crate::values::{duration, text};
+use task::Runner;
+
+/// How to reach one Kubernetes cluster. `[kubernetes]` is the default cluster; `[clusters.NAME]` the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::option"
+    )]
+    pub context: Option<String>,
+    #[serde(with = "duration")]
+    pub stale_after: Duration,
+    /// A quiet cluster is asked `GET /version` after this long without any answer (at most one such
+    /// request per interval; none while watches deliver).
+    #[serde(with = "duration")]
+    pub probe_interval: Duration,
+    /// A probe unanswered this long makes the cluster silent since its last answer. Silence shows within
+    /// `probe_interval + probe_timeout` (20 s by default, inside the 30 s the SPEC allows past `stale_after`).
+    #[serde(with = "duration")]
+    pub probe_timeout: Duration,
+    /// More objects than this in one watch (counted as they arrive, LIST pages included) fail that watch.
+    pub max_objects: usize,
+    /// The largest answer read from the API server in bytes: a whole LIST page, or one watch event.
+    pub max_body: u64,
+    /// Whether to write Kubernetes Events about transitions (`[kubernetes]` only; `None`: yes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<bool>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            kubeconfig: None,
+            context: None,
+            stale_after: Duration::from_secs(60),
+            probe_interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(10),
+            max_objects: MAX_OBJECTS,
+            max_body: MAX_BODY,
+            events: None,
+        }
+    }
+}
+
+impl Cluster {
+    /// What serde cannot check; the key is relative to the cluster's section.
+    pub(crate) fn validate(&self) -> Result<(), crate::values::KeyError> {
+        use crate::values::KeyError;
+        for (key, value) in [
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(KeyError::new(key, "must be more than 0s"));
+            }
+        }
+        if self.max_objects == 0 {
+            return Err(KeyError::new("max_objects", "must be at least 1"));
+        }
+        if self.max_body < 4096 {
+            return Err(KeyError::new(
+                "max_body",
+                "must be at least 4096 bytes (one Kubernetes object can be larger)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Default `max_objects`, chosen with the shipped containers' memory limit (256Mi) so that this bound trips
+/// first (BENCHMARKS.md, "Memory bound"): about 11 MiB without objects, about 5.5 KiB per object buffered
+/// by a LIST that never completes, about 7 KiB per object once it is an item. Seven watches (the shipped
+/// checks and the package and ClusterBinding ones) all paging endlessly up to the bound at once need about
+/// 95 MiB; all holding 2 000 items, with one relisting, about 118 MiB.
+pub(crate) const MAX_OBJECTS: usize = 2_000;
+
+/// Default `max_body`: a LIST page of [`PAGE_SIZE`] objects of 80 KiB, or one object near etcd's 1.5 MiB.
+/// kube decodes a page whole, so this bounds the transient memory of each list request.
+pub(crate) const MAX_BODY: u64 = 8 * 1024 * 1024;
+
+/// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
+const PAGE_SIZE: u32 = 100;
+
+/// A watch open this long without failing has held: its backoff starts over.
+pub(crate) const HELD: Duration = Duration::from_secs(30);
+
+/// The default cluster and the named ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clusters<'a> {
+    pub default: &'a Cluster,
+    pub named: &'a std::collections::BTreeMap<String, Cluster>,
+}
+
+impl<'a> Clusters<'a> {
+    /// The cluster `name` (`None`: the default one).
+    pub(crate) fn get(&self, name: Option<&str>) -> Option<&'a Cluster> {
+        match name {
+            None => Some(self.default),
+            Some(n) => self.named.get(n),
+        }
+    }
+}
+
+/// How a watch is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct WatchState {
+    /// The initial list has completed at least once.
+    pub synced: bool,
+    /// Since when, and why, the objects are not kept current (the watch fails, or its cluster's API server
+    /// is silent); `None` while it works. A check that needs the watch live for a whole window reads this.
+    pub broken: Option<Broken>,
+    /// LIST works but WATCH does not (refused, ERROR events): the objects are current as of the last
+    /// relist only. Why, for a `CHECK/watch` warning; `None` once a watch holds.
+    pub not_watching: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Broken {
+    pub since: Timestamp,
+    pub error: String,
+    /// The whole cluster is silent: `error` says so and names the cluster.
+    pub cluster: bool,
+}
+
+impl Broken {
+    /// What items say once the watch has been broken longer than `stale_after`.
+    pub(crate) fn message(&self, what: &str) -> String {
+        if self.cluster {
+            return self.error.clone();
+        }
+        format!(
+            "watch of {what} broken since {}: {}",
+            timestamp(self.since),
+            self.error
+        )
+    }
+}
+
+/// One shared watch, as a check sees it.
+pub(crate) struct Watch<K: Resource + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    pub store: Store<K>,
+    pub state: channel::Receiver<WatchState>,
+    /// What is watched, for messages: `deployments.apps in namespace bind on cluster default`.
+    pub what: Arc<str>,
+    /// Checks reading this watch, each counted in `klutch_health_watch_restarts_total`.
+    subscribers: Arc<Mutex<Vec<String>>>,
+}
+
+impl<K: Resource + 'static> Clone for Watch<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Watch {
+            store: self.store.clone(),
+            state: self.state.clone(),
+            what: self.what.clone(),
+            subscribers: self.subscribers.clone(),
+        }
+    }
+}
+
+/// Starts watches on demand and hands out the existing one when the same resource is asked for again.
+#[derive(Default)]
+pub(crate) struct Watches {
+    connections: HashMap<Option<String>, Connection>,
+    /// Keyed by resource type and description, so a downcast always finds its own type.
+    started: HashMap<(TypeId, String), Shared>,
+}
+
+/// One running watch, whatever its resource type: what a reload needs to stop it.
+struct Shared {
+    /// The [`Watch`] of its resource type.
+    watch: Box<dyn Any + Send>,
+    subscribers: Arc<Mutex<Vec<String>>>,
+    cluster: Option<String>,
+    task: tokio::task::AbortHandle,
+}
+
+/// What to watch: the API (cluster, resource, namespace) and an optional label selector.
+pub(crate) struct Target<K: Resource> {
+    pub api: Api<K>,
+    /// Drops what no check reads before an object is stored (specs, for a start), to keep memory small.
+    pub strip: fn(&mut K),
+    pub dyntype: K::DynamicType,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub labels: Option<String>,
+}
+
+impl Watches {
+    /// The client of a cluster (`None`: the default one), connected once. A cluster whose kubeconfig cannot
+    /// be read yet still gets its client: its requests fail with the reason until it can.
+    pub(crate) async fn client(
+        &mut self,
+        clusters: &Clusters<'_>,
+        cluster: Option<&str>,
+    ) -> Result<Client, Arc<ClientError>> {
+        let key = cluster.map(str::to_string);
+        if let Some(c) = self.connections.get(&key) {
+            return Ok(c.client.clone());
+        }
+        let settings = clusters
+            .get(cluster)
+            .ok_or_else(|| Arc::new(ClientError(cluster.unwrap_or_default().to_string())))?;
+        let connection = Connection::open(cluster, settings);
+        let client = connection.client.clone();
+        self.connections.insert(key, connection);
+        Ok(client)
+    }
+
+    /// The shared watch of `target`, started on first use. `check` subscribes to its restart counter.
+    pub(crate) fn watch<K>(
+        &mut self,
+        target: Target<K>,
+        check: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Watch<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
+        let plural = K::plural(&target.dyntype);
+        let group = K::group(&target.dyntype);
+        let resource = if group.is_empty() {
+            plural.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
+        let mut what = resource.clone();
+        if let Some(ns) = &target.namespace {
+            what.push_str(&format!(" in namespace {ns}"));
+        }
+        if let Some(l) = &target.labels {
+            what.push_str(&format!(" with labels {l}"));
+        }
+        what.push_str(&format!(
+            " on cluster {}",
+            target.cluster.as_deref().unwrap_or("default")
+        ));
+        let key = (TypeId::of::<K>(), what.clone());
+        let watch = match self
+            .started
+            .get(&key)
+            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
+        {
+            Some(existing) => existing.clone(),
+            None => {
+                let mut config = watcher::Config::default().page_size(PAGE_SIZE);
+                if let Some(l) = &target.labels {
+                    config = config.labels(l);
+                }
+                let (health, settings) = match self.connections.get(&target.cluster) {
+                    Some(c) => (c.health.clone(), c.settings.clone()),
+                    // A client made elsewhere (tests): no liveness to follow.
+                    None => (channel::channel(Health::default()).1, Cluster::default()),
+                };
+                let described = Described {
+                    qualified: resource.clone(),
+                    plural: plural.to_string(),
+                    group: group.to_string(),
+                    namespace: target.namespace.clone(),
+                    cluster: target.cluster.as_deref().unwrap_or("default").to_string(),
+                };
+                let writer = Writer::new(target.dyntype.clone());
+                let (tx, state) = channel::channel(WatchState::default());
+                let watch = Watch {
+                    store: writer.as_reader(),
+                    state,
+                    what: what.as_str().into(),
+                    subscribers: Arc::default(),
+                };
+                let task = tokio::spawn(
+                    Runner {
+                        api: target.api,
+                        config,
+                        strip: target.strip,
+                        writer,
+                        tx,
+                        watch: watch.clone(),
+                        metrics: metrics.clone(),
+                        health,
+                        resource: described,
+                        max_objects: settings.max_objects,
+                        section: section(target.cluster.as_deref()),
+                    }
+                    .run(),
+                )
+                .abort_handle();
+                let shared = Shared {
+                    watch: Box::new(watch.clone()),
+                    subscribers: watch.subscribers.clone(),
+                    cluster: target.cluster.clone(),
+                    task,
+                };
+                self.started.insert(key, shared);
+                watch
+            }
+        };
+        watch
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(check.to_string());
+        watch
+    }
+}
+
+impl Watches {
+    /// Takes `check` off every watch it reads; a restarted check does this before it subscribes anew
+    /// (the watches stay until [`Watches::stop_unused`], so one it reads again keeps running).
+    pub(crate) fn unsubscribe(&mut self, check: &str) {
+        for shared in self.started.values() {
+            shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|s| s != check);
+        }
+    }
+
+    /// Stops the watches no check reads any more.
+    pub(crate) fn stop_unused(&mut self) {
+        self.started.retain(|_, shared| {
+            let used = !shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty();
+            if !used {
+                shared.task.abort();
+            }
+            used
+        });
+    }
+
+    /// Forgets a cluster whose settings changed: its client, and every watch on it.
+    pub(crate) fn forget_cluster(&mut self, cluster: Option<&str>) {
+        self.connections.remove(&cluster.map(str::to_string));
+        self.started.retain(|_, shared| {
+            let on_it = shared.cluster.as_deref() == cluster;
+            if on_it {
+                shared.task.abort();
+            }
+            !on_it
+        });
+    }
+}
+
+/// A check names a cluster that is not declared (configuration validation refuses that first).
+#[derive(Debug, thiserror::Error)]
+#[error("cluster {0:?} is not declared")]
+pub(crate) struct ClientError(String);
+
+/// Follows a watch for one check: whenever the watch changes, `observe` turns the objects into items,
+/// which are published together with what is known about the watch itself. The check is published as
+/// waiting at once (before the returned future first runs), so it is never missing from the first report.
+pub(crate) fn follow<K>(
+    mut watch: Watch<K>,
+    check: String,
+    sink: Sink,
+    stale_after: Duration,
+    waiting_items: Vec<String>,
+    observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let message = format!("waiting for initial sync of {}", watch.what);
+    sink.waiting(&check, waiting(&waiting_items, &message, Timestamp::now()));
+    async move {
+        follow_loop(
+            &mut watch,
+            &check,
+            &sink,
+            stale_after,
+            &waiting_items,
+            observe,
+        )
+        .await
+    }
+}
+
+async fn follow_loop<K>(
+    watch: &mut Watch<K>,
+    check: &str,
+    sink: &Sink,
+    stale_after: Duration,
+    waiting_items: &[String],
+    mut observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation>,
+) where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    loop {
+        let state = watch.state.borrow_and_update().clone();
+        let now = Timestamp::now();
+        if state.synced {
+            let mut items = observe(&watch.store.state(), &state, now);
+            if let Some(broken) = &state.broken {
+                let expiry = Expiry {
+                    at: broken
+                        .since
+                        .checked_add(stale_after)
+                        .unwrap_or(Timestamp::MAX),
+                    status: Status::Unknown,
+                    message: broken.message(&watch.what),
+                };
+                items = items
+                    .into_iter()
+                    .map(|o| o.expiring(expiry.clone()))
+                    .collect();
+            }
+            if let Some(why) = &state.not_watching {
+                items.push(Observation::new(
+                    WATCH_ITEM,
+                    Status::Warn,
+                    format!("{why}; until then the objects are relisted with backoff (at most every 60s)"),
+                    now,
+                ));
+            }
+            sink.publish(check, items);
+        } else {
+            let mut message = format!("waiting for initial sync of {}", watch.what);
+            if let Some(b) = &state.broken {
+                message.push_str(&format!(": {}", b.error));
+            }
+            if let Some(why) = &state.not_watching {
+                message.push_str(&format!(": {why}"));
+            }
+            sink.waiting(check, waiting(waiting_items, &message, now));
+        }
+        if watch.state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Unknown placeholder items: the named ones, or the single `watch` item.
+pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
+    if items.is_empty() {
+        return vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)];
+    }
+    items
+        .iter()
+        .map(|i| Observation::new(i.clone(), Status::Unknown, message, now))
+        .collect()
+}
+
+/// A cluster-scoped custom resource, judged by its status alone.
+pub(crate) fn cluster_wide(
+    client: kube::Client,
+    resource: ApiResource,
+    cluster: Option<String>,
+) -> Target<DynamicObject> {
+    Target {
+        api: Api::all_with(client, &resource),
+        strip: keep_status,
+        dyntype: resource,
+        cluster,
+        namespace: None,
+        labels: None,
+    }
+}
+
+/// Crossplane and provider-anynines objects are judged by their status alone.
+fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
+}

@@ -1,0 +1,184 @@
+//! Odd bodies of provider-anynines' health server: duplicate keys, `{}`, keys that are no Kubernetes names or
+//! look like the poll's own item, and thousands of keys, which must never flood the log.
+
+use crate::common;
+
+use common::{backend_config, Service};
+use klutch_health::checks::backend_status::{item_name, parse_body, ENDPOINT_ITEM};
+use klutch_health::report::Status;
+use klutch_sim::{BackendMode, FakeBackend, OddEntries};
+use serde_json::Value;
+
+async fn serving(entries: OddEntries, interval: &str) -> (FakeBackend, Service) {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entries(entries.entries());
+    let config = backend_config(&backend.url(), "").replace("100ms", interval);
+    let svc = Service::start(&config, &[]).await;
+    (backend, svc)
+}
+
+#[test]
+fn a_duplicated_key_counts_with_its_worst_value_in_either_order() {
+    for body in [
+        &br#"{"pg":"degraded","pg":"ok"}"#[..],
+        br#"{"pg":"ok","pg":"degraded","pg":"ok"}"#,
+    ] {
+        let items = parse_body(body).expect("an object");
+        assert_eq!(items.len(), 1, "{items:?}");
+        let (name, status, message) = &items[0];
+        assert_eq!((name.as_str(), *status), ("pg", Status::Fail));
+        assert!(
+            message.starts_with("degraded (the key appears ")
+                && message.ends_with(" times; the worst value counts)"),
+            "{message}"
+        );
+    }
+    let items = parse_body(br#"{"pg":"ok","pg":"ok"}"#).expect("an object");
+    assert_eq!(items[0].1, Status::Pass);
+}
+
+#[test]
+fn keys_that_are_no_kubernetes_names_are_percent_encoded() {
+    for valid in [
+        "postgresql-service-broker",
+        "a",
+        "a.b-c.d9",
+        "endpoint",
+        "none",
+    ] {
+        assert_eq!(item_name(valid), valid);
+    }
+    for (key, item) in [
+        ("_endpoint", "%5Fendpoint"),
+        (":endpoint", "%3Aendpoint"),
+        ("Upper", "%55pper"),
+        ("bad\nINFO forged", "bad%0A%49%4E%46%4F%20forged"),
+        ("name with spaces", "name%20with%20spaces"),
+        ("%20", "%2520"),
+        ("ü", "%C3%BC"),
+        ("", ""),
+    ] {
+        assert_eq!(item_name(key), item, "{key:?}");
+    }
+    assert_eq!(item_name(&"a".repeat(254)), "a".repeat(254));
+    // The poll's own item is out of reach of every key.
+    assert!(ENDPOINT_ITEM.starts_with('_'));
+    assert_ne!(item_name(ENDPOINT_ITEM), ENDPOINT_ITEM);
+}
+
+#[tokio::test]
+async fn duplicate_keys_from_the_upstream_fail_the_item() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    backend.set_mode(BackendMode::DuplicateKeys);
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    let r = svc
+        .wait_for("/readyz?verbose", "the duplicate", |r| {
+            r.body.contains("pg")
+        })
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body
+            .contains("[-]backend-status/pg failed: degraded (the key appears 2 times"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn an_empty_object_shows_the_none_item_and_the_check_stays_addressable() {
+    let (_backend, svc) = serving(OddEntries::Empty, "100ms").await;
+    let r = svc
+        .wait_for("/readyz?verbose", "the none item", |r| {
+            r.body.contains("backend-status/none")
+        })
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        "[+]backend-status/none warn: provider-anynines' health server lists no ProviderConfig ({})\n\
+         readyz check passed\n"
+    );
+    assert_eq!(svc.get("/readyz/backend-status").await.status, 200);
+    assert_eq!(svc.get("/readyz/backend-status/none").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_upstream_key_named_like_the_poll_item_stays_its_own_item() {
+    let (backend, svc) = serving(OddEntries::Endpoint, "100ms").await;
+    svc.wait_for("/readyz?verbose", "the endpoint key", |r| {
+        r.body
+            .contains("[-]backend-status/endpoint failed: degraded")
+    })
+    .await;
+    backend.set_mode(BackendMode::Status500);
+    let r = svc
+        .wait_for("/readyz?verbose", "the failed poll", |r| {
+            r.body.contains("_endpoint failed")
+        })
+        .await;
+    assert!(
+        r.body
+            .contains("[-]backend-status/endpoint failed: not known: the last poll failed"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("[-]backend-status/_endpoint failed: GET "),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        svc.get("/readyz/backend-status/_endpoint").await.status,
+        503
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_keys_never_write_more_lines_than_the_outcome() {
+    let (backend, svc) = serving(OddEntries::Many(10_000), "300ms").await;
+    let first = svc
+        .wait_for("/readyz/backend-status/pc-09999", "the first poll", |r| {
+            r.status == 503
+        })
+        .await;
+    assert_eq!(first.status, 503);
+    let before = svc.logs().len();
+    backend.set_mode(BackendMode::Status500);
+    svc.wait_for("/readyz/backend-status/_endpoint", "the failed poll", |r| {
+        r.status == 503
+    })
+    .await;
+    // A few more failed polls: each is the same outcome, already said.
+    let target = backend.request_count() + 3;
+    common::eventually("three more polls", async || {
+        (backend.request_count() >= target).then_some(())
+    })
+    .await;
+    let logs = svc.logs();
+    let lines: Vec<Value> = logs[before..]
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let about: Vec<&Value> = lines
+        .iter()
+        .filter(|e| e["check"] == "backend-status")
+        .collect();
+    assert!(about.len() <= 3, "{} lines: {about:?}", about.len());
+    let grouped: Vec<&&Value> = about.iter().filter(|e| e["items"] == 10_000).collect();
+    assert_eq!(grouped.len(), 1, "{about:?}");
+    let message = grouped[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "backend-status: 10000 items fail -> unknown: not known: the last poll failed (see backend-status/_endpoint) (pc-00000, pc-00001, pc-00002 and 9997 more)"
+        ),
+        "{message}"
+    );
+    // The first poll's 10 000 degraded keys were one line too.
+    let first_poll = logs[..before]
+        .iter()
+        .filter(|l| l.contains("\"items\":10000") && l.contains("none -> fail: degraded"))
+        .count();
+    assert_eq!(first_poll, 1);
+}

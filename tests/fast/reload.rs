@@ -1,0 +1,475 @@
+//! Operating the running process: reload by SIGHUP and by a ConfigMap-style `..data` symlink swap, a refused
+//! invalid configuration, restart-only keys, watches kept across a reload, a rotated token, and silences and
+//! maintenance windows that end by themselves — all through the real binary.
+
+use crate::common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{backend_config, eventually, full_config, kubeconfig, Service};
+use jiff::Timestamp;
+use klutch_sim::{FakeBackend, SimControlPlane};
+
+fn hangup(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// The value of the sample `name` (with its labels, if any) in a Prometheus text exposition.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metric(svc: &Service, name: &str) -> Option<f64> {
+    sample(&svc.get("/metrics").await.body, name)
+}
+
+/// Log lines (JSON) whose message contains `text`.
+fn logged(svc: &Service, text: &str) -> Vec<serde_json::Value> {
+    svc.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+        .collect()
+}
+
+async fn reloads(svc: &Service, n: usize) {
+    eventually(&format!("{n} applied reloads"), async || {
+        (logged(svc, "configuration reloaded").len() >= n).then_some(())
+    })
+    .await;
+}
+
+/// `secs` from now, as RFC 3339.
+fn in_secs(secs: u64) -> String {
+    Timestamp::now()
+        .checked_add(Duration::from_secs(secs))
+        .expect("in range")
+        .round(jiff::Unit::Second)
+        .expect("rounds")
+        .to_string()
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let config = full_config(&cp.backend.url(), "");
+    let svc = Service::start(&config, &[("KUBECONFIG", &kc)]).await;
+    svc.wait_for("/readyz?verbose", "the initial sync", |r| {
+        r.status == 200 && r.body.contains("[+]provider-pods/")
+    })
+    .await;
+    let loaded = metric(
+        &svc,
+        "klutch_health_config_last_reload_success_timestamp_seconds",
+    )
+    .await
+    .expect("reload timestamp exported");
+
+    // Remove provider-pods, add a check with a watch of its own, change a restart-only key.
+    let mut doc: toml::Table = config.parse().expect("TOML");
+    let checks = doc["check"].as_array_mut().expect("checks");
+    checks.retain(|c| c["name"].as_str() != Some("provider-pods"));
+    checks.push(toml::Value::Table(
+        "name = \"system-deployment\"\ntype = \"deployment\"\nnamespace = \"crossplane-system\"\ndeployment = \"other\"\n"
+            .parse()
+            .expect("TOML"),
+    ));
+    doc["server"]
+        .as_table_mut()
+        .expect("[server]")
+        .insert("max_connections".into(), 7.into());
+    doc["server"]
+        .as_table_mut()
+        .expect("[server]")
+        .insert("description".into(), "Reloaded plane".into());
+    cp.api.reset_requests();
+    std::fs::write(
+        svc.dir.path().join("config.toml"),
+        toml::to_string(&doc).expect("TOML"),
+    )
+    .expect("write config");
+    hangup(svc.pid());
+
+    let r = svc
+        .wait_for("/readyz?verbose", "the reloaded checks", |r| {
+            r.body.contains("system-deployment/") && !r.body.contains("provider-pods/")
+        })
+        .await;
+    assert!(
+        r.body.contains("[+]providers/provider-anynines ok"),
+        "{}",
+        r.body
+    );
+    let lists = |path: &str| {
+        cp.api
+            .requests()
+            .iter()
+            .filter(|q| q.method == "GET" && !q.is_watch && q.path.contains(path))
+            .count()
+    };
+    eventually("the added check to list its deployments", async || {
+        (lists("/namespaces/crossplane-system/deployments") > 0).then_some(())
+    })
+    .await;
+    for unchanged in [
+        "/providers",
+        "/providerconfigs",
+        "/namespaces/bind/deployments",
+    ] {
+        assert_eq!(
+            lists(unchanged),
+            0,
+            "{unchanged} relisted: {:?}",
+            cp.api.requests()
+        );
+    }
+    assert_eq!(
+        svc.get("/livez").await.status,
+        200,
+        "SIGHUP no longer ends the process"
+    );
+    let json = svc.get("/readyz?format=json").await.json();
+    assert_eq!(json["description"], "Reloaded plane", "{json}");
+    assert!(svc.get("/").await.body.contains("<h1>Reloaded plane</h1>"));
+    // The file poll may have applied the change first; SIGHUP reloads all the same.
+    eventually("the reload by SIGHUP", async || {
+        logged(&svc, "configuration reloaded")
+            .iter()
+            .any(|l| l["trigger"] == "SIGHUP")
+            .then_some(())
+    })
+    .await;
+    let warned = logged(&svc, "server.max_connections changed");
+    assert_eq!(
+        warned.len(),
+        1,
+        "once, however often it reloads: {:?}",
+        svc.logs()
+    );
+    assert!(
+        logged(&svc, "provider-pods/pending").is_empty(),
+        "a removed check never shows as pending in between: {:?}",
+        svc.logs()
+    );
+    assert_eq!(warned[0]["level"], "WARN");
+    assert_eq!(
+        metric(&svc, "klutch_health_config_last_reload_successful").await,
+        Some(1.0)
+    );
+    let reloaded = metric(
+        &svc,
+        "klutch_health_config_last_reload_success_timestamp_seconds",
+    )
+    .await
+    .expect("timestamp");
+    assert!(reloaded >= loaded, "{reloaded} < {loaded}");
+    std::mem::forget(dir);
+}
+
+/// The layout the kubelet gives a ConfigMap volume: `config.toml -> ..data/config.toml`, `..data -> ..TS`.
+fn configmap_version(dir: &Path, version: &str, config: &str) {
+    let data = dir.join(version);
+    std::fs::create_dir(&data).expect("version dir");
+    std::fs::write(data.join("config.toml"), config).expect("write");
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(version, &tmp).expect("symlink");
+    // The kubelet's atomic swap: rename a new symlink over the old one.
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+}
+
+#[tokio::test]
+async fn a_configmap_swap_reloads_and_an_invalid_one_is_refused_while_serving_on() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("postgresql-service-broker", "ok");
+    let config = backend_config(&backend.url(), "");
+    let svc = Service::start(&config, &[]).await;
+    svc.wait_for("/readyz", "passing", |r| r.status == 200)
+        .await;
+    let dir = svc.dir.path();
+
+    // Turn the plain file into the kubelet's layout (the same text: the checks keep running).
+    configmap_version(dir, "..2026_11_25_10_00_00.1", &config);
+    let link = dir.join("config.toml.new");
+    std::os::unix::fs::symlink("..data/config.toml", &link).expect("symlink");
+    std::fs::rename(&link, dir.join("config.toml")).expect("replace the file by the link");
+    reloads(&svc, 1).await;
+
+    // A maintenance window, delivered by swapping ..data: /readyz drains, /healthz and /livez do not.
+    // Long enough to outlast two polls of the file; the test waits for its end.
+    let until = in_secs(12);
+    let window =
+        format!("[maintenance]\nuntil = \"{until}\"\nreason = \"control plane upgrade\"\n");
+    configmap_version(dir, "..2026_11_25_10_05_00.2", &format!("{config}{window}"));
+    let r = svc
+        .wait_for("/readyz?verbose", "the maintenance window", |r| {
+            r.status == 503
+        })
+        .await;
+    assert!(
+        r.body
+            .contains(&format!("maintenance until {until}: control plane upgrade")),
+        "{}",
+        r.body
+    );
+    assert_eq!(svc.get("/healthz").await.status, 200);
+    assert_eq!(svc.get("/livez").await.status, 200);
+    assert_eq!(metric(&svc, "klutch_health_maintenance").await, Some(1.0));
+    assert_eq!(
+        metric(&svc, "klutch_health_endpoint_up{endpoint=\"readyz\"}").await,
+        Some(0.0)
+    );
+
+    // An invalid version is refused with --check-config's words; the window stays, and ends by itself.
+    configmap_version(
+        dir,
+        "..2026_11_25_10_10_00.3",
+        &format!("{config}{window}[server]\nmax_connections = \"many\"\n"),
+    );
+    eventually("the refused reload", async || {
+        (metric(&svc, "klutch_health_config_last_reload_successful").await == Some(0.0))
+            .then_some(())
+    })
+    .await;
+    // The log is read from the child's stderr by a thread of its own: wait for it too.
+    let refused = eventually("the refusal logged", async || {
+        logged(&svc, "reload refused").into_iter().next()
+    })
+    .await;
+    assert_eq!(refused["level"], "ERROR");
+    let check = std::process::Command::new(common::BIN)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .output()
+        .expect("--check-config");
+    let words = String::from_utf8_lossy(&check.stderr);
+    let message = refused["message"].as_str().expect("message");
+    assert!(words.contains("server.max_connections"), "{words}");
+    let key_and_value = message
+        .split_once(": ")
+        .map(|(_, rest)| rest)
+        .expect("message");
+    assert!(words.contains(key_and_value), "{words} vs {message}");
+    let r = svc.get("/readyz?verbose").await;
+    assert!(
+        r.body.contains("maintenance until"),
+        "the running config stays: {}",
+        r.body
+    );
+    svc.wait_for("/readyz", "the window to end by itself", |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(metric(&svc, "klutch_health_maintenance").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_silence_keeps_a_failure_from_failing_readyz_until_the_instant_it_ends() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("postgresql-backup-manager", "degraded");
+    let until = in_secs(3);
+    // One poll an hour: nothing but the engine's own timer can end the silence within the test.
+    let config = format!(
+        "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"{}\"\ninterval = \"1h\"\n\
+         [[silence]]\nmatch = \"backend-status/postgresql-backup-manager\"\nuntil = \"{until}\"\n\
+         reason = \"retiring it (OPS-123)\"\n",
+        backend.url()
+    );
+    let svc = Service::start(&config, &[]).await;
+    let r = svc
+        .wait_for("/readyz?verbose", "the silenced item", |r| {
+            r.body.contains("silenced until")
+        })
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains(&format!(
+            "[+]backend-status/postgresql-backup-manager warn: silenced until {until} (retiring it (OPS-123)): "
+        )),
+        "{}",
+        r.body
+    );
+    let json = svc.get("/readyz?format=json").await.json();
+    let item = &json["checks"]["backend-status"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["componentId"] == "postgresql-backup-manager")
+        .expect("item")
+        .clone();
+    assert_eq!(item["silenced"]["reason"], "retiring it (OPS-123)");
+    assert_eq!(
+        metric(&svc, "klutch_health_silenced_items{endpoint=\"readyz\"}").await,
+        Some(1.0)
+    );
+    assert!(svc.get("/").await.body.contains("in force"));
+    // No reload, no new observation: the engine's timer ends it.
+    let polls = backend.request_count();
+    let r = svc
+        .wait_for("/readyz?verbose", "the silence to end", |r| r.status == 503)
+        .await;
+    assert!(
+        r.body
+            .contains("[-]backend-status/postgresql-backup-manager failed"),
+        "{}",
+        r.body
+    );
+    assert_eq!(backend.request_count(), polls, "no poll in between");
+    assert!(svc.get("/").await.body.contains("(expired)"));
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_read_again() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("postgresql-backup-manager", "degraded");
+    let token_dir = tempfile::tempdir().expect("dir");
+    let token = token_dir.path().join("token");
+    std::fs::write(&token, "first\n").expect("token");
+    let config = backend_config(
+        &backend.url(),
+        &format!(
+            "[server]\ndetails = \"token\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+    );
+    let svc = Service::start(&config, &[]).await;
+    let shown = |r: &common::Resp| r.body.contains("degraded");
+    let r = svc
+        .wait_for("/readyz?verbose", "the failure", |r| r.status == 503)
+        .await;
+    assert!(!shown(&r), "no token, no details: {}", r.body);
+    assert!(shown(&with_token(&svc, "first").await));
+    std::fs::write(&token, "second\n").expect("rotate");
+    eventually("the rotated token", async || {
+        shown(&with_token(&svc, "second").await).then_some(())
+    })
+    .await;
+    assert!(
+        !shown(&with_token(&svc, "first").await),
+        "the old token no longer works"
+    );
+}
+
+async fn with_token(svc: &Service, token: &str) -> common::Resp {
+    svc.get_with(
+        "/readyz?verbose",
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+    .await
+}
+
+/// Every kind of change that gives a check new watches (a cluster's settings, a namespace, a cluster, the
+/// Events switch) and its revert: after each reload every Kubernetes check syncs again. A restarted check
+/// once lost its new subscription, so the watch it had just started was stopped and it waited forever.
+#[tokio::test]
+async fn a_reload_that_changes_watches_leaves_every_check_synced() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let shipped = full_config(&cp.backend.url(), "");
+    let svc = Service::start(&shipped, &[("KUBECONFIG", &kc)]).await;
+    let synced = |r: &common::Resp| !r.body.contains("waiting for initial sync");
+    svc.wait_for("/readyz?verbose", "the initial sync", |r| {
+        r.status == 200 && synced(r)
+    })
+    .await;
+
+    let edit = |change: &dyn Fn(&mut toml::Table)| {
+        let mut doc: toml::Table = shipped.parse().expect("TOML");
+        change(&mut doc);
+        toml::to_string(&doc).expect("TOML")
+    };
+    let check = |doc: &mut toml::Table, name: &str, key: &str, value: toml::Value| {
+        let checks = doc["check"].as_array_mut().expect("checks");
+        let table = checks
+            .iter_mut()
+            .filter_map(toml::Value::as_table_mut)
+            .find(|c| c["name"].as_str() == Some(name))
+            .expect("the check");
+        table.insert(key.into(), value);
+    };
+    let kubernetes = |doc: &mut toml::Table, key: &str, value: toml::Value| {
+        doc["kubernetes"]
+            .as_table_mut()
+            .expect("[kubernetes]")
+            .insert(key.into(), value);
+    };
+    let changes: Vec<(&str, String)> = vec![
+        (
+            "stale_after 60s -> 61s",
+            edit(&|d| kubernetes(d, "stale_after", "61s".into())),
+        ),
+        ("stale_after back", shipped.clone()),
+        (
+            "a deployment check moved to another namespace",
+            edit(&|d| {
+                check(
+                    d,
+                    "anynines-backend",
+                    "namespace",
+                    "crossplane-system".into(),
+                )
+            }),
+        ),
+        ("the namespace back", shipped.clone()),
+        (
+            "a check moved to another cluster",
+            edit(&|d| {
+                let mut app = toml::Table::new();
+                app.insert("kubeconfig".into(), kc.clone().into());
+                let mut clusters = toml::Table::new();
+                clusters.insert("app".into(), app.into());
+                d.insert("clusters".into(), clusters.into());
+                check(d, "provider-pods", "cluster", "app".into());
+            }),
+        ),
+        ("the cluster back", shipped.clone()),
+        (
+            "Events off",
+            edit(&|d| kubernetes(d, "events", false.into())),
+        ),
+        ("Events on again", shipped.clone()),
+    ];
+    for (what, config) in &changes {
+        // The file poll may apply a change before SIGHUP does: the first reload after the write is this one.
+        let before = logged(&svc, "configuration reloaded").len();
+        std::fs::write(svc.dir.path().join("config.toml"), config).expect("write config");
+        hangup(svc.pid());
+        reloads(&svc, before + 1).await;
+        let r = svc
+            .wait_for(
+                "/readyz?verbose",
+                &format!("every check synced after: {what}"),
+                synced,
+            )
+            .await;
+        // A namespace without the deployment fails its check; every other change keeps the estate green.
+        if !what.contains("another namespace") {
+            svc.wait_for("/readyz?verbose", &format!("green after: {what}"), |r| {
+                r.status == 200
+            })
+            .await;
+        } else {
+            assert!(r.body.contains("anynines-backend/"), "{}", r.body);
+        }
+    }
+    assert_eq!(
+        metric(&svc, "klutch_health_config_last_reload_successful").await,
+        Some(1.0)
+    );
+    std::mem::forget(dir);
+}

@@ -1,0 +1,619 @@
+//! `/metrics`: every metric of the SPEC, valid for the real `promtool`, and following the state.
+
+use crate::common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{backend_config, Service};
+use klutch_sim::FakeBackend;
+
+fn promtool() -> &'static str {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("promtool is not installed: .ci/run installs it (Debian package prometheus)")
+}
+
+fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    let msg =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), msg)
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_follow_state_changes() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    svc.wait_for("/readyz", "passing", |r| r.status == 200)
+        .await;
+
+    let m = svc.get("/metrics").await;
+    assert_eq!(
+        m.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let (ok, msg) = promtool_check(&m.body);
+    assert!(ok, "promtool check metrics: {msg}\n{}", m.body);
+    for name in [
+        "klutch_health_check_up{",
+        "klutch_health_check_status{",
+        "klutch_health_check_last_transition_timestamp_seconds{",
+        "klutch_health_endpoint_up{",
+        "klutch_health_upstream_requests_total{",
+        "klutch_health_upstream_request_duration_seconds_bucket{",
+        "klutch_health_http_requests_total{",
+        "klutch_health_build_info{",
+    ] {
+        assert!(m.body.contains(name), "{name} missing in\n{}", m.body);
+    }
+    // klutch_health_watch_restarts_total has samples once a watch restarts: tests/kubernetes.rs checks it.
+    let up = "klutch_health_check_up{check=\"backend-status\",item=\"pg\"}";
+    assert_eq!(value(&m.body, up), Some(1.0));
+    assert_eq!(
+        value(&m.body, "klutch_health_endpoint_up{endpoint=\"readyz\"}"),
+        Some(1.0)
+    );
+    let since = "klutch_health_check_last_transition_timestamp_seconds{check=\"backend-status\",item=\"pg\"}";
+    let before = value(&m.body, since).expect("transition time");
+    let requests = |body: &str| {
+        value(
+            body,
+            "klutch_health_http_requests_total{path=\"/readyz\",code=\"200\"}",
+        )
+    };
+    let served = requests(&m.body).expect("readyz requests counted");
+    assert_eq!(
+        value(
+            &m.body,
+            "klutch_health_http_requests_total{path=\"/healthz\",code=\"503\"}"
+        ),
+        Some(0.0),
+        "the probes' series are exported from the start, at zero"
+    );
+
+    backend.set_entry("pg", "degraded");
+    svc.wait_for("/readyz", "the failure", |r| r.status == 503)
+        .await;
+    let m = svc.get("/metrics").await.body;
+    assert_eq!(value(&m, up), Some(0.0), "a failing item is down");
+    assert_eq!(
+        value(
+            &m,
+            "klutch_health_check_status{check=\"backend-status\",item=\"pg\",status=\"fail\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "klutch_health_endpoint_up{endpoint=\"readyz\"}"),
+        Some(0.0)
+    );
+    assert!(
+        value(&m, since).expect("transition time") > before,
+        "the transition time moved"
+    );
+    assert!(
+        requests(&m).expect("counter") >= served,
+        "the request counter counts"
+    );
+    assert!(
+        value(
+            &m,
+            "klutch_health_http_requests_total{path=\"/readyz\",code=\"503\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the 503 that wait_for saw is counted"
+    );
+    assert!(
+        value(
+            &m,
+            "klutch_health_upstream_requests_total{check=\"backend-status\",outcome=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    let (ok, msg) = promtool_check(&m);
+    assert!(ok, "{msg}");
+}
+
+#[tokio::test]
+async fn openmetrics_when_asked_for() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    let m = svc
+        .get_with(
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        )
+        .await;
+    assert_eq!(
+        m.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(m.body.ends_with("# EOF\n"), "{}", m.body);
+}
+
+#[tokio::test]
+async fn an_item_that_vanishes_loses_its_series() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("old", "ok");
+    backend.set_entry("kept", "ok");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    svc.wait_for("/metrics", "the old item's series", |r| {
+        r.body.contains("item=\"old\"")
+    })
+    .await;
+    backend.set_entries([("kept".to_string(), "ok".to_string())].into());
+    let m = svc
+        .wait_for("/metrics", "the old item's series to go", |r| {
+            !r.body.contains("item=\"old\"")
+        })
+        .await;
+    assert!(
+        m.body
+            .contains("klutch_health_check_up{check=\"backend-status\",item=\"kept\"} 1"),
+        "{}",
+        m.body
+    );
+}
+
+#[tokio::test]
+async fn label_values_from_upstream_are_escaped() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("we\"ird\\name", "ok");
+    backend.set_entry("two\nlines", "degraded");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    let m = svc
+        .wait_for("/metrics", "the odd items' series", |r| {
+            r.body.contains("ird")
+        })
+        .await;
+    let (ok, msg) = promtool_check(&m.body);
+    assert!(ok, "promtool check metrics: {msg}\n{}", m.body);
+    assert_eq!(
+        value(
+            &m.body,
+            // Keys that are no Kubernetes names arrive percent-encoded (see backend_status::item_name).
+            r#"klutch_health_check_up{check="backend-status",item="we%22ird%5Cname"}"#
+        ),
+        Some(1.0),
+        "{}",
+        m.body
+    );
+    assert_eq!(
+        value(
+            &m.body,
+            r#"klutch_health_check_up{check="backend-status",item="two%0Alines"}"#
+        ),
+        Some(0.0),
+        "{}",
+        m.body
+    );
+    let om = svc
+        .get_with(
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        )
+        .await;
+    assert!(om.body.contains(r#"item="we%22ird%5Cname""#), "{}", om.body);
+}
+
+#[tokio::test]
+async fn every_poll_is_counted_and_timed() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    let m = svc
+        .wait_for("/metrics", "three polls", |r| {
+            value(
+                &r.body,
+                "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+            )
+            .is_some_and(|n| n >= 3.0)
+        })
+        .await
+        .body;
+    let count = value(
+        &m,
+        "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+    );
+    let counted: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("klutch_health_upstream_requests_total{check=\"backend-status\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(count, Some(counted), "{m}");
+    // Buckets around the default timeout (2s) and a fast local answer.
+    for le in ["0.005", "0.1", "1.0", "2.5", "10.0", "+Inf"] {
+        let bucket = format!(
+            "klutch_health_upstream_request_duration_seconds_bucket{{le=\"{le}\",check=\"backend-status\"}}"
+        );
+        assert!(value(&m, &bucket).is_some(), "{bucket} in\n{m}");
+    }
+    assert_eq!(
+        value(
+            &m,
+            "klutch_health_upstream_request_duration_seconds_bucket{le=\"+Inf\",check=\"backend-status\"}"
+        ),
+        count
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!(
+                "klutch_health_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+}
+
+/// The `spec` of deploy/monitoring/prometheusrule.yaml as a Prometheus rule file.
+fn example_rules(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/monitoring/prometheusrule.yaml"
+    ))
+    .expect("deploy/monitoring/prometheusrule.yaml");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    assert_eq!(doc["kind"].as_str(), Some("PrometheusRule"));
+    let path = dir.join("rules.yaml");
+    std::fs::write(
+        &path,
+        serde_yaml_ng::to_string(&doc["spec"]).expect("rules YAML"),
+    )
+    .expect("write rules");
+    path
+}
+
+fn run_promtool(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(promtool())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run promtool");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn the_example_alerts_are_valid_and_fire_when_they_should() {
+    let dir = tempfile::tempdir().expect("dir");
+    example_rules(dir.path());
+    run_promtool(&["check", "rules", "rules.yaml"], dir.path());
+    // Series as klutch-health exports them, one sample a minute.
+    let tests = r#"
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'klutch_health_build_info{version="0.1.0",namespace="crossplane-system"}'
+        values: '1x40'
+      # Two replicas: one sees readyz failing from minute 1, the other from minute 3.
+      - series: 'klutch_health_endpoint_up{endpoint="readyz",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_endpoint_up{endpoint="readyz",namespace="crossplane-system",pod="b"}'
+        values: '1 1 1 0x37'
+      - series: 'klutch_health_endpoint_up{endpoint="healthz",namespace="crossplane-system",pod="a"}'
+        values: '1x40'
+      - series: 'klutch_health_check_up{check="backend-status",item="pg",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_check_up{check="providers",item="provider-anynines",pod="a"}'
+        values: '1x40'
+      # A watch that is broken for good restarts about twice a minute (backoff capped at 30s) ...
+      - series: 'klutch_health_watch_restarts_total{check="providers",pod="a"}'
+        values: '0+2x40'
+      # ... an expired watch now and then does not count.
+      - series: 'klutch_health_watch_restarts_total{check="provider-configs",pod="a"}'
+        values: '0 0 0 0 0 0 0 0 0 1x10 2x10 3x11'
+      # Six polls a minute, all failing from minute 2, against one failure now and then elsewhere.
+      - series: 'klutch_health_upstream_requests_total{check="backend-status",outcome="success",pod="a"}'
+        values: '0 6 12x38'
+      - series: 'klutch_health_upstream_requests_total{check="backend-status",outcome="connect_error",pod="a"}'
+        values: '0 0 0+6x38'
+      - series: 'klutch_health_upstream_requests_total{check="other",outcome="success",pod="a"}'
+        values: '0+6x40'
+      - series: 'klutch_health_upstream_requests_total{check="other",outcome="timeout",pod="a"}'
+        values: '0x10 1x30'
+    alert_rule_test:
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 6m
+        exp_alerts: []
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 9m
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: crossplane-system, pod: a}
+            exp_annotations:
+              summary: The Klutch control plane has failed /readyz for 5 minutes
+              description: >-
+                Open klutch-health's status page (/) or run
+                `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health check`
+                to see which item fails and why.
+          - exp_labels: {severity: critical, namespace: crossplane-system, pod: b}
+            exp_annotations:
+              summary: The Klutch control plane has failed /readyz for 5 minutes
+              description: >-
+                Open klutch-health's status page (/) or run
+                `kubectl -n crossplane-system exec b -c klutch-health -- klutch-health check`
+                to see which item fails and why.
+      - alertname: KlutchHealthItemDown
+        eval_time: 12m
+        exp_alerts:
+          - exp_labels: {severity: warning, check: backend-status, item: pg}
+            exp_annotations:
+              summary: backend-status/pg has not passed for 10 minutes
+              description: See /readyz/backend-status?verbose on klutch-health for the reason.
+      - alertname: KlutchHealthWatchFailing
+        eval_time: 35m
+        exp_alerts:
+          - exp_labels: {severity: warning, check: providers}
+            exp_annotations:
+              summary: Kubernetes watches of providers keep failing
+              description: Check klutch-health's logs ("watch failed"), its RBAC and the API server.
+      - alertname: KlutchProviderHealthServerFailing
+        eval_time: 20m
+        exp_alerts:
+          - exp_labels: {severity: warning, check: backend-status}
+            exp_annotations:
+              summary: Most polls of provider-anynines' health server (backend-status) fail
+              description: >-
+                See the item backend-status/_endpoint on klutch-health's status page, and
+                klutch_health_upstream_requests_total by outcome.
+      - alertname: KlutchHealthAbsent
+        eval_time: 30m
+        exp_alerts: []
+  # A planned maintenance window fails /readyz on purpose: no page until it ends.
+  - interval: 1m
+    input_series:
+      - series: 'klutch_health_endpoint_up{endpoint="readyz",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_maintenance{namespace="crossplane-system",pod="a"}'
+        values: '0 1x19 0x20'
+    alert_rule_test:
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 15m
+        exp_alerts: []
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 24m
+        exp_alerts: []
+      - alertname: KlutchControlPlaneNotReady
+        eval_time: 26m
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: crossplane-system, pod: a}
+            exp_annotations:
+              summary: The Klutch control plane has failed /readyz for 5 minutes
+              description: >-
+                Open klutch-health's status page (/) or run
+                `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health check`
+                to see which item fails and why.
+  # One alert per silent konnector (whichever replica reports it), none for a konnector that is merely unknown
+  # (a blind control plane blames no app cluster), none from the generic item alert; and a refused config
+  # reload.
+  - interval: 1m
+    input_series:
+      - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-7xk2p",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-7xk2p",status="fail",namespace="crossplane-system",pod="a"}'
+        values: '0 1x39'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-7xk2p",status="fail",namespace="crossplane-system",pod="b"}'
+        values: '0 1x39'
+      - series: 'klutch_health_check_up{check="konnectors",item="kube-bind-q9z4d",namespace="crossplane-system",pod="a"}'
+        values: '1 0x39'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-q9z4d",status="fail",namespace="crossplane-system",pod="a"}'
+        values: '0x40'
+      - series: 'klutch_health_check_status{check="konnectors",item="kube-bind-q9z4d",status="unknown",namespace="crossplane-system",pod="a"}'
+        values: '0 1x39'
+      - series: 'klutch_health_config_last_reload_successful{namespace="crossplane-system",pod="a"}'
+        values: '1 1 0x38'
+      - series: 'klutch_health_config_last_reload_successful{namespace="crossplane-system",pod="b"}'
+        values: '1x40'
+    alert_rule_test:
+      - alertname: KlutchKonnectorSilent
+        eval_time: 4m
+        exp_alerts: []
+      - alertname: KlutchKonnectorSilent
+        eval_time: 7m
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: crossplane-system, check: konnectors, item: kube-bind-7xk2p}
+            exp_annotations:
+              summary: The konnector of app cluster kube-bind-7xk2p has not heartbeated for 5 minutes
+              description: >-
+                Its ClusterBinding in namespace kube-bind-7xk2p gets no heartbeats: see
+                /readyz/konnectors?verbose on klutch-health, and the konnector in the app cluster
+                (`kubectl -n klutch-bind get deploy konnector` there).
+      - alertname: KlutchHealthItemDown
+        eval_time: 20m
+        exp_alerts: []
+      - alertname: KlutchHealthConfigReloadFailed
+        eval_time: 6m
+        exp_alerts: []
+      - alertname: KlutchHealthConfigReloadFailed
+        eval_time: 8m
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: crossplane-system, pod: a}
+            exp_annotations:
+              summary: klutch-health crossplane-system/a refused its changed configuration
+              description: >-
+                It still runs the previous one. See why with
+                `kubectl -n crossplane-system exec a -c klutch-health -- klutch-health --check-config`.
+  - interval: 1m
+    input_series:
+      - series: 'up{job="something-else"}'
+        values: '1x20'
+    alert_rule_test:
+      - alertname: KlutchHealthAbsent
+        eval_time: 15m
+        exp_alerts:
+          - exp_labels: {severity: warning}
+            exp_annotations:
+              summary: No klutch-health instance is being scraped
+"#;
+    std::fs::write(dir.path().join("tests.yaml"), tests).expect("write tests");
+    run_promtool(&["test", "rules", "tests.yaml"], dir.path());
+}
+
+/// Every value of a sample line starting with `prefix`, by its whole label set.
+fn samples<'a>(text: &'a str, prefix: &str) -> Vec<(&'a str, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            Some((series, v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn counters_are_exported_at_zero_from_the_start() {
+    let cp = klutch_sim::SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kc = common::kubeconfig(&cp.api, dir.path());
+    // A backend that never answers in time: no poll outcome has been counted at the first scrape.
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_mode(klutch_sim::BackendMode::Hang);
+    let svc = Service::start(
+        &common::full_config(&backend.url(), ""),
+        &[("KUBECONFIG", &kc)],
+    )
+    .await;
+    let m = svc.get("/metrics").await.body;
+    let (ok, msg) = promtool_check(&m);
+    assert!(ok, "promtool check metrics: {msg}\n{m}");
+    for check in [
+        "providers",
+        "provider-configs",
+        "anynines-backend",
+        "provider-pods",
+    ] {
+        let series = format!("klutch_health_watch_restarts_total{{check=\"{check}\"}}");
+        assert_eq!(value(&m, &series), Some(0.0), "{series} in\n{m}");
+    }
+    assert!(
+        samples(
+            &m,
+            "klutch_health_watch_restarts_total{check=\"backend-status\""
+        )
+        .is_empty(),
+        "backend-status watches nothing"
+    );
+    for outcome in klutch_health::checks::backend_status::OUTCOMES {
+        let series = format!(
+            "klutch_health_upstream_requests_total{{check=\"backend-status\",outcome=\"{outcome}\"}}"
+        );
+        assert!(value(&m, &series).is_some(), "{series} in\n{m}");
+    }
+    for (path, code) in [("/readyz", 503), ("/healthz", 503), ("/livez", 200)] {
+        let series =
+            format!("klutch_health_http_requests_total{{path=\"{path}\",code=\"{code}\"}}");
+        assert!(value(&m, &series).is_some(), "{series} in\n{m}");
+    }
+}
+
+#[test]
+fn every_poll_error_has_an_outcome_exported_from_the_start() {
+    use klutch_health::checks::backend_status::{PollError, OUTCOMES};
+    use std::time::Duration;
+    let errors = [
+        PollError::Status {
+            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+            body: bytes::Bytes::new(),
+        },
+        PollError::Timeout(Duration::from_secs(1)),
+        PollError::Connect(String::new()),
+        PollError::Request(String::new()),
+        PollError::TooLarge(1),
+        PollError::Body(String::new()),
+        PollError::InvalidJson {
+            reason: String::new(),
+            body: bytes::Bytes::new(),
+        },
+        PollError::NotObject("an array"),
+    ];
+    for e in &errors {
+        assert!(OUTCOMES.contains(&e.outcome()), "{e:?}: {}", e.outcome());
+    }
+}
+
+#[tokio::test]
+async fn endpoint_up_of_readyz_is_0_while_shutting_down() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    let mut svc = Service::start(
+        &backend_config(&backend.url(), ""),
+        &[("KLUTCH_HEALTH_SERVER__SHUTDOWN_DELAY", "10s")],
+    )
+    .await;
+    let up = |m: &str, endpoint: &str| {
+        value(
+            m,
+            &format!("klutch_health_endpoint_up{{endpoint=\"{endpoint}\"}}"),
+        )
+    };
+    svc.wait_for("/metrics", "readyz up", |r| {
+        up(&r.body, "readyz") == Some(1.0)
+    })
+    .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &svc.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let polls = |m: &str| {
+        value(
+            m,
+            "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let m = svc
+        .wait_for("/metrics", "readyz down", |r| {
+            up(&r.body, "readyz") == Some(0.0)
+        })
+        .await
+        .body;
+    // Later evaluations (the backend is polled every 100 ms) do not bring it back.
+    let seen = polls(&m);
+    let m = svc
+        .wait_for("/metrics", "two more polls", |r| {
+            polls(&r.body) >= seen + 2.0
+        })
+        .await
+        .body;
+    assert_eq!(up(&m, "readyz"), Some(0.0), "{m}");
+    // /healthz keeps answering its verdict while shutting down, and its gauge says so.
+    assert_eq!(up(&m, "healthz"), Some(1.0), "{m}");
+    assert_eq!(svc.get("/healthz").await.status, 200);
+    assert_eq!(svc.get("/readyz").await.status, 503);
+    assert_eq!(svc.wait_exit().await, Some(0));
+}
