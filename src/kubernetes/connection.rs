@@ -293,3 +293,135 @@ async fn make_client(settings: &Cluster) -> Result<Client, ClientError> {
     };
     Client::try_from(kube_config).map_err(ClientError::Client)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The probe's cadence on tokio's paused clock: minutes of a quiet, a busy and a black-holed API server
+    //! in milliseconds, exactly.
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// A fake API server answering the liveness probe, counting the probes; while `hang` is set it
+    /// accepts and never answers (a black hole).
+    #[derive(Clone, Default)]
+    struct Fake {
+        probes: Arc<AtomicUsize>,
+        hang: Arc<AtomicBool>,
+    }
+
+    impl Fake {
+        fn client(&self) -> Client {
+            let fake = self.clone();
+            let service = tower::service_fn(move |req: Request<Body>| {
+                let fake = fake.clone();
+                async move {
+                    fake.probes.fetch_add(1, Ordering::SeqCst);
+                    if fake.hang.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    let body = match req.uri().path() {
+                        "/version" => {
+                            r#"{"major":"1","minor":"33","gitVersion":"v1.33.0","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#
+                        }
+                        _ => "ok",
+                    };
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+                }
+            });
+            Client::new(service, "default")
+        }
+
+        fn probes(&self) -> usize {
+            self.probes.load(Ordering::SeqCst)
+        }
+    }
+
+    const EVERY: Duration = Duration::from_secs(10);
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Starts the probe of a cluster served by `fake`; returns its evidence and health.
+    fn start(fake: &Fake) -> (Arc<Evidence>, channel::Receiver<Health>) {
+        let evidence = Arc::new(Evidence::new());
+        let (tx, health) = channel::channel(Health::default());
+        tokio::spawn(probe(
+            fake.client(),
+            evidence.clone(),
+            Probe {
+                every: EVERY,
+                timeout: TIMEOUT,
+                cluster: "default".into(),
+            },
+            tx,
+        ));
+        (evidence, health)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_api_server_is_probed_once_per_interval_and_stays_trusted() {
+        let fake = Fake::default();
+        let (_evidence, health) = start(&fake);
+        // Ten minutes without a change and without a BOOKMARK: one probe at once, then one per interval.
+        tokio::time::sleep(Duration::from_secs(600) + Duration::from_millis(1)).await;
+        assert_eq!(fake.probes(), 61);
+        assert_eq!(*health.borrow(), Health::default(), "never silent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_api_server_is_never_probed_after_the_first_time() {
+        let fake = Fake::default();
+        let (evidence, health) = start(&fake);
+        let busy = tokio::spawn(async move {
+            loop {
+                evidence.record();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        busy.abort();
+        assert_eq!(
+            fake.probes(),
+            1,
+            "answers that keep arriving are evidence enough"
+        );
+        assert_eq!(health.borrow().down, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_black_holed_api_server_is_silent_within_interval_and_timeout_and_its_return_is_a_recovery(
+    ) {
+        let fake = Fake::default();
+        let (_evidence, mut health) = start(&fake);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(fake.probes(), 1);
+        fake.hang.store(true, Ordering::SeqCst);
+        let silent_at = Instant::now();
+        health.changed().await.expect("the probe reports");
+        let waited = silent_at.elapsed();
+        assert!(
+            waited <= EVERY + TIMEOUT,
+            "silence shows within probe_interval + probe_timeout, not after {waited:?}"
+        );
+        let down = health.borrow_and_update().down.clone().expect("down");
+        assert!(
+            down.message
+                .starts_with("API server of cluster default silent since "),
+            "{}",
+            down.message
+        );
+        assert_eq!(health.borrow().recoveries, 0);
+
+        fake.hang.store(false, Ordering::SeqCst);
+        health.changed().await.expect("the probe reports");
+        let back = health.borrow().clone();
+        assert_eq!(
+            (back.down, back.recoveries),
+            (None, 1),
+            "its return restarts the watches"
+        );
+    }
+}

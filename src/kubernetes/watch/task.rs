@@ -311,4 +311,67 @@ mod tests {
         b.held();
         assert_eq!(b.failed(), BACKOFF_START);
     }
+
+    /// A WATCH that is refused while its LIST works, on tokio's paused clock: the objects stay, the state
+    /// says what to grant, and ten minutes hold a few relists (the backoff up to 60 s), not a hot loop.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_watch_relists_with_backoff_not_in_a_hot_loop() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use bytes::Bytes;
+        use http_body_util::Full;
+        use k8s_openapi::api::core::v1::Pod;
+
+        use super::super::{Target, Watches};
+
+        let lists = Arc::new(AtomicUsize::new(0));
+        let counted = lists.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let lists = counted.clone();
+            async move {
+                let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+                let (code, body) = if watching {
+                    (
+                        403,
+                        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods is forbidden: User \"system:serviceaccount:crossplane-system:klutch-health\" cannot watch resource \"pods\" in API group \"\" in the namespace \"x\"","reason":"Forbidden","code":403}"#,
+                    )
+                } else {
+                    lists.fetch_add(1, Ordering::SeqCst);
+                    (
+                        200,
+                        r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"x","uid":"u"}}]}"#,
+                    )
+                };
+                let mut r = http::Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let metrics = Arc::new(Metrics::new());
+        let watch = Watches::default().watch(
+            Target::<Pod> {
+                api: Api::namespaced(client, "x"),
+                strip: |_| {},
+                dyntype: (),
+                cluster: None,
+                namespace: Some("x".into()),
+                labels: None,
+            },
+            "c",
+            &metrics,
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let state = watch.state.borrow().clone();
+        assert!(state.synced && state.broken.is_none(), "{state:?}");
+        let why = state.not_watching.expect("the refusal is kept");
+        assert!(
+            why.starts_with("watch on pods forbidden: grant the verb \"watch\" on \"pods\" in the core API group in namespace x"),
+            "{why}"
+        );
+        assert_eq!(watch.store.state().len(), 1, "the listed objects stay");
+        // 0.25 + 0.5 + … + 32 s, then one a minute: 17 lists in ten minutes (a hot loop: thousands).
+        let lists = lists.load(Ordering::SeqCst);
+        assert!((15..=19).contains(&lists), "{lists} LISTs in ten minutes");
+    }
 }
