@@ -174,6 +174,37 @@ impl Service {
     }
 }
 
+/// Sends the signal `name` (`TERM`, `INT`, `HUP`) to process `pid`, as `kill -NAME` would, without running a
+/// program.
+pub fn signal(name: &str, pid: u32) {
+    let number = match name {
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "KILL" => libc::SIGKILL,
+        other => panic!("no signal named {other} in this harness"),
+    };
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: kill(2) with a child's pid and a valid signal number touches no memory of this process.
+    let sent = unsafe { libc::kill(pid, number) };
+    assert_eq!(
+        sent,
+        0,
+        "kill -{name} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The line of `item` (`CHECK/ITEM`) in a text answer (`[+]CHECK/ITEM ok`), or a panic showing the body.
+pub fn line<'a>(body: &'a str, item: &str) -> &'a str {
+    body.lines()
+        .find(|l| {
+            l.get(3..)
+                .is_some_and(|l| l.starts_with(&format!("{item} ")))
+        })
+        .unwrap_or_else(|| panic!("no line for {item} in\n{body}"))
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{full_config, kubeconfig, Resp, Service};
+use common::{full_config, kubeconfig, line, Resp, Service};
 use klutch_sim::{PackageHealth, PackageKind, SimControlPlane};
 
 const APP: &str = "kube-bind-7xk2p";
@@ -26,15 +26,6 @@ async fn estate(interval: Duration) -> (SimControlPlane, Service) {
     .await;
     std::mem::forget(dir);
     (cp, svc)
-}
-
-fn line<'a>(body: &'a str, item: &str) -> &'a str {
-    body.lines()
-        .find(|l| {
-            l.get(3..)
-                .is_some_and(|l| l.starts_with(&format!("{item} ")))
-        })
-        .unwrap_or_else(|| panic!("no line for {item} in\n{body}"))
 }
 
 /// `klutch_health_check_up{check,item}` as exported, if it is.

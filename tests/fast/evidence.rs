@@ -4,8 +4,6 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
-
 use common::{eventually, full_config, kubeconfig, Resp, Service};
 use klutch_sim::{SimControlPlane, WatchFault};
 
@@ -48,14 +46,6 @@ fn kube_lines(r: &Resp) -> Vec<&str> {
             l.starts_with('[') && !l.contains("]backend-status/") && !l.contains("]konnectors/")
         })
         .collect()
-}
-
-fn version_requests(cp: &SimControlPlane) -> usize {
-    cp.api
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/version")
-        .count()
 }
 
 fn lists_of(cp: &SimControlPlane, plural: &str) -> usize {
@@ -123,47 +113,7 @@ async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restar
 }
 
 #[tokio::test]
-async fn a_quiet_api_server_without_bookmarks_stays_trusted_at_one_probe_per_interval() {
-    let cp = SimControlPlane::start().await.expect("sim");
-    cp.api.set_bookmarks(false);
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = synced_service(&cp, &dir, &[]).await;
-    cp.api.reset_requests();
-    // Nothing changes and nothing is sent for well past stale_after + probe_interval + probe_timeout.
-    let window = Duration::from_secs(4);
-    let start = Instant::now();
-    while start.elapsed() < window {
-        let r = svc.get("/readyz?verbose").await;
-        assert_eq!(r.status, 200, "a quiet API is not silent: {}", r.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let probes = version_requests(&cp);
-    let most = (window.as_millis() / 300) as usize + 1;
-    assert!(probes >= 1, "the quiet cluster was probed");
-    assert!(
-        probes <= most,
-        "at most one probe per probe_interval: {probes} in {window:?}"
-    );
-}
-
-#[tokio::test]
-async fn a_busy_api_server_is_never_probed() {
-    let cp = SimControlPlane::start().await.expect("sim");
-    // BOOKMARKs every 50 ms on every watch: answers keep arriving, so they are evidence enough.
-    cp.api.set_bookmark_interval(Duration::from_millis(50));
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = synced_service(&cp, &dir, &[]).await;
-    cp.api.reset_requests();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
-        assert_eq!(svc.get("/readyz").await.status, 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(version_requests(&cp), 0, "{:#?}", cp.api.requests());
-}
-
-#[tokio::test]
-async fn a_forbidden_watch_keeps_the_items_warns_what_to_grant_and_backs_off() {
+async fn a_forbidden_watch_keeps_the_items_and_warns_what_to_grant() {
     let cp = SimControlPlane::start().await.expect("sim");
     let dir = tempfile::tempdir().expect("dir");
     let svc = synced_service(&cp, &dir, &[]).await;
@@ -187,13 +137,7 @@ async fn a_forbidden_watch_keeps_the_items_warns_what_to_grant_and_backs_off() {
         "no debug dump: {}",
         r.body
     );
-    // No relist hot loop: the backoff doubles from 250 ms, so 8 s hold a handful of LISTs, not 66.
-    cp.api.reset_requests();
-    let window = Duration::from_secs(8);
-    tokio::time::sleep(window).await;
-    let lists = lists_of(&cp, "/providerconfigs");
-    assert!(lists <= 6, "{lists} LISTs of providerconfigs in {window:?}");
-    assert_eq!(svc.get("/readyz").await.status, 200);
+    // That it relists with backoff, not in a hot loop: kubernetes::watch::task's paused-clock unit test.
     // The logs say it in words too: kube-runtime's own line with a Debug dump of the Status is kept out.
     let logs = svc.logs();
     assert!(

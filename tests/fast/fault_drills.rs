@@ -136,11 +136,7 @@ async fn sigterm_under_load_fails_no_in_flight_request() {
         (ok, failed_during_delay)
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(svc.pid().to_string())
-        .status()
-        .expect("kill");
+    common::signal("TERM", svc.pid());
     let (ok, failed) = load.await.expect("load");
     assert!(ok > 10, "requests were served: {ok}");
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{full_config, kubeconfig, Service};
+use common::{full_config, kubeconfig, line, Service};
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
 use klutch_sim::SimControlPlane;
 use serde_json::json;
@@ -27,12 +27,6 @@ async fn running_with(extra: &str, env: &[(&str, &str)]) -> (SimControlPlane, Se
         .await;
     std::mem::forget(dir);
     (cp, svc)
-}
-
-fn line<'a>(body: &'a str, item: &str) -> &'a str {
-    body.lines()
-        .find(|l| l[3..].starts_with(item))
-        .unwrap_or_else(|| panic!("no line for {item} in\n{body}"))
 }
 
 #[tokio::test]

@@ -11,15 +11,6 @@ use common::{backend_config, eventually, full_config, kubeconfig, Service};
 use jiff::Timestamp;
 use klutch_sim::{FakeBackend, SimControlPlane};
 
-fn hangup(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// The value of the sample `name` (with its labels, if any) in a Prometheus text exposition.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
@@ -100,7 +91,7 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         toml::to_string(&doc).expect("TOML"),
     )
     .expect("write config");
-    hangup(svc.pid());
+    common::signal("HUP", svc.pid());
 
     let r = svc
         .wait_for("/readyz?verbose", "the reloaded checks", |r| {
@@ -448,7 +439,7 @@ async fn a_reload_that_changes_watches_leaves_every_check_synced() {
         // The file poll may apply a change before SIGHUP does: the first reload after the write is this one.
         let before = logged(&svc, "configuration reloaded").len();
         std::fs::write(svc.dir.path().join("config.toml"), config).expect("write config");
-        hangup(svc.pid());
+        common::signal("HUP", svc.pid());
         reloads(&svc, before + 1).await;
         let r = svc
             .wait_for(

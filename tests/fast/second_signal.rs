@@ -2,17 +2,8 @@
 
 use crate::common;
 
-use common::{backend_config, Service};
+use common::{backend_config, signal, Service};
 use klutch_sim::FakeBackend;
-
-fn signal(name: &str, pid: u32) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
 
 /// With a drain far longer than the test's deadline, the process can only exit in time if the second
 /// signal cuts the drain short.

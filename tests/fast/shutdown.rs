@@ -9,15 +9,6 @@ use common::{backend_config, Service};
 use klutch_sim::{BackendMode, FakeBackend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn term(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn sigterm_fails_readyz_at_once_finishes_in_flight_requests_and_exits_0() {
     let backend = FakeBackend::start().await.expect("fake backend");
@@ -37,7 +28,7 @@ async fn sigterm_fails_readyz_at_once_finishes_in_flight_requests_and_exits_0() 
         .expect("send");
 
     let signalled = Instant::now();
-    term(svc.pid());
+    common::signal("TERM", svc.pid());
     let r = svc
         .wait_for("/readyz", "readyz to fail", |r| r.status == 503)
         .await;
@@ -77,15 +68,6 @@ async fn sigterm_fails_readyz_at_once_finishes_in_flight_requests_and_exits_0() 
     );
 }
 
-fn signal(name: &str, pid: u32) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 async fn passing_service(delay: &str) -> (FakeBackend, Service) {
     let backend = FakeBackend::start().await.expect("fake backend");
     backend.set_entry("postgresql-service-broker", "ok");
@@ -102,7 +84,7 @@ async fn passing_service(delay: &str) -> (FakeBackend, Service) {
 #[tokio::test]
 async fn sigint_shuts_down_like_sigterm_and_every_readyz_form_says_so() {
     let (_backend, mut svc) = passing_service("2s").await;
-    signal("INT", svc.pid());
+    common::signal("INT", svc.pid());
     svc.wait_for("/readyz", "readyz to fail", |r| r.status == 503)
         .await;
     for path in [
@@ -156,7 +138,7 @@ async fn an_idle_keep_alive_connection_does_not_hold_up_the_exit() {
         "answered"
     );
     let signalled = Instant::now();
-    term(svc.pid());
+    common::signal("TERM", svc.pid());
     assert_eq!(svc.wait_exit().await, Some(0));
     // The drain timeout is 10s: an idle connection is closed at once instead of waited for.
     assert!(

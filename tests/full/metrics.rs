@@ -584,11 +584,7 @@ async fn endpoint_up_of_readyz_is_0_while_shutting_down() {
         up(&r.body, "readyz") == Some(1.0)
     })
     .await;
-    let status = Command::new("kill")
-        .args(["-TERM", &svc.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    common::signal("TERM", svc.pid());
     let polls = |m: &str| {
         value(
             m,

@@ -5,19 +5,7 @@ use std::time::{Duration, Instant};
 
 use klutch_sim::SimControlPlane;
 
-/// `$KUBECTL`, else `kubectl` on PATH (deploy/check.sh, run by .ci/run, installs one when missing).
-fn kubectl() -> std::path::PathBuf {
-    if let Some(k) = std::env::var_os("KUBECTL") {
-        return k.into();
-    }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join("kubectl"))
-        .find(|k| k.is_file())
-        .expect("kubectl is not installed: .ci/run installs one (through deploy/check.sh), or set KUBECTL")
-}
+use crate::kustomize::kubectl;
 
 async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> String {
     let out = tokio::process::Command::new(kubectl())

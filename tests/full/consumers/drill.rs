@@ -174,12 +174,7 @@ impl Fault {
             Fault::ApiFrozen => cp.api.set_frozen(true),
             Fault::ApiDown => cp.api.set_down(true),
             Fault::Shutdown => {
-                let status = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(rig.svc.pid().to_string())
-                    .status()
-                    .expect("kill");
-                assert!(status.success(), "kill -TERM klutch-health");
+                crate::common::signal("TERM", rig.svc.pid());
             }
         }
     }

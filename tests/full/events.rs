@@ -78,7 +78,7 @@ async fn wait_event(cp: &SimControlPlane, type_: &str) -> Value {
 
 /// Real kubectl, run without blocking the runtime that serves the fake API; killed if it outlives the test.
 async fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
-    let run = tokio::process::Command::new(std::env::var("KUBECTL").unwrap_or("kubectl".into()))
+    let run = tokio::process::Command::new(crate::kustomize::kubectl())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -87,7 +87,7 @@ async fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
     let out = tokio::time::timeout(common::DEADLINE, run)
         .await
         .unwrap_or_else(|_| panic!("kubectl {args:?}: no answer within {:?}", common::DEADLINE))
-        .expect("kubectl is installed (.ci/run installs it), or set KUBECTL");
+        .expect("run kubectl");
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}",
