@@ -30,13 +30,6 @@ use crate::signals::Sink;
 async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Running)> {
     let rules = Rules::new(config);
     let metrics = Arc::new(Metrics::new());
-    for check in config
-        .checks
-        .iter()
-        .filter(|c| !c.settings.targets().is_empty())
-    {
-        metrics.watch_restarts_from_zero(&check.name);
-    }
     let sink = Sink::default();
     let mut running = Running::default();
     running

@@ -15,7 +15,7 @@ use crate::operating::Declared;
 
 use crate::report::{
     Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,
-    Status,
+    Served, Status,
 };
 use crate::signals::{Observation, Snapshot};
 
@@ -61,6 +61,8 @@ pub struct Rules {
     readyz: EndpointRules,
     /// Silences and the maintenance window.
     declared: Declared,
+    /// The `backend-status` check whose poll `/backend-health` serves.
+    passthrough: Option<Arc<str>>,
 }
 
 impl Rules {
@@ -86,6 +88,7 @@ impl Rules {
             healthz: config.endpoints.healthz.clone(),
             readyz: config.endpoints.readyz.clone(),
             declared: Declared::new(&config.silences, config.maintenance.as_ref()),
+            passthrough: config.passthrough().map(Into::into),
         }
     }
 
@@ -151,8 +154,10 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timest
             items,
             healthz,
             readyz,
-            backend: snapshot.backend.clone(),
-            last_poll: snapshot.last_poll,
+            backend: rules.passthrough.as_ref().map(|check| Served {
+                check: check.clone(),
+                last: snapshot.polls.get(&**check).cloned(),
+            }),
             operating: rules.declared.state(now),
         },
         memory: new_memory,

@@ -24,7 +24,7 @@ use crate::connections::{Admitted, Connections};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
-use crate::report::Endpoint;
+use crate::report::{Endpoint, Served};
 
 // Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
 // time, instead of on every request.
@@ -597,16 +597,22 @@ fn health(
     with_type(code, &TEXT, body)
 }
 
-/// The last poll's outcome, never an older one: a monitor pointed here sees what it would see upstream, or
-/// `502`/`504` with the reason there was no answer, or `503` before the first poll. The content type comes
-/// from what the body is, never from upstream's header, and `nosniff` keeps browsers from guessing another.
+/// The last poll's outcome of the check that serves `/backend-health`, never an older one: a monitor pointed
+/// here sees what it would see upstream, or `502`/`504` with the reason there was no answer, or `503` before
+/// the first poll; `404` when no `backend-status` check is configured. The content type comes from what the
+/// body is, never from upstream's header, and `nosniff` keeps browsers from guessing another.
 fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
     let mut r = match &latest.report.backend {
         None => plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "provider-anynines' health server has not been polled yet\n".into(),
+            StatusCode::NOT_FOUND,
+            "404 no backend-status check is configured, so there is no poll to pass through\n"
+                .into(),
         ),
-        Some(b) => {
+        Some(Served { check, last: None }) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("check {check} has not polled provider-anynines' health server yet\n"),
+        ),
+        Some(Served { last: Some(b), .. }) => {
             let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let ct = if b.json { &JSON } else { &TEXT };
             let mut r = with_type(code, ct, b.body.clone());

@@ -344,7 +344,6 @@ mod tests {
             healthz: empty(Endpoint::Healthz),
             readyz: empty(Endpoint::Readyz),
             backend: None,
-            last_poll: None,
             operating: Default::default(),
         }
     }

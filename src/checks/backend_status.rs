@@ -19,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CheckType, Run, WatchTarget};
+use super::{CheckType, Run};
 use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
@@ -76,22 +76,11 @@ impl CheckType for BackendStatus {
         Ok(())
     }
 
-    fn targets(&self) -> Vec<WatchTarget> {
-        Vec::new()
-    }
-
-    fn start(&self, run: Run<'_>) {
-        run.metrics.upstream_from_zero(run.check, &OUTCOMES);
-        let (check, config, sink, metrics) = (
-            run.check.to_string(),
-            self.clone(),
-            run.sink.clone(),
-            run.metrics.clone(),
-        );
-        run.tasks
-            .supervise(run.check, run.sink, run.metrics, move || {
-                Poller::new(&check, config.clone(), sink.clone(), metrics.clone()).run()
-            });
+    fn start(&self, run: &mut Run<'_>) {
+        let config = self.clone();
+        run.poll(&OUTCOMES, move |check, sink, metrics| {
+            Poller::new(check, config.clone(), sink.clone(), metrics.clone()).run()
+        });
     }
 }
 
@@ -406,13 +395,16 @@ impl Poller {
         };
         self.sink.publish(&self.check, items);
         let (status, body, json) = passthrough;
-        self.sink.polled(Passthrough {
-            status,
-            body,
-            json,
-            at,
-            last_good: self.last_good,
-        });
+        self.sink.polled(
+            &self.check,
+            Passthrough {
+                status,
+                body,
+                json,
+                at,
+                last_good: self.last_good,
+            },
+        );
     }
 
     /// The items of a good answer: one per key, or `none` for `{}`.

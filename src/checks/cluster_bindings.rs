@@ -7,18 +7,17 @@
 //! konnector clock cannot fake or hide one), with a deadline that fires by timer without any event.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::packages::{condition, describe};
-use super::{CheckType, Run, WatchTarget};
-use crate::kubernetes::watch::{Target, WatchState};
+use super::{CheckType, Run, WatchSpec, WatchState};
 use crate::report::Status;
 use crate::signals::{Expiry, Observation};
 
@@ -49,35 +48,16 @@ const OWN_REASONS: [&str; 4] = [
 impl CheckType for ClusterBinding {
     const NAME: &'static str = "cluster-binding";
 
-    fn targets(&self) -> Vec<WatchTarget> {
-        vec![WatchTarget {
-            group: "klutch.anynines.com".into(),
-            version: "v1alpha1".into(),
-            resource: "clusterbindings".into(),
-            namespace: None,
-        }]
-    }
-
-    fn start(&self, run: Run<'_>) {
-        let cluster = run.kube.as_ref().and_then(|k| k.cluster.clone());
-        run.follow_watch(
-            Vec::new(),
-            |client, cluster| {
-                let resource = resource();
-                Target {
-                    api: Api::all_with(client, &resource),
-                    strip: keep_status_and_write_time,
-                    dyntype: resource,
-                    cluster,
-                    namespace: None,
-                    labels: None,
-                }
-            },
-            move || {
-                let (cluster, mut session) = (cluster.clone(), Session::default());
-                move |objects: &[Arc<DynamicObject>], state: &WatchState, now| {
-                    session.observe(cluster.as_deref(), objects, state, now)
-                }
+    fn start(&self, run: &mut Run<'_>) {
+        let mut session = Session {
+            cluster: run.cluster().map(str::to_string),
+            memory: run.memory(),
+            ..Session::default()
+        };
+        run.follow(
+            WatchSpec::all(resource(), keep_status_and_write_time),
+            move |objects: &[Arc<DynamicObject>], state: &WatchState, now| {
+                session.observe(objects, state, now)
             },
         );
     }
@@ -128,16 +108,19 @@ struct Heartbeats {
     seen: Option<Timestamp>,
 }
 
-/// Heartbeat memory by (cluster, object uid), for the life of the process: relists and config reloads
-/// start new watch sessions, which must not forget a heartbeat already seen.
-static MEMORY: LazyLock<Mutex<HashMap<Key, Heartbeats>>> = LazyLock::new(Mutex::default);
+/// Heartbeat memory by (cluster, object uid), owned by the running check set: relists, a restart after a
+/// panic and config reloads start new watch sessions, which must not forget a heartbeat already seen.
+type Memory = HashMap<Key, Heartbeats>;
 
 /// (cluster, object uid): uids are unique within a cluster only.
 type Key = (Option<String>, String);
 
 /// One watch session of a check: whether its watch was broken at the last look, and when it recovered.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Session {
+    /// The check's cluster (`None`: the default one).
+    cluster: Option<String>,
+    memory: Arc<Mutex<Memory>>,
     broken: bool,
     recovered: Option<Timestamp>,
 }
@@ -145,7 +128,6 @@ struct Session {
 impl Session {
     fn observe(
         &mut self,
-        cluster: Option<&str>,
         objects: &[Arc<DynamicObject>],
         state: &WatchState,
         now: Timestamp,
@@ -154,7 +136,7 @@ impl Session {
             self.recovered = Some(now);
         }
         self.broken = state.broken.is_some();
-        let watch = Watch {
+        let watch = Liveness {
             recovered: self.recovered,
             broken: state.broken.as_ref().map(|b| {
                 (
@@ -166,7 +148,8 @@ impl Session {
                 )
             }),
         };
-        let mut memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+        let cluster = self.cluster.as_deref();
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
         let mut items = Vec::new();
         let mut present = std::collections::HashSet::new();
         for object in objects {
@@ -261,7 +244,7 @@ impl Binding {
 
 /// How the clusterbindings watch is doing, as liveness needs it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Watch {
+pub struct Liveness {
     /// When the watch last recovered from a break: every deadline restarts from there.
     pub recovered: Option<Timestamp>,
     /// Since when, and why, the watch is broken.
@@ -269,7 +252,12 @@ pub struct Watch {
 }
 
 /// One ClusterBinding's item: `seen` is when a heartbeat was last seen (`None`: not since start-up).
-pub fn judge(b: &Binding, seen: Option<Timestamp>, watch: &Watch, now: Timestamp) -> Observation {
+pub fn judge(
+    b: &Binding,
+    seen: Option<Timestamp>,
+    watch: &Liveness,
+    now: Timestamp,
+) -> Observation {
     let item = |status, message: String| Observation::new(&b.namespace, status, message, now);
     if let Some(failure) = &b.failure {
         return item(Status::Fail, failure.clone());
@@ -449,7 +437,7 @@ mod tests {
         what: &'static str,
         binding: Binding,
         seen: Option<&'static str>,
-        watch: Watch,
+        watch: Liveness,
         now: &'static str,
         status: Status,
         message: &'static str,
@@ -459,8 +447,8 @@ mod tests {
 
     #[test]
     fn liveness_skew_and_conditions() {
-        let live = Watch::default();
-        let broken = |since: &str| Watch {
+        let live = Liveness::default();
+        let broken = |since: &str| Liveness {
             recovered: None,
             broken: Some((
                 at(since),
@@ -641,7 +629,7 @@ mod tests {
                 what: "after recovery the deadline restarts from the recovery time",
                 binding: healthy(),
                 seen: Some("2024-08-20T14:02:32Z"),
-                watch: Watch { recovered: Some(at("2024-08-20T14:10:00Z")), broken: None },
+                watch: Liveness { recovered: Some(at("2024-08-20T14:10:00Z")), broken: None },
                 now: "2024-08-20T14:10:30Z",
                 status: Status::Pass,
                 message: "heartbeat every 30s, last at 14:02:32Z",

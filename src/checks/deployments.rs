@@ -8,11 +8,9 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1 as k8s;
 
-use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckType, Run, WatchTarget};
-use crate::kubernetes::watch::Target;
+use super::{CheckType, Run, WatchSpec};
 use crate::report::Status;
 use crate::signals::Observation;
 use crate::values::KeyError;
@@ -70,15 +68,6 @@ impl CheckType for Deployment {
         Ok(())
     }
 
-    fn targets(&self) -> Vec<WatchTarget> {
-        vec![WatchTarget {
-            group: "apps".into(),
-            version: "v1".into(),
-            resource: "deployments".into(),
-            namespace: Some(self.namespace.clone()),
-        }]
-    }
-
     /// A single name is the item even while missing; of several candidates none is known to exist yet.
     fn placeholders(&self) -> Vec<String> {
         match self.deployment.all() {
@@ -87,23 +76,15 @@ impl CheckType for Deployment {
         }
     }
 
-    fn start(&self, run: Run<'_>) {
+    fn start(&self, run: &mut Run<'_>) {
         let d = self.clone();
         run.follow(
-            self.placeholders(),
-            |client, cluster| Target::<k8s::Deployment> {
-                api: Api::namespaced(client, &self.namespace),
-                strip: |d| {
-                    if let Some(spec) = d.spec.as_mut() {
-                        spec.template = Default::default();
-                    }
-                },
-                dyntype: (),
-                cluster,
-                namespace: Some(self.namespace.clone()),
-                labels: None,
-            },
-            move |objects, now| observe(objects, &d, now),
+            WatchSpec::<k8s::Deployment>::namespaced(&self.namespace, |d| {
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            }),
+            move |objects, _, now| observe(objects, &d, now),
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The check types. A check type is one module of this folder that implements [`CheckType`] for its
 //! settings struct (the keys of its `[[check]]` table) plus one line in [`TYPES`]: its settings, its
-//! validation, what it reads from Kubernetes ([`WatchTarget`], from which the RBAC is derived), the items it
-//! shows before its first observation, and how it starts its signal all live in that module.
+//! validation, the items it shows before its first observation, and its signal — each watch it follows
+//! declared once as a [`WatchSpec`], from which both the watch's `Api` and the RBAC row are built — all live
+//! in that module. [`running`] keeps the started checks across reloads.
 
 pub mod backend_status;
 pub mod cluster_bindings;
@@ -11,20 +12,24 @@ pub mod pods;
 pub mod provider_configs;
 pub(crate) mod running;
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::kubernetes::watch::Clusters;
-use crate::kubernetes::watch::{follow, Target, WatchState, Watches};
+pub use crate::kubernetes::watch::WatchTarget;
+use crate::kubernetes::watch::{follow, waiting, Clusters, Destination, Watches};
+pub(crate) use crate::kubernetes::watch::{keep_status, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
 use crate::values::KeyError;
-use jiff::Timestamp;
 
 /// Every check type, by the name written in `type = "…"`.
 pub const TYPES: &[Registration] = &[
@@ -51,14 +56,14 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         Ok(())
     }
-    /// What the check reads from its cluster: exactly what its RBAC must grant. Empty: no cluster at all.
-    fn targets(&self) -> Vec<WatchTarget>;
     /// Items shown as `unknown` before the first observation (none: the single `watch` item).
     fn placeholders(&self) -> Vec<String> {
         Vec::new()
     }
-    /// Starts the signal; it publishes into `run.sink` under `run.check`.
-    fn start(&self, run: Run<'_>);
+    /// The check's signal: each watch it follows, declared once through [`Run::follow`] (or
+    /// [`Run::follow_part`] for a check of several watches), or a poller through [`Run::poll`]. The registry
+    /// calls it to learn the watches (what RBAC must grant; nothing starts then) and at each start.
+    fn start(&self, run: &mut Run<'_>);
 }
 
 /// How the policy relates a check's items to other checks'.
@@ -69,23 +74,6 @@ pub enum Link {
     AnnotatedByProviderConfigs,
     /// Its items are ProviderConfigs.
     ProviderConfigs,
-}
-
-/// One resource a check lists and watches (verbs `get`, `list`, `watch`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct WatchTarget {
-    /// API group; empty for the core group.
-    pub group: String,
-    pub version: String,
-    /// The resource's plural name (`deployments`).
-    pub resource: String,
-    /// `None`: cluster-wide.
-    pub namespace: Option<String>,
-}
-
-impl WatchTarget {
-    /// The verbs a watch needs.
-    pub const VERBS: [&'static str; 3] = ["get", "list", "watch"];
 }
 
 /// One entry of [`TYPES`].
@@ -136,9 +124,11 @@ pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn link(&self) -> Link;
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
+    /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
+    /// grant. Empty: no cluster at all.
     fn targets(&self) -> Vec<WatchTarget>;
     fn placeholders(&self) -> Vec<String>;
-    fn start(&self, run: Run<'_>);
+    fn start(&self, run: &mut Run<'_>);
     /// The settings with their defaults, for `--check-config`.
     fn to_json(&self) -> serde_json::Value;
     fn as_any(&self) -> &dyn Any;
@@ -155,12 +145,23 @@ impl<T: CheckType> Settings for T {
         CheckType::validate(self, cluster)
     }
     fn targets(&self) -> Vec<WatchTarget> {
-        CheckType::targets(self)
+        let mut rows = Vec::new();
+        CheckType::start(
+            self,
+            &mut Run {
+                check: "",
+                placeholders: Vec::new(),
+                mode: Mode::Declare(&mut rows),
+            },
+        );
+        rows.sort();
+        rows.dedup();
+        rows
     }
     fn placeholders(&self) -> Vec<String> {
         CheckType::placeholders(self)
     }
-    fn start(&self, run: Run<'_>) {
+    fn start(&self, run: &mut Run<'_>) {
         CheckType::start(self, run)
     }
     fn to_json(&self) -> serde_json::Value {
@@ -178,15 +179,48 @@ impl dyn Settings {
     }
 }
 
-/// What a starting signal gets: where to publish, and the cluster when its type has watch targets.
+/// What a check remembers across restarts of its tasks and across reloads (konnector heartbeats seen):
+/// owned by the running check set, handed to the check at each start, dropped when a reload removes it.
+#[derive(Clone, Default)]
+pub(crate) struct Memory(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>);
+
+impl Memory {
+    /// The check's memory of type `T`, made empty on first use.
+    fn slot<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
+        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slots
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(Arc::new(Mutex::new(T::default()))));
+        // Keyed by its own type: the downcast cannot miss.
+        slot.downcast_ref::<Arc<Mutex<T>>>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A check's signal being declared ([`Settings::targets`]) or started: [`CheckType::start`] says what it
+/// follows and polls through this, the same way in both cases.
 pub struct Run<'a> {
-    pub(crate) check: &'a str,
+    check: &'a str,
+    /// Items shown before the first observation.
+    placeholders: Vec<String>,
+    mode: Mode<'a>,
+}
+
+enum Mode<'a> {
+    /// Only the watches are listed, as RBAC rows; nothing starts.
+    Declare(&'a mut Vec<WatchTarget>),
+    Start(Starting<'a>),
+}
+
+/// What a starting check gets: where to publish, its tasks and memory, and its cluster when it watches.
+pub(crate) struct Starting<'a> {
     pub(crate) sink: &'a Sink,
     pub(crate) metrics: &'a Arc<Metrics>,
     /// The check's own tasks, stopped when a reload changes or removes the check.
     pub(crate) tasks: &'a mut Tasks,
-    /// What the type's `targets()` declared: a watch of anything else is refused, as RBAC would refuse it.
-    pub(crate) declared: Vec<WatchTarget>,
+    pub(crate) memory: &'a Memory,
+    /// `None` for a check that declared no watch.
     pub(crate) kube: Option<Kube<'a>>,
 }
 
@@ -198,77 +232,124 @@ pub(crate) struct Kube<'a> {
     pub(crate) watches: &'a mut Watches,
 }
 
-impl Run<'_> {
-    /// Follows the watch `target` makes, turning its objects into items with `observe`.
-    pub(crate) fn follow<K>(
-        self,
+impl<'a> Run<'a> {
+    pub(crate) fn starting(
+        check: &'a str,
         placeholders: Vec<String>,
-        target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
-        observe: impl Fn(&[Arc<K>], jiff::Timestamp) -> Vec<Observation> + Send + Sync + 'static,
-    ) where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-    {
-        let observe = Arc::new(observe);
-        self.follow_watch(placeholders, target, move || {
-            let observe = observe.clone();
-            move |objects: &[Arc<K>], _: &WatchState, now| observe(objects, now)
-        })
+        starting: Starting<'a>,
+    ) -> Run<'a> {
+        Run {
+            check,
+            placeholders,
+            mode: Mode::Start(starting),
+        }
     }
 
-    /// Like [`Run::follow`], for a judge that also needs to know how the watch is doing (whether it was
-    /// live all along) and keeps memory between calls. `observe` makes the judge: once at the start, and
-    /// afresh (with fresh memory) whenever a panic killed the task before.
-    pub(crate) fn follow_watch<K, O>(
-        self,
-        placeholders: Vec<String>,
-        target: impl FnOnce(kube::Client, Option<String>) -> Target<K>,
-        observe: impl Fn() -> O + Send + 'static,
-    ) where
-        O: FnMut(&[Arc<K>], &WatchState, jiff::Timestamp) -> Vec<Observation> + Send + 'static,
+    /// The check's cluster (`None`: the default one, or no cluster).
+    pub(crate) fn cluster(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Start(Starting { kube: Some(k), .. }) => k.cluster.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The check's memory of type `T`, kept across restarts and reloads while the check stays configured.
+    pub(crate) fn memory<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
+        match &self.mode {
+            Mode::Start(s) => s.memory.slot(),
+            Mode::Declare(_) => Arc::default(),
+        }
+    }
+
+    /// Follows the watch `spec` declares, turning its objects into the check's items with `judge`; the
+    /// watch's own state (waiting, broken, a refused WATCH) shows on the check's items and its `watch` item.
+    /// `judge` may keep memory between calls; after a panic killed its task it starts again as a fresh
+    /// clone of the original.
+    pub(crate) fn follow<K, J>(&mut self, spec: WatchSpec<K>, judge: J)
+    where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        J: FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone + Send + 'static,
     {
-        let Some(kube) = self.kube else {
-            // Only a type whose targets() is empty gets no cluster; one that follows a watch declares it.
+        let to = Destination {
+            check: self.check.to_string(),
+            part: None,
+        };
+        self.follow_to(to, spec, judge);
+    }
+
+    /// Like [`Run::follow`], for one of several watches of a check: its items are the part's, and the
+    /// watch's state (waiting for its sync, broken, a refused WATCH) lands on the item named `part`, not on
+    /// a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn follow_part<K, J>(&mut self, part: &str, spec: WatchSpec<K>, judge: J)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        J: FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone + Send + 'static,
+    {
+        let to = Destination {
+            check: self.check.to_string(),
+            part: Some(part.to_string()),
+        };
+        self.follow_to(to, spec, judge);
+    }
+
+    fn follow_to<K, J>(&mut self, to: Destination, spec: WatchSpec<K>, judge: J)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        J: FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone + Send + 'static,
+    {
+        let s = match &mut self.mode {
+            Mode::Declare(rows) => return rows.push(spec.row()),
+            Mode::Start(s) => s,
+        };
+        let Some(kube) = s.kube.as_mut() else {
+            // A check that follows a watch declared it, so it got its cluster: this cannot happen.
             tracing::error!(
                 check = self.check,
-                "check type watches without declaring a watch target"
+                "a check follows a watch without a cluster"
             );
             return;
         };
-        let target = target(kube.client, kube.cluster);
-        let watched = WatchTarget {
-            group: K::group(&target.dyntype).into_owned(),
-            version: K::version(&target.dyntype).into_owned(),
-            resource: K::plural(&target.dyntype).into_owned(),
-            namespace: target.namespace.clone(),
-        };
-        if !self.declared.contains(&watched) {
-            let message = format!(
-                "watches {watched:?} without declaring it in targets() (the RBAC derived from them would not grant it)"
-            );
-            tracing::error!(check = self.check, %message, "check type declares the wrong watch target");
-            self.sink.waiting(
-                self.check,
-                crate::kubernetes::watch::waiting(&placeholders, &message, jiff::Timestamp::now()),
-            );
+        s.metrics.watch_restarts_from_zero(self.check);
+        let watch = kube.watches.watch(
+            spec,
+            kube.client.clone(),
+            kube.cluster.as_deref(),
+            self.check,
+            s.metrics,
+        );
+        let (sink, stale_after, placeholders) =
+            (s.sink.clone(), kube.stale_after, self.placeholders.clone());
+        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+            follow(
+                watch.clone(),
+                to.clone(),
+                sink.clone(),
+                stale_after,
+                placeholders.clone(),
+                judge.clone(),
+            )
+        });
+    }
+
+    /// Runs a poller the check makes with `make(check, sink, metrics)`, supervised (a fresh one after a
+    /// panic); its `outcomes` are exported at 0 from the start.
+    pub(crate) fn poll<F, Fut>(&mut self, outcomes: &[&'static str], mut make: F)
+    where
+        F: FnMut(&str, &Sink, &Arc<Metrics>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Mode::Start(s) = &mut self.mode else {
             return;
-        }
-        let w = kube.watches.watch(target, self.check, self.metrics);
-        let (check, sink, stale_after) =
-            (self.check.to_string(), self.sink.clone(), kube.stale_after);
-        self.tasks
-            .supervise(self.check, self.sink, self.metrics, move || {
-                follow(
-                    w.clone(),
-                    check.clone(),
-                    sink.clone(),
-                    stale_after,
-                    placeholders.clone(),
-                    observe(),
-                )
-            });
+        };
+        s.metrics.upstream_from_zero(self.check, outcomes);
+        let (check, sink, metrics) = (self.check.to_string(), s.sink.clone(), s.metrics.clone());
+        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+            make(&check, &sink, &metrics)
+        });
     }
 }
 
@@ -289,10 +370,12 @@ async fn start_one(
     watches: &mut Watches,
     sink: &Sink,
     metrics: &Arc<Metrics>,
+    memory: &Memory,
 ) -> Tasks {
     let mut tasks = Tasks::default();
-    let declared = check.settings.targets();
-    let kube = if declared.is_empty() {
+    sink.clear_parts(check.name);
+    let placeholders = check.settings.placeholders();
+    let kube = if check.settings.targets().is_empty() {
         None
     } else {
         let client = match watches.client(clusters, check.cluster).await {
@@ -302,10 +385,9 @@ async fn start_one(
                     "cannot use cluster {}: {e}",
                     check.cluster.unwrap_or("default")
                 );
-                let placeholders = check.settings.placeholders();
                 sink.waiting(
                     check.name,
-                    crate::kubernetes::watch::waiting(&placeholders, &message, Timestamp::now()),
+                    waiting(&placeholders, &message, Timestamp::now()),
                 );
                 return tasks;
             }
@@ -320,20 +402,24 @@ async fn start_one(
             watches,
         })
     };
-    check.settings.start(Run {
-        check: check.name,
-        sink,
-        metrics,
-        tasks: &mut tasks,
-        declared,
-        kube,
-    });
+    check.settings.start(&mut Run::starting(
+        check.name,
+        placeholders,
+        Starting {
+            sink,
+            metrics,
+            tasks: &mut tasks,
+            memory,
+            kube,
+        },
+    ));
     tasks
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Status;
 
     #[derive(Debug, Serialize, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -344,71 +430,141 @@ mod tests {
     impl CheckType for Renamed {
         const NAME: &'static str = "renamed";
         const ALIASES: &'static [&'static str] = &["old-name"];
-        fn targets(&self) -> Vec<WatchTarget> {
-            Vec::new()
-        }
-        fn start(&self, _run: Run<'_>) {}
+        fn start(&self, _run: &mut Run<'_>) {}
     }
 
-    #[tokio::test]
-    async fn a_watch_its_type_did_not_declare_is_refused() {
-        use k8s_openapi::api::core::v1::Pod;
-        let client = kube::Client::new(
-            tower::service_fn(|_: http::Request<kube::client::Body>| async {
-                Err::<http::Response<http_body_util::Full<bytes::Bytes>>, _>(std::io::Error::other(
-                    "no API in this test",
-                ))
-            }),
-            "default",
+    /// A check of two watches, as `managed-resources` will be: one part per watch.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct TwoKinds {}
+
+    impl CheckType for TwoKinds {
+        const NAME: &'static str = "two-kinds";
+        fn start(&self, run: &mut Run<'_>) {
+            use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+            fn count<K>(
+                part: &'static str,
+            ) -> impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone
+            {
+                move |objects, _, now| {
+                    vec![Observation::new(
+                        part,
+                        Status::Pass,
+                        format!("{} listed", objects.len()),
+                        now,
+                    )]
+                }
+            }
+            run.follow_part(
+                "pods",
+                WatchSpec::<Pod>::namespaced("ns-a", |_| {}),
+                count::<Pod>("pods"),
+            );
+            run.follow_part(
+                "deployments",
+                WatchSpec::<Deployment>::all((), |_| {}).labels("app=x"),
+                count::<Deployment>("deployments"),
+            );
+        }
+    }
+
+    /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden.
+    fn fake_api() -> kube::Client {
+        let service = tower::service_fn(|req: http::Request<kube::client::Body>| async move {
+            let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+            if watching && req.uri().path().ends_with("/pods") {
+                std::future::pending::<()>().await;
+            }
+            let (code, body) = if req.uri().path().ends_with("/pods") {
+                (
+                    200,
+                    r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#,
+                )
+            } else {
+                (
+                    403,
+                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#,
+                )
+            };
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
+            Ok::<_, std::convert::Infallible>(r)
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[test]
+    fn each_declared_watch_is_one_rbac_row() {
+        let rows = Settings::targets(&TwoKinds {});
+        let row = |group: &str, resource: &str, namespace: Option<&str>| WatchTarget {
+            group: group.into(),
+            version: "v1".into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+        };
+        assert_eq!(
+            rows,
+            [
+                row("", "pods", Some("ns-a")),
+                row("apps", "deployments", None)
+            ]
         );
-        let (sink, metrics, mut watches, mut tasks) = (
+        assert!(Settings::targets(&Renamed { size: 1 }).is_empty());
+    }
+
+    /// Each watch's state lands on its own item: the synced part judges, the forbidden one waits with the
+    /// reason, and there is no shared `CHECK/watch`.
+    #[tokio::test(start_paused = true)]
+    async fn each_part_of_a_check_of_several_watches_shows_its_own_watch_state() {
+        let (sink, metrics, memory, mut watches, mut tasks) = (
             Sink::default(),
             Arc::new(Metrics::new()),
+            Memory::default(),
             Watches::default(),
             Tasks::default(),
         );
-        let run = Run {
-            check: "c",
-            sink: &sink,
-            metrics: &metrics,
-            tasks: &mut tasks,
-            declared: vec![WatchTarget {
-                group: String::new(),
-                version: "v1".into(),
-                resource: "pods".into(),
-                namespace: Some("declared".into()),
-            }],
-            kube: Some(Kube {
-                client,
-                cluster: None,
-                stale_after: Duration::from_secs(60),
-                watches: &mut watches,
-            }),
-        };
-        run.follow(
-            vec!["x".into()],
-            |client, cluster| Target::<Pod> {
-                api: kube::Api::namespaced(client, "other"),
-                strip: |_| {},
-                dyntype: (),
-                cluster,
-                namespace: Some("other".into()),
-                labels: None,
-            },
-            |_, _| Vec::new(),
+        Settings::start(
+            &TwoKinds {},
+            &mut Run::starting(
+                "c",
+                Vec::new(),
+                Starting {
+                    sink: &sink,
+                    metrics: &metrics,
+                    tasks: &mut tasks,
+                    memory: &memory,
+                    kube: Some(Kube {
+                        client: fake_api(),
+                        cluster: None,
+                        stale_after: Duration::from_secs(60),
+                        watches: &mut watches,
+                    }),
+                },
+            ),
         );
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let snapshot = sink.snapshot();
         let items = &snapshot.checks["c"];
-        assert_eq!(items[0].item, "x");
-        assert_eq!(items[0].status, crate::report::Status::Unknown);
+        let names: Vec<&str> = items.iter().map(|o| o.item.as_str()).collect();
+        assert_eq!(names, ["deployments", "pods"]);
+        assert_eq!(
+            (items[1].status, items[1].message.as_str()),
+            (Status::Pass, "1 listed")
+        );
+        assert_eq!(items[0].status, Status::Unknown);
         assert!(
-            items[0]
-                .message
-                .contains("without declaring it in targets()"),
+            items[0].message.starts_with(
+                "waiting for initial sync of deployments.apps with labels app=x on cluster default: list on deployments.apps forbidden"
+            ),
             "{}",
             items[0].message
         );
-        assert!(snapshot.unsynced.contains("c"));
+        assert!(snapshot.unsynced.contains("c"), "a part still waits");
+        let text = metrics.encode_prometheus();
+        assert!(
+            text.contains("klutch_health_watch_restarts_total{check=\"c\"}"),
+            "a watching check's restarts are exported from its start: {text}"
+        );
+        tasks.stop();
     }
 
     static ONE: &[Registration] = &[Registration::of::<Renamed>()];

@@ -12,8 +12,7 @@ use serde_json::Value;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CheckType, Run, WatchTarget};
-use crate::kubernetes::watch::cluster_wide;
+use super::{keep_status, CheckType, Run, WatchSpec};
 use crate::report::Status;
 use crate::signals::Observation;
 
@@ -69,25 +68,15 @@ impl CheckType for CrossplanePackage {
     const NAME: &'static str = "crossplane-package";
     const ALIASES: &'static [&'static str] = &["crossplane-provider"];
 
-    fn targets(&self) -> Vec<WatchTarget> {
-        vec![WatchTarget {
-            group: "pkg.crossplane.io".into(),
-            version: "v1".into(),
-            resource: self.kind.plural().into(),
-            namespace: None,
-        }]
-    }
-
     fn placeholders(&self) -> Vec<String> {
         self.names.clone().unwrap_or_default()
     }
 
-    fn start(&self, run: Run<'_>) {
+    fn start(&self, run: &mut Run<'_>) {
         let (kind, wanted) = (self.kind, self.names.clone());
         run.follow(
-            self.placeholders(),
-            |client, cluster| cluster_wide(client, kind.resource(), cluster),
-            move |objects, now| observe_kind(kind, objects, wanted.as_deref(), now),
+            WatchSpec::all(kind.resource(), keep_status),
+            move |objects, _, now| observe_kind(kind, objects, wanted.as_deref(), now),
         );
     }
 }

@@ -7,11 +7,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
-use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckType, Run, WatchTarget};
-use crate::kubernetes::watch::Target;
+use super::{CheckType, Run, WatchSpec};
 use crate::report::Status;
 use crate::signals::{Expiry, Observation};
 use crate::values::{duration, KeyError};
@@ -46,28 +44,11 @@ impl CheckType for Pods {
         Ok(())
     }
 
-    fn targets(&self) -> Vec<WatchTarget> {
-        vec![WatchTarget {
-            group: String::new(),
-            version: "v1".into(),
-            resource: "pods".into(),
-            namespace: Some(self.namespace.clone()),
-        }]
-    }
-
-    fn start(&self, run: Run<'_>) {
+    fn start(&self, run: &mut Run<'_>) {
         let (selector, window) = (self.selector.clone(), self.restart_window);
         run.follow(
-            Vec::new(),
-            |client, cluster| Target::<Pod> {
-                api: Api::namespaced(client, &self.namespace),
-                strip: |p| p.spec = None,
-                dyntype: (),
-                cluster,
-                namespace: Some(self.namespace.clone()),
-                labels: Some(self.selector.clone()).filter(|s| !s.is_empty()),
-            },
-            move |objects, now| observe(objects, &selector, window, now),
+            WatchSpec::<Pod>::namespaced(&self.namespace, |p| p.spec = None).labels(&self.selector),
+            move |objects, _, now| observe(objects, &selector, window, now),
         );
     }
 }

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -14,9 +14,8 @@ use serde_json::Value;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CheckType, Link, Run, WatchTarget};
+use super::{keep_status, CheckType, Link, Run, WatchSpec};
 use crate::human;
-use crate::kubernetes::watch::cluster_wide;
 use crate::report::Status;
 use crate::signals::{Expiry, Observation};
 use crate::values::duration;
@@ -50,30 +49,16 @@ impl CheckType for ProviderConfig {
     const NAME: &'static str = "provider-config";
     const LINK: Link = Link::ProviderConfigs;
 
-    fn targets(&self) -> Vec<WatchTarget> {
-        vec![WatchTarget {
-            group: self.group.clone(),
-            version: self.version.clone(),
-            resource: self.plural.clone(),
-            namespace: None,
-        }]
-    }
-
     fn placeholders(&self) -> Vec<String> {
         self.names.clone().unwrap_or_default()
     }
 
-    fn start(&self, run: Run<'_>) {
-        let resource = resource(self);
+    fn start(&self, run: &mut Run<'_>) {
         let (names, stale) = (self.names.clone(), self.check_stale_after);
-        let seen = Mutex::new(Sightings::default());
+        let mut seen = Sightings::default();
         run.follow(
-            self.placeholders(),
-            |client, cluster| cluster_wide(client, resource, cluster),
-            move |objects, now| {
-                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                observe_seen(objects, names.as_deref(), stale, now, &mut seen)
-            },
+            WatchSpec::all(resource(self), keep_status),
+            move |objects, _, now| observe_seen(objects, names.as_deref(), stale, now, &mut seen),
         );
     }
 }
@@ -91,7 +76,7 @@ pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 /// When each future `lastCheckTime` was first seen. A time in the future cannot date the check, so the
 /// staleness bound counts from its first sighting instead, and re-observing (any event of the watch) must
 /// not renew it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Sightings(HashMap<String, (Timestamp, Timestamp)>);
 
 impl Sightings {

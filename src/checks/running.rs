@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{start_one, CheckRef};
+use super::{start_one, CheckRef, Memory};
 use crate::kubernetes::watch::{Clusters, Watches};
 use crate::metrics::Metrics;
 use crate::signals::{Sink, Tasks};
@@ -22,6 +22,8 @@ pub(crate) struct Running {
 struct Started {
     settings: String,
     tasks: Tasks,
+    /// What the check remembers across its restarts (a changed check keeps it; a removed one drops it).
+    memory: Memory,
 }
 
 /// What one [`Running::apply`] did, by check name.
@@ -66,10 +68,10 @@ impl Running {
                 "cluster_settings": clusters.get(check.cluster).map(json),
             })
             .to_string();
-            let tasks = match previous.remove(check.name) {
+            let (tasks, memory) = match previous.remove(check.name) {
                 Some(old) if old.settings == settings => {
                     changes.unchanged.push(check.name.to_string());
-                    old.tasks
+                    (old.tasks, old.memory)
                 }
                 Some(old) => {
                     // Stopped before the new signal publishes, so the old one cannot overwrite it.
@@ -78,17 +80,34 @@ impl Running {
                     // would take the new ones too. A watch both read keeps running all the same, since only
                     // `stop_unused` below stops watches, and the new subscription is back by then.
                     self.watches.unsubscribe(check.name);
-                    let tasks = start_one(check, clusters, &mut self.watches, sink, metrics).await;
+                    let tasks = start_one(
+                        check,
+                        clusters,
+                        &mut self.watches,
+                        sink,
+                        metrics,
+                        &old.memory,
+                    )
+                    .await;
                     changes.restarted.push(check.name.to_string());
-                    tasks
+                    (tasks, old.memory)
                 }
                 None => {
                     changes.added.push(check.name.to_string());
-                    start_one(check, clusters, &mut self.watches, sink, metrics).await
+                    let memory = Memory::default();
+                    let tasks =
+                        start_one(check, clusters, &mut self.watches, sink, metrics, &memory).await;
+                    (tasks, memory)
                 }
             };
-            self.checks
-                .insert(check.name.to_string(), Started { settings, tasks });
+            self.checks.insert(
+                check.name.to_string(),
+                Started {
+                    settings,
+                    tasks,
+                    memory,
+                },
+            );
         }
         for (name, old) in previous {
             old.tasks.stop();

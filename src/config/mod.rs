@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use crate::checks::backend_status::BackendStatus;
 use crate::checks::CheckRef;
 use crate::checks::{type_names, Registration, Settings};
 use crate::kubernetes::watch::Clusters;
@@ -110,6 +111,12 @@ pub struct Server {
     pub service_id: String,
     #[serde(deserialize_with = "text::deserialize")]
     pub description: String,
+    /// The `backend-status` check whose poll `/backend-health` serves; `None`: the first one configured.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::option"
+    )]
+    pub passthrough: Option<String>,
 }
 
 impl Default for Server {
@@ -125,6 +132,7 @@ impl Default for Server {
             public_max_connections: 256,
             service_id: "klutch-health".into(),
             description: "Klutch control plane".into(),
+            passthrough: None,
         }
     }
 }
@@ -411,6 +419,18 @@ impl Config {
                     })?;
             }
         }
+        if let Some(name) = &self.server.passthrough {
+            if !self
+                .checks
+                .iter()
+                .any(|c| &c.name == name && c.settings.downcast::<BackendStatus>().is_some())
+            {
+                return Err(key(
+                    "server.passthrough",
+                    format!("no backend-status check is named {name:?} (it names the check whose poll /backend-health serves)"),
+                ));
+            }
+        }
         if let Some(m) = &self.maintenance {
             if m.from.is_some_and(|from| from >= m.until) {
                 return Err(key(
@@ -423,6 +443,17 @@ impl Config {
             self.token()?;
         }
         Ok(())
+    }
+
+    /// The `backend-status` check whose poll `/backend-health` serves: the one `server.passthrough` names, else
+    /// the first one configured.
+    pub fn passthrough(&self) -> Option<&str> {
+        self.server.passthrough.as_deref().or_else(|| {
+            self.checks
+                .iter()
+                .find(|c| c.settings.downcast::<BackendStatus>().is_some())
+                .map(|c| c.name.as_str())
+        })
     }
 
     /// The bearer token that unlocks details, read from `server.token_file`.

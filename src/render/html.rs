@@ -377,7 +377,8 @@ fn poll_line(out: &mut String, report: &Report, now: Timestamp) {
         .items
         .iter()
         .any(|i| i.check_type == "backend-status");
-    match (report.last_poll, report.backend.as_ref()) {
+    let backend = report.backend.as_ref().and_then(|b| b.last.as_ref());
+    match (backend.map(|b| b.at), backend) {
         (Some(poll), backend) => {
             let _ = write!(
                 out,

@@ -115,8 +115,8 @@ pub struct Snapshot {
     /// Check name → its items, as last published.
     /// Shared, so that taking a snapshot for each evaluation copies no observation.
     pub checks: BTreeMap<String, Arc<Vec<Observation>>>,
-    pub backend: Option<Passthrough>,
-    pub last_poll: Option<Timestamp>,
+    /// Each `backend-status` check's last poll outcome, by check name.
+    pub polls: BTreeMap<String, Passthrough>,
     /// Checks whose signal has not delivered its first real observation yet.
     pub unsynced: BTreeSet<String>,
 }
@@ -126,9 +126,50 @@ pub struct Snapshot {
 pub struct Sink {
     latest: Arc<Mutex<Snapshot>>,
     changed: Arc<Notify>,
+    /// The parts of checks that follow several watches: check → part → (still waiting, its items). Each
+    /// part publishes alone; the check's items are all its parts' items, in part order.
+    parts: Arc<Mutex<BTreeMap<String, Parts>>>,
 }
 
+/// One check's parts: part name → (still waiting, its items).
+type Parts = BTreeMap<String, (bool, Vec<Observation>)>;
+
 impl Sink {
+    /// Replaces what the part `part` of `check` knows (`waiting`: it has not observed anything yet); the
+    /// check is waiting while any of its parts is.
+    pub(crate) fn publish_part(
+        &self,
+        check: &str,
+        part: &str,
+        items: Vec<Observation>,
+        waiting: bool,
+    ) {
+        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        let of_check = parts.entry(check.to_string()).or_default();
+        of_check.insert(part.to_string(), (waiting, items));
+        let unsynced = of_check.values().any(|(w, _)| *w);
+        let merged: Vec<Observation> = of_check
+            .values()
+            .flat_map(|(_, items)| items.iter().cloned())
+            .collect();
+        self.update(|s| {
+            if unsynced {
+                s.unsynced.insert(check.to_string());
+            } else {
+                s.unsynced.remove(check);
+            }
+            s.checks.insert(check.to_string(), Arc::new(merged));
+        });
+    }
+
+    /// Forgets the parts of `check`, before it starts again with the parts it has now.
+    pub(crate) fn clear_parts(&self, check: &str) {
+        self.parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(check);
+    }
+
     /// Replaces everything known about `check`.
     pub fn publish(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
@@ -169,16 +210,20 @@ impl Sink {
 
     /// Drops what checks that are no longer configured published.
     pub(crate) fn retain(&self, configured: impl Fn(&str) -> bool) {
+        self.parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|c, _| configured(c));
         let mut s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         s.unsynced.retain(|c| configured(c));
         s.checks.retain(|c, _| configured(c));
+        s.polls.retain(|c, _| configured(c));
     }
 
-    /// Records the outcome of a poll of provider-anynines' health server, good or not.
-    pub fn polled(&self, outcome: Passthrough) {
+    /// Records the outcome of `check`'s poll of provider-anynines' health server, good or not.
+    pub fn polled(&self, check: &str, outcome: Passthrough) {
         self.update(|s| {
-            s.last_poll = Some(outcome.at);
-            s.backend = Some(outcome);
+            s.polls.insert(check.to_string(), outcome);
         });
     }
 

@@ -107,3 +107,28 @@ async fn every_upstream_mode_is_passed_through_as_the_last_outcome() {
         }
     }
 }
+
+/// The passthrough belongs to its check: a reload that removes the check ends it (`404`), never the last
+/// poll served forever with a growing `Age`.
+#[tokio::test]
+async fn a_reload_that_removes_the_backend_status_check_ends_the_passthrough() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("postgresql-service-broker", "ok");
+    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
+    svc.wait_for("/backend-health", "the first poll passed through", |r| {
+        r.status == 200
+    })
+    .await;
+    let only_pods = "[[check]]\nname = \"provider-pods\"\ntype = \"pods\"\n";
+    std::fs::write(svc.dir.path().join("config.toml"), only_pods).expect("write config");
+    common::signal("HUP", svc.pid());
+    let r = svc
+        .wait_for("/backend-health", "the passthrough to end", |r| {
+            r.status == 404
+        })
+        .await;
+    assert_eq!(
+        r.body,
+        "404 no backend-status check is configured, so there is no poll to pass through\n"
+    );
+}

@@ -51,19 +51,27 @@ impl App {
             .map(|(name, status, message)| Observation::new(name, status, message, now))
             .collect();
         sink.publish("backend-status", items);
-        sink.polled(Passthrough {
-            status: 200,
-            body: body.into(),
-            json: true,
-            at: now,
-            last_good: Some(now),
-        });
+        sink.polled(
+            "backend-status",
+            Passthrough {
+                status: 200,
+                body: body.into(),
+                json: true,
+                at: now,
+                last_good: Some(now),
+            },
+        );
         App::from_sink(&sink, extra)
     }
 
     fn from_sink(sink: &Sink, extra: &str) -> App {
-        let config = Config::from_toml(&backend_config("http://127.0.0.1:9/backend-health", extra))
-            .expect("valid config");
+        let config = backend_config("http://127.0.0.1:9/backend-health", extra);
+        App::configured(sink, &config)
+    }
+
+    /// The service as `config` (TOML) configures it, after what `sink` holds.
+    fn configured(sink: &Sink, config: &str) -> App {
+        let config = Config::from_toml(config).expect("valid config");
         let rules = Rules::new(&config);
         let evaluation = policy::evaluate(
             &rules,
@@ -334,13 +342,16 @@ async fn passthrough_is_503_before_the_first_poll_and_the_failed_poll_after_it()
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     // Age is the age of the outcome served.
     let polled = now - jiff::SignedDuration::from_secs(30);
-    sink.polled(Passthrough {
-        status: 502,
-        body: "GET http://127.0.0.1:9/backend-health: cannot connect\n".into(),
-        json: false,
-        at: polled,
-        last_good: None,
-    });
+    sink.polled(
+        "backend-status",
+        Passthrough {
+            status: 502,
+            body: "GET http://127.0.0.1:9/backend-health: cannot connect\n".into(),
+            json: false,
+            at: polled,
+            last_good: None,
+        },
+    );
     let svc = App::from_sink(&sink, "");
     let r = svc.get("/backend-health").await;
     assert_eq!(r.status, 502);
@@ -1065,4 +1076,69 @@ async fn silences_and_maintenance_show_until_when_but_withhold_their_reasons() {
     assert_eq!(item["silenced"]["until"], "2099-01-01T00:00:00Z");
     assert_eq!(item["silenced"]["reason"], "reason withheld");
     assert!(!app.request("GET", "/", &[]).await.body.contains("secret"));
+}
+
+/// A poll outcome answering `body` with 200.
+fn answered(body: &str) -> Passthrough {
+    Passthrough {
+        status: 200,
+        body: body.to_string().into(),
+        json: true,
+        at: Timestamp::now(),
+        last_good: None,
+    }
+}
+
+#[tokio::test]
+async fn the_first_backend_status_check_serves_backend_health_unless_server_passthrough_names_another(
+) {
+    let two = |server: &str| {
+        format!(
+            "{server}[[check]]\nname = \"first\"\ntype = \"backend-status\"\nurl = \"http://127.0.0.1:9/a\"\n\
+             [[check]]\nname = \"second\"\ntype = \"backend-status\"\nurl = \"http://127.0.0.1:9/b\"\n"
+        )
+    };
+    let sink = Sink::default();
+    sink.polled("second", answered(r#"{"b":"ok"}"#));
+    let r = App::configured(&sink, &two(""))
+        .get("/backend-health")
+        .await;
+    assert_eq!(r.status, 503, "the first check has not polled yet: {r:?}");
+    assert_eq!(
+        r.body,
+        "check first has not polled provider-anynines' health server yet\n"
+    );
+    sink.polled("first", answered(r#"{"a":"ok"}"#));
+    let r = App::configured(&sink, &two(""))
+        .get("/backend-health")
+        .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"a":"ok"}"#),
+        "neither overwrites the other"
+    );
+    let r = App::configured(&sink, &two("[server]\npassthrough = \"second\"\n"))
+        .get("/backend-status")
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"b":"ok"}"#));
+    let e =
+        Config::from_toml(&two("[server]\npassthrough = \"third\"\n")).expect_err("no such check");
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: server.passthrough: no backend-status check is named \"third\" (it names the check whose poll /backend-health serves)"
+    );
+}
+
+#[tokio::test]
+async fn without_a_backend_status_check_backend_health_is_not_found_with_the_reason() {
+    let config = "[[check]]\nname = \"provider-pods\"\ntype = \"pods\"\n";
+    let sink = Sink::default();
+    // A poll left behind by a check no longer configured is never served.
+    sink.polled("backend-status", answered("{}"));
+    let r = App::configured(&sink, config).get("/backend-health").await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(
+        r.body,
+        "404 no backend-status check is configured, so there is no poll to pass through\n"
+    );
 }

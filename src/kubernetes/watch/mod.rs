@@ -26,7 +26,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::DynamicObject;
 use serde::{Deserialize, Serialize};
 
 mod task;
@@ -223,15 +223,88 @@ struct Shared {
     task: tokio::task::AbortHandle,
 }
 
-/// What to watch: the API (cluster, resource, namespace) and an optional label selector.
-pub(crate) struct Target<K: Resource> {
-    pub api: Api<K>,
-    /// Drops what no check reads before an object is stored (specs, for a start), to keep memory small.
-    pub strip: fn(&mut K),
+/// One watch as a check type declares it, once: the resource (its `dyntype`), where (a namespace, or
+/// cluster-wide), which objects (a label selector) and what is kept of each. The `Api` the watch uses and
+/// the RBAC row that must grant it ([`WatchSpec::row`]) are both built from it, so they cannot disagree.
+pub(crate) struct WatchSpec<K: Resource> {
     pub dyntype: K::DynamicType,
-    pub cluster: Option<String>,
+    /// `None`: cluster-wide (every namespace, for a namespaced resource: a ClusterRole).
     pub namespace: Option<String>,
     pub labels: Option<String>,
+    /// Drops what no judge reads before an object is stored (specs, for a start), to keep memory small.
+    pub strip: fn(&mut K),
+    api: fn(Client, &K::DynamicType, Option<&str>) -> Api<K>,
+}
+
+impl<K: Resource> WatchSpec<K>
+where
+    K::DynamicType: Clone,
+{
+    /// Every object of the resource `dyntype` names: cluster-scoped ones, or those of every namespace.
+    pub(crate) fn all(dyntype: K::DynamicType, strip: fn(&mut K)) -> WatchSpec<K> {
+        WatchSpec {
+            dyntype,
+            namespace: None,
+            labels: None,
+            strip,
+            api: |client, dyntype, _| Api::all_with(client, dyntype),
+        }
+    }
+
+    /// Only the objects that match the label `selector` (none: every object).
+    pub(crate) fn labels(mut self, selector: &str) -> WatchSpec<K> {
+        self.labels = Some(selector.to_string()).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// What RBAC must grant for this watch (verbs [`WatchTarget::VERBS`]).
+    pub(crate) fn row(&self) -> WatchTarget {
+        WatchTarget {
+            group: K::group(&self.dyntype).into_owned(),
+            version: K::version(&self.dyntype).into_owned(),
+            resource: K::plural(&self.dyntype).into_owned(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    fn api(&self, client: Client) -> Api<K> {
+        (self.api)(client, &self.dyntype, self.namespace.as_deref())
+    }
+}
+
+impl<K> WatchSpec<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    /// The objects of a namespaced resource in `namespace` only, so that RBAC can stay a namespaced Role.
+    pub(crate) fn namespaced(namespace: &str, strip: fn(&mut K)) -> WatchSpec<K> {
+        WatchSpec {
+            dyntype: K::DynamicType::default(),
+            namespace: Some(namespace.to_string()),
+            labels: None,
+            strip,
+            api: |client, _, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
+        }
+    }
+}
+
+/// One resource a check lists and watches (verbs `get`, `list`, `watch`): a row of the RBAC that
+/// `deploy/` must grant, derived from the check types' [`WatchSpec`]s.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchTarget {
+    /// API group; empty for the core group.
+    pub group: String,
+    pub version: String,
+    /// The resource's plural name (`deployments`).
+    pub resource: String,
+    /// `None`: cluster-wide.
+    pub namespace: Option<String>,
+}
+
+impl WatchTarget {
+    /// The verbs a watch needs.
+    pub const VERBS: [&'static str; 3] = ["get", "list", "watch"];
 }
 
 impl Watches {
@@ -255,10 +328,13 @@ impl Watches {
         Ok(client)
     }
 
-    /// The shared watch of `target`, started on first use. `check` subscribes to its restart counter.
+    /// The shared watch `spec` declares on `cluster` (through `client`), started on first use. `check`
+    /// subscribes to its restart counter.
     pub(crate) fn watch<K>(
         &mut self,
-        target: Target<K>,
+        spec: WatchSpec<K>,
+        client: Client,
+        cluster: Option<&str>,
         check: &str,
         metrics: &Arc<Metrics>,
     ) -> Watch<K>
@@ -266,23 +342,25 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
     {
-        let plural = K::plural(&target.dyntype);
-        let group = K::group(&target.dyntype);
+        let cluster = cluster.map(str::to_string);
+        let api = spec.api(client);
+        let plural = K::plural(&spec.dyntype);
+        let group = K::group(&spec.dyntype);
         let resource = if group.is_empty() {
             plural.to_string()
         } else {
             format!("{plural}.{group}")
         };
         let mut what = resource.clone();
-        if let Some(ns) = &target.namespace {
+        if let Some(ns) = &spec.namespace {
             what.push_str(&format!(" in namespace {ns}"));
         }
-        if let Some(l) = &target.labels {
+        if let Some(l) = &spec.labels {
             what.push_str(&format!(" with labels {l}"));
         }
         what.push_str(&format!(
             " on cluster {}",
-            target.cluster.as_deref().unwrap_or("default")
+            cluster.as_deref().unwrap_or("default")
         ));
         let key = (TypeId::of::<K>(), what.clone());
         let watch = match self
@@ -293,10 +371,10 @@ impl Watches {
             Some(existing) => existing.clone(),
             None => {
                 let mut config = watcher::Config::default().page_size(PAGE_SIZE);
-                if let Some(l) = &target.labels {
+                if let Some(l) = &spec.labels {
                     config = config.labels(l);
                 }
-                let (health, settings) = match self.connections.get(&target.cluster) {
+                let (health, settings) = match self.connections.get(&cluster) {
                     Some(c) => (c.health.clone(), c.settings.clone()),
                     // A client made elsewhere (tests): no liveness to follow.
                     None => (channel::channel(Health::default()).1, Cluster::default()),
@@ -305,10 +383,10 @@ impl Watches {
                     qualified: resource.clone(),
                     plural: plural.to_string(),
                     group: group.to_string(),
-                    namespace: target.namespace.clone(),
-                    cluster: target.cluster.as_deref().unwrap_or("default").to_string(),
+                    namespace: spec.namespace.clone(),
+                    cluster: cluster.as_deref().unwrap_or("default").to_string(),
                 };
-                let writer = Writer::new(target.dyntype.clone());
+                let writer = Writer::new(spec.dyntype.clone());
                 let (tx, state) = channel::channel(WatchState::default());
                 let watch = Watch {
                     store: writer.as_reader(),
@@ -318,9 +396,9 @@ impl Watches {
                 };
                 let task = tokio::spawn(
                     Runner {
-                        api: target.api,
+                        api,
                         config,
-                        strip: target.strip,
+                        strip: spec.strip,
                         writer,
                         tx,
                         watch: watch.clone(),
@@ -328,7 +406,7 @@ impl Watches {
                         health,
                         resource: described,
                         max_objects: settings.max_objects,
-                        section: section(target.cluster.as_deref()),
+                        section: section(cluster.as_deref()),
                     }
                     .run(),
                 )
@@ -336,7 +414,7 @@ impl Watches {
                 let shared = Shared {
                     watch: Box::new(watch.clone()),
                     subscribers: watch.subscribers.clone(),
-                    cluster: target.cluster.clone(),
+                    cluster: cluster.clone(),
                     task,
                 };
                 self.started.insert(key, shared);
@@ -398,43 +476,85 @@ impl Watches {
 #[error("cluster {0:?} is not declared")]
 pub(crate) struct ClientError(String);
 
-/// Follows a watch for one check: whenever the watch changes, `observe` turns the objects into items,
-/// which are published together with what is known about the watch itself. The check is published as
+/// Where a followed watch publishes: the whole check, or one part of a check that follows several watches.
+/// A part's watch state (waiting, broken, not watching) lands on the part's own item, never on a shared
+/// `CHECK/watch`.
+#[derive(Debug, Clone)]
+pub(crate) struct Destination {
+    pub check: String,
+    /// The part's item name; `None`: the watch is the whole check.
+    pub part: Option<String>,
+}
+
+impl Destination {
+    fn publish(&self, sink: &Sink, items: Vec<Observation>) {
+        match &self.part {
+            None => sink.publish(&self.check, items),
+            Some(part) => sink.publish_part(&self.check, part, items, false),
+        }
+    }
+
+    fn waiting(&self, sink: &Sink, items: Vec<Observation>) {
+        match &self.part {
+            None => sink.waiting(&self.check, items),
+            Some(part) => sink.publish_part(&self.check, part, items, true),
+        }
+    }
+
+    /// The placeholders while waiting: the part's own item, or the check's.
+    fn placeholders<'a>(&'a self, check: &'a [String]) -> std::borrow::Cow<'a, [String]> {
+        match &self.part {
+            Some(part) => std::borrow::Cow::Owned(vec![part.clone()]),
+            None => std::borrow::Cow::Borrowed(check),
+        }
+    }
+
+    /// LIST works but WATCH does not: the check's own `watch` item warns, or, for a part, its item does.
+    fn not_watching(&self, items: &mut Vec<Observation>, why: &str, now: Timestamp) {
+        let message =
+            format!("{why}; until then the objects are relisted with backoff (at most every 60s)");
+        match &self.part {
+            None => items.push(Observation::new(WATCH_ITEM, Status::Warn, message, now)),
+            Some(part) => {
+                for o in items.iter_mut().filter(|o| &o.item == part) {
+                    if o.status == Status::Pass {
+                        o.status = Status::Warn;
+                    }
+                    o.message = format!("{}; {message}", o.message);
+                }
+            }
+        }
+    }
+}
+
+/// Follows a watch for one check (or one part of it): whenever the watch changes, `judge` turns the objects
+/// into items, which are published together with what is known about the watch itself. It is published as
 /// waiting at once (before the returned future first runs), so it is never missing from the first report.
 pub(crate) fn follow<K>(
     mut watch: Watch<K>,
-    check: String,
+    to: Destination,
     sink: Sink,
     stale_after: Duration,
-    waiting_items: Vec<String>,
-    observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
+    placeholders: Vec<String>,
+    judge: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
+    let placeholders = to.placeholders(&placeholders).into_owned();
     let message = format!("waiting for initial sync of {}", watch.what);
-    sink.waiting(&check, waiting(&waiting_items, &message, Timestamp::now()));
-    async move {
-        follow_loop(
-            &mut watch,
-            &check,
-            &sink,
-            stale_after,
-            &waiting_items,
-            observe,
-        )
-        .await
-    }
+    to.waiting(&sink, waiting(&placeholders, &message, Timestamp::now()));
+    async move { follow_loop(&mut watch, &to, &sink, stale_after, &placeholders, judge).await }
 }
 
 async fn follow_loop<K>(
     watch: &mut Watch<K>,
-    check: &str,
+    to: &Destination,
     sink: &Sink,
     stale_after: Duration,
-    waiting_items: &[String],
-    mut observe: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation>,
+    placeholders: &[String],
+    mut judge: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation>,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
@@ -443,7 +563,7 @@ async fn follow_loop<K>(
         let state = watch.state.borrow_and_update().clone();
         let now = Timestamp::now();
         if state.synced {
-            let mut items = observe(&watch.store.state(), &state, now);
+            let mut items = judge(&watch.store.state(), &state, now);
             if let Some(broken) = &state.broken {
                 let expiry = Expiry {
                     at: broken
@@ -459,14 +579,9 @@ async fn follow_loop<K>(
                     .collect();
             }
             if let Some(why) = &state.not_watching {
-                items.push(Observation::new(
-                    WATCH_ITEM,
-                    Status::Warn,
-                    format!("{why}; until then the objects are relisted with backoff (at most every 60s)"),
-                    now,
-                ));
+                to.not_watching(&mut items, why, now);
             }
-            sink.publish(check, items);
+            to.publish(sink, items);
         } else {
             let mut message = format!("waiting for initial sync of {}", watch.what);
             if let Some(b) = &state.broken {
@@ -475,7 +590,7 @@ async fn follow_loop<K>(
             if let Some(why) = &state.not_watching {
                 message.push_str(&format!(": {why}"));
             }
-            sink.waiting(check, waiting(waiting_items, &message, now));
+            to.waiting(sink, waiting(placeholders, &message, now));
         }
         if watch.state.changed().await.is_err() {
             return;
@@ -494,24 +609,8 @@ pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Ob
         .collect()
 }
 
-/// A cluster-scoped custom resource, judged by its status alone.
-pub(crate) fn cluster_wide(
-    client: kube::Client,
-    resource: ApiResource,
-    cluster: Option<String>,
-) -> Target<DynamicObject> {
-    Target {
-        api: Api::all_with(client, &resource),
-        strip: keep_status,
-        dyntype: resource,
-        cluster,
-        namespace: None,
-        labels: None,
-    }
-}
-
 /// Crossplane and provider-anynines objects are judged by their status alone.
-fn keep_status(obj: &mut DynamicObject) {
+pub(crate) fn keep_status(obj: &mut DynamicObject) {
     let status = obj.data.get_mut("status").map(serde_json::Value::take);
     obj.data = serde_json::json!({ "status": status });
 }

@@ -322,7 +322,7 @@ mod tests {
         use http_body_util::Full;
         use k8s_openapi::api::core::v1::Pod;
 
-        use super::super::{Target, Watches};
+        use super::super::{WatchSpec, Watches};
 
         let lists = Arc::new(AtomicUsize::new(0));
         let counted = lists.clone();
@@ -350,14 +350,9 @@ mod tests {
         let client = kube::Client::new(service, "default");
         let metrics = Arc::new(Metrics::new());
         let watch = Watches::default().watch(
-            Target::<Pod> {
-                api: Api::namespaced(client, "x"),
-                strip: |_| {},
-                dyntype: (),
-                cluster: None,
-                namespace: Some("x".into()),
-                labels: None,
-            },
+            WatchSpec::<Pod>::namespaced("x", |_| {}),
+            client,
+            None,
             "c",
             &metrics,
         );
