@@ -559,10 +559,56 @@ mod tests {
             items[0].message
         );
         assert!(snapshot.unsynced.contains("c"), "a part still waits");
+        tasks.stop();
+    }
+
+    /// A check that only watches pods, started as a reload starts an added check.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct PodsOnly {}
+
+    impl CheckType for PodsOnly {
+        const NAME: &'static str = "pods-only";
+        fn start(&self, run: &mut Run<'_>) {
+            run.follow(
+                WatchSpec::<k8s_openapi::api::core::v1::Pod>::namespaced("ns-a", |_| {}),
+                |_, _, _| Vec::new(),
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watching_check_exports_its_watch_restarts_at_zero_from_its_start() {
+        let (sink, metrics, memory, mut watches, mut tasks) = (
+            Sink::default(),
+            Arc::new(Metrics::new()),
+            Memory::default(),
+            Watches::default(),
+            Tasks::default(),
+        );
+        Settings::start(
+            &PodsOnly {},
+            &mut Run::starting(
+                "added",
+                Vec::new(),
+                Starting {
+                    sink: &sink,
+                    metrics: &metrics,
+                    tasks: &mut tasks,
+                    memory: &memory,
+                    kube: Some(Kube {
+                        client: fake_api(),
+                        cluster: None,
+                        stale_after: Duration::from_secs(60),
+                        watches: &mut watches,
+                    }),
+                },
+            ),
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let text = metrics.encode_prometheus();
         assert!(
-            text.contains("klutch_health_watch_restarts_total{check=\"c\"}"),
-            "a watching check's restarts are exported from its start: {text}"
+            text.contains("klutch_health_watch_restarts_total{check=\"added\"} 0\n"),
+            "{text}"
         );
         tasks.stop();
     }
