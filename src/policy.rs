@@ -193,7 +193,7 @@ fn observed_items(
             Some(o) => o,
             None => {
                 waiting = [Observation::new(
-                    "pending",
+                    crate::reserved::PENDING,
                     Status::Unknown,
                     "no observation yet",
                     now,
@@ -269,7 +269,10 @@ fn evaluate_endpoint(
         if let Some(m) = rules.declared.maintenance(now) {
             counted.push(Counted {
                 item: None,
-                name: ItemName::new("maintenance", "window"),
+                name: ItemName::new(
+                    crate::reserved::MAINTENANCE.0,
+                    crate::reserved::MAINTENANCE.1,
+                ),
                 status: Status::Fail,
                 message: String::new(),
                 notes: Notes {
@@ -331,7 +334,10 @@ fn evaluate_endpoint(
         // `require` judges the items the endpoint counts, however they were included (`a`, `a/*`, `a/x`);
         // a check without any item is judged when its `CHECK/require` item would be included.
         let judged = if total == 0 {
-            er.includes(&check.name, &format!("{}/require", check.name))
+            er.includes(
+                &check.name,
+                &format!("{}/{}", check.name, crate::reserved::REQUIRE),
+            )
         } else {
             counted.len() > first
         };
@@ -443,7 +449,7 @@ fn apply_require(
             }
         }
     } else if total < needed {
-        let name = ItemName::new(&check.name, "require");
+        let name = ItemName::new(&check.name, crate::reserved::REQUIRE);
         let status = rules.target(&check.name, &name, Status::Fail);
         counted.push(Counted {
             item: None,

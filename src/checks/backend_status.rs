@@ -84,14 +84,12 @@ impl CheckType for BackendStatus {
     }
 }
 
-/// The item that reports the poll itself. The underscore makes it a name no Kubernetes object can have (DNS-1123
-/// names are lowercase letters, digits, `-` and `.`), and upstream keys that are not such names are escaped
-/// (see [`item_name`]), so no upstream key can ever take its place. It stays one URL path segment and one
-/// metric label as it is.
-pub const ENDPOINT_ITEM: &str = "_endpoint";
+/// The item that reports the poll itself ([`crate::reserved`]: no upstream key can take its place, since keys
+/// that are no Kubernetes name are escaped by [`item_name`]).
+pub const ENDPOINT_ITEM: &str = crate::reserved::ENDPOINT;
 
 /// The item shown when the health server lists no ProviderConfig at all (`{}`), as the other checks do.
-const NONE_ITEM: &str = "none";
+const NONE_ITEM: &str = crate::reserved::NONE;
 
 /// Why one poll did not give a usable answer.
 #[derive(Debug, thiserror::Error)]

@@ -168,7 +168,7 @@ impl Session {
         memory.retain(|key, _| key.0.as_deref() != cluster || present.contains(key));
         if items.is_empty() {
             return vec![Observation::new(
-                "none",
+                crate::reserved::NONE,
                 Status::Warn,
                 "no ClusterBindings: no app cluster is bound",
                 now,

@@ -43,7 +43,7 @@ impl Names {
 }
 
 /// The item of a check none of whose several candidates exists.
-pub const MISSING_ITEM: &str = "missing";
+pub const MISSING_ITEM: &str = crate::reserved::MISSING;
 
 impl Deployment {
     fn default_min_available() -> i32 {

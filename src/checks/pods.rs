@@ -84,7 +84,12 @@ pub fn observe(
                 }
             ));
         }
-        return vec![Observation::new("none", Status::Fail, message, now)];
+        return vec![Observation::new(
+            crate::reserved::NONE,
+            Status::Fail,
+            message,
+            now,
+        )];
     }
     current
         .iter()

@@ -13,7 +13,7 @@ use crate::report::{Passthrough, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
-pub(crate) const WATCH_ITEM: &str = "watch";
+pub(crate) const WATCH_ITEM: &str = crate::reserved::WATCH;
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,7 +260,12 @@ pub(crate) fn named_items(
         None => objects.iter().map(|o| name_of(o)).collect(),
     };
     if names.is_empty() {
-        return vec![Observation::new("none", Status::Warn, empty, now)];
+        return vec![Observation::new(
+            crate::reserved::NONE,
+            Status::Warn,
+            empty,
+            now,
+        )];
     }
     names
         .into_iter()

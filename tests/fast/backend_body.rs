@@ -44,11 +44,13 @@ fn keys_that_are_no_kubernetes_names_are_percent_encoded() {
         "a.b-c.d9",
         "endpoint",
         "none",
+        "watch",
     ] {
         assert_eq!(item_name(valid), valid);
     }
     for (key, item) in [
         ("_endpoint", "%5Fendpoint"),
+        ("_none", "%5Fnone"),
         (":endpoint", "%3Aendpoint"),
         ("Upper", "%55pper"),
         ("bad\nINFO forged", "bad%0A%49%4E%46%4F%20forged"),
@@ -90,17 +92,17 @@ async fn an_empty_object_shows_the_none_item_and_the_check_stays_addressable() {
     let (_backend, svc) = serving(OddEntries::Empty, "100ms").await;
     let r = svc
         .wait_for("/readyz?verbose", "the none item", |r| {
-            r.body.contains("backend-status/none")
+            r.body.contains("backend-status/_none")
         })
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.body,
-        "[+]backend-status/none warn: provider-anynines' health server lists no ProviderConfig ({})\n\
+        "[+]backend-status/_none warn: provider-anynines' health server lists no ProviderConfig ({})\n\
          readyz check passed\n"
     );
     assert_eq!(svc.get("/readyz/backend-status").await.status, 200);
-    assert_eq!(svc.get("/readyz/backend-status/none").await.status, 200);
+    assert_eq!(svc.get("/readyz/backend-status/_none").await.status, 200);
 }
 
 #[tokio::test]

@@ -122,7 +122,7 @@ async fn a_forbidden_watch_keeps_the_items_and_warns_what_to_grant() {
     cp.api.cut_watches();
     let r = svc
         .wait_for("/readyz?verbose", "the watch warning", |r| {
-            r.body.contains("[+]provider-configs/watch warn: watch on providerconfigs.dataservices.anynines.com forbidden: grant the verb \"watch\" on \"providerconfigs\" in API group \"dataservices.anynines.com\" cluster-wide")
+            r.body.contains("[+]provider-configs/_watch warn: watch on providerconfigs.dataservices.anynines.com forbidden: grant the verb \"watch\" on \"providerconfigs\" in API group \"dataservices.anynines.com\" cluster-wide")
         })
         .await;
     assert_eq!(r.status, 200, "LIST works: the items keep their status");
@@ -161,7 +161,7 @@ async fn an_error_event_on_the_watch_is_a_warning_naming_it() {
     cp.api.cut_watches();
     let r = svc
         .wait_for("/readyz?verbose", "the watch warning", |r| {
-            r.body.contains("[+]providers/watch warn: watch on providers.pkg.crossplane.io failed (an ERROR event on the open watch): 500 InternalError")
+            r.body.contains("[+]providers/_watch warn: watch on providers.pkg.crossplane.io failed (an ERROR event on the open watch): 500 InternalError")
         })
         .await;
     assert!(
@@ -179,7 +179,7 @@ async fn a_forbidden_list_says_what_to_grant() {
     let svc = service(&cp, &dir, &[]).await;
     let r = svc
         .wait_for("/readyz?verbose", "the refusal", |r| {
-            r.body.contains("[-]anynines-backend/watch failed: waiting for initial sync of deployments.apps in namespace bind on cluster default: list on deployments.apps forbidden: grant the verb \"list\" on \"deployments\" in API group \"apps\" in namespace bind (a Role)")
+            r.body.contains("[-]anynines-backend/_watch failed: waiting for initial sync of deployments.apps in namespace bind on cluster default: list on deployments.apps forbidden: grant the verb \"list\" on \"deployments\" in API group \"apps\" in namespace bind (a Role)")
         })
         .await;
     assert!(
@@ -232,7 +232,7 @@ async fn a_kubeconfig_that_appears_after_start_is_picked_up() {
     .await;
     let r = svc
         .wait_for("/readyz?verbose", "the reason", |r| {
-            r.body.contains(&format!("[-]providers/watch failed: waiting for initial sync of providers.pkg.crossplane.io on cluster default: list on providers.pkg.crossplane.io failed: cannot use cluster default: cannot read kubeconfig {path}: ")) && r.body.contains("(retrying until it works)")
+            r.body.contains(&format!("[-]providers/_watch failed: waiting for initial sync of providers.pkg.crossplane.io on cluster default: list on providers.pkg.crossplane.io failed: cannot use cluster default: cannot read kubeconfig {path}: ")) && r.body.contains("(retrying until it works)")
         })
         .await;
     assert_eq!(r.status, 503);

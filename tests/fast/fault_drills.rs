@@ -213,8 +213,8 @@ async fn api_down_for_a_long_while_keeps_retrying_and_recovers() {
             .contains("[-]anynines-backend/anynines-backend failed: Available is \"False\"")
             && !r.body.contains("broken since")
             && !r.body.contains("silent since")
-            // A lost connection is not a refused WATCH: no `CHECK/watch` warning outlives the outage.
-            && !r.body.contains("/watch warn")
+            // A lost connection is not a refused WATCH: no `CHECK/_watch` warning outlives the outage.
+            && !r.body.contains("/_watch warn")
     })
     .await;
     assert!(cp.api.request_count() > before, "it relisted");

@@ -656,17 +656,17 @@ async fn json_for_one_check_or_item_and_the_policy_require_item() {
         Some(1)
     );
     // Two items, three required: the policy adds a failing item of its own.
-    let r = svc.get("/readyz/backend-status/require?format=json").await;
+    let r = svc.get("/readyz/backend-status/_require?format=json").await;
     assert_eq!(r.status, 503);
     let item = &r.json()["checks"]["backend-status"][0];
-    assert_eq!(item["componentId"], "require");
+    assert_eq!(item["componentId"], "_require");
     assert_eq!(item["componentType"], "policy");
     assert_eq!(item["status"], "fail");
     assert_eq!(item["output"], "2 items, 3 required");
     let r = svc.get("/readyz?verbose").await;
     assert!(
         r.body
-            .contains("[-]backend-status/require failed: 2 items, 3 required\n"),
+            .contains("[-]backend-status/_require failed: 2 items, 3 required\n"),
         "{}",
         r.body
     );

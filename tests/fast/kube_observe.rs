@@ -373,7 +373,7 @@ fn no_package_of_a_kind_is_one_warning_item() {
     assert_eq!(
         (o.item.as_str(), o.status, o.message.as_str()),
         (
-            "none",
+            "_none",
             Status::Warn,
             "no Crossplane functions are installed"
         )
@@ -406,7 +406,7 @@ fn each_existing_candidate_is_an_item_and_none_is_one_missing_item() {
     assert_eq!(
         (o.item.as_str(), o.status, o.message.as_str()),
         (
-            "missing",
+            "_missing",
             Status::Fail,
             "none of the Deployments anynines-backend, klutch-bind-backend exists in namespace bind"
         )

@@ -207,12 +207,12 @@ async fn deployment_unavailable_and_deleted() {
         .delete("apps/v1", "Deployment", Some("bind"), "anynines-backend");
     let r = svc
         .wait_for("/readyz?verbose", "deleted", |r| {
-            r.body.contains("anynines-backend/missing")
+            r.body.contains("anynines-backend/_missing")
         })
         .await;
     assert_eq!(
-        line(&r.body, "anynines-backend/missing"),
-        "[-]anynines-backend/missing failed: none of the Deployments anynines-backend, klutch-bind-backend \
+        line(&r.body, "anynines-backend/_missing"),
+        "[-]anynines-backend/_missing failed: none of the Deployments anynines-backend, klutch-bind-backend \
          exists in namespace bind"
     );
 }
@@ -286,7 +286,7 @@ async fn before_the_initial_sync_items_are_waiting() {
     assert_eq!(r.status, 503);
     assert!(
         r.body.contains(
-            "[-]providers/watch failed: waiting for initial sync of providers.pkg.crossplane.io"
+            "[-]providers/_watch failed: waiting for initial sync of providers.pkg.crossplane.io"
         ),
         "{}",
         r.body

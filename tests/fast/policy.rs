@@ -259,7 +259,7 @@ fn require_any_and_n() {
     let last = e.report.readyz.items.last().expect("require item");
     assert_eq!(
         (&*last.name, last.status, last.message.as_str()),
-        ("a/require", Status::Fail, "1 items, 3 required")
+        ("a/_require", Status::Fail, "1 items, 3 required")
     );
 }
 
@@ -442,7 +442,7 @@ fn a_check_without_items_fails_require_any_but_not_require_all() {
     let item = &e.report.readyz.items[0];
     assert_eq!(
         (&*item.name, item.status, item.message.as_str(), item.item),
-        ("a/require", Status::Fail, "0 items, 1 required", None)
+        ("a/_require", Status::Fail, "0 items, 1 required", None)
     );
     assert!(!e.report.readyz.passed());
     let e = evaluate(

@@ -150,7 +150,7 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         svc.logs()
     );
     assert!(
-        logged(&svc, "provider-pods/pending").is_empty(),
+        logged(&svc, "provider-pods/_pending").is_empty(),
         "a removed check never shows as pending in between: {:?}",
         svc.logs()
     );
