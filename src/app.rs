@@ -16,7 +16,6 @@ use crate::checks::running::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::events;
-use crate::kubernetes::watch::Watches;
 use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
@@ -52,7 +51,7 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     );
     let token = config.token()?;
     let hangups = reload::hangups();
-    let (rules, metrics, sink, running) = start(&config).await?;
+    let (rules, metrics, sink, mut running) = start(&config).await?;
     let reload = Reloaded {
         rules,
         identity: identity(&config),
@@ -66,7 +65,7 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         sink.clone(),
         metrics.clone(),
     );
-    let engine = match events(&config).await {
+    let engine = match events(&config, &mut running) {
         Some((sender, remote)) => engine.with_events(sender, remote),
         None => engine,
     };
@@ -122,11 +121,11 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
 
 /// Starts the Events Lease loop and writer when `[kubernetes] events` is on and the default cluster can be
 /// used; returns the engine's end and the checks of other clusters.
-async fn events(config: &Config) -> Option<(events::Sender, HashSet<String>)> {
+fn events(config: &Config, running: &mut Running) -> Option<(events::Sender, HashSet<String>)> {
     if config.kubernetes.events == Some(false) {
         return None;
     }
-    let client = match Watches::default().client(&config.clusters(), None).await {
+    let client = match running.client_for(&config.clusters(), None) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");

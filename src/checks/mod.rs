@@ -378,7 +378,7 @@ async fn start_one(
     let kube = if check.settings.targets().is_empty() {
         None
     } else {
-        let client = match watches.client(clusters, check.cluster).await {
+        let client = match watches.client_for(clusters, check.cluster) {
             Ok(c) => c,
             Err(e) => {
                 let message = format!(

@@ -36,6 +36,15 @@ pub(crate) struct Changes {
 }
 
 impl Running {
+    /// The client of `cluster` (`None`: the default one): the one connection its watches use.
+    pub(crate) fn client_for(
+        &mut self,
+        clusters: &Clusters<'_>,
+        cluster: Option<&str>,
+    ) -> Result<kube::Client, crate::kubernetes::watch::UndeclaredCluster> {
+        self.watches.client_for(clusters, cluster)
+    }
+
     /// Makes the running signals those of `checks`. Every check is published (at least as waiting) before
     /// this returns.
     pub(crate) async fn apply<'a>(

@@ -194,7 +194,7 @@ fn wall_clock(at: Instant) -> Timestamp {
 /// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's
 /// top-level errors alone say little.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub(crate) enum ConnectError {
     #[error("cannot read kubeconfig {}: {}", .path.display(), error_chain(.source))]
     ReadKubeconfig {
         path: std::path::PathBuf,
@@ -215,13 +215,13 @@ pub(crate) enum ClientError {
     Client(#[source] kube::Error),
 }
 
-/// A [`ClientError`] on a request: the cluster, what is wrong, and that it is retried.
+/// A [`ConnectError`] on a request: the cluster, what is wrong, and that it is retried.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot use cluster {cluster}: {source} (retrying until it works)")]
 struct Unusable {
     cluster: String,
     #[source]
-    source: ClientError,
+    source: ConnectError,
 }
 
 /// Makes the real client on first use and forwards every request to it; until it can be made, each request
@@ -267,7 +267,7 @@ impl Service<Request<Body>> for Deferred {
     }
 }
 
-async fn make_client(settings: &Cluster) -> Result<Client, ClientError> {
+async fn make_client(settings: &Cluster) -> Result<Client, ConnectError> {
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..KubeConfigOptions::default()
@@ -275,23 +275,23 @@ async fn make_client(settings: &Cluster) -> Result<Client, ClientError> {
     let kube_config = match &settings.kubeconfig {
         Some(path) => {
             let file =
-                Kubeconfig::read_from(path).map_err(|source| ClientError::ReadKubeconfig {
+                Kubeconfig::read_from(path).map_err(|source| ConnectError::ReadKubeconfig {
                     path: path.clone(),
                     source,
                 })?;
             kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|source| ClientError::Kubeconfig {
+                .map_err(|source| ConnectError::Kubeconfig {
                     path: path.clone(),
                     source,
                 })?
         }
         None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(ClientError::DefaultKubeconfig)?,
-        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
+            .map_err(ConnectError::DefaultKubeconfig)?,
+        None => kube::Config::infer().await.map_err(ConnectError::Infer)?,
     };
-    Client::try_from(kube_config).map_err(ClientError::Client)
+    Client::try_from(kube_config).map_err(ConnectError::Client)
 }
 
 #[cfg(test)]

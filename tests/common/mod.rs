@@ -75,6 +75,43 @@ impl Service {
 
     async fn spawn(config: &str, env: &[(&str, &str)], args: &[&str], log_format: &str) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(dir, config, env, args, log_format).await
+    }
+
+    /// `config` (TOML) against the simulated control plane `cp`: its kubeconfig is written into the
+    /// service's own temp dir (gone with the service) and named by `KUBECONFIG`.
+    pub async fn against(
+        cp: &klutch_sim::SimControlPlane,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kc = kubeconfig(&cp.api, dir.path());
+        let mut env = env.to_vec();
+        env.push(("KUBECONFIG", &kc));
+        Self::spawn_in(dir, config, &env, &[], "json").await
+    }
+
+    /// The shipped configuration (`extra` appended) against `cp`, once `/readyz` passes: every watch has
+    /// listed.
+    pub async fn synced(
+        cp: &klutch_sim::SimControlPlane,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Service {
+        let svc = Service::against(cp, &full_config(&cp.backend.url(), extra), env).await;
+        svc.wait_for("/readyz", "the initial sync", |r| r.status == 200)
+            .await;
+        svc
+    }
+
+    async fn spawn_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        log_format: &str,
+    ) -> Service {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(BIN);

@@ -17,14 +17,11 @@ async fn estate(interval: Duration) -> (SimControlPlane, Service) {
         .await
         .expect("simulated control plane");
     cp.seed_estate(interval);
-    let dir = tempfile::tempdir().expect("dir");
-    let kc = kubeconfig(&cp.api, dir.path());
-    let svc = Service::start(&full_config(&cp.backend.url(), ""), &[("KUBECONFIG", &kc)]).await;
-    svc.wait_for("/readyz?verbose", "the initial sync", |r| {
-        r.status == 200 && r.body.contains(&format!("[+]konnectors/{APP} ok"))
+    let svc = Service::synced(&cp, "", &[]).await;
+    svc.wait_for("/readyz?verbose", "the first heartbeat", |r| {
+        r.body.contains(&format!("[+]konnectors/{APP} ok"))
     })
     .await;
-    std::mem::forget(dir);
     (cp, svc)
 }
 

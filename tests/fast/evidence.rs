@@ -4,37 +4,29 @@
 
 use crate::common;
 
-use common::{eventually, full_config, kubeconfig, Resp, Service};
+use common::{eventually, full_config, Resp, Service};
 use klutch_sim::{SimControlPlane, WatchFault};
 
 /// Short settings scaled from the shipped ones (60 s / 10 s / 10 s): silence shows within
 /// `stale_after + probe_interval + probe_timeout`.
-const STALE_AFTER: &str = "2s";
-const PROBE_INTERVAL: &str = "300ms";
-const PROBE_TIMEOUT: &str = "500ms";
+const SHORT: [(&str, &str); 3] = [
+    ("KLUTCH_HEALTH_KUBERNETES__STALE_AFTER", "2s"),
+    ("KLUTCH_HEALTH_KUBERNETES__PROBE_INTERVAL", "300ms"),
+    ("KLUTCH_HEALTH_KUBERNETES__PROBE_TIMEOUT", "500ms"),
+];
 
-async fn service(cp: &SimControlPlane, dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> Service {
-    let kc = kubeconfig(&cp.api, dir.path());
-    let mut env = vec![
-        ("KUBECONFIG", kc.as_str()),
-        ("KLUTCH_HEALTH_KUBERNETES__STALE_AFTER", STALE_AFTER),
-        ("KLUTCH_HEALTH_KUBERNETES__PROBE_INTERVAL", PROBE_INTERVAL),
-        ("KLUTCH_HEALTH_KUBERNETES__PROBE_TIMEOUT", PROBE_TIMEOUT),
-    ];
+/// The shipped config against `cp` with [`SHORT`] settings (and `extra` environment).
+async fn service(cp: &SimControlPlane, extra: &[(&str, &str)]) -> Service {
+    let mut env = SHORT.to_vec();
     env.extend_from_slice(extra);
-    Service::start(&full_config(&cp.backend.url(), ""), &env).await
+    Service::against(cp, &full_config(&cp.backend.url(), ""), &env).await
 }
 
 /// [`service`] once `/readyz` passes: every watch has listed.
-async fn synced_service(
-    cp: &SimControlPlane,
-    dir: &tempfile::TempDir,
-    extra: &[(&str, &str)],
-) -> Service {
-    let svc = service(cp, dir, extra).await;
-    svc.wait_for("/readyz", "the sync", |r| r.status == 200)
-        .await;
-    svc
+async fn synced_service(cp: &SimControlPlane, extra: &[(&str, &str)]) -> Service {
+    let mut env = SHORT.to_vec();
+    env.extend_from_slice(extra);
+    Service::synced(cp, "", &env).await
 }
 
 /// The lines of items the endpoint counts that come from the cluster (not the backend poll; konnectors are
@@ -59,8 +51,7 @@ fn lists_of(cp: &SimControlPlane, plural: &str) -> usize {
 #[tokio::test]
 async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restarts_the_watches() {
     let cp = SimControlPlane::start().await.expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = synced_service(&cp, &dir, &[]).await;
+    let svc = synced_service(&cp, &[]).await;
     cp.api.set_frozen(true);
     let r = svc
         .wait_for("/readyz?verbose", "every Kubernetes item unknown", |r| {
@@ -115,8 +106,7 @@ async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restar
 #[tokio::test]
 async fn a_forbidden_watch_keeps_the_items_and_warns_what_to_grant() {
     let cp = SimControlPlane::start().await.expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = synced_service(&cp, &dir, &[]).await;
+    let svc = synced_service(&cp, &[]).await;
     cp.api
         .set_watch_fault_for("providerconfigs", Some(WatchFault::Forbidden));
     cp.api.cut_watches();
@@ -154,8 +144,7 @@ async fn a_forbidden_watch_keeps_the_items_and_warns_what_to_grant() {
 #[tokio::test]
 async fn an_error_event_on_the_watch_is_a_warning_naming_it() {
     let cp = SimControlPlane::start().await.expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = synced_service(&cp, &dir, &[]).await;
+    let svc = synced_service(&cp, &[]).await;
     cp.api
         .set_watch_fault_for("providers", Some(WatchFault::ErrorEvent));
     cp.api.cut_watches();
@@ -175,8 +164,7 @@ async fn an_error_event_on_the_watch_is_a_warning_naming_it() {
 async fn a_forbidden_list_says_what_to_grant() {
     let cp = SimControlPlane::start().await.expect("sim");
     cp.api.set_list_forbidden("deployments", true);
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = service(&cp, &dir, &[]).await;
+    let svc = service(&cp, &[]).await;
     let r = svc
         .wait_for("/readyz?verbose", "the refusal", |r| {
             r.body.contains("[-]anynines-backend/_watch failed: waiting for initial sync of deployments.apps in namespace bind on cluster default: list on deployments.apps forbidden: grant the verb \"list\" on \"deployments\" in API group \"apps\" in namespace bind (a Role)")
@@ -193,13 +181,7 @@ async fn a_forbidden_list_says_what_to_grant() {
 async fn an_endless_list_fails_its_watch_at_max_objects() {
     let cp = SimControlPlane::start().await.expect("sim");
     cp.api.set_endless_list("pods", true);
-    let dir = tempfile::tempdir().expect("dir");
-    let svc = service(
-        &cp,
-        &dir,
-        &[("KLUTCH_HEALTH_KUBERNETES__MAX_OBJECTS", "300")],
-    )
-    .await;
+    let svc = service(&cp, &[("KLUTCH_HEALTH_KUBERNETES__MAX_OBJECTS", "300")]).await;
     let r = svc
         .wait_for("/readyz?verbose", "the bound", |r| {
             r.body.contains("more than 300 objects in pods in namespace crossplane-system with labels pkg.crossplane.io/provider=provider-anynines on cluster default (max_objects of [kubernetes]; raise it")
@@ -224,10 +206,7 @@ async fn a_kubeconfig_that_appears_after_start_is_picked_up() {
     let path = later.display().to_string();
     let svc = Service::start(
         &full_config(&cp.backend.url(), ""),
-        &[
-            ("KLUTCH_HEALTH_KUBERNETES__KUBECONFIG", &path),
-            ("KLUTCH_HEALTH_KUBERNETES__PROBE_INTERVAL", PROBE_INTERVAL),
-        ],
+        &[("KLUTCH_HEALTH_KUBERNETES__KUBECONFIG", &path), SHORT[1]],
     )
     .await;
     let r = svc

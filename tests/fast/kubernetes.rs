@@ -18,14 +18,7 @@ async fn running_with(extra: &str, env: &[(&str, &str)]) -> (SimControlPlane, Se
         .expect("simulated control plane");
     cp.api
         .set_bookmark_interval(std::time::Duration::from_millis(200));
-    let dir = tempfile::tempdir().expect("dir");
-    let kc = kubeconfig(&cp.api, dir.path());
-    let mut env = env.to_vec();
-    env.push(("KUBECONFIG", &kc));
-    let svc = Service::start(&full_config(&cp.backend.url(), extra), &env).await;
-    svc.wait_for("/readyz", "the initial sync", |r| r.status == 200)
-        .await;
-    std::mem::forget(dir);
+    let svc = Service::synced(&cp, extra, env).await;
     (cp, svc)
 }
 
@@ -459,4 +452,16 @@ async fn an_evicted_pod_beside_a_ready_replacement_leaves_readyz_passing() {
         "{}",
         r.body
     );
+}
+
+/// Events and the watches share the default cluster's one connection: its client is made once.
+#[tokio::test]
+async fn events_and_watches_share_one_connection_to_the_cluster() {
+    let (_cp, svc) = running("").await;
+    let ready: Vec<String> = svc
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("cluster client ready"))
+        .collect();
+    assert_eq!(ready.len(), 1, "{ready:#?}");
 }

@@ -308,20 +308,21 @@ impl WatchTarget {
 }
 
 impl Watches {
-    /// The client of a cluster (`None`: the default one), connected once. A cluster whose kubeconfig cannot
-    /// be read yet still gets its client: its requests fail with the reason until it can.
-    pub(crate) async fn client(
+    /// The client of a cluster (`None`: the default one), connected once and shared by its watches and
+    /// anything else that talks to it (Events). A cluster whose kubeconfig cannot be read yet still gets its
+    /// client: its requests fail with the reason until it can.
+    pub(crate) fn client_for(
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
-    ) -> Result<Client, Arc<ClientError>> {
+    ) -> Result<Client, UndeclaredCluster> {
         let key = cluster.map(str::to_string);
         if let Some(c) = self.connections.get(&key) {
             return Ok(c.client.clone());
         }
         let settings = clusters
             .get(cluster)
-            .ok_or_else(|| Arc::new(ClientError(cluster.unwrap_or_default().to_string())))?;
+            .ok_or_else(|| UndeclaredCluster(cluster.unwrap_or_default().to_string()))?;
         let connection = Connection::open(cluster, settings);
         let client = connection.client.clone();
         self.connections.insert(key, connection);
@@ -474,7 +475,7 @@ impl Watches {
 /// A check names a cluster that is not declared (configuration validation refuses that first).
 #[derive(Debug, thiserror::Error)]
 #[error("cluster {0:?} is not declared")]
-pub(crate) struct ClientError(String);
+pub(crate) struct UndeclaredCluster(String);
 
 /// Where a followed watch publishes: the whole check, or one part of a check that follows several watches.
 /// A part's watch state (waiting, broken, not watching) lands on the part's own item, never on a shared
