@@ -19,15 +19,14 @@ use crate::events;
 use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
-use crate::reload::{self, Reloader};
-use crate::render::{self, Details};
+use crate::reload::{self, Reloader, RestartOnly};
+use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
-use crate::server::{self, identity, levels, Limits};
+use crate::server::{self, Limits, Presentation};
 use crate::signals::Sink;
 
-/// Compiles the policy and starts every check's signal.
-async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Running)> {
-    let rules = Rules::new(config);
+/// Starts every check's signal.
+async fn start(config: &Config) -> anyhow::Result<(Arc<Metrics>, Sink, Running)> {
     let metrics = Arc::new(Metrics::new());
     let sink = Sink::default();
     let mut running = Running::default();
@@ -39,7 +38,7 @@ async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Ru
             &metrics,
         )
         .await;
-    Ok((rules, metrics, sink, running))
+    Ok((metrics, sink, running))
 }
 
 /// Runs the service until SIGTERM or SIGINT, reloading `config` from `path` (read with `overrides`) on
@@ -51,20 +50,10 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     );
     let token = config.token()?;
     let hangups = reload::hangups();
-    let (rules, metrics, sink, mut running) = start(&config).await?;
-    let reload = Reloaded {
-        rules,
-        identity: identity(&config),
-        levels: levels(config.server.details, config.server.public_listen.is_some()),
-    };
-    let (reloads, reloaded) = tokio::sync::watch::channel(reload.clone());
-    let (engine, latest) = Engine::new(
-        reload.rules,
-        reload.identity,
-        reload.levels,
-        sink.clone(),
-        metrics.clone(),
-    );
+    let (metrics, sink, mut running) = start(&config).await?;
+    let view = Reloaded::of(&config, config.server.public_listen.is_some());
+    let (reloads, reloaded) = tokio::sync::watch::channel(view.clone());
+    let (engine, latest) = Engine::new(view, sink.clone(), metrics.clone());
     let engine = match events(&config, &mut running) {
         Some((sender, remote)) => engine.with_events(sender, remote),
         None => engine,
@@ -73,9 +62,7 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     let state = Arc::new(server::State::new(
         latest,
         metrics.clone(),
-        identity(&config),
-        config.server.details,
-        token,
+        Presentation::of(&config, token),
     ));
     // Both listeners are bound before either serves: a taken port stops the program instead of leaving half
     // of it up.
@@ -87,8 +74,8 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     let reloader = Reloader {
         path,
         overrides,
-        startup: serde_json::to_value(&config.server).unwrap_or_default(),
-        loaded: serde_json::to_value(&config.server).unwrap_or_default(),
+        startup: RestartOnly::of(&config.server),
+        loaded: RestartOnly::of(&config.server),
         token_file: config.server.token_file.clone(),
         running,
         sink,
@@ -252,7 +239,8 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let (rules, _metrics, sink, _running) = start(&config).await?;
+    let rules = Rules::new(&config);
+    let (_metrics, sink, _running) = start(&config).await?;
     let deadline = tokio::time::Instant::now() + wait;
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {
@@ -276,7 +264,7 @@ pub async fn check(
         Format::Json => {
             render::json::document(
                 &evaluation.report,
-                &identity(&config),
+                &Identity::of(&config),
                 &selection,
                 Details::Shown,
                 None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::config::{Config, DetailsPolicy};
 use crate::events::{self, Transitions};
 use crate::history;
 use crate::metrics::Metrics;
@@ -47,12 +48,38 @@ impl Published {
     }
 }
 
-/// What a reload hands the engine.
+/// The engine's view of a configuration, at start and at each reload.
 #[derive(Debug, Clone)]
 pub(crate) struct Reloaded {
     pub(crate) rules: Rules,
     pub(crate) identity: Identity,
     pub(crate) levels: Vec<Details>,
+}
+
+impl Reloaded {
+    /// The engine's view of `config`; `public_listener`: whether a public listener runs (it keeps its
+    /// start-up value across reloads).
+    pub(crate) fn of(config: &Config, public_listener: bool) -> Reloaded {
+        Reloaded {
+            rules: Rules::new(config),
+            identity: Identity::of(config),
+            levels: levels(config.server.details, public_listener),
+        }
+    }
+}
+
+/// The detail levels callers can be served under `details`: only those are pre-rendered. A public listener
+/// always withholds.
+fn levels(details: DetailsPolicy, public_listener: bool) -> Vec<Details> {
+    let mut levels = match details {
+        DetailsPolicy::Always => vec![Details::Shown],
+        DetailsPolicy::Never => vec![Details::Withheld],
+        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
+    };
+    if public_listener && !levels.contains(&Details::Withheld) {
+        levels.push(Details::Withheld);
+    }
+    levels
 }
 
 pub(crate) struct Engine {
@@ -73,12 +100,15 @@ pub(crate) struct Engine {
 impl Engine {
     /// Evaluates once at once, so the server has a report from its first request on.
     pub(crate) fn new(
-        rules: Rules,
-        identity: Identity,
-        levels: Vec<Details>,
+        view: Reloaded,
         sink: Sink,
         metrics: Arc<Metrics>,
     ) -> (Engine, watch::Receiver<Arc<Published>>) {
+        let Reloaded {
+            rules,
+            identity,
+            levels,
+        } = view;
         let snapshot = sink.snapshot();
         let evaluation = policy::evaluate(&rules, &snapshot, &Memory::default(), Timestamp::now());
         log_transitions(None, &evaluation.report);

@@ -78,44 +78,28 @@ pub struct Presentation {
     pub token: Option<String>,
 }
 
-/// The service identity `[server]` configures.
-pub(crate) fn identity(config: &config::Config) -> Identity {
-    Identity {
-        service_id: config.server.service_id.clone(),
-        description: config.server.description.clone(),
+impl Presentation {
+    /// The server's view of a configuration (at start and at each reload): identity, details policy, the
+    /// token read from `server.token_file`.
+    pub fn of(config: &config::Config, token: Option<String>) -> Presentation {
+        Presentation {
+            identity: Identity::of(config),
+            details: config.server.details,
+            token,
+        }
     }
-}
-
-/// The detail levels callers can be served under `details`: only those are pre-rendered. A public listener
-/// always withholds.
-pub(crate) fn levels(details: DetailsPolicy, public_listener: bool) -> Vec<Details> {
-    let mut levels = match details {
-        DetailsPolicy::Always => vec![Details::Shown],
-        DetailsPolicy::Never => vec![Details::Withheld],
-        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
-    };
-    if public_listener && !levels.contains(&Details::Withheld) {
-        levels.push(Details::Withheld);
-    }
-    levels
 }
 
 impl State {
     pub fn new(
         latest: watch::Receiver<Arc<Published>>,
         metrics: Arc<Metrics>,
-        identity: Identity,
-        details: DetailsPolicy,
-        token: Option<String>,
+        shown: Presentation,
     ) -> State {
         State {
             latest,
             metrics,
-            shown: Arc::new(RwLock::new(Arc::new(Presentation {
-                identity,
-                details,
-                token,
-            }))),
+            shown: Arc::new(RwLock::new(Arc::new(shown))),
             audience: Audience::Cluster,
             shutting_down: Arc::default(),
         }

@@ -97,9 +97,7 @@ impl App {
         let state = State::new(
             rx,
             Arc::new(Metrics::new()),
-            identity,
-            config.server.details,
-            config.token().expect("token"),
+            klutch_health::server::Presentation::of(&config, config.token().expect("token")),
         );
         App { state, latest }
     }
