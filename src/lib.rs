@@ -17,7 +17,7 @@ pub mod engine;
 pub mod events;
 pub mod history;
 pub mod human;
-pub(crate) mod kubernetes;
+pub mod kubernetes;
 pub mod lease;
 pub mod listen;
 pub mod metrics;

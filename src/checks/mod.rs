@@ -24,8 +24,9 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
-use crate::kubernetes::watch::{follow, waiting, Clusters, Destination, Watches};
+use crate::kubernetes::watch::{follow, waiting, Destination, Watches};
 pub(crate) use crate::kubernetes::watch::{keep_status, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};

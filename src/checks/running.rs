@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{start_one, CheckRef, Memory};
-use crate::kubernetes::watch::{Clusters, Watches};
+use crate::kubernetes::settings::Clusters;
+use crate::kubernetes::watch::Watches;
 use crate::metrics::Metrics;
 use crate::signals::{Sink, Tasks};
 
@@ -139,7 +140,7 @@ mod tests {
 
     use super::*;
     use crate::checks::{Registration, Settings};
-    use crate::kubernetes::watch::Cluster;
+    use crate::kubernetes::settings::Cluster;
 
     fn poller(interval: &str) -> Arc<dyn Settings> {
         let table = figment::value::Value::serialize(serde_json::json!({

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use crate::checks::backend_status::BackendStatus;
 use crate::checks::CheckRef;
 use crate::checks::{type_names, Registration, Settings};
-use crate::kubernetes::watch::Clusters;
+use crate::kubernetes::settings::Clusters;
 use crate::values::{deserialize, duration, text, KeyError};
 
 mod endpoints;
 mod operating;
 
-pub use crate::kubernetes::watch::Cluster;
+pub use crate::kubernetes::settings::Cluster;
 pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
 pub use operating::{Maintenance, Silence};
 

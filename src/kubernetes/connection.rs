@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::answers::{AnswersLayer, Evidence};
-use super::watch::Cluster;
+use super::settings::Cluster;
 use crate::human::{error_chain, timestamp};
 
 /// Whether a cluster's API server answers.

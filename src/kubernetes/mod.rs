@@ -4,4 +4,5 @@
 mod answers;
 mod api_errors;
 pub(crate) mod connection;
+pub mod settings;
 pub(crate) mod watch;
