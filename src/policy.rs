@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::checks::Link;
 use crate::config::{self, Require, UnknownAs};
-use crate::operating::Declared;
+use crate::operating::Operations;
 
 use crate::report::{
     Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,
@@ -60,7 +60,7 @@ pub struct Rules {
     healthz: EndpointRules,
     readyz: EndpointRules,
     /// Silences and the maintenance window.
-    declared: Declared,
+    operations: Operations,
     /// The `backend-status` check whose poll `/backend-health` serves.
     passthrough: Option<Arc<str>>,
 }
@@ -87,7 +87,7 @@ impl Rules {
                 .collect(),
             healthz: config.endpoints.healthz.clone(),
             readyz: config.endpoints.readyz.clone(),
-            declared: Declared::new(&config.silences, config.maintenance.as_ref()),
+            operations: Operations::new(&config.silences, config.maintenance.as_ref()),
             passthrough: config.passthrough().map(Into::into),
         }
     }
@@ -138,7 +138,7 @@ pub struct Evaluation {
 /// Evaluates every endpoint's policy over the latest observations at `now`.
 pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timestamp) -> Evaluation {
     let mut next = Wakeup::default();
-    for t in rules.declared.changes() {
+    for t in rules.operations.changes() {
         next.at(t, now);
     }
     let mut new_memory = Memory::default();
@@ -158,7 +158,7 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timest
                 check: check.clone(),
                 last: snapshot.polls.get(&**check).cloned(),
             }),
-            operating: rules.declared.state(now),
+            operating: rules.operations.state(now),
         },
         memory: new_memory,
         next: next.0,
@@ -266,7 +266,7 @@ fn evaluate_endpoint(
     let e = endpoint.index();
     let mut counted = Vec::new();
     if endpoint == Endpoint::Readyz {
-        if let Some(m) = rules.declared.maintenance(now) {
+        if let Some(m) = rules.operations.maintenance(now) {
             counted.push(Counted {
                 item: None,
                 name: ItemName::new(
@@ -305,7 +305,7 @@ fn evaluate_endpoint(
             new_memory.damping[e].insert(item.name.clone(), damping);
             // After damping, which keeps running underneath: when the silence ends, a long failure fails at once.
             let silence = (status == Status::Fail)
-                .then(|| rules.declared.silence(&check.name, &item.name, now))
+                .then(|| rules.operations.silence(&check.name, &item.name, now))
                 .flatten();
             let (status, operator) = match silence {
                 Some(s) => (

@@ -281,7 +281,7 @@ pub(crate) fn page(
     verdicts(&mut out, report);
     out.push_str("</div>\n");
     poll_line(&mut out, report, now);
-    declared(&mut out, report, details, now);
+    operations(&mut out, report, details, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
     super::history::timelines(&mut out, history, report, details, now);
@@ -404,7 +404,7 @@ fn poll_line(out: &mut String, report: &Report, now: Timestamp) {
 }
 
 /// The maintenance window and every silence, expired ones too, so that a silence never hides anything.
-fn declared(out: &mut String, report: &Report, details: Details, now: Timestamp) {
+fn operations(out: &mut String, report: &Report, details: Details, now: Timestamp) {
     let operating = &report.operating;
     if operating.silences.is_empty() && operating.maintenance.is_none() {
         return;
