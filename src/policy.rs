@@ -19,8 +19,17 @@ use crate::report::{
 };
 use crate::signals::{Observation, Snapshot};
 
-/// One endpoint's policy, its patterns compiled once by the configuration.
-type EndpointRules = config::EndpointPolicy;
+/// One endpoint's policy as evaluation applies it: the configuration's [`config::EndpointPolicy`] (its
+/// patterns compiled once), with the rules that read it here rather than on the configuration type.
+#[derive(Debug, Clone)]
+struct EndpointRules(config::EndpointPolicy);
+
+impl std::ops::Deref for EndpointRules {
+    type Target = config::EndpointPolicy;
+    fn deref(&self) -> &config::EndpointPolicy {
+        &self.0
+    }
+}
 
 impl EndpointRules {
     fn includes(&self, check: &str, item: &str) -> bool {
@@ -85,8 +94,8 @@ impl Rules {
                 .filter(|c| c.settings.link() == Link::ProviderConfigs)
                 .map(|c| c.name.as_str().into())
                 .collect(),
-            healthz: config.endpoints.healthz.clone(),
-            readyz: config.endpoints.readyz.clone(),
+            healthz: EndpointRules(config.endpoints.healthz.clone()),
+            readyz: EndpointRules(config.endpoints.readyz.clone()),
             operations: Operations::new(&config.silences, config.maintenance.as_ref()),
             passthrough: config.passthrough().map(Into::into),
         }
