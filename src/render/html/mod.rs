@@ -7,6 +7,8 @@ use std::fmt::Write;
 
 use jiff::Timestamp;
 
+mod timeline;
+
 use super::{Details, Identity};
 use crate::report::{Counted, Endpoint, Item, Report, Status};
 
@@ -276,7 +278,7 @@ pub(crate) fn page(
 <title>{mark} {description}: {headline}</title><style>{STYLE}{}</style></head><body>\n\
 <h1>{description}</h1>\n<div class=\"verdicts\">",
         &colour(worst)[1..],
-        super::history::STYLE
+        timeline::STYLE
     );
     verdicts(&mut out, report);
     out.push_str("</div>\n");
@@ -284,7 +286,7 @@ pub(crate) fn page(
     operations(&mut out, report, details, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
-    super::history::timelines(&mut out, history, report, details, now);
+    timeline::timelines(&mut out, history, report, details, now);
     let _ = writeln!(
         out,
         "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
