@@ -191,3 +191,154 @@ fn rollout_lag(d: &k8s::Deployment, name: &str) -> Option<String> {
         && progressing.reason.as_deref() == Some("ProgressDeadlineExceeded"))
     .then(|| format!("deployment {name:?} exceeded its progress deadline"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The judge on the real object shapes in `sim/fixtures/`, with a hand-set clock.
+
+    use k8s_openapi::api::apps::v1::Deployment;
+    use serde_json::json;
+
+    use crate::checks::deployments;
+    use crate::checks::testing::{at, fixture, object, only};
+    use crate::report::Status;
+
+    fn deployment_config(name: &str, min_available: i32) -> deployments::Deployment {
+        deployments::Deployment {
+            namespace: "bind".into(),
+            deployment: deployments::Names::One(name.into()),
+            min_available,
+        }
+    }
+
+    #[test]
+    fn deployment_available_unavailable_and_absent() {
+        let now = at("2024-08-20T14:00:00Z");
+        let available = object::<Deployment>(fixture("deployment-anynines-backend-available"));
+        let o = only(deployments::observe(
+            std::slice::from_ref(&available),
+            &deployment_config("anynines-backend", 1),
+            now,
+        ));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Pass, "1 of 1 replicas available")
+        );
+
+        let o = only(deployments::observe(
+            &[available],
+            &deployment_config("anynines-backend", 2),
+            now,
+        ));
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.message.contains("min_available is 2"), "{}", o.message);
+
+        let unavailable = object::<Deployment>(fixture("deployment-anynines-backend-unavailable"));
+        let o = only(deployments::observe(
+            &[unavailable],
+            &deployment_config("anynines-backend", 1),
+            now,
+        ));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.message
+                .starts_with("Available is \"False\" (MinimumReplicasUnavailable)"),
+            "{}",
+            o.message
+        );
+
+        let konnector = object::<Deployment>(fixture("deployment-konnector-available"));
+        let o = only(deployments::observe(
+            &[konnector],
+            &deployment_config("anynines-backend", 1),
+            now,
+        ));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Fail, "Deployment bind/anynines-backend not found")
+        );
+    }
+
+    fn candidates() -> deployments::Deployment {
+        deployments::Deployment {
+            namespace: "bind".into(),
+            deployment: deployments::Names::Candidates(vec![
+                "anynines-backend".into(),
+                "klutch-bind-backend".into(),
+            ]),
+            min_available: 1,
+        }
+    }
+
+    #[test]
+    fn each_existing_candidate_is_an_item_and_none_is_one_missing_item() {
+        let now = at("2024-08-20T14:00:00Z");
+        let mut renamed = fixture("deployment-anynines-backend-available");
+        renamed["metadata"]["name"] = json!("klutch-bind-backend");
+        let o = only(deployments::observe(&[object(renamed)], &candidates(), now));
+        assert_eq!(
+            (o.item.as_str(), o.status),
+            ("klutch-bind-backend", Status::Pass)
+        );
+        let konnector = object::<Deployment>(fixture("deployment-konnector-available"));
+        let o = only(deployments::observe(&[konnector], &candidates(), now));
+        assert_eq!(
+            (o.item.as_str(), o.status, o.message.as_str()),
+            (
+                "_missing",
+                Status::Fail,
+                "none of the Deployments anynines-backend, klutch-bind-backend exists in namespace bind"
+            )
+        );
+    }
+
+    #[test]
+    fn a_deployment_rollout_that_lags_or_is_stuck_warns_like_kubectl_rollout_status() {
+        let now = at("2024-08-20T14:00:00Z");
+        let mut d = fixture("deployment-anynines-backend-available");
+        d["metadata"]["generation"] = json!(3);
+        let o = only(deployments::observe(
+            &[object(d.clone())],
+            &candidates(),
+            now,
+        ));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (
+                Status::Warn,
+                "Waiting for deployment \"anynines-backend\" spec update to be observed (observed generation 2 of 3); \
+                 1 of 1 replicas available"
+            )
+        );
+        d["metadata"]["generation"] = json!(2);
+        let progressing = d["status"]["conditions"]
+            .as_array_mut()
+            .expect("conditions")
+            .iter_mut()
+            .find(|c| c["type"] == "Progressing")
+            .expect("Progressing");
+        progressing["status"] = json!("False");
+        progressing["reason"] = json!("ProgressDeadlineExceeded");
+        let o = only(deployments::observe(
+            &[object(d.clone())],
+            &candidates(),
+            now,
+        ));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (
+                Status::Warn,
+                "deployment \"anynines-backend\" exceeded its progress deadline; 1 of 1 replicas available"
+            )
+        );
+        // Without observedGeneration there is no lag to tell.
+        d["metadata"]["generation"] = json!(5);
+        d["status"]["conditions"] = json!([{"type": "Available", "status": "True"}]);
+        d["status"]
+            .as_object_mut()
+            .expect("status")
+            .remove("observedGeneration");
+        let o = only(deployments::observe(&[object(d)], &candidates(), now));
+        assert_eq!(o.status, Status::Pass, "{}", o.message);
+    }
+}

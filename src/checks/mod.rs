@@ -417,6 +417,36 @@ async fn start_one(
     tasks
 }
 
+/// What the check types' unit tests share: the real object shapes in `sim/fixtures/` and a hand-set clock.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use jiff::Timestamp;
+    use serde_json::Value;
+
+    use crate::signals::Observation;
+
+    pub(crate) fn fixture(name: &str) -> Value {
+        let path = format!("{}/sim/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists"))
+            .expect("fixture is JSON")
+    }
+
+    pub(crate) fn object<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).expect("fixture has the resource's shape"))
+    }
+
+    pub(crate) fn at(s: &str) -> Timestamp {
+        s.parse().expect("valid time")
+    }
+
+    pub(crate) fn only(items: Vec<Observation>) -> Observation {
+        assert_eq!(items.len(), 1, "{items:?}");
+        items.into_iter().next().expect("one item")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,3 +207,160 @@ fn judge(status: &Value, generation: Option<i64>) -> (Status, String) {
     }
     (Status::Pass, format!("installed and healthy ({revision})"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The judge on the real object shapes in `sim/fixtures/`, with a hand-set clock.
+
+    use kube::api::DynamicObject;
+    use serde_json::json;
+
+    use crate::checks::packages;
+    use crate::checks::testing::{at, fixture, object, only};
+    use crate::report::Status;
+
+    #[test]
+    fn healthy_provider_passes_and_unhealthy_names_condition_reason_and_message() {
+        let now = at("2024-08-20T14:00:00Z");
+        let healthy = object::<DynamicObject>(fixture("provider-healthy"));
+        let o = only(packages::observe(&[healthy], None, now));
+        assert_eq!(
+            (o.item.as_str(), o.status),
+            ("provider-anynines", Status::Pass)
+        );
+
+        let unhealthy = object::<DynamicObject>(fixture("provider-unhealthy"));
+        let o = only(packages::observe(
+            &[unhealthy],
+            Some(&["provider-anynines".into()]),
+            now,
+        ));
+        assert_eq!(o.status, Status::Fail);
+        assert_eq!(
+            o.message,
+            "Healthy is \"False\" (UnhealthyPackageRevision): Deployment provider-anynines-3f2a9c1b7e5d does not have minimum availability"
+        );
+    }
+
+    #[test]
+    fn listed_provider_that_is_absent_is_not_installed() {
+        let now = at("2024-08-20T14:00:00Z");
+        let healthy = object::<DynamicObject>(fixture("provider-healthy"));
+        let items = packages::observe(
+            &[healthy],
+            Some(&["provider-anynines".into(), "provider-kubernetes".into()]),
+            now,
+        );
+        let missing = items
+            .iter()
+            .find(|o| o.item == "provider-kubernetes")
+            .expect("listed item");
+        assert_eq!(
+            (missing.status, missing.message.as_str()),
+            (Status::Fail, "not installed")
+        );
+    }
+
+    #[test]
+    fn provider_without_conditions_or_revision_is_unknown() {
+        let now = at("2024-08-20T14:00:00Z");
+        let mut p = fixture("provider-healthy");
+        p["status"]["currentRevision"] = json!("");
+        let o = only(packages::observe(&[object(p)], None, now));
+        assert_eq!(o.status, Status::Unknown);
+        assert!(o.message.contains("no current revision"), "{}", o.message);
+
+        let mut p = fixture("provider-healthy");
+        p["status"]["conditions"] = json!([{"type": "Installed", "status": "True"}]);
+        let o = only(packages::observe(&[object(p)], None, now));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Unknown, "condition Healthy not reported yet")
+        );
+    }
+
+    #[test]
+    fn crossplane_2_wording_is_passed_through() {
+        let now = at("2024-08-20T14:00:00Z");
+        let mut p = fixture("provider-healthy");
+        p["status"]["conditions"][1] = json!({
+            "type": "Healthy", "status": "False", "reason": "UnhealthyPackageRevision",
+            "message": "Package runtime health is \"False\" with message: Deployment has no available replicas"
+        });
+        let o = only(packages::observe(&[object(p)], None, now));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.message
+                .ends_with("with message: Deployment has no available replicas"),
+            "{}",
+            o.message
+        );
+    }
+
+    #[test]
+    fn a_package_whose_conditions_lag_its_generation_warns_with_both_numbers() {
+        let now = at("2024-08-20T14:00:00Z");
+        let mut c = fixture("configuration-healthy");
+        let o = only(packages::observe_kind(
+            packages::PackageKind::Configurations,
+            &[object(c.clone())],
+            None,
+            now,
+        ));
+        assert_eq!(
+            (o.item.as_str(), o.status),
+            ("anynines-dataservices", Status::Pass)
+        );
+        // An absent observedGeneration is not a lag; a present one that equals the generation is current.
+        c["status"]["conditions"][0]["observedGeneration"] = json!(1);
+        let o = only(packages::observe_kind(
+            packages::PackageKind::Configurations,
+            &[object(c.clone())],
+            None,
+            now,
+        ));
+        assert_eq!(o.status, Status::Pass, "{}", o.message);
+        c["metadata"]["generation"] = json!(2);
+        let o = only(packages::observe_kind(
+            packages::PackageKind::Configurations,
+            &[object(c.clone())],
+            None,
+            now,
+        ));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (
+                Status::Warn,
+                "Installed is \"True\" for generation 1, the package is at generation 2 (Crossplane has not \
+                 reconciled the change yet; anynines-dataservices-8d7c6b5a4f3e)"
+            )
+        );
+        // A failure still fails, whatever generation it describes.
+        c["status"]["conditions"][1]["status"] = json!("False");
+        let o = only(packages::observe_kind(
+            packages::PackageKind::Configurations,
+            &[object(c)],
+            None,
+            now,
+        ));
+        assert_eq!(o.status, Status::Fail);
+    }
+
+    #[test]
+    fn no_package_of_a_kind_is_one_warning_item() {
+        let o = only(packages::observe_kind(
+            packages::PackageKind::Functions,
+            &[],
+            None,
+            at("2024-08-20T14:00:00Z"),
+        ));
+        assert_eq!(
+            (o.item.as_str(), o.status, o.message.as_str()),
+            (
+                "_none",
+                Status::Warn,
+                "no Crossplane functions are installed"
+            )
+        );
+    }
+}

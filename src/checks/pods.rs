@@ -284,3 +284,190 @@ fn recent_restart(
         _ => Observation::new(name, Status::Pass, ready_message, now),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The judge on the real object shapes in `sim/fixtures/`, with a hand-set clock.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::{json, Value};
+
+    use crate::checks::pods;
+    use crate::checks::testing::{at, object, only};
+    use crate::report::Status;
+
+    fn pod(ready: bool, container_status: Value) -> Arc<Pod> {
+        object(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "provider-anynines-abc", "namespace": "crossplane-system"},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                                "message": if ready { "" } else { "containers with unready status: [package-runtime]" }}],
+                "containerStatuses": [container_status]
+            }
+        }))
+    }
+
+    #[test]
+    fn pods_ready_not_ready_recent_restart_and_crash_loop() {
+        let now = at("2024-08-20T14:00:00Z");
+        let window = Duration::from_secs(600);
+        let running = json!({"name": "package-runtime", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                             "state": {"running": {"startedAt": "2024-08-20T13:00:00Z"}}});
+        let o = only(pods::observe(&[pod(true, running)], "sel", window, now));
+        assert_eq!((o.status, o.message.as_str()), (Status::Pass, "ready"));
+
+        let restarted = json!({"name": "package-runtime", "ready": true, "restartCount": 3, "image": "x", "imageID": "",
+            "state": {"running": {"startedAt": "2024-08-20T13:55:00Z"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2024-08-20T13:55:00Z"}}});
+        let o = only(pods::observe(&[pod(true, restarted)], "sel", window, now));
+        assert_eq!(o.status, Status::Warn);
+        assert!(
+            o.message.contains("3 restarts; last exit 137 OOMKilled"),
+            "{}",
+            o.message
+        );
+        // The warning leaves with the window.
+        assert_eq!(o.at(at("2024-08-20T14:05:00Z")).0, Status::Pass);
+
+        let crashing = json!({"name": "package-runtime", "ready": false, "restartCount": 7, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+        let o = only(pods::observe(
+            &[pod(true, crashing.clone())],
+            "sel",
+            window,
+            now,
+        ));
+        assert_eq!(o.status, Status::Warn);
+        assert!(
+            o.message.contains("CrashLoopBackOff (7 restarts)"),
+            "{}",
+            o.message
+        );
+        let o = only(pods::observe(&[pod(false, crashing)], "sel", window, now));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.message.contains("containers with unready status"),
+            "{}",
+            o.message
+        );
+
+        let o = only(pods::observe(&[], "app=x", window, now));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Fail, "no pod matches app=x")
+        );
+    }
+
+    fn sim_pod(state: Option<klutch_sim::PodState>) -> Arc<Pod> {
+        object(state.map_or_else(
+            klutch_sim::pods::provider_pod,
+            klutch_sim::pods::provider_pod_in,
+        ))
+    }
+
+    #[test]
+    fn finished_pods_are_not_counted_and_terminating_ones_warn_beside_a_ready_one() {
+        use klutch_sim::PodState::{Completed, Evicted, Terminating, Unschedulable};
+        let now = Timestamp::now();
+        let window = Duration::from_secs(600);
+        let judged = |pods: &[Option<klutch_sim::PodState>]| -> Vec<(String, Status, String)> {
+            let objects: Vec<Arc<Pod>> = pods.iter().map(|s| sim_pod(*s)).collect();
+            pods::observe(&objects, "sel", window, now)
+                .into_iter()
+                .map(|o| {
+                    let short = o.item.rsplit('-').next().unwrap_or_default().to_string();
+                    (short, o.status, o.message)
+                })
+                .collect()
+        };
+        let statuses = |pods: &[Option<klutch_sim::PodState>]| -> Vec<(String, Status)> {
+            judged(pods).into_iter().map(|(n, s, _)| (n, s)).collect()
+        };
+        let ready = ("x2x7q".to_string(), Status::Pass);
+        assert_eq!(
+            statuses(&[None, Some(Evicted)]),
+            std::slice::from_ref(&ready)
+        );
+        assert_eq!(
+            statuses(&[None, Some(Completed)]),
+            std::slice::from_ref(&ready)
+        );
+        assert_eq!(
+            statuses(&[None, Some(Terminating)]),
+            [ready.clone(), ("terminating".into(), Status::Warn)]
+        );
+        assert_eq!(
+            statuses(&[None, Some(Unschedulable)]),
+            [ready, ("unschedulable".into(), Status::Fail)]
+        );
+
+        let items = judged(&[None, Some(Terminating)]);
+        assert!(
+            items[1]
+                .2
+                .starts_with("terminating (deletion requested at ")
+                && items[1]
+                    .2
+                    .ends_with("; provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q is Ready"),
+            "{items:?}"
+        );
+        // Alone, a terminating pod is no replacement for itself: warn while it is still Ready.
+        let items = judged(&[Some(Terminating)]);
+        assert_eq!(items[0].1, Status::Warn, "{items:?}");
+        assert!(
+            items[0].2.ends_with("and no other pod is Ready"),
+            "{items:?}"
+        );
+        // Only finished pods: nothing runs, and the message says what was left out.
+        let items = judged(&[Some(Evicted), Some(Completed)]);
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].1, Status::Fail);
+        assert!(
+            items[0]
+                .2
+                .starts_with("no pod matches sel that has not finished (2 finished, not counted: ")
+                && items[0].2.contains("-evicted (Evicted)")
+                && items[0].2.contains("-completed (Succeeded)"),
+            "{items:?}"
+        );
+        // A Pending pod says why the scheduler leaves it pending.
+        let items = judged(&[Some(Unschedulable)]);
+        assert_eq!(
+            items[0].2,
+            format!(
+                "not scheduled (Pending): Unschedulable: {}",
+                klutch_sim::pods::UNSCHEDULABLE_MESSAGE
+            )
+        );
+    }
+
+    #[test]
+    fn a_terminating_pod_that_is_not_ready_fails_without_a_ready_replacement() {
+        let now = Timestamp::now();
+        let mut terminating = klutch_sim::pods::provider_pod_in(klutch_sim::PodState::Terminating);
+        terminating["status"]["conditions"][1]["status"] = json!("False");
+        terminating["status"]["conditions"][1]["message"] =
+            json!("containers with unready status: [package-runtime]");
+        let o = only(pods::observe(
+            &[object(terminating)],
+            "sel",
+            Duration::from_secs(600),
+            now,
+        ));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.message.starts_with("terminating (deletion requested at ")
+                && o.message.ends_with(
+                    "; not ready (Running): containers with unready status: [package-runtime]"
+                ),
+            "{}",
+            o.message
+        );
+    }
+}

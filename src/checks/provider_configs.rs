@@ -232,3 +232,176 @@ fn judge(
 fn non_empty(text: &str, default: &str) -> String {
     if text.is_empty() { default } else { text }.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The judge on the real object shapes in `sim/fixtures/`, with a hand-set clock.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kube::api::DynamicObject;
+    use serde_json::json;
+
+    use crate::checks::provider_configs;
+    use crate::checks::testing::{at, fixture, object, only};
+    use crate::report::Status;
+
+    fn pc_config() -> provider_configs::ProviderConfig {
+        provider_configs::ProviderConfig::default()
+    }
+
+    #[test]
+    fn provider_config_health_maps_to_status_and_ages_into_unknown() {
+        let stale = pc_config().check_stale_after;
+        let now = at("2024-08-20T13:11:00Z");
+        let healthy = object::<DynamicObject>(fixture("providerconfig-healthy"));
+        let o = only(provider_configs::observe(&[healthy], None, stale, now));
+        assert_eq!((o.status, o.message.as_str()), (Status::Pass, "Available"));
+        // lastCheckTime 13:10 + check_stale_after 10m: unknown from 13:20 on, and the engine is told when.
+        assert_eq!(o.at(at("2024-08-20T13:19:59Z")).0, Status::Pass);
+        let (status, message) = o.at(at("2024-08-20T13:20:00Z"));
+        assert_eq!(status, Status::Unknown);
+        assert!(
+            message.contains("has not checked it since 2024-08-20T13:10:00Z"),
+            "{message}"
+        );
+        assert_eq!(o.expires[0].at, at("2024-08-20T13:20:00Z"));
+
+        let failing = object::<DynamicObject>(fixture("providerconfig-failing"));
+        let o = only(provider_configs::observe(&[failing], None, stale, now));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.message.contains("connect: connection refused"),
+            "{}",
+            o.message
+        );
+    }
+
+    #[test]
+    fn unchecked_provider_config_is_unknown_whatever_last_status_says() {
+        let now = at("2024-08-20T13:11:00Z");
+        let unchecked = object::<DynamicObject>(fixture("providerconfig-unchecked"));
+        let o = only(provider_configs::observe(
+            &[unchecked],
+            None,
+            Duration::from_secs(600),
+            now,
+        ));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Unknown, "not checked yet by provider-anynines")
+        );
+        let mut absent = fixture("providerconfig-unchecked");
+        absent["status"]["health"]
+            .as_object_mut()
+            .expect("object")
+            .remove("lastCheckTime");
+        let o = only(provider_configs::observe(
+            &[object(absent)],
+            None,
+            Duration::from_secs(600),
+            now,
+        ));
+        assert_eq!(o.status, Status::Unknown);
+    }
+
+    #[test]
+    fn provider_config_names_filter_and_missing_names() {
+        let now = at("2024-08-20T13:11:00Z");
+        let healthy = object::<DynamicObject>(fixture("providerconfig-healthy"));
+        let failing = object::<DynamicObject>(fixture("providerconfig-failing"));
+        let names = [
+            "postgresql-service-broker".to_string(),
+            "mongodb".to_string(),
+        ];
+        let items = provider_configs::observe(
+            &[healthy, failing],
+            Some(&names),
+            Duration::from_secs(600),
+            now,
+        );
+        let got: Vec<(&str, Status)> = items.iter().map(|o| (o.item.as_str(), o.status)).collect();
+        assert_eq!(
+            got,
+            [
+                ("postgresql-service-broker", Status::Pass),
+                ("mongodb", Status::Fail)
+            ]
+        );
+    }
+
+    /// The providerconfig-healthy fixture with `lastCheckTime` (and optionally `lastStatus`) set.
+    fn pc_checked_at(time: &str, ok: bool) -> Arc<DynamicObject> {
+        let mut pc = fixture("providerconfig-healthy");
+        pc["status"]["health"]["lastCheckTime"] = json!(time);
+        pc["status"]["health"]["lastStatus"] = json!(ok);
+        if !ok {
+            pc["status"]["health"]["lastMessage"] = json!("dial tcp: connection refused");
+        }
+        object(pc)
+    }
+
+    #[test]
+    fn a_last_check_time_in_the_future_is_clock_skew_never_a_fresh_ok() {
+        let stale = pc_config().check_stale_after;
+        let now = at("2024-08-20T13:11:00Z");
+        let skew = "lies in the future: clock skew?";
+        for (time, ok, status, says_skew) in [
+            ("2024-08-20T13:10:00Z", true, Status::Pass, false),
+            // Within 60 s ahead: ordinary skew between nodes.
+            ("2024-08-20T13:12:00Z", true, Status::Pass, false),
+            ("2024-08-20T13:12:01Z", true, Status::Warn, true),
+            ("2099-01-01T00:00:00Z", true, Status::Warn, true),
+            // A failure stays a failure, with the skew noted.
+            ("2099-01-01T00:00:00Z", false, Status::Fail, true),
+        ] {
+            let o = only(provider_configs::observe(
+                &[pc_checked_at(time, ok)],
+                None,
+                stale,
+                now,
+            ));
+            assert_eq!(o.status, status, "{time} {ok}: {o:?}");
+            assert_eq!(o.message.contains(skew), says_skew, "{time}: {o:?}");
+        }
+    }
+
+    #[test]
+    fn a_future_last_check_time_keeps_the_staleness_bound_from_its_first_sighting() {
+        let stale = pc_config().check_stale_after;
+        let t0 = at("2024-08-20T13:11:00Z");
+        let mut seen = provider_configs::Sightings::default();
+        let future = pc_checked_at("2099-01-01T00:00:00Z", true);
+        let o = only(provider_configs::observe_seen(
+            std::slice::from_ref(&future),
+            None,
+            stale,
+            t0,
+            &mut seen,
+        ));
+        assert_eq!(o.status, Status::Warn);
+        let (status, message) = o.at(at("2024-08-20T13:21:00Z"));
+        assert_eq!(status, Status::Unknown, "{message}");
+        assert!(message.contains("health loop may be stuck"), "{message}");
+        // Observed again (any event of the watch): the bound is not renewed.
+        let o = only(provider_configs::observe_seen(
+            std::slice::from_ref(&future),
+            None,
+            stale,
+            at("2024-08-20T13:16:00Z"),
+            &mut seen,
+        ));
+        assert_eq!(o.at(at("2024-08-20T13:21:00Z")).0, Status::Unknown);
+        // A new time written by the provider counts as a new check.
+        let o = only(provider_configs::observe_seen(
+            &[pc_checked_at("2099-01-01T00:03:00Z", true)],
+            None,
+            stale,
+            at("2024-08-20T13:17:00Z"),
+            &mut seen,
+        ));
+        assert_eq!(o.at(at("2024-08-20T13:26:59Z")).0, Status::Warn);
+        assert_eq!(o.at(at("2024-08-20T13:27:00Z")).0, Status::Unknown);
+    }
+}

@@ -15,7 +15,6 @@ mod evidence;
 mod fault_drills;
 mod fuzz;
 mod http_api;
-mod kube_observe;
 mod kubernetes;
 mod listeners;
 mod log_forging;
