@@ -4,16 +4,16 @@
 //! (drill.rs) and prints how long its consumer took to notice; DETECTION.md tabulates those lines.
 
 use crate::common;
-#[path = "consumers/drill.rs"]
-mod drill;
-#[path = "consumers/programs.rs"]
-mod programs;
+pub(crate) mod drill;
+pub(crate) mod programs;
+pub(crate) mod prometheus;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use drill::{drill, Rig, Shows, View, Warnings};
 use programs::{binary, encode, free_port, get, Program};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What an HTTP caller of `/readyz?verbose` (a person with curl, a kubelet-like probe) sees: the status and
@@ -262,38 +262,6 @@ async fn blackbox_probe_success_goes_1_0_1() {
 /// `for:` of every shipped rule in the test copy.
 const RULE_FOR: &str = "3s";
 
-/// The rule groups of deploy/monitoring/prometheusrule.yaml as a Prometheus rules file, every `for:` shortened,
-/// and how many rules they hold.
-fn shipped_rules() -> (String, usize) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/monitoring/prometheusrule.yaml"
-    ))
-    .expect("deploy/monitoring/prometheusrule.yaml");
-    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("PrometheusRule is YAML");
-    let mut groups = doc["spec"]["groups"].clone();
-    let rules = groups
-        .as_array_mut()
-        .expect("spec.groups")
-        .iter_mut()
-        .flat_map(|g| g["rules"].as_array_mut().expect("rules").iter_mut());
-    let mut count = 0;
-    for rule in rules {
-        count += 1;
-        if rule.get("for").is_some() {
-            rule["for"] = RULE_FOR.into();
-        }
-    }
-    let text = serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).expect("YAML");
-    (text, count)
-}
-
-async fn prometheus_api(prom: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    let r = get(prom, path).await.ok()?;
-    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
-    (v["status"] == "success").then(|| v["data"].clone())
-}
-
 /// Names and states of the active alerts (`pending` or `firing`), sorted.
 fn alert_states(data: &serde_json::Value) -> Vec<(String, String)> {
     let mut alerts: Vec<(String, String)> = data["alerts"]
@@ -314,58 +282,27 @@ fn alert_states(data: &serde_json::Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
-    let prometheus = binary("prometheus", "prometheus");
     let rig = Rig::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let rules = dir.path().join("rules.yml");
-    let (shipped, shipped_count) = shipped_rules();
-    std::fs::write(&rules, shipped).expect("rules");
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: klutch-health\n    static_configs:\n      - targets: ['{}']\n",
-            rules.display(),
-            rig.svc.addr
-        ),
-    )
-    .expect("config");
-    let prom = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut proc = Program::start(
-        &prometheus,
-        &[
-            format!("--config.file={}", cfg.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address={prom}"),
-        ],
-        dir.path(),
-    );
-    // It loaded every shipped rule...
-    let groups = proc
-        .wait_until("Prometheus to load the rules", async || {
-            prometheus_api(prom, "/api/v1/rules").await
-        })
-        .await;
-    let loaded = groups["groups"][0]["rules"].as_array().map_or(0, Vec::len);
-    assert_eq!(loaded, shipped_count, "{groups}");
+    // It loads every shipped rule...
+    let scrape = json!([{"job_name": "klutch-health", "static_configs": [{"targets": [rig.svc.addr.to_string()]}]}]);
+    let (mut proc, prom) = prometheus::start(dir.path(), scrape, RULE_FOR).await;
     // ...and ingests the scrape: the target is up and the series are queryable.
-    let query = |q: &str| format!("/api/v1/query?query={}", encode(q));
+    let query = prometheus::query;
     let up = query("klutch_health_endpoint_up{endpoint=\"readyz\"}");
     proc.wait_until("the first scrape to be ingested", async || {
-        let data = prometheus_api(prom, &up).await?;
+        let data = prometheus::api(prom, &up).await?;
         (data["result"][0]["value"][1] == "1").then_some(())
     })
     .await;
-    let targets = prometheus_api(prom, "/api/v1/targets")
+    let targets = prometheus::api(prom, "/api/v1/targets")
         .await
         .expect("targets");
     let target = &targets["activeTargets"][0];
     assert_eq!(target["health"], "up", "{target}");
     assert_eq!(target["lastError"], "", "{target}");
     // It negotiated OpenMetrics: there a counter's family is named without `_total`, in the text format with it.
-    let meta = prometheus_api(
+    let meta = prometheus::api(
         prom,
         "/api/v1/metadata?metric=klutch_health_upstream_requests",
     )
@@ -375,7 +312,7 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
         meta["klutch_health_upstream_requests"][0]["type"], "counter",
         "{meta}"
     );
-    let build = prometheus_api(prom, &query("klutch_health_build_info"))
+    let build = prometheus::api(prom, &query("klutch_health_build_info"))
         .await
         .expect("query");
     assert_eq!(build["result"].as_array().map(Vec::len), Some(1), "{build}");
@@ -387,10 +324,10 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
         proc.assert_running();
         // Paces the API queries: Prometheus changes its view once a second at most.
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-        let alerts = prometheus_api(prom, "/api/v1/alerts")
+        let alerts = prometheus::api(prom, "/api/v1/alerts")
             .await
             .expect("alerts");
-        let up = prometheus_api(prom, &query("up")).await.expect("up");
+        let up = prometheus::api(prom, &query("up")).await.expect("up");
         let states = alert_states(&alerts);
         let firing = |names: &[&str]| {
             states

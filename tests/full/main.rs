@@ -17,6 +17,7 @@ mod history;
 mod image;
 mod metrics;
 mod scale;
+mod service_level;
 mod sim_kubectl;
 mod sim_tls;
 mod status_page;
