@@ -253,32 +253,36 @@ impl Drop for Service {
 /// instead of hanging CI. Never a latency assertion.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One HTTP/1.1 request on a fresh connection, bounded by [`REQUEST_TIMEOUT`].
+/// One HTTP/1.1 request on a fresh connection, bounded by [`REQUEST_TIMEOUT`]; a test fails when there is
+/// no answer.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-    tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        request_unbounded(addr, method, path, headers),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))
-}
-
-async fn request_unbounded(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    parse(&raw)
+    exchange(addr, &req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The tests' one raw-HTTP client: sends `request` (the whole head) on a fresh connection and reads the
+/// answer to the end, bounded by [`REQUEST_TIMEOUT`]; `Err` says why there was none (refused, reset, timed
+/// out, not HTTP).
+pub async fn exchange(addr: SocketAddr, request: &str) -> Result<Resp, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok(raw)) if raw.starts_with(b"HTTP/") => Ok(parse(&raw)),
+        Ok(Ok(_)) => Err("no HTTP answer".into()),
+        Ok(Err(e)) => Err(e.kind().to_string()),
+        Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+    }
 }
 
 pub fn parse(raw: &[u8]) -> Resp {

@@ -49,6 +49,20 @@ async fn a_healthy_control_plane_passes_and_probes_make_no_api_requests() {
             })
             .collect::<Vec<_>>()
     };
+    // /readyz passes once every LIST is done; each WATCH opens just after: wait for them, or one would be
+    // counted as caused by the probes.
+    common::eventually("a watch after every list", async || {
+        let reads = data_reads();
+        let paths = |watching: bool| -> std::collections::BTreeSet<String> {
+            reads
+                .iter()
+                .filter(|r| r.is_watch == watching)
+                .map(|r| r.path.clone())
+                .collect()
+        };
+        paths(false).is_subset(&paths(true)).then_some(())
+    })
+    .await;
     let before = data_reads().len();
     for _ in 0..200 {
         assert_eq!(svc.get("/readyz").await.status, 200);

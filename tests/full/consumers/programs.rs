@@ -6,13 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::common::{parse, Resp};
-
-/// How long one request to anything may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::common::Resp;
 
 /// How long a consumer may take to start, or to notice a fault: a guard against hangs, not a performance bound.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -109,20 +103,11 @@ impl Drop for Program {
 
 /// One HTTP/1.0 GET (so that no server answers chunked), or why it failed: refused, reset, timed out.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-        Ok(Ok(raw)) if raw.starts_with(b"HTTP/") => Ok(parse(&raw)),
-        Ok(Ok(_)) => Err("no HTTP answer".into()),
-        Ok(Err(e)) => Err(e.kind().to_string()),
-        Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
-    }
+    crate::common::exchange(
+        addr,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    )
+    .await
 }
 
 /// `s` as one query-string value.
