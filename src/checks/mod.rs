@@ -1,8 +1,8 @@
 //! The check types. A check type is one module of this folder that implements [`CheckType`] for its
 //! settings struct (the keys of its `[[check]]` table) plus one line in [`TYPES`]: its settings, its
 //! validation, the items it shows before its first observation, and its signal — each watch it follows
-//! declared once as a [`WatchSpec`], from which both the watch's `Api` and the RBAC row are built — all live
-//! in that module. [`running`] keeps the started checks across reloads.
+//! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
+//! in that module. `running` keeps the started checks across reloads.
 
 pub mod backend_status;
 pub mod cluster_bindings;
@@ -61,8 +61,8 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     fn placeholders(&self) -> Vec<String> {
         Vec::new()
     }
-    /// The check's signal: each watch it follows, declared once through [`Run::follow`] (or
-    /// [`Run::follow_part`] for a check of several watches), or a poller through [`Run::poll`]. The registry
+    /// The check's signal: each watch it follows, declared once through `Run::follow` (or
+    /// `Run::follow_part` for a check of several watches), or a poller through `Run::poll`. The registry
     /// calls it to learn the watches (what RBAC must grant; nothing starts then) and at each start.
     fn start(&self, run: &mut Run<'_>);
 }
@@ -279,7 +279,7 @@ impl<'a> Run<'a> {
         self.follow_to(to, spec, judge);
     }
 
-    /// Like [`Run::follow`], for one of several watches of a check: its items are the part's, and the
+    /// Like `Run::follow`, for one of several watches of a check: its items are the part's, and the
     /// watch's state (waiting for its sync, broken, a refused WATCH) lands on the item named `part`, not on
     /// a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
     #[cfg_attr(not(test), allow(dead_code))]

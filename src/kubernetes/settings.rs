@@ -1,6 +1,6 @@
 //! `[kubernetes]` and `[clusters.NAME]`: how to reach each cluster, how often to prove it alive, and the
-//! bounds of what its watches may hold. The connection ([`super::connection`]) and the watches
-//! ([`super::watch`]) read them.
+//! bounds of what its watches may hold. The connection (`connection`) and the watches
+//! (`watch`) read them.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! Signals watch or poll one kind of source and publish what they see as [`Observation`]s into a [`Sink`].
-//! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
+//! What the checks ([`crate::checks`]) publish: [`Observation`]s of their items, into a [`Sink`] the engine
+//! reads, and the checks' supervised `Tasks`. Nothing here knows HTTP or policy: the engine evaluates
+//! whatever was last published.
 
 mod tasks;
 

@@ -191,7 +191,7 @@ where
 }
 
 /// One resource a check lists and watches (verbs `get`, `list`, `watch`): a row of the RBAC that
-/// `deploy/` must grant, derived from the check types' [`WatchSpec`]s.
+/// `deploy/` must grant, derived from the check types' `WatchSpec`s.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WatchTarget {
     /// API group; empty for the core group.
