@@ -190,6 +190,10 @@ mod tests {
         let first = apply(&mut running, &[("a", &ten), ("b", &ten)]).await;
         assert_eq!(first.added, ["a", "b"]);
         let (a, b) = (task(&running, "a"), task(&running, "b"));
+        // What b remembers (konnector heartbeats, say) outlives its restart, not its removal.
+        let remembered =
+            |running: &Running| *running.checks["b"].memory.slot::<u32>().lock().unwrap();
+        *running.checks["b"].memory.slot::<u32>().lock().unwrap() = 7;
 
         let second = apply(
             &mut running,
@@ -208,9 +212,20 @@ mod tests {
         stopped(&b).await;
         assert!(!a.is_finished(), "an unchanged check keeps its task");
         assert!(!task(&running, "b").is_finished());
+        assert_eq!(
+            remembered(&running),
+            7,
+            "a restarted check keeps its memory"
+        );
 
         let third = apply(&mut running, &[("c", &ten)]).await;
         assert_eq!(third.removed.len(), 2);
         stopped(&a).await;
+        apply(&mut running, &[("b", &ten), ("c", &ten)]).await;
+        assert_eq!(
+            remembered(&running),
+            0,
+            "a removed check's memory went with it"
+        );
     }
 }
