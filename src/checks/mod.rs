@@ -523,6 +523,29 @@ mod tests {
         kube::Client::new(service, "default")
     }
 
+    /// Starts `check` of type `settings` against [`fake_api`], as a reload starts an added check.
+    fn started(settings: &dyn Settings, check: &str) -> (Sink, Arc<Metrics>, Tasks) {
+        let (sink, metrics, mut tasks) =
+            (Sink::default(), Arc::new(Metrics::new()), Tasks::default());
+        settings.start(&mut Run::starting(
+            check,
+            Vec::new(),
+            Starting {
+                sink: &sink,
+                metrics: &metrics,
+                tasks: &mut tasks,
+                memory: &Memory::default(),
+                kube: Some(Kube {
+                    client: fake_api(),
+                    cluster: None,
+                    stale_after: Duration::from_secs(60),
+                    watches: &mut Watches::default(),
+                }),
+            },
+        ));
+        (sink, metrics, tasks)
+    }
+
     #[test]
     fn each_declared_watch_is_one_rbac_row() {
         let rows = Settings::targets(&TwoKinds {});
@@ -546,32 +569,7 @@ mod tests {
     /// reason, and there is no shared `CHECK/watch`.
     #[tokio::test(start_paused = true)]
     async fn each_part_of_a_check_of_several_watches_shows_its_own_watch_state() {
-        let (sink, metrics, memory, mut watches, mut tasks) = (
-            Sink::default(),
-            Arc::new(Metrics::new()),
-            Memory::default(),
-            Watches::default(),
-            Tasks::default(),
-        );
-        Settings::start(
-            &TwoKinds {},
-            &mut Run::starting(
-                "c",
-                Vec::new(),
-                Starting {
-                    sink: &sink,
-                    metrics: &metrics,
-                    tasks: &mut tasks,
-                    memory: &memory,
-                    kube: Some(Kube {
-                        client: fake_api(),
-                        cluster: None,
-                        stale_after: Duration::from_secs(60),
-                        watches: &mut watches,
-                    }),
-                },
-            ),
-        );
+        let (sink, _, tasks) = started(&TwoKinds {}, "c");
         tokio::time::sleep(Duration::from_secs(5)).await;
         let snapshot = sink.snapshot();
         let items = &snapshot.checks["c"];
@@ -609,32 +607,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_watching_check_exports_its_watch_restarts_at_zero_from_its_start() {
-        let (sink, metrics, memory, mut watches, mut tasks) = (
-            Sink::default(),
-            Arc::new(Metrics::new()),
-            Memory::default(),
-            Watches::default(),
-            Tasks::default(),
-        );
-        Settings::start(
-            &PodsOnly {},
-            &mut Run::starting(
-                "added",
-                Vec::new(),
-                Starting {
-                    sink: &sink,
-                    metrics: &metrics,
-                    tasks: &mut tasks,
-                    memory: &memory,
-                    kube: Some(Kube {
-                        client: fake_api(),
-                        cluster: None,
-                        stale_after: Duration::from_secs(60),
-                        watches: &mut watches,
-                    }),
-                },
-            ),
-        );
+        let (_sink, metrics, tasks) = started(&PodsOnly {}, "added");
         tokio::time::sleep(Duration::from_secs(5)).await;
         let text = metrics.encode_prometheus();
         assert!(

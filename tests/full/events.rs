@@ -3,6 +3,7 @@
 //! kubectl; one writer among replicas (the Lease holder); a failing Events API changes no verdict.
 
 use crate::common;
+use crate::kustomize::run_kubectl;
 
 use common::{eventually, full_config, kubeconfig, Service};
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
@@ -76,26 +77,6 @@ async fn wait_event(cp: &SimControlPlane, type_: &str) -> Value {
     .await
 }
 
-/// Real kubectl, run without blocking the runtime that serves the fake API; killed if it outlives the test.
-async fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
-    let run = tokio::process::Command::new(crate::kustomize::kubectl())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(common::DEADLINE, run)
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?}: no answer within {:?}", common::DEADLINE))
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 #[tokio::test]
 async fn a_degraded_provider_config_makes_one_warning_and_healing_one_normal_event() {
     let cp = sim().await;
@@ -139,7 +120,7 @@ async fn a_degraded_provider_config_makes_one_warning_and_healing_one_normal_eve
     let kc = svc.dir.path().join("kubectl.kubeconfig");
     cp.api.write_kubeconfig(&kc).expect("kubeconfig");
     let kc = kc.display().to_string();
-    let described = kubectl(
+    let described = run_kubectl(
         &kc,
         &["describe", "providerconfig.dataservices.anynines.com", PC],
     )
@@ -158,7 +139,7 @@ async fn a_degraded_provider_config_makes_one_warning_and_healing_one_normal_eve
     let all = events_about_pc(&cp);
     assert_eq!(all.len(), 2, "one Event per transition: {all:#?}");
     let columns = "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name";
-    let listed = kubectl(&kc, &["get", "events", "-A", "-o", columns]).await;
+    let listed = run_kubectl(&kc, &["get", "events", "-A", "-o", columns]).await;
     for line in [
         format!("Warning   CheckFailed      {PC}"),
         format!("Normal    CheckRecovered   {PC}"),

@@ -5,23 +5,7 @@ use std::time::{Duration, Instant};
 
 use klutch_sim::SimControlPlane;
 
-use crate::kustomize::kubectl;
-
-async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(kubectl())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .await
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use crate::kustomize::{kubectl, run_kubectl as run};
 
 #[tokio::test]
 async fn kubectl_get_lists_what_klutch_health_watches() {

@@ -58,3 +58,29 @@ pub fn render(dir: &str) -> Vec<Value> {
         .filter(|v| !v.is_null())
         .collect()
 }
+
+/// Runs [`kubectl`] with `kubeconfig` and `args` without blocking the runtime (which may serve the fake API
+/// it talks to), killed if it outlives the test; its standard output, or a failure showing its errors.
+pub async fn run_kubectl(kubeconfig: impl AsRef<std::path::Path>, args: &[&str]) -> String {
+    let run = tokio::process::Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig.as_ref())
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(crate::common::DEADLINE, run)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "kubectl {args:?}: no answer within {:?}",
+                crate::common::DEADLINE
+            )
+        })
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
