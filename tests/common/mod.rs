@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod events;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

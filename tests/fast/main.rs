@@ -11,6 +11,7 @@ mod backend_passthrough;
 mod backend_status;
 mod config;
 mod estate;
+mod events;
 mod evidence;
 mod fault_drills;
 mod fuzz;
