@@ -233,6 +233,17 @@ pub fn signal(name: &str, pid: u32) {
     );
 }
 
+/// The value of the first sample line of a Prometheus exposition that starts with `prefix` (a name, or a
+/// name with the start of its labels).
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The line of `item` (`CHECK/ITEM`) in a text answer (`[+]CHECK/ITEM ok`), or a panic showing the body.
 pub fn line<'a>(body: &'a str, item: &str) -> &'a str {
     body.lines()

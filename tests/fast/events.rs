@@ -5,8 +5,8 @@
 
 use crate::common;
 
-use common::eventually;
 use common::events::{events_about_pc, holder, replica, sim, wait_event, PC};
+use common::eventually;
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
 
 #[tokio::test]

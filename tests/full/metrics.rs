@@ -5,7 +5,7 @@ use crate::common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{backend_config, Service};
+use common::{backend_config, metric_value as value, Service};
 use klutch_sim::FakeBackend;
 
 fn promtool() -> &'static str {
@@ -33,16 +33,6 @@ fn promtool_check(text: &str) -> (bool, String) {
     let msg =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), msg)
-}
-
-/// The value of the first sample line starting with `prefix`.
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[tokio::test]
@@ -142,47 +132,6 @@ async fn metrics_pass_promtool_and_follow_state_changes() {
 }
 
 #[tokio::test]
-async fn openmetrics_when_asked_for() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
-    let m = svc
-        .get_with(
-            "/metrics",
-            &[("Accept", "application/openmetrics-text; version=1.0.0")],
-        )
-        .await;
-    assert_eq!(
-        m.header("content-type"),
-        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
-    );
-    assert!(m.body.ends_with("# EOF\n"), "{}", m.body);
-}
-
-#[tokio::test]
-async fn an_item_that_vanishes_loses_its_series() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry("old", "ok");
-    backend.set_entry("kept", "ok");
-    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
-    svc.wait_for("/metrics", "the old item's series", |r| {
-        r.body.contains("item=\"old\"")
-    })
-    .await;
-    backend.set_entries([("kept".to_string(), "ok".to_string())].into());
-    let m = svc
-        .wait_for("/metrics", "the old item's series to go", |r| {
-            !r.body.contains("item=\"old\"")
-        })
-        .await;
-    assert!(
-        m.body
-            .contains("klutch_health_check_up{check=\"backend-status\",item=\"kept\"} 1"),
-        "{}",
-        m.body
-    );
-}
-
-#[tokio::test]
 async fn label_values_from_upstream_are_escaped() {
     let backend = FakeBackend::start().await.expect("fake backend");
     backend.set_entry("we\"ird\\name", "ok");
@@ -221,57 +170,6 @@ async fn label_values_from_upstream_are_escaped() {
         )
         .await;
     assert!(om.body.contains(r#"item="we%22ird%5Cname""#), "{}", om.body);
-}
-
-#[tokio::test]
-async fn every_poll_is_counted_and_timed() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry("pg", "ok");
-    let svc = Service::start(&backend_config(&backend.url(), ""), &[]).await;
-    let m = svc
-        .wait_for("/metrics", "three polls", |r| {
-            value(
-                &r.body,
-                "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
-            )
-            .is_some_and(|n| n >= 3.0)
-        })
-        .await
-        .body;
-    let count = value(
-        &m,
-        "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
-    );
-    let counted: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("klutch_health_upstream_requests_total{check=\"backend-status\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(count, Some(counted), "{m}");
-    // Buckets around the default timeout (2s) and a fast local answer.
-    for le in ["0.005", "0.1", "1.0", "2.5", "10.0", "+Inf"] {
-        let bucket = format!(
-            "klutch_health_upstream_request_duration_seconds_bucket{{le=\"{le}\",check=\"backend-status\"}}"
-        );
-        assert!(value(&m, &bucket).is_some(), "{bucket} in\n{m}");
-    }
-    assert_eq!(
-        value(
-            &m,
-            "klutch_health_upstream_request_duration_seconds_bucket{le=\"+Inf\",check=\"backend-status\"}"
-        ),
-        count
-    );
-    assert_eq!(
-        value(
-            &m,
-            &format!(
-                "klutch_health_build_info{{version=\"{}\"}}",
-                env!("CARGO_PKG_VERSION")
-            )
-        ),
-        Some(1.0)
-    );
 }
 
 /// Every value of a sample line starting with `prefix`, by its whole label set.
@@ -331,78 +229,4 @@ async fn counters_are_exported_at_zero_from_the_start() {
             format!("klutch_health_http_requests_total{{path=\"{path}\",code=\"{code}\"}}");
         assert!(value(&m, &series).is_some(), "{series} in\n{m}");
     }
-}
-
-#[test]
-fn every_poll_error_has_an_outcome_exported_from_the_start() {
-    use klutch_health::checks::backend_status::{PollError, OUTCOMES};
-    use std::time::Duration;
-    let errors = [
-        PollError::Status {
-            status: http::StatusCode::INTERNAL_SERVER_ERROR,
-            body: bytes::Bytes::new(),
-        },
-        PollError::Timeout(Duration::from_secs(1)),
-        PollError::Connect(String::new()),
-        PollError::Request(String::new()),
-        PollError::TooLarge(1),
-        PollError::Body(String::new()),
-        PollError::InvalidJson {
-            reason: String::new(),
-            body: bytes::Bytes::new(),
-        },
-        PollError::NotObject("an array"),
-    ];
-    for e in &errors {
-        assert!(OUTCOMES.contains(&e.outcome()), "{e:?}: {}", e.outcome());
-    }
-}
-
-#[tokio::test]
-async fn endpoint_up_of_readyz_is_0_while_shutting_down() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry("pg", "ok");
-    let mut svc = Service::start(
-        &backend_config(&backend.url(), ""),
-        &[("KLUTCH_HEALTH_SERVER__SHUTDOWN_DELAY", "10s")],
-    )
-    .await;
-    let up = |m: &str, endpoint: &str| {
-        value(
-            m,
-            &format!("klutch_health_endpoint_up{{endpoint=\"{endpoint}\"}}"),
-        )
-    };
-    svc.wait_for("/metrics", "readyz up", |r| {
-        up(&r.body, "readyz") == Some(1.0)
-    })
-    .await;
-    common::signal("TERM", svc.pid());
-    let polls = |m: &str| {
-        value(
-            m,
-            "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
-        )
-        .unwrap_or(0.0)
-    };
-    let m = svc
-        .wait_for("/metrics", "readyz down", |r| {
-            up(&r.body, "readyz") == Some(0.0)
-        })
-        .await
-        .body;
-    // Later evaluations (the backend is polled every 100 ms) do not bring it back.
-    let seen = polls(&m);
-    let m = svc
-        .wait_for("/metrics", "two more polls", |r| {
-            polls(&r.body) >= seen + 2.0
-        })
-        .await
-        .body;
-    assert_eq!(up(&m, "readyz"), Some(0.0), "{m}");
-    // /healthz keeps answering its verdict while shutting down, and its gauge says so.
-    assert_eq!(up(&m, "healthz"), Some(1.0), "{m}");
-    assert_eq!(svc.get("/healthz").await.status, 200);
-    assert_eq!(svc.get("/readyz").await.status, 503);
-    assert_eq!(svc.wait_exit().await, Some(0));
 }
