@@ -1,6 +1,5 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,14 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::FutureExt;
-use jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::checks::running::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::events;
-use crate::lease;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::reload::{self, Reloader, RestartOnly};
@@ -51,13 +48,11 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     let token = config.token()?;
     let hangups = reload::hangups();
     let (metrics, sink, mut running) = start(&config).await?;
-    let view = Reloaded::of(&config, config.server.public_listen.is_some());
+    let mut events = events::Control::default();
+    let sender = events.apply(&config, &mut running).await;
+    let view = Reloaded::of(&config, config.server.public_listen.is_some(), sender);
     let (reloads, reloaded) = tokio::sync::watch::channel(view.clone());
     let (engine, latest) = Engine::new(view, sink.clone(), metrics.clone());
-    let engine = match events(&config, &mut running) {
-        Some((sender, remote)) => engine.with_events(sender, remote),
-        None => engine,
-    };
     tokio::spawn(engine.run(reloaded));
     let state = Arc::new(server::State::new(
         latest,
@@ -77,7 +72,9 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         startup: RestartOnly::of(&config.server),
         loaded: RestartOnly::of(&config.server),
         token_file: config.server.token_file.clone(),
+        kubeconfigs: reload::kubeconfigs(&config),
         running,
+        events,
         sink,
         metrics,
         engine: reloads,
@@ -104,34 +101,6 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
         None => main.await,
     }
     Ok(())
-}
-
-/// Starts the Events Lease loop and writer when `[kubernetes] events` is on and the default cluster can be
-/// used; returns the engine's end and the checks of other clusters.
-fn events(config: &Config, running: &mut Running) -> Option<(events::Sender, HashSet<String>)> {
-    if config.kubernetes.events == Some(false) {
-        return None;
-    }
-    let client = match running.client_for(&config.clusters(), None) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
-            return None;
-        }
-    };
-    let reporter = events::Reporter::from_env();
-    let leader = lease::start(
-        client.clone(),
-        reporter.namespace(),
-        reporter.instance.clone(),
-    );
-    let remote = config
-        .checks
-        .iter()
-        .filter(|c| c.cluster.is_some())
-        .map(|c| c.name.clone())
-        .collect();
-    Some((events::start(client, reporter, leader), remote))
 }
 
 /// Binds one listener and logs its address (`listening`, which tests and operators wait for).
@@ -241,7 +210,7 @@ pub async fn check(
     }
     let rules = Rules::new(&config);
     let (_metrics, sink, _running) = start(&config).await?;
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = crate::clock::later(tokio::time::Instant::now(), wait);
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {
             _ = sink.changed() => {}
@@ -255,7 +224,7 @@ pub async fn check(
         &rules,
         &sink.snapshot(),
         &Memory::default(),
-        Timestamp::now(),
+        crate::clock::Moment::now(),
     );
     let report = evaluation.report.endpoint(endpoint);
     let selection = report.all();

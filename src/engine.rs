@@ -2,11 +2,12 @@
 //! observation) falls due, then publishes the report — with the common answers already rendered — for the
 //! server. This is the only place where evaluation happens; probes only read its output.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::clock::{Instant, Moment};
 use crate::config::{Config, DetailsPolicy};
 use crate::events::{self, Transitions};
 use crate::history;
@@ -49,22 +50,44 @@ impl Published {
 }
 
 /// The engine's view of a configuration, at start and at each reload.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Reloaded {
     pub(crate) rules: Rules,
     pub(crate) identity: Identity,
     pub(crate) levels: Vec<Details>,
+    /// Where Events go (`None`: `[kubernetes] events = false`, or no usable default cluster).
+    pub(crate) events: Option<events::Sender>,
+    /// Checks of other clusters: their objects are not where Events go, so their Events regard
+    /// klutch-health's own Pod.
+    pub(crate) remote: HashSet<String>,
 }
 
 impl Reloaded {
-    /// The engine's view of `config`; `public_listener`: whether a public listener runs (it keeps its
-    /// start-up value across reloads).
-    pub(crate) fn of(config: &Config, public_listener: bool) -> Reloaded {
+    /// The engine's view of `config`: its policy, identity and detail levels (`public_listener`: whether a
+    /// public listener runs, which keeps its start-up value across reloads), and where Events go (`events`,
+    /// from `events::Control`).
+    pub(crate) fn of(
+        config: &Config,
+        public_listener: bool,
+        events: Option<events::Sender>,
+    ) -> Reloaded {
         Reloaded {
             rules: Rules::new(config),
             identity: Identity::of(config),
             levels: levels(config.server.details, public_listener),
+            events,
+            remote: Reloaded::remote(config),
         }
+    }
+
+    /// The checks of `config` that read another cluster than the default one.
+    fn remote(config: &Config) -> HashSet<String> {
+        config
+            .checks
+            .iter()
+            .filter(|c| c.cluster.is_some())
+            .map(|c| c.name.clone())
+            .collect()
     }
 }
 
@@ -95,6 +118,8 @@ pub(crate) struct Engine {
     transitions: Transitions,
     /// Where Events go, when `[kubernetes] events` is on.
     events: Option<events::Sender>,
+    /// Whether the silences of the policy in force were checked against the items, once every check synced.
+    silences_checked: bool,
 }
 
 impl Engine {
@@ -108,14 +133,17 @@ impl Engine {
             rules,
             identity,
             levels,
+            events,
+            remote,
         } = view;
         let snapshot = sink.snapshot();
-        let evaluation = policy::evaluate(&rules, &snapshot, &Memory::default(), Timestamp::now());
+        let evaluation = policy::evaluate(&rules, &snapshot, &Memory::default(), Moment::now());
         log_transitions(None, &evaluation.report);
         metrics.observe_report(&evaluation.report);
         let history = history::Shared::new(history::History::new(evaluation.report.evaluated));
         history.record(&evaluation.report);
         let mut transitions = Transitions::default();
+        transitions.remote = remote;
         transitions.changes(&evaluation.report, &snapshot);
         let published =
             Published::with_history(evaluation.report, &identity, &levels, history.clone());
@@ -130,25 +158,14 @@ impl Engine {
             tx,
             history,
             transitions,
-            events: None,
+            events,
+            silences_checked: false,
         };
         (engine, rx)
     }
 
-    /// Emits an Event for every later transition of an item's observed status.
-    /// Items of `remote` checks (other clusters) regard klutch-health's own Pod.
-    pub(crate) fn with_events(
-        mut self,
-        events: events::Sender,
-        remote: std::collections::HashSet<String>,
-    ) -> Engine {
-        self.events = Some(events);
-        self.transitions.remote = remote;
-        self
-    }
-
     /// Evaluates at `now` and publishes the result. Returns when to evaluate again if nothing else happens.
-    pub(crate) fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn step(&mut self, now: Moment) -> Option<Instant> {
         let snapshot = self.sink.snapshot();
         let evaluation = policy::evaluate(&self.rules, &snapshot, &self.memory, now);
         self.memory = evaluation.memory;
@@ -156,6 +173,15 @@ impl Engine {
         log_transitions(Some(&previous.report), &evaluation.report);
         self.metrics.observe_report(&evaluation.report);
         self.history.record(&evaluation.report);
+        if !self.silences_checked && snapshot.unsynced.is_empty() {
+            self.silences_checked = true;
+            for s in self.rules.silences_matching_nothing(&evaluation.report) {
+                tracing::warn!(
+                    pattern = s.pattern.as_str(),
+                    "silence matches no item now that every check has synced: it silences nothing (check its match)"
+                );
+            }
+        }
         for change in self.transitions.changes(&evaluation.report, &snapshot) {
             if let Some(events) = &self.events {
                 events.send(change);
@@ -175,10 +201,14 @@ impl Engine {
             rules,
             identity,
             levels,
+            events,
+            remote,
         } = reloads.borrow_and_update().clone();
         // Only now, with the policy that no longer names them, may removed checks' observations go.
         self.sink.retain(|check| rules.has_check(check));
         (self.rules, self.identity, self.levels) = (rules, identity, levels);
+        (self.events, self.transitions.remote) = (events, remote);
+        self.silences_checked = false;
     }
 
     /// Runs until the process ends, taking each reloaded policy from `reloads` and evaluating it at once.
@@ -190,13 +220,10 @@ impl Engine {
             if reloads.has_changed().unwrap_or(false) {
                 self.reload(&mut reloads);
             }
-            let next = self.step(Timestamp::now());
+            let next = self.step(Moment::now());
             let sleep = async {
                 match next {
-                    Some(at) => {
-                        let wait = Timestamp::now().duration_until(at).unsigned_abs();
-                        tokio::time::sleep(wait).await
-                    }
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -209,5 +236,64 @@ impl Engine {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::{Endpoint, Status};
+    use crate::signals::Observation;
+
+    /// The engine runs on the monotonic clock of tokio: with time paused, `fail_after` is reached by the
+    /// damping timer alone, at its instant, with no new observation and no real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn damping_fires_by_timer_on_a_paused_clock() {
+        let config = crate::config::Config::from_toml(
+            "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
+             [endpoints.readyz]\nfail_after = \"30s\"\n",
+        )
+        .expect("valid");
+        let sink = Sink::default();
+        sink.publish(
+            "a",
+            vec![Observation::new(
+                "x",
+                Status::Fail,
+                "down",
+                jiff::Timestamp::now(),
+            )],
+        );
+        let start = Reloaded {
+            rules: Rules::new(&config),
+            identity: Identity {
+                service_id: "s".into(),
+                description: "d".into(),
+            },
+            levels: vec![Details::Shown],
+            events: None,
+            remote: HashSet::new(),
+        };
+        let (_reloads, reloaded) = watch::channel(start.clone());
+        let (engine, latest) = Engine::new(start, sink, Arc::new(Metrics::new()));
+        tokio::spawn(engine.run(reloaded));
+        let shown = || {
+            let p = latest.borrow().clone();
+            p.report.endpoint(Endpoint::Readyz).items[0].status
+        };
+        let t0 = Instant::now();
+        tokio::time::sleep_until(t0 + Duration::from_secs(29)).await;
+        assert_eq!(shown(), Status::Warn, "failing for 29s of 30s");
+        tokio::time::sleep_until(t0 + Duration::from_secs(30)).await;
+        for _ in 0..100 {
+            if shown() == Status::Fail {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(shown(), Status::Fail, "the timer fired at 30s");
+        assert_eq!(Instant::now(), t0 + Duration::from_secs(30));
     }
 }

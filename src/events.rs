@@ -16,10 +16,13 @@ use kube::api::{
 };
 use kube::Client;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::checks::running::Running;
+use crate::clock::{Instant, Moment};
 use crate::config::Config;
-use crate::lease;
+use crate::kubernetes::connection::fingerprint;
+use crate::lease::{self, bounded, Leadership, RequestError};
 use crate::report::{ItemName, Report, Status};
 use crate::signals::{ObjectRef, Snapshot};
 use crate::telemetry::LogLimiter;
@@ -116,7 +119,7 @@ impl Transitions {
                 status: item.status,
                 message: item.message.clone(),
                 regarding,
-                time: report.evaluated,
+                time: report.evaluated.wall,
             });
         }
         self.seen = seen;
@@ -186,8 +189,9 @@ impl Reporter {
     }
 }
 
-/// Starts the writer; Events are written only while `leader` holds `true`.
-pub fn start(client: Client, reporter: Reporter, leader: watch::Receiver<bool>) -> Sender {
+/// Starts the writer; Events are written only while `leader` holds the Lease. It ends, and with it the
+/// Lease loop, once every [`Sender`] is dropped.
+pub fn start(client: Client, reporter: Reporter, leader: Leadership) -> Sender {
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(Writer::new(client, reporter).run(rx, leader));
     Sender {
@@ -196,11 +200,57 @@ pub fn start(client: Client, reporter: Reporter, leader: watch::Receiver<bool>) 
     }
 }
 
+/// The Events writer as the configuration asks for it: started at start-up, and again by a reload only when
+/// `[kubernetes] events` or the default cluster (its settings or its kubeconfig) changed. Dropping the last
+/// [`Sender`] stops the writer and, with it, its Lease loop.
+#[derive(Default)]
+pub struct Control {
+    running: Option<(String, Sender)>,
+}
+
+impl Control {
+    /// Where Events go under `config`: the running writer, a new one, or none. A new one writes through the
+    /// default cluster's one connection, which `running` keeps for its watches.
+    pub(crate) async fn apply(&mut self, config: &Config, running: &mut Running) -> Option<Sender> {
+        if config.kubernetes.events == Some(false) {
+            if self.running.take().is_some() {
+                tracing::info!(
+                    "[kubernetes] events = false: this replica writes no more Kubernetes Events"
+                );
+            }
+            return None;
+        }
+        let key = fingerprint(&config.kubernetes).await;
+        if let Some((running, sender)) = &self.running {
+            if *running == key {
+                return Some(sender.clone());
+            }
+        }
+        self.running = None;
+        let client = match running.client_for(&config.clusters(), None).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
+                return None;
+            }
+        };
+        let reporter = Reporter::from_env();
+        let leader = lease::start(
+            client.clone(),
+            reporter.namespace(),
+            reporter.instance.clone(),
+        );
+        let sender = start(client, reporter, leader);
+        self.running = Some((key, sender.clone()));
+        Some(sender)
+    }
+}
+
 /// Allows at most `limit` in any minute.
 #[derive(Debug)]
 pub struct RateLimit {
     limit: usize,
-    recent: VecDeque<Timestamp>,
+    recent: VecDeque<Instant>,
 }
 
 impl RateLimit {
@@ -211,11 +261,12 @@ impl RateLimit {
         }
     }
 
-    pub fn allow(&mut self, now: Timestamp) -> bool {
-        let minute_ago = now
-            .checked_sub(Duration::from_secs(60))
-            .unwrap_or(Timestamp::MIN);
-        while self.recent.front().is_some_and(|t| *t <= minute_ago) {
+    pub fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
+        {
             self.recent.pop_front();
         }
         if self.recent.len() >= self.limit {
@@ -231,7 +282,7 @@ impl RateLimit {
 struct Series {
     name: String,
     count: u64,
-    last: Timestamp,
+    last: Instant,
 }
 
 /// What makes two Events the same.
@@ -263,14 +314,14 @@ impl Writer {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Change>, leader: watch::Receiver<bool>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Change>, leader: Leadership) {
         while let Some(change) = rx.recv().await {
-            if !*leader.borrow() {
+            if !leader.holds() {
                 tracing::debug!(item = %change.item, "not the Lease holder: no Event");
                 continue;
             }
-            let now = Timestamp::now();
-            if !self.limit.allow(now) {
+            let now = Moment::now();
+            if !self.limit.allow(now.mono) {
                 if let Some(suppressed) = self.limited.allow() {
                     tracing::warn!(
                         item = %change.item,
@@ -293,15 +344,13 @@ impl Writer {
         }
     }
 
-    async fn write(&mut self, change: &Change, now: Timestamp) -> Result<(), kube::Error> {
+    async fn write(&mut self, change: &Change, moment: Moment) -> Result<(), RequestError> {
+        let now = moment.wall;
         let regarding = change
             .regarding
             .clone()
             .unwrap_or_else(|| self.reporter.pod.clone());
-        let namespace = regarding
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let namespace = namespace_of(&regarding).to_string();
         let note = change.note();
         let key = (regarding.clone(), change.reason(), note.clone());
         let api: Api<DynamicObject> =
@@ -309,17 +358,19 @@ impl Writer {
         if let Some(series) = self
             .series
             .get_mut(&key)
-            .filter(|s| now.duration_since(s.last).unsigned_abs() < SERIES_WINDOW)
+            .filter(|s| moment.mono.saturating_duration_since(s.last) < SERIES_WINDOW)
         {
             series.count += 1;
-            series.last = now;
+            series.last = moment.mono;
             let patch = json!({"series": {"count": series.count, "lastObservedTime": micro(now)}});
-            match api
-                .patch(&series.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            let patched = bounded(
+                "an Event's series update",
+                api.patch(&series.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+            match patched {
                 // The API server dropped the Event (its TTL passed): start a new one.
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(RequestError::Api(kube::Error::Api(e))) if e.code == 404 => {}
                 other => return other.map(|_| ()),
             }
         }
@@ -339,15 +390,19 @@ impl Writer {
         );
         let object: DynamicObject =
             serde_json::from_value(event).map_err(kube::Error::SerdeError)?;
-        api.create(&PostParams::default(), &object).await?;
+        bounded(
+            "an Event's create",
+            api.create(&PostParams::default(), &object),
+        )
+        .await?;
         self.series
-            .retain(|_, s| now.duration_since(s.last).unsigned_abs() < SERIES_WINDOW);
+            .retain(|_, s| moment.mono.saturating_duration_since(s.last) < SERIES_WINDOW);
         self.series.insert(
             key,
             Series {
                 name,
                 count: 1,
-                last: now,
+                last: moment.mono,
             },
         );
         Ok(())
@@ -404,23 +459,39 @@ pub struct Permission {
     pub resource: &'static str,
     /// `resourceNames`: `None` for any (a create cannot be limited by name).
     pub name: Option<&'static str>,
-    pub namespace: String,
+    /// `None`: in every namespace (a ClusterRole).
+    pub namespace: Option<String>,
     pub verb: &'static str,
+}
+
+/// The namespace an Event about `regarding` is written to (and `kubectl describe` shows it in): the object's
+/// own, `default` for a cluster-scoped one.
+pub fn namespace_of(regarding: &ObjectRef) -> &str {
+    regarding.namespace.as_deref().unwrap_or("default")
 }
 
 /// What RBAC must grant for Events under `config`, with klutch-health's Pod in `pod_namespace`: Events in
 /// every namespace of the objects the default cluster's checks watch (`default` for cluster-scoped ones) and
-/// the Pod's own (for items with no object), and the one Lease. Nothing when `[kubernetes] events = false`.
+/// the Pod's own (for items with no object) — in every namespace when a check watches a namespaced
+/// resource cluster-wide (ClusterBindings, one per consumer namespace) — and the one Lease. Nothing when
+/// `[kubernetes] events = false`.
 pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission> {
     let mut out = BTreeSet::new();
     if config.kubernetes.events == Some(false) {
         return out;
     }
-    let mut namespaces = BTreeSet::from([pod_namespace.to_string()]);
+    let mut namespaces = BTreeSet::from([Some(pod_namespace.to_string())]);
     for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
         for target in check.settings.targets() {
-            namespaces.insert(target.namespace.unwrap_or_else(|| "default".into()));
+            namespaces.insert(match (target.namespace, target.namespaced) {
+                (Some(ns), _) => Some(ns),
+                (None, false) => Some("default".into()),
+                (None, true) => None,
+            });
         }
+    }
+    if namespaces.contains(&None) {
+        namespaces = BTreeSet::from([None]);
     }
     for namespace in namespaces {
         for verb in VERBS {
@@ -437,7 +508,7 @@ pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission>
         group: "coordination.k8s.io",
         resource: "leases",
         name,
-        namespace: pod_namespace.to_string(),
+        namespace: Some(pod_namespace.to_string()),
         verb,
     };
     out.insert(on_lease(None, lease::CREATE));
@@ -461,7 +532,8 @@ mod tests {
             namespace: None,
             uid: Some("u-1".into()),
         };
-        let observation = Observation::new(regarding, Status::Fail, "", at(0)).regarding(object);
+        let observation =
+            Observation::new(regarding, Status::Fail, "", at(0).wall).regarding(object);
         let mut s = Snapshot::default();
         s.checks.insert("pcs".into(), Arc::new(vec![observation]));
         if unsynced {
@@ -484,7 +556,13 @@ mod tests {
         let c = &changes[0];
         assert_eq!(
             (c.item.as_str(), c.status, c.time, c.type_(), c.reason()),
-            ("pcs/a", Status::Pass, at(3), "Normal", "CheckRecovered")
+            (
+                "pcs/a",
+                Status::Pass,
+                at(3).wall,
+                "Normal",
+                "CheckRecovered"
+            )
         );
         assert_eq!(
             c.regarding.as_ref().map(|r| r.kind.as_str()),
@@ -499,12 +577,9 @@ mod tests {
 
     #[test]
     fn at_most_the_limit_passes_in_any_minute() {
-        let t0: Timestamp = "2026-11-25T12:00:00Z".parse().expect("time");
+        let t0 = Instant::now();
         let mut limit = RateLimit::new(3);
-        let at = |s: i64| {
-            t0.checked_add(jiff::SignedDuration::from_secs(s))
-                .expect("time")
-        };
+        let at = |s: u64| t0 + Duration::from_secs(s);
         let allowed: Vec<bool> = [0, 1, 2, 3, 59, 60, 61, 62]
             .into_iter()
             .map(|s| limit.allow(at(s)))

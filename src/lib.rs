@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod checks;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod engine;

@@ -29,6 +29,19 @@ impl Operations {
             .find(|s| now < s.until && s.pattern.matches(check, item))
     }
 
+    /// The silences in force at `now` that match none of `items` (each `(CHECK, CHECK/ITEM)`): they work,
+    /// but do nothing.
+    pub(crate) fn matching_nothing<'a>(
+        &'a self,
+        items: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Vec<&'a Silence> {
+        self.silences
+            .iter()
+            .filter(|s| now < s.until && !items.iter().any(|(c, i)| s.pattern.matches(c, i)))
+            .collect()
+    }
+
     /// The maintenance window, when it is in force at `now`.
     pub(crate) fn maintenance(&self, now: Timestamp) -> Option<&Maintenance> {
         self.maintenance.as_ref().filter(|m| m.active(now))

@@ -1,15 +1,15 @@
 //! The policy: from what the signals observed, the configuration and the current time, to each endpoint's
 //! verdict. [`evaluate`] is a pure function — state that must outlive one evaluation (when an item's status
 //! changed, how long it has been failing) goes in and comes out as [`Memory`] — so every rule is table-tested
-//! with a hand-set clock.
+//! with a hand-set clock. Durations (damping, how long a status held) are measured on the monotonic clock of
+//! the [`Moment`] passed in, so a step of the wall clock never shortens or lengthens them; silences and the
+//! maintenance window, timestamps an operator wrote, are judged by its wall clock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use jiff::Timestamp;
 
 use crate::checks::Link;
+use crate::clock::{Instant, Moment};
 use crate::config::{self, Require, UnknownAs};
 use crate::operating::Operations;
 
@@ -101,6 +101,17 @@ impl Rules {
         }
     }
 
+    /// The silences in force that match no item of `report`.
+    pub(crate) fn silences_matching_nothing(&self, report: &Report) -> Vec<&config::Silence> {
+        let items: Vec<(&str, &str)> = report
+            .items
+            .iter()
+            .map(|i| (i.name.check(), i.name.as_str()))
+            .collect();
+        self.operations
+            .matching_nothing(&items, report.evaluated.wall)
+    }
+
     pub(crate) fn has_check(&self, name: &str) -> bool {
         self.checks.iter().any(|c| &*c.name == name)
     }
@@ -117,11 +128,11 @@ impl Rules {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Memory {
     /// Item name → its observed status and when that status began.
-    observed: HashMap<ItemName, (Status, Timestamp)>,
+    observed: HashMap<ItemName, (Status, Moment)>,
     /// Per endpoint (indexed by [`Endpoint::index`]): flap damping of each item.
     damping: [HashMap<ItemName, Damping>; 2],
     /// Per endpoint: the status each item was shown with, and since when.
-    shown: [HashMap<ItemName, (Status, Timestamp)>; 2],
+    shown: [HashMap<ItemName, (Status, Moment)>; 2],
 }
 
 /// An item's flap-damping state on one endpoint.
@@ -131,8 +142,8 @@ struct Damping {
     counted_fail: bool,
     /// Whether the item's current status would count as failing, were it not for damping.
     target_fail: bool,
-    /// When `target_fail` last changed.
-    switched_at: Timestamp,
+    /// When `target_fail` last changed (its monotonic instant is what counts).
+    switched_at: Moment,
 }
 
 /// The result of one evaluation.
@@ -140,15 +151,18 @@ struct Damping {
 pub struct Evaluation {
     pub report: Report,
     pub memory: Memory,
-    /// When the verdict may change without any new observation (damping timer, an expiring observation).
-    pub next: Option<Timestamp>,
+    /// When the verdict may change without any new observation (damping timer, an expiring observation, a
+    /// silence or window that starts or ends), on the monotonic clock.
+    pub next: Option<Instant>,
 }
 
 /// Evaluates every endpoint's policy over the latest observations at `now`.
-pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timestamp) -> Evaluation {
+pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Moment) -> Evaluation {
     let mut next = Wakeup::default();
     for t in rules.operations.changes() {
-        next.at(t, now);
+        if t > now.wall {
+            next.at(now.instant_of(t), now);
+        }
     }
     let mut new_memory = Memory::default();
     let items = observed_items(rules, snapshot, memory, &mut new_memory, &mut next, now);
@@ -167,20 +181,20 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Timest
                 check: check.clone(),
                 last: snapshot.polls.get(&**check).cloned(),
             }),
-            operating: rules.operations.state(now),
+            operating: rules.operations.state(now.wall),
         },
         memory: new_memory,
         next: next.0,
     }
 }
 
-/// The earliest future time at which something changes by itself.
+/// The earliest future instant at which something changes by itself.
 #[derive(Default)]
-struct Wakeup(Option<Timestamp>);
+struct Wakeup(Option<Instant>);
 
 impl Wakeup {
-    fn at(&mut self, t: Timestamp, now: Timestamp) {
-        if t > now && self.0.is_none_or(|n| t < n) {
+    fn at(&mut self, t: Instant, now: Moment) {
+        if t > now.mono && self.0.is_none_or(|n| t < n) {
             self.0 = Some(t);
         }
     }
@@ -193,7 +207,7 @@ fn observed_items(
     memory: &Memory,
     new_memory: &mut Memory,
     next: &mut Wakeup,
-    now: Timestamp,
+    now: Moment,
 ) -> Vec<Item> {
     let mut items = Vec::new();
     for check in &rules.checks {
@@ -205,7 +219,7 @@ fn observed_items(
                     crate::reserved::PENDING,
                     Status::Unknown,
                     "no observation yet",
-                    now,
+                    now.wall,
                 )];
                 &waiting
             }
@@ -214,7 +228,7 @@ fn observed_items(
         sorted.sort_by(|a, b| a.item.cmp(&b.item));
         for obs in sorted {
             for e in &obs.expires {
-                next.at(e.at, now);
+                next.at(e.at.instant(now), now);
             }
             let (status, message) = obs.at(now);
             let mut message = message.to_string();
@@ -225,7 +239,7 @@ fn observed_items(
             }
             let name = ItemName::new(&check.name, &obs.item);
             let since = match memory.observed.get(&name) {
-                Some((s, since)) if *s == status => *since,
+                Some((s, since)) if *s == status => since.seen_from(now),
                 _ => now,
             };
             new_memory.observed.insert(name.clone(), (status, since));
@@ -235,7 +249,7 @@ fn observed_items(
                 status,
                 message,
                 observed: obs.observed,
-                since,
+                since: since.wall,
             });
         }
     }
@@ -247,7 +261,7 @@ fn provider_config_message(
     rules: &Rules,
     snapshot: &Snapshot,
     item: &str,
-    now: Timestamp,
+    now: Moment,
 ) -> Option<String> {
     rules.provider_config_checks.iter().find_map(|check| {
         let obs = snapshot
@@ -269,13 +283,13 @@ fn evaluate_endpoint(
     memory: &Memory,
     new_memory: &mut Memory,
     next: &mut Wakeup,
-    now: Timestamp,
+    now: Moment,
 ) -> EndpointReport {
     let er = rules.endpoint(endpoint);
     let e = endpoint.index();
     let mut counted = Vec::new();
     if endpoint == Endpoint::Readyz {
-        if let Some(m) = rules.operations.maintenance(now) {
+        if let Some(m) = rules.operations.maintenance(now.wall) {
             counted.push(Counted {
                 item: None,
                 name: ItemName::new(
@@ -292,7 +306,7 @@ fn evaluate_endpoint(
                     }),
                     ..Notes::default()
                 },
-                since: now,
+                since: now.wall,
             });
         }
     }
@@ -314,7 +328,7 @@ fn evaluate_endpoint(
             new_memory.damping[e].insert(item.name.clone(), damping);
             // After damping, which keeps running underneath: when the silence ends, a long failure fails at once.
             let silence = (status == Status::Fail)
-                .then(|| rules.operations.silence(&check.name, &item.name, now))
+                .then(|| rules.operations.silence(&check.name, &item.name, now.wall))
                 .flatten();
             let (status, operator) = match silence {
                 Some(s) => (
@@ -337,7 +351,7 @@ fn evaluate_endpoint(
                     require: None,
                     operator,
                 },
-                since: now,
+                since: now.wall,
             });
         }
         // `require` judges the items the endpoint counts, however they were included (`a`, `a/*`, `a/x`);
@@ -356,12 +370,12 @@ fn evaluate_endpoint(
     }
     // `since` follows what the endpoint finally shows, after damping and `require`.
     for c in &mut counted {
-        if let Some((status, since)) = memory.shown[e].get(&c.name) {
-            if *status == c.status {
-                c.since = *since;
-            }
-        }
-        new_memory.shown[e].insert(c.name.clone(), (c.status, c.since));
+        let since = match memory.shown[e].get(&c.name) {
+            Some((status, since)) if *status == c.status => since.seen_from(now),
+            _ => now,
+        };
+        c.since = since.wall;
+        new_memory.shown[e].insert(c.name.clone(), (c.status, since));
     }
     EndpointReport {
         endpoint,
@@ -375,7 +389,7 @@ fn damp(
     target: Status,
     rules: &EndpointRules,
     next: &mut Wakeup,
-    now: Timestamp,
+    now: Moment,
 ) -> (Damping, Status, Option<String>) {
     let target_fail = target == Status::Fail;
     // Without history an item counts as having passed until now: a failure must last `fail_after` to count.
@@ -389,7 +403,7 @@ fn damp(
     } else {
         now
     };
-    let held = now.duration_since(switched_at).unsigned_abs();
+    let held = now.since(switched_at);
     let wait = if target_fail {
         rules.fail_after
     } else {
@@ -398,7 +412,7 @@ fn damp(
     let counted_fail = if prev.counted_fail == target_fail || held >= wait {
         target_fail
     } else {
-        next.at(add(switched_at, wait), now);
+        next.at(switched_at.after(wait).mono, now);
         prev.counted_fail
     };
     let (status, note) = match (counted_fail, target_fail) {
@@ -436,7 +450,7 @@ fn apply_require(
     rules: &EndpointRules,
     counted: &mut Vec<Counted>,
     first: usize,
-    now: Timestamp,
+    now: Moment,
 ) {
     let items = &mut counted[first..];
     let total = items.len();
@@ -466,11 +480,7 @@ fn apply_require(
             status,
             message: format!("{total} items, {needed} required"),
             notes: Notes::default(),
-            since: now,
+            since: now.wall,
         });
     }
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(d).unwrap_or(Timestamp::MAX)
 }

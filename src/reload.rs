@@ -1,5 +1,6 @@
-//! Live reload: on SIGHUP, and when the configuration file or `server.token_file` changes, the configuration
-//! is read and validated again and applied without a restart. The files are polled (cheap: two small reads
+//! Live reload: on SIGHUP, and when the configuration file, `server.token_file` or a cluster's kubeconfig
+//! changes, the configuration is read and validated again and applied without a restart (a cluster whose
+//! kubeconfig changed gets a new connection). The files are polled (cheap: two small reads
 //! every [`POLL`]) rather than watched by inode, so that a ConfigMap volume's atomic swap of its `..data`
 //! symlink is seen as well as an edit in place. A file that does not validate is refused and the running
 //! configuration stays; the metrics say which happened.
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 
 use crate::config::{Check, Config, Overrides, Server};
 use crate::engine::Reloaded;
+use crate::events;
 use crate::metrics::Metrics;
 use crate::server::{Presentation, State};
 use crate::signals::Sink;
@@ -108,7 +110,10 @@ pub(crate) struct Reloader {
     /// The same as last loaded, so that each change is warned about once, not at every reload.
     pub(crate) loaded: RestartOnly,
     pub(crate) token_file: Option<PathBuf>,
+    /// Every cluster's kubeconfig files, watched like the configuration file.
+    pub(crate) kubeconfigs: Vec<PathBuf>,
     pub(crate) running: Running,
+    pub(crate) events: events::Control,
     pub(crate) sink: Sink,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) engine: watch::Sender<Reloaded>,
@@ -122,47 +127,71 @@ struct Seen {
     target: Option<PathBuf>,
     config: Option<Vec<u8>>,
     token: Option<Vec<u8>>,
+    kubeconfigs: Vec<Option<Vec<u8>>>,
 }
 
 impl Seen {
-    async fn read(path: &Path, token_file: Option<&Path>) -> Seen {
+    async fn read(path: &Path, token_file: Option<&Path>, kubeconfigs: &[PathBuf]) -> Seen {
         let token = match token_file {
             Some(t) => tokio::fs::read(t).await.ok(),
             None => None,
         };
+        let mut contents = Vec::with_capacity(kubeconfigs.len());
+        for k in kubeconfigs {
+            contents.push(tokio::fs::read(k).await.ok());
+        }
         Seen {
             target: tokio::fs::canonicalize(path).await.ok(),
             config: tokio::fs::read(path).await.ok(),
             token,
+            kubeconfigs: contents,
         }
     }
+}
+
+/// Every kubeconfig file the clusters of `config` read.
+pub(crate) fn kubeconfigs(config: &Config) -> Vec<PathBuf> {
+    let clusters = config.clusters();
+    std::iter::once(clusters.default)
+        .chain(clusters.named.values())
+        .flat_map(crate::kubernetes::connection::kubeconfig_files)
+        .collect()
 }
 
 impl Reloader {
     /// Reloads on every SIGHUP and every change of the files, until the process ends.
     pub(crate) async fn run(mut self, mut hangups: Hangups) {
-        let mut seen = Seen::read(&self.path, self.token_file.as_deref()).await;
+        let mut seen = self.seen().await;
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let trigger = tokio::select! {
                 _ = hangups.recv() => "SIGHUP",
                 _ = poll.tick() => {
-                    let now = Seen::read(&self.path, self.token_file.as_deref()).await;
-                    if now == seen {
+                    if self.seen().await == seen {
                         continue;
                     }
                     "file changed"
                 }
             };
             // Read before loading: a change made while loading is then seen at the next poll.
-            let token_file = self.token_file.clone();
-            seen = Seen::read(&self.path, token_file.as_deref()).await;
+            let files = (self.token_file.clone(), self.kubeconfigs.clone());
+            seen = self.seen().await;
             self.reload(trigger).await;
-            if self.token_file != token_file {
-                seen = Seen::read(&self.path, self.token_file.as_deref()).await;
+            if (&self.token_file, &self.kubeconfigs) != (&files.0, &files.1) {
+                seen = self.seen().await;
             }
         }
+    }
+
+    /// What the files read now (cloned first: the reloader itself is not `Sync`).
+    fn seen(&self) -> impl std::future::Future<Output = Seen> + Send + 'static {
+        let (path, token, kubeconfigs) = (
+            self.path.clone(),
+            self.token_file.clone(),
+            self.kubeconfigs.clone(),
+        );
+        async move { Seen::read(&path, token.as_deref(), &kubeconfigs).await }
     }
 
     async fn reload(&mut self, trigger: &str) {
@@ -186,11 +215,16 @@ impl Reloader {
         self.warn_restart_only(&config);
         self.state.present(Presentation::of(&config, token));
         self.token_file = config.server.token_file.clone();
+        self.kubeconfigs = kubeconfigs(&config);
         // The policy first: were a removed check's observations dropped before, the old policy would show
         // it as `_pending` (unknown) in between. `public_listen` keeps its start-up value: the listener that
         // runs decides.
-        self.engine
-            .send_replace(Reloaded::of(&config, self.startup.public_listen.is_some()));
+        let sender = self.events.apply(&config, &mut self.running).await;
+        self.engine.send_replace(Reloaded::of(
+            &config,
+            self.startup.public_listen.is_some(),
+            sender,
+        ));
         let changes = self
             .running
             .apply(

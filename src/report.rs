@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use jiff::Timestamp;
+
+use crate::clock::Moment;
 use serde::Serialize;
 
 /// An item's status. Signals report all four; endpoints count `unknown` as their policy says.
@@ -226,6 +228,14 @@ impl Notes {
 }
 
 impl Counted {
+    /// The item a maintenance window adds to `/readyz`.
+    pub(crate) fn is_maintenance(&self) -> bool {
+        self.notes
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.kind == OperatorKind::Maintenance)
+    }
+
     /// The message with the policy's notes around it, as the text and JSON forms show it.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
         let Notes {
@@ -303,6 +313,8 @@ impl EndpointReport {
     }
 
     /// Items of check or item `only` (all when `None`), less the exclusions; `None` when `only` names nothing.
+    /// A maintenance window is in every selection and cannot be excluded: it drains load balancers whatever
+    /// a caller asks for (an exclusion of it is listed as one that matched nothing).
     pub(crate) fn select<'a>(
         &'a self,
         only: Option<&str>,
@@ -310,22 +322,33 @@ impl EndpointReport {
     ) -> Option<Selection<'a>> {
         let named = |c: &Counted, n: &str| c.name.check() == n || c.name.as_str() == n;
         let mut selection = Selection::default();
+        let mut matched = false;
         for c in &self.items {
+            if c.is_maintenance() {
+                selection.items.push(c);
+                continue;
+            }
             if only.is_some_and(|o| !named(c, o)) {
                 continue;
             }
+            matched = true;
             if exclude.iter().any(|x| named(c, x)) {
                 selection.excluded.push(c);
             } else {
                 selection.items.push(c);
             }
         }
-        if only.is_some() && selection.items.is_empty() && selection.excluded.is_empty() {
+        if only.is_some_and(|o| !matched && !self.items.iter().any(|c| named(c, o))) {
             return None;
         }
         selection.unmatched = exclude
             .iter()
-            .filter(|x| !self.items.iter().any(|c| named(c, x)))
+            .filter(|x| {
+                !self
+                    .items
+                    .iter()
+                    .any(|c| !c.is_maintenance() && named(c, x))
+            })
             .map(String::as_str)
             .collect();
         Some(selection)
@@ -354,8 +377,8 @@ pub struct Passthrough {
     /// The body parses as JSON. Decides the content type: upstream's own header is never served, so its
     /// bytes can never become HTML of this origin.
     pub json: bool,
-    /// When this outcome was observed (the `Age` header).
-    pub at: Timestamp,
+    /// When this outcome was observed; the `Age` header is measured from its monotonic instant.
+    pub at: Moment,
     /// When the last good answer came, for the status page; `None` before the first one.
     pub last_good: Option<Timestamp>,
 }
@@ -371,7 +394,8 @@ pub struct Served {
 /// Everything the server shows, as of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    pub evaluated: Timestamp,
+    /// When it was evaluated, on both clocks: answers derive ages from its monotonic instant.
+    pub evaluated: Moment,
     /// Every item of every check, in configuration order, items sorted by name.
     pub items: Vec<Item>,
     pub healthz: EndpointReport,

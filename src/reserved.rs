@@ -25,8 +25,12 @@ pub const PENDING: &str = "_pending";
 pub const REQUIRE: &str = "_require";
 
 /// `[maintenance]`: the window shows as the item `maintenance/window`. `maintenance` is a check name the
-/// service reserves, so no configured check's item can be this one.
+/// service reserves ([`CHECKS`]), so no configured check's item can be this one.
 pub const MAINTENANCE: (&str, &str) = ("maintenance", "window");
+
+/// Check names no `[[check]]` may take, because the service names items of its own under them:
+/// `maintenance/window`, and `cluster/NAME` for an API server (root causes).
+pub const CHECKS: [&str; 2] = ["cluster", MAINTENANCE.0];
 
 /// Every reserved item name, for tests and documentation.
 pub const ITEMS: [&str; 6] = [ENDPOINT, NONE, WATCH, MISSING, PENDING, REQUIRE];

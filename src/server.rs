@@ -14,17 +14,18 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use jiff::Timestamp;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::{Instant, Moment};
 use crate::config::{self, DetailsPolicy};
-use crate::connections::{Admitted, Connections};
+use crate::connections::{Admitted, Answering, Connections, Peer};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
 use crate::report::{Endpoint, Served};
+use crate::telemetry::LogLimiter;
 
 // Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
 // time, instead of on every request.
@@ -201,6 +202,7 @@ pub(crate) async fn serve(
         connections: Connections::new(limits.max_connections),
         done,
         limits: limits.clone(),
+        refused: Default::default(),
     };
     serving.accept_until(shutdown).await;
     state.shutting_down.store(true, Ordering::SeqCst);
@@ -231,7 +233,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout.min(HEADER_READ_TIMEOUT_MAX))
         .max_buf_size(64 * 1024);
     builder
         .http2()
@@ -240,6 +242,11 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(64 * 1024);
     builder
 }
+
+/// The longest header read timeout handed to hyper, which adds it to the standard library's `Instant` (a
+/// configured one of centuries would overflow it and kill the connection's task); a day is as good as never
+/// for a request's headers.
+const HEADER_READ_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Streams one HTTP/2 connection may have open: answers are immediate, so more would only hold memory.
 const MAX_STREAMS: u32 = 64;
@@ -252,6 +259,8 @@ struct Serving {
     connections: Arc<Connections>,
     done: mpsc::Sender<()>,
     limits: Limits,
+    /// Newcomers closed at once because every slot was answering, for the log.
+    refused: std::sync::Mutex<LogLimiter>,
 }
 
 impl Serving {
@@ -281,16 +290,33 @@ impl Serving {
 
     fn spawn(&self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let admitted = self.connections.admit();
+        let peer = Peer::of(&stream);
+        let Some(admitted) = self.connections.admit(peer) else {
+            // Every slot is answering a request: none may be cut off, so the newcomer goes at once.
+            let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(left_out) = refused.allow() {
+                tracing::warn!(
+                    listener = self.state.audience.as_str(),
+                    max_connections = self.limits.max_connections,
+                    left_out,
+                    "a new connection was closed at once: every connection slot is answering a request"
+                );
+            }
+            return;
+        };
         let toucher = admitted.activity();
         let state = self.state.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |req| {
-            toucher.touch();
+            let answering = toucher.answering();
             let state = state.clone();
             async move {
                 let (parts, _body) = http::Request::into_parts(req);
                 let latest = state.latest.borrow().clone();
-                Ok::<_, Infallible>(handle(&state, &latest, &parts))
+                let response = handle(&state, &latest, &parts);
+                Ok::<_, Infallible>(response.map(|body| Sending {
+                    body,
+                    _answering: answering,
+                }))
             }
         }));
         let builder = self.builder.clone();
@@ -312,10 +338,8 @@ async fn serve_connection<S>(
     admitted: &Admitted,
     limits: &Limits,
 ) where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = Response<Full<Bytes>>,
-        > + Send
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response<Sending>>
+        + Send
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -328,6 +352,7 @@ async fn serve_connection<S>(
             if !matches!(r, Ok(Ok(n)) if n > 0) {
                 return;
             }
+            admitted.arrived();
         }
         _ = admitted.closing() => return,
     }
@@ -339,6 +364,33 @@ async fn serve_connection<S>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
+}
+
+/// An answer's body, which keeps its connection counted as answering (never cut off to admit another)
+/// until hyper has sent it and drops it.
+pub(crate) struct Sending {
+    body: Full<Bytes>,
+    _answering: Answering,
+}
+
+impl hyper::body::Body for Sending {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Answers one request from `latest`, the report last published. Synchronous and body-free: everything it
@@ -415,7 +467,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         "/history" => {
             let history = latest.history.read();
             let details = state.details_for(&state.shown(), req);
-            let body = render::history::json(&history, details, Timestamp::now());
+            let body = render::history::json(&history, details, present(latest));
             with_type(StatusCode::OK, &JSON, body.into())
         }
         "/" => {
@@ -424,7 +476,7 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
                 &latest.report,
                 &shown.identity,
                 state.details_for(&shown, req),
-                Timestamp::now(),
+                present(latest),
                 &latest.history.read(),
             );
             with_type(StatusCode::OK, &HTML, page.into())
@@ -600,7 +652,9 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
             let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let ct = if b.json { &JSON } else { &TEXT };
             let mut r = with_type(code, ct, b.body.clone());
-            let age = Timestamp::now().duration_since(b.at).as_secs().max(0);
+            let age = Instant::now()
+                .saturating_duration_since(b.at.mono)
+                .as_secs();
             r.headers_mut().insert(header::AGE, HeaderValue::from(age));
             r
         }
@@ -608,6 +662,13 @@ fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     r
+}
+
+/// Now, as the report's clocks name it: its wall time advanced by the monotonic time since, so that a page
+/// or history rendered between evaluations never contradicts the report's own times (a wall clock step is
+/// taken up by the next evaluation).
+fn present(latest: &Published) -> Moment {
+    latest.report.evaluated.at(Instant::now())
 }
 
 fn plain(code: StatusCode, body: String) -> Response<Full<Bytes>> {

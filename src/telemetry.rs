@@ -270,35 +270,50 @@ impl LogLimiter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
     use crate::report::{Endpoint, EndpointReport, ItemName};
 
+    /// What a test's logs wrote, in the text format.
+    #[derive(Clone, Default)]
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// Captures this thread's logs (a current-thread test's spawned tasks included) until the guard drops.
+        pub(crate) fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+            let buffer = Captured::default();
+            let writer = buffer.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .fmt_fields(EscapedFields)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (buffer, tracing::subscriber::set_default(subscriber))
+        }
+
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("buffer")).into_owned()
+        }
+    }
+
     /// Everything logged while `f` runs, in the text format.
     fn text_logs(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("buffer").extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(EscapedFields)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = buffer.0.lock().expect("buffer").clone();
-        String::from_utf8_lossy(&bytes).into_owned()
+        let (logs, guard) = Captured::start();
+        f();
+        drop(guard);
+        logs.text()
     }
 
     #[test]
@@ -339,7 +354,7 @@ mod tests {
             items: Vec::new(),
         };
         Report {
-            evaluated: now,
+            evaluated: crate::clock::Moment::from_wall(now),
             items,
             healthz: empty(Endpoint::Healthz),
             readyz: empty(Endpoint::Readyz),

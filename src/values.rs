@@ -1,5 +1,6 @@
 //! Value formats of configuration keys, shared by the configuration file and each check type's settings:
-//! durations (`10s`), text keys the environment can set, and `http://` URLs.
+//! durations (`10s`), timestamps (`2026-12-01T00:00:00Z`, quoted or a TOML datetime), text keys the
+//! environment can set, and `http://` URLs.
 
 /// A key whose value cannot be used: where it is, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -60,6 +61,44 @@ pub(crate) mod duration {
                 "invalid duration: expected a string like \"10s\" or \"2m\" (a unit is required)",
             )),
         }
+    }
+}
+
+/// Timestamps (`until`, `from`): RFC 3339 with an offset, written as a string or as the TOML datetime it is
+/// (`until = 2026-12-01T00:00:00Z`, unquoted).
+pub(crate) mod timestamp {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        /// How the TOML reader hands a datetime through serde.
+        Toml {
+            #[serde(rename = "$__toml_private_datetime")]
+            datetime: String,
+        },
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = match Raw::deserialize(d) {
+            Ok(Raw::Text(t) | Raw::Toml { datetime: t }) => t,
+            Err(_) => {
+                return Err(serde::de::Error::custom(
+                    "invalid type: expected a time like 2026-12-01T00:00:00Z",
+                ))
+            }
+        };
+        text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid time \"{text}\": write it in RFC 3339 with an offset, like 2026-12-01T00:00:00Z"
+            ))
+        })
+    }
+
+    pub(crate) fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        deserialize(d).map(Some)
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::{CheckType, Run};
+use crate::clock::Moment;
 use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
@@ -321,7 +322,12 @@ impl Poller {
         // One idle connection is kept between polls, so a poll costs no new TCP handshake.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1)
-            .pool_idle_timeout(config.interval + config.timeout + Duration::from_secs(30))
+            .pool_idle_timeout(
+                config
+                    .interval
+                    .saturating_add(config.timeout)
+                    .saturating_add(Duration::from_secs(30)),
+            )
             .build(connector);
         sink.waiting(
             check,
@@ -362,7 +368,8 @@ impl Poller {
             Ok(r) => r,
             Err(_) => Err(PollError::Timeout(self.config.timeout)),
         };
-        let at = Timestamp::now();
+        let moment = Moment::now();
+        let at = moment.wall;
         // What the passthrough serves: the answer as it came, whatever it says, or why there was none.
         let (result, passthrough) = match fetched {
             Ok((status, body)) => {
@@ -399,7 +406,7 @@ impl Poller {
                 status,
                 body,
                 json,
-                at,
+                at: moment,
                 last_good: self.last_good,
             },
         );

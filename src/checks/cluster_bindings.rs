@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::packages::{condition, describe};
 use super::{CheckType, Run, WatchSpec, WatchState};
+use crate::clock::{Due, Moment};
 use crate::report::Status;
 use crate::signals::{Expiry, Observation};
 
@@ -55,7 +56,8 @@ impl CheckType for ClusterBinding {
             ..Session::default()
         };
         run.follow(
-            WatchSpec::all(resource(), keep_status_and_write_time),
+            // One per consumer namespace: watched in every namespace, and so are its Events written.
+            WatchSpec::all_namespaces(resource(), keep_status_and_write_time),
             move |objects: &[Arc<DynamicObject>], state: &WatchState, now| {
                 session.observe(objects, state, now)
             },
@@ -104,8 +106,8 @@ fn latest<'a>(writes: impl Iterator<Item = &'a ManagedFieldsEntry>) -> Option<Va
 struct Heartbeats {
     /// The `lastHeartbeatTime` last stored.
     value: Option<String>,
-    /// When a change of it was last seen, on this process's clock.
-    seen: Option<Timestamp>,
+    /// When a change of it was last seen, on this process's clocks.
+    seen: Option<Moment>,
 }
 
 /// Heartbeat memory by (cluster, object uid), owned by the running check set: relists, a restart after a
@@ -122,7 +124,7 @@ struct Session {
     cluster: Option<String>,
     memory: Arc<Mutex<Memory>>,
     broken: bool,
-    recovered: Option<Timestamp>,
+    recovered: Option<Moment>,
 }
 
 impl Session {
@@ -130,7 +132,7 @@ impl Session {
         &mut self,
         objects: &[Arc<DynamicObject>],
         state: &WatchState,
-        now: Timestamp,
+        now: Moment,
     ) -> Vec<Observation> {
         if self.broken && state.broken.is_none() {
             self.recovered = Some(now);
@@ -143,7 +145,7 @@ impl Session {
                     b.since,
                     format!(
                         "clusterbindings watch broken since {}: {}",
-                        b.since, b.error
+                        b.since.wall, b.error
                     ),
                 )
             }),
@@ -171,7 +173,7 @@ impl Session {
                 crate::reserved::NONE,
                 Status::Warn,
                 "no ClusterBindings: no app cluster is bound",
-                now,
+                now.wall,
             )];
         }
         items.sort_by(|a, b| a.item.cmp(&b.item));
@@ -184,8 +186,8 @@ impl Session {
 fn remember(
     entry: std::collections::hash_map::Entry<'_, Key, Heartbeats>,
     value: Option<&str>,
-    now: Timestamp,
-) -> Option<Timestamp> {
+    now: Moment,
+) -> Option<Moment> {
     let memory = entry.or_insert_with(|| Heartbeats {
         value: value.map(str::to_string),
         seen: None,
@@ -246,19 +248,16 @@ impl Binding {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Liveness {
     /// When the watch last recovered from a break: every deadline restarts from there.
-    pub recovered: Option<Timestamp>,
+    pub recovered: Option<Moment>,
     /// Since when, and why, the watch is broken.
-    pub broken: Option<(Timestamp, String)>,
+    pub broken: Option<(Moment, String)>,
 }
 
 /// One ClusterBinding's item: `seen` is when a heartbeat was last seen (`None`: not since start-up).
-pub fn judge(
-    b: &Binding,
-    seen: Option<Timestamp>,
-    watch: &Liveness,
-    now: Timestamp,
-) -> Observation {
-    let item = |status, message: String| Observation::new(&b.namespace, status, message, now);
+/// Deadlines run on the monotonic clock from the evidence of the last heartbeat; the API server's and the
+/// konnector's timestamps are placed on it as the wall clock reads them now, never later than now.
+pub fn judge(b: &Binding, seen: Option<Moment>, watch: &Liveness, now: Moment) -> Observation {
+    let item = |status, message: String| Observation::new(&b.namespace, status, message, now.wall);
     if let Some(failure) = &b.failure {
         return item(Status::Fail, failure.clone());
     }
@@ -299,24 +298,27 @@ pub fn judge(
         );
     };
     // Our clock (a heartbeat seen) or the API server's (its last status write); the konnector's own
-    // clock only when neither is known, and never later than now: a heartbeat from the future must not
-    // pass until then.
-    let reference = seen.or(b.status_written);
-    let evidence = reference.unwrap_or(beat.min(now));
+    // clock only when neither is known. Never later than now: a heartbeat from the future must not pass
+    // until then.
+    let outside = |t: Timestamp| now.at(now.instant_of(t.min(now.wall)));
+    let evidence = match seen {
+        Some(seen) => seen.min(now).seen_from(now),
+        None => outside(b.status_written.unwrap_or(beat)),
+    };
     let basis = watch.recovered.map_or(evidence, |r| r.max(evidence));
-    let deadline = basis.checked_add(grace).unwrap_or(Timestamp::MAX);
+    let deadline = basis.after(grace);
     let silent = format!(
         "konnector of app cluster {} silent since {}, heartbeat expected every {interval_text}",
         b.namespace,
-        clock(evidence, now)
+        clock(evidence.wall, now.wall)
     );
     // The konnector's own status write is the closest API server time to its heartbeat.
     // Without either, only a heartbeat from the future tells of skew (an old one may just be old).
     let skew = b
         .status_written
-        .or(seen)
+        .or(seen.map(|s| s.wall))
         .map(|r| r.duration_since(beat))
-        .or_else(|| Some(now.duration_since(beat)).filter(|s| s.is_negative()));
+        .or_else(|| Some(now.wall.duration_since(beat)).filter(|s| s.is_negative()));
     let (status, message) = match skew {
         Some(skew) if skew.unsigned_abs() > MAX_SKEW => (
             Status::Warn,
@@ -331,24 +333,24 @@ pub fn judge(
             Status::Pass,
             format!(
                 "heartbeat every {interval_text}, last at {}",
-                clock(evidence, now)
+                clock(evidence.wall, now.wall)
             ),
         ),
     };
-    let missed = now >= deadline;
+    let missed = now.mono >= deadline.mono;
     match &watch.broken {
         None if missed => item(Status::Fail, silent),
         None => item(status, message).expiring(Expiry {
-            at: deadline,
+            at: Due::Mono(deadline.mono),
             status: Status::Fail,
             message: silent,
         }),
         // The deadline passed while the watch was still live: that counts.
-        Some((since, _)) if deadline < *since => item(Status::Fail, silent),
+        Some((since, _)) if deadline.mono < since.mono => item(Status::Fail, silent),
         // A deadline that falls into the break blames the blind control plane, not the app cluster.
         Some((_, reason)) if missed => item(Status::Unknown, reason.clone()),
         Some((_, reason)) => item(status, message).expiring(Expiry {
-            at: deadline,
+            at: Due::Mono(deadline.mono),
             status: Status::Unknown,
             message: reason.clone(),
         }),
@@ -370,6 +372,11 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("a time")
+    }
+
+    /// The moment the wall clock shows `s`, on hand-set clocks that never step.
+    fn m(s: &str) -> Moment {
+        Moment::from_wall(at(s))
     }
 
     fn fixture(name: &str) -> DynamicObject {
@@ -450,10 +457,7 @@ mod tests {
         let live = Liveness::default();
         let broken = |since: &str| Liveness {
             recovered: None,
-            broken: Some((
-                at(since),
-                "clusterbindings watch broken since …: 503".into(),
-            )),
+            broken: Some((m(since), "clusterbindings watch broken since …: 503".into())),
         };
         let with = |f: fn(&mut Binding)| {
             let mut b = healthy();
@@ -629,7 +633,7 @@ mod tests {
                 what: "after recovery the deadline restarts from the recovery time",
                 binding: healthy(),
                 seen: Some("2024-08-20T14:02:32Z"),
-                watch: Liveness { recovered: Some(at("2024-08-20T14:10:00Z")), broken: None },
+                watch: Liveness { recovered: Some(m("2024-08-20T14:10:00Z")), broken: None },
                 now: "2024-08-20T14:10:30Z",
                 status: Status::Pass,
                 message: "heartbeat every 30s, last at 14:02:32Z",
@@ -638,7 +642,7 @@ mod tests {
             },
         ];
         for c in cases {
-            let o = judge(&c.binding, c.seen.map(at), &c.watch, at(c.now));
+            let o = judge(&c.binding, c.seen.map(m), &c.watch, m(c.now));
             assert_eq!(o.item, "kube-bind-7xk2p", "{}", c.what);
             assert_eq!(
                 (o.status, o.message.as_str()),
@@ -651,7 +655,12 @@ mod tests {
                 Some((when, status, start)) => {
                     assert_eq!(o.expires.len(), 1, "{}", c.what);
                     let e = &o.expires[0];
-                    assert_eq!((e.at, e.status), (at(when), status), "{}", c.what);
+                    assert_eq!(
+                        (e.at, e.status),
+                        (Due::Mono(m(when).mono), status),
+                        "{}",
+                        c.what
+                    );
                     assert!(e.message.starts_with(start), "{}: {}", c.what, e.message);
                 }
             }
@@ -662,7 +671,7 @@ mod tests {
     fn a_heartbeat_is_seen_when_the_stored_value_changes_not_on_first_sight() {
         let mut memory = HashMap::new();
         let key = (None, "uid".to_string());
-        let t = |s| at(s);
+        let t = |s| m(s);
         let first = remember(
             memory.entry(key.clone()),
             Some("a"),

@@ -84,7 +84,7 @@ impl CheckType for Deployment {
                     spec.template = Default::default();
                 }
             }),
-            move |objects, _, now| observe(objects, &d, now),
+            move |objects, _, now| observe(objects, &d, now.wall),
         );
     }
 }

@@ -24,6 +24,7 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
 use crate::kubernetes::watch::{follow, waiting, Destination, Watches};
@@ -270,7 +271,7 @@ impl<'a> Run<'a> {
     where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone + Send + 'static,
+        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
     {
         let to = Destination {
             check: self.check.to_string(),
@@ -287,7 +288,7 @@ impl<'a> Run<'a> {
     where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone + Send + 'static,
+        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
     {
         let to = Destination {
             check: self.check.to_string(),
@@ -300,7 +301,7 @@ impl<'a> Run<'a> {
     where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone + Send + 'static,
+        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
     {
         let s = match &mut self.mode {
             Mode::Declare(rows) => return rows.push(spec.row()),
@@ -441,6 +442,11 @@ pub(crate) mod testing {
         s.parse().expect("valid time")
     }
 
+    /// The moment the wall clock shows `s`, on hand-set clocks that never step.
+    pub(crate) fn m(s: &str) -> crate::clock::Moment {
+        crate::clock::Moment::from_wall(at(s))
+    }
+
     pub(crate) fn only(items: Vec<Observation>) -> Observation {
         assert_eq!(items.len(), 1, "{items:?}");
         items.into_iter().next().expect("one item")
@@ -474,14 +480,14 @@ mod tests {
             use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
             fn count<K>(
                 part: &'static str,
-            ) -> impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Clone
+            ) -> impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone
             {
                 move |objects, _, now| {
                     vec![Observation::new(
                         part,
                         Status::Pass,
                         format!("{} listed", objects.len()),
-                        now,
+                        now.wall,
                     )]
                 }
             }
@@ -492,7 +498,7 @@ mod tests {
             );
             run.follow_part(
                 "deployments",
-                WatchSpec::<Deployment>::all((), |_| {}).labels("app=x"),
+                WatchSpec::<Deployment>::all_namespaces((), |_| {}).labels("app=x"),
                 count::<Deployment>("deployments"),
             );
         }
@@ -554,6 +560,7 @@ mod tests {
             version: "v1".into(),
             resource: resource.into(),
             namespace: namespace.map(str::to_string),
+            namespaced: true,
         };
         assert_eq!(
             rows,

@@ -75,8 +75,8 @@ impl CheckType for CrossplanePackage {
     fn start(&self, run: &mut Run<'_>) {
         let (kind, wanted) = (self.kind, self.names.clone());
         run.follow(
-            WatchSpec::all(kind.resource(), keep_status),
-            move |objects, _, now| observe_kind(kind, objects, wanted.as_deref(), now),
+            WatchSpec::cluster_scoped(kind.resource(), keep_status),
+            move |objects, _, now| observe_kind(kind, objects, wanted.as_deref(), now.wall),
         );
     }
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 use serde::{Deserialize, Serialize};
 
 use super::{CheckType, Run, WatchSpec};
+use crate::clock::Due;
 use crate::report::Status;
 use crate::signals::{Expiry, Observation};
 use crate::values::{duration, KeyError};
@@ -48,7 +49,7 @@ impl CheckType for Pods {
         let (selector, window) = (self.selector.clone(), self.restart_window);
         run.follow(
             WatchSpec::<Pod>::namespaced(&self.namespace, |p| p.spec = None).labels(&self.selector),
-            move |objects, _, now| observe(objects, &selector, window, now),
+            move |objects, _, now| observe(objects, &selector, window, now.wall),
         );
     }
 }
@@ -276,7 +277,8 @@ fn recent_restart(
                 now,
             )
             .expiring(Expiry {
-                at: end,
+                // The restart's time is the kubelet's: a wall-clock deadline.
+                at: Due::Wall(end),
                 status: Status::Pass,
                 message: ready_message,
             })
@@ -297,7 +299,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use crate::checks::pods;
-    use crate::checks::testing::{at, object, only};
+    use crate::checks::testing::{at, m, object, only};
     use crate::report::Status;
 
     fn pod(ready: bool, container_status: Value) -> Arc<Pod> {
@@ -333,7 +335,7 @@ mod tests {
             o.message
         );
         // The warning leaves with the window.
-        assert_eq!(o.at(at("2024-08-20T14:05:00Z")).0, Status::Pass);
+        assert_eq!(o.at(m("2024-08-20T14:05:00Z")).0, Status::Pass);
 
         let crashing = json!({"name": "package-runtime", "ready": false, "restartCount": 7, "image": "x", "imageID": "",
             "state": {"waiting": {"reason": "CrashLoopBackOff"}}});

@@ -15,6 +15,7 @@ use serde_json::Value;
 use serde::{Deserialize, Serialize};
 
 use super::{keep_status, CheckType, Link, Run, WatchSpec};
+use crate::clock::{Due, Moment};
 use crate::human;
 use crate::report::Status;
 use crate::signals::{Expiry, Observation};
@@ -57,7 +58,7 @@ impl CheckType for ProviderConfig {
         let (names, stale) = (self.names.clone(), self.check_stale_after);
         let mut seen = Sightings::default();
         run.follow(
-            WatchSpec::all(resource(self), keep_status),
+            WatchSpec::cluster_scoped(resource(self), keep_status),
             move |objects, _, now| observe_seen(objects, names.as_deref(), stale, now, &mut seen),
         );
     }
@@ -77,11 +78,11 @@ pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 /// staleness bound counts from its first sighting instead, and re-observing (any event of the watch) must
 /// not renew it.
 #[derive(Debug, Default, Clone)]
-pub struct Sightings(HashMap<String, (Timestamp, Timestamp)>);
+pub struct Sightings(HashMap<String, (Timestamp, Moment)>);
 
 impl Sightings {
     /// When `name` was first seen with `checked`; `now` when that is new.
-    fn first(&mut self, name: &str, checked: Timestamp, now: Timestamp) -> Timestamp {
+    fn first(&mut self, name: &str, checked: Timestamp, now: Moment) -> Moment {
         match self.0.get(name) {
             Some(&(t, first)) if t == checked => first,
             _ => {
@@ -97,7 +98,7 @@ pub fn observe(
     objects: &[Arc<DynamicObject>],
     names: Option<&[String]>,
     stale_after: Duration,
-    now: Timestamp,
+    now: Moment,
 ) -> Vec<Observation> {
     observe_seen(objects, names, stale_after, now, &mut Sightings::default())
 }
@@ -107,7 +108,7 @@ pub fn observe_seen(
     objects: &[Arc<DynamicObject>],
     names: Option<&[String]>,
     stale_after: Duration,
-    now: Timestamp,
+    now: Moment,
     seen: &mut Sightings,
 ) -> Vec<Observation> {
     // named_items judges through `Fn`: the sightings are borrowed per item.
@@ -116,9 +117,9 @@ pub fn observe_seen(
         objects,
         names,
         "no ProviderConfigs exist",
-        now,
+        now.wall,
         |name, pc| match pc {
-            None => Observation::new(name, Status::Fail, "not found", now),
+            None => Observation::new(name, Status::Fail, "not found", now.wall),
             Some(pc) => {
                 let health = pc.data.pointer("/status/health");
                 let mut first = |checked| {
@@ -148,9 +149,10 @@ fn judge(
     name: String,
     health: Option<&Value>,
     stale_after: Duration,
-    now: Timestamp,
-    first_seen: &mut dyn FnMut(Timestamp) -> Timestamp,
+    moment: Moment,
+    first_seen: &mut dyn FnMut(Timestamp) -> Moment,
 ) -> Observation {
+    let now = moment.wall;
     let health = health.unwrap_or(&Value::Null);
     let checked = match health.get("lastCheckTime") {
         None | Some(Value::Null) => {
@@ -203,7 +205,8 @@ fn judge(
     let ahead = now.checked_add(FUTURE_TOLERANCE).unwrap_or(Timestamp::MAX);
     if checked <= ahead {
         return observation.expiring(Expiry {
-            at: checked.checked_add(stale_after).unwrap_or(Timestamp::MAX),
+            // From outside, and so on the wall clock.
+            at: Due::Wall(checked.checked_add(stale_after).unwrap_or(Timestamp::MAX)),
             status: Status::Unknown,
             message: format!(
                 "provider-anynines has not checked it since {checked} (more than {}): its health loop may be stuck",
@@ -220,7 +223,8 @@ fn judge(
         other => (other, format!("{} ({skew})", observation.message)),
     };
     Observation::new(observation.item, status, message, now).expiring(Expiry {
-        at: first.checked_add(stale_after).unwrap_or(Timestamp::MAX),
+        // Counted by this process since it first saw the value.
+        at: Due::after(first, stale_after),
         status: Status::Unknown,
         message: format!(
             "{skew} It has not changed for more than {}: provider-anynines' health loop may be stuck",
@@ -244,7 +248,8 @@ mod tests {
     use serde_json::json;
 
     use crate::checks::provider_configs;
-    use crate::checks::testing::{at, fixture, object, only};
+    use crate::checks::testing::{at, fixture, m, object, only};
+    use crate::clock::{Due, Moment};
     use crate::report::Status;
 
     fn pc_config() -> provider_configs::ProviderConfig {
@@ -256,20 +261,30 @@ mod tests {
         let stale = pc_config().check_stale_after;
         let now = at("2024-08-20T13:11:00Z");
         let healthy = object::<DynamicObject>(fixture("providerconfig-healthy"));
-        let o = only(provider_configs::observe(&[healthy], None, stale, now));
+        let o = only(provider_configs::observe(
+            &[healthy],
+            None,
+            stale,
+            Moment::from_wall(now),
+        ));
         assert_eq!((o.status, o.message.as_str()), (Status::Pass, "Available"));
         // lastCheckTime 13:10 + check_stale_after 10m: unknown from 13:20 on, and the engine is told when.
-        assert_eq!(o.at(at("2024-08-20T13:19:59Z")).0, Status::Pass);
-        let (status, message) = o.at(at("2024-08-20T13:20:00Z"));
+        assert_eq!(o.at(m("2024-08-20T13:19:59Z")).0, Status::Pass);
+        let (status, message) = o.at(m("2024-08-20T13:20:00Z"));
         assert_eq!(status, Status::Unknown);
         assert!(
             message.contains("has not checked it since 2024-08-20T13:10:00Z"),
             "{message}"
         );
-        assert_eq!(o.expires[0].at, at("2024-08-20T13:20:00Z"));
+        assert_eq!(o.expires[0].at, Due::Wall(at("2024-08-20T13:20:00Z")));
 
         let failing = object::<DynamicObject>(fixture("providerconfig-failing"));
-        let o = only(provider_configs::observe(&[failing], None, stale, now));
+        let o = only(provider_configs::observe(
+            &[failing],
+            None,
+            stale,
+            Moment::from_wall(now),
+        ));
         assert_eq!(o.status, Status::Fail);
         assert!(
             o.message.contains("connect: connection refused"),
@@ -286,7 +301,7 @@ mod tests {
             &[unchecked],
             None,
             Duration::from_secs(600),
-            now,
+            Moment::from_wall(now),
         ));
         assert_eq!(
             (o.status, o.message.as_str()),
@@ -301,7 +316,7 @@ mod tests {
             &[object(absent)],
             None,
             Duration::from_secs(600),
-            now,
+            Moment::from_wall(now),
         ));
         assert_eq!(o.status, Status::Unknown);
     }
@@ -319,7 +334,7 @@ mod tests {
             &[healthy, failing],
             Some(&names),
             Duration::from_secs(600),
-            now,
+            Moment::from_wall(now),
         );
         let got: Vec<(&str, Status)> = items.iter().map(|o| (o.item.as_str(), o.status)).collect();
         assert_eq!(
@@ -360,7 +375,7 @@ mod tests {
                 &[pc_checked_at(time, ok)],
                 None,
                 stale,
-                now,
+                Moment::from_wall(now),
             ));
             assert_eq!(o.status, status, "{time} {ok}: {o:?}");
             assert_eq!(o.message.contains(skew), says_skew, "{time}: {o:?}");
@@ -377,11 +392,11 @@ mod tests {
             std::slice::from_ref(&future),
             None,
             stale,
-            t0,
+            Moment::from_wall(t0),
             &mut seen,
         ));
         assert_eq!(o.status, Status::Warn);
-        let (status, message) = o.at(at("2024-08-20T13:21:00Z"));
+        let (status, message) = o.at(m("2024-08-20T13:21:00Z"));
         assert_eq!(status, Status::Unknown, "{message}");
         assert!(message.contains("health loop may be stuck"), "{message}");
         // Observed again (any event of the watch): the bound is not renewed.
@@ -389,19 +404,19 @@ mod tests {
             std::slice::from_ref(&future),
             None,
             stale,
-            at("2024-08-20T13:16:00Z"),
+            m("2024-08-20T13:16:00Z"),
             &mut seen,
         ));
-        assert_eq!(o.at(at("2024-08-20T13:21:00Z")).0, Status::Unknown);
+        assert_eq!(o.at(m("2024-08-20T13:21:00Z")).0, Status::Unknown);
         // A new time written by the provider counts as a new check.
         let o = only(provider_configs::observe_seen(
             &[pc_checked_at("2099-01-01T00:03:00Z", true)],
             None,
             stale,
-            at("2024-08-20T13:17:00Z"),
+            m("2024-08-20T13:17:00Z"),
             &mut seen,
         ));
-        assert_eq!(o.at(at("2024-08-20T13:26:59Z")).0, Status::Warn);
-        assert_eq!(o.at(at("2024-08-20T13:27:00Z")).0, Status::Unknown);
+        assert_eq!(o.at(m("2024-08-20T13:26:59Z")).0, Status::Warn);
+        assert_eq!(o.at(m("2024-08-20T13:27:00Z")).0, Status::Unknown);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{start_one, CheckRef, Memory};
+use crate::kubernetes::connection::fingerprint;
 use crate::kubernetes::settings::Clusters;
 use crate::kubernetes::watch::Watches;
 use crate::metrics::Metrics;
@@ -16,7 +17,8 @@ use crate::signals::{Sink, Tasks};
 pub(crate) struct Running {
     watches: Watches,
     checks: HashMap<String, Started>,
-    /// Each cluster's settings as last applied (`None`: the default cluster), to see which changed.
+    /// Each cluster's settings and kubeconfig as last applied (`None`: the default cluster), to see which
+    /// changed.
     clusters: BTreeMap<Option<String>, String>,
 }
 
@@ -37,12 +39,22 @@ pub(crate) struct Changes {
 }
 
 impl Running {
-    /// The client of `cluster` (`None`: the default one): the one connection its watches use.
-    pub(crate) fn client_for(
+    /// The client of `cluster` (`None`: the default one) as `clusters` configure it now: the one connection
+    /// its watches use. A connection made from other settings or another kubeconfig is replaced first (and
+    /// the watches on it with it: the next [`Running::apply`] restarts their checks).
+    pub(crate) async fn client_for(
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
     ) -> Result<kube::Client, crate::kubernetes::watch::UndeclaredCluster> {
+        if let Some(settings) = clusters.get(cluster) {
+            let key = cluster.map(str::to_string);
+            let now = fingerprint(settings).await;
+            if self.clusters.get(&key).is_some_and(|was| *was != now) {
+                self.watches.forget_cluster(cluster);
+            }
+            self.clusters.insert(key, now);
+        }
         self.watches.client_for(clusters, cluster)
     }
 
@@ -55,18 +67,16 @@ impl Running {
         sink: &Sink,
         metrics: &Arc<Metrics>,
     ) -> Changes {
-        let mut now: BTreeMap<Option<String>, String> = clusters
-            .named
-            .iter()
-            .map(|(name, c)| (Some(name.clone()), json(c)))
-            .collect();
-        now.insert(None, json(clusters.default));
+        let mut now = BTreeMap::new();
+        for (name, c) in clusters.named {
+            now.insert(Some(name.clone()), fingerprint(c).await);
+        }
+        now.insert(None, fingerprint(clusters.default).await);
         for (name, settings) in &self.clusters {
             if now.get(name) != Some(settings) {
                 self.watches.forget_cluster(name.as_deref());
             }
         }
-        self.clusters = now;
 
         let mut changes = Changes::default();
         let mut previous = std::mem::take(&mut self.checks);
@@ -75,7 +85,7 @@ impl Running {
                 "type": check.settings.type_name(),
                 "settings": check.settings.to_json(),
                 "cluster": check.cluster,
-                "cluster_settings": clusters.get(check.cluster).map(json),
+                "cluster_settings": now.get(&check.cluster.map(str::to_string)),
             })
             .to_string();
             let (tasks, memory) = match previous.remove(check.name) {
@@ -119,6 +129,7 @@ impl Running {
                 },
             );
         }
+        self.clusters = now;
         for (name, old) in previous {
             old.tasks.stop();
             // Its observations stay in the sink until the engine takes the policy without it.
@@ -128,10 +139,6 @@ impl Running {
         self.watches.stop_unused();
         changes
     }
-}
-
-fn json(c: &impl serde::Serialize) -> String {
-    serde_json::to_string(c).unwrap_or_default()
 }
 
 #[cfg(test)]

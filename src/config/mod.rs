@@ -67,6 +67,42 @@ pub enum ConfigError {
     },
 }
 
+/// A reason written as nothing but blanks: the SPEC requires one, so that a silenced failure or a drained
+/// control plane always says why.
+const BLANK_REASON: &str = "must say why (it is blank)";
+
+/// The characters a check name may have, besides ASCII letters and digits: it is a URL path segment
+/// (`/readyz/NAME`), part of every item name (`NAME/ITEM`), a glob pattern's literal and a metric label, and
+/// none of these may need escaping.
+pub const CHECK_NAME_PUNCTUATION: [char; 3] = ['-', '_', '.'];
+/// The longest check name.
+pub const CHECK_NAME_MAX: usize = 63;
+/// Check names the service gives items of its own ([`crate::reserved::CHECKS`]).
+pub const RESERVED_CHECK_NAMES: [&str; 2] = crate::reserved::CHECKS;
+
+/// Whether `name` can be a check's name; if not, why.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || CHECK_NAME_PUNCTUATION.contains(&c);
+    let rule = format!(
+        "a check name is 1 to {CHECK_NAME_MAX} ASCII letters, digits, '-', '_' and '.', starting with a letter or a digit (it is a URL path segment, /readyz/NAME, and a metric label)"
+    );
+    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        return Err(format!("{name:?} has {bad:?}: {rule}"));
+    }
+    if name.is_empty()
+        || name.len() > CHECK_NAME_MAX
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(format!("{name:?}: {rule}"));
+    }
+    if RESERVED_CHECK_NAMES.contains(&name) {
+        return Err(format!(
+            "{name:?} is reserved: klutch-health names items of its own so (choose another name)"
+        ));
+    }
+    Ok(())
+}
+
 fn key(path: &str, why: impl Into<String>) -> ConfigError {
     ConfigError::Key(KeyError::new(path, why))
 }
@@ -134,6 +170,30 @@ impl Default for Server {
             description: "Klutch control plane".into(),
             passthrough: None,
         }
+    }
+}
+
+impl Server {
+    /// Values that cannot work: a listener that closes every request before it arrives, or admits none.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout.is_zero() {
+            return Err(key(
+                "server.header_read_timeout",
+                "must be more than 0s: every connection would be closed before its request is read",
+            ));
+        }
+        for (name, limit) in [
+            ("server.max_connections", self.max_connections),
+            ("server.public_max_connections", self.public_max_connections),
+        ] {
+            if limit == 0 {
+                return Err(key(
+                    name,
+                    "must be at least 1: the listener could admit no connection",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -334,6 +394,11 @@ impl Config {
         config.validate()?;
         let check_names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
         operating::warn_unmatched(&config.silences, &check_names);
+        operating::warn_ended(
+            &config.silences,
+            config.maintenance.as_ref(),
+            jiff::Timestamp::now(),
+        );
         Ok(config)
     }
 
@@ -350,15 +415,7 @@ impl Config {
                 check: format!("check \"{}\"", check.name),
                 source,
             };
-            if check.name.is_empty()
-                || check.name.contains('/')
-                || check.name.contains(char::is_whitespace)
-            {
-                return Err(at(KeyError::new(
-                    "name",
-                    "must be non-empty, without \"/\" or spaces",
-                )));
-            }
+            check_name(&check.name).map_err(|why| at(KeyError::new("name", why)))?;
             if !names.insert(check.name.as_str()) {
                 return Err(at(KeyError::new(
                     "name",
@@ -438,7 +495,16 @@ impl Config {
                     format!("{} is not after maintenance.from", m.until),
                 ));
             }
+            if m.reason.trim().is_empty() {
+                return Err(key("maintenance.reason", BLANK_REASON));
+            }
         }
+        for (i, silence) in self.silences.iter().enumerate() {
+            if silence.reason.trim().is_empty() {
+                return Err(key(&format!("silence[{i}].reason"), BLANK_REASON));
+            }
+        }
+        self.server.validate()?;
         if self.server.details == DetailsPolicy::Token {
             self.token()?;
         }

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{PatternError, Patterns};
-use crate::values::text;
+use crate::values::{text, timestamp};
 
 /// `[[silence]]`: an item matching `match` that an endpoint would count as failing counts as `warn` instead,
 /// until `until`. Every key is required: a silence without an end or a reason is how outages hide.
@@ -14,6 +14,7 @@ use crate::values::text;
 pub struct Silence {
     #[serde(rename = "match")]
     pub pattern: Pattern,
+    #[serde(deserialize_with = "timestamp::deserialize")]
     pub until: Timestamp,
     #[serde(deserialize_with = "text::deserialize")]
     pub reason: String,
@@ -56,8 +57,13 @@ impl<'de> Deserialize<'de> for Pattern {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Maintenance {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::option"
+    )]
     pub from: Option<Timestamp>,
+    #[serde(deserialize_with = "timestamp::deserialize")]
     pub until: Timestamp,
     #[serde(deserialize_with = "text::deserialize")]
     pub reason: String,
@@ -75,5 +81,25 @@ pub(super) fn warn_unmatched(silences: &[Silence], checks: &[&str]) {
         if let Err(e @ PatternError::MatchesNothing { .. }) = s.pattern.compiled.reach(checks) {
             tracing::warn!(pattern = s.pattern.as_str(), "silence matches nothing: {e}");
         }
+    }
+}
+
+/// Logs, at load, declarations that have ended already: they still load (a window may be kept for the
+/// record), but do nothing.
+pub(super) fn warn_ended(silences: &[Silence], maintenance: Option<&Maintenance>, now: Timestamp) {
+    for s in silences.iter().filter(|s| s.until <= now) {
+        tracing::warn!(
+            pattern = s.pattern.as_str(),
+            until = %s.until,
+            "silence ended at {}: it silences nothing (remove it, or move its until)",
+            s.until
+        );
+    }
+    if let Some(m) = maintenance.filter(|m| m.until <= now) {
+        tracing::warn!(
+            until = %m.until,
+            "[maintenance] window ended at {}: it drains nothing (remove it, or move its until)",
+            m.until
+        );
     }
 }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
-use jiff::Timestamp;
 use kube::client::{Body, ClientBuilder};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
@@ -25,6 +24,7 @@ use tower::{BoxError, Service};
 
 use super::answers::{AnswersLayer, Evidence};
 use super::settings::Cluster;
+use crate::clock::Moment;
 use crate::human::{error_chain, timestamp};
 
 /// Whether a cluster's API server answers.
@@ -38,7 +38,8 @@ pub(crate) struct Health {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Down {
-    pub since: Timestamp,
+    /// The last evidence of life.
+    pub since: Moment,
     pub message: String,
 }
 
@@ -86,6 +87,38 @@ impl Connection {
     }
 }
 
+/// The kubeconfig files a cluster's connection reads: its `kubeconfig`, else (for the default cluster found
+/// the standard way) those of `KUBECONFIG` or `~/.kube/config`.
+pub(crate) fn kubeconfig_files(settings: &Cluster) -> Vec<std::path::PathBuf> {
+    if let Some(path) = &settings.kubeconfig {
+        return vec![path.clone()];
+    }
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(paths) => std::env::split_paths(&paths).collect(),
+        None => std::env::var_os("HOME")
+            .map(|home| std::path::Path::new(&home).join(".kube").join("config"))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// What a cluster's connection is made from: its settings and its kubeconfig files as they read now. Any
+/// change makes a new connection, so a kubeconfig fixed in place is picked up at the next reload (which a
+/// change of the file triggers by itself).
+pub(crate) async fn fingerprint(settings: &Cluster) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut files = std::collections::hash_map::DefaultHasher::new();
+    for path in kubeconfig_files(settings) {
+        path.hash(&mut files);
+        tokio::fs::read(&path).await.ok().hash(&mut files);
+    }
+    format!(
+        "{}#{:x}",
+        serde_json::to_string(settings).unwrap_or_default(),
+        files.finish()
+    )
+}
+
 /// The config section of a cluster, for messages that name the key to change.
 pub(crate) fn section(name: Option<&str>) -> String {
     match name {
@@ -112,7 +145,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
         // then known to be down, and its return restarts the watches within one interval.
         let due = match last_probe {
             None => Instant::now(),
-            Some(at) => evidence.last().max(at) + probe.every,
+            Some(at) => crate::clock::later(evidence.last().max(at), probe.every),
         };
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
@@ -143,13 +176,13 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 }
             }
             Err(silence) => {
-                let since = wall_clock(evidence.last());
+                let since = Moment::now().at(evidence.last());
                 let message = match silence {
                     Silence::Unusable(why) => why,
                     Silence::Silent(why) => format!(
                         "API server of cluster {} silent since {}: {why}",
                         probe.cluster,
-                        timestamp(since)
+                        timestamp(since.wall)
                     ),
                 };
                 if tx.borrow().down.as_ref().map(|d| &d.message) != Some(&message) {
@@ -180,15 +213,6 @@ fn unusable(e: &kube::Error) -> Option<String> {
         source = s.source();
     }
     None
-}
-
-/// A tokio instant as a wall-clock time.
-fn wall_clock(at: Instant) -> Timestamp {
-    let ago = Instant::now().saturating_duration_since(at);
-    jiff::SignedDuration::try_from(ago)
-        .ok()
-        .and_then(|d| Timestamp::now().checked_sub(d).ok())
-        .unwrap_or_else(Timestamp::now)
 }
 
 /// Why a cluster cannot be used. Each message carries its causes on one line, as hyper's and kube's

@@ -72,7 +72,7 @@ impl<'a> Checks<'a> {
             component_id: c.name.item(),
             component_type: item.map_or("policy", |i| i.check_type),
             status: c.status.as_str(),
-            time: item.map_or(self.report.evaluated, |i| i.observed),
+            time: item.map_or(self.report.evaluated.wall, |i| i.observed),
             output: (c.status != Status::Pass).then(|| self.details.counted(c)),
             since: c.since,
             silenced: c

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
+use crate::clock::{Due, Moment};
 use crate::report::{Passthrough, Status};
 pub(crate) use tasks::Tasks;
 
@@ -67,7 +68,7 @@ impl ObjectRef {
 /// What an observation becomes at `at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expiry {
-    pub at: Timestamp,
+    pub at: Due,
     pub status: Status,
     pub message: String,
 }
@@ -101,11 +102,11 @@ impl Observation {
     }
 
     /// Status and message as of `now`, after the latest expiry that has passed.
-    pub fn at(&self, now: Timestamp) -> (Status, &str) {
+    pub fn at(&self, now: Moment) -> (Status, &str) {
         self.expires
             .iter()
-            .filter(|e| now >= e.at)
-            .max_by_key(|e| e.at)
+            .filter(|e| e.at.passed(now))
+            .max_by_key(|e| e.at.instant(now))
             .map_or((self.status, &self.message), |e| (e.status, &e.message))
     }
 }

@@ -110,10 +110,11 @@ mod tests {
     use crate::report::Status;
     use crate::signals::Observation;
 
-    /// A task that dies turns the check's items unknown with the reason, counts, and runs again after the
-    /// backoff; aborting the check stops the task it restarted.
+    /// A task that dies turns the check's items unknown with the reason, is logged and counted, and runs
+    /// again after the backoff; aborting the check stops the task it restarted.
     #[tokio::test(start_paused = true)]
     async fn a_task_that_panics_turns_its_items_unknown_and_starts_again_after_a_backoff() {
+        let (logs, _logging) = crate::telemetry::tests::Captured::start();
         let (sink, metrics) = (Sink::default(), Arc::new(Metrics::new()));
         let runs = Arc::new(AtomicUsize::new(0));
         let mut tasks = Tasks::default();
@@ -159,6 +160,19 @@ mod tests {
             text.contains("klutch_health_check_task_panics_total{check=\"konnectors\"} 1"),
             "{text}"
         );
+        let logged = logs.text();
+        let line = logged
+            .lines()
+            .find(|l| l.contains("a check's task panicked"))
+            .unwrap_or_else(|| panic!("the panic is logged: {logged}"));
+        for part in [
+            "ERROR",
+            "check=\"konnectors\"",
+            "overflow when multiplying duration by scalar",
+            "restart_in=1s",
+        ] {
+            assert!(line.contains(part), "{part} in {line}");
+        }
 
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(

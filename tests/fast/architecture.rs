@@ -11,7 +11,7 @@ use syn::visit::Visit;
 /// The layers, lowest first; a module may use modules of lower layers only. The README's "How it works"
 /// states the same order.
 const LAYERS: &[&[&str]] = &[
-    &["human", "values", "reserved"],
+    &["human", "values", "reserved", "clock"],
     &["report"],
     &["telemetry"],
     &["metrics"],

@@ -287,7 +287,7 @@ fn more_invalid_values_name_their_key() {
         ),
         (
             MINIMAL.replace("backend-status\"\ntype", "backend status\"\ntype"),
-            "check \"backend status\": name: must be non-empty, without \"/\" or spaces",
+            "check \"backend status\": name: \"backend status\" has ' ': a check name is 1 to 63 ASCII letters, digits, '-', '_' and '.'",
         ),
         (
             format!(
@@ -318,6 +318,148 @@ fn more_invalid_values_name_their_key() {
     for (config, expected) in cases {
         rejected(&config, expected);
     }
+}
+
+/// Values that cannot work stop the program with the key named: a header timeout of zero (every request
+/// closed unanswered), no connection at all, a blank reason, a check name that is no URL path segment or
+/// metric label.
+#[test]
+fn values_that_cannot_work_are_refused_naming_the_key() {
+    let silence = |reason: &str| {
+        format!(
+            "{MINIMAL}[[silence]]\nmatch = \"backend-status\"\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"{reason}\"\n"
+        )
+    };
+    let named =
+        |name: &str| MINIMAL.replace("name = \"backend-status\"", &format!("name = \"{name}\""));
+    let cases = [
+        (
+            format!("{MINIMAL}[server]\nheader_read_timeout = \"0s\"\n"),
+            "server.header_read_timeout: must be more than 0s".to_string(),
+        ),
+        (
+            format!("{MINIMAL}[server]\nmax_connections = 0\n"),
+            "server.max_connections: must be at least 1".into(),
+        ),
+        (
+            format!("{MINIMAL}[server]\npublic_max_connections = 0\n"),
+            "server.public_max_connections: must be at least 1".into(),
+        ),
+        (
+            silence("  "),
+            "silence[0].reason: must say why (it is blank)".into(),
+        ),
+        (
+            format!("{MINIMAL}[maintenance]\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"\\t\"\n"),
+            "maintenance.reason: must say why (it is blank)".into(),
+        ),
+    ]
+    .into_iter()
+    .chain(
+        // TOML escapes: a BEL and a newline inside the name.
+        [
+            "a?b",
+            "a#b",
+            "a*",
+            "a/b",
+            "bell\\u0007",
+            "new\\nline",
+            "é",
+            "50%",
+            "a b",
+            "-x",
+            "",
+        ]
+        .map(|n| (named(n), "name: ".to_string())),
+    )
+    .chain([
+        (named(&"x".repeat(64)), "name: ".to_string()),
+        (
+            named("maintenance"),
+            "name: \"maintenance\" is reserved".into(),
+        ),
+        (named("cluster"), "name: \"cluster\" is reserved".into()),
+    ]);
+    for (config, expected) in cases {
+        let (code, _, err) = check_config(&config, &[], &[]);
+        assert_eq!(code, Some(2), "{config}\n{err}");
+        assert!(err.contains(&expected), "expected {expected:?} in: {err}");
+        if expected == "name: " {
+            assert!(
+                err.contains("a check name is 1 to 63 ASCII letters, digits, '-', '_' and '.', starting with a letter or a digit"),
+                "{err}"
+            );
+        }
+    }
+    // Every punctuation allowed, and the longest name.
+    for name in ["a-b_c.d", "0x", &"x".repeat(63)] {
+        let (code, _, err) = check_config(&named(name), &[], &[]);
+        assert_eq!(code, Some(0), "{name}: {err}");
+    }
+}
+
+/// Declarations that work but do nothing are warnings at load; a TOML datetime is the time it says.
+#[test]
+fn ended_declarations_warn_and_a_toml_datetime_is_a_time() {
+    let config = format!(
+        "{MINIMAL}[[silence]]\nmatch = \"backend-status\"\nuntil = 2020-01-01T00:00:00Z\nreason = \"old\"\n\
+         [[silence]]\nmatch = \"nothing/*\"\nuntil = 2099-01-01T00:00:00Z\nreason = \"typo\"\n\
+         [maintenance]\nfrom = 2019-12-31T00:00:00Z\nuntil = 2020-01-01T00:00:00Z\nreason = \"long done\"\n"
+    );
+    let (code, out, err) = check_config(&config, &[], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("until = \"2020-01-01T00:00:00Z\""), "{out}");
+    assert!(out.contains("from = \"2019-12-31T00:00:00Z\""), "{out}");
+    for warning in [
+        "silence ended at 2020-01-01T00:00:00Z: it silences nothing",
+        "[maintenance] window ended at 2020-01-01T00:00:00Z: it drains nothing",
+        "silence matches nothing",
+    ] {
+        assert!(err.contains(warning), "expected {warning:?} in: {err}");
+    }
+    // A datetime without an offset is no instant: refused, naming the key.
+    rejected(
+        &format!("{MINIMAL}[maintenance]\nuntil = 2099-01-01T00:00:00\nreason = \"x\"\n"),
+        "maintenance.until: invalid time \"2099-01-01T00:00:00\": write it in RFC 3339 with an offset",
+    );
+}
+
+/// A silence whose check exists but none of whose items does is found once every check has synced.
+#[tokio::test]
+async fn a_silence_matching_no_item_warns_once_every_check_has_synced() {
+    let backend = klutch_sim::FakeBackend::start()
+        .await
+        .expect("fake backend");
+    backend.set_entry("postgresql-backup-manager", "ok");
+    let svc = common::Service::start(
+        &common::backend_config(
+            &backend.url(),
+            "[[silence]]\nmatch = \"backend-status/postgresql-backup-mangaer\"\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"typo\"\n\
+             [[silence]]\nmatch = \"backend-status/postgresql-backup-manager\"\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"right\"\n",
+        ),
+        &[],
+    )
+    .await;
+    svc.wait_for("/readyz", "the first poll", |r| r.status == 200)
+        .await;
+    let warned = common::eventually(
+        "the warning about the silence matching no item",
+        async || {
+            let logs = svc.logs();
+            let lines: Vec<String> = logs
+                .iter()
+                .filter(|l| l.contains("silence matches no item"))
+                .cloned()
+                .collect();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
+    .await;
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("postgresql-backup-mangaer"),
+        "{warned:?}"
+    );
 }
 
 #[test]
@@ -510,4 +652,59 @@ fn events_are_set_for_the_default_cluster_only() {
         &format!("[kubernetes]\nevents = \"yes\"\n{MINIMAL}"),
         "kubernetes.events",
     );
+}
+
+/// Durations as long as a duration can be (about 5 × 10¹¹ years) are accepted and never overflow a deadline:
+/// the service serves and answers, and `check --wait` returns once its checks have synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_durations_never_panic() {
+    const LONG: &str = "500000000000y";
+    let cp = klutch_sim::SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = common::kubeconfig(&cp.api, dir.path());
+    let config = format!(
+        "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"{}\"\ninterval = \"{LONG}\"\ntimeout = \"{LONG}\"\n\
+         [[check]]\nname = \"pcs\"\ntype = \"provider-config\"\ncheck_stale_after = \"{LONG}\"\n\
+         [[check]]\nname = \"pods\"\ntype = \"pods\"\nnamespace = \"crossplane-system\"\nrestart_window = \"{LONG}\"\n\
+         [kubernetes]\nstale_after = \"{LONG}\"\nprobe_interval = \"{LONG}\"\nprobe_timeout = \"{LONG}\"\n\
+         [server]\nshutdown_delay = \"{LONG}\"\nheader_read_timeout = \"{LONG}\"\n\
+         [endpoints.readyz]\nfail_after = \"{LONG}\"\npass_after = \"{LONG}\"\n",
+        cp.backend.url()
+    );
+    let svc = common::Service::start(&config, &[("KUBECONFIG", &kc)]).await;
+    svc.wait_for("/readyz?verbose", "every check synced", |r| {
+        r.status == 200 && r.body.contains("[+]pcs/") && r.body.contains("[+]pods/")
+    })
+    .await;
+    cp.degrade_provider_config("postgresql-backup-manager", "down");
+    svc.wait_for("/readyz?verbose", "the failure, damped", |r| {
+        r.body.contains("counts as failed after")
+    })
+    .await;
+    assert_eq!(svc.get("/history").await.status, 200);
+    assert!(
+        !svc.logs().iter().any(|l| l.contains("panicked")),
+        "{:?}",
+        svc.logs()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config).expect("config");
+    let out = tokio::task::block_in_place(|| {
+        Command::new(common::BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(["check", "--wait", LONG])
+            .env("KUBECONFIG", &kc)
+            .output()
+            .expect("run check")
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::mem::forget(dir);
 }

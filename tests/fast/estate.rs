@@ -242,3 +242,86 @@ async fn at_start_up_the_api_servers_status_write_decides_not_the_konnector_cloc
     })
     .await;
 }
+
+/// One tenant's ClusterBinding cannot break the check for every tenant: a `heartbeatInterval` that overflows
+/// any deadline, a zero one, and a heartbeat years ahead with no API server write time are warnings of that
+/// konnector alone (no usable interval; clock skew), while the others keep passing on their heartbeats and
+/// no check task ever dies. Such an interval once panicked the judge, froze every item, and a minute later
+/// made every healthy konnector read "silent since".
+#[tokio::test]
+async fn one_tenants_odd_cluster_binding_is_a_warning_of_its_own() {
+    let interval = Duration::from_secs(2);
+    let (cp, svc) = estate(interval).await;
+    let [odd, other, _] = klutch_sim::estate::APP_CLUSTERS;
+    assert!(
+        cp.silence_konnector(odd, true),
+        "its heartbeats are written here"
+    );
+    let write = |status: &dyn Fn(&mut serde_json::Value)| {
+        assert!(cp.api.update(
+            klutch_sim::estate::CLUSTER_BINDING_API,
+            "ClusterBinding",
+            Some(odd),
+            "cluster",
+            |b| status(b),
+        ));
+    };
+    let started = std::time::Instant::now();
+    for (beat, every) in [
+        ("2030-01-01T00:00:01Z", "10000000000000000000s"),
+        ("2030-01-01T00:00:02Z", "0s"),
+    ] {
+        write(&|b| {
+            b["status"]["heartbeatInterval"] = every.into();
+            b["status"]["lastHeartbeatTime"] = beat.into();
+        });
+        let r = svc
+            .wait_for("/readyz?verbose", &format!("interval {every}"), |r| {
+                r.body.contains(&format!(
+                    "heartbeatInterval \"{every}\" is no usable interval"
+                ))
+            })
+            .await;
+        assert!(
+            line(&r.body, &format!("konnectors/{odd}"))
+                .starts_with(&format!("[+]konnectors/{odd} warn: heartbeatInterval")),
+            "{}",
+            r.body
+        );
+    }
+    write(&|b| {
+        b["status"]["heartbeatInterval"] = "2s".into();
+        b["status"]["lastHeartbeatTime"] = "2099-01-01T00:00:00Z".into();
+        b["metadata"]["managedFields"] = serde_json::Value::Null;
+    });
+    svc.wait_for("/readyz?verbose", "the heartbeat from the future", |r| {
+        line(&r.body, &format!("konnectors/{odd}")).contains(
+            "ahead of the API server's (lastHeartbeatTime 2099-01-01T00:00:00Z): clock skew?",
+        )
+    })
+    .await;
+    // Well past 2 × heartbeatInterval since the first odd write, the others still pass on their heartbeats.
+    let past = started + 4 * interval;
+    common::eventually(
+        "the other konnectors passing past their deadlines",
+        async || {
+            let metrics = svc.get("/metrics").await;
+            let r = svc.get("/readyz?verbose").await;
+            assert!(
+                line(&r.body, &format!("konnectors/{other}")).ends_with(" ok"),
+                "{}",
+                r.body
+            );
+            assert_eq!(up(&metrics, "konnectors", other), Some(1));
+            assert!(
+                metrics
+                    .body
+                    .contains("klutch_health_check_task_panics_total{check=\"konnectors\"} 0"),
+                "{}",
+                metrics.body
+            );
+            (std::time::Instant::now() > past).then_some(())
+        },
+    )
+    .await;
+}

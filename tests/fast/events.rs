@@ -5,8 +5,10 @@
 
 use crate::common;
 
-use common::events::{events_about_pc, holder, replica, sim, wait_event, PC};
-use common::eventually;
+use common::events::{events_about_pc, holder, replica, sim, wait_event, NAMESPACE, PC};
+use common::{eventually, full_config};
+use klutch_health::config::Config;
+use klutch_health::events;
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
 
 #[tokio::test]
@@ -159,4 +161,40 @@ async fn a_repeat_after_its_event_expired_makes_a_new_event() {
         again.get("series").is_none(),
         "a new Event, not a series: {again}"
     );
+}
+
+/// A konnector's ClusterBinding lives in its consumer's namespace: its Event goes there (where `kubectl
+/// describe` shows it), and the RBAC derived from the configuration (which `tests/deploy.rs` holds the shipped
+/// manifests to) covers that namespace. Events only in the watched namespaces known in advance once left
+/// these out: the writes were refused.
+#[tokio::test]
+async fn a_konnectors_event_goes_to_its_consumer_namespace_which_the_rbac_covers() {
+    let app = klutch_sim::estate::APP_CLUSTERS[0];
+    let cp = sim().await;
+    cp.seed_estate(std::time::Duration::from_secs(2));
+    let svc = replica(&cp, "klutch-health-a", None).await;
+    holder(&cp).await;
+    svc.wait_for("/readyz?verbose", "the konnector's first heartbeat", |r| {
+        r.body.contains(&format!("[+]konnectors/{app} ok"))
+    })
+    .await;
+    assert!(cp.silence_konnector(app, true));
+    let event = eventually("a Warning Event about the silent konnector", async || {
+        cp.api
+            .list("events.k8s.io/v1", "Event")
+            .into_iter()
+            .find(|e| e["regarding"]["kind"] == "ClusterBinding" && e["type"] == "Warning")
+    })
+    .await;
+    assert_eq!(event["regarding"]["namespace"], app, "{event}");
+    assert_eq!(event["metadata"]["namespace"], app, "{event}");
+    let config = Config::from_toml(&full_config(&cp.backend.url(), "")).expect("config");
+    let covered = events::permissions(&config, NAMESPACE)
+        .into_iter()
+        .any(|p| {
+            p.resource == "events"
+                && p.verb == "create"
+                && p.namespace.as_deref().is_none_or(|ns| ns == app)
+        });
+    assert!(covered, "the RBAC derived from the config covers {app}");
 }

@@ -57,7 +57,7 @@ impl App {
                 status: 200,
                 body: body.into(),
                 json: true,
-                at: now,
+                at: klutch_health::clock::Moment::now(),
                 last_good: Some(now),
             },
         );
@@ -77,7 +77,7 @@ impl App {
             &rules,
             &sink.snapshot(),
             &Memory::default(),
-            Timestamp::now(),
+            klutch_health::clock::Moment::now(),
         );
         let identity = Identity {
             service_id: config.server.service_id.clone(),
@@ -339,7 +339,11 @@ async fn passthrough_is_503_before_the_first_poll_and_the_failed_poll_after_it()
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     // Age is the age of the outcome served.
-    let polled = now - jiff::SignedDuration::from_secs(30);
+    let moment = klutch_health::clock::Moment::now();
+    let polled = moment.at(moment
+        .mono
+        .checked_sub(std::time::Duration::from_secs(30))
+        .expect("the monotonic clock reaches back 30s"));
     sink.polled(
         "backend-status",
         Passthrough {
@@ -1037,6 +1041,45 @@ async fn accept_with_q_zero_is_not_acceptable() {
         .is_some_and(|ct| ct.starts_with("application/openmetrics-text")));
 }
 
+/// A maintenance window applies to every `/readyz` answer: no exclusion and no narrower path lets a load
+/// balancer see `200` during it; `/healthz` stays as it is.
+#[tokio::test]
+async fn maintenance_cannot_be_excluded_or_bypassed_by_a_narrower_path() {
+    let app = App::polled(
+        &[("postgresql-service-broker", "ok")],
+        "[maintenance]\nuntil = \"2099-01-01T00:00:00Z\"\nreason = \"upgrade\"\n",
+    );
+    for path in [
+        "/readyz",
+        "/readyz?exclude=maintenance",
+        "/readyz?exclude=maintenance/window",
+        "/readyz/backend-status",
+        "/readyz/backend-status/postgresql-service-broker",
+        "/readyz/backend-status?exclude=maintenance&format=json",
+        "/readyz/maintenance",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(
+            r.body
+                .contains("maintenance until 2099-01-01T00:00:00Z: upgrade"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let r = app.get("/readyz?verbose&exclude=maintenance").await;
+    assert!(
+        r.body.contains(
+            "warn: some health checks cannot be excluded: no matches for \"maintenance\""
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(app.get("/readyz/nothing").await.status, 404);
+    assert_eq!(app.get("/healthz/backend-status").await.status, 200);
+    assert_eq!(app.get("/healthz?exclude=maintenance").await.status, 200);
+}
+
 #[tokio::test]
 async fn silences_and_maintenance_show_until_when_but_withhold_their_reasons() {
     let app = App::polled(
@@ -1082,7 +1125,7 @@ fn answered(body: &str) -> Passthrough {
         status: 200,
         body: body.to_string().into(),
         json: true,
-        at: Timestamp::now(),
+        at: klutch_health::clock::Moment::now(),
         last_good: None,
     }
 }

@@ -304,3 +304,64 @@ async fn at_the_limit_the_least_recently_active_connection_is_closed() {
     }
     assert!(held[0].get("/livez").await.is_some());
 }
+
+/// Clients that only connect and close, on threads of their own, until dropped.
+struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Churn {
+    fn start(addr: SocketAddr, threads: usize) -> Churn {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    // Paced (thousands a second in all), so that the kernel's accept queue never overflows:
+                    // a flood beyond it delays every connect, which no server can help.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = std::net::TcpStream::connect_timeout(&addr, PROBE_BOUND);
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                })
+            })
+            .collect();
+        Churn { stop, threads }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connections that are opened and closed again without a request take slots too: at the limit they are
+/// closed to admit a newcomer, never a connection whose request has arrived and is being answered. A few
+/// threads doing nothing but that once made 3 to 6 of 45 probes fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_while_clients_only_connect_and_close() {
+    let (_backend, svc) = started(&[]).await;
+    let public = svc.public_addr().await;
+    for addr in [public, svc.addr] {
+        let churn = Churn::start(addr, 3);
+        let mut failed = Vec::new();
+        for round in 0..15 {
+            for path in ["/livez", "/readyz", "/healthz"] {
+                if probe(addr, path).await.map(|(status, _)| status) != Some(200) {
+                    failed.push(format!("{path} (round {round})"));
+                }
+            }
+        }
+        drop(churn);
+        assert!(
+            failed.is_empty(),
+            "on {addr}, {} of 45 probes unanswered within {PROBE_BOUND:?}: {failed:?}",
+            failed.len()
+        );
+    }
+}

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use klutch_health::clock::Moment;
 use klutch_health::config::Config;
 use klutch_health::policy::{evaluate, Evaluation, Memory, Rules};
 use klutch_health::report::{Endpoint, Status};
@@ -11,11 +12,14 @@ use klutch_health::signals::{Observation, Snapshot};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
-fn t(secs: u64) -> Timestamp {
-    T0.parse::<Timestamp>()
-        .expect("time")
-        .checked_add(Duration::from_secs(secs))
-        .expect("in range")
+/// `secs` after `T0`, on hand-set clocks that never step.
+fn t(secs: u64) -> Moment {
+    Moment::from_wall(
+        T0.parse::<Timestamp>()
+            .expect("time")
+            .checked_add(Duration::from_secs(secs))
+            .expect("in range"),
+    )
 }
 
 fn config(extra: &str) -> Result<Config, String> {
@@ -31,8 +35,9 @@ fn rules(extra: &str) -> Rules {
 
 /// Check `a` with items `x` and `y` of the given statuses.
 fn snapshot(x: Status, y: Status) -> Snapshot {
-    let obs =
-        |item: &str, status| Observation::new(item, status, format!("{item} is {status}"), t(0));
+    let obs = |item: &str, status| {
+        Observation::new(item, status, format!("{item} is {status}"), t(0).wall)
+    };
     Snapshot {
         checks: BTreeMap::from([("a".to_string(), vec![obs("x", x), obs("y", y)].into())]),
         ..Snapshot::default()
@@ -84,7 +89,7 @@ fn a_silenced_failure_warns_until_the_instant_it_ends_and_then_fails_at_once() {
         "silenced until 2026-01-01T00:01:40Z (retiring x (OPS-1)): x is fail"
     );
     // The engine is told to come back at the silence's end, without any new observation.
-    assert_eq!(during.next, Some(t(100)));
+    assert_eq!(during.next, Some(t(100).mono));
     let mut steps = steps;
     steps.push((100, failing.clone()));
     let after = run(&r, &steps);
@@ -180,9 +185,9 @@ fn maintenance_fails_readyz_only_within_its_window() {
     let r = rules(WINDOW);
     let passing = snapshot(Status::Pass, Status::Pass);
     for (secs, in_window, next) in [
-        (0, false, Some(t(10))),
-        (10, true, Some(t(20))),
-        (19, true, Some(t(20))),
+        (0, false, Some(t(10).mono)),
+        (10, true, Some(t(20).mono)),
+        (19, true, Some(t(20).mono)),
         (20, false, None),
     ] {
         let e = run(&r, &[(secs, passing.clone())]);

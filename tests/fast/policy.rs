@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use klutch_health::clock::{Due, Moment};
 use klutch_health::config::Config;
 use klutch_health::policy::{evaluate, Memory, Rules};
 use klutch_health::report::{Endpoint, Report, Status};
@@ -11,11 +12,14 @@ use klutch_health::signals::{Expiry, Observation, Snapshot};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
-fn t(secs: u64) -> Timestamp {
-    T0.parse::<Timestamp>()
-        .expect("time")
-        .checked_add(Duration::from_secs(secs))
-        .expect("in range")
+/// `secs` after `T0`, on hand-set clocks that never step.
+fn t(secs: u64) -> Moment {
+    Moment::from_wall(
+        T0.parse::<Timestamp>()
+            .expect("time")
+            .checked_add(Duration::from_secs(secs))
+            .expect("in range"),
+    )
 }
 
 fn rules(policy: &str) -> Rules {
@@ -27,7 +31,7 @@ fn rules(policy: &str) -> Rules {
 }
 
 fn obs(item: &str, status: Status) -> Observation {
-    Observation::new(item, status, format!("{item} is {status}"), t(0))
+    Observation::new(item, status, format!("{item} is {status}"), t(0).wall)
 }
 
 fn snapshot(a: Vec<Observation>, b: Vec<Observation>) -> Snapshot {
@@ -129,6 +133,48 @@ fn include_exclude_and_warn_only_globs() {
     }
 }
 
+/// A wall clock stepped back an hour must not make a failure of one second count as one of an hour: damping
+/// measures on the monotonic clock, and the times shown stay in the past of the stepped clock's now.
+#[test]
+fn a_wall_clock_step_backwards_does_not_defeat_fail_after() {
+    let r = rules("[endpoints.readyz]\nfail_after = \"2s\"\n");
+    let pass = snapshot(vec![obs("x", Status::Pass)], vec![]);
+    let fail = snapshot(vec![obs("x", Status::Fail)], vec![]);
+    let e = evaluate(&r, &pass, &Memory::default(), t(0));
+    let e = evaluate(&r, &fail, &e.memory, t(10));
+    // From 10s on the monotonic clock, the wall clock reads an hour earlier.
+    let stepped = |secs| Moment {
+        mono: t(secs).mono,
+        wall: t(secs)
+            .wall
+            .checked_sub(Duration::from_secs(3600))
+            .expect("in range"),
+    };
+    let e = evaluate(&r, &fail, &e.memory, stepped(11));
+    let x = &e.report.readyz.items[0];
+    assert_eq!(x.status, Status::Warn, "failing for 1s, not for an hour");
+    assert_eq!(
+        x.notes.damping.as_deref(),
+        Some("failing for 1s, counts as failed after 2s")
+    );
+    assert_eq!(e.next, Some(t(12).mono));
+    // The failure began a second ago as the stepped clock names it, never after its now.
+    assert_eq!(e.report.items[0].since, stepped(10).wall);
+    assert_eq!(x.since, stepped(10).wall);
+    assert!(e.report.items[0].since <= e.report.evaluated.wall);
+    let e = evaluate(&r, &fail, &e.memory, stepped(12));
+    assert_eq!(
+        e.report.readyz.items[0].status,
+        Status::Fail,
+        "2s have passed"
+    );
+    assert_eq!(
+        e.report.items[0].since,
+        stepped(10).wall,
+        "and it stays put"
+    );
+}
+
 #[test]
 fn a_failure_shorter_than_fail_after_never_counts() {
     let r = rules("[endpoints.readyz]\nfail_after = \"30s\"\n");
@@ -149,7 +195,11 @@ fn a_failure_shorter_than_fail_after_never_counts() {
         "{}",
         item.text()
     );
-    assert_eq!(e.next, Some(t(40)), "the engine is woken at the deadline");
+    assert_eq!(
+        e.next,
+        Some(t(40).mono),
+        "the engine is woken at the deadline"
+    );
     assert!(e.report.readyz.passed());
     // Recovering before the deadline: never shown as failed.
     let e = run(&r, &[(0, pass()), (10, fail()), (39, fail()), (39, pass())]);
@@ -208,7 +258,7 @@ fn pass_after_holds_the_failure_until_recovery_lasts() {
         "{}",
         item.text()
     );
-    assert_eq!(e.next, Some(t(25)));
+    assert_eq!(e.next, Some(t(25).mono));
     let e = run(&r, &[(0, fail), (5, pass.clone()), (25, pass)]);
     assert_eq!(e.report.readyz.items[0].status, Status::Pass);
 }
@@ -267,20 +317,20 @@ fn require_any_and_n() {
 fn expiry_changes_status_at_its_time_and_wakes_the_engine() {
     let r = rules("");
     let item = obs("x", Status::Pass).expiring(Expiry {
-        at: t(100),
+        at: Due::Mono(t(100).mono),
         status: Status::Unknown,
         message: "stale".into(),
     });
     let snap = snapshot(vec![item], vec![]);
     let e = evaluate(&r, &snap, &Memory::default(), t(99));
     assert_eq!(e.report.items[0].status, Status::Pass);
-    assert_eq!(e.next, Some(t(100)));
+    assert_eq!(e.next, Some(t(100).mono));
     let e = evaluate(&r, &snap, &e.memory, t(100));
     assert_eq!(
         (e.report.items[0].status, e.report.items[0].message.as_str()),
         (Status::Unknown, "stale")
     );
-    assert_eq!(e.report.items[0].since, t(100));
+    assert_eq!(e.report.items[0].since, t(100).wall);
 }
 
 #[test]
@@ -292,11 +342,11 @@ fn since_holds_while_the_status_holds() {
         &r,
         &[(0, pass.clone()), (10, pass.clone()), (20, pass.clone())],
     );
-    assert_eq!(e.report.items[0].since, t(0));
-    assert_eq!(e.report.readyz.items[0].since, t(0));
+    assert_eq!(e.report.items[0].since, t(0).wall);
+    assert_eq!(e.report.readyz.items[0].since, t(0).wall);
     let e = run(&r, &[(0, pass.clone()), (10, fail.clone()), (20, fail)]);
-    assert_eq!(e.report.items[0].since, t(10));
-    assert_eq!(e.report.readyz.items[0].since, t(10));
+    assert_eq!(e.report.items[0].since, t(10).wall);
+    assert_eq!(e.report.readyz.items[0].since, t(10).wall);
 }
 
 #[test]
@@ -329,7 +379,7 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
         checks: BTreeMap::from([
             (
                 "backend".to_string(),
-                vec![Observation::new("pg", Status::Fail, "degraded", t(0))].into(),
+                vec![Observation::new("pg", Status::Fail, "degraded", t(0).wall)].into(),
             ),
             (
                 "pcs".to_string(),
@@ -337,7 +387,7 @@ fn a_degraded_backend_item_carries_the_provider_config_message() {
                     "pg",
                     Status::Fail,
                     "connection refused",
-                    t(0),
+                    t(0).wall,
                 )]
                 .into(),
             ),
@@ -513,7 +563,7 @@ fn each_endpoint_damps_with_its_own_fail_after() {
     assert!(!e.report.readyz.passed());
     assert_eq!(e.report.healthz.items[0].status, Status::Warn);
     assert!(e.report.healthz.passed());
-    assert_eq!(e.next, Some(t(40)));
+    assert_eq!(e.next, Some(t(40).mono));
 }
 
 #[test]
@@ -529,7 +579,7 @@ fn fail_after_damps_unknown_counted_as_failing_and_the_first_observation() {
     assert!(e.report.readyz.items[0]
         .text()
         .starts_with("failing for 0s, counts as failed after 30s: x is unknown"));
-    assert_eq!(e.next, Some(t(30)));
+    assert_eq!(e.next, Some(t(30).mono));
     let e = run(&r, &[(0, unknown.clone()), (29, unknown.clone())]);
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
     let e = run(
@@ -559,7 +609,7 @@ fn a_failure_that_recovers_and_fails_again_restarts_the_fail_after_clock() {
     assert!(e.report.readyz.items[0]
         .text()
         .starts_with("failing for 25s"));
-    assert_eq!(e.next, Some(t(57)));
+    assert_eq!(e.next, Some(t(57).mono));
 }
 
 #[test]
@@ -579,7 +629,7 @@ fn pass_after_a_relapse_restarts_the_recovery_clock() {
     assert!(e.report.readyz.items[0]
         .text()
         .starts_with("recovered 19s ago, counts as passing after 20s"));
-    assert_eq!(e.next, Some(t(41)));
+    assert_eq!(e.next, Some(t(41).mono));
     let mut more = steps.to_vec();
     more.push((41, pass));
     assert_eq!(run(&r, &more).report.readyz.items[0].status, Status::Pass);
@@ -590,12 +640,13 @@ fn the_earliest_expiry_wakes_the_engine_and_the_latest_passed_applies() {
     let r = rules("");
     let item = obs("x", Status::Pass)
         .expiring(Expiry {
-            at: t(200),
+            // A wall-clock deadline (a timestamp from outside) and a monotonic one order together.
+            at: Due::Wall(t(200).wall),
             status: Status::Fail,
             message: "gone".into(),
         })
         .expiring(Expiry {
-            at: t(100),
+            at: Due::Mono(t(100).mono),
             status: Status::Unknown,
             message: "stale".into(),
         });
@@ -604,19 +655,19 @@ fn the_earliest_expiry_wakes_the_engine_and_the_latest_passed_applies() {
         secs.iter().map(|s| (*s, snap.clone())).collect()
     };
     let e = run(&r, &steps(&[0]));
-    assert_eq!(e.next, Some(t(100)));
+    assert_eq!(e.next, Some(t(100).mono));
     let e = run(&r, &steps(&[0, 100]));
     assert_eq!(
         (e.report.items[0].status, e.report.items[0].message.as_str()),
         (Status::Unknown, "stale")
     );
-    assert_eq!(e.next, Some(t(200)));
+    assert_eq!(e.next, Some(t(200).mono));
     let e = run(&r, &steps(&[0, 100, 250]));
     assert_eq!(
         (e.report.items[0].status, e.report.items[0].message.as_str()),
         (Status::Fail, "gone")
     );
-    assert_eq!(e.report.items[0].since, t(250));
+    assert_eq!(e.report.items[0].since, t(250).wall);
     assert_eq!(e.next, None);
 }
 
@@ -629,10 +680,10 @@ fn the_endpoint_since_follows_what_the_endpoint_shows() {
     let steps = [(0, pass.clone()), (10, fail.clone()), (20, fail.clone())];
     let e = run(&r, &steps);
     assert_eq!(e.report.readyz.items[0].status, Status::Warn);
-    assert_eq!(e.report.readyz.items[0].since, t(10));
+    assert_eq!(e.report.readyz.items[0].since, t(10).wall);
     assert_eq!(
         e.report.items[0].since,
-        t(10),
+        t(10).wall,
         "the observed status changed at 10s"
     );
     let mut steps = steps.to_vec();
@@ -640,17 +691,22 @@ fn the_endpoint_since_follows_what_the_endpoint_shows() {
     steps.push((50, fail));
     let e = run(&r, &steps);
     assert_eq!(e.report.readyz.items[0].status, Status::Fail);
-    assert_eq!(e.report.readyz.items[0].since, t(40));
-    assert_eq!(e.report.items[0].since, t(10));
+    assert_eq!(e.report.readyz.items[0].since, t(40).wall);
+    assert_eq!(e.report.items[0].since, t(10).wall);
     // The item's observed `since` does not move when only its message changes.
     let other = snapshot(
-        vec![Observation::new("x", Status::Fail, "another reason", t(60))],
+        vec![Observation::new(
+            "x",
+            Status::Fail,
+            "another reason",
+            t(60).wall,
+        )],
         vec![],
     );
     steps.push((60, other));
     let e = run(&r, &steps);
-    assert_eq!(e.report.items[0].since, t(10));
-    assert_eq!(e.report.readyz.items[0].since, t(40));
+    assert_eq!(e.report.items[0].since, t(10).wall);
+    assert_eq!(e.report.readyz.items[0].since, t(40).wall);
 }
 
 #[test]
@@ -663,14 +719,14 @@ fn the_provider_config_message_is_added_only_to_a_failing_backend_item() {
             (
                 "backend".to_string(),
                 vec![
-                    Observation::new("pg", backend, "degraded", t(0)),
-                    Observation::new("other", Status::Fail, "degraded", t(0)),
+                    Observation::new("pg", backend, "degraded", t(0).wall),
+                    Observation::new("other", Status::Fail, "degraded", t(0).wall),
                 ]
                 .into(),
             ),
             (
                 "pcs".to_string(),
-                vec![Observation::new("pg", pc, "connection refused", t(0))].into(),
+                vec![Observation::new("pg", pc, "connection refused", t(0).wall)].into(),
             ),
         ]),
         ..Snapshot::default()

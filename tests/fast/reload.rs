@@ -464,3 +464,156 @@ async fn a_reload_that_changes_watches_leaves_every_check_synced() {
     );
     std::mem::forget(dir);
 }
+
+/// A reload that turns `[kubernetes] events` on is applied (a Lease taken, Events written), and the Events
+/// of a check it adds on another cluster regard klutch-health's own Pod: that cluster's Deployment is not in
+/// the cluster the Events go to (the set of such checks was once fixed at start-up).
+#[tokio::test]
+async fn a_reload_applies_events_and_names_the_right_cluster_for_a_check_it_adds() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let shipped = full_config(&cp.backend.url(), "");
+    let mut doc: toml::Table = shipped.parse().expect("TOML");
+    doc["kubernetes"]
+        .as_table_mut()
+        .expect("[kubernetes]")
+        .insert("events".into(), false.into());
+    let off = toml::to_string(&doc).expect("TOML");
+    let env = [
+        ("KUBECONFIG", kc.as_str()),
+        ("POD_NAME", "klutch-health-r"),
+        ("POD_NAMESPACE", "klutch-system"),
+    ];
+    let svc = Service::start(&off, &env).await;
+    svc.wait_for("/readyz", "the initial sync", |r| r.status == 200)
+        .await;
+    let events = || cp.api.list("events.k8s.io/v1", "Event");
+    cp.set_deployment_available("bind", "anynines-backend", false);
+    svc.wait_for("/readyz", "the backend down", |r| r.status == 503)
+        .await;
+    cp.set_deployment_available("bind", "anynines-backend", true);
+    svc.wait_for("/readyz", "the backend back", |r| r.status == 200)
+        .await;
+    assert!(events().is_empty(), "events = false: {:?}", events());
+
+    // Events on (the shipped default), and a check of the same Deployment through another cluster.
+    let mut app = toml::Table::new();
+    app.insert("kubeconfig".into(), kc.clone().into());
+    doc.insert(
+        "clusters".into(),
+        toml::Table::from_iter([("app".to_string(), app.into())]).into(),
+    );
+    doc["kubernetes"]
+        .as_table_mut()
+        .expect("[kubernetes]")
+        .insert("events".into(), true.into());
+    doc["check"].as_array_mut().expect("checks").push(
+        "name = \"app-backend\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n"
+            .parse::<toml::Table>()
+            .expect("TOML")
+            .into(),
+    );
+    let before = logged(&svc, "configuration reloaded").len();
+    std::fs::write(
+        svc.dir.path().join("config.toml"),
+        toml::to_string(&doc).expect("TOML"),
+    )
+    .expect("write config");
+    common::signal("HUP", svc.pid());
+    reloads(&svc, before + 1).await;
+    eventually("the Events Lease taken after the reload", async || {
+        cp.api
+            .get(
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some("klutch-system"),
+                "klutch-health-events",
+            )
+            .map(|_| ())
+    })
+    .await;
+    svc.wait_for("/readyz?verbose", "the added check synced", |r| {
+        r.status == 200 && r.body.contains("[+]app-backend/anynines-backend ok")
+    })
+    .await;
+
+    cp.set_deployment_available("bind", "anynines-backend", false);
+    let warning = |check: &'static str| {
+        let events = &events;
+        async move {
+            eventually(&format!("a Warning Event of {check}"), async || {
+                events().into_iter().find(|e| {
+                    e["type"] == "Warning"
+                        && e["note"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with(&format!("{check}/")))
+                })
+            })
+            .await
+        }
+    };
+    let here = warning("anynines-backend").await;
+    assert_eq!(
+        (&here["regarding"]["kind"], &here["regarding"]["namespace"]),
+        (&"Deployment".into(), &"bind".into()),
+        "{here}"
+    );
+    let there = warning("app-backend").await;
+    assert_eq!(
+        (&there["regarding"]["kind"], &there["regarding"]["name"]),
+        (&"Pod".into(), &"klutch-health-r".into()),
+        "{there}"
+    );
+    std::mem::forget(dir);
+}
+
+/// An app cluster's kubeconfig fixed in place (same file, new content) is picked up without a restart: its
+/// change is noticed like the configuration file's, and the cluster gets a new connection. Once read, a
+/// kubeconfig used to stay in force for the life of the process.
+#[tokio::test]
+async fn a_kubeconfig_fixed_in_place_is_picked_up() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let good = std::fs::read_to_string(&kc).expect("kubeconfig");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let app = dir.path().join("app.kubeconfig");
+    let url = cp.api.url();
+    assert!(good.contains(&url), "{good}");
+    std::fs::write(
+        &app,
+        good.replace(&url, &format!("http://127.0.0.1:{closed}")),
+    )
+    .expect("write");
+    let config = full_config(
+        &cp.backend.url(),
+        &format!(
+            "[clusters.app]\nkubeconfig = \"{}\"\n\
+             [[check]]\nname = \"app-backend\"\ntype = \"deployment\"\ncluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"anynines-backend\"\n",
+            app.display()
+        ),
+    );
+    let svc = Service::start(&config, &[("KUBECONFIG", &kc)]).await;
+    let r = svc
+        .wait_for("/readyz?verbose", "the app cluster unreachable", |r| {
+            r.body.contains("[-]app-backend/") && r.body.contains("[+]providers/")
+        })
+        .await;
+    assert!(!r.body.contains("[+]app-backend/"), "{}", r.body);
+
+    std::fs::write(&app, &good).expect("fix the kubeconfig in place");
+    common::signal("HUP", svc.pid());
+    svc.wait_for("/readyz?verbose", "the fixed kubeconfig picked up", |r| {
+        r.body.contains("[+]app-backend/anynines-backend ok")
+    })
+    .await;
+    std::mem::forget(dir);
+}

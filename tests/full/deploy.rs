@@ -27,7 +27,7 @@ fn required(config: &Config) -> BTreeSet<Grant> {
                 (
                     p.group.into(),
                     named(p.resource, p.name),
-                    p.namespace,
+                    p.namespace.unwrap_or_default(),
                     p.verb.into(),
                 )
             }),
@@ -250,6 +250,21 @@ fn events_need_their_namespaces_and_the_lease_unless_turned_off() {
     );
     let off = config(&format!("[kubernetes]\nevents = false\n{text}"));
     assert_eq!(required(&off), read(&off));
+
+    // ClusterBindings, one per consumer namespace, regard objects in namespaces nobody can list in advance:
+    // their Events need create and patch in every namespace, which covers all the others.
+    let konnectors = config(&format!(
+        "{text}[[check]]\nname = \"konnectors\"\ntype = \"cluster-binding\"\n"
+    ));
+    let events: BTreeSet<(String, String)> = required(&konnectors)
+        .into_iter()
+        .filter(|g| g.1 == "events")
+        .map(|g| (g.2, g.3))
+        .collect();
+    assert_eq!(
+        events,
+        BTreeSet::from([("".into(), "create".into()), ("".into(), "patch".into())])
+    );
 }
 
 #[test]
@@ -262,17 +277,61 @@ fn the_rbac_comparison_catches_missing_and_extra_permissions() {
         + "\n[[check]]\nname = \"konnector\"\ntype = \"deployment\"\nnamespace = \"klutch-bind\"\ndeployment = \"konnector\"\n";
     let needed = required(&config(&text));
     let missing: BTreeSet<_> = needed.difference(&got).cloned().collect();
-    let mut want = grant("apps", "deployments", "klutch-bind");
-    // …nor may Events about it be written there.
-    for verb in events::VERBS {
-        want.insert((
-            "events.k8s.io".into(),
-            "events".into(),
-            "klutch-bind".into(),
-            verb.into(),
-        ));
-    }
-    assert_eq!(missing, want);
+    assert_eq!(missing, grant("apps", "deployments", "klutch-bind"));
+
+    // Events only where the watched objects' namespaces are known (as once shipped: crossplane-system,
+    // default, bind) leave out the konnectors' consumer namespaces: reported missing. Without the shipped
+    // config's cluster-binding check, an Event namespace of another check is missing the same way.
+    let namespaced_events: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["kind"] != "ClusterRoleBinding" || o["metadata"]["name"] != "klutch-health-events")
+        .cloned()
+        .chain(["crossplane-system", "default", "bind"].map(|ns| {
+            serde_json::json!({"kind": "RoleBinding", "metadata": {"name": "ev", "namespace": ns},
+                "roleRef": {"kind": "ClusterRole", "name": "klutch-health-events"},
+                "subjects": [{"kind": "ServiceAccount", "name": "klutch-health", "namespace": "crossplane-system"}]})
+        }))
+        .collect();
+    let got_namespaced = granted(&namespaced_events, "crossplane-system", "klutch-health");
+    let missing: BTreeSet<_> = required(&shipped())
+        .difference(&got_namespaced)
+        .cloned()
+        .collect();
+    let everywhere: BTreeSet<Grant> = events::VERBS
+        .iter()
+        .map(|v| {
+            (
+                "events.k8s.io".into(),
+                "events".into(),
+                "".into(),
+                v.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(missing, everywhere);
+    let without_konnectors = config(&format!(
+        "{}\n[[check]]\nname = \"far\"\ntype = \"deployment\"\nnamespace = \"far\"\ndeployment = \"x\"\n",
+        std::fs::read_to_string(format!("{ROOT}/config.toml"))
+            .expect("config.toml")
+            .replace("type = \"cluster-binding\"", "type = \"crossplane-package\"\nkind = \"functions\"")
+    ));
+    let missing: BTreeSet<_> = required(&without_konnectors)
+        .difference(&got_namespaced)
+        .filter(|g| g.1 == "events")
+        .cloned()
+        .collect();
+    let far: BTreeSet<Grant> = events::VERBS
+        .iter()
+        .map(|v| {
+            (
+                "events.k8s.io".into(),
+                "events".into(),
+                "far".into(),
+                v.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(missing, far);
 
     // Wider than needed: an extra verb, a wildcard, a cluster-wide grant where a Role suffices.
     let shipped = required(&shipped());

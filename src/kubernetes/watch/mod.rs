@@ -33,6 +33,7 @@ mod task;
 use super::api_errors::Resource as Described;
 use super::connection::{section, Connection, Health};
 use super::settings::{Cluster, Clusters};
+use crate::clock::{Due, Moment};
 use crate::human::timestamp;
 use crate::metrics::Metrics;
 use crate::report::Status;
@@ -60,7 +61,8 @@ pub(crate) struct WatchState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Broken {
-    pub since: Timestamp,
+    /// Measured on the monotonic clock: `stale_after` counts from here.
+    pub since: Moment,
     pub error: String,
     /// The whole cluster is silent: `error` says so and names the cluster.
     pub cluster: bool,
@@ -74,7 +76,7 @@ impl Broken {
         }
         format!(
             "watch of {what} broken since {}: {}",
-            timestamp(self.since),
+            timestamp(self.since.wall),
             self.error
         )
     }
@@ -134,6 +136,8 @@ pub(crate) struct WatchSpec<K: Resource> {
     pub labels: Option<String>,
     /// Drops what no judge reads before an object is stored (specs, for a start), to keep memory small.
     pub strip: fn(&mut K),
+    /// Its objects live in namespaces (their Events go there), whether watched in one or in all.
+    namespaced: bool,
     api: fn(Client, &K::DynamicType, Option<&str>) -> Api<K>,
 }
 
@@ -141,14 +145,24 @@ impl<K: Resource> WatchSpec<K>
 where
     K::DynamicType: Clone,
 {
-    /// Every object of the resource `dyntype` names: cluster-scoped ones, or those of every namespace.
-    pub(crate) fn all(dyntype: K::DynamicType, strip: fn(&mut K)) -> WatchSpec<K> {
+    /// Every object of the cluster-scoped resource `dyntype` names (Providers, ProviderConfigs).
+    pub(crate) fn cluster_scoped(dyntype: K::DynamicType, strip: fn(&mut K)) -> WatchSpec<K> {
         WatchSpec {
             dyntype,
             namespace: None,
             labels: None,
             strip,
+            namespaced: false,
             api: |client, dyntype, _| Api::all_with(client, dyntype),
+        }
+    }
+
+    /// Every object of the namespaced resource `dyntype` names, in every namespace (one ClusterBinding per
+    /// consumer namespace): RBAC grants it cluster-wide, and its Events go to each object's namespace.
+    pub(crate) fn all_namespaces(dyntype: K::DynamicType, strip: fn(&mut K)) -> WatchSpec<K> {
+        WatchSpec {
+            namespaced: true,
+            ..WatchSpec::cluster_scoped(dyntype, strip)
         }
     }
 
@@ -165,6 +179,7 @@ where
             version: K::version(&self.dyntype).into_owned(),
             resource: K::plural(&self.dyntype).into_owned(),
             namespace: self.namespace.clone(),
+            namespaced: self.namespaced,
         }
     }
 
@@ -185,6 +200,7 @@ where
             namespace: Some(namespace.to_string()),
             labels: None,
             strip,
+            namespaced: true,
             api: |client, _, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         }
     }
@@ -201,6 +217,10 @@ pub struct WatchTarget {
     pub resource: String,
     /// `None`: cluster-wide.
     pub namespace: Option<String>,
+    /// Its objects live in namespaces (Deployments, ClusterBindings), so Events about them go there; a
+    /// cluster-scoped object's Events go to `default`. Watched cluster-wide, a namespaced resource's Events
+    /// may go to any namespace.
+    pub namespaced: bool,
 }
 
 impl WatchTarget {
@@ -438,7 +458,7 @@ pub(crate) fn follow<K>(
     sink: Sink,
     stale_after: Duration,
     placeholders: Vec<String>,
-    judge: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation> + Send + 'static,
+    judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -456,22 +476,20 @@ async fn follow_loop<K>(
     sink: &Sink,
     stale_after: Duration,
     placeholders: &[String],
-    mut judge: impl FnMut(&[Arc<K>], &WatchState, Timestamp) -> Vec<Observation>,
+    mut judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation>,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     loop {
         let state = watch.state.borrow_and_update().clone();
-        let now = Timestamp::now();
+        let moment = Moment::now();
+        let now = moment.wall;
         if state.synced {
-            let mut items = judge(&watch.store.state(), &state, now);
+            let mut items = judge(&watch.store.state(), &state, moment);
             if let Some(broken) = &state.broken {
                 let expiry = Expiry {
-                    at: broken
-                        .since
-                        .checked_add(stale_after)
-                        .unwrap_or(Timestamp::MAX),
+                    at: Due::after(broken.since, stale_after),
                     status: Status::Unknown,
                     message: broken.message(&watch.what),
                 };

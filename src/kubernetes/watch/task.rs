@@ -8,7 +8,6 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, watcher, Event};
@@ -19,6 +18,7 @@ use tokio::sync::watch as channel;
 use super::super::api_errors::{self, Resource as Described, Verb};
 use super::super::connection::Health;
 use super::{Broken, Watch, WatchState, HELD};
+use crate::clock::Moment;
 use crate::metrics::Metrics;
 use crate::telemetry::LogLimiter;
 
@@ -286,7 +286,7 @@ where
             return;
         }
         self.tx.send_modify(|s| {
-            let since = s.broken.as_ref().map_or_else(Timestamp::now, |b| b.since);
+            let since = s.broken.as_ref().map_or_else(Moment::now, |b| b.since);
             s.broken = Some(Broken {
                 since,
                 error,

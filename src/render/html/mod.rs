@@ -10,6 +10,7 @@ use jiff::Timestamp;
 mod timeline;
 
 use super::{Details, Identity};
+use crate::clock::Moment;
 use crate::report::{Counted, Endpoint, Item, Report, Status};
 
 /// How often the page reloads itself, in seconds.
@@ -250,9 +251,10 @@ pub(crate) fn page(
     report: &Report,
     identity: &Identity,
     details: Details,
-    now: Timestamp,
+    moment: Moment,
     history: &crate::history::History,
 ) -> String {
+    let now = moment.wall;
     let cards = cards(report);
     let mut out = String::with_capacity(4096 + 600 * cards.len());
     let description = escape(&identity.description);
@@ -286,14 +288,14 @@ pub(crate) fn page(
     operations(&mut out, report, details, now);
     attention(&mut out, &cards, details, now);
     sections(&mut out, report, &cards, details, now);
-    timeline::timelines(&mut out, history, report, details, now);
+    timeline::timelines(&mut out, history, report, details, moment);
     let _ = writeln!(
         out,
         "<footer><small>Evaluated {} · klutch-health {} · this page reloads every {REFRESH_SECONDS} s · \
 <a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/healthz?verbose\">/healthz?verbose</a> · \
 <a href=\"/readyz?format=json\">JSON</a> · <a href=\"/metrics\">/metrics</a> · \
 <a href=\"/backend-health\">/backend-health</a> · <a href=\"/history\">/history</a></small></footer></body></html>",
-        when(now, report.evaluated),
+        when(now, report.evaluated.wall),
         env!("CARGO_PKG_VERSION")
     );
     out
@@ -380,7 +382,7 @@ fn poll_line(out: &mut String, report: &Report, now: Timestamp) {
         .iter()
         .any(|i| i.check_type == "backend-status");
     let backend = report.backend.as_ref().and_then(|b| b.last.as_ref());
-    match (backend.map(|b| b.at), backend) {
+    match (backend.map(|b| b.at.wall), backend) {
         (Some(poll), backend) => {
             let _ = write!(
                 out,

@@ -5,9 +5,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt::Write;
 
-use jiff::Timestamp;
-
 use super::{escape, short_duration};
+use crate::clock::Moment;
 use crate::history::{segments, shares, History, Transition};
 use crate::render::Details;
 use crate::report::{Endpoint, Report, Status};
@@ -27,14 +26,14 @@ pub(crate) fn timelines(
     history: &History,
     report: &Report,
     details: Details,
-    now: Timestamp,
+    now: Moment,
 ) {
     let since = history.since(now);
-    let span = short_duration(now.duration_since(since).as_secs().max(0).unsigned_abs());
+    let span = short_duration(now.since(since).as_secs());
     let _ = writeln!(
         out,
         "<section class=\"timelines\"><h2>History <small>since {} ({span})</small></h2>",
-        since.strftime("%Y-%m-%d %H:%M:%S UTC")
+        since.seen_from(now).wall.strftime("%Y-%m-%d %H:%M:%S UTC")
     );
     for e in [Endpoint::Readyz, Endpoint::Healthz] {
         let label = format!("/{}", e.as_str());
@@ -53,11 +52,11 @@ fn row(
     out: &mut String,
     label: &str,
     series: &VecDeque<Transition>,
-    since: Timestamp,
-    now: Timestamp,
+    since: Moment,
+    now: Moment,
     details: Details,
 ) {
-    let total = now.duration_since(since).as_secs_f64();
+    let total = now.since(since).as_secs_f64();
     let label = escape(label);
     // The share comes before the bar in the text (the grid places it below), so that the bar's tooltips
     // never run into it when the page is read as text.
@@ -74,22 +73,22 @@ role=\"img\" aria-label=\"timeline of {label}\">",
         escape(&parts.join(" · "))
     );
     if total > 0.0 {
-        let message_at = |from: Timestamp| {
+        let message_at = |from: Moment| {
             series
                 .iter()
                 .rev()
-                .find(|t| t.time <= from)
+                .find(|t| t.time.mono <= from.mono)
                 .map(|t| t.message.as_str())
                 .filter(|m| !m.is_empty())
         };
         for (status, from, to) in segments(series, since, now) {
-            let x = from.duration_since(since).as_secs_f64() / total * 1000.0;
-            let width = to.duration_since(from).as_secs_f64() / total * 1000.0;
+            let x = from.since(since).as_secs_f64() / total * 1000.0;
+            let width = to.since(from).as_secs_f64() / total * 1000.0;
             let class = status.map_or("none", Status::as_str);
             let mut title = format!(
                 "{} from {}",
                 status.map_or("not observed", Status::as_str),
-                from.strftime("%H:%M:%S")
+                from.wall.strftime("%H:%M:%S")
             );
             if let Some(m) = status.and(message_at(from)) {
                 title.push_str(": ");
