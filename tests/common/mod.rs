@@ -192,7 +192,29 @@ impl Service {
         request(self.addr, "GET", path, headers).await
     }
 
-    /// Polls `path` until `check` accepts the answer.
+    /// The value of the metric sample `name` (with its labels, if any: `klutch_health_endpoint_up{endpoint="readyz"}`)
+    /// as `/metrics` exports it now.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.get("/metrics").await.body, &format!("{name} "))
+    }
+
+    /// The JSON log lines whose message contains `text`.
+    pub fn logged(&self, text: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+            .collect()
+    }
+
+    /// Waits until `n` reloads were applied (`configuration reloaded` logged `n` times).
+    pub async fn reloads(&self, n: usize) {
+        eventually(&format!("{n} applied reloads"), async || {
+            (self.logged("configuration reloaded").len() >= n).then_some(())
+        })
+        .await;
+    }
+
     /// Polls `path` until `check` holds; on timeout, the panic shows the last answer.
     pub async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
         let start = Instant::now();
@@ -242,6 +264,16 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// `secs` from now, as RFC 3339 (for `until` and `from`).
+pub fn in_secs(secs: u64) -> String {
+    jiff::Timestamp::now()
+        .checked_add(Duration::from_secs(secs))
+        .expect("in range")
+        .round(jiff::Unit::Second)
+        .expect("rounds")
+        .to_string()
 }
 
 /// The line of `item` (`CHECK/ITEM`) in a text answer (`[+]CHECK/ITEM ok`), or a panic showing the body.

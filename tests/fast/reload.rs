@@ -4,49 +4,9 @@
 
 use crate::common;
 
-use std::path::Path;
-use std::time::Duration;
 
 use common::{backend_config, eventually, full_config, kubeconfig, Service};
-use jiff::Timestamp;
 use klutch_sim::{FakeBackend, SimControlPlane};
-
-/// The value of the sample `name` (with its labels, if any) in a Prometheus text exposition.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn metric(svc: &Service, name: &str) -> Option<f64> {
-    sample(&svc.get("/metrics").await.body, name)
-}
-
-/// Log lines (JSON) whose message contains `text`.
-fn logged(svc: &Service, text: &str) -> Vec<serde_json::Value> {
-    svc.logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
-        .collect()
-}
-
-async fn reloads(svc: &Service, n: usize) {
-    eventually(&format!("{n} applied reloads"), async || {
-        (logged(svc, "configuration reloaded").len() >= n).then_some(())
-    })
-    .await;
-}
-
-/// `secs` from now, as RFC 3339.
-fn in_secs(secs: u64) -> String {
-    Timestamp::now()
-        .checked_add(Duration::from_secs(secs))
-        .expect("in range")
-        .round(jiff::Unit::Second)
-        .expect("rounds")
-        .to_string()
-}
 
 #[tokio::test]
 async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks() {
@@ -61,12 +21,10 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         r.status == 200 && r.body.contains("[+]provider-pods/")
     })
     .await;
-    let loaded = metric(
-        &svc,
-        "klutch_health_config_last_reload_success_timestamp_seconds",
-    )
-    .await
-    .expect("reload timestamp exported");
+    let loaded = svc
+        .metric("klutch_health_config_last_reload_success_timestamp_seconds")
+        .await
+        .expect("reload timestamp exported");
 
     // Remove provider-pods, add a check with a watch of its own, change a restart-only key.
     let mut doc: toml::Table = config.parse().expect("TOML");
@@ -136,13 +94,13 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
     assert!(svc.get("/").await.body.contains("<h1>Reloaded plane</h1>"));
     // The file poll may have applied the change first; SIGHUP reloads all the same.
     eventually("the reload by SIGHUP", async || {
-        logged(&svc, "configuration reloaded")
+        svc.logged("configuration reloaded")
             .iter()
             .any(|l| l["trigger"] == "SIGHUP")
             .then_some(())
     })
     .await;
-    let warned = logged(&svc, "server.max_connections changed");
+    let warned = svc.logged("server.max_connections changed");
     assert_eq!(
         warned.len(),
         1,
@@ -150,127 +108,29 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         svc.logs()
     );
     assert!(
-        logged(&svc, "provider-pods/_pending").is_empty(),
+        svc.logged("provider-pods/_pending").is_empty(),
         "a removed check never shows as pending in between: {:?}",
         svc.logs()
     );
     assert_eq!(warned[0]["level"], "WARN");
     assert_eq!(
-        metric(&svc, "klutch_health_config_last_reload_successful").await,
+        svc.metric("klutch_health_config_last_reload_successful")
+            .await,
         Some(1.0)
     );
-    let reloaded = metric(
-        &svc,
-        "klutch_health_config_last_reload_success_timestamp_seconds",
-    )
-    .await
-    .expect("timestamp");
+    let reloaded = svc
+        .metric("klutch_health_config_last_reload_success_timestamp_seconds")
+        .await
+        .expect("timestamp");
     assert!(reloaded >= loaded, "{reloaded} < {loaded}");
     std::mem::forget(dir);
-}
-
-/// The layout the kubelet gives a ConfigMap volume: `config.toml -> ..data/config.toml`, `..data -> ..TS`.
-fn configmap_version(dir: &Path, version: &str, config: &str) {
-    let data = dir.join(version);
-    std::fs::create_dir(&data).expect("version dir");
-    std::fs::write(data.join("config.toml"), config).expect("write");
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(version, &tmp).expect("symlink");
-    // The kubelet's atomic swap: rename a new symlink over the old one.
-    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
-}
-
-#[tokio::test]
-async fn a_configmap_swap_reloads_and_an_invalid_one_is_refused_while_serving_on() {
-    let backend = FakeBackend::start().await.expect("fake backend");
-    backend.set_entry("postgresql-service-broker", "ok");
-    let config = backend_config(&backend.url(), "");
-    let svc = Service::start(&config, &[]).await;
-    svc.wait_for("/readyz", "passing", |r| r.status == 200)
-        .await;
-    let dir = svc.dir.path();
-
-    // Turn the plain file into the kubelet's layout (the same text: the checks keep running).
-    configmap_version(dir, "..2026_11_25_10_00_00.1", &config);
-    let link = dir.join("config.toml.new");
-    std::os::unix::fs::symlink("..data/config.toml", &link).expect("symlink");
-    std::fs::rename(&link, dir.join("config.toml")).expect("replace the file by the link");
-    reloads(&svc, 1).await;
-
-    // A maintenance window, delivered by swapping ..data: /readyz drains, /healthz and /livez do not.
-    // Long enough to outlast two polls of the file; the test waits for its end.
-    let until = in_secs(12);
-    let window =
-        format!("[maintenance]\nuntil = \"{until}\"\nreason = \"control plane upgrade\"\n");
-    configmap_version(dir, "..2026_11_25_10_05_00.2", &format!("{config}{window}"));
-    let r = svc
-        .wait_for("/readyz?verbose", "the maintenance window", |r| {
-            r.status == 503
-        })
-        .await;
-    assert!(
-        r.body
-            .contains(&format!("maintenance until {until}: control plane upgrade")),
-        "{}",
-        r.body
-    );
-    assert_eq!(svc.get("/healthz").await.status, 200);
-    assert_eq!(svc.get("/livez").await.status, 200);
-    assert_eq!(metric(&svc, "klutch_health_maintenance").await, Some(1.0));
-    assert_eq!(
-        metric(&svc, "klutch_health_endpoint_up{endpoint=\"readyz\"}").await,
-        Some(0.0)
-    );
-
-    // An invalid version is refused with --check-config's words; the window stays, and ends by itself.
-    configmap_version(
-        dir,
-        "..2026_11_25_10_10_00.3",
-        &format!("{config}{window}[server]\nmax_connections = \"many\"\n"),
-    );
-    eventually("the refused reload", async || {
-        (metric(&svc, "klutch_health_config_last_reload_successful").await == Some(0.0))
-            .then_some(())
-    })
-    .await;
-    // The log is read from the child's stderr by a thread of its own: wait for it too.
-    let refused = eventually("the refusal logged", async || {
-        logged(&svc, "reload refused").into_iter().next()
-    })
-    .await;
-    assert_eq!(refused["level"], "ERROR");
-    let check = std::process::Command::new(common::BIN)
-        .arg("--check-config")
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .output()
-        .expect("--check-config");
-    let words = String::from_utf8_lossy(&check.stderr);
-    let message = refused["message"].as_str().expect("message");
-    assert!(words.contains("server.max_connections"), "{words}");
-    let key_and_value = message
-        .split_once(": ")
-        .map(|(_, rest)| rest)
-        .expect("message");
-    assert!(words.contains(key_and_value), "{words} vs {message}");
-    let r = svc.get("/readyz?verbose").await;
-    assert!(
-        r.body.contains("maintenance until"),
-        "the running config stays: {}",
-        r.body
-    );
-    svc.wait_for("/readyz", "the window to end by itself", |r| {
-        r.status == 200
-    })
-    .await;
-    assert_eq!(metric(&svc, "klutch_health_maintenance").await, Some(0.0));
 }
 
 #[tokio::test]
 async fn a_silence_keeps_a_failure_from_failing_readyz_until_the_instant_it_ends() {
     let backend = FakeBackend::start().await.expect("fake backend");
     backend.set_entry("postgresql-backup-manager", "degraded");
-    let until = in_secs(3);
+    let until = common::in_secs(3);
     // One poll an hour: nothing but the engine's own timer can end the silence within the test.
     let config = format!(
         "[[check]]\nname = \"backend-status\"\ntype = \"backend-status\"\nurl = \"{}\"\ninterval = \"1h\"\n\
@@ -302,7 +162,8 @@ async fn a_silence_keeps_a_failure_from_failing_readyz_until_the_instant_it_ends
         .clone();
     assert_eq!(item["silenced"]["reason"], "retiring it (OPS-123)");
     assert_eq!(
-        metric(&svc, "klutch_health_silenced_items{endpoint=\"readyz\"}").await,
+        svc.metric("klutch_health_silenced_items{endpoint=\"readyz\"}")
+            .await,
         Some(1.0)
     );
     assert!(svc.get("/").await.body.contains("in force"));
@@ -437,10 +298,10 @@ async fn a_reload_that_changes_watches_leaves_every_check_synced() {
     ];
     for (what, config) in &changes {
         // The file poll may apply a change before SIGHUP does: the first reload after the write is this one.
-        let before = logged(&svc, "configuration reloaded").len();
+        let before = svc.logged("configuration reloaded").len();
         std::fs::write(svc.dir.path().join("config.toml"), config).expect("write config");
         common::signal("HUP", svc.pid());
-        reloads(&svc, before + 1).await;
+        svc.reloads(before + 1).await;
         let r = svc
             .wait_for(
                 "/readyz?verbose",
@@ -459,7 +320,8 @@ async fn a_reload_that_changes_watches_leaves_every_check_synced() {
         }
     }
     assert_eq!(
-        metric(&svc, "klutch_health_config_last_reload_successful").await,
+        svc.metric("klutch_health_config_last_reload_successful")
+            .await,
         Some(1.0)
     );
     std::mem::forget(dir);
@@ -516,14 +378,14 @@ async fn a_reload_applies_events_and_names_the_right_cluster_for_a_check_it_adds
             .expect("TOML")
             .into(),
     );
-    let before = logged(&svc, "configuration reloaded").len();
+    let before = svc.logged("configuration reloaded").len();
     std::fs::write(
         svc.dir.path().join("config.toml"),
         toml::to_string(&doc).expect("TOML"),
     )
     .expect("write config");
     common::signal("HUP", svc.pid());
-    reloads(&svc, before + 1).await;
+    svc.reloads(before + 1).await;
     eventually("the Events Lease taken after the reload", async || {
         cp.api
             .get(

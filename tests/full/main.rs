@@ -16,6 +16,7 @@ mod events;
 mod history;
 mod image;
 mod metrics;
+mod reload;
 mod scale;
 mod service_level;
 mod sim_kubectl;

@@ -230,3 +230,52 @@ async fn counters_are_exported_at_zero_from_the_start() {
         assert!(value(&m, &series).is_some(), "{series} in\n{m}");
     }
 }
+
+#[tokio::test]
+async fn endpoint_up_of_readyz_is_0_while_shutting_down() {
+    let backend = FakeBackend::start().await.expect("fake backend");
+    backend.set_entry("pg", "ok");
+    let mut svc = Service::start(
+        &backend_config(&backend.url(), ""),
+        &[("KLUTCH_HEALTH_SERVER__SHUTDOWN_DELAY", "10s")],
+    )
+    .await;
+    let up = |m: &str, endpoint: &str| {
+        value(
+            m,
+            &format!("klutch_health_endpoint_up{{endpoint=\"{endpoint}\"}}"),
+        )
+    };
+    svc.wait_for("/metrics", "readyz up", |r| {
+        up(&r.body, "readyz") == Some(1.0)
+    })
+    .await;
+    common::signal("TERM", svc.pid());
+    let polls = |m: &str| {
+        value(
+            m,
+            "klutch_health_upstream_request_duration_seconds_count{check=\"backend-status\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let m = svc
+        .wait_for("/metrics", "readyz down", |r| {
+            up(&r.body, "readyz") == Some(0.0)
+        })
+        .await
+        .body;
+    // Later evaluations (the backend is polled every 100 ms) do not bring it back.
+    let seen = polls(&m);
+    let m = svc
+        .wait_for("/metrics", "two more polls", |r| {
+            polls(&r.body) >= seen + 2.0
+        })
+        .await
+        .body;
+    assert_eq!(up(&m, "readyz"), Some(0.0), "{m}");
+    // /healthz keeps answering its verdict while shutting down, and its gauge says so.
+    assert_eq!(up(&m, "healthz"), Some(1.0), "{m}");
+    assert_eq!(svc.get("/healthz").await.status, 200);
+    assert_eq!(svc.get("/readyz").await.status, 503);
+    assert_eq!(svc.wait_exit().await, Some(0));
+}
