@@ -4,7 +4,6 @@
 
 use crate::common;
 
-
 use common::{backend_config, eventually, full_config, kubeconfig, Service};
 use klutch_sim::{FakeBackend, SimControlPlane};
 
