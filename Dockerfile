@@ -31,7 +31,7 @@ COPY config.toml /etc/klutch-health/config.toml
 # 65532 is distroless' nonroot user; the Kubernetes manifests set the same runAsUser.
 USER 65532:65532
 # The config path is the image's default, not part of its command line: Kubernetes appends a container's
-# `args` to the ENTRYPOINT, so manifests pass only what differs (tests/container.rs runs that combination).
+# `args` to the ENTRYPOINT, so manifests pass only what differs (tests/full/container.rs runs that combination).
 ENV KLUTCH_HEALTH_CONFIG=/etc/klutch-health/config.toml
 # 8080: the main listener; 8081: the public one (server.public_listen in the shipped manifests).
 EXPOSE 8080 8081

@@ -10,29 +10,21 @@ use anyhow::Context;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 
+use crate::checks::running::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::events;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
-use crate::reload::{self, Reloader};
-use crate::render::{self, Details};
+use crate::reload::{self, Reloader, RestartOnly};
+use crate::render::{self, Details, Identity};
 use crate::report::Endpoint;
-use crate::server::{self, identity, levels, Limits};
-use crate::signals::running::Running;
+use crate::server::{self, Limits, Presentation};
 use crate::signals::Sink;
 
-/// Compiles the policy and starts every check's signal.
-async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Running)> {
-    let rules = Rules::new(config);
+/// Starts every check's signal.
+async fn start(config: &Config) -> anyhow::Result<(Arc<Metrics>, Sink, Running)> {
     let metrics = Arc::new(Metrics::new());
-    for check in config
-        .checks
-        .iter()
-        .filter(|c| !c.settings.targets().is_empty())
-    {
-        metrics.watch_restarts_from_zero(&check.name);
-    }
     let sink = Sink::default();
     let mut running = Running::default();
     running
@@ -43,7 +35,7 @@ async fn start(config: &Config) -> anyhow::Result<(Rules, Arc<Metrics>, Sink, Ru
             &metrics,
         )
         .await;
-    Ok((rules, metrics, sink, running))
+    Ok((metrics, sink, running))
 }
 
 /// Runs the service until SIGTERM or SIGINT, reloading `config` from `path` (read with `overrides`) on
@@ -55,24 +47,17 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     );
     let token = config.token()?;
     let hangups = reload::hangups();
-    let (rules, metrics, sink, running) = start(&config).await?;
+    let (metrics, sink, mut running) = start(&config).await?;
     let mut events = events::Control::default();
-    let reload = Reloaded {
-        rules,
-        identity: identity(&config),
-        levels: levels(config.server.details, config.server.public_listen.is_some()),
-        events: events.apply(&config).await,
-        remote: Reloaded::remote(&config),
-    };
-    let (reloads, reloaded) = tokio::sync::watch::channel(reload.clone());
-    let (engine, latest) = Engine::new(reload, sink.clone(), metrics.clone());
+    let sender = events.apply(&config, &mut running).await;
+    let view = Reloaded::of(&config, config.server.public_listen.is_some(), sender);
+    let (reloads, reloaded) = tokio::sync::watch::channel(view.clone());
+    let (engine, latest) = Engine::new(view, sink.clone(), metrics.clone());
     tokio::spawn(engine.run(reloaded));
     let state = Arc::new(server::State::new(
         latest,
         metrics.clone(),
-        identity(&config),
-        config.server.details,
-        token,
+        Presentation::of(&config, token),
     ));
     // Both listeners are bound before either serves: a taken port stops the program instead of leaving half
     // of it up.
@@ -84,8 +69,8 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
     let reloader = Reloader {
         path,
         overrides,
-        startup: serde_json::to_value(&config.server).unwrap_or_default(),
-        loaded: serde_json::to_value(&config.server).unwrap_or_default(),
+        startup: RestartOnly::of(&config.server),
+        loaded: RestartOnly::of(&config.server),
         token_file: config.server.token_file.clone(),
         kubeconfigs: reload::kubeconfigs(&config),
         running,
@@ -223,7 +208,8 @@ pub async fn check(
         policy.fail_after = Duration::ZERO;
         policy.pass_after = Duration::ZERO;
     }
-    let (rules, _metrics, sink, _running) = start(&config).await?;
+    let rules = Rules::new(&config);
+    let (_metrics, sink, _running) = start(&config).await?;
     let deadline = crate::clock::later(tokio::time::Instant::now(), wait);
     while !sink.snapshot().unsynced.is_empty() {
         tokio::select! {
@@ -247,7 +233,7 @@ pub async fn check(
         Format::Json => {
             render::json::document(
                 &evaluation.report,
-                &identity(&config),
+                &Identity::of(&config),
                 &selection,
                 Details::Shown,
                 None,

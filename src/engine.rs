@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::clock::{Instant, Moment};
+use crate::config::{Config, DetailsPolicy};
 use crate::events::{self, Transitions};
 use crate::history;
 use crate::metrics::Metrics;
@@ -48,7 +49,7 @@ impl Published {
     }
 }
 
-/// What the engine runs with, from start-up and from each reload.
+/// The engine's view of a configuration, at start and at each reload.
 #[derive(Clone)]
 pub(crate) struct Reloaded {
     pub(crate) rules: Rules,
@@ -62,8 +63,25 @@ pub(crate) struct Reloaded {
 }
 
 impl Reloaded {
+    /// The engine's view of `config`: its policy, identity and detail levels (`public_listener`: whether a
+    /// public listener runs, which keeps its start-up value across reloads), and where Events go (`events`,
+    /// from `events::Control`).
+    pub(crate) fn of(
+        config: &Config,
+        public_listener: bool,
+        events: Option<events::Sender>,
+    ) -> Reloaded {
+        Reloaded {
+            rules: Rules::new(config),
+            identity: Identity::of(config),
+            levels: levels(config.server.details, public_listener),
+            events,
+            remote: Reloaded::remote(config),
+        }
+    }
+
     /// The checks of `config` that read another cluster than the default one.
-    pub(crate) fn remote(config: &crate::config::Config) -> HashSet<String> {
+    fn remote(config: &Config) -> HashSet<String> {
         config
             .checks
             .iter()
@@ -71,6 +89,20 @@ impl Reloaded {
             .map(|c| c.name.clone())
             .collect()
     }
+}
+
+/// The detail levels callers can be served under `details`: only those are pre-rendered. A public listener
+/// always withholds.
+fn levels(details: DetailsPolicy, public_listener: bool) -> Vec<Details> {
+    let mut levels = match details {
+        DetailsPolicy::Always => vec![Details::Shown],
+        DetailsPolicy::Never => vec![Details::Withheld],
+        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
+    };
+    if public_listener && !levels.contains(&Details::Withheld) {
+        levels.push(Details::Withheld);
+    }
+    levels
 }
 
 pub(crate) struct Engine {
@@ -93,7 +125,7 @@ pub(crate) struct Engine {
 impl Engine {
     /// Evaluates once at once, so the server has a report from its first request on.
     pub(crate) fn new(
-        start: Reloaded,
+        view: Reloaded,
         sink: Sink,
         metrics: Arc<Metrics>,
     ) -> (Engine, watch::Receiver<Arc<Published>>) {
@@ -103,7 +135,7 @@ impl Engine {
             levels,
             events,
             remote,
-        } = start;
+        } = view;
         let snapshot = sink.snapshot();
         let evaluation = policy::evaluate(&rules, &snapshot, &Memory::default(), Moment::now());
         log_transitions(None, &evaluation.report);

@@ -18,13 +18,13 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::checks::running::Running;
 use crate::clock::{Instant, Moment};
 use crate::config::Config;
+use crate::kubernetes::api_errors::Resource;
+use crate::kubernetes::connection::fingerprint;
 use crate::lease::{self, bounded, Leadership, RequestError};
 use crate::report::{ItemName, Report, Status};
-use crate::signals::api_errors::Resource;
-use crate::signals::cluster::fingerprint;
-use crate::signals::watch::Watches;
 use crate::signals::{ObjectRef, Snapshot};
 use crate::telemetry::LogLimiter;
 
@@ -210,8 +210,9 @@ pub struct Control {
 }
 
 impl Control {
-    /// Where Events go under `config`: the running writer, a new one, or none.
-    pub async fn apply(&mut self, config: &Config) -> Option<Sender> {
+    /// Where Events go under `config`: the running writer, a new one, or none. A new one writes through the
+    /// default cluster's one connection, which `running` keeps for its watches.
+    pub(crate) async fn apply(&mut self, config: &Config, running: &mut Running) -> Option<Sender> {
         if config.kubernetes.events == Some(false) {
             if self.running.take().is_some() {
                 tracing::info!(
@@ -227,7 +228,7 @@ impl Control {
             }
         }
         self.running = None;
-        let client = match Watches::client_only(&config.clusters(), None) {
+        let client = match running.client_for(&config.clusters(), None).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");

@@ -309,7 +309,6 @@ pub(crate) mod tests {
             healthz: endpoint(Endpoint::Healthz),
             readyz: endpoint(Endpoint::Readyz),
             backend: None,
-            last_poll: None,
             operating: Default::default(),
         }
     }

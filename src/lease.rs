@@ -18,7 +18,7 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::clock::Instant;
-use crate::signals::api_errors::{self, Resource};
+use crate::kubernetes::api_errors::{self, Resource};
 use crate::telemetry::LogLimiter;
 
 /// The Lease's name, in the Pod's namespace.

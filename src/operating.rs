@@ -9,14 +9,14 @@ use crate::report::{MaintenanceState, Operating, SilenceState};
 
 /// The declarations, compiled for repeated evaluation.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Declared {
+pub(crate) struct Operations {
     silences: Vec<Silence>,
     maintenance: Option<Maintenance>,
 }
 
-impl Declared {
-    pub(crate) fn new(silences: &[Silence], maintenance: Option<&Maintenance>) -> Declared {
-        Declared {
+impl Operations {
+    pub(crate) fn new(silences: &[Silence], maintenance: Option<&Maintenance>) -> Operations {
+        Operations {
             silences: silences.to_vec(),
             maintenance: maintenance.cloned(),
         }

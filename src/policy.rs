@@ -8,19 +8,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::checks::Link;
 use crate::clock::{Instant, Moment};
 use crate::config::{self, Require, UnknownAs};
-use crate::operating::Declared;
-use crate::signals::registry::Link;
+use crate::operating::Operations;
 
 use crate::report::{
     Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,
-    Status,
+    Served, Status,
 };
 use crate::signals::{Observation, Snapshot};
 
-/// One endpoint's policy, its patterns compiled once by the configuration.
-type EndpointRules = config::EndpointPolicy;
+/// One endpoint's policy as evaluation applies it: the configuration's [`config::EndpointPolicy`] (its
+/// patterns compiled once), with the rules that read it here rather than on the configuration type.
+#[derive(Debug, Clone)]
+struct EndpointRules(config::EndpointPolicy);
+
+impl std::ops::Deref for EndpointRules {
+    type Target = config::EndpointPolicy;
+    fn deref(&self) -> &config::EndpointPolicy {
+        &self.0
+    }
+}
 
 impl EndpointRules {
     fn includes(&self, check: &str, item: &str) -> bool {
@@ -60,7 +69,9 @@ pub struct Rules {
     healthz: EndpointRules,
     readyz: EndpointRules,
     /// Silences and the maintenance window.
-    declared: Declared,
+    operations: Operations,
+    /// The `backend-status` check whose poll `/backend-health` serves.
+    passthrough: Option<Arc<str>>,
 }
 
 impl Rules {
@@ -83,9 +94,10 @@ impl Rules {
                 .filter(|c| c.settings.link() == Link::ProviderConfigs)
                 .map(|c| c.name.as_str().into())
                 .collect(),
-            healthz: config.endpoints.healthz.clone(),
-            readyz: config.endpoints.readyz.clone(),
-            declared: Declared::new(&config.silences, config.maintenance.as_ref()),
+            healthz: EndpointRules(config.endpoints.healthz.clone()),
+            readyz: EndpointRules(config.endpoints.readyz.clone()),
+            operations: Operations::new(&config.silences, config.maintenance.as_ref()),
+            passthrough: config.passthrough().map(Into::into),
         }
     }
 
@@ -96,7 +108,7 @@ impl Rules {
             .iter()
             .map(|i| (i.name.check(), i.name.as_str()))
             .collect();
-        self.declared
+        self.operations
             .matching_nothing(&items, report.evaluated.wall)
     }
 
@@ -147,7 +159,7 @@ pub struct Evaluation {
 /// Evaluates every endpoint's policy over the latest observations at `now`.
 pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Moment) -> Evaluation {
     let mut next = Wakeup::default();
-    for t in rules.declared.changes() {
+    for t in rules.operations.changes() {
         if t > now.wall {
             next.at(now.instant_of(t), now);
         }
@@ -165,9 +177,11 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Moment
             items,
             healthz,
             readyz,
-            backend: snapshot.backend.clone(),
-            last_poll: snapshot.last_poll,
-            operating: rules.declared.state(now.wall),
+            backend: rules.passthrough.as_ref().map(|check| Served {
+                check: check.clone(),
+                last: snapshot.polls.get(&**check).cloned(),
+            }),
+            operating: rules.operations.state(now.wall),
         },
         memory: new_memory,
         next: next.0,
@@ -202,7 +216,7 @@ fn observed_items(
             Some(o) => o,
             None => {
                 waiting = [Observation::new(
-                    "pending",
+                    crate::reserved::PENDING,
                     Status::Unknown,
                     "no observation yet",
                     now.wall,
@@ -275,10 +289,13 @@ fn evaluate_endpoint(
     let e = endpoint.index();
     let mut counted = Vec::new();
     if endpoint == Endpoint::Readyz {
-        if let Some(m) = rules.declared.maintenance(now.wall) {
+        if let Some(m) = rules.operations.maintenance(now.wall) {
             counted.push(Counted {
                 item: None,
-                name: ItemName::new("maintenance", "window"),
+                name: ItemName::new(
+                    crate::reserved::MAINTENANCE.0,
+                    crate::reserved::MAINTENANCE.1,
+                ),
                 status: Status::Fail,
                 message: String::new(),
                 notes: Notes {
@@ -311,7 +328,7 @@ fn evaluate_endpoint(
             new_memory.damping[e].insert(item.name.clone(), damping);
             // After damping, which keeps running underneath: when the silence ends, a long failure fails at once.
             let silence = (status == Status::Fail)
-                .then(|| rules.declared.silence(&check.name, &item.name, now.wall))
+                .then(|| rules.operations.silence(&check.name, &item.name, now.wall))
                 .flatten();
             let (status, operator) = match silence {
                 Some(s) => (
@@ -340,7 +357,10 @@ fn evaluate_endpoint(
         // `require` judges the items the endpoint counts, however they were included (`a`, `a/*`, `a/x`);
         // a check without any item is judged when its `CHECK/require` item would be included.
         let judged = if total == 0 {
-            er.includes(&check.name, &format!("{}/require", check.name))
+            er.includes(
+                &check.name,
+                &format!("{}/{}", check.name, crate::reserved::REQUIRE),
+            )
         } else {
             counted.len() > first
         };
@@ -452,7 +472,7 @@ fn apply_require(
             }
         }
     } else if total < needed {
-        let name = ItemName::new(&check.name, "require");
+        let name = ItemName::new(&check.name, crate::reserved::REQUIRE);
         let status = rules.target(&check.name, &name, Status::Fail);
         counted.push(Counted {
             item: None,

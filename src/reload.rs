@@ -12,36 +12,103 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::config::{Check, Config, Overrides};
+use crate::checks::running::Running;
+use std::net::SocketAddr;
+
+use crate::config::{Check, Config, Overrides, Server};
 use crate::engine::Reloaded;
 use crate::events;
 use crate::metrics::Metrics;
-use crate::policy::Rules;
-use crate::server::{identity, levels, Presentation, State};
-use crate::signals::running::Running;
+use crate::server::{Presentation, State};
 use crate::signals::Sink;
 
 /// How often the files are compared with what was last read.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// `[server]` keys a reload does not apply: the listener and its limits are bound at start-up.
-pub const RESTART_ONLY: &[&str] = &[
-    "listen",
-    "public_listen",
-    "max_connections",
-    "public_max_connections",
-    "header_read_timeout",
-    "shutdown_delay",
-];
+/// `[server]` keys a reload does not apply (the listeners and their limits are bound at start-up), each
+/// named once with its type: [`RESTART_ONLY`] lists them, and a renamed key of [`Server`] fails to compile
+/// here instead of silently ending its warning.
+macro_rules! restart_only {
+    ($($key:ident: $ty:ty),* $(,)?) => {
+        /// `[server]` keys a reload does not apply.
+        pub const RESTART_ONLY: &[&str] = &[$(stringify!($key)),*];
+
+        /// The restart-only keys' values, as typed fields.
+        #[derive(Debug, Clone, PartialEq)]
+        pub(crate) struct RestartOnly {
+            $($key: $ty),*
+        }
+
+        impl RestartOnly {
+            pub(crate) fn of(server: &Server) -> RestartOnly {
+                RestartOnly { $($key: server.$key.clone()),* }
+            }
+
+            /// Each key whose value differs in `other`: (key, this value, the other's).
+            fn differences(&self, other: &RestartOnly) -> Vec<(&'static str, String, String)> {
+                let mut out = Vec::new();
+                $(
+                    if self.$key != other.$key {
+                        out.push((stringify!($key), shown(&self.$key), shown(&other.$key)));
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+restart_only!(
+    listen: SocketAddr,
+    public_listen: Option<SocketAddr>,
+    max_connections: usize,
+    public_max_connections: usize,
+    header_read_timeout: Duration,
+    shutdown_delay: Duration,
+);
+
+/// A value as the configuration writes it (`"[::]:8080"`, `"5s"`, `1024`, `null`).
+fn shown(value: &impl ShownValue) -> String {
+    value.shown()
+}
+
+trait ShownValue {
+    fn shown(&self) -> String;
+}
+
+impl ShownValue for SocketAddr {
+    fn shown(&self) -> String {
+        format!("\"{self}\"")
+    }
+}
+
+impl ShownValue for Option<SocketAddr> {
+    fn shown(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "null".into(), ShownValue::shown)
+    }
+}
+
+impl ShownValue for usize {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ShownValue for Duration {
+    fn shown(&self) -> String {
+        format!("\"{}\"", crate::human::duration(*self))
+    }
+}
 
 /// Everything a reload replaces, and where the configuration comes from.
 pub(crate) struct Reloader {
     pub(crate) path: PathBuf,
     pub(crate) overrides: Overrides,
-    /// `[server]` as started, to name the restart-only keys a reload changes.
-    pub(crate) startup: serde_json::Value,
-    /// `[server]` as last loaded, so that each change is warned about once, not at every reload.
-    pub(crate) loaded: serde_json::Value,
+    /// The restart-only keys as started, to name those a reload changes.
+    pub(crate) startup: RestartOnly,
+    /// The same as last loaded, so that each change is warned about once, not at every reload.
+    pub(crate) loaded: RestartOnly,
     pub(crate) token_file: Option<PathBuf>,
     /// Every cluster's kubeconfig files, watched like the configuration file.
     pub(crate) kubeconfigs: Vec<PathBuf>,
@@ -87,7 +154,7 @@ pub(crate) fn kubeconfigs(config: &Config) -> Vec<PathBuf> {
     let clusters = config.clusters();
     std::iter::once(clusters.default)
         .chain(clusters.named.values())
-        .flat_map(crate::signals::cluster::kubeconfig_files)
+        .flat_map(crate::kubernetes::connection::kubeconfig_files)
         .collect()
 }
 
@@ -146,26 +213,18 @@ impl Reloader {
             }
         };
         self.warn_restart_only(&config);
-        self.state.present(Presentation {
-            identity: identity(&config),
-            details: config.server.details,
-            token,
-        });
+        self.state.present(Presentation::of(&config, token));
         self.token_file = config.server.token_file.clone();
         self.kubeconfigs = kubeconfigs(&config);
         // The policy first: were a removed check's observations dropped before, the old policy would show
-        // it as `pending` (unknown) in between.
-        self.engine.send_replace(Reloaded {
-            rules: Rules::new(&config),
-            identity: identity(&config),
-            // `public_listen` keeps its start-up value: the listener that runs decides.
-            levels: levels(
-                config.server.details,
-                !self.startup["public_listen"].is_null(),
-            ),
-            events: self.events.apply(&config).await,
-            remote: Reloaded::remote(&config),
-        });
+        // it as `_pending` (unknown) in between. `public_listen` keeps its start-up value: the listener that
+        // runs decides.
+        let sender = self.events.apply(&config, &mut self.running).await;
+        self.engine.send_replace(Reloaded::of(
+            &config,
+            self.startup.public_listen.is_some(),
+            sender,
+        ));
         let changes = self
             .running
             .apply(
@@ -187,10 +246,16 @@ impl Reloader {
     }
 
     fn warn_restart_only(&mut self, config: &Config) {
-        let now = serde_json::to_value(&config.server).unwrap_or_default();
-        for key in RESTART_ONLY {
-            let (old, new) = (&self.startup[key], &now[key]);
-            if old != new && self.loaded[key] != *new {
+        let now = RestartOnly::of(&config.server);
+        // Once per change: a key still at the value last loaded was warned about then.
+        let changed: Vec<&str> = self
+            .loaded
+            .differences(&now)
+            .into_iter()
+            .map(|(key, _, _)| key)
+            .collect();
+        for (key, old, new) in self.startup.differences(&now) {
+            if changed.contains(&key) {
                 tracing::warn!(
                     key = format!("server.{key}"),
                     "server.{key} changed from {old} to {new}, but keeps its start-up value until the process restarts"
@@ -228,5 +293,47 @@ impl Hangups {
             }
         }
         std::future::pending::<()>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_restart_only_key_that_changed_is_named_with_both_values() {
+        let old = Server::default();
+        let mut new = Server::default();
+        assert!(RestartOnly::of(&old)
+            .differences(&RestartOnly::of(&new))
+            .is_empty());
+        new.listen = "127.0.0.1:9000".parse().expect("an address");
+        new.shutdown_delay = Duration::from_secs(30);
+        new.public_listen = Some("[::]:8081".parse().expect("an address"));
+        // Not restart-only: a reload applies it.
+        new.description = "another".into();
+        assert_eq!(
+            RestartOnly::of(&old).differences(&RestartOnly::of(&new)),
+            [
+                (
+                    "listen",
+                    "\"0.0.0.0:8080\"".into(),
+                    "\"127.0.0.1:9000\"".into()
+                ),
+                ("public_listen", "null".into(), "\"[::]:8081\"".into()),
+                ("shutdown_delay", "\"5s\"".into(), "\"30s\"".into()),
+            ]
+        );
+        assert_eq!(
+            RESTART_ONLY,
+            [
+                "listen",
+                "public_listen",
+                "max_connections",
+                "public_max_connections",
+                "header_read_timeout",
+                "shutdown_delay"
+            ]
+        );
     }
 }

@@ -383,6 +383,14 @@ pub struct Passthrough {
     pub last_good: Option<Timestamp>,
 }
 
+/// The `backend-status` check whose poll `/backend-health` serves (the first one configured, or the one
+/// `server.passthrough` names), and its last outcome (`None`: it has not polled yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub check: Arc<str>,
+    pub last: Option<Passthrough>,
+}
+
 /// Everything the server shows, as of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -392,9 +400,8 @@ pub struct Report {
     pub items: Vec<Item>,
     pub healthz: EndpointReport,
     pub readyz: EndpointReport,
-    pub backend: Option<Passthrough>,
-    /// When the upstream health server was last polled, successfully or not.
-    pub last_poll: Option<Timestamp>,
+    /// What `/backend-health` serves; `None`: no `backend-status` check is configured.
+    pub backend: Option<Served>,
     /// Silences (expired ones too) and the maintenance window, as of `evaluated`.
     pub operating: Operating,
 }

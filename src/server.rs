@@ -24,7 +24,7 @@ use crate::connections::{Admitted, Answering, Connections, Peer};
 use crate::engine::Published;
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
-use crate::report::Endpoint;
+use crate::report::{Endpoint, Served};
 use crate::telemetry::LogLimiter;
 
 // Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
@@ -79,44 +79,28 @@ pub struct Presentation {
     pub token: Option<String>,
 }
 
-/// The service identity `[server]` configures.
-pub(crate) fn identity(config: &config::Config) -> Identity {
-    Identity {
-        service_id: config.server.service_id.clone(),
-        description: config.server.description.clone(),
+impl Presentation {
+    /// The server's view of a configuration (at start and at each reload): identity, details policy, the
+    /// token read from `server.token_file`.
+    pub fn of(config: &config::Config, token: Option<String>) -> Presentation {
+        Presentation {
+            identity: Identity::of(config),
+            details: config.server.details,
+            token,
+        }
     }
-}
-
-/// The detail levels callers can be served under `details`: only those are pre-rendered. A public listener
-/// always withholds.
-pub(crate) fn levels(details: DetailsPolicy, public_listener: bool) -> Vec<Details> {
-    let mut levels = match details {
-        DetailsPolicy::Always => vec![Details::Shown],
-        DetailsPolicy::Never => vec![Details::Withheld],
-        DetailsPolicy::Token => vec![Details::Shown, Details::Withheld],
-    };
-    if public_listener && !levels.contains(&Details::Withheld) {
-        levels.push(Details::Withheld);
-    }
-    levels
 }
 
 impl State {
     pub fn new(
         latest: watch::Receiver<Arc<Published>>,
         metrics: Arc<Metrics>,
-        identity: Identity,
-        details: DetailsPolicy,
-        token: Option<String>,
+        shown: Presentation,
     ) -> State {
         State {
             latest,
             metrics,
-            shown: Arc::new(RwLock::new(Arc::new(Presentation {
-                identity,
-                details,
-                token,
-            }))),
+            shown: Arc::new(RwLock::new(Arc::new(shown))),
             audience: Audience::Cluster,
             shutting_down: Arc::default(),
         }
@@ -649,16 +633,22 @@ fn health(
     with_type(code, &TEXT, body)
 }
 
-/// The last poll's outcome, never an older one: a monitor pointed here sees what it would see upstream, or
-/// `502`/`504` with the reason there was no answer, or `503` before the first poll. The content type comes
-/// from what the body is, never from upstream's header, and `nosniff` keeps browsers from guessing another.
+/// The last poll's outcome of the check that serves `/backend-health`, never an older one: a monitor pointed
+/// here sees what it would see upstream, or `502`/`504` with the reason there was no answer, or `503` before
+/// the first poll; `404` when no `backend-status` check is configured. The content type comes from what the
+/// body is, never from upstream's header, and `nosniff` keeps browsers from guessing another.
 fn passthrough(latest: &Published) -> Response<Full<Bytes>> {
     let mut r = match &latest.report.backend {
         None => plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "provider-anynines' health server has not been polled yet\n".into(),
+            StatusCode::NOT_FOUND,
+            "404 no backend-status check is configured, so there is no poll to pass through\n"
+                .into(),
         ),
-        Some(b) => {
+        Some(Served { check, last: None }) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("check {check} has not polled provider-anynines' health server yet\n"),
+        ),
+        Some(Served { last: Some(b), .. }) => {
             let code = StatusCode::from_u16(b.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let ct = if b.json { &JSON } else { &TEXT };
             let mut r = with_type(code, ct, b.body.clone());

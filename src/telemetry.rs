@@ -26,7 +26,7 @@ pub fn init(format: LogFormat) {
     let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
     // kube-runtime's watcher logs each failure itself, unlimited and as a Debug dump of the API's Status; the
-    // watch task logs the same failure in words and rate-limited (signals::watch). Only a RUST_LOG that names
+    // watch task logs the same failure in words and rate-limited (kubernetes::watch). Only a RUST_LOG that names
     // kube_runtime brings those lines back.
     if !asked.contains("kube_runtime") {
         if let Ok(quiet) = "kube_runtime::watcher=error".parse() {
@@ -359,7 +359,6 @@ pub(crate) mod tests {
             healthz: empty(Endpoint::Healthz),
             readyz: empty(Endpoint::Readyz),
             backend: None,
-            last_poll: None,
             operating: Default::default(),
         }
     }

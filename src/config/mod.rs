@@ -3,7 +3,7 @@
 //! Loading happens in two steps so that every error names the key an operator has to fix: figment merges the
 //! sources into one tree, then each part is deserialized with `serde_path_to_error`, and each `[[check]]` on
 //! its own: the keys every check shares here, its type's keys by that type's settings struct through
-//! [`crate::signals::registry`], so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
+//! [`crate::checks`], so a bad value reads `check "backend-status": timeout: invalid duration "abc"`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,17 +17,18 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::signals::registry::{type_names, Registration, Settings};
-use crate::signals::watch::Clusters;
-use crate::signals::CheckRef;
+use crate::checks::backend_status::BackendStatus;
+use crate::checks::CheckRef;
+use crate::checks::{type_names, Registration, Settings};
+use crate::kubernetes::settings::Clusters;
 use crate::values::{deserialize, duration, text, KeyError};
 
-mod declared;
 mod endpoints;
+mod operating;
 
-pub use crate::signals::watch::Cluster;
-pub use declared::{Maintenance, Silence};
+pub use crate::kubernetes::settings::Cluster;
 pub use endpoints::{EndpointPolicy, Endpoints, PatternError, Patterns, UnknownAs};
+pub use operating::{Maintenance, Silence};
 
 /// Environment variables with this prefix override configuration keys (`__` separates nested keys).
 pub const ENV_PREFIX: &str = "KLUTCH_HEALTH_";
@@ -76,8 +77,8 @@ const BLANK_REASON: &str = "must say why (it is blank)";
 pub const CHECK_NAME_PUNCTUATION: [char; 3] = ['-', '_', '.'];
 /// The longest check name.
 pub const CHECK_NAME_MAX: usize = 63;
-/// Names the service gives items of its own (`maintenance/window`; `cluster/NAME` for an API server).
-pub const RESERVED_CHECK_NAMES: [&str; 2] = ["cluster", "maintenance"];
+/// Check names the service gives items of its own ([`crate::reserved::CHECKS`]).
+pub const RESERVED_CHECK_NAMES: [&str; 2] = crate::reserved::CHECKS;
 
 /// Whether `name` can be a check's name; if not, why.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -146,6 +147,12 @@ pub struct Server {
     pub service_id: String,
     #[serde(deserialize_with = "text::deserialize")]
     pub description: String,
+    /// The `backend-status` check whose poll `/backend-health` serves; `None`: the first one configured.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::option"
+    )]
+    pub passthrough: Option<String>,
 }
 
 impl Default for Server {
@@ -161,6 +168,7 @@ impl Default for Server {
             public_max_connections: 256,
             service_id: "klutch-health".into(),
             description: "Klutch control plane".into(),
+            passthrough: None,
         }
     }
 }
@@ -385,8 +393,8 @@ impl Config {
         };
         config.validate()?;
         let check_names: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
-        declared::warn_unmatched(&config.silences, &check_names);
-        declared::warn_ended(
+        operating::warn_unmatched(&config.silences, &check_names);
+        operating::warn_ended(
             &config.silences,
             config.maintenance.as_ref(),
             jiff::Timestamp::now(),
@@ -468,6 +476,18 @@ impl Config {
                     })?;
             }
         }
+        if let Some(name) = &self.server.passthrough {
+            if !self
+                .checks
+                .iter()
+                .any(|c| &c.name == name && c.settings.downcast::<BackendStatus>().is_some())
+            {
+                return Err(key(
+                    "server.passthrough",
+                    format!("no backend-status check is named {name:?} (it names the check whose poll /backend-health serves)"),
+                ));
+            }
+        }
         if let Some(m) = &self.maintenance {
             if m.from.is_some_and(|from| from >= m.until) {
                 return Err(key(
@@ -489,6 +509,17 @@ impl Config {
             self.token()?;
         }
         Ok(())
+    }
+
+    /// The `backend-status` check whose poll `/backend-health` serves: the one `server.passthrough` names, else
+    /// the first one configured.
+    pub fn passthrough(&self) -> Option<&str> {
+        self.server.passthrough.as_deref().or_else(|| {
+            self.checks
+                .iter()
+                .find(|c| c.settings.downcast::<BackendStatus>().is_some())
+                .map(|c| c.name.as_str())
+        })
     }
 
     /// The bearer token that unlocks details, read from `server.token_file`.

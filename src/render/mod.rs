@@ -64,6 +64,16 @@ pub struct Identity {
     pub description: String,
 }
 
+impl Identity {
+    /// The identity `[server]` configures.
+    pub fn of(config: &crate::config::Config) -> Identity {
+        Identity {
+            service_id: config.server.service_id.clone(),
+            description: config.server.description.clone(),
+        }
+    }
+}
+
 /// The answers most probes ask for, rendered once per evaluation instead of once per request — only in
 /// the detail levels callers can get (`server.details`), to keep memory small with many items.
 #[derive(Debug, Clone)]

@@ -1,34 +1,21 @@
-//! Signals watch or poll one kind of source and publish what they see as [`Observation`]s into a [`Sink`].
-//! They know nothing of HTTP or policy: the engine evaluates whatever they last published.
+//! What the checks ([`crate::checks`]) publish: [`Observation`]s of their items, into a [`Sink`] the engine
+//! reads, and the checks' supervised `Tasks`. Nothing here knows HTTP or policy: the engine evaluates
+//! whatever was last published.
 
-mod answers;
-pub(crate) mod api_errors;
-pub mod backend_status;
-pub(crate) mod cluster;
-pub mod cluster_bindings;
-pub mod deployments;
-pub mod packages;
-pub mod pods;
-pub mod provider_configs;
-pub mod registry;
-pub(crate) mod running;
 mod tasks;
-pub(crate) mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
-
-use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
-use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
-use registry::{Kube, Run, Settings};
 pub(crate) use tasks::Tasks;
-use watch::{Clusters, Watches};
+
+/// The placeholder item of a check whose watch has not listed anything yet.
+pub(crate) const WATCH_ITEM: &str = crate::reserved::WATCH;
 
 /// What a signal saw of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,8 +117,8 @@ pub struct Snapshot {
     /// Check name → its items, as last published.
     /// Shared, so that taking a snapshot for each evaluation copies no observation.
     pub checks: BTreeMap<String, Arc<Vec<Observation>>>,
-    pub backend: Option<Passthrough>,
-    pub last_poll: Option<Timestamp>,
+    /// Each `backend-status` check's last poll outcome, by check name.
+    pub polls: BTreeMap<String, Passthrough>,
     /// Checks whose signal has not delivered its first real observation yet.
     pub unsynced: BTreeSet<String>,
 }
@@ -141,9 +128,50 @@ pub struct Snapshot {
 pub struct Sink {
     latest: Arc<Mutex<Snapshot>>,
     changed: Arc<Notify>,
+    /// The parts of checks that follow several watches: check → part → (still waiting, its items). Each
+    /// part publishes alone; the check's items are all its parts' items, in part order.
+    parts: Arc<Mutex<BTreeMap<String, Parts>>>,
 }
 
+/// One check's parts: part name → (still waiting, its items).
+type Parts = BTreeMap<String, (bool, Vec<Observation>)>;
+
 impl Sink {
+    /// Replaces what the part `part` of `check` knows (`waiting`: it has not observed anything yet); the
+    /// check is waiting while any of its parts is.
+    pub(crate) fn publish_part(
+        &self,
+        check: &str,
+        part: &str,
+        items: Vec<Observation>,
+        waiting: bool,
+    ) {
+        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        let of_check = parts.entry(check.to_string()).or_default();
+        of_check.insert(part.to_string(), (waiting, items));
+        let unsynced = of_check.values().any(|(w, _)| *w);
+        let merged: Vec<Observation> = of_check
+            .values()
+            .flat_map(|(_, items)| items.iter().cloned())
+            .collect();
+        self.update(|s| {
+            if unsynced {
+                s.unsynced.insert(check.to_string());
+            } else {
+                s.unsynced.remove(check);
+            }
+            s.checks.insert(check.to_string(), Arc::new(merged));
+        });
+    }
+
+    /// Forgets the parts of `check`, before it starts again with the parts it has now.
+    pub(crate) fn clear_parts(&self, check: &str) {
+        self.parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(check);
+    }
+
     /// Replaces everything known about `check`.
     pub fn publish(&self, check: &str, items: Vec<Observation>) {
         self.update(|s| {
@@ -176,12 +204,7 @@ impl Sink {
                         ..o.clone()
                     })
                     .collect(),
-                _ => vec![Observation::new(
-                    watch::WATCH_ITEM,
-                    Status::Unknown,
-                    message,
-                    now,
-                )],
+                _ => vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)],
             };
             s.checks.insert(check.to_string(), Arc::new(items));
         });
@@ -189,16 +212,20 @@ impl Sink {
 
     /// Drops what checks that are no longer configured published.
     pub(crate) fn retain(&self, configured: impl Fn(&str) -> bool) {
+        self.parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|c, _| configured(c));
         let mut s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         s.unsynced.retain(|c| configured(c));
         s.checks.retain(|c, _| configured(c));
+        s.polls.retain(|c, _| configured(c));
     }
 
-    /// Records the outcome of a poll of provider-anynines' health server, good or not.
-    pub fn polled(&self, outcome: Passthrough) {
+    /// Records the outcome of `check`'s poll of provider-anynines' health server, good or not.
+    pub fn polled(&self, check: &str, outcome: Passthrough) {
         self.update(|s| {
-            s.last_poll = Some(outcome.at.wall);
-            s.backend = Some(outcome);
+            s.polls.insert(check.to_string(), outcome);
         });
     }
 
@@ -235,7 +262,12 @@ pub(crate) fn named_items(
         None => objects.iter().map(|o| name_of(o)).collect(),
     };
     if names.is_empty() {
-        return vec![Observation::new("none", Status::Warn, empty, now)];
+        return vec![Observation::new(
+            crate::reserved::NONE,
+            Status::Warn,
+            empty,
+            now,
+        )];
     }
     names
         .into_iter()
@@ -244,63 +276,4 @@ pub(crate) fn named_items(
             judge(name, object.map(|o| &**o))
         })
         .collect()
-}
-
-/// One configured check, as the signals need it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CheckRef<'a> {
-    pub name: &'a str,
-    /// `None`: the default cluster.
-    pub cluster: Option<&'a str>,
-    pub settings: &'a dyn Settings,
-}
-
-/// Starts one check's signal, publishing into `sink`; the check is published (at least as waiting) before
-/// this returns. A cluster that cannot be used makes its items `unknown` with the reason.
-async fn start_one(
-    check: CheckRef<'_>,
-    clusters: &Clusters<'_>,
-    watches: &mut Watches,
-    sink: &Sink,
-    metrics: &Arc<Metrics>,
-) -> Tasks {
-    let mut tasks = Tasks::default();
-    let declared = check.settings.targets();
-    let kube = if declared.is_empty() {
-        None
-    } else {
-        let client = match watches.client(clusters, check.cluster).await {
-            Ok(c) => c,
-            Err(e) => {
-                let message = format!(
-                    "cannot use cluster {}: {e}",
-                    check.cluster.unwrap_or("default")
-                );
-                let placeholders = check.settings.placeholders();
-                sink.waiting(
-                    check.name,
-                    watch::waiting(&placeholders, &message, Timestamp::now()),
-                );
-                return tasks;
-            }
-        };
-        let stale_after = clusters
-            .get(check.cluster)
-            .map_or(Duration::from_secs(60), |c| c.stale_after);
-        Some(Kube {
-            client,
-            cluster: check.cluster.map(str::to_string),
-            stale_after,
-            watches,
-        })
-    };
-    check.settings.start(Run {
-        check: check.name,
-        sink,
-        metrics,
-        tasks: &mut tasks,
-        declared,
-        kube,
-    });
-    tasks
 }

@@ -16,7 +16,7 @@ const HELD: Duration = Duration::from_secs(300);
 
 /// The tasks one check spawned, so that a reload can stop them: dropping the handles alone would not.
 #[derive(Default)]
-pub(crate) struct Tasks(pub(super) Vec<tokio::task::AbortHandle>);
+pub(crate) struct Tasks(pub(crate) Vec<tokio::task::AbortHandle>);
 
 impl Tasks {
     /// Runs what `make` returns as one of the check's tasks. When it panics, the check's items turn
@@ -76,7 +76,7 @@ impl Tasks {
         self.0.push(tokio::spawn(task).abort_handle());
     }
 
-    pub(super) fn stop(self) {
+    pub(crate) fn stop(self) {
         for task in self.0 {
             task.abort();
         }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod events;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -75,6 +76,43 @@ impl Service {
 
     async fn spawn(config: &str, env: &[(&str, &str)], args: &[&str], log_format: &str) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(dir, config, env, args, log_format).await
+    }
+
+    /// `config` (TOML) against the simulated control plane `cp`: its kubeconfig is written into the
+    /// service's own temp dir (gone with the service) and named by `KUBECONFIG`.
+    pub async fn against(
+        cp: &klutch_sim::SimControlPlane,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kc = kubeconfig(&cp.api, dir.path());
+        let mut env = env.to_vec();
+        env.push(("KUBECONFIG", &kc));
+        Self::spawn_in(dir, config, &env, &[], "json").await
+    }
+
+    /// The shipped configuration (`extra` appended) against `cp`, once `/readyz` passes: every watch has
+    /// listed.
+    pub async fn synced(
+        cp: &klutch_sim::SimControlPlane,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Service {
+        let svc = Service::against(cp, &full_config(&cp.backend.url(), extra), env).await;
+        svc.wait_for("/readyz", "the initial sync", |r| r.status == 200)
+            .await;
+        svc
+    }
+
+    async fn spawn_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        log_format: &str,
+    ) -> Service {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(BIN);
@@ -154,6 +192,29 @@ impl Service {
         request(self.addr, "GET", path, headers).await
     }
 
+    /// The value of the metric sample `name` (with its labels, if any: `klutch_health_endpoint_up{endpoint="readyz"}`)
+    /// as `/metrics` exports it now.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.get("/metrics").await.body, &format!("{name} "))
+    }
+
+    /// The JSON log lines whose message contains `text`.
+    pub fn logged(&self, text: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+            .collect()
+    }
+
+    /// Waits until `n` reloads were applied (`configuration reloaded` logged `n` times).
+    pub async fn reloads(&self, n: usize) {
+        eventually(&format!("{n} applied reloads"), async || {
+            (self.logged("configuration reloaded").len() >= n).then_some(())
+        })
+        .await;
+    }
+
     /// Polls `path` until `check` holds; on timeout, the panic shows the last answer.
     pub async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
         self.wait_for_within(DEADLINE, path, what, check).await
@@ -184,6 +245,58 @@ impl Service {
     }
 }
 
+/// Sends the signal `name` (`TERM`, `INT`, `HUP`) to process `pid`, as `kill -NAME` would, without running a
+/// program.
+pub fn signal(name: &str, pid: u32) {
+    let number = match name {
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "KILL" => libc::SIGKILL,
+        other => panic!("no signal named {other} in this harness"),
+    };
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: kill(2) with a child's pid and a valid signal number touches no memory of this process.
+    let sent = unsafe { libc::kill(pid, number) };
+    assert_eq!(
+        sent,
+        0,
+        "kill -{name} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The value of the first sample line of a Prometheus exposition that starts with `prefix` (a name, or a
+/// name with the start of its labels).
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `secs` from now, as RFC 3339 (for `until` and `from`).
+pub fn in_secs(secs: u64) -> String {
+    jiff::Timestamp::now()
+        .checked_add(Duration::from_secs(secs))
+        .expect("in range")
+        .round(jiff::Unit::Second)
+        .expect("rounds")
+        .to_string()
+}
+
+/// The line of `item` (`CHECK/ITEM`) in a text answer (`[+]CHECK/ITEM ok`), or a panic showing the body.
+pub fn line<'a>(body: &'a str, item: &str) -> &'a str {
+    body.lines()
+        .find(|l| {
+            l.get(3..)
+                .is_some_and(|l| l.starts_with(&format!("{item} ")))
+        })
+        .unwrap_or_else(|| panic!("no line for {item} in\n{body}"))
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -195,32 +308,36 @@ impl Drop for Service {
 /// instead of hanging CI. Never a latency assertion.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One HTTP/1.1 request on a fresh connection, bounded by [`REQUEST_TIMEOUT`].
+/// One HTTP/1.1 request on a fresh connection, bounded by [`REQUEST_TIMEOUT`]; a test fails when there is
+/// no answer.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-    tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        request_unbounded(addr, method, path, headers),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))
-}
-
-async fn request_unbounded(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    parse(&raw)
+    exchange(addr, &req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The tests' one raw-HTTP client: sends `request` (the whole head) on a fresh connection and reads the
+/// answer to the end, bounded by [`REQUEST_TIMEOUT`]; `Err` says why there was none (refused, reset, timed
+/// out, not HTTP).
+pub async fn exchange(addr: SocketAddr, request: &str) -> Result<Resp, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok(raw)) if raw.starts_with(b"HTTP/") => Ok(parse(&raw)),
+        Ok(Ok(_)) => Err("no HTTP answer".into()),
+        Ok(Err(e)) => Err(e.kind().to_string()),
+        Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+    }
 }
 
 pub fn parse(raw: &[u8]) -> Resp {

@@ -10,7 +10,7 @@ Every panel is one entry of PANELS: a row starts a section, a panel names its ki
 its values read. Two panels wait for their metrics: root causes (klutch_health_root_cause{check,item}, in the
 Fleet row beside the verdict) and managed resources by state (klutch_health_managed_resources{check,kind,state},
 in the Control plane row); each is one more entry here once its metric exists. Queries use the series of deploy/monitoring (the `control_plane:` records of
-prometheusrule.yaml and klutch-health's own metrics) and the `$control_plane` variable. tests/service_level.rs
+prometheusrule.yaml and klutch-health's own metrics) and the `$control_plane` variable. tests/full/service_level.rs
 checks that the committed JSON is this script's output, and runs every query against a real Prometheus that
 scraped two simulated control planes.
 """

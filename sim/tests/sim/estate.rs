@@ -1,0 +1,252 @@
+//! The opt-in Klutch estate: every package kind, konnectors heartbeating into ClusterBindings, and their faults.
+
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use klutch_sim::estate::{APP_CLUSTERS, CLUSTER_BINDING_API};
+use klutch_sim::{PackageHealth, PackageKind, SimControlPlane};
+use serde_json::Value;
+
+use crate::common;
+use common::{events, get, names, send, TIMEOUT};
+
+const BEAT: Duration = Duration::from_millis(600);
+
+async fn estate() -> SimControlPlane {
+    let cp = SimControlPlane::start().await.expect("start");
+    cp.seed_estate(BEAT);
+    cp
+}
+
+/// The next heartbeat (a MODIFIED ClusterBinding) of any konnector, within the test's deadline.
+async fn next_beat(body: &mut Incoming) -> Value {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        let e = events(body, 1).await;
+        if e.first().is_some_and(|e| e["type"] == "MODIFIED") {
+            return e[0]["object"].clone();
+        }
+    }
+    panic!("no heartbeat within {TIMEOUT:?}");
+}
+
+fn time(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a time: {v}"))
+}
+
+#[tokio::test]
+async fn the_estate_has_every_package_kind_and_three_bound_app_clusters() {
+    let cp = estate().await;
+    let (_, providers) = get(&cp.api, "/apis/pkg.crossplane.io/v1/providers").await;
+    assert_eq!(
+        names(&providers),
+        ["provider-anynines", "provider-kubernetes"]
+    );
+    let (_, configurations) = get(&cp.api, "/apis/pkg.crossplane.io/v1/configurations").await;
+    assert_eq!(names(&configurations), ["anynines-dataservices"]);
+    let (_, functions) = get(&cp.api, "/apis/pkg.crossplane.io/v1/functions").await;
+    assert_eq!(names(&functions), ["function-patch-and-transform"]);
+    let (_, bindings) = get(
+        &cp.api,
+        "/apis/klutch.anynines.com/v1alpha1/clusterbindings",
+    )
+    .await;
+    let namespaces: Vec<&str> = bindings["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|b| b["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(namespaces, APP_CLUSTERS);
+    assert!(names(&bindings).iter().all(|n| n == "cluster"));
+    assert_eq!(bindings["items"][0]["status"]["heartbeatInterval"], "600ms");
+
+    let default = SimControlPlane::start().await.expect("start");
+    let (_, none) = get(&default.api, "/apis/pkg.crossplane.io/v1/functions").await;
+    assert!(
+        names(&none).is_empty(),
+        "the default control plane is unchanged"
+    );
+}
+
+#[tokio::test]
+async fn konnectors_heartbeat_with_their_clock_and_the_servers_write_time() {
+    let cp = estate().await;
+    let rv = cp.api.resource_version();
+    let ns = APP_CLUSTERS[0];
+    cp.skew_konnector(ns, 3600);
+    let path = format!("/apis/klutch.anynines.com/v1alpha1/namespaces/{ns}/clusterbindings?watch=true&resourceVersion={rv}");
+    let mut body = send(&cp.api, &path).await.into_body();
+    let beat = next_beat(&mut body).await;
+    assert!(
+        beat["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse::<u64>().ok())
+            > Some(rv)
+    );
+    let write = &beat["metadata"]["managedFields"][0];
+    assert_eq!(
+        (write["subresource"].as_str(), write["manager"].as_str()),
+        (Some("status"), Some("konnector"))
+    );
+    let skew = time(&beat["status"]["lastHeartbeatTime"]).duration_since(time(&write["time"]));
+    assert!(
+        skew.as_secs() >= 3599 && skew.as_secs() <= 3601,
+        "the konnector's clock runs an hour ahead: {skew:?}"
+    );
+
+    assert!(cp.silence_konnector(ns, true));
+    // A beat already chosen may still land; after that, nothing for well over the interval.
+    let _ = tokio::time::timeout(BEAT, next_beat(&mut body)).await;
+    let silent = tokio::time::timeout(BEAT * 2, next_beat(&mut body)).await;
+    assert!(silent.is_err(), "a silenced konnector writes no heartbeat");
+    assert!(cp.silence_konnector(ns, false));
+    next_beat(&mut body).await;
+    assert!(
+        !cp.silence_konnector("kube-bind-nobody", true),
+        "no such app cluster"
+    );
+}
+
+#[tokio::test]
+async fn a_new_binding_heartbeats_too() {
+    let cp = SimControlPlane::start().await.expect("start");
+    cp.add_cluster_binding("kube-bind-new42", BEAT);
+    let rv = cp.api.resource_version();
+    let path = format!(
+        "/apis/klutch.anynines.com/v1alpha1/clusterbindings?watch=true&resourceVersion={rv}"
+    );
+    let beat = next_beat(&mut send(&cp.api, &path).await.into_body()).await;
+    assert_eq!(beat["metadata"]["namespace"], "kube-bind-new42");
+    assert!(cp
+        .api
+        .get(
+            CLUSTER_BINDING_API,
+            "ClusterBinding",
+            Some("kube-bind-new42"),
+            "cluster"
+        )
+        .is_some());
+    assert!(cp
+        .api
+        .get("v1", "Namespace", None, "kube-bind-new42")
+        .is_some());
+}
+
+fn healthy(cp: &SimControlPlane, kind: &str, name: &str) -> Value {
+    let obj = cp
+        .api
+        .get("pkg.crossplane.io/v1", kind, None, name)
+        .expect("package");
+    let conditions = obj["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    conditions
+        .into_iter()
+        .find(|c| c["type"] == "Healthy")
+        .expect("a Healthy condition")
+}
+
+#[tokio::test]
+async fn packages_turn_unhealthy_in_both_crossplane_wordings_and_lag_a_generation() {
+    let cp = estate().await;
+    assert!(cp.set_package_health(
+        PackageKind::Function,
+        "function-patch-and-transform",
+        PackageHealth::UnhealthyV1
+    ));
+    let c = healthy(&cp, "Function", "function-patch-and-transform");
+    assert_eq!(c["status"], "False");
+    assert!(c["message"].as_str().is_some_and(|m| m.starts_with("post establish runtime hook failed for package: function package deployment is unavailable with message: ")), "{c}");
+    assert!(cp.set_package_health(
+        PackageKind::Configuration,
+        "anynines-dataservices",
+        PackageHealth::UnhealthyV2
+    ));
+    let c = healthy(&cp, "Configuration", "anynines-dataservices");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Package runtime health is \"False\" with message: ")),
+        "{c}"
+    );
+    assert!(cp.set_package_health(
+        PackageKind::Configuration,
+        "anynines-dataservices",
+        PackageHealth::Healthy
+    ));
+    assert_eq!(
+        healthy(&cp, "Configuration", "anynines-dataservices")["status"],
+        "True"
+    );
+    assert!(!cp.set_package_health(
+        PackageKind::Provider,
+        "provider-nothing",
+        PackageHealth::Healthy
+    ));
+
+    assert_eq!(
+        cp.bump_package_generation(PackageKind::Provider, "provider-kubernetes"),
+        Some(2)
+    );
+    let p = cp
+        .api
+        .get(
+            "pkg.crossplane.io/v1",
+            "Provider",
+            None,
+            "provider-kubernetes",
+        )
+        .expect("provider");
+    assert_eq!(p["metadata"]["generation"], 2);
+    assert_eq!(
+        healthy(&cp, "Provider", "provider-kubernetes")["observedGeneration"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn deployments_lag_exceed_their_deadline_and_take_either_installers_name() {
+    let cp = SimControlPlane::start().await.expect("start");
+    assert!(cp.set_deployment_lagging("bind", "anynines-backend"));
+    let d = cp
+        .api
+        .get("apps/v1", "Deployment", Some("bind"), "anynines-backend")
+        .expect("deployment");
+    assert_eq!(
+        (
+            d["metadata"]["generation"].as_i64(),
+            d["status"]["observedGeneration"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert!(cp.set_deployment_deadline_exceeded("bind", "anynines-backend", true));
+    let d = cp
+        .api
+        .get("apps/v1", "Deployment", Some("bind"), "anynines-backend")
+        .expect("deployment");
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .cloned()
+        .expect("Progressing");
+    assert_eq!(
+        (
+            progressing["status"].as_str(),
+            progressing["reason"].as_str()
+        ),
+        (Some("False"), Some("ProgressDeadlineExceeded"))
+    );
+
+    cp.rename_backend_deployment("klutch-bind-backend");
+    let (_, list) = get(&cp.api, "/apis/apps/v1/namespaces/bind/deployments").await;
+    assert_eq!(names(&list), ["klutch-bind-backend", "konnector"]);
+    cp.rename_backend_deployment("anynines-backend");
+    let (_, list) = get(&cp.api, "/apis/apps/v1/namespaces/bind/deployments").await;
+    assert_eq!(names(&list), ["anynines-backend", "konnector"]);
+}

@@ -1,0 +1,646 @@
+//! The check types. A check type is one module of this folder that implements [`CheckType`] for its
+//! settings struct (the keys of its `[[check]]` table) plus one line in [`TYPES`]: its settings, its
+//! validation, the items it shows before its first observation, and its signal — each watch it follows
+//! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
+//! in that module. `running` keeps the started checks across reloads.
+
+pub mod backend_status;
+pub mod cluster_bindings;
+pub mod deployments;
+pub mod packages;
+pub mod pods;
+pub mod provider_configs;
+pub(crate) mod running;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::clock::Moment;
+use crate::kubernetes::settings::Clusters;
+pub use crate::kubernetes::watch::WatchTarget;
+use crate::kubernetes::watch::{follow, waiting, Destination, Watches};
+pub(crate) use crate::kubernetes::watch::{keep_status, WatchSpec, WatchState};
+use crate::metrics::Metrics;
+use crate::signals::{Observation, Sink, Tasks};
+use crate::values::KeyError;
+
+/// Every check type, by the name written in `type = "…"`.
+pub const TYPES: &[Registration] = &[
+    Registration::of::<backend_status::BackendStatus>(),
+    Registration::of::<packages::CrossplanePackage>(),
+    Registration::of::<provider_configs::ProviderConfig>(),
+    Registration::of::<deployments::Deployment>(),
+    Registration::of::<pods::Pods>(),
+    Registration::of::<cluster_bindings::ClusterBinding>(),
+];
+
+/// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,
+/// `cluster`, which every type shares).
+pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'static {
+    /// The name in `type = "…"`.
+    const NAME: &'static str;
+    /// Other names accepted for `type`.
+    const ALIASES: &'static [&'static str] = &[];
+    /// How the policy relates this check's items to other checks'.
+    const LINK: Link = Link::None;
+
+    /// What serde cannot check, naming the key: `interval: must be more than 0s`.
+    /// `cluster` is the check's `cluster` key.
+    fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
+        Ok(())
+    }
+    /// Items shown as `unknown` before the first observation (none: the single `watch` item).
+    fn placeholders(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The check's signal: each watch it follows, declared once through `Run::follow` (or
+    /// `Run::follow_part` for a check of several watches), or a poller through `Run::poll`. The registry
+    /// calls it to learn the watches (what RBAC must grant; nothing starts then) and at each start.
+    fn start(&self, run: &mut Run<'_>);
+}
+
+/// How the policy relates a check's items to other checks'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    None,
+    /// Its failing items take the message of the same-named failing item of a [`Link::ProviderConfigs`] check.
+    AnnotatedByProviderConfigs,
+    /// Its items are ProviderConfigs.
+    ProviderConfigs,
+}
+
+/// One entry of [`TYPES`].
+pub struct Registration {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    read: fn(&figment::value::Value) -> Result<Arc<dyn Settings>, KeyError>,
+}
+
+impl Registration {
+    pub const fn of<T: CheckType>() -> Registration {
+        Registration {
+            name: T::NAME,
+            aliases: T::ALIASES,
+            read: read::<T>,
+        }
+    }
+
+    /// The registration of `type = "name"`.
+    pub fn find(name: &str) -> Option<&'static Registration> {
+        find_in(TYPES, name)
+    }
+
+    /// Reads a check's own keys; errors name the key (`timeout: invalid duration "abc" …`).
+    pub fn read(&self, table: &figment::value::Value) -> Result<Arc<dyn Settings>, KeyError> {
+        (self.read)(table)
+    }
+}
+
+fn find_in(types: &'static [Registration], name: &str) -> Option<&'static Registration> {
+    types
+        .iter()
+        .find(|t| t.name == name || t.aliases.contains(&name))
+}
+
+/// `backend-status, crossplane-provider, …`: for messages.
+pub fn type_names() -> String {
+    TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+}
+
+fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>, KeyError> {
+    let settings: T = crate::values::deserialize(table)?;
+    Ok(Arc::new(settings))
+}
+
+/// A check type's settings behind one type: what the rest of the service uses.
+pub trait Settings: Debug + Send + Sync + 'static {
+    fn type_name(&self) -> &'static str;
+    fn link(&self) -> Link;
+    fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
+    /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
+    /// grant. Empty: no cluster at all.
+    fn targets(&self) -> Vec<WatchTarget>;
+    fn placeholders(&self) -> Vec<String>;
+    fn start(&self, run: &mut Run<'_>);
+    /// The settings with their defaults, for `--check-config`.
+    fn to_json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: CheckType> Settings for T {
+    fn type_name(&self) -> &'static str {
+        T::NAME
+    }
+    fn link(&self) -> Link {
+        T::LINK
+    }
+    fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
+        CheckType::validate(self, cluster)
+    }
+    fn targets(&self) -> Vec<WatchTarget> {
+        let mut rows = Vec::new();
+        CheckType::start(
+            self,
+            &mut Run {
+                check: "",
+                placeholders: Vec::new(),
+                mode: Mode::Declare(&mut rows),
+            },
+        );
+        rows.sort();
+        rows.dedup();
+        rows
+    }
+    fn placeholders(&self) -> Vec<String> {
+        CheckType::placeholders(self)
+    }
+    fn start(&self, run: &mut Run<'_>) {
+        CheckType::start(self, run)
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl dyn Settings {
+    /// The settings as their own type, if they are of type `T`.
+    pub fn downcast<T: CheckType>(&self) -> Option<&T> {
+        self.as_any().downcast_ref()
+    }
+}
+
+/// What a check remembers across restarts of its tasks and across reloads (konnector heartbeats seen):
+/// owned by the running check set, handed to the check at each start, dropped when a reload removes it.
+#[derive(Clone, Default)]
+pub(crate) struct Memory(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>);
+
+impl Memory {
+    /// The check's memory of type `T`, made empty on first use.
+    fn slot<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
+        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slots
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(Arc::new(Mutex::new(T::default()))));
+        // Keyed by its own type: the downcast cannot miss.
+        slot.downcast_ref::<Arc<Mutex<T>>>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A check's signal being declared ([`Settings::targets`]) or started: [`CheckType::start`] says what it
+/// follows and polls through this, the same way in both cases.
+pub struct Run<'a> {
+    check: &'a str,
+    /// Items shown before the first observation.
+    placeholders: Vec<String>,
+    mode: Mode<'a>,
+}
+
+enum Mode<'a> {
+    /// Only the watches are listed, as RBAC rows; nothing starts.
+    Declare(&'a mut Vec<WatchTarget>),
+    Start(Starting<'a>),
+}
+
+/// What a starting check gets: where to publish, its tasks and memory, and its cluster when it watches.
+pub(crate) struct Starting<'a> {
+    pub(crate) sink: &'a Sink,
+    pub(crate) metrics: &'a Arc<Metrics>,
+    /// The check's own tasks, stopped when a reload changes or removes the check.
+    pub(crate) tasks: &'a mut Tasks,
+    pub(crate) memory: &'a Memory,
+    /// `None` for a check that declared no watch.
+    pub(crate) kube: Option<Kube<'a>>,
+}
+
+/// The cluster of a check that watches.
+pub(crate) struct Kube<'a> {
+    pub(crate) client: kube::Client,
+    pub(crate) cluster: Option<String>,
+    pub(crate) stale_after: Duration,
+    pub(crate) watches: &'a mut Watches,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn starting(
+        check: &'a str,
+        placeholders: Vec<String>,
+        starting: Starting<'a>,
+    ) -> Run<'a> {
+        Run {
+            check,
+            placeholders,
+            mode: Mode::Start(starting),
+        }
+    }
+
+    /// The check's cluster (`None`: the default one, or no cluster).
+    pub(crate) fn cluster(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Start(Starting { kube: Some(k), .. }) => k.cluster.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The check's memory of type `T`, kept across restarts and reloads while the check stays configured.
+    pub(crate) fn memory<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
+        match &self.mode {
+            Mode::Start(s) => s.memory.slot(),
+            Mode::Declare(_) => Arc::default(),
+        }
+    }
+
+    /// Follows the watch `spec` declares, turning its objects into the check's items with `judge`; the
+    /// watch's own state (waiting, broken, a refused WATCH) shows on the check's items and its `watch` item.
+    /// `judge` may keep memory between calls; after a panic killed its task it starts again as a fresh
+    /// clone of the original.
+    pub(crate) fn follow<K, J>(&mut self, spec: WatchSpec<K>, judge: J)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+    {
+        let to = Destination {
+            check: self.check.to_string(),
+            part: None,
+        };
+        self.follow_to(to, spec, judge);
+    }
+
+    /// Like `Run::follow`, for one of several watches of a check: its items are the part's, and the
+    /// watch's state (waiting for its sync, broken, a refused WATCH) lands on the item named `part`, not on
+    /// a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn follow_part<K, J>(&mut self, part: &str, spec: WatchSpec<K>, judge: J)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+    {
+        let to = Destination {
+            check: self.check.to_string(),
+            part: Some(part.to_string()),
+        };
+        self.follow_to(to, spec, judge);
+    }
+
+    fn follow_to<K, J>(&mut self, to: Destination, spec: WatchSpec<K>, judge: J)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+    {
+        let s = match &mut self.mode {
+            Mode::Declare(rows) => return rows.push(spec.row()),
+            Mode::Start(s) => s,
+        };
+        let Some(kube) = s.kube.as_mut() else {
+            // A check that follows a watch declared it, so it got its cluster: this cannot happen.
+            tracing::error!(
+                check = self.check,
+                "a check follows a watch without a cluster"
+            );
+            return;
+        };
+        s.metrics.watch_restarts_from_zero(self.check);
+        let watch = kube.watches.watch(
+            spec,
+            kube.client.clone(),
+            kube.cluster.as_deref(),
+            self.check,
+            s.metrics,
+        );
+        let (sink, stale_after, placeholders) =
+            (s.sink.clone(), kube.stale_after, self.placeholders.clone());
+        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+            follow(
+                watch.clone(),
+                to.clone(),
+                sink.clone(),
+                stale_after,
+                placeholders.clone(),
+                judge.clone(),
+            )
+        });
+    }
+
+    /// Runs a poller the check makes with `make(check, sink, metrics)`, supervised (a fresh one after a
+    /// panic); its `outcomes` are exported at 0 from the start.
+    pub(crate) fn poll<F, Fut>(&mut self, outcomes: &[&'static str], mut make: F)
+    where
+        F: FnMut(&str, &Sink, &Arc<Metrics>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Mode::Start(s) = &mut self.mode else {
+            return;
+        };
+        s.metrics.upstream_from_zero(self.check, outcomes);
+        let (check, sink, metrics) = (self.check.to_string(), s.sink.clone(), s.metrics.clone());
+        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+            make(&check, &sink, &metrics)
+        });
+    }
+}
+
+/// One configured check, as the signals need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckRef<'a> {
+    pub name: &'a str,
+    /// `None`: the default cluster.
+    pub cluster: Option<&'a str>,
+    pub settings: &'a dyn Settings,
+}
+
+/// Starts one check's signal, publishing into `sink`; the check is published (at least as waiting) before
+/// this returns. A cluster that cannot be used makes its items `unknown` with the reason.
+async fn start_one(
+    check: CheckRef<'_>,
+    clusters: &Clusters<'_>,
+    watches: &mut Watches,
+    sink: &Sink,
+    metrics: &Arc<Metrics>,
+    memory: &Memory,
+) -> Tasks {
+    let mut tasks = Tasks::default();
+    sink.clear_parts(check.name);
+    let placeholders = check.settings.placeholders();
+    let kube = if check.settings.targets().is_empty() {
+        None
+    } else {
+        let client = match watches.client_for(clusters, check.cluster) {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!(
+                    "cannot use cluster {}: {e}",
+                    check.cluster.unwrap_or("default")
+                );
+                sink.waiting(
+                    check.name,
+                    waiting(&placeholders, &message, Timestamp::now()),
+                );
+                return tasks;
+            }
+        };
+        let stale_after = clusters
+            .get(check.cluster)
+            .map_or(Duration::from_secs(60), |c| c.stale_after);
+        Some(Kube {
+            client,
+            cluster: check.cluster.map(str::to_string),
+            stale_after,
+            watches,
+        })
+    };
+    check.settings.start(&mut Run::starting(
+        check.name,
+        placeholders,
+        Starting {
+            sink,
+            metrics,
+            tasks: &mut tasks,
+            memory,
+            kube,
+        },
+    ));
+    tasks
+}
+
+/// What the check types' unit tests share: the real object shapes in `sim/fixtures/` and a hand-set clock.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use jiff::Timestamp;
+    use serde_json::Value;
+
+    use crate::signals::Observation;
+
+    pub(crate) fn fixture(name: &str) -> Value {
+        let path = format!("{}/sim/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists"))
+            .expect("fixture is JSON")
+    }
+
+    pub(crate) fn object<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).expect("fixture has the resource's shape"))
+    }
+
+    pub(crate) fn at(s: &str) -> Timestamp {
+        s.parse().expect("valid time")
+    }
+
+    /// The moment the wall clock shows `s`, on hand-set clocks that never step.
+    pub(crate) fn m(s: &str) -> crate::clock::Moment {
+        crate::clock::Moment::from_wall(at(s))
+    }
+
+    pub(crate) fn only(items: Vec<Observation>) -> Observation {
+        assert_eq!(items.len(), 1, "{items:?}");
+        items.into_iter().next().expect("one item")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Status;
+
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Renamed {
+        size: u32,
+    }
+
+    impl CheckType for Renamed {
+        const NAME: &'static str = "renamed";
+        const ALIASES: &'static [&'static str] = &["old-name"];
+        fn start(&self, _run: &mut Run<'_>) {}
+    }
+
+    /// A check of two watches, as `managed-resources` will be: one part per watch.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct TwoKinds {}
+
+    impl CheckType for TwoKinds {
+        const NAME: &'static str = "two-kinds";
+        fn start(&self, run: &mut Run<'_>) {
+            use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+            fn count<K>(
+                part: &'static str,
+            ) -> impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone
+            {
+                move |objects, _, now| {
+                    vec![Observation::new(
+                        part,
+                        Status::Pass,
+                        format!("{} listed", objects.len()),
+                        now.wall,
+                    )]
+                }
+            }
+            run.follow_part(
+                "pods",
+                WatchSpec::<Pod>::namespaced("ns-a", |_| {}),
+                count::<Pod>("pods"),
+            );
+            run.follow_part(
+                "deployments",
+                WatchSpec::<Deployment>::all_namespaces((), |_| {}).labels("app=x"),
+                count::<Deployment>("deployments"),
+            );
+        }
+    }
+
+    /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden.
+    fn fake_api() -> kube::Client {
+        let service = tower::service_fn(|req: http::Request<kube::client::Body>| async move {
+            let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+            if watching && req.uri().path().ends_with("/pods") {
+                std::future::pending::<()>().await;
+            }
+            let (code, body) = if req.uri().path().ends_with("/pods") {
+                (
+                    200,
+                    r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#,
+                )
+            } else {
+                (
+                    403,
+                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#,
+                )
+            };
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
+            Ok::<_, std::convert::Infallible>(r)
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Starts `check` of type `settings` against [`fake_api`], as a reload starts an added check.
+    fn started(settings: &dyn Settings, check: &str) -> (Sink, Arc<Metrics>, Tasks) {
+        let (sink, metrics, mut tasks) =
+            (Sink::default(), Arc::new(Metrics::new()), Tasks::default());
+        settings.start(&mut Run::starting(
+            check,
+            Vec::new(),
+            Starting {
+                sink: &sink,
+                metrics: &metrics,
+                tasks: &mut tasks,
+                memory: &Memory::default(),
+                kube: Some(Kube {
+                    client: fake_api(),
+                    cluster: None,
+                    stale_after: Duration::from_secs(60),
+                    watches: &mut Watches::default(),
+                }),
+            },
+        ));
+        (sink, metrics, tasks)
+    }
+
+    #[test]
+    fn each_declared_watch_is_one_rbac_row() {
+        let rows = Settings::targets(&TwoKinds {});
+        let row = |group: &str, resource: &str, namespace: Option<&str>| WatchTarget {
+            group: group.into(),
+            version: "v1".into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+            namespaced: true,
+        };
+        assert_eq!(
+            rows,
+            [
+                row("", "pods", Some("ns-a")),
+                row("apps", "deployments", None)
+            ]
+        );
+        assert!(Settings::targets(&Renamed { size: 1 }).is_empty());
+    }
+
+    /// Each watch's state lands on its own item: the synced part judges, the forbidden one waits with the
+    /// reason, and there is no shared `CHECK/watch`.
+    #[tokio::test(start_paused = true)]
+    async fn each_part_of_a_check_of_several_watches_shows_its_own_watch_state() {
+        let (sink, _, tasks) = started(&TwoKinds {}, "c");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = sink.snapshot();
+        let items = &snapshot.checks["c"];
+        let names: Vec<&str> = items.iter().map(|o| o.item.as_str()).collect();
+        assert_eq!(names, ["deployments", "pods"]);
+        assert_eq!(
+            (items[1].status, items[1].message.as_str()),
+            (Status::Pass, "1 listed")
+        );
+        assert_eq!(items[0].status, Status::Unknown);
+        assert!(
+            items[0].message.starts_with(
+                "waiting for initial sync of deployments.apps with labels app=x on cluster default: list on deployments.apps forbidden"
+            ),
+            "{}",
+            items[0].message
+        );
+        assert!(snapshot.unsynced.contains("c"), "a part still waits");
+        tasks.stop();
+    }
+
+    /// A check that only watches pods, started as a reload starts an added check.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct PodsOnly {}
+
+    impl CheckType for PodsOnly {
+        const NAME: &'static str = "pods-only";
+        fn start(&self, run: &mut Run<'_>) {
+            run.follow(
+                WatchSpec::<k8s_openapi::api::core::v1::Pod>::namespaced("ns-a", |_| {}),
+                |_, _, _| Vec::new(),
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watching_check_exports_its_watch_restarts_at_zero_from_its_start() {
+        let (_sink, metrics, tasks) = started(&PodsOnly {}, "added");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let text = metrics.encode_prometheus();
+        assert!(
+            text.contains("klutch_health_watch_restarts_total{check=\"added\"} 0\n"),
+            "{text}"
+        );
+        tasks.stop();
+    }
+
+    static ONE: &[Registration] = &[Registration::of::<Renamed>()];
+
+    #[test]
+    fn a_type_is_found_by_its_name_or_an_alias_and_reads_its_own_keys() {
+        for name in ["renamed", "old-name"] {
+            assert_eq!(find_in(ONE, name).map(|t| t.name), Some("renamed"));
+        }
+        assert!(find_in(ONE, "other").is_none());
+        let table =
+            figment::value::Value::serialize(serde_json::json!({"size": "big"})).expect("a table");
+        let e = ONE[0].read(&table).expect_err("size is a number");
+        assert_eq!(e.path, "size");
+        let table =
+            figment::value::Value::serialize(serde_json::json!({"size": 3})).expect("a table");
+        let settings = ONE[0].read(&table).expect("valid");
+        assert_eq!(settings.type_name(), "renamed");
+        assert_eq!(settings.downcast::<Renamed>().map(|r| r.size), Some(3));
+        assert_eq!(settings.to_json(), serde_json::json!({"size": 3}));
+    }
+}

@@ -1,0 +1,536 @@
+//! Kubernetes watches shared between checks: one kube-runtime watcher per cluster, resource, namespace and
+//! label selector (namespaced resources are watched in their namespace only, so that RBAC can stay a
+//! namespaced Role), feeding a reflector store that every check needing that resource reads.
+//!
+//! A watch that fails is restarted from a fresh list with backoff; meanwhile the store keeps the last known
+//! objects and the state records since when the watch is broken, so checks can turn their items `unknown`
+//! once that lasts longer than `stale_after`. The cluster's silence ([`super::connection`]) breaks every watch
+//! of that cluster the same way, so every check type sees it through [`WatchState`] alone.
+//!
+//! The backoff grows from 250 ms to 60 s and resets only once a watch has held (an event after its list, or
+//! open for [`HELD`]): kube-runtime's own backoff resets on any success, and a LIST that works before a WATCH
+//! that is refused would otherwise relist four times a second forever.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::reflector::{store::Writer, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch as channel;
+
+use kube::api::DynamicObject;
+
+mod task;
+
+use super::api_errors::Resource as Described;
+use super::connection::{section, Connection, Health};
+use super::settings::{Cluster, Clusters};
+use crate::clock::{Due, Moment};
+use crate::human::timestamp;
+use crate::metrics::Metrics;
+use crate::report::Status;
+use crate::signals::{Expiry, Observation, Sink, WATCH_ITEM};
+use task::Runner;
+
+/// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
+const PAGE_SIZE: u32 = 100;
+
+/// A watch open this long without failing has held: its backoff starts over.
+pub(crate) const HELD: Duration = Duration::from_secs(30);
+
+/// How a watch is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct WatchState {
+    /// The initial list has completed at least once.
+    pub synced: bool,
+    /// Since when, and why, the objects are not kept current (the watch fails, or its cluster's API server
+    /// is silent); `None` while it works. A check that needs the watch live for a whole window reads this.
+    pub broken: Option<Broken>,
+    /// LIST works but WATCH does not (refused, ERROR events): the objects are current as of the last
+    /// relist only. Why, for a `CHECK/watch` warning; `None` once a watch holds.
+    pub not_watching: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Broken {
+    /// Measured on the monotonic clock: `stale_after` counts from here.
+    pub since: Moment,
+    pub error: String,
+    /// The whole cluster is silent: `error` says so and names the cluster.
+    pub cluster: bool,
+}
+
+impl Broken {
+    /// What items say once the watch has been broken longer than `stale_after`.
+    pub(crate) fn message(&self, what: &str) -> String {
+        if self.cluster {
+            return self.error.clone();
+        }
+        format!(
+            "watch of {what} broken since {}: {}",
+            timestamp(self.since.wall),
+            self.error
+        )
+    }
+}
+
+/// One shared watch, as a check sees it.
+pub(crate) struct Watch<K: Resource + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    pub store: Store<K>,
+    pub state: channel::Receiver<WatchState>,
+    /// What is watched, for messages: `deployments.apps in namespace bind on cluster default`.
+    pub what: Arc<str>,
+    /// Checks reading this watch, each counted in `klutch_health_watch_restarts_total`.
+    subscribers: Arc<Mutex<Vec<String>>>,
+}
+
+impl<K: Resource + 'static> Clone for Watch<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Watch {
+            store: self.store.clone(),
+            state: self.state.clone(),
+            what: self.what.clone(),
+            subscribers: self.subscribers.clone(),
+        }
+    }
+}
+
+/// Starts watches on demand and hands out the existing one when the same resource is asked for again.
+#[derive(Default)]
+pub(crate) struct Watches {
+    connections: HashMap<Option<String>, Connection>,
+    /// Keyed by resource type and description, so a downcast always finds its own type.
+    started: HashMap<(TypeId, String), Shared>,
+}
+
+/// One running watch, whatever its resource type: what a reload needs to stop it.
+struct Shared {
+    /// The [`Watch`] of its resource type.
+    watch: Box<dyn Any + Send>,
+    subscribers: Arc<Mutex<Vec<String>>>,
+    cluster: Option<String>,
+    task: tokio::task::AbortHandle,
+}
+
+/// One watch as a check type declares it, once: the resource (its `dyntype`), where (a namespace, or
+/// cluster-wide), which objects (a label selector) and what is kept of each. The `Api` the watch uses and
+/// the RBAC row that must grant it ([`WatchSpec::row`]) are both built from it, so they cannot disagree.
+pub(crate) struct WatchSpec<K: Resource> {
+    pub dyntype: K::DynamicType,
+    /// `None`: cluster-wide (every namespace, for a namespaced resource: a ClusterRole).
+    pub namespace: Option<String>,
+    pub labels: Option<String>,
+    /// Drops what no judge reads before an object is stored (specs, for a start), to keep memory small.
+    pub strip: fn(&mut K),
+    /// Its objects live in namespaces (their Events go there), whether watched in one or in all.
+    namespaced: bool,
+    api: fn(Client, &K::DynamicType, Option<&str>) -> Api<K>,
+}
+
+impl<K: Resource> WatchSpec<K>
+where
+    K::DynamicType: Clone,
+{
+    /// Every object of the cluster-scoped resource `dyntype` names (Providers, ProviderConfigs).
+    pub(crate) fn cluster_scoped(dyntype: K::DynamicType, strip: fn(&mut K)) -> WatchSpec<K> {
+        WatchSpec {
+            dyntype,
+            namespace: None,
+            labels: None,
+            strip,
+            namespaced: false,
+            api: |client, dyntype, _| Api::all_with(client, dyntype),
+        }
+    }
+
+    /// Every object of the namespaced resource `dyntype` names, in every namespace (one ClusterBinding per
+    /// consumer namespace): RBAC grants it cluster-wide, and its Events go to each object's namespace.
+    pub(crate) fn all_namespaces(dyntype: K::DynamicType, strip: fn(&mut K)) -> WatchSpec<K> {
+        WatchSpec {
+            namespaced: true,
+            ..WatchSpec::cluster_scoped(dyntype, strip)
+        }
+    }
+
+    /// Only the objects that match the label `selector` (none: every object).
+    pub(crate) fn labels(mut self, selector: &str) -> WatchSpec<K> {
+        self.labels = Some(selector.to_string()).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// What RBAC must grant for this watch (verbs [`WatchTarget::VERBS`]).
+    pub(crate) fn row(&self) -> WatchTarget {
+        WatchTarget {
+            group: K::group(&self.dyntype).into_owned(),
+            version: K::version(&self.dyntype).into_owned(),
+            resource: K::plural(&self.dyntype).into_owned(),
+            namespace: self.namespace.clone(),
+            namespaced: self.namespaced,
+        }
+    }
+
+    fn api(&self, client: Client) -> Api<K> {
+        (self.api)(client, &self.dyntype, self.namespace.as_deref())
+    }
+}
+
+impl<K> WatchSpec<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    /// The objects of a namespaced resource in `namespace` only, so that RBAC can stay a namespaced Role.
+    pub(crate) fn namespaced(namespace: &str, strip: fn(&mut K)) -> WatchSpec<K> {
+        WatchSpec {
+            dyntype: K::DynamicType::default(),
+            namespace: Some(namespace.to_string()),
+            labels: None,
+            strip,
+            namespaced: true,
+            api: |client, _, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
+        }
+    }
+}
+
+/// One resource a check lists and watches (verbs `get`, `list`, `watch`): a row of the RBAC that
+/// `deploy/` must grant, derived from the check types' `WatchSpec`s.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchTarget {
+    /// API group; empty for the core group.
+    pub group: String,
+    pub version: String,
+    /// The resource's plural name (`deployments`).
+    pub resource: String,
+    /// `None`: cluster-wide.
+    pub namespace: Option<String>,
+    /// Its objects live in namespaces (Deployments, ClusterBindings), so Events about them go there; a
+    /// cluster-scoped object's Events go to `default`. Watched cluster-wide, a namespaced resource's Events
+    /// may go to any namespace.
+    pub namespaced: bool,
+}
+
+impl WatchTarget {
+    /// The verbs a watch needs.
+    pub const VERBS: [&'static str; 3] = ["get", "list", "watch"];
+}
+
+impl Watches {
+    /// The client of a cluster (`None`: the default one), connected once and shared by its watches and
+    /// anything else that talks to it (Events). A cluster whose kubeconfig cannot be read yet still gets its
+    /// client: its requests fail with the reason until it can.
+    pub(crate) fn client_for(
+        &mut self,
+        clusters: &Clusters<'_>,
+        cluster: Option<&str>,
+    ) -> Result<Client, UndeclaredCluster> {
+        let key = cluster.map(str::to_string);
+        if let Some(c) = self.connections.get(&key) {
+            return Ok(c.client.clone());
+        }
+        let settings = clusters
+            .get(cluster)
+            .ok_or_else(|| UndeclaredCluster(cluster.unwrap_or_default().to_string()))?;
+        let connection = Connection::open(cluster, settings);
+        let client = connection.client.clone();
+        self.connections.insert(key, connection);
+        Ok(client)
+    }
+
+    /// The shared watch `spec` declares on `cluster` (through `client`), started on first use. `check`
+    /// subscribes to its restart counter.
+    pub(crate) fn watch<K>(
+        &mut self,
+        spec: WatchSpec<K>,
+        client: Client,
+        cluster: Option<&str>,
+        check: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Watch<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
+        let cluster = cluster.map(str::to_string);
+        let api = spec.api(client);
+        let plural = K::plural(&spec.dyntype);
+        let group = K::group(&spec.dyntype);
+        let resource = if group.is_empty() {
+            plural.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
+        let mut what = resource.clone();
+        if let Some(ns) = &spec.namespace {
+            what.push_str(&format!(" in namespace {ns}"));
+        }
+        if let Some(l) = &spec.labels {
+            what.push_str(&format!(" with labels {l}"));
+        }
+        what.push_str(&format!(
+            " on cluster {}",
+            cluster.as_deref().unwrap_or("default")
+        ));
+        let key = (TypeId::of::<K>(), what.clone());
+        let watch = match self
+            .started
+            .get(&key)
+            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
+        {
+            Some(existing) => existing.clone(),
+            None => {
+                let mut config = watcher::Config::default().page_size(PAGE_SIZE);
+                if let Some(l) = &spec.labels {
+                    config = config.labels(l);
+                }
+                let (health, settings) = match self.connections.get(&cluster) {
+                    Some(c) => (c.health.clone(), c.settings.clone()),
+                    // A client made elsewhere (tests): no liveness to follow.
+                    None => (channel::channel(Health::default()).1, Cluster::default()),
+                };
+                let described = Described {
+                    qualified: resource.clone(),
+                    plural: plural.to_string(),
+                    group: group.to_string(),
+                    namespace: spec.namespace.clone(),
+                    cluster: cluster.as_deref().unwrap_or("default").to_string(),
+                };
+                let writer = Writer::new(spec.dyntype.clone());
+                let (tx, state) = channel::channel(WatchState::default());
+                let watch = Watch {
+                    store: writer.as_reader(),
+                    state,
+                    what: what.as_str().into(),
+                    subscribers: Arc::default(),
+                };
+                let task = tokio::spawn(
+                    Runner {
+                        api,
+                        config,
+                        strip: spec.strip,
+                        writer,
+                        tx,
+                        watch: watch.clone(),
+                        metrics: metrics.clone(),
+                        health,
+                        resource: described,
+                        max_objects: settings.max_objects,
+                        section: section(cluster.as_deref()),
+                    }
+                    .run(),
+                )
+                .abort_handle();
+                let shared = Shared {
+                    watch: Box::new(watch.clone()),
+                    subscribers: watch.subscribers.clone(),
+                    cluster: cluster.clone(),
+                    task,
+                };
+                self.started.insert(key, shared);
+                watch
+            }
+        };
+        watch
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(check.to_string());
+        watch
+    }
+}
+
+impl Watches {
+    /// Takes `check` off every watch it reads; a restarted check does this before it subscribes anew
+    /// (the watches stay until [`Watches::stop_unused`], so one it reads again keeps running).
+    pub(crate) fn unsubscribe(&mut self, check: &str) {
+        for shared in self.started.values() {
+            shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|s| s != check);
+        }
+    }
+
+    /// Stops the watches no check reads any more.
+    pub(crate) fn stop_unused(&mut self) {
+        self.started.retain(|_, shared| {
+            let used = !shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty();
+            if !used {
+                shared.task.abort();
+            }
+            used
+        });
+    }
+
+    /// Forgets a cluster whose settings changed: its client, and every watch on it.
+    pub(crate) fn forget_cluster(&mut self, cluster: Option<&str>) {
+        self.connections.remove(&cluster.map(str::to_string));
+        self.started.retain(|_, shared| {
+            let on_it = shared.cluster.as_deref() == cluster;
+            if on_it {
+                shared.task.abort();
+            }
+            !on_it
+        });
+    }
+}
+
+/// A check names a cluster that is not declared (configuration validation refuses that first).
+#[derive(Debug, thiserror::Error)]
+#[error("cluster {0:?} is not declared")]
+pub(crate) struct UndeclaredCluster(String);
+
+/// Where a followed watch publishes: the whole check, or one part of a check that follows several watches.
+/// A part's watch state (waiting, broken, not watching) lands on the part's own item, never on a shared
+/// `CHECK/watch`.
+#[derive(Debug, Clone)]
+pub(crate) struct Destination {
+    pub check: String,
+    /// The part's item name; `None`: the watch is the whole check.
+    pub part: Option<String>,
+}
+
+impl Destination {
+    fn publish(&self, sink: &Sink, items: Vec<Observation>) {
+        match &self.part {
+            None => sink.publish(&self.check, items),
+            Some(part) => sink.publish_part(&self.check, part, items, false),
+        }
+    }
+
+    fn waiting(&self, sink: &Sink, items: Vec<Observation>) {
+        match &self.part {
+            None => sink.waiting(&self.check, items),
+            Some(part) => sink.publish_part(&self.check, part, items, true),
+        }
+    }
+
+    /// The placeholders while waiting: the part's own item, or the check's.
+    fn placeholders<'a>(&'a self, check: &'a [String]) -> std::borrow::Cow<'a, [String]> {
+        match &self.part {
+            Some(part) => std::borrow::Cow::Owned(vec![part.clone()]),
+            None => std::borrow::Cow::Borrowed(check),
+        }
+    }
+
+    /// LIST works but WATCH does not: the check's own `watch` item warns, or, for a part, its item does.
+    fn not_watching(&self, items: &mut Vec<Observation>, why: &str, now: Timestamp) {
+        let message =
+            format!("{why}; until then the objects are relisted with backoff (at most every 60s)");
+        match &self.part {
+            None => items.push(Observation::new(WATCH_ITEM, Status::Warn, message, now)),
+            Some(part) => {
+                for o in items.iter_mut().filter(|o| &o.item == part) {
+                    if o.status == Status::Pass {
+                        o.status = Status::Warn;
+                    }
+                    o.message = format!("{}; {message}", o.message);
+                }
+            }
+        }
+    }
+}
+
+/// Follows a watch for one check (or one part of it): whenever the watch changes, `judge` turns the objects
+/// into items, which are published together with what is known about the watch itself. It is published as
+/// waiting at once (before the returned future first runs), so it is never missing from the first report.
+pub(crate) fn follow<K>(
+    mut watch: Watch<K>,
+    to: Destination,
+    sink: Sink,
+    stale_after: Duration,
+    placeholders: Vec<String>,
+    judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let placeholders = to.placeholders(&placeholders).into_owned();
+    let message = format!("waiting for initial sync of {}", watch.what);
+    to.waiting(&sink, waiting(&placeholders, &message, Timestamp::now()));
+    async move { follow_loop(&mut watch, &to, &sink, stale_after, &placeholders, judge).await }
+}
+
+async fn follow_loop<K>(
+    watch: &mut Watch<K>,
+    to: &Destination,
+    sink: &Sink,
+    stale_after: Duration,
+    placeholders: &[String],
+    mut judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation>,
+) where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    loop {
+        let state = watch.state.borrow_and_update().clone();
+        let moment = Moment::now();
+        let now = moment.wall;
+        if state.synced {
+            let mut items = judge(&watch.store.state(), &state, moment);
+            if let Some(broken) = &state.broken {
+                let expiry = Expiry {
+                    at: Due::after(broken.since, stale_after),
+                    status: Status::Unknown,
+                    message: broken.message(&watch.what),
+                };
+                items = items
+                    .into_iter()
+                    .map(|o| o.expiring(expiry.clone()))
+                    .collect();
+            }
+            if let Some(why) = &state.not_watching {
+                to.not_watching(&mut items, why, now);
+            }
+            to.publish(sink, items);
+        } else {
+            let mut message = format!("waiting for initial sync of {}", watch.what);
+            if let Some(b) = &state.broken {
+                message.push_str(&format!(": {}", b.error));
+            }
+            if let Some(why) = &state.not_watching {
+                message.push_str(&format!(": {why}"));
+            }
+            to.waiting(sink, waiting(placeholders, &message, now));
+        }
+        if watch.state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Unknown placeholder items: the named ones, or the single `watch` item.
+pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
+    if items.is_empty() {
+        return vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)];
+    }
+    items
+        .iter()
+        .map(|i| Observation::new(i.clone(), Status::Unknown, message, now))
+        .collect()
+}
+
+/// Crossplane and provider-anynines objects are judged by their status alone.
+pub(crate) fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
+}

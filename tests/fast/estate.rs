@@ -1,0 +1,327 @@
+//! The whole Klutch estate through the real binary and the simulator, with the shipped checks: every
+//! Crossplane package kind, and every app cluster's konnector judged by the heartbeats it writes into its
+//! ClusterBinding.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::{full_config, kubeconfig, line, Resp, Service};
+use klutch_sim::{PackageHealth, PackageKind, SimControlPlane};
+
+const APP: &str = "kube-bind-7xk2p";
+
+/// The shipped config against a simulated estate whose konnectors heartbeat every `interval`.
+async fn estate(interval: Duration) -> (SimControlPlane, Service) {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    cp.seed_estate(interval);
+    let svc = Service::synced(&cp, "", &[]).await;
+    svc.wait_for("/readyz?verbose", "the first heartbeat", |r| {
+        r.body.contains(&format!("[+]konnectors/{APP} ok"))
+    })
+    .await;
+    (cp, svc)
+}
+
+/// `klutch_health_check_up{check,item}` as exported, if it is.
+fn up(metrics: &Resp, check: &str, item: &str) -> Option<i64> {
+    let series = format!("klutch_health_check_up{{check=\"{check}\",item=\"{item}\"}} ");
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_healthy_estate_passes_every_shipped_check() {
+    let (_cp, svc) = estate(Duration::from_secs(2)).await;
+    let body = svc.get("/readyz?verbose").await.body;
+    for item in [
+        "providers/provider-anynines",
+        "providers/provider-kubernetes",
+        "configurations/anynines-dataservices",
+        "functions/function-patch-and-transform",
+        "konnectors/kube-bind-7xk2p",
+        "konnectors/kube-bind-m4n8q",
+        "konnectors/kube-bind-z9t3w",
+        "anynines-backend/anynines-backend",
+    ] {
+        assert!(line(&body, item).ends_with(" ok"), "{item} in\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_konnector_fails_by_timer_without_draining_readyz() {
+    let interval = Duration::from_secs(2);
+    let (cp, svc) = estate(interval).await;
+    // Every konnector silent: no ClusterBinding event arrives at all, only the deadline can fire.
+    for ns in klutch_sim::estate::APP_CLUSTERS {
+        assert!(cp.silence_konnector(ns, true));
+    }
+    let silenced = std::time::Instant::now();
+    let r = svc
+        .wait_for("/readyz?verbose", "the silent konnector", |r| {
+            r.body.contains(&format!(
+                "[+]konnectors/{APP} warn: konnector of app cluster {APP} silent since"
+            ))
+        })
+        .await;
+    // 2 × heartbeatInterval, plus the time the last heartbeat had already aged, plus a few seconds.
+    assert!(
+        silenced.elapsed() < 2 * interval + Duration::from_secs(5),
+        "{:?}",
+        silenced.elapsed()
+    );
+    assert_eq!(r.status, 200, "konnectors are warn_only: {}", r.body);
+    assert!(
+        line(&r.body, &format!("konnectors/{APP}")).ends_with(", heartbeat expected every 2s"),
+        "{}",
+        r.body
+    );
+    let m = svc
+        .wait_for("/metrics", "the item's own metric to say fail", |m| {
+            up(m, "konnectors", APP) == Some(0)
+        })
+        .await;
+    assert_eq!(up(&m, "providers", "provider-anynines"), Some(1));
+    assert_eq!(svc.get("/healthz").await.status, 200);
+
+    // Heartbeats again: seen, and the item passes.
+    assert!(cp.silence_konnector(APP, false));
+    svc.wait_for("/readyz?verbose", "the konnector back", |r| {
+        r.body.contains(&format!("[+]konnectors/{APP} ok"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_blind_control_plane_blames_no_konnector_and_deadlines_restart_after_recovery() {
+    let (cp, svc) = estate(Duration::from_secs(3)).await;
+    assert!(cp.silence_konnector(APP, true));
+    cp.api.set_down(true);
+    // The deadline passes while the watch is broken: unknown with the cluster's reason, never fail.
+    let r = svc
+        .wait_for("/readyz?verbose", "the deadline inside the break", |r| {
+            line(&r.body, &format!("konnectors/{APP}"))
+                .contains("clusterbindings watch broken since")
+        })
+        .await;
+    assert!(!r.body.contains("silent since"), "{}", r.body);
+    let m = svc.get("/metrics").await;
+    assert!(
+        m.body.contains(&format!(
+            "klutch_health_check_status{{check=\"konnectors\",item=\"{APP}\",status=\"unknown\"}} 1"
+        )),
+        "{}",
+        m.body
+    );
+    cp.api.set_down(false);
+    // After recovery the deadline restarts from the recovery time: first not failing...
+    let r = svc
+        .wait_for("/readyz?verbose", "the recovery", |r| {
+            !line(&r.body, &format!("konnectors/{APP}")).contains("broken since")
+        })
+        .await;
+    assert!(
+        line(&r.body, &format!("konnectors/{APP}")).ends_with(" ok"),
+        "{}",
+        r.body
+    );
+    // ...then failing once 2 × heartbeatInterval has passed with the watch live.
+    svc.wait_for("/readyz?verbose", "the restarted deadline", |r| {
+        line(&r.body, &format!("konnectors/{APP}")).contains("silent since")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn skew_warns_and_new_bindings_appear() {
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    assert!(cp.skew_konnector(APP, 120));
+    let r = svc
+        .wait_for("/readyz?verbose", "the skew", |r| {
+            r.body.contains("clock skew?")
+        })
+        .await;
+    assert!(
+        line(&r.body, &format!("konnectors/{APP}")).starts_with(&format!(
+            "[+]konnectors/{APP} warn: konnector clock of app cluster {APP} is 1"
+        )),
+        "{}",
+        r.body
+    );
+    cp.add_cluster_binding("kube-bind-n3w4p", Duration::from_secs(2));
+    svc.wait_for("/readyz?verbose", "the new binding", |r| {
+        r.body.contains("[+]konnectors/kube-bind-n3w4p ok")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unhealthy_and_lagging_packages_are_named_in_either_crossplane_wording() {
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    assert!(cp.set_package_health(
+        PackageKind::Function,
+        "function-patch-and-transform",
+        PackageHealth::UnhealthyV2
+    ));
+    assert!(cp.set_package_health(
+        PackageKind::Configuration,
+        "anynines-dataservices",
+        PackageHealth::UnhealthyV1
+    ));
+    let r = svc
+        .wait_for("/readyz?verbose", "both failures", |r| {
+            r.body.contains("[-]functions/") && r.body.contains("[-]configurations/")
+        })
+        .await;
+    assert_eq!(
+        line(&r.body, "functions/function-patch-and-transform"),
+        "[-]functions/function-patch-and-transform failed: Healthy is \"False\" (UnhealthyPackageRevision): \
+         Package runtime health is \"False\" with message: Deployment does not have minimum availability."
+    );
+    assert_eq!(
+        line(&r.body, "configurations/anynines-dataservices"),
+        "[-]configurations/anynines-dataservices failed: Healthy is \"False\" (UnhealthyPackageRevision): \
+         post establish runtime hook failed for package: configuration package deployment is unavailable \
+         with message: Deployment does not have minimum availability."
+    );
+    assert!(cp.set_package_health(
+        PackageKind::Function,
+        "function-patch-and-transform",
+        PackageHealth::Healthy
+    ));
+    assert_eq!(
+        cp.bump_package_generation(PackageKind::Function, "function-patch-and-transform"),
+        Some(2)
+    );
+    let r = svc
+        .wait_for("/readyz?verbose", "the lagging generation", |r| {
+            r.body
+                .contains("[+]functions/function-patch-and-transform warn:")
+        })
+        .await;
+    assert!(
+        line(&r.body, "functions/function-patch-and-transform")
+            .contains("is \"True\" for generation 1, the package is at generation 2"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn at_start_up_the_api_servers_status_write_decides_not_the_konnector_clock() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    cp.seed_estate(Duration::from_secs(2));
+    // A konnector whose clock runs two minutes ahead beats once more, then dies before klutch-health starts:
+    // by its own lastHeartbeatTime it would look alive for two more minutes.
+    assert!(cp.skew_konnector(APP, 120));
+    common::eventually("a skewed heartbeat", async || {
+        let b = cp.api.get(
+            klutch_sim::estate::CLUSTER_BINDING_API,
+            "ClusterBinding",
+            Some(APP),
+            "cluster",
+        )?;
+        let beat: jiff::Timestamp = b["status"]["lastHeartbeatTime"].as_str()?.parse().ok()?;
+        (beat > jiff::Timestamp::now()).then_some(())
+    })
+    .await;
+    assert!(cp.silence_konnector(APP, true));
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let svc = Service::start(&full_config(&cp.backend.url(), ""), &[("KUBECONFIG", &kc)]).await;
+    svc.wait_for("/readyz?verbose", "the dead konnector", |r| {
+        r.body.contains(&format!(
+            "[+]konnectors/{APP} warn: konnector of app cluster {APP} silent since"
+        ))
+    })
+    .await;
+}
+
+/// One tenant's ClusterBinding cannot break the check for every tenant: a `heartbeatInterval` that overflows
+/// any deadline, a zero one, and a heartbeat years ahead with no API server write time are warnings of that
+/// konnector alone (no usable interval; clock skew), while the others keep passing on their heartbeats and
+/// no check task ever dies. Such an interval once panicked the judge, froze every item, and a minute later
+/// made every healthy konnector read "silent since".
+#[tokio::test]
+async fn one_tenants_odd_cluster_binding_is_a_warning_of_its_own() {
+    let interval = Duration::from_secs(2);
+    let (cp, svc) = estate(interval).await;
+    let [odd, other, _] = klutch_sim::estate::APP_CLUSTERS;
+    assert!(
+        cp.silence_konnector(odd, true),
+        "its heartbeats are written here"
+    );
+    let write = |status: &dyn Fn(&mut serde_json::Value)| {
+        assert!(cp.api.update(
+            klutch_sim::estate::CLUSTER_BINDING_API,
+            "ClusterBinding",
+            Some(odd),
+            "cluster",
+            |b| status(b),
+        ));
+    };
+    let started = std::time::Instant::now();
+    for (beat, every) in [
+        ("2030-01-01T00:00:01Z", "10000000000000000000s"),
+        ("2030-01-01T00:00:02Z", "0s"),
+    ] {
+        write(&|b| {
+            b["status"]["heartbeatInterval"] = every.into();
+            b["status"]["lastHeartbeatTime"] = beat.into();
+        });
+        let r = svc
+            .wait_for("/readyz?verbose", &format!("interval {every}"), |r| {
+                r.body.contains(&format!(
+                    "heartbeatInterval \"{every}\" is no usable interval"
+                ))
+            })
+            .await;
+        assert!(
+            line(&r.body, &format!("konnectors/{odd}"))
+                .starts_with(&format!("[+]konnectors/{odd} warn: heartbeatInterval")),
+            "{}",
+            r.body
+        );
+    }
+    write(&|b| {
+        b["status"]["heartbeatInterval"] = "2s".into();
+        b["status"]["lastHeartbeatTime"] = "2099-01-01T00:00:00Z".into();
+        b["metadata"]["managedFields"] = serde_json::Value::Null;
+    });
+    svc.wait_for("/readyz?verbose", "the heartbeat from the future", |r| {
+        line(&r.body, &format!("konnectors/{odd}")).contains(
+            "ahead of the API server's (lastHeartbeatTime 2099-01-01T00:00:00Z): clock skew?",
+        )
+    })
+    .await;
+    // Well past 2 × heartbeatInterval since the first odd write, the others still pass on their heartbeats.
+    let past = started + 4 * interval;
+    common::eventually(
+        "the other konnectors passing past their deadlines",
+        async || {
+            let metrics = svc.get("/metrics").await;
+            let r = svc.get("/readyz?verbose").await;
+            assert!(
+                line(&r.body, &format!("konnectors/{other}")).ends_with(" ok"),
+                "{}",
+                r.body
+            );
+            assert_eq!(up(&metrics, "konnectors", other), Some(1));
+            assert!(
+                metrics
+                    .body
+                    .contains("klutch_health_check_task_panics_total{check=\"konnectors\"} 0"),
+                "{}",
+                metrics.body
+            );
+            (std::time::Instant::now() > past).then_some(())
+        },
+    )
+    .await;
+}
