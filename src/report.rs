@@ -137,6 +137,9 @@ pub struct Item {
     pub observed: Timestamp,
     /// When its status last changed.
     pub since: Timestamp,
+    /// Its message is shown even while it passes (JSON `output`, the status page); see
+    /// [`crate::signals::Observation::notable`].
+    pub notable: bool,
 }
 
 /// An item as one endpoint counts it.

@@ -44,6 +44,7 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /backend-deployment/anynines-backend | /backend-deployment/klutch-bind-backend   rename bind's backend
   /package/providers|configurations|functions/NAME/healthy | …/unhealthy (Crossplane 1.x wording)
       | …/unhealthy-v2 (2.x wording) | …/bump-generation (observedGeneration stays behind)
+  /package/providers/NAME/scaled-to-zero | …/activate   Crossplane 2: AwaitingActivation and no pods, or back
   /konnector/NAMESPACE/silence | …/resume | …/skew/SECONDS (konnector clock offset, may be negative)
   /clusterbinding/NAMESPACE/add   bind another app cluster (heartbeatInterval 30s)
   /pod/evicted|completed|terminating|unschedulable/add | …/remove   a provider-anynines pod beside the Ready one
@@ -251,6 +252,13 @@ fn package_verb(cp: &SimControlPlane, plural: &str, name: &str, verb: &str) -> O
         ));
     };
     let health = match verb {
+        "scaled-to-zero" | "activate" if kind == PackageKind::Provider => {
+            return if cp.set_provider_scaled_to_zero(name, verb == "scaled-to-zero") {
+                done()
+            } else {
+                Refused(format!("no Provider {name:?}"))
+            };
+        }
         "healthy" => PackageHealth::Healthy,
         "unhealthy" => PackageHealth::UnhealthyV1,
         "unhealthy-v2" => PackageHealth::UnhealthyV2,

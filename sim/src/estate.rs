@@ -56,6 +56,11 @@ pub enum PackageHealth {
 
 const UNAVAILABLE: &str = "Deployment does not have minimum availability.";
 
+/// `RuntimeActive`'s message while a provider waits for its first active ManagedResourceDefinition (as in
+/// `fixtures/provider-v2-awaiting-activation.json`).
+const AWAITING_ACTIVATION: &str =
+    "waiting for a ManagedResourceDefinition of this provider to become active";
+
 impl PackageHealth {
     /// (status, reason, message) of the `Healthy` condition.
     pub fn condition(self, kind: PackageKind) -> (&'static str, &'static str, String) {
@@ -132,9 +137,11 @@ fn package(kind: PackageKind, name: &str, package: &str) -> Value {
 
 impl SimControlPlane {
     /// Seeds the rest of the estate (opt-in, so that the default control plane's item lists stay as they
-    /// were): the Configuration `anynines-dataservices`, the Function `function-patch-and-transform`, and a
-    /// `ClusterBinding` for each of [`APP_CLUSTERS`] whose konnector heartbeats every `heartbeat_interval / 2`.
+    /// were): the Configuration `anynines-dataservices`, the Function `function-patch-and-transform`,
+    /// provider-kubernetes as Crossplane 2 scales an idle provider to zero, and a `ClusterBinding` for each
+    /// of [`APP_CLUSTERS`] whose konnector heartbeats every `heartbeat_interval / 2`.
     pub fn seed_estate(&self, heartbeat_interval: Duration) {
+        self.api.apply(fixtures::provider_v2_awaiting_activation());
         let mut configuration = fixtures::configuration_healthy();
         configuration["metadata"] = json!({"name": "anynines-dataservices", "generation": 1});
         self.api.apply(configuration);
@@ -231,6 +238,51 @@ impl SimControlPlane {
                 },
             );
         }
+    }
+
+    /// Crossplane 2 scales a provider to zero (`true`) until one of its ManagedResourceDefinitions is
+    /// active: healthy, `RuntimeActive=False` reason `AwaitingActivation`, and none of its pods left; or
+    /// activates it again (`false`), with provider-anynines' pod back. `false` when there is no such provider.
+    pub fn set_provider_scaled_to_zero(&self, name: &str, scaled: bool) -> bool {
+        let found = self.api.update(PROVIDER_API, "Provider", None, name, |p| {
+            for type_ in ["Healthy", "RevisionHealthy", "RuntimeHealthy"] {
+                set_condition(p, type_, "True", "HealthyPackageRevision", "");
+            }
+            if scaled {
+                set_condition(
+                    p,
+                    "RuntimeActive",
+                    "False",
+                    "AwaitingActivation",
+                    AWAITING_ACTIVATION,
+                );
+            } else {
+                // Crossplane's ReasonActiveRuntime; klutch-health reads no reason of a true RuntimeActive.
+                set_condition(p, "RuntimeActive", "True", "ActiveRuntime", "");
+            }
+        });
+        if !found {
+            return false;
+        }
+        let pods: Vec<String> = self
+            .api
+            .list("v1", "Pod")
+            .into_iter()
+            .filter(|pod| {
+                pod["metadata"]["namespace"] == "crossplane-system"
+                    && pod["metadata"]["labels"]["pkg.crossplane.io/provider"] == name
+            })
+            .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        if scaled {
+            for pod in pods {
+                self.api
+                    .delete("v1", "Pod", Some("crossplane-system"), &pod);
+            }
+        } else if pods.is_empty() && name == "provider-anynines" {
+            self.api.apply(crate::pods::provider_pod());
+        }
+        true
     }
 
     /// Sets a package's `Healthy` condition; `false` when there is no such package.

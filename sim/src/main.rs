@@ -205,6 +205,7 @@ Break something (and heal it again):\n  \
 curl -X POST {control}/providerconfig/postgresql-backup-manager/degrade   # …/heal\n  \
 curl -X POST {control}/provider/provider-anynines/unhealthy                 # …/healthy\n  \
 curl -X POST {control}/package/functions/function-patch-and-transform/unhealthy-v2   # …/healthy, …/bump-generation\n  \
+curl -X POST {control}/package/providers/provider-anynines/scaled-to-zero   # …/activate (Crossplane 2, no pods)\n  \
 curl -X POST {control}/deployment/bind/anynines-backend/unavailable         # …/available, …/lagging, …/deadline-exceeded\n  \
 curl -X POST {control}/konnector/kube-bind-7xk2p/silence                    # …/resume, …/skew/3600\n  \
 curl -X POST {control}/clusterbinding/kube-bind-new01/add                   # another app cluster\n  \

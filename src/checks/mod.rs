@@ -52,6 +52,9 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     const ALIASES: &'static [&'static str] = &[];
     /// How the policy relates this check's items to other checks'.
     const LINK: Link = Link::None;
+    /// Whether its `[[check]]` may name the Crossplane package whose runtime it watches (`package =
+    /// "providers/provider-anynines"`, a `crossplane-package` item), which links its items to that one.
+    const PACKAGE: bool = false;
 
     /// What serde cannot check, naming the key: `interval: must be more than 0s`.
     /// `cluster` is the check's `cluster` key.
@@ -125,6 +128,8 @@ fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>
 pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn link(&self) -> Link;
+    /// Whether the check may name its package ([`CheckType::PACKAGE`]).
+    fn takes_package(&self) -> bool;
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
     /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
     /// grant. Empty: no cluster at all.
@@ -142,6 +147,9 @@ impl<T: CheckType> Settings for T {
     }
     fn link(&self) -> Link {
         T::LINK
+    }
+    fn takes_package(&self) -> bool {
+        T::PACKAGE
     }
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         CheckType::validate(self, cluster)

@@ -325,3 +325,78 @@ async fn one_tenants_odd_cluster_binding_is_a_warning_of_its_own() {
     )
     .await;
 }
+
+/// `providers/NAME` in the JSON report, as an item object.
+fn json_item(doc: &serde_json::Value, check: &str, item: &str) -> serde_json::Value {
+    doc["checks"][check]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["componentId"] == item))
+        .cloned()
+        .unwrap_or_else(|| panic!("{check}/{item} in {doc}"))
+}
+
+/// Crossplane 2 scales idle providers to zero: the seeded provider-kubernetes, and provider-anynines once
+/// flipped, pass saying so (JSON and the page; the text line stays `ok`), and the shipped `provider-pods`
+/// check, which names its package, passes with no pod — until a pod is missing while the provider is active.
+#[tokio::test]
+async fn a_provider_scaled_to_zero_passes_and_so_does_no_pod_of_it() {
+    const SCALED: &str = "scaled to zero until a ManagedResourceDefinition is active";
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    let doc = svc.get("/readyz?format=json").await.json();
+    assert_eq!(
+        json_item(&doc, "providers", "provider-kubernetes")["output"],
+        SCALED
+    );
+    assert!(json_item(&doc, "providers", "provider-anynines")
+        .get("output")
+        .is_none());
+
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", true));
+    let r = svc
+        .wait_for("/readyz?verbose", "no pod, and that is fine", |r| {
+            r.body.contains("[+]provider-pods/_none ok")
+        })
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("[+]providers/provider-anynines ok\n"),
+        "{}",
+        r.body
+    );
+    let doc = svc.get("/readyz?format=json").await.json();
+    assert_eq!(
+        json_item(&doc, "provider-pods", "_none")["output"],
+        format!("no pod, as none should run: providers/provider-anynines is {SCALED}")
+    );
+    assert_eq!(
+        json_item(&doc, "providers", "provider-anynines")["output"],
+        SCALED
+    );
+    let page = svc.get("/").await.body;
+    assert!(
+        page.contains(&format!("providers/provider-anynines is {SCALED}")),
+        "{page}"
+    );
+
+    // Active again: its pod is back and judged as always.
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", false));
+    svc.wait_for("/readyz?verbose", "the pod back", |r| {
+        r.body
+            .contains("[+]provider-pods/provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q ok")
+    })
+    .await;
+    // No pod while the provider is active fails, as before.
+    assert!(cp.api.delete(
+        "v1",
+        "Pod",
+        Some("crossplane-system"),
+        "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q"
+    ));
+    let r = svc
+        .wait_for("/readyz?verbose", "no pod, failing", |r| {
+            r.body
+                .contains("[-]provider-pods/_none failed: no pod matches")
+        })
+        .await;
+    assert_eq!(r.status, 503);
+}

@@ -250,3 +250,47 @@ async fn deployments_lag_exceed_their_deadline_and_take_either_installers_name()
     let (_, list) = get(&cp.api, "/apis/apps/v1/namespaces/bind/deployments").await;
     assert_eq!(names(&list), ["anynines-backend", "konnector"]);
 }
+
+/// `type`'s condition of a provider: (status, reason).
+fn provider_condition(cp: &SimControlPlane, name: &str, type_: &str) -> (Value, Value) {
+    let obj = cp
+        .api
+        .get("pkg.crossplane.io/v1", "Provider", None, name)
+        .expect("provider");
+    let c = obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_else(|| panic!("{type_} of {name}: {obj}"));
+    (c["status"].clone(), c["reason"].clone())
+}
+
+#[tokio::test]
+async fn providers_scale_to_zero_as_crossplane_2_does_and_come_back() {
+    let cp = estate().await;
+    // Seeded that way: provider-kubernetes waits for its first ManagedResourceDefinition.
+    assert_eq!(
+        provider_condition(&cp, "provider-kubernetes", "RuntimeActive"),
+        ("False".into(), "AwaitingActivation".into())
+    );
+    let pods = |cp: &SimControlPlane| cp.api.list("v1", "Pod").len();
+    assert_eq!(pods(&cp), 1);
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", true));
+    assert_eq!(
+        provider_condition(&cp, "provider-anynines", "RuntimeActive"),
+        ("False".into(), "AwaitingActivation".into())
+    );
+    for type_ in ["Healthy", "RevisionHealthy", "RuntimeHealthy"] {
+        assert_eq!(
+            provider_condition(&cp, "provider-anynines", type_).0,
+            "True"
+        );
+    }
+    assert_eq!(pods(&cp), 0, "scaled to zero: no pod");
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", false));
+    assert_eq!(
+        provider_condition(&cp, "provider-anynines", "RuntimeActive").0,
+        "True"
+    );
+    assert_eq!(pods(&cp), 1, "its pod back");
+    assert!(!cp.set_provider_scaled_to_zero("provider-nothing", true));
+}

@@ -137,6 +137,8 @@ struct Card<'a> {
     /// The observed status; for a policy item, the worst counted one.
     status: Status,
     message: &'a str,
+    /// The message is shown while the item passes too.
+    notable: bool,
     since: Timestamp,
     /// Per endpoint: how it counts the item, `None` when it does not count it.
     counted: [Option<&'a Counted>; 2],
@@ -216,6 +218,7 @@ fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2])
         short: item.name.item(),
         status: item.status,
         message: &item.message,
+        notable: item.notable,
         since: item.since,
         counted,
     }
@@ -241,6 +244,7 @@ fn policy_card<'a>(
             .max_by_key(|s| severity(*s))
             .unwrap_or(Status::Unknown),
         message: first.map_or("", |c| &c.message),
+        notable: false,
         since: first.map_or(Timestamp::UNIX_EPOCH, |c| c.since),
         counted,
     }
@@ -508,7 +512,7 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         card.anchor,
         escape(card.short)
     );
-    if card.status != Status::Pass && !card.message.is_empty() {
+    if (card.status != Status::Pass || card.notable) && !card.message.is_empty() {
         let _ = write!(
             out,
             "<div class=\"msg\">{}</div>",
