@@ -4,6 +4,7 @@
 //! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
 //! in that module. `running` keeps the started checks across reloads.
 
+pub mod app_cluster_bindings;
 pub mod backend_status;
 pub mod cluster_bindings;
 pub mod deployments;
@@ -40,6 +41,7 @@ pub const TYPES: &[Registration] = &[
     Registration::of::<deployments::Deployment>(),
     Registration::of::<pods::Pods>(),
     Registration::of::<cluster_bindings::ClusterBinding>(),
+    Registration::of::<app_cluster_bindings::AppClusterBinding>(),
 ];
 
 /// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,

@@ -57,7 +57,8 @@ fn the_shipped_config_is_valid() {
             "provider-configs",
             "anynines-backend",
             "provider-pods",
-            "konnectors"
+            "konnectors",
+            "app-cluster-bindings"
         ]
     );
     let (code, out, err) = check_config(&shipped, &[], &[]);

@@ -400,3 +400,70 @@ async fn a_provider_scaled_to_zero_passes_and_so_does_no_pod_of_it() {
         .await;
     assert_eq!(r.status, 503);
 }
+
+/// klutch-bind's control-plane mode through the real binary: one item per AppClusterBinding (`NS.NAME`),
+/// judged from both watches (the bindings, and the konnector Deployments found by their label), warn_only
+/// like `konnectors` but failing in its own metrics.
+#[tokio::test]
+async fn app_cluster_bindings_and_the_konnectors_the_control_plane_runs() {
+    const PROD: &str = "app-cluster-bindings/team-a.prod";
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    let r = svc
+        .wait_for("/readyz?verbose", "both bindings", |r| {
+            r.body.contains(&format!("[+]{PROD} ok"))
+                && r.body.contains("[+]app-cluster-bindings/team-b.dev ok")
+        })
+        .await;
+    assert_eq!(r.status, 200);
+    let doc = svc.get("/readyz?format=json").await.json();
+    let prod = json_item(&doc, "app-cluster-bindings", "team-a.prod");
+    assert_eq!(prod["componentType"], "app-cluster-binding");
+    assert_eq!(prod["status"], "pass");
+
+    // KonnectorDeployed stays "True" while the Deployment is gone: the item says what is missing.
+    assert!(cp.remove_app_konnector("team-a", "prod"));
+    let r = svc
+        .wait_for("/readyz?verbose", "the missing konnector", |r| {
+            line(&r.body, PROD).contains("not found")
+        })
+        .await;
+    assert_eq!(
+        line(&r.body, PROD),
+        format!(
+            "[+]{PROD} warn: konnector Deployment klutch-bind-team-a-prod/konnector-prod not found \
+             (spec.konnector.deploy is true)"
+        )
+    );
+    assert_eq!(r.status, 200, "warn_only: {}", r.body);
+    svc.wait_for("/metrics", "the item's own metric to say fail", |m| {
+        up(m, "app-cluster-bindings", "team-a.prod") == Some(0)
+    })
+    .await;
+
+    // Back, then unavailable: a change of the Deployment alone is judged again.
+    assert!(cp.restore_app_konnector("team-a", "prod"));
+    svc.wait_for("/readyz?verbose", "the konnector back", |r| {
+        r.body.contains(&format!("[+]{PROD} ok"))
+    })
+    .await;
+    cp.set_deployment_available("klutch-bind-team-a-prod", "konnector-prod", false);
+    svc.wait_for("/readyz?verbose", "the konnector unavailable", |r| {
+        line(&r.body, PROD).starts_with(&format!(
+            "[+]{PROD} warn: konnector klutch-bind-team-a-prod/konnector-prod: Available is \"False\""
+        ))
+    })
+    .await;
+
+    // A binding whose kubeconfig Secret is invalid, without any konnector on the control plane.
+    assert!(cp.set_app_cluster_binding(
+        "team-b",
+        "dev",
+        klutch_sim::estate::BindingState::SecretInvalid
+    ));
+    svc.wait_for("/readyz?verbose", "the invalid secret", |r| {
+        line(&r.body, "app-cluster-bindings/team-b.dev").starts_with(
+            "[+]app-cluster-bindings/team-b.dev warn: SecretValid is \"False\" (KubeconfigInvalid)",
+        )
+    })
+    .await;
+}

@@ -294,3 +294,79 @@ async fn providers_scale_to_zero_as_crossplane_2_does_and_come_back() {
     assert_eq!(pods(&cp), 1, "its pod back");
     assert!(!cp.set_provider_scaled_to_zero("provider-nothing", true));
 }
+
+#[tokio::test]
+async fn app_cluster_bindings_of_both_modes_and_their_konnector_flip() {
+    use klutch_sim::estate::BindingState;
+    let cp = estate().await;
+    let (_, bindings) = get(
+        &cp.api,
+        "/apis/klutch.anynines.com/v1alpha1/appclusterbindings",
+    )
+    .await;
+    let modes: Vec<(String, bool)> = bindings["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "{}/{}",
+                    b["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    b["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                b["spec"]["konnector"]["deploy"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("team-a/prod".to_string(), true),
+            ("team-b/dev".to_string(), false)
+        ]
+    );
+    // Only the control-plane mode has a konnector Deployment, found by the label klutch-bind sets.
+    let (_, konnectors) = get(
+        &cp.api,
+        "/apis/apps/v1/deployments?labelSelector=klutch.anynines.com%2Fappclusterbinding-name",
+    )
+    .await;
+    assert_eq!(names(&konnectors), ["konnector-prod"]);
+    assert_eq!(
+        konnectors["items"][0]["metadata"]["namespace"],
+        "klutch-bind-team-a-prod"
+    );
+
+    assert!(cp.remove_app_konnector("team-a", "prod"));
+    assert!(cp
+        .api
+        .get(
+            "apps/v1",
+            "Deployment",
+            Some("klutch-bind-team-a-prod"),
+            "konnector-prod"
+        )
+        .is_none());
+    assert!(cp.restore_app_konnector("team-a", "prod"));
+    assert!(!cp.restore_app_konnector("team-a", "nothing"));
+    assert!(cp.set_app_cluster_binding("team-b", "dev", BindingState::SecretInvalid));
+    let b = cp
+        .api
+        .get(
+            "klutch.anynines.com/v1alpha1",
+            "AppClusterBinding",
+            Some("team-b"),
+            "dev",
+        )
+        .expect("binding");
+    let status = |type_: &str| {
+        b["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .map(|c| c["status"].clone())
+    };
+    assert_eq!(status("SecretValid"), Some("False".into()));
+    assert_eq!(status("Ready"), Some("False".into()));
+    assert!(!cp.set_app_cluster_binding("team-b", "nothing", BindingState::Ready));
+}
