@@ -419,6 +419,14 @@ async fn app_cluster_bindings_and_the_konnectors_the_control_plane_runs() {
     let prod = json_item(&doc, "app-cluster-bindings", "team-a.prod");
     assert_eq!(prod["componentType"], "app-cluster-binding");
     assert_eq!(prod["status"], "pass");
+    let page = svc.get("/").await.body;
+    assert!(
+        page.contains(
+            "<h2>app-cluster-bindings <small>app-cluster-binding · all 2 ok</small></h2>"
+        ) && page.contains("team-a.prod")
+            && page.contains("team-b.dev"),
+        "{page}"
+    );
 
     // KonnectorDeployed stays "True" while the Deployment is gone: the item says what is missing.
     assert!(cp.remove_app_konnector("team-a", "prod"));
