@@ -414,13 +414,31 @@ impl SimControlPlane {
         true
     }
 
-    /// Sets a package's `Healthy` condition; `false` when there is no such package.
+    /// Sets a package's `Healthy` condition; `false` when there is no such package. On a Crossplane 2
+    /// package (one that carries `RuntimeHealthy`) that condition follows: `False` with the runtime's own
+    /// message, `True` again when healthy.
     pub fn set_package_health(&self, kind: PackageKind, name: &str, health: PackageHealth) -> bool {
         let (status, reason, message) = health.condition(kind);
         self.api
             .update(PROVIDER_API, kind.kind(), None, name, |obj| {
                 let generation = obj["metadata"]["generation"].clone();
                 set_condition(obj, "Healthy", status, reason, &message);
+                let crossplane_2 = obj["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "RuntimeHealthy"));
+                match health {
+                    _ if !crossplane_2 => {}
+                    PackageHealth::Healthy => {
+                        set_condition(obj, "RuntimeHealthy", "True", "HealthyPackageRevision", "")
+                    }
+                    PackageHealth::UnhealthyV1 | PackageHealth::UnhealthyV2 => set_condition(
+                        obj,
+                        "RuntimeHealthy",
+                        "False",
+                        "UnhealthyPackageRevision",
+                        UNAVAILABLE,
+                    ),
+                }
                 if let Some(c) = obj["status"]["conditions"]
                     .as_array_mut()
                     .and_then(|cs| cs.iter_mut().find(|c| c["type"] == "Healthy"))

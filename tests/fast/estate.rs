@@ -475,3 +475,25 @@ async fn app_cluster_bindings_and_the_konnectors_the_control_plane_runs() {
     })
     .await;
 }
+
+/// A Crossplane 2 provider whose runtime is unhealthy names `RuntimeHealthy` with its own reason and message,
+/// where Crossplane 1.x packages keep `Healthy`'s words (above).
+#[tokio::test]
+async fn a_crossplane_2_provider_names_the_health_part_that_is_false() {
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    assert!(cp.set_package_health(
+        PackageKind::Provider,
+        "provider-kubernetes",
+        PackageHealth::UnhealthyV2
+    ));
+    let r = svc
+        .wait_for("/readyz?verbose", "the unhealthy runtime", |r| {
+            r.body.contains("[-]providers/provider-kubernetes")
+        })
+        .await;
+    assert_eq!(
+        line(&r.body, "providers/provider-kubernetes"),
+        "[-]providers/provider-kubernetes failed: RuntimeHealthy is \"False\" (UnhealthyPackageRevision): \
+         Deployment does not have minimum availability."
+    );
+}
