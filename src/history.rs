@@ -304,6 +304,7 @@ pub(crate) mod tests {
                     message: format!("{name} is {status}"),
                     observed: at(s).wall,
                     since: at(s).wall,
+                    notable: false,
                 })
                 .collect(),
             healthz: endpoint(Endpoint::Healthz),

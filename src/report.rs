@@ -22,6 +22,16 @@ pub enum Status {
 impl Status {
     pub(crate) const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
 
+    /// How bad it is, for putting the worst first or combining parts: fail, unknown, warn, pass.
+    pub(crate) fn severity(self) -> u8 {
+        match self {
+            Status::Fail => 3,
+            Status::Unknown => 2,
+            Status::Warn => 1,
+            Status::Pass => 0,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pass => "pass",
@@ -137,6 +147,9 @@ pub struct Item {
     pub observed: Timestamp,
     /// When its status last changed.
     pub since: Timestamp,
+    /// Its message is shown even while it passes (JSON `output`, the status page); see
+    /// [`crate::signals::Observation::notable`].
+    pub notable: bool,
 }
 
 /// An item as one endpoint counts it.

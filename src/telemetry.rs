@@ -347,6 +347,7 @@ pub(crate) mod tests {
                 message,
                 observed: now,
                 since: now,
+                notable: false,
             })
             .collect();
         let empty = |endpoint| EndpointReport {

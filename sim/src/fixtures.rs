@@ -43,3 +43,11 @@ fixture!(
     clusterbinding_heartbeat_pending,
     "clusterbinding-heartbeat-pending.json"
 );
+fixture!(
+    provider_v2_awaiting_activation,
+    "provider-v2-awaiting-activation.json"
+);
+fixture!(
+    appclusterbinding_konnector_deployed,
+    "appclusterbinding-konnector-deployed.json"
+);

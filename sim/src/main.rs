@@ -205,16 +205,18 @@ Break something (and heal it again):\n  \
 curl -X POST {control}/providerconfig/postgresql-backup-manager/degrade   # …/heal\n  \
 curl -X POST {control}/provider/provider-anynines/unhealthy                 # …/healthy\n  \
 curl -X POST {control}/package/functions/function-patch-and-transform/unhealthy-v2   # …/healthy, …/bump-generation\n  \
+curl -X POST {control}/package/providers/provider-anynines/scaled-to-zero   # …/activate (Crossplane 2, no pods)\n  \
 curl -X POST {control}/deployment/bind/anynines-backend/unavailable         # …/available, …/lagging, …/deadline-exceeded\n  \
 curl -X POST {control}/konnector/kube-bind-7xk2p/silence                    # …/resume, …/skew/3600\n  \
 curl -X POST {control}/clusterbinding/kube-bind-new01/add                   # another app cluster\n  \
+curl -X POST {control}/appclusterbinding/team-a/prod/konnector-missing      # …/konnector-back, …/secret-invalid, …/ready\n  \
 curl -X POST {control}/pod/evicted/add                                      # …/remove; completed, terminating, unschedulable\n  \
 curl -X POST {control}/backend/mode/500                                     # …/healthy, duplicate-keys, html\n  \
 curl -X POST {control}/backend/entries/empty                                # …/seeded, endpoint, invalid-names, many\n  \
 curl -X POST {control}/api/freeze                                           # …/unfreeze; …/down, …/up\n  \
 curl -X POST {control}/api/watch/forbidden                                  # …/error, …/ok; …/bookmarks/off\n  \
 curl {control}/                                                             # every verb\n\n\
-kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings -A\n\nCtrl-C stops everything.\n",
+kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings,appclusterbindings -A\n\nCtrl-C stops everything.\n",
         kubeconfig.display()
     );
     let status = tokio::select! {

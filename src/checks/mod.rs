@@ -4,6 +4,7 @@
 //! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
 //! in that module. `running` keeps the started checks across reloads.
 
+pub mod app_cluster_bindings;
 pub mod backend_status;
 pub mod cluster_bindings;
 pub mod deployments;
@@ -16,7 +17,6 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
-use crate::kubernetes::watch::{follow, waiting, Destination, Watches};
+use crate::kubernetes::watch::{follow, waiting, Destination, Source, Specs, Watches};
 pub(crate) use crate::kubernetes::watch::{keep_status, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
@@ -41,6 +41,7 @@ pub const TYPES: &[Registration] = &[
     Registration::of::<deployments::Deployment>(),
     Registration::of::<pods::Pods>(),
     Registration::of::<cluster_bindings::ClusterBinding>(),
+    Registration::of::<app_cluster_bindings::AppClusterBinding>(),
 ];
 
 /// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,
@@ -52,6 +53,9 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     const ALIASES: &'static [&'static str] = &[];
     /// How the policy relates this check's items to other checks'.
     const LINK: Link = Link::None;
+    /// Whether its `[[check]]` may name the Crossplane package whose runtime it watches (`package =
+    /// "providers/provider-anynines"`, a `crossplane-package` item), which links its items to that one.
+    const PACKAGE: bool = false;
 
     /// What serde cannot check, naming the key: `interval: must be more than 0s`.
     /// `cluster` is the check's `cluster` key.
@@ -125,6 +129,8 @@ fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>
 pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn link(&self) -> Link;
+    /// Whether the check may name its package ([`CheckType::PACKAGE`]).
+    fn takes_package(&self) -> bool;
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
     /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
     /// grant. Empty: no cluster at all.
@@ -142,6 +148,9 @@ impl<T: CheckType> Settings for T {
     }
     fn link(&self) -> Link {
         T::LINK
+    }
+    fn takes_package(&self) -> bool {
+        T::PACKAGE
     }
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         CheckType::validate(self, cluster)
@@ -263,48 +272,55 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Follows the watch `spec` declares, turning its objects into the check's items with `judge`; the
-    /// watch's own state (waiting, broken, a refused WATCH) shows on the check's items and its `watch` item.
-    /// `judge` may keep memory between calls; after a panic killed its task it starts again as a fresh
-    /// clone of the original.
-    pub(crate) fn follow<K, J>(&mut self, spec: WatchSpec<K>, judge: J)
+    /// Follows what `specs` declares — one watch (a `WatchSpec`), or two whose objects one judge reads
+    /// together (a tuple of them: an AppClusterBinding and its konnector Deployment) — turning the objects
+    /// into the check's items with `judge`; each watch's own state (waiting, broken, a refused WATCH) shows
+    /// on the check's items and its `watch` item. `judge` may keep memory between calls; after a panic
+    /// killed its task it starts again as a fresh clone of the original.
+    pub(crate) fn follow<S, J>(&mut self, specs: S, judge: J)
     where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+        S: Specs,
+        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
+            + Clone
+            + Send
+            + 'static,
     {
         let to = Destination {
             check: self.check.to_string(),
             part: None,
         };
-        self.follow_to(to, spec, judge);
+        self.follow_to(to, specs, judge);
     }
 
-    /// Like `Run::follow`, for one of several watches of a check: its items are the part's, and the
-    /// watch's state (waiting for its sync, broken, a refused WATCH) lands on the item named `part`, not on
-    /// a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
+    /// Like `Run::follow`, for one of several parts of a check: its items are the part's, and the
+    /// state of its watches (waiting for its sync, broken, a refused WATCH) lands on the item named `part`,
+    /// not on a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn follow_part<K, J>(&mut self, part: &str, spec: WatchSpec<K>, judge: J)
+    pub(crate) fn follow_part<S, J>(&mut self, part: &str, specs: S, judge: J)
     where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+        S: Specs,
+        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
+            + Clone
+            + Send
+            + 'static,
     {
         let to = Destination {
             check: self.check.to_string(),
             part: Some(part.to_string()),
         };
-        self.follow_to(to, spec, judge);
+        self.follow_to(to, specs, judge);
     }
 
-    fn follow_to<K, J>(&mut self, to: Destination, spec: WatchSpec<K>, judge: J)
+    fn follow_to<S, J>(&mut self, to: Destination, specs: S, judge: J)
     where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+        S: Specs,
+        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
+            + Clone
+            + Send
+            + 'static,
     {
         let s = match &mut self.mode {
-            Mode::Declare(rows) => return rows.push(spec.row()),
+            Mode::Declare(rows) => return rows.extend(specs.rows()),
             Mode::Start(s) => s,
         };
         let Some(kube) = s.kube.as_mut() else {
@@ -316,9 +332,9 @@ impl<'a> Run<'a> {
             return;
         };
         s.metrics.watch_restarts_from_zero(self.check);
-        let watch = kube.watches.watch(
-            spec,
-            kube.client.clone(),
+        let source = specs.start(
+            kube.watches,
+            &kube.client,
             kube.cluster.as_deref(),
             self.check,
             s.metrics,
@@ -327,7 +343,7 @@ impl<'a> Run<'a> {
             (s.sink.clone(), kube.stale_after, self.placeholders.clone());
         s.tasks.supervise(self.check, s.sink, s.metrics, move || {
             follow(
-                watch.clone(),
+                source.clone(),
                 to.clone(),
                 sink.clone(),
                 stale_after,
@@ -504,17 +520,25 @@ mod tests {
         }
     }
 
-    /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden.
-    fn fake_api() -> kube::Client {
-        let service = tower::service_fn(|req: http::Request<kube::client::Body>| async move {
+    /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden,
+    /// or list one Deployment the same way when `deployments` says so.
+    fn fake_api(deployments: bool) -> kube::Client {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| async move {
             let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
-            if watching && req.uri().path().ends_with("/pods") {
+            let path = req.uri().path().to_string();
+            let listed = path.ends_with("/pods") || (deployments && path.ends_with("/deployments"));
+            if watching && listed {
                 std::future::pending::<()>().await;
             }
-            let (code, body) = if req.uri().path().ends_with("/pods") {
+            let (code, body) = if path.ends_with("/pods") {
                 (
                     200,
                     r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#,
+                )
+            } else if listed {
+                (
+                    200,
+                    r#"{"kind":"DeploymentList","apiVersion":"apps/v1","metadata":{"resourceVersion":"6"},"items":[{"metadata":{"name":"d","namespace":"ns-b","uid":"v"}}]}"#,
                 )
             } else {
                 (
@@ -529,8 +553,17 @@ mod tests {
         kube::Client::new(service, "default")
     }
 
-    /// Starts `check` of type `settings` against [`fake_api`], as a reload starts an added check.
+    /// Starts `check` of type `settings` against [`fake_api`] (deployments forbidden), as a reload starts
+    /// an added check.
     fn started(settings: &dyn Settings, check: &str) -> (Sink, Arc<Metrics>, Tasks) {
+        started_against(settings, check, fake_api(false))
+    }
+
+    fn started_against(
+        settings: &dyn Settings,
+        check: &str,
+        client: kube::Client,
+    ) -> (Sink, Arc<Metrics>, Tasks) {
         let (sink, metrics, mut tasks) =
             (Sink::default(), Arc::new(Metrics::new()), Tasks::default());
         settings.start(&mut Run::starting(
@@ -542,7 +575,7 @@ mod tests {
                 tasks: &mut tasks,
                 memory: &Memory::default(),
                 kube: Some(Kube {
-                    client: fake_api(),
+                    client,
                     cluster: None,
                     stale_after: Duration::from_secs(60),
                     watches: &mut Watches::default(),
@@ -595,6 +628,80 @@ mod tests {
             items[0].message
         );
         assert!(snapshot.unsynced.contains("c"), "a part still waits");
+        tasks.stop();
+    }
+
+    /// A check whose one judge reads two watches together, as `app-cluster-binding` does.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct Joined {}
+
+    impl CheckType for Joined {
+        const NAME: &'static str = "joined";
+        fn start(&self, run: &mut Run<'_>) {
+            use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+            run.follow(
+                (
+                    WatchSpec::<Pod>::namespaced("ns-a", |_| {}),
+                    WatchSpec::<Deployment>::all_namespaces((), |_| {}).labels("app=x"),
+                ),
+                |(pods, deployments): &(Vec<Arc<Pod>>, Vec<Arc<Deployment>>), _, now| {
+                    vec![Observation::new(
+                        "both",
+                        Status::Pass,
+                        format!("{} pods, {} deployments", pods.len(), deployments.len()),
+                        now.wall,
+                    )]
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn watches_read_together_are_one_rbac_row_each() {
+        let rows = Settings::targets(&Joined {});
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.resource.as_str(), r.namespace.as_deref()))
+                .collect::<Vec<_>>(),
+            [("pods", Some("ns-a")), ("deployments", None)]
+        );
+    }
+
+    /// One judge reads both watches once both have listed; until then the check waits, naming the watch
+    /// that has not listed and why.
+    #[tokio::test(start_paused = true)]
+    async fn a_judge_of_two_watches_waits_for_both_and_reads_both() {
+        let (sink, _, tasks) = started_against(&Joined {}, "j", fake_api(true));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = sink.snapshot();
+        let items = &snapshot.checks["j"];
+        assert_eq!(
+            (
+                items[0].item.as_str(),
+                items[0].status,
+                items[0].message.as_str()
+            ),
+            ("both", Status::Pass, "1 pods, 1 deployments")
+        );
+        assert!(!snapshot.unsynced.contains("j"));
+        tasks.stop();
+
+        let (sink, _, tasks) = started(&Joined {}, "j");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = sink.snapshot();
+        let items = &snapshot.checks["j"];
+        assert_eq!(
+            (items[0].item.as_str(), items[0].status),
+            ("_watch", Status::Unknown)
+        );
+        assert!(
+            items[0].message.starts_with(
+                "waiting for initial sync of deployments.apps with labels app=x on cluster default: list on deployments.apps forbidden"
+            ),
+            "only the watch that has not listed is named: {}",
+            items[0].message
+        );
+        assert!(snapshot.unsynced.contains("j"));
         tasks.stop();
     }
 

@@ -1,5 +1,7 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
 //! (`application/health+json`), with the extensions `since` on each item and `silenced` on a silenced one.
+//! `output` is left out of a passing item, as the draft advises, unless its message is notable (a provider
+//! scaled to zero).
 //!
 //! Serialized straight from borrowed structs, not through `serde_json::Value`: with thousands of items a
 //! map per item would cost more memory than the report itself.
@@ -73,7 +75,9 @@ impl<'a> Checks<'a> {
             component_type: item.map_or("policy", |i| i.check_type),
             status: c.status.as_str(),
             time: item.map_or(self.report.evaluated.wall, |i| i.observed),
-            output: (c.status != Status::Pass).then(|| self.details.counted(c)),
+            // A passing item's message only when it tells something `ok` would hide.
+            output: (c.status != Status::Pass || item.is_some_and(|i| i.notable))
+                .then(|| self.details.counted(c)),
             since: c.since,
             silenced: c
                 .notes

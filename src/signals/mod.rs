@@ -32,6 +32,22 @@ pub struct Observation {
     /// The Kubernetes object the item is about, so that Events can name it (`None`: no object, or not
     /// one of the default cluster).
     pub regarding: Option<ObjectRef>,
+    /// Its message says something a passing `ok` would hide (a provider scaled to zero): JSON `output` and
+    /// the status page show it even while the item passes; the text line stays `ok`.
+    pub notable: bool,
+    /// What the item is, as links between checks read it (a check's `package`): a fact, never words
+    /// parsed from its message.
+    pub fact: Option<Fact>,
+}
+
+/// What an item is, beyond its status, for the rules that link one check's items to another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// A Crossplane package scaled to zero until one of its ManagedResourceDefinitions is active: no pod
+    /// of it runs, and none should.
+    ScaledToZero,
+    /// A `pods` check found no pod that has not finished.
+    NoPod,
 }
 
 /// A Kubernetes object, as an Event's `regarding` names it.
@@ -87,7 +103,21 @@ impl Observation {
             observed,
             expires: Vec::new(),
             regarding: None,
+            notable: false,
+            fact: None,
         }
+    }
+
+    /// The observation, with a message worth showing while it passes.
+    pub fn notable(mut self) -> Self {
+        self.notable = true;
+        self
+    }
+
+    /// The observation, with what it is for links between checks.
+    pub fn with_fact(mut self, fact: Fact) -> Self {
+        self.fact = Some(fact);
+        self
     }
 
     /// The observation, about `object`.

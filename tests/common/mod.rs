@@ -366,7 +366,11 @@ pub fn kube_lines(r: &Resp) -> Vec<&str> {
     r.body
         .lines()
         .filter(|l| {
-            l.starts_with('[') && !l.contains("]backend-status/") && !l.contains("]konnectors/")
+            // The poll is no cluster's; konnectors and app-cluster-bindings are warn_only (`[+]… warn:`).
+            l.starts_with('[')
+                && !l.contains("]backend-status/")
+                && !l.contains("]konnectors/")
+                && !l.contains("]app-cluster-bindings/")
         })
         .collect()
 }

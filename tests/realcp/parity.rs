@@ -229,6 +229,57 @@ async fn an_unchecked_provider_config() {
     .await;
 }
 
+/// Crossplane 2 scales provider-anynines to zero: it passes saying so, and so does its pods check with no
+/// pod (its `package`).
+#[tokio::test]
+async fn a_provider_scaled_to_zero() {
+    parity(
+        |sim| {
+            sim.set_provider_scaled_to_zero("provider-anynines", true);
+        },
+        |b| {
+            b.contains("[+]provider-pods/_none ok")
+                && b.contains("[+]providers/provider-anynines ok")
+        },
+    )
+    .await;
+}
+
+/// klutch-bind's control-plane mode: the konnector Deployment of one AppClusterBinding gone, another
+/// binding's kubeconfig Secret invalid.
+#[tokio::test]
+async fn a_missing_app_konnector_and_an_invalid_binding_secret() {
+    parity(
+        |sim| {
+            sim.remove_app_konnector("team-a", "prod");
+            sim.set_app_cluster_binding(
+                "team-b",
+                "dev",
+                klutch_sim::estate::BindingState::SecretInvalid,
+            );
+        },
+        |b| {
+            b.contains(
+                "[+]app-cluster-bindings/team-a.prod warn: konnector Deployment klutch-bind-team-a-prod/konnector-prod not found",
+            ) && b.contains("[+]app-cluster-bindings/team-b.dev warn: SecretValid is \"False\"")
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unavailable_app_konnector() {
+    parity(
+        |sim| sim.set_deployment_available("klutch-bind-team-a-prod", "konnector-prod", false),
+        |b| {
+            b.contains(
+                "[+]app-cluster-bindings/team-a.prod warn: konnector klutch-bind-team-a-prod/konnector-prod: Available is \"False\"",
+            )
+        },
+    )
+    .await;
+}
+
 #[test]
 fn times_are_normalized_in_every_form() {
     assert_eq!(

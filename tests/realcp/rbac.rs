@@ -7,7 +7,7 @@ use klutch_sim::real::{Identity, KLUTCH_HEALTH};
 use crate::estate::{get, short, until, wait_for, Estate, NAMESPACE};
 
 /// Every item of the shipped checks on the seeded estate.
-pub const SHIPPED_ITEMS: [&str; 13] = [
+pub const SHIPPED_ITEMS: [&str; 15] = [
     "backend-status/postgresql-service-broker",
     "backend-status/postgresql-backup-manager",
     "providers/provider-anynines",
@@ -21,6 +21,8 @@ pub const SHIPPED_ITEMS: [&str; 13] = [
     "konnectors/kube-bind-7xk2p",
     "konnectors/kube-bind-m4n8q",
     "konnectors/kube-bind-z9t3w",
+    "app-cluster-bindings/team-a.prod",
+    "app-cluster-bindings/team-b.dev",
 ];
 
 const PC: &str = "postgresql-backup-manager";

@@ -108,6 +108,13 @@ pub const KINDS: &[Kind] = &[
         "ClusterBinding",
         true,
     ),
+    kind(
+        "klutch.anynines.com",
+        "v1alpha1",
+        "appclusterbindings",
+        "AppClusterBinding",
+        true,
+    ),
 ];
 
 impl Kind {

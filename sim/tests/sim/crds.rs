@@ -171,12 +171,13 @@ fn check(obj: &Value) -> Vec<String> {
     problems
 }
 
-const VALIDATED: [(&str, &str); 5] = [
+const VALIDATED: [(&str, &str); 6] = [
     ("pkg.crossplane.io/v1", "Provider"),
     ("pkg.crossplane.io/v1", "Configuration"),
     ("pkg.crossplane.io/v1", "Function"),
     ("dataservices.anynines.com/v1", "ProviderConfig"),
     ("klutch.anynines.com/v1alpha1", "ClusterBinding"),
+    ("klutch.anynines.com/v1alpha1", "AppClusterBinding"),
 ];
 
 #[tokio::test]
@@ -197,6 +198,18 @@ async fn every_seeded_object_and_fixture_validates_against_the_upstream_crds() {
     let cp = SimControlPlane::start().await.expect("start");
     cp.seed_estate(Duration::from_secs(30));
     cp.add_provider_pod(klutch_sim::PodState::Evicted);
+    // Every flip an AppClusterBinding takes stays valid.
+    assert!(cp.set_app_cluster_binding(
+        "team-b",
+        "dev",
+        klutch_sim::estate::BindingState::SecretInvalid
+    ));
+    assert!(cp.set_app_cluster_binding(
+        "team-a",
+        "prod",
+        klutch_sim::estate::BindingState::NotReady
+    ));
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", true));
     let mut objects: Vec<Value> = VALIDATED
         .iter()
         .flat_map(|(a, k)| cp.api.list(a, k))

@@ -109,16 +109,6 @@ white-space:nowrap;letter-spacing:.02em}\
 .ep i.pass,.ep i.warn,.ep i.fail{background:none}\
 footer{margin:1.4rem 0 .5rem;border-top:1px solid var(--line);padding-top:.5rem}";
 
-/// How bad a status is, for ordering what needs attention: fail, unknown, warn, pass.
-fn severity(s: Status) -> u8 {
-    match s {
-        Status::Fail => 3,
-        Status::Unknown => 2,
-        Status::Warn => 1,
-        Status::Pass => 0,
-    }
-}
-
 fn colour(s: Status) -> &'static str {
     match s {
         Status::Pass => "#2e7d32",
@@ -137,6 +127,8 @@ struct Card<'a> {
     /// The observed status; for a policy item, the worst counted one.
     status: Status,
     message: &'a str,
+    /// The message is shown while the item passes too.
+    notable: bool,
     since: Timestamp,
     /// Per endpoint: how it counts the item, `None` when it does not count it.
     counted: [Option<&'a Counted>; 2],
@@ -159,7 +151,7 @@ impl Card<'_> {
             .flatten()
             .map(|c| c.status)
             .chain([self.status])
-            .max_by_key(|s| severity(*s))
+            .max_by_key(|s| s.severity())
             .unwrap_or(Status::Pass)
     }
 }
@@ -216,6 +208,7 @@ fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2])
         short: item.name.item(),
         status: item.status,
         message: &item.message,
+        notable: item.notable,
         since: item.since,
         counted,
     }
@@ -238,9 +231,10 @@ fn policy_card<'a>(
             .iter()
             .flatten()
             .map(|c| c.status)
-            .max_by_key(|s| severity(*s))
+            .max_by_key(|s| s.severity())
             .unwrap_or(Status::Unknown),
         message: first.map_or("", |c| &c.message),
+        notable: false,
         since: first.map_or(Timestamp::UNIX_EPOCH, |c| c.since),
         counted,
     }
@@ -453,7 +447,7 @@ fn attention(out: &mut String, cards: &[Card], details: Details, now: Timestamp)
     if bad.is_empty() {
         return;
     }
-    bad.sort_by_key(|c| std::cmp::Reverse(severity(c.worst())));
+    bad.sort_by_key(|c| std::cmp::Reverse(c.worst().severity()));
     let _ = write!(
         out,
         "<section class=\"attention\"><h2>Needs attention ({})</h2><ul>",
@@ -508,7 +502,7 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         card.anchor,
         escape(card.short)
     );
-    if card.status != Status::Pass && !card.message.is_empty() {
+    if (card.status != Status::Pass || card.notable) && !card.message.is_empty() {
         let _ = write!(
             out,
             "<div class=\"msg\">{}</div>",
