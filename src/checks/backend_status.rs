@@ -542,3 +542,44 @@ fn judge(
     }
     parse_body(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refused, timed out and 5xx are what a stopped or broken provider does; an answer that cannot be
+    /// read, or a 4xx (a wrong path), is not.
+    #[test]
+    fn only_refused_timed_out_and_5xx_polls_got_no_answer() {
+        let status = |code: u16| PollError::Status {
+            status: http::StatusCode::from_u16(code).expect("a status"),
+            body: Bytes::new(),
+        };
+        let table = [
+            (
+                PollError::Connect("refused".into()),
+                Some(NoAnswer::Refused),
+            ),
+            (
+                PollError::Timeout(Duration::from_secs(2)),
+                Some(NoAnswer::TimedOut),
+            ),
+            (status(500), Some(NoAnswer::ServerError)),
+            (status(503), Some(NoAnswer::ServerError)),
+            (status(404), None),
+            (PollError::Request("reset".into()), None),
+            (PollError::TooLarge(1), None),
+            (
+                PollError::InvalidJson {
+                    reason: "eof".into(),
+                    body: Bytes::new(),
+                },
+                None,
+            ),
+            (PollError::NotObject("an array"), None),
+        ];
+        for (e, want) in table {
+            assert_eq!(e.no_answer(), want, "{e}");
+        }
+    }
+}
