@@ -140,12 +140,17 @@ async fn a_not_ready_api_server_turns_items_unknown_even_while_its_watches_deliv
                 && lines.iter().all(|l| {
                     l.contains(" failed: API server of cluster default not ready since ")
                         && l.ends_with(
-                            ": /readyz answered 500 ([-]etcd failed, [-]etcd-readiness failed)",
+                            ": /readyz answered 500 ([-]etcd failed, [-]etcd-readiness failed) (cause: cluster/default)",
                         )
                 })
         })
         .await;
     assert_eq!(r.status, 503);
+    assert!(
+        r.body.contains("root cause: cluster/default (API server of cluster default not ready since "),
+        "a not ready API server is a cause too: {}",
+        r.body
+    );
     cp.api.reset_requests();
     cp.api.set_readiness(klutch_sim::Readiness::Ready);
     svc.wait_for("/readyz?verbose", "recovery", |r| {
