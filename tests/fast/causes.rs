@@ -327,6 +327,15 @@ fn rule_1_a_silent_api_server_explains_what_went_unknown_since() {
             "konnector-app",
             obs("konnector", Status::Unknown, "watch broken"),
         )
+        // Failing once the cluster was silent (a judge's own timer): the silence explains only `unknown`.
+        .set(
+            "functions",
+            obs(
+                "function-patch-and-transform",
+                Status::Fail,
+                "deadline passed",
+            ),
+        )
         .set(
             "backend-status",
             obs("_endpoint", Status::Unknown, "waiting for the first poll"),
@@ -370,6 +379,11 @@ fn rule_1_a_silent_api_server_explains_what_went_unknown_since() {
         "another cluster"
     );
     assert_eq!(
+        cause(report, "functions/function-patch-and-transform"),
+        None,
+        "a fail is never the silence's"
+    );
+    assert_eq!(
         cause(report, "backend-status/_endpoint"),
         None,
         "the poll is no cluster's"
@@ -380,6 +394,7 @@ fn rule_1_a_silent_api_server_explains_what_went_unknown_since() {
         [
             "cluster/default",
             "backend-status/_endpoint",
+            "functions/function-patch-and-transform",
             &format!("provider-configs/{}", PCS[0]),
             "anynines-backend/anynines-backend",
             "konnector-app/konnector",
@@ -462,6 +477,19 @@ fn rule_2_the_pods_of_a_package_explain_the_package_and_no_other() {
             "a pod that only warns (a recent restart) explains nothing",
             Estate::healthy()
                 .set("provider-pods", obs(POD, Status::Warn, "restarted 1m ago"))
+                .set(
+                    "providers",
+                    obs("provider-anynines", Status::Fail, "Healthy is \"False\""),
+                ),
+            &[("providers/provider-anynines", None)],
+        ),
+        (
+            "a pod whose state is not known (its watch broke) explains nothing",
+            Estate::healthy()
+                .set(
+                    "provider-pods",
+                    obs(POD, Status::Unknown, "watch of pods … broken since …"),
+                )
                 .set(
                     "providers",
                     obs("provider-anynines", Status::Fail, "Healthy is \"False\""),
@@ -586,6 +614,25 @@ fn rule_4_a_failing_endpoint_explains_the_unknown_entries_of_its_own_check() {
             .collect::<Vec<_>>(),
         [("backend-status/_endpoint", 1), ("backend-2/other", 0)]
     );
+    // Only `unknown` entries are the poll's: one failing in the same report stays its own.
+    let report = once(
+        &r,
+        estate
+            .clone()
+            .set("backend-status", obs(PCS[1], Status::Fail, "degraded"))
+            .snapshot(),
+    );
+    assert_eq!(cause(&report, &format!("backend-status/{}", PCS[1])), None);
+    // A check whose task died has every item unknown with one reason: `_endpoint` is no failing poll then.
+    let died = "the check's task panicked; restarting in 1s";
+    let report = once(
+        &r,
+        Estate::healthy()
+            .set("backend-status", obs("_endpoint", Status::Unknown, died))
+            .set("backend-status", obs(PCS[0], Status::Unknown, died))
+            .snapshot(),
+    );
+    assert_eq!(cause(&report, &format!("backend-status/{}", PCS[0])), None);
 }
 
 #[test]

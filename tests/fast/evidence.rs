@@ -147,7 +147,9 @@ async fn a_not_ready_api_server_turns_items_unknown_even_while_its_watches_deliv
         .await;
     assert_eq!(r.status, 503);
     assert!(
-        r.body.contains("root cause: cluster/default (API server of cluster default not ready since "),
+        r.body.contains(
+            "root cause: cluster/default (API server of cluster default not ready since "
+        ),
         "a not ready API server is a cause too: {}",
         r.body
     );

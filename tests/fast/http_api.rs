@@ -1312,6 +1312,17 @@ async fn one_broken_pod_is_one_root_cause_line_before_the_verdict() {
         r.body
     );
 
+    // An endpoint that counts unknown as passing shows those lines `ok`, with no cause and uncounted.
+    let lenient = shipped_app(&estate, ("unknown = \"fail\"", "unknown = \"pass\""));
+    let r = lenient.get("/readyz?verbose").await;
+    assert!(
+        r.body
+            .contains("\n[+]backend-status/postgresql-backup-manager ok\n"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(" explains 2 items\n"), "{}", r.body);
+
     // Withheld details withhold the root cause's reason, never its name.
     let app = shipped_app(&estate, ("details = \"always\"", "details = \"never\""));
     let r = app.get("/readyz").await;
