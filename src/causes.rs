@@ -75,8 +75,8 @@ item P",
     },
     Rule {
         number: 3,
-        says: "the pods of P explain `_endpoint` of a `backend-status` check of P when the poll was refused, \
-timed out or answered 5xx",
+        says: "the pods of P explain `_endpoint` of a `backend-status` check of P when the poll was refused \
+(or reset before an answer), timed out or answered 5xx",
         causes: |w, e| match e.package.filter(|_| unanswered(e)) {
             Some(p) => w.failing_pods_of(p),
             None => Vec::new(),

@@ -191,13 +191,6 @@ pub struct Causes {
     pub clusters: Vec<ItemName>,
 }
 
-impl Causes {
-    /// The root cause named `name`.
-    pub fn root(&self, name: &str) -> Option<&RootCause> {
-        self.roots.iter().find(|r| &*r.name == name)
-    }
-}
-
 /// An item as one endpoint counts it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Counted {

@@ -141,11 +141,12 @@ impl PollError {
         }
     }
 
-    /// Whether this is what a stopped or broken server does (refused, timed out, a 5xx): the root-cause
-    /// rules blame the provider's pods for these, never for an answer that cannot be read.
+    /// Whether this is what a stopped or broken server does (refused or reset, timed out, a 5xx): the
+    /// root-cause rules blame the provider's pods for these, never for an answer that cannot be read.
     pub fn no_answer(&self) -> Option<NoAnswer> {
         match self {
             PollError::Connect(_) => Some(NoAnswer::Refused),
+            PollError::Request(_) => Some(NoAnswer::Reset),
             PollError::Timeout(_) => Some(NoAnswer::TimedOut),
             PollError::Status { status, .. } if status.is_server_error() => {
                 Some(NoAnswer::ServerError)
@@ -547,8 +548,8 @@ fn judge(
 mod tests {
     use super::*;
 
-    /// Refused, timed out and 5xx are what a stopped or broken provider does; an answer that cannot be
-    /// read, or a 4xx (a wrong path), is not.
+    /// Refused (or reset before an answer), timed out and 5xx are what a stopped or broken provider does;
+    /// an answer that cannot be read, or a 4xx (a wrong path), is not.
     #[test]
     fn only_refused_timed_out_and_5xx_polls_got_no_answer() {
         let status = |code: u16| PollError::Status {
@@ -567,7 +568,11 @@ mod tests {
             (status(500), Some(NoAnswer::ServerError)),
             (status(503), Some(NoAnswer::ServerError)),
             (status(404), None),
-            (PollError::Request("reset".into()), None),
+            (
+                PollError::Request("connection reset by peer".into()),
+                Some(NoAnswer::Reset),
+            ),
+            (PollError::Body("connection closed mid-body".into()), None),
             (PollError::TooLarge(1), None),
             (
                 PollError::InvalidJson {

@@ -1,5 +1,6 @@
 //! Kubernetes-style verbose text: `[+]CHECK/ITEM ok`, `[-]CHECK/ITEM failed: MESSAGE`, then the verdict.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::{one_line, Details};
@@ -36,7 +37,7 @@ fn lines(
 ) -> String {
     let mut out = String::new();
     // Root cause → how many lines shown it explains.
-    let mut explained: Vec<(&str, usize)> = Vec::new();
+    let mut explained: HashMap<&str, usize> = HashMap::new();
     for c in &selection.items {
         let name = one_line(&c.name);
         let cause = c
@@ -46,13 +47,7 @@ fn lines(
             .filter(|_| c.status != Status::Pass);
         let suffix = match cause {
             Some(cause) => {
-                match explained
-                    .iter_mut()
-                    .find(|(r, _)| *r == cause.root.as_str())
-                {
-                    Some((_, n)) => *n += 1,
-                    None => explained.push((cause.root.as_str(), 1)),
-                }
+                *explained.entry(cause.root.as_str()).or_default() += 1;
                 format!(" (cause: {})", one_line(&cause.root))
             }
             None => String::new(),
@@ -82,7 +77,7 @@ fn lines(
         );
     }
     for root in &report.causes.roots {
-        if let Some((_, n)) = explained.iter().find(|(r, _)| *r == root.name.as_str()) {
+        if let Some(n) = explained.get(root.name.as_str()) {
             let _ = writeln!(
                 out,
                 "root cause: {} ({}) explains {n} item{}",

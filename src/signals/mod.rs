@@ -61,6 +61,9 @@ pub enum Fact {
 pub enum NoAnswer {
     /// The connection was refused (or could not be made).
     Refused,
+    /// The connection was reset or closed before an answer came: what the first poll after a crash meets
+    /// on its kept-alive connection.
+    Reset,
     /// Nothing came back within the poll's `timeout`.
     TimedOut,
     /// It answered with a 5xx status.

@@ -547,6 +547,14 @@ fn rule_3_a_health_server_that_does_not_answer_is_explained_by_its_package() {
             by(PODS, PODS),
         ),
         (
+            "reset on the kept-alive connection (the first poll after a crash)",
+            pod_down.clone().set(
+                "backend-status",
+                endpoint(Some(Fact::NoAnswer(NoAnswer::Reset))),
+            ),
+            by(PODS, PODS),
+        ),
+        (
             "timed out",
             pod_down.clone().set(
                 "backend-status",

@@ -4,6 +4,7 @@
 //! (relative and absolute), and how each endpoint counts it. It refreshes itself with a meta tag, so it needs
 //! no JavaScript, and it contains none. Everything from outside (names, messages) is escaped.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use jiff::Timestamp;
@@ -290,8 +291,9 @@ pub(crate) fn page(
     root_causes(&mut out, report, details, now);
     poll_line(&mut out, report, now);
     operations(&mut out, report, details, now);
-    attention(&mut out, report, &cards, details, now);
-    sections(&mut out, report, &cards, details, now);
+    let anchors = anchors(report);
+    attention(&mut out, &anchors, &cards, details, now);
+    sections(&mut out, report, &anchors, &cards, details, now);
     timeline::timelines(&mut out, history, report, details, moment);
     let _ = writeln!(
         out,
@@ -392,10 +394,22 @@ fn root_causes(out: &mut String, report: &Report, details: Details, now: Timesta
     out.push_str("</ul></section>\n");
 }
 
+/// Root cause → the index of its item (its card's anchor), for the roots that are items.
+type Anchors<'a> = HashMap<&'a str, usize>;
+
+fn anchors(report: &Report) -> Anchors<'_> {
+    report
+        .causes
+        .roots
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.item?)))
+        .collect()
+}
+
 /// `cause: ROOT (via DIRECT)`, linked to the root's card where it has one.
-fn cause_note(out: &mut String, report: &Report, cause: &Explained) {
+fn cause_note(out: &mut String, anchors: &Anchors<'_>, cause: &Explained) {
     let root = escape(&cause.root);
-    let root = match report.causes.root(&cause.root).and_then(|r| r.item) {
+    let root = match anchors.get(cause.root.as_str()) {
         Some(i) => format!("<a href=\"#i{i}\">{root}</a>"),
         None => root,
     };
@@ -411,6 +425,7 @@ fn cause_note(out: &mut String, report: &Report, cause: &Explained) {
 fn sections(
     out: &mut String,
     report: &Report,
+    anchors: &Anchors<'_>,
     cards: &[Card<'_>],
     details: Details,
     now: Timestamp,
@@ -440,7 +455,7 @@ fn sections(
                 escape(card.check),
             );
         }
-        item_card(out, report, card, details, now);
+        item_card(out, anchors, card, details, now);
     }
     if current.is_some() {
         out.push_str("</section>\n");
@@ -520,7 +535,13 @@ fn operations(out: &mut String, report: &Report, details: Details, now: Timestam
 }
 
 /// The items to look at first, worst first, each linking to its card.
-fn attention(out: &mut String, report: &Report, cards: &[Card], details: Details, now: Timestamp) {
+fn attention(
+    out: &mut String,
+    anchors: &Anchors<'_>,
+    cards: &[Card],
+    details: Details,
+    now: Timestamp,
+) {
     let mut bad: Vec<&Card> = cards.iter().filter(|c| c.needs_attention()).collect();
     if bad.is_empty() {
         return;
@@ -549,7 +570,7 @@ fn attention(out: &mut String, report: &Report, cards: &[Card], details: Details
             );
         }
         if let Some(cause) = c.cause {
-            cause_note(out, report, cause);
+            cause_note(out, anchors, cause);
         }
         endpoints_line(out, c);
         out.push_str("</li>");
@@ -574,7 +595,13 @@ fn endpoints_line(out: &mut String, card: &Card) {
     out.push_str("</div>");
 }
 
-fn item_card(out: &mut String, report: &Report, card: &Card, details: Details, now: Timestamp) {
+fn item_card(
+    out: &mut String,
+    anchors: &Anchors<'_>,
+    card: &Card,
+    details: Details,
+    now: Timestamp,
+) {
     let s = card.status.as_str();
     let _ = write!(
         out,
@@ -591,7 +618,7 @@ fn item_card(out: &mut String, report: &Report, card: &Card, details: Details, n
         );
     }
     if let Some(cause) = card.cause {
-        cause_note(out, report, cause);
+        cause_note(out, anchors, cause);
     }
     if card.needs_attention() {
         endpoints_line(out, card);
