@@ -305,12 +305,14 @@ pub(crate) mod tests {
                     observed: at(s).wall,
                     since: at(s).wall,
                     notable: false,
+                    cause: None,
                 })
                 .collect(),
             healthz: endpoint(Endpoint::Healthz),
             readyz: endpoint(Endpoint::Readyz),
             backend: None,
             operating: Default::default(),
+            causes: Default::default(),
         }
     }
 

@@ -348,6 +348,7 @@ pub(crate) mod tests {
                 observed: now,
                 since: now,
                 notable: false,
+                cause: None,
             })
             .collect();
         let empty = |endpoint| EndpointReport {
@@ -361,6 +362,7 @@ pub(crate) mod tests {
             readyz: empty(Endpoint::Readyz),
             backend: None,
             operating: Default::default(),
+            causes: Default::default(),
         }
     }
 
