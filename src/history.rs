@@ -304,6 +304,8 @@ pub(crate) mod tests {
                     message: format!("{name} is {status}"),
                     observed: at(s).wall,
                     since: at(s).wall,
+                    detail: None,
+                    counts: None,
                 })
                 .collect(),
             healthz: endpoint(Endpoint::Healthz),

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{Endpoint, ItemName, OperatorKind, Report, Status};
+use crate::report::{Endpoint, ItemName, OperatorKind, Report, StateCounts, Status};
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -56,6 +56,13 @@ struct StatusLabels {
     check: Text,
     item: Text,
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    check: Text,
+    kind: Text,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +122,9 @@ pub struct Metrics {
     /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
     /// cost nothing and vanished items lose their series.
     items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
+    managed_resources: Family<KindLabels, Gauge>,
+    /// Items whose counts are exported now, as exported (the same bookkeeping as `items`).
+    counted: Mutex<HashMap<ItemName, StateCounts>>,
     /// Set once shutdown begins: `/readyz` answers 503 from then on, and its gauge says so.
     shutting_down: AtomicBool,
 }
@@ -213,6 +223,12 @@ impl Metrics {
             "When the running configuration was loaded, in seconds since the Unix epoch",
             reload_success_time.clone(),
         );
+        let managed_resources = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "managed_resources",
+            "Managed resources of each kind a managed-resources check watches, by state (ready, creating, deleting, paused, failing, superseded)",
+            managed_resources.clone(),
+        );
         register_build_info(&mut registry);
         Metrics {
             registry,
@@ -231,6 +247,8 @@ impl Metrics {
             reload_successful,
             reload_success_time,
             items: Mutex::default(),
+            managed_resources,
+            counted: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -273,8 +291,39 @@ impl Metrics {
             }
         }
         *exported = now_exported;
+        drop(exported);
+        self.set_counts(report);
         self.set_endpoints_up(|e| report.endpoint(e).passed());
         self.set_operating(report);
+    }
+
+    /// `klutch_health_managed_resources{check,kind,state}` from the items that carry counts; an item gone (a
+    /// kind or check no longer configured) loses its series.
+    fn set_counts(&self, report: &Report) {
+        let mut exported = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now_exported = HashMap::new();
+        let labels = |name: &ItemName, state: &'static str| KindLabels {
+            check: name.check().into(),
+            kind: name.item().into(),
+            state,
+        };
+        for item in &report.items {
+            let Some(counts) = &item.counts else { continue };
+            if exported.remove(&item.name).as_ref() != Some(counts) {
+                for &(state, n) in counts.iter() {
+                    self.managed_resources
+                        .get_or_create(&labels(&item.name, state))
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            now_exported.insert(item.name.clone(), counts.clone());
+        }
+        for (gone, counts) in exported.iter() {
+            for &(state, _) in counts.iter() {
+                self.managed_resources.remove(&labels(gone, state));
+            }
+        }
+        *exported = now_exported;
     }
 
     /// Each endpoint's gauge says what the endpoint answers: `/readyz` fails from the start of shutdown;

@@ -243,6 +243,7 @@ fn observed_items(
                 _ => now,
             };
             new_memory.observed.insert(name.clone(), (status, since));
+            let fresh = !obs.expired(now);
             items.push(Item {
                 check_type: check.type_name,
                 name,
@@ -250,6 +251,8 @@ fn observed_items(
                 message,
                 observed: obs.observed,
                 since: since.wall,
+                detail: obs.detail.clone().filter(|_| fresh),
+                counts: obs.counts.clone(),
             });
         }
     }

@@ -347,6 +347,8 @@ pub(crate) mod tests {
                 message,
                 observed: now,
                 since: now,
+                detail: None,
+                counts: None,
             })
             .collect();
         let empty = |endpoint| EndpointReport {

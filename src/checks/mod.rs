@@ -7,6 +7,7 @@
 pub mod backend_status;
 pub mod cluster_bindings;
 pub mod deployments;
+pub mod managed_resources;
 pub mod packages;
 pub mod pods;
 pub mod provider_configs;
@@ -28,7 +29,7 @@ use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
 use crate::kubernetes::watch::{follow, waiting, Destination, Watches};
-pub(crate) use crate::kubernetes::watch::{keep_status, WatchSpec, WatchState};
+pub(crate) use crate::kubernetes::watch::{keep_status, Tally, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
 use crate::values::KeyError;
@@ -41,6 +42,7 @@ pub const TYPES: &[Registration] = &[
     Registration::of::<deployments::Deployment>(),
     Registration::of::<pods::Pods>(),
     Registration::of::<cluster_bindings::ClusterBinding>(),
+    Registration::of::<managed_resources::ManagedResources>(),
 ];
 
 /// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,
@@ -337,6 +339,57 @@ impl<'a> Run<'a> {
         });
     }
 
+    /// Like `Run::follow_part`, for a kind of tens of thousands of objects: the check's own watch (not
+    /// shared) feeds each event into `tally`, which keeps a small record per object and its counts current
+    /// event by event, instead of a store of whole objects judged at every change; its items are published
+    /// at each change and when a deadline it names passes. The watch fails past `max_objects` objects (the
+    /// check's own key of that name). After a panic, a fresh clone of `tally` starts from a fresh list.
+    pub(crate) fn tally_part<K, T>(
+        &mut self,
+        part: &str,
+        spec: WatchSpec<K>,
+        max_objects: usize,
+        tally: T,
+    ) where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        T: Tally<K> + Clone,
+    {
+        let s = match &mut self.mode {
+            Mode::Declare(rows) => return rows.push(spec.row()),
+            Mode::Start(s) => s,
+        };
+        let Some(kube) = s.kube.as_mut() else {
+            tracing::error!(
+                check = self.check,
+                "a check follows a watch without a cluster"
+            );
+            return;
+        };
+        s.metrics.watch_restarts_from_zero(self.check);
+        let watch = kube.watches.private(
+            &spec,
+            kube.client.clone(),
+            kube.cluster.as_deref(),
+            self.check,
+            max_objects,
+        );
+        let to = Destination {
+            check: self.check.to_string(),
+            part: Some(part.to_string()),
+        };
+        let (sink, metrics, stale_after) = (s.sink.clone(), s.metrics.clone(), kube.stale_after);
+        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+            watch.clone().tallied(
+                tally.clone(),
+                to.clone(),
+                sink.clone(),
+                stale_after,
+                &metrics,
+            )
+        });
+    }
+
     /// Runs a poller the check makes with `make(check, sink, metrics)`, supervised (a fresh one after a
     /// panic); its `outcomes` are exported at 0 from the start.
     pub(crate) fn poll<F, Fut>(&mut self, outcomes: &[&'static str], mut make: F)
@@ -451,6 +504,62 @@ pub(crate) mod testing {
         assert_eq!(items.len(), 1, "{items:?}");
         items.into_iter().next().expect("one item")
     }
+
+    /// A fake API server: `answer(path, watching)` gives each request's status and body, `None` for a watch
+    /// that stays open and silent.
+    pub(crate) fn fake_api(
+        answer: impl Fn(&str, bool) -> Option<(u16, String)> + Clone + Send + Sync + 'static,
+    ) -> kube::Client {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let answer = answer.clone();
+            async move {
+                let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+                let (code, body) = match answer(req.uri().path(), watching) {
+                    Some(answered) => answered,
+                    None => std::future::pending().await,
+                };
+                let mut r =
+                    http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Starts `check` of type `settings` against `client`, as a reload starts an added check.
+    pub(crate) fn started(
+        settings: &dyn super::Settings,
+        check: &str,
+        client: kube::Client,
+    ) -> (
+        crate::signals::Sink,
+        Arc<crate::metrics::Metrics>,
+        crate::signals::Tasks,
+    ) {
+        let (sink, metrics, mut tasks) = (
+            crate::signals::Sink::default(),
+            Arc::new(crate::metrics::Metrics::new()),
+            crate::signals::Tasks::default(),
+        );
+        settings.start(&mut super::Run::starting(
+            check,
+            Vec::new(),
+            super::Starting {
+                sink: &sink,
+                metrics: &metrics,
+                tasks: &mut tasks,
+                memory: &super::Memory::default(),
+                kube: Some(super::Kube {
+                    client,
+                    cluster: None,
+                    stale_after: std::time::Duration::from_secs(60),
+                    watches: &mut super::Watches::default(),
+                }),
+            },
+        ));
+        (sink, metrics, tasks)
+    }
 }
 
 #[cfg(test)]
@@ -506,50 +615,26 @@ mod tests {
 
     /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden.
     fn fake_api() -> kube::Client {
-        let service = tower::service_fn(|req: http::Request<kube::client::Body>| async move {
-            let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
-            if watching && req.uri().path().ends_with("/pods") {
-                std::future::pending::<()>().await;
-            }
-            let (code, body) = if req.uri().path().ends_with("/pods") {
-                (
+        testing::fake_api(|path, watching| {
+            if path.ends_with("/pods") {
+                if watching {
+                    return None;
+                }
+                return Some((
                     200,
-                    r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#,
-                )
-            } else {
-                (
-                    403,
-                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#,
-                )
-            };
-            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-            *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
-            Ok::<_, std::convert::Infallible>(r)
-        });
-        kube::Client::new(service, "default")
+                    r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#.into(),
+                ));
+            }
+            Some((
+                403,
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#.into(),
+            ))
+        })
     }
 
     /// Starts `check` of type `settings` against [`fake_api`], as a reload starts an added check.
     fn started(settings: &dyn Settings, check: &str) -> (Sink, Arc<Metrics>, Tasks) {
-        let (sink, metrics, mut tasks) =
-            (Sink::default(), Arc::new(Metrics::new()), Tasks::default());
-        settings.start(&mut Run::starting(
-            check,
-            Vec::new(),
-            Starting {
-                sink: &sink,
-                metrics: &metrics,
-                tasks: &mut tasks,
-                memory: &Memory::default(),
-                kube: Some(Kube {
-                    client: fake_api(),
-                    cluster: None,
-                    stale_after: Duration::from_secs(60),
-                    watches: &mut Watches::default(),
-                }),
-            },
-        ));
-        (sink, metrics, tasks)
+        testing::started(settings, check, fake_api())
     }
 
     #[test]

@@ -127,6 +127,12 @@ fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
                 on.cluster
             )
         }
+        // A resource the server does not serve answers a plain `404 page not found`: its CRD is gone.
+        404 => format!(
+            "the API server no longer serves {}: is {} installed?",
+            on.qualified,
+            installer(&on.group)
+        ),
         code => format!(
             "{} on {} failed{how}: {code} {}{said}",
             verb.name(),
@@ -137,6 +143,16 @@ fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
                 &status.reason
             }
         ),
+    }
+}
+
+/// Who installs the resources of an API group, for "is … installed?".
+fn installer(group: &str) -> &'static str {
+    match group {
+        "dataservices.anynines.com" => "provider-anynines",
+        "klutch.anynines.com" => "klutch-bind",
+        "pkg.crossplane.io" => "Crossplane",
+        _ => "its CustomResourceDefinition",
     }
 }
 
@@ -200,6 +216,19 @@ mod tests {
             "",
         ))));
         assert_eq!(describe(&e, &pods), "list on pods forbidden: grant the verb \"list\" on \"pods\" in the core API group in namespace crossplane-system (a Role) to klutch-health's service account on cluster app");
+    }
+
+    #[test]
+    fn a_resource_no_longer_served_asks_whether_its_installer_is_installed() {
+        let e = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status(
+            404,
+            "Failed to parse error data",
+            "404 page not found",
+        ))));
+        assert_eq!(
+            describe(&e, &providerconfigs()),
+            "the API server no longer serves providerconfigs.dataservices.anynines.com: is provider-anynines installed?"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::{Details, Identity};
-use crate::report::{overall, Counted, OperatorKind, Report, Selection, Status};
+use crate::report::{overall, Counted, Item, OperatorKind, Report, Selection, Status};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -73,7 +73,7 @@ impl<'a> Checks<'a> {
             component_type: item.map_or("policy", |i| i.check_type),
             status: c.status.as_str(),
             time: item.map_or(self.report.evaluated.wall, |i| i.observed),
-            output: (c.status != Status::Pass).then(|| self.details.counted(c)),
+            output: self.output(c, item),
             since: c.since,
             silenced: c
                 .notes
@@ -87,6 +87,19 @@ impl<'a> Checks<'a> {
                         Details::Withheld => super::WITHHELD,
                     },
                 }),
+        }
+    }
+}
+
+impl<'a> Checks<'a> {
+    /// The item's fuller account when it has one (even while it passes; nothing when details are withheld
+    /// from a passing item), else its message when it does not pass.
+    fn output(&self, c: &'a Counted, item: Option<&'a Item>) -> Option<Cow<'a, str>> {
+        match (item.and_then(|i| i.detail.as_deref()), c.status) {
+            (Some(_), Status::Pass) if self.details == Details::Withheld => None,
+            (Some(detail), _) => Some(self.details.counted_of(c, detail)),
+            (None, Status::Pass) => None,
+            (None, _) => Some(self.details.counted(c)),
         }
     }
 }

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
-use crate::report::{Passthrough, Status};
+use crate::report::{Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
@@ -32,6 +32,14 @@ pub struct Observation {
     /// The Kubernetes object the item is about, so that Events can name it (`None`: no object, or not
     /// one of the default cluster).
     pub regarding: Option<ObjectRef>,
+    /// A fuller account than `message`, which JSON `output` and the status page show instead, even while
+    /// the item passes (a managed-resources kind: its counts, and up to 20 failing resources each with its
+    /// ProviderConfig, where the text names 5). `None`: the message, shown only when not passing. Dropped
+    /// once an expiry has passed: it would describe what is no longer known.
+    pub detail: Option<String>,
+    /// The objects behind the item, counted by state (a managed-resources kind), for
+    /// `klutch_health_managed_resources`.
+    pub counts: Option<StateCounts>,
 }
 
 /// A Kubernetes object, as an Event's `regarding` names it.
@@ -87,7 +95,26 @@ impl Observation {
             observed,
             expires: Vec::new(),
             regarding: None,
+            detail: None,
+            counts: None,
         }
+    }
+
+    /// The observation, with a fuller account for JSON and the status page (see [`Observation::detail`]).
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The observation, with the counts of the objects behind it.
+    pub fn counts(mut self, counts: StateCounts) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// Whether an expiry has passed at `now`: the observation no longer says what was observed.
+    pub fn expired(&self, now: Moment) -> bool {
+        self.expires.iter().any(|e| e.at.passed(now))
     }
 
     /// The observation, about `object`.
@@ -201,6 +228,7 @@ impl Sink {
                         message: message.to_string(),
                         observed: now,
                         expires: Vec::new(),
+                        detail: None,
                         ..o.clone()
                     })
                     .collect(),

@@ -38,7 +38,7 @@ use crate::human::timestamp;
 use crate::metrics::Metrics;
 use crate::report::Status;
 use crate::signals::{Expiry, Observation, Sink, WATCH_ITEM};
-use task::Runner;
+use task::{Runner, Stored, Tallied};
 
 /// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
 const PAGE_SIZE: u32 = 100;
@@ -264,6 +264,88 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
     {
+        let prepared = self.prepare(&spec, client, cluster);
+        let key = (TypeId::of::<K>(), prepared.what.to_string());
+        let watch = match self
+            .started
+            .get(&key)
+            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
+        {
+            Some(existing) => existing.clone(),
+            None => {
+                let writer = Writer::new(spec.dyntype.clone());
+                let (tx, state) = channel::channel(WatchState::default());
+                let watch = Watch {
+                    store: writer.as_reader(),
+                    state,
+                    what: prepared.what.clone(),
+                    subscribers: Arc::default(),
+                };
+                let (max_objects, cluster) =
+                    (prepared.settings.max_objects, prepared.cluster.clone());
+                let task = tokio::spawn(
+                    prepared
+                        .runner(
+                            Stored {
+                                writer,
+                                strip: spec.strip,
+                            },
+                            tx,
+                            watch.subscribers.clone(),
+                            metrics,
+                            max_objects,
+                        )
+                        .run(),
+                )
+                .abort_handle();
+                let shared = Shared {
+                    watch: Box::new(watch.clone()),
+                    subscribers: watch.subscribers.clone(),
+                    cluster,
+                    task,
+                };
+                self.started.insert(key, shared);
+                watch
+            }
+        };
+        watch
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(check.to_string());
+        watch
+    }
+
+    /// A watch of `check`'s own, run by the check's task ([`tallied`]) instead of shared: its objects go into
+    /// the check's [`Tally`], which depends on the check's settings. At most `max_objects` objects, a bound
+    /// the check's own key (`max_objects` of check "NAME") sets instead of the cluster's.
+    pub(crate) fn private<K>(
+        &mut self,
+        spec: &WatchSpec<K>,
+        client: Client,
+        cluster: Option<&str>,
+        check: &str,
+        max_objects: usize,
+    ) -> Private<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
+        let mut prepared = self.prepare(spec, client, cluster);
+        prepared.settings.max_objects = max_objects;
+        prepared.section = format!("check \"{check}\"");
+        Private {
+            prepared,
+            check: check.to_string(),
+        }
+    }
+
+    /// Everything a watch of `spec` on `cluster` needs, whether shared or private.
+    fn prepare<K>(&self, spec: &WatchSpec<K>, client: Client, cluster: Option<&str>) -> Prepared<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
         let cluster = cluster.map(str::to_string);
         let api = spec.api(client);
         let plural = K::plural(&spec.dyntype);
@@ -284,71 +366,104 @@ impl Watches {
             " on cluster {}",
             cluster.as_deref().unwrap_or("default")
         ));
-        let key = (TypeId::of::<K>(), what.clone());
-        let watch = match self
-            .started
-            .get(&key)
-            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
-        {
-            Some(existing) => existing.clone(),
-            None => {
-                let mut config = watcher::Config::default().page_size(PAGE_SIZE);
-                if let Some(l) = &spec.labels {
-                    config = config.labels(l);
-                }
-                let (health, settings) = match self.connections.get(&cluster) {
-                    Some(c) => (c.health.clone(), c.settings.clone()),
-                    // A client made elsewhere (tests): no liveness to follow.
-                    None => (channel::channel(Health::default()).1, Cluster::default()),
-                };
-                let described = Described {
-                    qualified: resource.clone(),
-                    plural: plural.to_string(),
-                    group: group.to_string(),
-                    namespace: spec.namespace.clone(),
-                    cluster: cluster.as_deref().unwrap_or("default").to_string(),
-                };
-                let writer = Writer::new(spec.dyntype.clone());
-                let (tx, state) = channel::channel(WatchState::default());
-                let watch = Watch {
-                    store: writer.as_reader(),
-                    state,
-                    what: what.as_str().into(),
-                    subscribers: Arc::default(),
-                };
-                let task = tokio::spawn(
-                    Runner {
-                        api,
-                        config,
-                        strip: spec.strip,
-                        writer,
-                        tx,
-                        watch: watch.clone(),
-                        metrics: metrics.clone(),
-                        health,
-                        resource: described,
-                        max_objects: settings.max_objects,
-                        section: section(cluster.as_deref()),
-                    }
-                    .run(),
-                )
-                .abort_handle();
-                let shared = Shared {
-                    watch: Box::new(watch.clone()),
-                    subscribers: watch.subscribers.clone(),
-                    cluster: cluster.clone(),
-                    task,
-                };
-                self.started.insert(key, shared);
-                watch
-            }
+        let mut config = watcher::Config::default().page_size(PAGE_SIZE);
+        if let Some(l) = &spec.labels {
+            config = config.labels(l);
+        }
+        let (health, settings) = match self.connections.get(&cluster) {
+            Some(c) => (c.health.clone(), c.settings.clone()),
+            // A client made elsewhere (tests): no liveness to follow.
+            None => (channel::channel(Health::default()).1, Cluster::default()),
         };
-        watch
-            .subscribers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(check.to_string());
-        watch
+        let described = Described {
+            qualified: resource,
+            plural: plural.to_string(),
+            group: group.to_string(),
+            namespace: spec.namespace.clone(),
+            cluster: cluster.as_deref().unwrap_or("default").to_string(),
+        };
+        Prepared {
+            api,
+            config,
+            health,
+            settings,
+            described,
+            what: what.into(),
+            section: section(cluster.as_deref()),
+            cluster,
+        }
+    }
+}
+
+/// A watch about to start: its `Api`, its cluster's liveness and settings, and its words.
+struct Prepared<K> {
+    api: Api<K>,
+    config: watcher::Config,
+    health: channel::Receiver<Health>,
+    settings: Cluster,
+    described: Described,
+    what: Arc<str>,
+    /// Where its `max_objects` is set, for messages.
+    section: String,
+    cluster: Option<String>,
+}
+
+impl<K: Clone> Clone for Prepared<K> {
+    fn clone(&self) -> Self {
+        Prepared {
+            api: self.api.clone(),
+            config: self.config.clone(),
+            health: self.health.clone(),
+            settings: self.settings.clone(),
+            described: self.described.clone(),
+            what: self.what.clone(),
+            section: self.section.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
+impl<K> Prepared<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    fn runner<S>(
+        self,
+        keep: S,
+        tx: channel::Sender<WatchState>,
+        subscribers: Arc<Mutex<Vec<String>>>,
+        metrics: &Arc<Metrics>,
+        max_objects: usize,
+    ) -> Runner<K, S> {
+        Runner {
+            api: self.api,
+            config: self.config,
+            keep,
+            tx,
+            what: self.what,
+            subscribers,
+            metrics: metrics.clone(),
+            health: self.health,
+            resource: self.described,
+            max_objects,
+            section: self.section,
+        }
+    }
+}
+
+/// A check's own watch, ready to run (again, after a panic) with a fresh [`Tally`]: see [`Watches::private`].
+pub(crate) struct Private<K> {
+    prepared: Prepared<K>,
+    check: String,
+}
+
+impl<K: Clone> Clone for Private<K> {
+    fn clone(&self) -> Self {
+        Private {
+            prepared: self.prepared.clone(),
+            check: self.check.clone(),
+        }
     }
 }
 
@@ -453,67 +568,147 @@ impl Destination {
 /// into items, which are published together with what is known about the watch itself. It is published as
 /// waiting at once (before the returned future first runs), so it is never missing from the first report.
 pub(crate) fn follow<K>(
-    mut watch: Watch<K>,
+    watch: Watch<K>,
     to: Destination,
     sink: Sink,
     stale_after: Duration,
     placeholders: Vec<String>,
-    judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
+    mut judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    let placeholders = to.placeholders(&placeholders).into_owned();
-    let message = format!("waiting for initial sync of {}", watch.what);
-    to.waiting(&sink, waiting(&placeholders, &message, Timestamp::now()));
-    async move { follow_loop(&mut watch, &to, &sink, stale_after, &placeholders, judge).await }
+    let store = watch.store;
+    publishing(
+        watch.state,
+        watch.what,
+        to,
+        sink,
+        stale_after,
+        placeholders,
+        move |state, now| (judge(&store.state(), state, now), None),
+    )
 }
 
-async fn follow_loop<K>(
-    watch: &mut Watch<K>,
-    to: &Destination,
-    sink: &Sink,
-    stale_after: Duration,
-    placeholders: &[String],
-    mut judge: impl FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation>,
-) where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
+/// A check's own account of its watch's objects, kept current event by event ([`Private::tallied`])
+/// instead of a store of whole objects that a judge reads at every change: for kinds of tens of thousands of
+/// objects, each kept as a small record of what judging needs.
+pub(crate) trait Tally<K>: Send + 'static {
+    /// One event of the watch, in order: `Init` starts a relist, its `InitApply`s follow, and `InitDone`
+    /// ends it (what it did not list is gone); `Apply` and `Delete` come after.
+    fn apply(&mut self, event: watcher::Event<K>);
+    /// How many objects it holds now: the watch fails past its `max_objects`.
+    fn len(&self) -> usize;
+    /// The items as of `now`, and when they next go out of date by themselves (a deadline passes).
+    fn observe(&mut self, state: &WatchState, now: Moment) -> (Vec<Observation>, Option<Due>);
+}
+
+impl<K> Private<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    loop {
-        let state = watch.state.borrow_and_update().clone();
-        let moment = Moment::now();
-        let now = moment.wall;
-        if state.synced {
-            let mut items = judge(&watch.store.state(), &state, moment);
-            if let Some(broken) = &state.broken {
-                let expiry = Expiry {
-                    at: Due::after(broken.since, stale_after),
-                    status: Status::Unknown,
-                    message: broken.message(&watch.what),
-                };
-                items = items
-                    .into_iter()
-                    .map(|o| o.expiring(expiry.clone()))
-                    .collect();
+    /// Runs the watch into `tally` and publishes what it observes, like [`follow`]: at each change, and when
+    /// a deadline the tally names passes. One future, so a panic in either half restarts both (a fresh
+    /// tally, a fresh list). Published as waiting at once.
+    pub(crate) fn tallied<T: Tally<K>>(
+        self,
+        tally: T,
+        to: Destination,
+        sink: Sink,
+        stale_after: Duration,
+        metrics: &Arc<Metrics>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let tally = Arc::new(Mutex::new(tally));
+        let (tx, state) = channel::channel(WatchState::default());
+        let (what, max_objects) = (
+            self.prepared.what.clone(),
+            self.prepared.settings.max_objects,
+        );
+        let runner = self.prepared.runner(
+            Tallied(tally.clone()),
+            tx,
+            Arc::new(Mutex::new(vec![self.check])),
+            metrics,
+            max_objects,
+        );
+        let publish = publishing(
+            state,
+            what,
+            to,
+            sink,
+            stale_after,
+            Vec::new(),
+            move |state, now| {
+                tally
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .observe(state, now)
+            },
+        );
+        async move {
+            tokio::select! {
+                () = runner.run() => {}
+                () = publish => {}
             }
-            if let Some(why) = &state.not_watching {
-                to.not_watching(&mut items, why, now);
-            }
-            to.publish(sink, items);
-        } else {
-            let mut message = format!("waiting for initial sync of {}", watch.what);
-            if let Some(b) = &state.broken {
-                message.push_str(&format!(": {}", b.error));
-            }
-            if let Some(why) = &state.not_watching {
-                message.push_str(&format!(": {why}"));
-            }
-            to.waiting(sink, waiting(placeholders, &message, now));
         }
-        if watch.state.changed().await.is_err() {
-            return;
+    }
+}
+
+/// Publishes a watch's items whenever its state changes, and when the deadline `judge` returns passes:
+/// judged once synced, with what is known about the watch itself; waiting before.
+fn publishing(
+    mut state: channel::Receiver<WatchState>,
+    what: Arc<str>,
+    to: Destination,
+    sink: Sink,
+    stale_after: Duration,
+    placeholders: Vec<String>,
+    mut judge: impl FnMut(&WatchState, Moment) -> (Vec<Observation>, Option<Due>) + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let placeholders = to.placeholders(&placeholders).into_owned();
+    let message = format!("waiting for initial sync of {what}");
+    to.waiting(&sink, waiting(&placeholders, &message, Timestamp::now()));
+    async move {
+        loop {
+            let current = state.borrow_and_update().clone();
+            let moment = Moment::now();
+            let now = moment.wall;
+            let mut due = None;
+            if current.synced {
+                let (mut items, next) = judge(&current, moment);
+                due = next;
+                if let Some(broken) = &current.broken {
+                    let expiry = Expiry {
+                        at: Due::after(broken.since, stale_after),
+                        status: Status::Unknown,
+                        message: broken.message(&what),
+                    };
+                    items = items
+                        .into_iter()
+                        .map(|o| o.expiring(expiry.clone()))
+                        .collect();
+                }
+                if let Some(why) = &current.not_watching {
+                    to.not_watching(&mut items, why, now);
+                }
+                to.publish(&sink, items);
+            } else {
+                let mut message = format!("waiting for initial sync of {what}");
+                if let Some(b) = &current.broken {
+                    message.push_str(&format!(": {}", b.error));
+                }
+                if let Some(why) = &current.not_watching {
+                    message.push_str(&format!(": {why}"));
+                }
+                to.waiting(&sink, waiting(&placeholders, &message, now));
+            }
+            let wake = due.map(|d| d.instant(moment));
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(wake.unwrap_or(moment.mono)), if wake.is_some() => {}
+            }
         }
     }
 }

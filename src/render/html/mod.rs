@@ -137,6 +137,8 @@ struct Card<'a> {
     /// The observed status; for a policy item, the worst counted one.
     status: Status,
     message: &'a str,
+    /// The item's fuller account, shown instead of the message, even while it passes.
+    detail: Option<&'a str>,
     since: Timestamp,
     /// Per endpoint: how it counts the item, `None` when it does not count it.
     counted: [Option<&'a Counted>; 2],
@@ -151,6 +153,13 @@ impl Card<'_> {
                 .iter()
                 .flatten()
                 .any(|c| c.status != Status::Pass)
+    }
+
+    /// What the card says of the item: its fuller account (even while it passes), else its message when
+    /// it does not pass.
+    fn shown(&self) -> Option<&str> {
+        self.detail
+            .or((self.status != Status::Pass && !self.message.is_empty()).then_some(self.message))
     }
 
     fn worst(&self) -> Status {
@@ -216,6 +225,7 @@ fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2])
         short: item.name.item(),
         status: item.status,
         message: &item.message,
+        detail: item.detail.as_deref(),
         since: item.since,
         counted,
     }
@@ -241,6 +251,7 @@ fn policy_card<'a>(
             .max_by_key(|s| severity(*s))
             .unwrap_or(Status::Unknown),
         message: first.map_or("", |c| &c.message),
+        detail: None,
         since: first.map_or(Timestamp::UNIX_EPOCH, |c| c.since),
         counted,
     }
@@ -469,11 +480,11 @@ fn attention(out: &mut String, cards: &[Card], details: Details, now: Timestamp)
             escape(c.short),
             ago(now, c.since),
         );
-        if c.status != Status::Pass && !c.message.is_empty() {
+        if let Some(shown) = c.shown() {
             let _ = write!(
                 out,
                 "<div class=\"note\">{}</div>",
-                escape(&details.message(c.message))
+                escape(&details.message(shown))
             );
         }
         endpoints_line(out, c);
@@ -508,11 +519,14 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         card.anchor,
         escape(card.short)
     );
-    if card.status != Status::Pass && !card.message.is_empty() {
+    if let Some(shown) = card
+        .shown()
+        .filter(|_| details == Details::Shown || card.status != Status::Pass)
+    {
         let _ = write!(
             out,
             "<div class=\"msg\">{}</div>",
-            escape(&details.message(card.message))
+            escape(&details.message(shown))
         );
     }
     if card.needs_attention() {
