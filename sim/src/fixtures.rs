@@ -43,3 +43,5 @@ fixture!(
     clusterbinding_heartbeat_pending,
     "clusterbinding-heartbeat-pending.json"
 );
+fixture!(serviceinstance_ready, "serviceinstance-ready.json");
+fixture!(serviceinstance_failing, "serviceinstance-failing.json");
