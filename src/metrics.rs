@@ -532,3 +532,43 @@ fn probe_counters(http_requests: &Family<HttpLabels, Counter>) -> Vec<(HttpLabel
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind's counts are exported as they are, changed when they change, and gone with their item (a
+    /// kind or check no longer configured).
+    #[test]
+    fn managed_resource_counts_follow_the_report() {
+        let metrics = Metrics::new();
+        let with_counts = |ready: u64, failing: u64| {
+            let mut report = crate::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
+            report.items[0].counts = Some(StateCounts::from(vec![
+                ("ready", ready),
+                ("failing", failing),
+            ]));
+            report
+        };
+        let sample = |state: &str| {
+            let text = metrics.encode_prometheus();
+            let series = format!(
+                "klutch_health_managed_resources{{check=\"pcs\",kind=\"serviceinstances\",state=\"{state}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series).map(str::to_string))
+        };
+        metrics.observe_report(&with_counts(412, 3));
+        assert_eq!(
+            (sample("ready"), sample("failing")),
+            (Some("412".into()), Some("3".into()))
+        );
+        metrics.observe_report(&with_counts(415, 0));
+        assert_eq!(
+            (sample("ready"), sample("failing")),
+            (Some("415".into()), Some("0".into()))
+        );
+        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        assert_eq!((sample("ready"), sample("failing")), (None, None));
+    }
+}
