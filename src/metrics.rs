@@ -543,7 +543,8 @@ mod tests {
     fn managed_resource_counts_follow_the_report() {
         let metrics = Metrics::new();
         let with_counts = |ready: u64, failing: u64| {
-            let mut report = crate::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
+            let mut report =
+                crate::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
             report.items[0].counts = Some(StateCounts::from(vec![
                 ("ready", ready),
                 ("failing", failing),
