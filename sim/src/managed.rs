@@ -227,7 +227,8 @@ impl SimControlPlane {
     }
 
     /// Adds `n` resources of `kind` in `state`, served by `provider_config` (the kind's default when
-    /// `None`), named `PREFIX-00000`…; returns their names' prefix.
+    /// `None`), named `PREFIX-00000`…, each Backup of its own instance and each Restore of its own backup
+    /// (so every one is judged); returns their names' prefix.
     pub fn add_many_managed(
         &self,
         kind: ManagedKind,
@@ -241,7 +242,13 @@ impl SimControlPlane {
         set_state(&mut template, state);
         for i in 0..n {
             let mut obj = template.clone();
-            obj["metadata"]["name"] = json!(format!("{prefix}-{i:05}"));
+            let name = format!("{prefix}-{i:05}");
+            match kind {
+                ManagedKind::Backup => obj["spec"]["forProvider"]["instanceName"] = json!(name),
+                ManagedKind::Restore => obj["spec"]["forProvider"]["backupName"] = json!(name),
+                _ => {}
+            }
+            obj["metadata"]["name"] = json!(name);
             self.api.apply(obj);
         }
         prefix

@@ -101,8 +101,9 @@ struct Counts {
 pub struct KindTally {
     rules: Arc<Rules>,
     records: HashMap<Arc<str>, Record>,
-    /// Members of each group, by (creation, name): the last one is judged.
-    groups: HashMap<Arc<str>, BTreeSet<(i64, Arc<str>)>>,
+    /// Members of each group, sorted by (creation, name): the last one is judged. A sorted `Vec`, not a
+    /// `BTreeSet`: most groups hold one member, and a B-tree node costs about 290 bytes.
+    groups: HashMap<Arc<str>, Vec<(i64, Arc<str>)>>,
     counts: Counts,
     epoch: u32,
 }
@@ -248,7 +249,10 @@ impl KindTally {
         if let Some(old) = self.records.remove(name) {
             if let Some(g) = &old.group {
                 if let Some(members) = self.groups.get_mut(g) {
-                    members.remove(&(old.created, name.clone()));
+                    let member = (old.created, name.clone());
+                    if let Ok(i) = members.binary_search(&member) {
+                        members.remove(i);
+                    }
                     if members.is_empty() {
                         self.groups.remove(g);
                     }
@@ -257,10 +261,11 @@ impl KindTally {
         }
         if let Some(record) = new {
             if let Some(g) = &record.group {
-                self.groups
-                    .entry(g.clone())
-                    .or_default()
-                    .insert((record.created, name.clone()));
+                let members = self.groups.entry(g.clone()).or_default();
+                let member = (record.created, name.clone());
+                if let Err(i) = members.binary_search(&member) {
+                    members.insert(i, member);
+                }
             } else {
                 self.counts.count(&self.rules, name, &record, true);
             }
