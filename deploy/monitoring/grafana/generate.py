@@ -7,9 +7,8 @@ foundation SDK (grafana-foundation-sdk, pinned in requirements.txt beside this f
     python3 deploy/monitoring/grafana/generate.py --check    # exit 1 when the committed JSON is out of date
 
 Every panel is one entry of PANELS: a row starts a section, a panel names its kind, title, queries and how
-its values read. Two panels wait for their metrics: root causes (klutch_health_root_cause{check,item}, in the
-Fleet row beside the verdict) and managed resources by state (klutch_health_managed_resources{check,kind,state},
-in the Control plane row); each is one more entry here once its metric exists. Queries use the series of deploy/monitoring (the `control_plane:` records of
+its values read. One panel waits for its metric: root causes (klutch_health_root_cause{check,item}, in the
+Fleet row beside the verdict), one more entry here once its metric exists. Queries use the series of deploy/monitoring (the `control_plane:` records of
 prometheusrule.yaml and klutch-health's own metrics) and the `$control_plane` variable. tests/full/service_level.rs
 checks that the committed JSON is this script's output, and runs every query against a real Prometheus that
 scraped two simulated control planes.
@@ -186,6 +185,21 @@ PANELS = [
                 f"count by (control_plane) (klutch_health_build_info{{{CP}}})",
                 legend="{{control_plane}} scraped",
             ),
+        ],
+        width=12,
+        min=0,
+    ),
+    Panel(
+        "timeseries",
+        "Managed resources by state",
+        "provider-anynines' ServiceInstances, ServiceBindings, Backups and Restores of each kind by state (the "
+        "managed-resources check): failing ones are what users meet; superseded are older Backups and Restores.",
+        [
+            Query(
+                "max by (control_plane, kind, state) "
+                f"(klutch_health_managed_resources{{{CP}}})",
+                legend="{{control_plane}} {{kind}} {{state}}",
+            )
         ],
         width=12,
         min=0,
