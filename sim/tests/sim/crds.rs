@@ -13,11 +13,13 @@ fn crd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
 }
 
+/// (CRD file name, its openAPIV3Schema) of each CRD that describes one kind.
+type Schemas = Vec<(String, Value)>;
+
 /// The openAPIV3Schemas (one per CRD file) that describe `apiVersion`/`kind`, read once per kind.
-fn schemas(api_version: &str, kind: &str) -> Vec<(String, Value)> {
-    static READ: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, Vec<(String, Value)>>>,
-    > = std::sync::OnceLock::new();
+fn schemas(api_version: &str, kind: &str) -> Schemas {
+    static READ: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Schemas>>> =
+        std::sync::OnceLock::new();
     let mut read = READ
         .get_or_init(Default::default)
         .lock()
@@ -27,7 +29,7 @@ fn schemas(api_version: &str, kind: &str) -> Vec<(String, Value)> {
         .clone()
 }
 
-fn read_schemas(api_version: &str, kind: &str) -> Vec<(String, Value)> {
+fn read_schemas(api_version: &str, kind: &str) -> Schemas {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(crd_dir())

@@ -861,8 +861,10 @@ mod tests {
 
     #[test]
     fn ignored_objects_are_left_out() {
-        let mut settings = crate::checks::managed_resources::ManagedResources::default();
-        settings.ignore = vec!["test-*".into()];
+        let settings = crate::checks::managed_resources::ManagedResources {
+            ignore: vec!["test-*".into()],
+            ..Default::default()
+        };
         let mut t = KindTally::new(settings.rules("serviceinstances"));
         t.upsert(mr("test-1", "pg", "failing"));
         t.upsert(mr("prod-1", "pg", "ready"));
