@@ -299,35 +299,50 @@ impl<'a> Run<'a> {
         self.follow_to(to, spec, judge);
     }
 
+    /// The starting check, for a watch `spec` declares: `None` while the watches are only listed (its RBAC
+    /// row is recorded then), and without a cluster (which cannot happen: a check that declares a watch gets
+    /// one). Its restart counter is exported at 0 from here.
+    fn watching<K>(&mut self, spec: &WatchSpec<K>) -> Option<&mut Starting<'a>>
+    where
+        K: kube::Resource,
+        K::DynamicType: Clone,
+    {
+        let check = self.check;
+        let s = match &mut self.mode {
+            Mode::Declare(rows) => {
+                rows.push(spec.row());
+                return None;
+            }
+            Mode::Start(s) => s,
+        };
+        if s.kube.is_none() {
+            tracing::error!(check, "a check follows a watch without a cluster");
+            return None;
+        }
+        s.metrics.watch_restarts_from_zero(check);
+        Some(s)
+    }
+
     fn follow_to<K, J>(&mut self, to: Destination, spec: WatchSpec<K>, judge: J)
     where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
         J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
     {
-        let s = match &mut self.mode {
-            Mode::Declare(rows) => return rows.push(spec.row()),
-            Mode::Start(s) => s,
-        };
-        let Some(kube) = s.kube.as_mut() else {
-            // A check that follows a watch declared it, so it got its cluster: this cannot happen.
-            tracing::error!(
-                check = self.check,
-                "a check follows a watch without a cluster"
-            );
+        let (check, placeholders) = (self.check, self.placeholders.clone());
+        let Some(s) = self.watching(&spec) else {
             return;
         };
-        s.metrics.watch_restarts_from_zero(self.check);
+        let Some(kube) = s.kube.as_mut() else { return };
         let watch = kube.watches.watch(
             spec,
             kube.client.clone(),
             kube.cluster.as_deref(),
-            self.check,
+            check,
             s.metrics,
         );
-        let (sink, stale_after, placeholders) =
-            (s.sink.clone(), kube.stale_after, self.placeholders.clone());
-        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+        let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
+        s.tasks.supervise(check, s.sink, s.metrics, move || {
             follow(
                 watch.clone(),
                 to.clone(),
@@ -355,31 +370,24 @@ impl<'a> Run<'a> {
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
         T: Tally<K> + Clone,
     {
-        let s = match &mut self.mode {
-            Mode::Declare(rows) => return rows.push(spec.row()),
-            Mode::Start(s) => s,
-        };
-        let Some(kube) = s.kube.as_mut() else {
-            tracing::error!(
-                check = self.check,
-                "a check follows a watch without a cluster"
-            );
+        let check = self.check;
+        let Some(s) = self.watching(&spec) else {
             return;
         };
-        s.metrics.watch_restarts_from_zero(self.check);
+        let Some(kube) = s.kube.as_mut() else { return };
         let watch = kube.watches.private(
             &spec,
             kube.client.clone(),
             kube.cluster.as_deref(),
-            self.check,
+            check,
             max_objects,
         );
         let to = Destination {
-            check: self.check.to_string(),
+            check: check.to_string(),
             part: Some(part.to_string()),
         };
         let (sink, metrics, stale_after) = (s.sink.clone(), s.metrics.clone(), kube.stale_after);
-        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+        s.tasks.supervise(check, s.sink, s.metrics, move || {
             watch.clone().tallied(
                 tally.clone(),
                 to.clone(),
