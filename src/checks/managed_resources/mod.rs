@@ -354,8 +354,8 @@ mod tests {
     }
 
     /// Each kind's watch state lands on its own item: a kind whose CRD is missing waits with the API's
-    /// words, one past `max_objects` fails its watch with a clear message (before memory runs out), and the
-    /// others are judged — no shared `CHECK/_watch`.
+    /// words, one past `max_objects` fails its watch with a clear message (before memory runs out), one whose
+    /// WATCH is refused warns on its own item, and the others are judged — no shared `CHECK/_watch`.
     #[tokio::test(start_paused = true)]
     async fn each_kind_shows_its_own_watch_state_and_max_objects_trips_with_a_clear_message() {
         let restore = |i: usize| {
@@ -364,6 +364,12 @@ mod tests {
         };
         let client = fake_api(move |path, watching| {
             let kind = path.rsplit('/').next().unwrap_or_default();
+            if watching && kind == "servicebindings" {
+                return Some((
+                    403,
+                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"servicebindings.dataservices.anynines.com is forbidden","reason":"Forbidden","code":403}"#.into(),
+                ));
+            }
             if watching {
                 return None;
             }
@@ -400,13 +406,19 @@ mod tests {
             [
                 ("backups", Status::Unknown, "waiting for initial sync of backups.dataservices.anynines.com on cluster default: the API server no longer serves backups.dataservices.anynines.com: is provider-anynines installed?"),
                 ("restores", Status::Unknown, "waiting for initial sync of restores.dataservices.anynines.com on cluster default: more than 5 objects in restores.dataservices.anynines.com on cluster default (max_objects of check \"mr\"; raise it if the cluster really holds that many)"),
-                ("servicebindings", Status::Pass, "no servicebindings"),
+                ("servicebindings", Status::Warn, "no servicebindings; watch on servicebindings.dataservices.anynines.com forbidden: grant the verb \"watch\" on \"servicebindings\" in API group \"dataservices.anynines.com\" cluster-wide (a ClusterRole) to klutch-health's service account on cluster default (the API server said: servicebindings.dataservices.anynines.com is forbidden); until then the objects are relisted with backoff (at most every 60s)"),
                 ("serviceinstances", Status::Warn, "1 of 2 ready, 1 failing: pg-dev-2 (Synced=False, ReconcileError: observe failed: cannot get instance: broker answered 500: internal server error)"),
             ]
         );
         assert!(snapshot.unsynced.contains("mr"), "two kinds still wait");
         let instances = &items[3];
         assert!(instances.counts.is_some() && instances.detail.is_some());
+        let bindings = &items[2];
+        assert_eq!(
+            bindings.detail.as_deref(),
+            Some(bindings.message.as_str()),
+            "JSON and the page say what the text says"
+        );
         tasks.stop();
     }
 }

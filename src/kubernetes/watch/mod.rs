@@ -558,6 +558,9 @@ impl Destination {
                         o.status = Status::Warn;
                     }
                     o.message = format!("{}; {message}", o.message);
+                    if let Some(detail) = &mut o.detail {
+                        detail.push_str(&format!("; {message}"));
+                    }
                 }
             }
         }
