@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::checks::running::Running;
 use crate::clock::{Instant, Moment};
 use crate::config::Config;
+use crate::kubernetes::api_errors::Resource;
 use crate::kubernetes::connection::fingerprint;
 use crate::lease::{self, bounded, Leadership, RequestError};
 use crate::report::{ItemName, Report, Status};
@@ -333,11 +334,14 @@ impl Writer {
             }
             if let Err(e) = self.write(&change, now).await {
                 if let Some(suppressed) = self.failed.allow() {
+                    let regarding = change.regarding.as_ref().unwrap_or(&self.reporter.pod);
+                    let events =
+                        Resource::written("events.k8s.io", "events", namespace_of(regarding));
                     tracing::warn!(
                         item = %change.item,
-                        error = %e,
+                        error = %e.describe(&events),
                         suppressed,
-                        "cannot write a Kubernetes Event (verdicts are unaffected); check RBAC for events.k8s.io"
+                        "cannot write a Kubernetes Event (verdicts are unaffected)"
                     );
                 }
             }
@@ -365,12 +369,16 @@ impl Writer {
             let patch = json!({"series": {"count": series.count, "lastObservedTime": micro(now)}});
             let patched = bounded(
                 "an Event's series update",
+                PATCH,
                 api.patch(&series.name, &PatchParams::default(), &Patch::Merge(&patch)),
             )
             .await;
             match patched {
                 // The API server dropped the Event (its TTL passed): start a new one.
-                Err(RequestError::Api(kube::Error::Api(e))) if e.code == 404 => {}
+                Err(RequestError::Api {
+                    source: kube::Error::Api(e),
+                    ..
+                }) if e.code == 404 => {}
                 other => return other.map(|_| ()),
             }
         }
@@ -389,9 +397,13 @@ impl Writer {
             now,
         );
         let object: DynamicObject =
-            serde_json::from_value(event).map_err(kube::Error::SerdeError)?;
+            serde_json::from_value(event).map_err(|e| RequestError::Api {
+                verb: CREATE,
+                source: kube::Error::SerdeError(e),
+            })?;
         bounded(
             "an Event's create",
+            CREATE,
             api.create(&PostParams::default(), &object),
         )
         .await?;
@@ -450,7 +462,9 @@ fn event(
 }
 
 /// The verbs the writer uses on Events: create a new one, merge-patch a series.
-pub const VERBS: [&str; 2] = ["create", "patch"];
+pub const VERBS: [&str; 2] = [CREATE, PATCH];
+const CREATE: &str = "create";
+const PATCH: &str = "patch";
 
 /// One RBAC permission that writing Events needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

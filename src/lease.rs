@@ -18,6 +18,7 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::clock::Instant;
+use crate::kubernetes::api_errors::{self, Resource};
 use crate::telemetry::LogLimiter;
 
 /// The Lease's name, in the Pod's namespace.
@@ -25,7 +26,9 @@ pub const NAME: &str = "klutch-health-events";
 /// How often the holder renews, and others look.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// The verbs used on the Lease by name (read it, renew or take it over)…
-pub const VERBS_BY_NAME: [&str; 2] = ["get", "update"];
+pub const VERBS_BY_NAME: [&str; 2] = [GET, UPDATE];
+const GET: &str = "get";
+const UPDATE: &str = "update";
 /// …and the one used without a name, as RBAC cannot limit a create by name.
 pub const CREATE: &str = "create";
 /// How long a holder that stopped renewing keeps the Lease.
@@ -135,8 +138,13 @@ pub fn ours(current: Option<&Lease>, identity: &str, now: Timestamp, takeover: b
 /// Why a bounded Kubernetes request (on the Lease, or an Event) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("{0}")]
-    Api(#[from] kube::Error),
+    /// The API server's answer (or the client's error) to a request of `verb`, what RBAC must grant.
+    #[error("{source}")]
+    Api {
+        verb: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     #[error(
         "no answer to {what} within {}",
         crate::human::duration(REQUEST_TIMEOUT)
@@ -144,13 +152,24 @@ pub enum RequestError {
     Timeout { what: &'static str },
 }
 
-/// `request`, given at most [`REQUEST_TIMEOUT`]: `what` names it in the error.
+impl RequestError {
+    /// In words for an operator: a refusal says what to grant on `on`, as a refused watch does.
+    pub(crate) fn describe(&self, on: &Resource) -> String {
+        match self {
+            RequestError::Api { verb, source } => api_errors::request(source, verb, on),
+            timeout => timeout.to_string(),
+        }
+    }
+}
+
+/// `request` (of `verb`), given at most [`REQUEST_TIMEOUT`]: `what` names it in the error.
 pub(crate) async fn bounded<T>(
     what: &'static str,
+    verb: &'static str,
     request: impl std::future::Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, RequestError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(answer) => Ok(answer?),
+        Ok(answer) => answer.map_err(|source| RequestError::Api { verb, source }),
         Err(_) => Err(RequestError::Timeout { what }),
     }
 }
@@ -163,7 +182,7 @@ pub async fn attempt(
     observed: &mut Observed,
 ) -> Result<Option<Instant>, RequestError> {
     let started = Instant::now();
-    let current = bounded("GET of the Lease", api.get_opt(NAME)).await?;
+    let current = bounded("GET of the Lease", GET, api.get_opt(NAME)).await?;
     let now = Timestamp::now();
     let written = match decide(current.as_ref(), identity, observed, Instant::now()) {
         Action::Wait => return Ok(None),
@@ -171,6 +190,7 @@ pub async fn attempt(
             let lease = ours(None, identity, now, false);
             bounded(
                 "the Lease's create",
+                CREATE,
                 api.create(&PostParams::default(), &lease),
             )
             .await
@@ -179,6 +199,7 @@ pub async fn attempt(
             let lease = ours(current.as_ref(), identity, now, takeover);
             bounded(
                 "the Lease's renewal",
+                UPDATE,
                 api.replace(NAME, &PostParams::default(), &lease),
             )
             .await
@@ -186,7 +207,10 @@ pub async fn attempt(
     };
     match written {
         Ok(_) => Ok(Some(started + Duration::from_secs(DURATION_SECONDS as u64))),
-        Err(RequestError::Api(kube::Error::Api(e))) if e.code == 409 => Ok(None),
+        Err(RequestError::Api {
+            source: kube::Error::Api(e),
+            ..
+        }) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -212,6 +236,7 @@ impl Leadership {
 pub fn start(client: Client, namespace: &str, identity: String) -> Leadership {
     let (tx, rx) = watch::channel(None);
     let api: Api<Lease> = Api::namespaced(client, namespace);
+    let leases = Resource::written("coordination.k8s.io", "leases", namespace);
     tokio::spawn(async move {
         let mut failures = LogLimiter::default();
         let mut observed = Observed::default();
@@ -225,7 +250,8 @@ pub fn start(client: Client, namespace: &str, identity: String) -> Leadership {
                 // Whatever it held stays held until its deadline, and no longer.
                 Err(e) => {
                     if let Some(left_out) = failures.allow() {
-                        tracing::warn!(error = %e, left_out, lease = NAME,
+                        let error = e.describe(&leases);
+                        tracing::warn!(%error, left_out, lease = NAME,
                             "cannot read or renew the Events Lease; this replica writes no Events once its hold ends");
                     }
                 }

@@ -13,11 +13,12 @@ use crate::clock::{Instant, Moment};
 use crate::config::{self, Require, UnknownAs};
 use crate::operating::Operations;
 
+use crate::checks::packages::SCALED_TO_ZERO;
 use crate::report::{
     Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,
     Served, Status,
 };
-use crate::signals::{Observation, Snapshot};
+use crate::signals::{Fact, Observation, Snapshot};
 
 /// One endpoint's policy as evaluation applies it: the configuration's [`config::EndpointPolicy`] (its
 /// patterns compiled once), with the rules that read it here rather than on the configuration type.
@@ -59,6 +60,8 @@ struct CheckRules {
     require: Require,
     /// Whether failing items take the message of the same-named item of a provider-config check.
     annotate_from_provider_configs: bool,
+    /// The `crossplane-package` item whose runtime the check watches (its `package` key).
+    package: Option<ItemName>,
 }
 
 /// The configuration, compiled once for repeated evaluation.
@@ -86,6 +89,7 @@ impl Rules {
                     require: c.require,
                     annotate_from_provider_configs: c.settings.link()
                         == Link::AnnotatedByProviderConfigs,
+                    package: c.package.clone(),
                 })
                 .collect(),
             provider_config_checks: config
@@ -230,11 +234,22 @@ fn observed_items(
             for e in &obs.expires {
                 next.at(e.at.instant(now), now);
             }
-            let (status, message) = obs.at(now);
+            let (mut status, message) = obs.at(now);
             let mut message = message.to_string();
+            let mut detail = obs.detail.clone().filter(|_| !obs.expired(now));
             if check.annotate_from_provider_configs && status == Status::Fail {
                 if let Some(detail) = provider_config_message(rules, snapshot, &obs.item, now) {
                     message = format!("{message}: {detail}");
+                }
+            }
+            if let Some(package) = &check.package {
+                if status == Status::Fail
+                    && obs.fact == Some(Fact::NoPod)
+                    && scaled_to_zero(snapshot, package, now)
+                {
+                    status = Status::Pass;
+                    message = format!("no pod, as none should run: {package} is {SCALED_TO_ZERO}");
+                    detail = Some(message.clone());
                 }
             }
             let name = ItemName::new(&check.name, &obs.item);
@@ -243,7 +258,6 @@ fn observed_items(
                 _ => now,
             };
             new_memory.observed.insert(name.clone(), (status, since));
-            let fresh = !obs.expired(now);
             items.push(Item {
                 check_type: check.type_name,
                 name,
@@ -251,12 +265,21 @@ fn observed_items(
                 message,
                 observed: obs.observed,
                 since: since.wall,
-                detail: obs.detail.clone().filter(|_| fresh),
+                detail,
                 counts: obs.counts.clone(),
             });
         }
     }
     items
+}
+
+/// Whether `package` is, as of `now`, a passing package that Crossplane scaled to zero.
+fn scaled_to_zero(snapshot: &Snapshot, package: &ItemName, now: Moment) -> bool {
+    snapshot
+        .checks
+        .get(package.check())
+        .and_then(|items| items.iter().find(|o| o.item == package.item()))
+        .is_some_and(|o| o.fact == Some(Fact::ScaledToZero) && o.at(now).0 == Status::Pass)
 }
 
 /// The message of a failing ProviderConfig of that name, from any provider-config check.

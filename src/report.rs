@@ -22,6 +22,16 @@ pub enum Status {
 impl Status {
     pub(crate) const ALL: [Status; 4] = [Status::Pass, Status::Warn, Status::Fail, Status::Unknown];
 
+    /// How bad it is, for putting the worst first or combining parts: fail, unknown, warn, pass.
+    pub(crate) fn severity(self) -> u8 {
+        match self {
+            Status::Fail => 3,
+            Status::Unknown => 2,
+            Status::Warn => 1,
+            Status::Pass => 0,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pass => "pass",

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::estate::BindingState;
 use crate::{
     BackendMode, ManagedKind, ManagedState, OddEntries, PackageHealth, PackageKind, PodState,
     SimControlPlane, WatchFault,
@@ -45,8 +46,13 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /backend-deployment/anynines-backend | /backend-deployment/klutch-bind-backend   rename bind's backend
   /package/providers|configurations|functions/NAME/healthy | …/unhealthy (Crossplane 1.x wording)
       | …/unhealthy-v2 (2.x wording) | …/bump-generation (observedGeneration stays behind)
+  /package/providers/NAME/scaled-to-zero | …/activate   Crossplane 2: AwaitingActivation and no pods, or back
   /konnector/NAMESPACE/silence | …/resume | …/skew/SECONDS (konnector clock offset, may be negative)
   /clusterbinding/NAMESPACE/add   bind another app cluster (heartbeatInterval 30s)
+  /appclusterbinding/NAMESPACE/NAME/ready | …/secret-invalid | …/not-ready     its conditions
+      | …/konnector-missing | …/konnector-back    the konnector Deployment the control plane runs for it
+      | …/add | …/add-app-mode   another binding, its konnector on the control plane or in the app cluster
+      (the konnector's availability: /deployment/klutch-bind-NAMESPACE-NAME/konnector-NAME/unavailable)
   /pod/evicted|completed|terminating|unschedulable/add | …/remove   a provider-anynines pod beside the Ready one
   /backend/mode/healthy|500|hang|slow|garbage|not-object|huge|truncated|reset|refuse|duplicate-keys|html
   /backend/entries/empty|endpoint|invalid-names|many|seeded      odd bodies (many: 10 000 keys)
@@ -113,6 +119,7 @@ async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<
                 cp.add_cluster_binding(ns, Duration::from_secs(30));
                 done()
             }
+            ["appclusterbinding", ns, name, verb] => app_binding_verb(cp, ns, name, verb),
             _ => estate_verb(cp, &parts),
         },
         _ => return answer(StatusCode::METHOD_NOT_ALLOWED, HELP.to_string()),
@@ -264,6 +271,13 @@ fn package_verb(cp: &SimControlPlane, plural: &str, name: &str, verb: &str) -> O
         ));
     };
     let health = match verb {
+        "scaled-to-zero" | "activate" if kind == PackageKind::Provider => {
+            return if cp.set_provider_scaled_to_zero(name, verb == "scaled-to-zero") {
+                done()
+            } else {
+                Refused(format!("no Provider {name:?}"))
+            };
+        }
         "healthy" => PackageHealth::Healthy,
         "unhealthy" => PackageHealth::UnhealthyV1,
         "unhealthy-v2" => PackageHealth::UnhealthyV2,
@@ -325,6 +339,28 @@ fn managed_verb(cp: &SimControlPlane, plural: &str, rest: &[&str]) -> Outcome {
             Err(why) => Refused(why),
         },
         _ => Unknown,
+    }
+}
+
+fn app_binding_verb(cp: &SimControlPlane, ns: &str, name: &str, verb: &str) -> Outcome {
+    let found = match verb {
+        "add" | "add-app-mode" => {
+            cp.add_app_cluster_binding(ns, name, verb == "add");
+            true
+        }
+        "konnector-missing" => cp.remove_app_konnector(ns, name),
+        "konnector-back" => cp.restore_app_konnector(ns, name),
+        state => match BindingState::from_word(state) {
+            Some(state) => cp.set_app_cluster_binding(ns, name, state),
+            None => return Unknown,
+        },
+    };
+    if found {
+        done()
+    } else {
+        Refused(format!(
+            "no AppClusterBinding {ns}/{name} (or no konnector Deployment of it)"
+        ))
     }
 }
 

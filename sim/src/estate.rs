@@ -16,6 +16,33 @@ pub const CLUSTER_BINDING_API: &str = "klutch.anynines.com/v1alpha1";
 /// The consumer namespaces of the three seeded app clusters.
 pub const APP_CLUSTERS: [&str; 3] = ["kube-bind-7xk2p", "kube-bind-m4n8q", "kube-bind-z9t3w"];
 
+/// The seeded AppClusterBindings (klutch-bind's control-plane mode): (namespace, name, whether the control
+/// plane runs its konnector). One of each mode.
+pub const APP_CLUSTER_BINDINGS: [(&str, &str, bool); 2] =
+    [("team-a", "prod", true), ("team-b", "dev", false)];
+
+/// What an AppClusterBinding's conditions say, as klutch-bind's backend sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingState {
+    Ready,
+    /// `SecretValid=False`: the kubeconfig Secret cannot be used (and so `Ready=False`).
+    SecretInvalid,
+    /// `Ready=False` with a valid Secret.
+    NotReady,
+}
+
+impl BindingState {
+    /// From the control API's word.
+    pub fn from_word(word: &str) -> Option<BindingState> {
+        match word {
+            "ready" => Some(BindingState::Ready),
+            "secret-invalid" => Some(BindingState::SecretInvalid),
+            "not-ready" => Some(BindingState::NotReady),
+            _ => None,
+        }
+    }
+}
+
 /// A Crossplane package kind (`pkg.crossplane.io/v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PackageKind {
@@ -55,6 +82,11 @@ pub enum PackageHealth {
 }
 
 const UNAVAILABLE: &str = "Deployment does not have minimum availability.";
+
+/// `RuntimeActive`'s message while a provider waits for its first active ManagedResourceDefinition (as in
+/// `fixtures/provider-v2-awaiting-activation.json`).
+const AWAITING_ACTIVATION: &str =
+    "waiting for a ManagedResourceDefinition of this provider to become active";
 
 impl PackageHealth {
     /// (status, reason, message) of the `Healthy` condition.
@@ -132,9 +164,11 @@ fn package(kind: PackageKind, name: &str, package: &str) -> Value {
 
 impl SimControlPlane {
     /// Seeds the rest of the estate (opt-in, so that the default control plane's item lists stay as they
-    /// were): the Configuration `anynines-dataservices`, the Function `function-patch-and-transform`, and a
-    /// `ClusterBinding` for each of [`APP_CLUSTERS`] whose konnector heartbeats every `heartbeat_interval / 2`.
+    /// were): the Configuration `anynines-dataservices`, the Function `function-patch-and-transform`,
+    /// provider-kubernetes as Crossplane 2 scales an idle provider to zero, and a `ClusterBinding` for each
+    /// of [`APP_CLUSTERS`] whose konnector heartbeats every `heartbeat_interval / 2`.
     pub fn seed_estate(&self, heartbeat_interval: Duration) {
+        self.api.apply(fixtures::provider_v2_awaiting_activation());
         let mut configuration = fixtures::configuration_healthy();
         configuration["metadata"] = json!({"name": "anynines-dataservices", "generation": 1});
         self.api.apply(configuration);
@@ -146,6 +180,108 @@ impl SimControlPlane {
         for ns in APP_CLUSTERS {
             self.add_cluster_binding(ns, heartbeat_interval);
         }
+        for (namespace, name, deploy) in APP_CLUSTER_BINDINGS {
+            self.add_app_cluster_binding(namespace, name, deploy);
+        }
+    }
+
+    /// Binds an app cluster in control-plane mode: an `AppClusterBinding` `namespace/name`, Ready, and with
+    /// `deploy` the konnector Deployment the backend runs for it (Available, in its own namespace).
+    pub fn add_app_cluster_binding(&self, namespace: &str, name: &str, deploy: bool) {
+        self.api.apply(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+                              "status": {"phase": "Active"}}),
+        );
+        let mut binding = fixtures::appclusterbinding_konnector_deployed();
+        binding["metadata"] = json!({"name": name, "namespace": namespace, "generation": 1});
+        binding["spec"]["kubeconfigSecretRef"] = json!({"name": format!("{name}-kubeconfig"), "namespace": namespace, "key": "kubeconfig"});
+        binding["spec"]["konnector"]["deploy"] = json!(deploy);
+        if !deploy {
+            if let Some(conditions) = binding["status"]["conditions"].as_array_mut() {
+                conditions.retain(|c| c["type"] != "KonnectorDeployed");
+            }
+        }
+        self.api.apply(binding);
+        if deploy {
+            self.restore_app_konnector(namespace, name);
+        }
+    }
+
+    /// The konnector Deployment of the binding `namespace/name` (and its namespace), Available, as the
+    /// backend creates it; `false` when there is no such binding.
+    pub fn restore_app_konnector(&self, namespace: &str, name: &str) -> bool {
+        if self
+            .api
+            .get(
+                CLUSTER_BINDING_API,
+                "AppClusterBinding",
+                Some(namespace),
+                name,
+            )
+            .is_none()
+        {
+            return false;
+        }
+        let (ns, deployment) = app_konnector(namespace, name);
+        self.api.apply(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                              "status": {"phase": "Active"}}),
+        );
+        let mut d = fixtures::deployment_konnector_available();
+        d["metadata"] = json!({"name": deployment, "namespace": ns, "generation": 1, "labels": {
+            "klutch.anynines.com/appclusterbinding-name": name,
+            "klutch.anynines.com/appclusterbinding-namespace": namespace}});
+        self.api.apply(d);
+        true
+    }
+
+    /// Deletes the konnector Deployment of the binding `namespace/name`; `false` when there is none.
+    pub fn remove_app_konnector(&self, namespace: &str, name: &str) -> bool {
+        let (ns, deployment) = app_konnector(namespace, name);
+        self.api
+            .delete("apps/v1", "Deployment", Some(&ns), &deployment)
+    }
+
+    /// Sets the conditions of the AppClusterBinding `namespace/name`; `false` when there is none.
+    pub fn set_app_cluster_binding(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: BindingState,
+    ) -> bool {
+        self.api.update(
+            CLUSTER_BINDING_API,
+            "AppClusterBinding",
+            Some(namespace),
+            name,
+            |b| {
+                let (secret, ready) = match state {
+                    BindingState::Ready => (("True", "", ""), ("True", "", "")),
+                    BindingState::SecretInvalid => (
+                        (
+                            "False",
+                            "KubeconfigInvalid",
+                            "cannot load the kubeconfig from the secret: no cluster",
+                        ),
+                        (
+                            "False",
+                            "SecretInvalid",
+                            "the kubeconfig secret is not valid",
+                        ),
+                    ),
+                    BindingState::NotReady => (
+                        ("True", "", ""),
+                        (
+                            "False",
+                            "KonnectorNotReady",
+                            "the konnector has not connected yet",
+                        ),
+                    ),
+                };
+                set_condition(b, "SecretValid", secret.0, secret.1, secret.2);
+                set_condition(b, "Ready", ready.0, ready.1, ready.2);
+            },
+        )
     }
 
     /// Binds another app cluster: its namespace and a `ClusterBinding` `cluster` whose konnector heartbeats.
@@ -233,13 +369,76 @@ impl SimControlPlane {
         }
     }
 
-    /// Sets a package's `Healthy` condition; `false` when there is no such package.
+    /// Crossplane 2 scales a provider to zero (`true`) until one of its ManagedResourceDefinitions is
+    /// active: healthy, `RuntimeActive=False` reason `AwaitingActivation`, and none of its pods left; or
+    /// activates it again (`false`), with provider-anynines' pod back. `false` when there is no such provider.
+    pub fn set_provider_scaled_to_zero(&self, name: &str, scaled: bool) -> bool {
+        let found = self.api.update(PROVIDER_API, "Provider", None, name, |p| {
+            for type_ in ["Healthy", "RevisionHealthy", "RuntimeHealthy"] {
+                set_condition(p, type_, "True", "HealthyPackageRevision", "");
+            }
+            if scaled {
+                set_condition(
+                    p,
+                    "RuntimeActive",
+                    "False",
+                    "AwaitingActivation",
+                    AWAITING_ACTIVATION,
+                );
+            } else {
+                // Crossplane's ReasonActiveRuntime; klutch-health reads no reason of a true RuntimeActive.
+                set_condition(p, "RuntimeActive", "True", "ActiveRuntime", "");
+            }
+        });
+        if !found {
+            return false;
+        }
+        let pods: Vec<String> = self
+            .api
+            .list("v1", "Pod")
+            .into_iter()
+            .filter(|pod| {
+                pod["metadata"]["namespace"] == "crossplane-system"
+                    && pod["metadata"]["labels"]["pkg.crossplane.io/provider"] == name
+            })
+            .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        if scaled {
+            for pod in pods {
+                self.api
+                    .delete("v1", "Pod", Some("crossplane-system"), &pod);
+            }
+        } else if pods.is_empty() && name == "provider-anynines" {
+            self.api.apply(crate::pods::provider_pod());
+        }
+        true
+    }
+
+    /// Sets a package's `Healthy` condition; `false` when there is no such package. On a Crossplane 2
+    /// package (one that carries `RuntimeHealthy`) that condition follows: `False` with the runtime's own
+    /// message, `True` again when healthy.
     pub fn set_package_health(&self, kind: PackageKind, name: &str, health: PackageHealth) -> bool {
         let (status, reason, message) = health.condition(kind);
         self.api
             .update(PROVIDER_API, kind.kind(), None, name, |obj| {
                 let generation = obj["metadata"]["generation"].clone();
                 set_condition(obj, "Healthy", status, reason, &message);
+                let crossplane_2 = obj["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "RuntimeHealthy"));
+                match health {
+                    _ if !crossplane_2 => {}
+                    PackageHealth::Healthy => {
+                        set_condition(obj, "RuntimeHealthy", "True", "HealthyPackageRevision", "")
+                    }
+                    PackageHealth::UnhealthyV1 | PackageHealth::UnhealthyV2 => set_condition(
+                        obj,
+                        "RuntimeHealthy",
+                        "False",
+                        "UnhealthyPackageRevision",
+                        UNAVAILABLE,
+                    ),
+                }
                 if let Some(c) = obj["status"]["conditions"]
                     .as_array_mut()
                     .and_then(|cs| cs.iter_mut().find(|c| c["type"] == "Healthy"))
@@ -271,6 +470,15 @@ impl SimControlPlane {
             });
         generation
     }
+}
+
+/// Where klutch-bind's backend runs the konnector of the AppClusterBinding `namespace/name`:
+/// (namespace, Deployment name).
+pub fn app_konnector(namespace: &str, name: &str) -> (String, String) {
+    (
+        format!("klutch-bind-{namespace}-{name}"),
+        format!("konnector-{name}"),
+    )
 }
 
 /// The `managedFields` entry of a konnector's status write, stamped with the API server's clock.

@@ -45,3 +45,11 @@ fixture!(
 );
 fixture!(serviceinstance_ready, "serviceinstance-ready.json");
 fixture!(serviceinstance_failing, "serviceinstance-failing.json");
+fixture!(
+    provider_v2_awaiting_activation,
+    "provider-v2-awaiting-activation.json"
+);
+fixture!(
+    appclusterbinding_konnector_deployed,
+    "appclusterbinding-konnector-deployed.json"
+);

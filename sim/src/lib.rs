@@ -11,9 +11,10 @@ pub mod fixtures;
 pub mod managed;
 mod net;
 pub mod pods;
+pub mod real;
 mod selector;
 
-pub use api::{ApplyError, FakeApi, RecordedRequest, WatchFault};
+pub use api::{ApplyError, FakeApi, Readiness, RecordedRequest, WatchFault};
 pub use backend::{BackendMode, FakeBackend, OddEntries};
 pub use control_plane::SimControlPlane;
 pub use estate::{PackageHealth, PackageKind};

@@ -205,9 +205,11 @@ Break something (and heal it again):\n  \
 curl -X POST {control}/providerconfig/postgresql-backup-manager/degrade   # …/heal\n  \
 curl -X POST {control}/provider/provider-anynines/unhealthy                 # …/healthy\n  \
 curl -X POST {control}/package/functions/function-patch-and-transform/unhealthy-v2   # …/healthy, …/bump-generation\n  \
+curl -X POST {control}/package/providers/provider-anynines/scaled-to-zero   # …/activate (Crossplane 2, no pods)\n  \
 curl -X POST {control}/deployment/bind/anynines-backend/unavailable         # …/available, …/lagging, …/deadline-exceeded\n  \
 curl -X POST {control}/konnector/kube-bind-7xk2p/silence                    # …/resume, …/skew/3600\n  \
 curl -X POST {control}/clusterbinding/kube-bind-new01/add                   # another app cluster\n  \
+curl -X POST {control}/appclusterbinding/team-a/prod/konnector-missing      # …/konnector-back, …/secret-invalid, …/ready\n  \
 curl -X POST {control}/pod/evicted/add                                      # …/remove; completed, terminating, unschedulable\n  \
 curl -X POST {control}/managed/serviceinstances/pg-prod-7/failing           # …/ready, creating, deleting, paused, pending, remove\n  \
 curl -X POST {control}/managed/serviceinstances/many/100/failing/redis-service-broker   # 100 more; …/many/10000\n  \
@@ -217,7 +219,7 @@ curl -X POST {control}/backend/entries/empty                                # �
 curl -X POST {control}/api/freeze                                           # …/unfreeze; …/down, …/up\n  \
 curl -X POST {control}/api/watch/forbidden                                  # …/error, …/ok; …/bookmarks/off\n  \
 curl {control}/                                                             # every verb\n\n\
-kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings -A; kubectl get managed\n\nCtrl-C stops everything.\n",
+kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings,appclusterbindings -A; kubectl get managed\n\nCtrl-C stops everything.\n",
         kubeconfig.display()
     );
     let status = tokio::select! {

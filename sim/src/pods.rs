@@ -46,6 +46,9 @@ pub const UNSCHEDULABLE_MESSAGE: &str = "0/3 nodes are available: 1 node(s) had 
 {node-role.kubernetes.io/control-plane: }, 2 Insufficient memory. preemption: 0/3 nodes are available: \
 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.";
 
+/// The node the scheduled pods run on.
+pub const NODE: &str = "klutch-control-plane-worker";
+
 /// A Ready provider-anynines pod, as Crossplane's package runtime creates it.
 pub fn provider_pod() -> Value {
     provider_pod_named("provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q")
@@ -62,7 +65,8 @@ fn provider_pod_named(name: &str) -> Value {
                 "pkg.crossplane.io/revision": "provider-anynines-3f2a9c1b7e5d"
             }
         },
-        "spec": {"containers": [{"name": "package-runtime", "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2"}]},
+        // Scheduled: a real API server deletes a pod without a node at once instead of letting it terminate.
+        "spec": {"nodeName": NODE, "containers": [{"name": "package-runtime", "image": "public.ecr.aws/w5n9a2g2/klutch/provider-anynines:v1.3.2"}]},
         "status": {
             "phase": "Running",
             "conditions": [
@@ -111,6 +115,9 @@ Container package-runtime was using 412Mi, request is 0, has larger consumption 
             pod["metadata"]["deletionGracePeriodSeconds"] = json!(30);
         }
         PodState::Unschedulable => {
+            if let Some(spec) = pod["spec"].as_object_mut() {
+                spec.remove("nodeName");
+            }
             pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort", "conditions": [{
                 "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                 "message": UNSCHEDULABLE_MESSAGE, "lastTransitionTime": now_rfc3339()}]});

@@ -79,13 +79,16 @@ impl CheckType for Deployment {
     fn start(&self, run: &mut Run<'_>) {
         let d = self.clone();
         run.follow(
-            WatchSpec::<k8s::Deployment>::namespaced(&self.namespace, |d| {
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.template = Default::default();
-                }
-            }),
+            WatchSpec::<k8s::Deployment>::namespaced(&self.namespace, strip_template),
             move |objects, _, now| observe(objects, &d, now.wall),
         );
+    }
+}
+
+/// The pod template is the bulk of a Deployment and no judge reads it.
+pub(crate) fn strip_template(d: &mut k8s::Deployment) {
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
     }
 }
 
@@ -130,7 +133,9 @@ pub fn observe(
     vec![Observation::new(item, Status::Fail, message, now)]
 }
 
-fn judge(d: &k8s::Deployment, name: &str, min_available: i32) -> (Status, String) {
+/// One Deployment by the `deployment` rules (the konnectors of `app-cluster-binding` too): Available with
+/// `min_available` replicas, its status current and its rollout not stuck.
+pub(crate) fn judge(d: &k8s::Deployment, name: &str, min_available: i32) -> (Status, String) {
     let status = d.status.clone().unwrap_or_default();
     let available = status.available_replicas.unwrap_or(0);
     let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);

@@ -4,6 +4,7 @@
 //! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
 //! in that module. `running` keeps the started checks across reloads.
 
+pub mod app_cluster_bindings;
 pub mod backend_status;
 pub mod cluster_bindings;
 pub mod deployments;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
-use crate::kubernetes::watch::{follow, waiting, Destination, Watches};
+use crate::kubernetes::watch::{follow, waiting, Destination, Source, Specs, Watches};
 pub(crate) use crate::kubernetes::watch::{keep_status, Tally, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
@@ -42,6 +43,7 @@ pub const TYPES: &[Registration] = &[
     Registration::of::<deployments::Deployment>(),
     Registration::of::<pods::Pods>(),
     Registration::of::<cluster_bindings::ClusterBinding>(),
+    Registration::of::<app_cluster_bindings::AppClusterBinding>(),
     Registration::of::<managed_resources::ManagedResources>(),
 ];
 
@@ -54,6 +56,9 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     const ALIASES: &'static [&'static str] = &[];
     /// How the policy relates this check's items to other checks'.
     const LINK: Link = Link::None;
+    /// Whether its `[[check]]` may name the Crossplane package whose runtime it watches (`package =
+    /// "providers/provider-anynines"`, a `crossplane-package` item), which links its items to that one.
+    const PACKAGE: bool = false;
 
     /// What serde cannot check, naming the key: `interval: must be more than 0s`.
     /// `cluster` is the check's `cluster` key.
@@ -127,6 +132,8 @@ fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>
 pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn link(&self) -> Link;
+    /// Whether the check may name its package ([`CheckType::PACKAGE`]).
+    fn takes_package(&self) -> bool;
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
     /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
     /// grant. Empty: no cluster at all.
@@ -144,6 +151,9 @@ impl<T: CheckType> Settings for T {
     }
     fn link(&self) -> Link {
         T::LINK
+    }
+    fn takes_package(&self) -> bool {
+        T::PACKAGE
     }
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         CheckType::validate(self, cluster)
@@ -265,52 +275,53 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Follows the watch `spec` declares, turning its objects into the check's items with `judge`; the
-    /// watch's own state (waiting, broken, a refused WATCH) shows on the check's items and its `watch` item.
-    /// `judge` may keep memory between calls; after a panic killed its task it starts again as a fresh
-    /// clone of the original.
-    pub(crate) fn follow<K, J>(&mut self, spec: WatchSpec<K>, judge: J)
+    /// Follows what `specs` declares — one watch (a `WatchSpec`), or two whose objects one judge reads
+    /// together (a tuple of them: an AppClusterBinding and its konnector Deployment) — turning the objects
+    /// into the check's items with `judge`; each watch's own state (waiting, broken, a refused WATCH) shows
+    /// on the check's items and its `watch` item. `judge` may keep memory between calls; after a panic
+    /// killed its task it starts again as a fresh clone of the original.
+    pub(crate) fn follow<S, J>(&mut self, specs: S, judge: J)
     where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+        S: Specs,
+        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
+            + Clone
+            + Send
+            + 'static,
     {
         let to = Destination {
             check: self.check.to_string(),
             part: None,
         };
-        self.follow_to(to, spec, judge);
+        self.follow_to(to, specs, judge);
     }
 
-    /// Like `Run::follow`, for one of several watches of a check: its items are the part's, and the
-    /// watch's state (waiting for its sync, broken, a refused WATCH) lands on the item named `part`, not on
-    /// a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
+    /// Like `Run::follow`, for one of several parts of a check: its items are the part's, and the
+    /// state of its watches (waiting for its sync, broken, a refused WATCH) lands on the item named `part`,
+    /// not on a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn follow_part<K, J>(&mut self, part: &str, spec: WatchSpec<K>, judge: J)
+    pub(crate) fn follow_part<S, J>(&mut self, part: &str, specs: S, judge: J)
     where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+        S: Specs,
+        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
+            + Clone
+            + Send
+            + 'static,
     {
         let to = Destination {
             check: self.check.to_string(),
             part: Some(part.to_string()),
         };
-        self.follow_to(to, spec, judge);
+        self.follow_to(to, specs, judge);
     }
 
-    /// The starting check, for a watch `spec` declares: `None` while the watches are only listed (its RBAC
-    /// row is recorded then), and without a cluster (which cannot happen: a check that declares a watch gets
-    /// one). Its restart counter is exported at 0 from here.
-    fn watching<K>(&mut self, spec: &WatchSpec<K>) -> Option<&mut Starting<'a>>
-    where
-        K: kube::Resource,
-        K::DynamicType: Clone,
-    {
+    /// The starting check, for watches whose RBAC `rows` a check declares: `None` while the watches are
+    /// only listed (the rows are recorded then), and without a cluster (which cannot happen: a check that
+    /// declares a watch gets one). Its restart counter is exported at 0 from here.
+    fn watching(&mut self, rows: impl FnOnce() -> Vec<WatchTarget>) -> Option<&mut Starting<'a>> {
         let check = self.check;
         let s = match &mut self.mode {
-            Mode::Declare(rows) => {
-                rows.push(spec.row());
+            Mode::Declare(declared) => {
+                declared.extend(rows());
                 return None;
             }
             Mode::Start(s) => s,
@@ -323,20 +334,22 @@ impl<'a> Run<'a> {
         Some(s)
     }
 
-    fn follow_to<K, J>(&mut self, to: Destination, spec: WatchSpec<K>, judge: J)
+    fn follow_to<S, J>(&mut self, to: Destination, specs: S, judge: J)
     where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        J: FnMut(&[Arc<K>], &WatchState, Moment) -> Vec<Observation> + Clone + Send + 'static,
+        S: Specs,
+        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
+            + Clone
+            + Send
+            + 'static,
     {
         let (check, placeholders) = (self.check, self.placeholders.clone());
-        let Some(s) = self.watching(&spec) else {
+        let Some(s) = self.watching(|| specs.rows()) else {
             return;
         };
         let Some(kube) = s.kube.as_mut() else { return };
-        let watch = kube.watches.watch(
-            spec,
-            kube.client.clone(),
+        let source = specs.start(
+            kube.watches,
+            &kube.client,
             kube.cluster.as_deref(),
             check,
             s.metrics,
@@ -344,7 +357,7 @@ impl<'a> Run<'a> {
         let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
         s.tasks.supervise(check, s.sink, s.metrics, move || {
             follow(
-                watch.clone(),
+                source.clone(),
                 to.clone(),
                 sink.clone(),
                 stale_after,
@@ -371,7 +384,7 @@ impl<'a> Run<'a> {
         T: Tally<K> + Clone,
     {
         let check = self.check;
-        let Some(s) = self.watching(&spec) else {
+        let Some(s) = self.watching(|| vec![spec.row()]) else {
             return;
         };
         let Some(kube) = s.kube.as_mut() else { return };
@@ -621,28 +634,37 @@ mod tests {
         }
     }
 
-    /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden.
-    fn fake_api() -> kube::Client {
-        testing::fake_api(|path, watching| {
-            if path.ends_with("/pods") {
-                if watching {
-                    return None;
-                }
-                return Some((
+    /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden,
+    /// or list one Deployment the same way when `deployments` says so.
+    fn fake_api(deployments: bool) -> kube::Client {
+        testing::fake_api(move |path, watching| {
+            let listed = path.ends_with("/pods") || (deployments && path.ends_with("/deployments"));
+            if watching && listed {
+                return None;
+            }
+            Some(if path.ends_with("/pods") {
+                (
                     200,
                     r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#.into(),
-                ));
-            }
-            Some((
-                403,
-                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#.into(),
-            ))
+                )
+            } else if listed {
+                (
+                    200,
+                    r#"{"kind":"DeploymentList","apiVersion":"apps/v1","metadata":{"resourceVersion":"6"},"items":[{"metadata":{"name":"d","namespace":"ns-b","uid":"v"}}]}"#.into(),
+                )
+            } else {
+                (
+                    403,
+                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#.into(),
+                )
+            })
         })
     }
 
-    /// Starts `check` of type `settings` against [`fake_api`], as a reload starts an added check.
+    /// Starts `check` of type `settings` against [`fake_api`] (deployments forbidden), as a reload starts
+    /// an added check.
     fn started(settings: &dyn Settings, check: &str) -> (Sink, Arc<Metrics>, Tasks) {
-        testing::started(settings, check, fake_api())
+        testing::started(settings, check, fake_api(false))
     }
 
     #[test]
@@ -688,6 +710,80 @@ mod tests {
             items[0].message
         );
         assert!(snapshot.unsynced.contains("c"), "a part still waits");
+        tasks.stop();
+    }
+
+    /// A check whose one judge reads two watches together, as `app-cluster-binding` does.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    struct Joined {}
+
+    impl CheckType for Joined {
+        const NAME: &'static str = "joined";
+        fn start(&self, run: &mut Run<'_>) {
+            use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+            run.follow(
+                (
+                    WatchSpec::<Pod>::namespaced("ns-a", |_| {}),
+                    WatchSpec::<Deployment>::all_namespaces((), |_| {}).labels("app=x"),
+                ),
+                |(pods, deployments): &(Vec<Arc<Pod>>, Vec<Arc<Deployment>>), _, now| {
+                    vec![Observation::new(
+                        "both",
+                        Status::Pass,
+                        format!("{} pods, {} deployments", pods.len(), deployments.len()),
+                        now.wall,
+                    )]
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn watches_read_together_are_one_rbac_row_each() {
+        let rows = Settings::targets(&Joined {});
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.resource.as_str(), r.namespace.as_deref()))
+                .collect::<Vec<_>>(),
+            [("pods", Some("ns-a")), ("deployments", None)]
+        );
+    }
+
+    /// One judge reads both watches once both have listed; until then the check waits, naming the watch
+    /// that has not listed and why.
+    #[tokio::test(start_paused = true)]
+    async fn a_judge_of_two_watches_waits_for_both_and_reads_both() {
+        let (sink, _, tasks) = testing::started(&Joined {}, "j", fake_api(true));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = sink.snapshot();
+        let items = &snapshot.checks["j"];
+        assert_eq!(
+            (
+                items[0].item.as_str(),
+                items[0].status,
+                items[0].message.as_str()
+            ),
+            ("both", Status::Pass, "1 pods, 1 deployments")
+        );
+        assert!(!snapshot.unsynced.contains("j"));
+        tasks.stop();
+
+        let (sink, _, tasks) = started(&Joined {}, "j");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = sink.snapshot();
+        let items = &snapshot.checks["j"];
+        assert_eq!(
+            (items[0].item.as_str(), items[0].status),
+            ("_watch", Status::Unknown)
+        );
+        assert!(
+            items[0].message.starts_with(
+                "waiting for initial sync of deployments.apps with labels app=x on cluster default: list on deployments.apps forbidden"
+            ),
+            "only the watch that has not listed is named: {}",
+            items[0].message
+        );
+        assert!(snapshot.unsynced.contains("j"));
         tasks.stop();
     }
 

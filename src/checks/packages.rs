@@ -1,8 +1,11 @@
 //! The `crossplane-package` signal: Crossplane packages (`pkg.crossplane.io/v1` Providers, Configurations or
 //! Functions, one kind per check) must be `Installed` and `Healthy` for their current generation. Crossplane
 //! 1.17–1.20 copy the package revision's health, which follows the provider Deployment's `Available`;
-//! Crossplane 2 words it `Package runtime health is "False" with message: …`: messages are shown as given.
-//! `crossplane-provider` is the older name, with its `providers` key.
+//! Crossplane 2 words it `Package runtime health is "False" with message: …`: messages are shown as given,
+//! except that Crossplane 2's own `RevisionHealthy` and `RuntimeHealthy`, which `Healthy` combines, are named
+//! when they are what is false. A Crossplane 2 provider scaled to zero until one of its
+//! ManagedResourceDefinitions is active (`RuntimeActive=False`, `AwaitingActivation`) is healthy and runs no
+//! pod: it passes, saying so. `crossplane-provider` is the older name, with its `providers` key.
 
 use std::sync::Arc;
 
@@ -14,7 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{keep_status, CheckType, Run, WatchSpec};
 use crate::report::Status;
-use crate::signals::Observation;
+use crate::signals::{Fact, Observation};
+
+/// What a package scaled to zero passes with, and what a `pods` check of it says then.
+pub const SCALED_TO_ZERO: &str = "scaled to zero until a ManagedResourceDefinition is active";
+
+/// The conditions Crossplane 2 combines into `Healthy`, in the order it reports them.
+const HEALTH_PARTS: [&str; 2] = ["RevisionHealthy", "RuntimeHealthy"];
 
 /// The keys of a `crossplane-package` check.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -144,18 +153,40 @@ pub fn observe_kind(
             let Some(p) = p else {
                 return Observation::new(name, Status::Fail, "not installed", now);
             };
-            let (status, message) = judge(
+            let judged = judge(
                 p.data.get("status").unwrap_or(&Value::Null),
                 p.metadata.generation,
             );
-            Observation::new(name, status, message, now).regarding(
+            let mut o = Observation::new(name, judged.status, judged.message, now).regarding(
                 crate::signals::ObjectRef::dynamic("pkg.crossplane.io/v1", kind.kind(), p),
-            )
+            );
+            if judged.scaled_to_zero {
+                o = o.notable().with_fact(Fact::ScaledToZero);
+            }
+            o
         },
     )
 }
 
-fn judge(status: &Value, generation: Option<i64>) -> (Status, String) {
+/// One package as judged.
+struct Judged {
+    status: Status,
+    message: String,
+    /// Healthy, and scaled to zero on purpose: no pod of it runs.
+    scaled_to_zero: bool,
+}
+
+impl From<(Status, String)> for Judged {
+    fn from((status, message): (Status, String)) -> Judged {
+        Judged {
+            status,
+            message,
+            scaled_to_zero: false,
+        }
+    }
+}
+
+fn judge(status: &Value, generation: Option<i64>) -> Judged {
     let revision = status
         .get("currentRevision")
         .and_then(Value::as_str)
@@ -177,24 +208,27 @@ fn judge(status: &Value, generation: Option<i64>) -> (Status, String) {
                     }
                 }
             }
+            Some(c) if type_ == "Healthy" => failures.extend(unhealthy(status, c)),
             Some(c) => failures.push(describe(type_, c)),
             None => missing.push(type_),
         }
     }
     if !failures.is_empty() {
-        return (Status::Fail, failures.join("; "));
+        return (Status::Fail, failures.join("; ")).into();
     }
     if !missing.is_empty() {
         return (
             Status::Unknown,
             format!("condition {} not reported yet", missing.join(" and ")),
-        );
+        )
+            .into();
     }
     if revision.is_empty() {
         return (
             Status::Unknown,
-            "no current revision yet (the package is still being installed)".into(),
-        );
+            "no current revision yet (the package is still being installed)".to_string(),
+        )
+            .into();
     }
     if !lagging.is_empty() {
         return (
@@ -203,9 +237,37 @@ fn judge(status: &Value, generation: Option<i64>) -> (Status, String) {
                 "{} (Crossplane has not reconciled the change yet; {revision})",
                 lagging.join("; ")
             ),
-        );
+        )
+            .into();
     }
-    (Status::Pass, format!("installed and healthy ({revision})"))
+    let active = condition(status, "RuntimeActive");
+    if active.is_some_and(|c| c.status == "False" && c.reason == "AwaitingActivation") {
+        return Judged {
+            status: Status::Pass,
+            message: SCALED_TO_ZERO.to_string(),
+            scaled_to_zero: true,
+        };
+    }
+    (Status::Pass, format!("installed and healthy ({revision})")).into()
+}
+
+/// Why `Healthy` is not `"True"`: Crossplane 2's `RevisionHealthy` and `RuntimeHealthy` that are not, each
+/// with its own reason and message (`Healthy`'s message only repeats the first of them), else `Healthy`
+/// itself (Crossplane 1.x has neither).
+fn unhealthy(status: &Value, healthy: &Condition<'_>) -> Vec<String> {
+    let parts: Vec<String> = HEALTH_PARTS
+        .iter()
+        .filter_map(|type_| {
+            condition(status, type_)
+                .filter(|c| c.status != "True")
+                .map(|c| describe(type_, &c))
+        })
+        .collect();
+    if parts.is_empty() {
+        vec![describe("Healthy", healthy)]
+    } else {
+        parts
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +280,7 @@ mod tests {
     use crate::checks::packages;
     use crate::checks::testing::{at, fixture, object, only};
     use crate::report::Status;
+    use crate::signals::Fact;
 
     #[test]
     fn healthy_provider_passes_and_unhealthy_names_condition_reason_and_message() {
@@ -295,6 +358,90 @@ mod tests {
             "{}",
             o.message
         );
+    }
+
+    /// Crossplane 2 scales an idle provider to zero: healthy, no pod, and it says so (notable, so JSON and
+    /// the page show it), with the fact a `pods` check of it reads.
+    #[test]
+    fn a_crossplane_2_provider_scaled_to_zero_passes_saying_so() {
+        let now = at("2026-11-30T11:00:00Z");
+        let awaiting = fixture("provider-v2-awaiting-activation");
+        let o = only(packages::observe(&[object(awaiting.clone())], None, now));
+        assert_eq!(
+            (o.item.as_str(), o.status, o.message.as_str()),
+            (
+                "provider-kubernetes",
+                Status::Pass,
+                "scaled to zero until a ManagedResourceDefinition is active"
+            )
+        );
+        assert!(o.detail.is_some());
+        assert_eq!(o.fact, Some(Fact::ScaledToZero));
+        // Active again (or a Crossplane 1.x provider): the plain pass, with no fact.
+        let mut active = awaiting.clone();
+        active["status"]["conditions"][4] =
+            json!({"type": "RuntimeActive", "status": "True", "reason": "ActiveRuntime"});
+        let o = only(packages::observe(&[object(active)], None, now));
+        assert_eq!(
+            (o.status, o.message.as_str(), o.detail.is_some(), o.fact),
+            (
+                Status::Pass,
+                "installed and healthy (provider-kubernetes-4b0c2a9d1e3f)",
+                false,
+                None
+            )
+        );
+        // Scaled to zero but not healthy: it fails like any other.
+        let mut unhealthy = awaiting;
+        unhealthy["status"]["conditions"][1]["status"] = json!("False");
+        let o = only(packages::observe(&[object(unhealthy)], None, now));
+        assert_eq!((o.status, o.fact), (Status::Fail, None));
+    }
+
+    /// Crossplane 2 combines `RevisionHealthy` and `RuntimeHealthy` into `Healthy`: the one that is false is
+    /// named with its own reason and message; Crossplane 1.x (neither present) keeps `Healthy`'s words.
+    #[test]
+    fn the_crossplane_2_health_part_that_is_false_is_named() {
+        let now = at("2026-11-30T11:00:00Z");
+        let table: &[(&str, &str, &str)] = &[
+            (
+                "True",
+                "False",
+                "RuntimeHealthy is \"False\" (UnhealthyPackageRevision): Deployment has no available replicas",
+            ),
+            (
+                "False",
+                "True",
+                "RevisionHealthy is \"False\" (UnhealthyPackageRevision): cannot establish control of CRD",
+            ),
+            (
+                "False",
+                "False",
+                "RevisionHealthy is \"False\" (UnhealthyPackageRevision): cannot establish control of CRD; \
+                 RuntimeHealthy is \"False\" (UnhealthyPackageRevision): Deployment has no available replicas",
+            ),
+            // Both parts true while Healthy is not (between two reconciles): Healthy's own words.
+            (
+                "True",
+                "True",
+                "Healthy is \"False\" (UnhealthyPackageRevision): Package runtime health is \"False\" with message: \
+                 Deployment has no available replicas",
+            ),
+        ];
+        for (revision, runtime, want) in table {
+            let mut p = fixture("provider-v2-awaiting-activation");
+            p["status"]["conditions"] = json!([
+                {"type": "Installed", "status": "True", "reason": "ActivePackageRevision"},
+                {"type": "Healthy", "status": "False", "reason": "UnhealthyPackageRevision",
+                 "message": "Package runtime health is \"False\" with message: Deployment has no available replicas"},
+                {"type": "RevisionHealthy", "status": revision, "reason": if *revision == "True" { "HealthyPackageRevision" } else { "UnhealthyPackageRevision" },
+                 "message": if *revision == "True" { "" } else { "cannot establish control of CRD" }},
+                {"type": "RuntimeHealthy", "status": runtime, "reason": if *runtime == "True" { "HealthyPackageRevision" } else { "UnhealthyPackageRevision" },
+                 "message": if *runtime == "True" { "" } else { "Deployment has no available replicas" }},
+            ]);
+            let o = only(packages::observe(&[object(p)], None, now));
+            assert_eq!((o.status, o.message.as_str()), (Status::Fail, *want));
+        }
     }
 
     #[test]

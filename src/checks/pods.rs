@@ -1,5 +1,6 @@
 //! The `pods` signal: the provider's pods must be Ready; a container that restarted within
-//! `restart_window` or sits in CrashLoopBackOff turns its pod to `warn`.
+//! `restart_window` or sits in CrashLoopBackOff turns its pod to `warn`. No pod at all fails, unless the
+//! check names its `package` and Crossplane scaled that package to zero (the policy reads the link).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{CheckType, Run, WatchSpec};
 use crate::clock::Due;
 use crate::report::Status;
-use crate::signals::{Expiry, Observation};
+use crate::signals::{Expiry, Fact, Observation};
 use crate::values::{duration, KeyError};
 
 /// The keys of a `pods` check.
@@ -37,6 +38,7 @@ impl Default for Pods {
 
 impl CheckType for Pods {
     const NAME: &'static str = "pods";
+    const PACKAGE: bool = true;
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.namespace.is_empty() {
@@ -85,12 +87,10 @@ pub fn observe(
                 }
             ));
         }
-        return vec![Observation::new(
-            crate::reserved::NONE,
-            Status::Fail,
-            message,
-            now,
-        )];
+        return vec![
+            Observation::new(crate::reserved::NONE, Status::Fail, message, now)
+                .with_fact(Fact::NoPod),
+        ];
     }
     current
         .iter()

@@ -49,6 +49,7 @@ impl Default for ProviderConfig {
 impl CheckType for ProviderConfig {
     const NAME: &'static str = "provider-config";
     const LINK: Link = Link::ProviderConfigs;
+    const PACKAGE: bool = true;
 
     fn placeholders(&self) -> Vec<String> {
         self.names.clone().unwrap_or_default()

@@ -18,9 +18,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::checks::backend_status::BackendStatus;
+use crate::checks::packages::CrossplanePackage;
 use crate::checks::CheckRef;
 use crate::checks::{type_names, Registration, Settings};
 use crate::kubernetes::settings::Clusters;
+use crate::report::ItemName;
 use crate::values::{deserialize, duration, text, KeyError};
 
 mod endpoints;
@@ -212,6 +214,9 @@ pub struct Check {
     pub name: String,
     pub require: Require,
     pub cluster: Option<String>,
+    /// The `crossplane-package` item whose runtime this check watches (`package =
+    /// "providers/provider-anynines"`): the links between checks read it.
+    pub package: Option<ItemName>,
     pub settings: Arc<dyn Settings>,
 }
 
@@ -238,6 +243,8 @@ impl Serialize for Check {
             require: Require,
             #[serde(skip_serializing_if = "Option::is_none")]
             cluster: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            package: Option<&'a str>,
             #[serde(rename = "type")]
             type_name: &'static str,
             #[serde(flatten)]
@@ -247,6 +254,7 @@ impl Serialize for Check {
             name: &self.name,
             require: self.require,
             cluster: self.cluster.as_deref(),
+            package: self.package.as_deref(),
             type_name: self.type_name(),
             settings: self.settings.to_json(),
         }
@@ -263,6 +271,8 @@ struct Common {
     require: Require,
     #[serde(default)]
     cluster: Option<String>,
+    #[serde(default)]
+    package: Option<String>,
 }
 
 /// How many of a check's items must pass.
@@ -437,6 +447,9 @@ impl Config {
                 .settings
                 .validate(check.cluster.as_deref())
                 .map_err(at)?;
+            if let Some(package) = &check.package {
+                validate_package(package, &self.checks).map_err(at)?;
+            }
         }
         for (prefix, cluster) in std::iter::once(("kubernetes".to_string(), &self.kubernetes))
             .chain(
@@ -588,7 +601,7 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
         }
     };
     let mut common = Dict::new();
-    for key in ["name", "require", "cluster"] {
+    for key in ["name", "require", "cluster", "package"] {
         if let Some(v) = dict.remove(key) {
             common.insert(key.into(), v);
         }
@@ -604,12 +617,75 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
         ))
     })?;
     let settings = registration.read(&Value::from(dict)).map_err(at)?;
+    let package = common
+        .package
+        .map(|p| package_item(&p, &*settings))
+        .transpose()
+        .map_err(at)?;
     Ok(Check {
         name: common.name,
         require: common.require,
         cluster: common.cluster,
+        package,
         settings,
     })
+}
+
+/// `package = "CHECK/ITEM"` of a check whose type may name its package; whether that check exists is
+/// validated once every check is read.
+fn package_item(text: &str, settings: &dyn Settings) -> Result<ItemName, KeyError> {
+    if !settings.takes_package() {
+        return Err(KeyError::new(
+            "package",
+            format!(
+                "a {} check names no package (only pods, backend-status and provider-config checks do)",
+                settings.type_name()
+            ),
+        ));
+    }
+    match text.split_once('/') {
+        Some((check, item)) if !check.is_empty() && !item.is_empty() && !item.contains('/') => {
+            Ok(ItemName::new(check, item))
+        }
+        _ => Err(KeyError::new(
+            "package",
+            format!(
+                "{text:?} is not CHECK/ITEM: name an item of a crossplane-package check, like \"providers/provider-anynines\""
+            ),
+        )),
+    }
+}
+
+/// The check a `package` key names must be a `crossplane-package` check that may have that item.
+fn validate_package(package: &ItemName, checks: &[Check]) -> Result<(), KeyError> {
+    let wrong = |why: String| {
+        Err(KeyError::new(
+            "package",
+            format!("{:?}: {why}", package.as_str()),
+        ))
+    };
+    let Some(named) = checks.iter().find(|c| c.name == package.check()) else {
+        return wrong(format!(
+            "no check is named {:?} (name an item of a crossplane-package check, like \"providers/provider-anynines\")",
+            package.check()
+        ));
+    };
+    let Some(settings) = named.settings.downcast::<CrossplanePackage>() else {
+        return wrong(format!(
+            "check {:?} is a {} check, not a crossplane-package check",
+            named.name,
+            named.type_name()
+        ));
+    };
+    match &settings.names {
+        Some(names) if !names.iter().any(|n| n == package.item()) => wrong(format!(
+            "check {:?} lists only {} (add {:?} to its names)",
+            named.name,
+            names.join(", "),
+            package.item()
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn figment_message(e: &figment::Error) -> String {

@@ -1,12 +1,13 @@
-//! Watch failures in words for an operator: what was refused, on which resource, and what to grant or fix,
-//! instead of kube's error (whose API variant prints a Rust debug dump of the `Status`).
+//! Watch failures (and the few requests outside the watches: Events, the Lease) in words for an operator: what
+//! was refused, on which resource, and what to grant or fix, instead of kube's error (whose API variant prints
+//! a Rust debug dump of the `Status`).
 
 use kube::core::Status;
 use kube::runtime::watcher;
 
 use crate::human::error_chain;
 
-/// The resource a watch reads, for messages.
+/// The resource a watch reads (or a request writes), for messages.
 #[derive(Debug, Clone)]
 pub(crate) struct Resource {
     /// `providerconfigs.dataservices.anynines.com`, `pods`.
@@ -17,6 +18,19 @@ pub(crate) struct Resource {
     pub namespace: Option<String>,
     /// `default` or the name under `[clusters.NAME]`.
     pub cluster: String,
+}
+
+impl Resource {
+    /// A namespaced resource of the default cluster that klutch-health writes itself (Events, the Lease).
+    pub(crate) fn written(group: &str, plural: &str, namespace: &str) -> Resource {
+        Resource {
+            qualified: format!("{plural}.{group}"),
+            plural: plural.into(),
+            group: group.into(),
+            namespace: Some(namespace.into()),
+            cluster: "default".into(),
+        }
+    }
 }
 
 /// Which request of a watch failed.
@@ -66,10 +80,15 @@ pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
         | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => answer(verb, status, on, ""),
-        watcher::Error::WatchError(status) => {
-            answer(verb, status, on, " (an ERROR event on the open watch)")
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => {
+            answer(verb.name(), status, on, "")
         }
+        watcher::Error::WatchError(status) => answer(
+            verb.name(),
+            status,
+            on,
+            " (an ERROR event on the open watch)",
+        ),
         // kube's "ServiceError: " says nothing: the client stack's own error does.
         watcher::Error::InitialListFailed(kube::Error::Service(e))
         | watcher::Error::WatchStartFailed(kube::Error::Service(e))
@@ -98,7 +117,19 @@ pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
     }
 }
 
-fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
+/// One line for a request outside the watches (`verb` on `on`): a refusal says what to grant, as for a watch;
+/// any other error in its own words.
+pub(crate) fn request(e: &kube::Error, verb: &str, on: &Resource) -> String {
+    match e {
+        kube::Error::Api(status) => answer(verb, status, on, ""),
+        kube::Error::Service(e) => {
+            format!("{verb} on {} failed: {}", on.qualified, error_chain(&**e))
+        }
+        e => format!("{verb} on {} failed: {}", on.qualified, error_chain(e)),
+    }
+}
+
+fn answer(verb: &str, status: &Status, on: &Resource, how: &str) -> String {
     let said = if status.message.is_empty() {
         String::new()
     } else {
@@ -107,7 +138,7 @@ fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
     match status.code {
         401 => format!(
             "{} on {} refused: 401 Unauthorized{how}: cluster {} does not accept klutch-health's credentials; renew the token or client certificate of its kubeconfig or service account{said}",
-            verb.name(),
+            verb,
             on.qualified,
             on.cluster
         ),
@@ -123,9 +154,9 @@ fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
             };
             format!(
                 "{} on {} forbidden{how}: grant the verb \"{}\" on \"{}\" in {group} {scope} to klutch-health's service account on cluster {}{said}",
-                verb.name(),
+                verb,
                 on.qualified,
-                verb.name(),
+                verb,
                 on.plural,
                 on.cluster
             )
@@ -138,7 +169,7 @@ fn answer(verb: Verb, status: &Status, on: &Resource, how: &str) -> String {
         ),
         code => format!(
             "{} on {} failed{how}: {code} {}{said}",
-            verb.name(),
+            verb,
             on.qualified,
             if status.reason.is_empty() {
                 "error"
@@ -219,6 +250,26 @@ mod tests {
             "",
         ))));
         assert_eq!(describe(&e, &pods), "list on pods forbidden: grant the verb \"list\" on \"pods\" in the core API group in namespace crossplane-system (a Role) to klutch-health's service account on cluster app");
+    }
+
+    #[test]
+    fn a_refused_event_write_names_the_verb_and_the_namespace_to_grant_it_in() {
+        let events = Resource {
+            qualified: "events.events.k8s.io".into(),
+            plural: "events".into(),
+            group: "events.k8s.io".into(),
+            namespace: Some("bind".into()),
+            cluster: "default".into(),
+        };
+        let e = kube::Error::Api(Box::new(status(
+            403,
+            "Forbidden",
+            "events.events.k8s.io is forbidden",
+        )));
+        assert_eq!(
+            request(&e, "create", &events),
+            "create on events.events.k8s.io forbidden: grant the verb \"create\" on \"events\" in API group \"events.k8s.io\" in namespace bind (a Role) to klutch-health's service account on cluster default (the API server said: events.events.k8s.io is forbidden)"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! One connection per Kubernetes cluster, which proves that its API server is alive.
+//! One connection per Kubernetes cluster, which proves that its API server is alive and ready.
 //!
 //! A black-holed API server (connections stay open, nothing arrives) makes no watch fail: kube reads without
-//! a timeout and the watcher's idle timeout is 295 s. So every answer the client receives is recorded as
-//! evidence ([`super::answers`]), and when nothing arrived for `probe_interval` the connection asks
-//! `GET /version` under `probe_timeout`. A busy cluster is never probed; a quiet healthy one answers the
-//! probe; one that does not answer is down since the last evidence, which every watch of the cluster shows.
-//! When it answers again, the watches restart (a hung LIST never returns by itself).
+//! a timeout and the watcher's idle timeout is 295 s. And a live API server is not enough: with etcd down,
+//! kube-apiserver still answers `/version` and holds watches open while nothing arrives (its watch cache may
+//! even send BOOKMARKs), so the data goes stale while every request succeeds. So the connection asks
+//! `GET /readyz` under `probe_timeout` once per `probe_interval`, however busy the watches are: no answer
+//! makes the cluster silent since the last evidence (every answer the client receives, [`super::answers`]);
+//! an answer other than `200` makes it not ready since that answer; either shows on every watch of the
+//! cluster. Where `/readyz` is refused (401/403), it asks `GET /version` instead (any answer then proves the
+//! server alive) and logs that once. When it answers again, the watches restart (a hung LIST never returns by
+//! itself).
 //!
 //! The client is made on first use, and again on every request until that works: a kubeconfig that does not
 //! exist yet at start is picked up when it appears.
@@ -27,10 +31,10 @@ use super::settings::Cluster;
 use crate::clock::Moment;
 use crate::human::{error_chain, timestamp};
 
-/// Whether a cluster's API server answers.
+/// Whether a cluster's API server answers, and is ready.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Health {
-    /// Since when, and why, it does not; `None` while it answers.
+    /// Since when, and why, it does not; `None` while it answers ready.
     pub down: Option<Down>,
     /// How often it came back: each time, its watches restart.
     pub recoveries: u64,
@@ -38,9 +42,11 @@ pub(crate) struct Health {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Down {
-    /// The last evidence of life.
+    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
     pub since: Moment,
     pub message: String,
+    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
+    pub not_ready: bool,
 }
 
 /// A cluster's client, and what is known of its API server.
@@ -55,19 +61,7 @@ impl Connection {
     /// The connection to cluster `name` (`None`: the default one), with its liveness probe running.
     pub(crate) fn open(name: Option<&str>, settings: &Cluster) -> Connection {
         let evidence = Arc::new(Evidence::new());
-        let layer = AnswersLayer {
-            evidence: evidence.clone(),
-            max_body: settings.max_body,
-            section: section(name).into(),
-        };
-        let deferred = Deferred {
-            name: name.map(str::to_string),
-            settings: settings.clone(),
-            client: Arc::default(),
-        };
-        let client = ClientBuilder::new(deferred, "default")
-            .with_layer(&layer)
-            .build();
+        let client = client(name, settings, evidence.clone());
         let (tx, health) = channel::channel(Health::default());
         tokio::spawn(probe(
             client.clone(),
@@ -85,6 +79,23 @@ impl Connection {
             settings: settings.clone(),
         }
     }
+}
+
+/// The client: made on first use ([`Deferred`]), every answer recorded as evidence and bounded.
+fn client(name: Option<&str>, settings: &Cluster, evidence: Arc<Evidence>) -> Client {
+    let layer = AnswersLayer {
+        evidence,
+        max_body: settings.max_body,
+        section: section(name).into(),
+    };
+    let deferred = Deferred {
+        name: name.map(str::to_string),
+        settings: settings.clone(),
+        client: Arc::default(),
+    };
+    ClientBuilder::new(deferred, "default")
+        .with_layer(&layer)
+        .build()
 }
 
 /// The kubeconfig files a cluster's connection reads: its `kubeconfig`, else (for the default cluster found
@@ -133,35 +144,40 @@ struct Probe {
     cluster: Arc<str>,
 }
 
-/// Probes once at start, then while the cluster is quiet: at most one request per `every`, none while
-/// answers keep arriving.
+/// Probes once at start, then once per `every`.
 async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channel::Sender<Health>) {
     let mut last_probe: Option<Instant> = None;
+    let mut path = Path::Readyz;
     loop {
         if tx.is_closed() {
             return;
         }
         // The first probe goes out at once: a cluster that cannot be used (a kubeconfig not there yet) is
         // then known to be down, and its return restarts the watches within one interval.
-        let due = match last_probe {
-            None => Instant::now(),
-            Some(at) => crate::clock::later(evidence.last().max(at), probe.every),
-        };
-        if Instant::now() < due {
-            tokio::time::sleep_until(due).await;
-            continue;
+        if let Some(at) = last_probe {
+            tokio::time::sleep_until(crate::clock::later(at, probe.every)).await;
         }
         last_probe = Some(Instant::now());
-        let outcome = match tokio::time::timeout(probe.timeout, client.apiserver_version()).await {
+        let outcome = match tokio::time::timeout(probe.timeout, ask(&client, path)).await {
             Err(_) => Err(Silence::Silent(format!(
-                "no answer to GET /version within {}",
+                "no answer to GET {} within {}",
+                path.as_str(),
                 crate::human::duration(probe.timeout)
             ))),
-            // Any answer, even a refusal, proves the server is alive; the watches report refusals.
-            Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => Ok(()),
+            Ok(Ok(answer)) => match (path, answer) {
+                (Path::Readyz, Answer::Ready) | (Path::Version, _) => Ok(()),
+                (Path::Readyz, Answer::Refused(code)) => {
+                    tracing::info!(cluster = %probe.cluster, code,
+                        "GET /readyz is refused here: the liveness probe asks GET /version instead (a server whose etcd is down still answers it)");
+                    path = Path::Version;
+                    last_probe = None;
+                    continue;
+                }
+                (Path::Readyz, Answer::NotReady(why)) => Err(Silence::NotReady(why)),
+            },
             Ok(Err(e)) => Err(match unusable(&e) {
                 Some(why) => Silence::Unusable(why),
-                None => Silence::Silent(format!("GET /version: {}", error_chain(&e))),
+                None => Silence::Silent(format!("GET {}: {}", path.as_str(), error_chain(&e))),
             }),
         };
         match outcome {
@@ -176,30 +192,121 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 }
             }
             Err(silence) => {
-                let since = Moment::now().at(evidence.last());
-                let message = match silence {
-                    Silence::Unusable(why) => why,
-                    Silence::Silent(why) => format!(
-                        "API server of cluster {} silent since {}: {why}",
-                        probe.cluster,
-                        timestamp(since.wall)
-                    ),
+                let last_answer = Moment::now().at(evidence.last());
+                let (since, message, not_ready) = match silence {
+                    Silence::Unusable(why) => (last_answer, why, false),
+                    Silence::Silent(why) => {
+                        let message = format!(
+                            "API server of cluster {} silent since {}: {why}",
+                            probe.cluster,
+                            timestamp(last_answer.wall)
+                        );
+                        (last_answer, message, false)
+                    }
+                    Silence::NotReady(why) => {
+                        // Not ready since the first answer that said so: its answers keep arriving.
+                        let since = match &tx.borrow().down {
+                            Some(d) if d.not_ready => d.since,
+                            _ => Moment::now(),
+                        };
+                        let message = format!(
+                            "API server of cluster {} not ready since {}: {why}",
+                            probe.cluster,
+                            timestamp(since.wall)
+                        );
+                        (since, message, true)
+                    }
                 };
                 if tx.borrow().down.as_ref().map(|d| &d.message) != Some(&message) {
                     tracing::warn!(cluster = %probe.cluster, %message, "API server does not answer");
-                    tx.send_modify(|h| h.down = Some(Down { since, message }));
+                    tx.send_modify(|h| {
+                        h.down = Some(Down {
+                            since,
+                            message,
+                            not_ready,
+                        })
+                    });
                 }
             }
         }
     }
 }
 
-/// Why a probe got no answer.
+/// What the liveness probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Readyz,
+    Version,
+}
+
+impl Path {
+    fn as_str(self) -> &'static str {
+        match self {
+            Path::Readyz => "/readyz",
+            Path::Version => "/version",
+        }
+    }
+}
+
+/// How an API server answered the probe.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Ready,
+    /// 401 or 403: this identity may not ask.
+    Refused(u16),
+    /// Any other status, with what failed: `/readyz answered 500 ([-]etcd failed)`.
+    NotReady(String),
+}
+
+/// One `GET` of `path`; any HTTP answer is an [`Answer`], only a failed exchange an error.
+async fn ask(client: &Client, path: Path) -> Result<Answer, kube::Error> {
+    use http_body_util::BodyExt;
+    let request = Request::get(path.as_str())
+        .body(Body::empty())
+        .map_err(kube::Error::HttpError)?;
+    let response = client.send(request).await?;
+    let code = response.status().as_u16();
+    if code == 200 {
+        return Ok(Answer::Ready);
+    }
+    if code == 401 || code == 403 {
+        return Ok(Answer::Refused(code));
+    }
+    // The body is bounded by the client's answers layer (`max_body`).
+    let body = match response.into_body().collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    Ok(Answer::NotReady(format!(
+        "{} answered {code}{}",
+        path.as_str(),
+        failing_checks(&body)
+    )))
+}
+
+/// The checks a `/readyz` body says failed: ` ([-]etcd failed, [-]etcd-readiness failed)`, or nothing.
+fn failing_checks(body: &str) -> String {
+    const MOST: usize = 5;
+    let failed: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("[-]"))
+        .map(|l| l.split_once(": ").map_or(l, |(check, _why)| check))
+        .collect();
+    match failed.len() {
+        0 => String::new(),
+        n if n <= MOST => format!(" ({})", failed.join(", ")),
+        n => format!(" ({} and {} more)", failed[..MOST].join(", "), n - MOST),
+    }
+}
+
+/// Why a probe got no good answer.
 enum Silence {
     /// The client cannot be made (a missing kubeconfig, say).
     Unusable(String),
     /// Nothing came back.
     Silent(String),
+    /// `/readyz` answered, but not `200`.
+    NotReady(String),
 }
 
 /// The reason when the client itself cannot be made (a missing kubeconfig, say), rather than the server
@@ -336,6 +443,10 @@ mod tests {
     struct Fake {
         probes: Arc<AtomicUsize>,
         hang: Arc<AtomicBool>,
+        /// What `/readyz` answers (0: 200), as kube-apiserver does with etcd down (500) or where it is
+        /// refused (403).
+        readyz: Arc<std::sync::atomic::AtomicU16>,
+        versions: Arc<AtomicUsize>,
     }
 
     impl Fake {
@@ -348,13 +459,19 @@ mod tests {
                     if fake.hang.load(Ordering::SeqCst) {
                         std::future::pending::<()>().await;
                     }
-                    let body = match req.uri().path() {
+                    let (code, body) = match req.uri().path() {
                         "/version" => {
-                            r#"{"major":"1","minor":"33","gitVersion":"v1.33.0","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#
+                            fake.versions.fetch_add(1, Ordering::SeqCst);
+                            (200, r#"{"major":"1","minor":"33","gitVersion":"v1.33.0","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#)
                         }
-                        _ => "ok",
+                        _ => match fake.readyz.load(Ordering::SeqCst) {
+                            0 => (200, "ok"),
+                            code => (code, "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n"),
+                        },
                     };
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = http::StatusCode::from_u16(code).expect("status");
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             });
             Client::new(service, "default")
@@ -396,7 +513,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_busy_api_server_is_never_probed_after_the_first_time() {
+    async fn a_busy_api_server_is_still_probed_once_per_interval() {
         let fake = Fake::default();
         let (evidence, health) = start(&fake);
         let busy = tokio::spawn(async move {
@@ -405,14 +522,61 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        tokio::time::sleep(Duration::from_secs(600)).await;
+        tokio::time::sleep(Duration::from_secs(600) + Duration::from_millis(1)).await;
         busy.abort();
         assert_eq!(
             fake.probes(),
-            1,
-            "answers that keep arriving are evidence enough"
+            61,
+            "answers that keep arriving are no proof of readiness (a watch cache sends BOOKMARKs with etcd down)"
         );
         assert_eq!(health.borrow().down, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_readyz_other_than_200_is_not_ready_since_its_first_such_answer_and_200_recovers() {
+        let fake = Fake::default();
+        let (_evidence, mut health) = start(&fake);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fake.readyz.store(500, Ordering::SeqCst);
+        health.changed().await.expect("the probe reports");
+        let down = health.borrow_and_update().down.clone().expect("down");
+        assert!(down.not_ready, "{down:?}");
+        assert!(
+            down.message
+                .starts_with("API server of cluster default not ready since ")
+                && down
+                    .message
+                    .ends_with(": /readyz answered 500 ([-]etcd failed)"),
+            "{}",
+            down.message
+        );
+        // Its answers keep arriving: the time stays that of the first one that said so.
+        tokio::time::sleep(EVERY * 3).await;
+        assert_eq!(
+            health.borrow().down.as_ref().map(|d| d.since),
+            Some(down.since)
+        );
+        fake.readyz.store(0, Ordering::SeqCst);
+        health.changed().await.expect("the probe reports");
+        assert_eq!(
+            (health.borrow().down.clone(), health.borrow().recoveries),
+            (None, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn where_readyz_is_refused_the_probe_asks_version_instead() {
+        let fake = Fake::default();
+        fake.readyz.store(403, Ordering::SeqCst);
+        let (_evidence, health) = start(&fake);
+        tokio::time::sleep(EVERY * 3 + Duration::from_millis(1)).await;
+        assert_eq!(
+            fake.versions.load(Ordering::SeqCst),
+            4,
+            "at once, then once per interval"
+        );
+        assert_eq!(fake.probes(), 5, "/readyz asked once");
+        assert_eq!(health.borrow().down, None, "a refused /readyz is no outage");
     }
 
     #[tokio::test(start_paused = true)]
@@ -446,6 +610,21 @@ mod tests {
             (back.down, back.recoveries),
             (None, 1),
             "its return restarts the watches"
+        );
+    }
+
+    #[test]
+    fn a_failing_readyz_body_names_its_failed_checks_without_the_withheld_reasons() {
+        let body = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[-]etcd-readiness failed: reason withheld\n[+]informer-sync ok\nreadyz check failed\n";
+        assert_eq!(
+            failing_checks(body),
+            " ([-]etcd failed, [-]etcd-readiness failed)"
+        );
+        assert_eq!(failing_checks("Internal Server Error"), "");
+        let many: String = (0..8).map(|i| format!("[-]c{i} failed\n")).collect();
+        assert_eq!(
+            failing_checks(&many),
+            " ([-]c0 failed, [-]c1 failed, [-]c2 failed, [-]c3 failed, [-]c4 failed and 3 more)"
         );
     }
 }

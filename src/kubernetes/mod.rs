@@ -2,7 +2,7 @@
 //! backoff and bounds, and the words for API errors. Check types read clusters through `watch` only.
 
 mod answers;
-mod api_errors;
+pub(crate) mod api_errors;
 pub(crate) mod connection;
 pub mod settings;
 pub(crate) mod watch;

@@ -21,8 +21,8 @@ pub struct Cluster {
     pub context: Option<String>,
     #[serde(with = "duration")]
     pub stale_after: Duration,
-    /// A quiet cluster is asked `GET /version` after this long without any answer (at most one such
-    /// request per interval; none while watches deliver).
+    /// The cluster is asked `GET /readyz` once per interval, however busy its watches are (`/version`
+    /// where `/readyz` is refused).
     #[serde(with = "duration")]
     pub probe_interval: Duration,
     /// A probe unanswered this long makes the cluster silent since its last answer. Silence shows within

@@ -1,5 +1,7 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
 //! (`application/health+json`), with the extensions `since` on each item and `silenced` on a silenced one.
+//! `output` is left out of a passing item, as the draft advises, unless the item has a fuller account (a managed-resources kind, a provider
+//! scaled to zero).
 //!
 //! Serialized straight from borrowed structs, not through `serde_json::Value`: with thousands of items a
 //! map per item would cost more memory than the report itself.

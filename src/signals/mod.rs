@@ -40,6 +40,19 @@ pub struct Observation {
     /// The objects behind the item, counted by state (a managed-resources kind), for
     /// `klutch_health_managed_resources`.
     pub counts: Option<StateCounts>,
+    /// What the item is, as links between checks read it (a check's `package`): a fact, never words
+    /// parsed from its message.
+    pub fact: Option<Fact>,
+}
+
+/// What an item is, beyond its status, for the rules that link one check's items to another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// A Crossplane package scaled to zero until one of its ManagedResourceDefinitions is active: no pod
+    /// of it runs, and none should.
+    ScaledToZero,
+    /// A `pods` check found no pod that has not finished.
+    NoPod,
 }
 
 /// A Kubernetes object, as an Event's `regarding` names it.
@@ -97,6 +110,7 @@ impl Observation {
             regarding: None,
             detail: None,
             counts: None,
+            fact: None,
         }
     }
 
@@ -115,6 +129,19 @@ impl Observation {
     /// Whether an expiry has passed at `now`: the observation no longer says what was observed.
     pub fn expired(&self, now: Moment) -> bool {
         self.expires.iter().any(|e| e.at.passed(now))
+    }
+
+    /// The observation, with its message worth showing while it passes (a provider scaled to zero): its
+    /// message is its fuller account.
+    pub fn notable(mut self) -> Self {
+        self.detail = Some(self.message.clone());
+        self
+    }
+
+    /// The observation, with what it is for links between checks.
+    pub fn with_fact(mut self, fact: Fact) -> Self {
+        self.fact = Some(fact);
+        self
     }
 
     /// The observation, about `object`.

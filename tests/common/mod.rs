@@ -217,6 +217,17 @@ impl Service {
 
     /// Polls `path` until `check` holds; on timeout, the panic shows the last answer.
     pub async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
+        self.wait_for_within(DEADLINE, path, what, check).await
+    }
+
+    /// Like [`Service::wait_for`], with another deadline (a real API server on a loaded machine).
+    pub async fn wait_for_within(
+        &self,
+        deadline: Duration,
+        path: &str,
+        what: &str,
+        check: impl Fn(&Resp) -> bool,
+    ) -> Resp {
         let start = Instant::now();
         loop {
             let r = self.get(path).await;
@@ -224,7 +235,7 @@ impl Service {
                 return r;
             }
             assert!(
-                start.elapsed() < DEADLINE,
+                start.elapsed() < deadline,
                 "timed out waiting for: {what}; {path} last answered {}:\n{}",
                 r.status,
                 r.body
@@ -349,6 +360,21 @@ pub fn parse(raw: &[u8]) -> Resp {
     }
 }
 
+/// The lines of items that come from the cluster: not the backend poll, nor the konnectors (`warn_only` in
+/// the shipped config, so they never read `failed`).
+pub fn kube_lines(r: &Resp) -> Vec<&str> {
+    r.body
+        .lines()
+        .filter(|l| {
+            // The poll is no cluster's; konnectors and app-cluster-bindings are warn_only (`[+]… warn:`).
+            l.starts_with('[')
+                && !l.contains("]backend-status/")
+                && !l.contains("]konnectors/")
+                && !l.contains("]app-cluster-bindings/")
+        })
+        .collect()
+}
+
 /// A configuration with only a `backend-status` check polling `url`.
 pub fn backend_config(url: &str, extra: &str) -> String {
     format!(
@@ -358,8 +384,13 @@ pub fn backend_config(url: &str, extra: &str) -> String {
 
 /// A configuration with every check of the shipped one, against the simulated control plane.
 pub fn full_config(backend_url: &str, extra: &str) -> String {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
-        .expect("config.toml");
+    shipped_config("config.toml", backend_url, extra)
+}
+
+/// Like [`full_config`], from another shipped file (`deploy/sidecar/config.toml`).
+pub fn shipped_config(file: &str, backend_url: &str, extra: &str) -> String {
+    let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut doc: toml::Table = shipped.parse().expect("shipped config is TOML");
     // The shipped public port would collide between tests: a free one instead, found by `public_addr`.
     if let Some(server) = doc.get_mut("server").and_then(toml::Value::as_table_mut) {

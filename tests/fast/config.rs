@@ -58,7 +58,8 @@ fn the_shipped_config_is_valid() {
             "managed-resources",
             "anynines-backend",
             "provider-pods",
-            "konnectors"
+            "konnectors",
+            "app-cluster-bindings"
         ]
     );
     let (code, out, err) = check_config(&shipped, &[], &[]);
@@ -708,4 +709,64 @@ async fn the_longest_durations_never_panic() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::mem::forget(dir);
+}
+
+/// `package = "CHECK/ITEM"` names an item of a `crossplane-package` check, on `pods`, `backend-status` and
+/// `provider-config` checks only; anything else stops the load (exit 2) naming the key.
+#[test]
+fn a_package_key_names_an_item_of_a_crossplane_package_check() {
+    let packages = "[[check]]\nname = \"providers\"\ntype = \"crossplane-package\"\nnames = [\"provider-anynines\"]\n\
+                    [[check]]\nname = \"fns\"\ntype = \"crossplane-package\"\nkind = \"functions\"\n";
+    let with = |body: &str, package: &str| {
+        format!("{packages}[[check]]\nname = \"c\"\n{body}package = \"{package}\"\n")
+    };
+    let pods = "type = \"pods\"\n";
+    for (body, package) in [
+        (pods, "providers/provider-anynines"),
+        // Every installed function may be it.
+        (pods, "fns/function-patch-and-transform"),
+        (
+            "type = \"backend-status\"\nurl = \"http://127.0.0.1:8081/backend-health\"\n",
+            "providers/provider-anynines",
+        ),
+        (
+            "type = \"provider-config\"\n",
+            "providers/provider-anynines",
+        ),
+    ] {
+        let config = Config::from_toml(&with(body, package)).expect("valid");
+        let c = config.checks.iter().find(|c| c.name == "c").expect("check");
+        assert_eq!(c.package.as_deref(), Some(package));
+    }
+    for (body, package, why) in [
+        (pods, "nope/x", "check \"c\": package: \"nope/x\": no check is named \"nope\""),
+        (
+            pods,
+            "c/x",
+            "check \"c\": package: \"c/x\": check \"c\" is a pods check, not a crossplane-package check",
+        ),
+        (
+            pods,
+            "providers/provider-kubernetes",
+            "check \"c\": package: \"providers/provider-kubernetes\": check \"providers\" lists only \
+             provider-anynines (add \"provider-kubernetes\" to its names)",
+        ),
+        (pods, "providers", "check \"c\": package: \"providers\" is not CHECK/ITEM"),
+        (pods, "providers/a/b", "check \"c\": package: \"providers/a/b\" is not CHECK/ITEM"),
+        (
+            "type = \"deployment\"\nnamespace = \"bind\"\ndeployment = \"x\"\n",
+            "providers/provider-anynines",
+            "check \"c\": package: a deployment check names no package (only pods, backend-status and \
+             provider-config checks do)",
+        ),
+    ] {
+        let e = Config::from_toml(&with(body, package))
+            .expect_err(package)
+            .to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    rejected(
+        &with(pods, "nope/x"),
+        "package: \"nope/x\": no check is named",
+    );
 }

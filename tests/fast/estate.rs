@@ -325,3 +325,175 @@ async fn one_tenants_odd_cluster_binding_is_a_warning_of_its_own() {
     )
     .await;
 }
+
+/// `providers/NAME` in the JSON report, as an item object.
+fn json_item(doc: &serde_json::Value, check: &str, item: &str) -> serde_json::Value {
+    doc["checks"][check]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["componentId"] == item))
+        .cloned()
+        .unwrap_or_else(|| panic!("{check}/{item} in {doc}"))
+}
+
+/// Crossplane 2 scales idle providers to zero: the seeded provider-kubernetes, and provider-anynines once
+/// flipped, pass saying so (JSON and the page; the text line stays `ok`), and the shipped `provider-pods`
+/// check, which names its package, passes with no pod — until a pod is missing while the provider is active.
+#[tokio::test]
+async fn a_provider_scaled_to_zero_passes_and_so_does_no_pod_of_it() {
+    const SCALED: &str = "scaled to zero until a ManagedResourceDefinition is active";
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    let doc = svc.get("/readyz?format=json").await.json();
+    assert_eq!(
+        json_item(&doc, "providers", "provider-kubernetes")["output"],
+        SCALED
+    );
+    assert!(json_item(&doc, "providers", "provider-anynines")
+        .get("output")
+        .is_none());
+
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", true));
+    let r = svc
+        .wait_for("/readyz?verbose", "no pod, and that is fine", |r| {
+            r.body.contains("[+]provider-pods/_none ok")
+        })
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("[+]providers/provider-anynines ok\n"),
+        "{}",
+        r.body
+    );
+    let doc = svc.get("/readyz?format=json").await.json();
+    assert_eq!(
+        json_item(&doc, "provider-pods", "_none")["output"],
+        format!("no pod, as none should run: providers/provider-anynines is {SCALED}")
+    );
+    assert_eq!(
+        json_item(&doc, "providers", "provider-anynines")["output"],
+        SCALED
+    );
+    let page = svc.get("/").await.body;
+    assert!(
+        page.contains(&format!("providers/provider-anynines is {SCALED}")),
+        "{page}"
+    );
+
+    // Active again: its pod is back and judged as always.
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", false));
+    svc.wait_for("/readyz?verbose", "the pod back", |r| {
+        r.body
+            .contains("[+]provider-pods/provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q ok")
+    })
+    .await;
+    // No pod while the provider is active fails, as before.
+    assert!(cp.api.delete(
+        "v1",
+        "Pod",
+        Some("crossplane-system"),
+        "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q"
+    ));
+    let r = svc
+        .wait_for("/readyz?verbose", "no pod, failing", |r| {
+            r.body
+                .contains("[-]provider-pods/_none failed: no pod matches")
+        })
+        .await;
+    assert_eq!(r.status, 503);
+}
+
+/// klutch-bind's control-plane mode through the real binary: one item per AppClusterBinding (`NS.NAME`),
+/// judged from both watches (the bindings, and the konnector Deployments found by their label), warn_only
+/// like `konnectors` but failing in its own metrics.
+#[tokio::test]
+async fn app_cluster_bindings_and_the_konnectors_the_control_plane_runs() {
+    const PROD: &str = "app-cluster-bindings/team-a.prod";
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    let r = svc
+        .wait_for("/readyz?verbose", "both bindings", |r| {
+            r.body.contains(&format!("[+]{PROD} ok"))
+                && r.body.contains("[+]app-cluster-bindings/team-b.dev ok")
+        })
+        .await;
+    assert_eq!(r.status, 200);
+    let doc = svc.get("/readyz?format=json").await.json();
+    let prod = json_item(&doc, "app-cluster-bindings", "team-a.prod");
+    assert_eq!(prod["componentType"], "app-cluster-binding");
+    assert_eq!(prod["status"], "pass");
+    let page = svc.get("/").await.body;
+    assert!(
+        page.contains(
+            "<h2>app-cluster-bindings <small>app-cluster-binding · all 2 ok</small></h2>"
+        ) && page.contains("team-a.prod")
+            && page.contains("team-b.dev"),
+        "{page}"
+    );
+
+    // KonnectorDeployed stays "True" while the Deployment is gone: the item says what is missing.
+    assert!(cp.remove_app_konnector("team-a", "prod"));
+    let r = svc
+        .wait_for("/readyz?verbose", "the missing konnector", |r| {
+            line(&r.body, PROD).contains("not found")
+        })
+        .await;
+    assert_eq!(
+        line(&r.body, PROD),
+        format!(
+            "[+]{PROD} warn: konnector Deployment klutch-bind-team-a-prod/konnector-prod not found \
+             (spec.konnector.deploy is true)"
+        )
+    );
+    assert_eq!(r.status, 200, "warn_only: {}", r.body);
+    svc.wait_for("/metrics", "the item's own metric to say fail", |m| {
+        up(m, "app-cluster-bindings", "team-a.prod") == Some(0)
+    })
+    .await;
+
+    // Back, then unavailable: a change of the Deployment alone is judged again.
+    assert!(cp.restore_app_konnector("team-a", "prod"));
+    svc.wait_for("/readyz?verbose", "the konnector back", |r| {
+        r.body.contains(&format!("[+]{PROD} ok"))
+    })
+    .await;
+    cp.set_deployment_available("klutch-bind-team-a-prod", "konnector-prod", false);
+    svc.wait_for("/readyz?verbose", "the konnector unavailable", |r| {
+        line(&r.body, PROD).starts_with(&format!(
+            "[+]{PROD} warn: konnector klutch-bind-team-a-prod/konnector-prod: Available is \"False\""
+        ))
+    })
+    .await;
+
+    // A binding whose kubeconfig Secret is invalid, without any konnector on the control plane.
+    assert!(cp.set_app_cluster_binding(
+        "team-b",
+        "dev",
+        klutch_sim::estate::BindingState::SecretInvalid
+    ));
+    svc.wait_for("/readyz?verbose", "the invalid secret", |r| {
+        line(&r.body, "app-cluster-bindings/team-b.dev").starts_with(
+            "[+]app-cluster-bindings/team-b.dev warn: SecretValid is \"False\" (KubeconfigInvalid)",
+        )
+    })
+    .await;
+}
+
+/// A Crossplane 2 provider whose runtime is unhealthy names `RuntimeHealthy` with its own reason and message,
+/// where Crossplane 1.x packages keep `Healthy`'s words (above).
+#[tokio::test]
+async fn a_crossplane_2_provider_names_the_health_part_that_is_false() {
+    let (cp, svc) = estate(Duration::from_secs(2)).await;
+    assert!(cp.set_package_health(
+        PackageKind::Provider,
+        "provider-kubernetes",
+        PackageHealth::UnhealthyV2
+    ));
+    let r = svc
+        .wait_for("/readyz?verbose", "the unhealthy runtime", |r| {
+            r.body.contains("[-]providers/provider-kubernetes")
+        })
+        .await;
+    assert_eq!(
+        line(&r.body, "providers/provider-kubernetes"),
+        "[-]providers/provider-kubernetes failed: RuntimeHealthy is \"False\" (UnhealthyPackageRevision): \
+         Deployment does not have minimum availability."
+    );
+}

@@ -198,3 +198,46 @@ async fn a_konnectors_event_goes_to_its_consumer_namespace_which_the_rbac_covers
         });
     assert!(covered, "the RBAC derived from the config covers {app}");
 }
+
+/// An AppClusterBinding's item regards the binding: its Event goes to the binding's namespace, where
+/// `kubectl describe appclusterbinding` shows why klutch-health counts it as failing.
+#[tokio::test]
+async fn an_app_cluster_bindings_event_regards_the_binding_in_its_namespace() {
+    let cp = sim().await;
+    cp.seed_estate(std::time::Duration::from_secs(2));
+    let svc = replica(&cp, "klutch-health-a", None).await;
+    holder(&cp).await;
+    svc.wait_for("/readyz?verbose", "the binding judged", |r| {
+        r.body.contains("[+]app-cluster-bindings/team-a.prod ok")
+    })
+    .await;
+    assert!(cp.remove_app_konnector("team-a", "prod"));
+    let event = eventually("a Warning Event about the binding", async || {
+        cp.api
+            .list("events.k8s.io/v1", "Event")
+            .into_iter()
+            .find(|e| e["regarding"]["kind"] == "AppClusterBinding" && e["type"] == "Warning")
+    })
+    .await;
+    assert_eq!(
+        (
+            &event["regarding"]["name"],
+            &event["regarding"]["namespace"],
+            &event["metadata"]["namespace"],
+            &event["regarding"]["apiVersion"]
+        ),
+        (
+            &"prod".into(),
+            &"team-a".into(),
+            &"team-a".into(),
+            &"klutch.anynines.com/v1alpha1".into()
+        ),
+        "{event}"
+    );
+    assert!(
+        event["note"].as_str().is_some_and(
+            |n| n.starts_with("app-cluster-bindings/team-a.prod is fail: konnector Deployment")
+        ),
+        "{event}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{eventually, full_config, Resp, Service};
+use common::{eventually, full_config, kube_lines, Service};
 use klutch_sim::{SimControlPlane, WatchFault};
 
 /// Short settings scaled from the shipped ones (60 s / 10 s / 10 s): silence shows within
@@ -29,17 +29,6 @@ async fn synced_service(cp: &SimControlPlane, extra: &[(&str, &str)]) -> Service
     Service::synced(cp, "", &env).await
 }
 
-/// The lines of items the endpoint counts that come from the cluster (not the backend poll; konnectors are
-/// `warn_only` in the shipped config, so they never read `failed`).
-fn kube_lines(r: &Resp) -> Vec<&str> {
-    r.body
-        .lines()
-        .filter(|l| {
-            l.starts_with('[') && !l.contains("]backend-status/") && !l.contains("]konnectors/")
-        })
-        .collect()
-}
-
 fn lists_of(cp: &SimControlPlane, plural: &str) -> usize {
     cp.api
         .requests()
@@ -59,7 +48,7 @@ async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restar
             !lines.is_empty()
                 && lines.iter().all(|l| {
                     l.contains(" failed: API server of cluster default silent since ")
-                        && l.contains(": no answer to GET /version within 500ms")
+                        && l.contains(": no answer to GET /readyz within 500ms")
                 })
         })
         .await;
@@ -100,6 +89,40 @@ async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restar
         lists_of(&cp, "/providers") > 0 && lists_of(&cp, "/providerconfigs") > 0,
         "{:#?}",
         cp.api.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_not_ready_api_server_turns_items_unknown_even_while_its_watches_deliver() {
+    let cp = SimControlPlane::start().await.expect("sim");
+    // BOOKMARKs every 50 ms on every watch: answers keep arriving, as a watch cache sends them with etcd down.
+    cp.api
+        .set_bookmark_interval(std::time::Duration::from_millis(50));
+    let svc = synced_service(&cp, &[]).await;
+    // etcd down: /readyz fails, everything else answers.
+    cp.api.set_readiness(klutch_sim::Readiness::EtcdDown);
+    let r = svc
+        .wait_for("/readyz?verbose", "every Kubernetes item unknown", |r| {
+            let lines = kube_lines(r);
+            !lines.is_empty()
+                && lines.iter().all(|l| {
+                    l.contains(" failed: API server of cluster default not ready since ")
+                        && l.ends_with(
+                            ": /readyz answered 500 ([-]etcd failed, [-]etcd-readiness failed)",
+                        )
+                })
+        })
+        .await;
+    assert_eq!(r.status, 503);
+    cp.api.reset_requests();
+    cp.api.set_readiness(klutch_sim::Readiness::Ready);
+    svc.wait_for("/readyz?verbose", "recovery", |r| {
+        r.status == 200 && !r.body.contains("not ready since")
+    })
+    .await;
+    assert!(
+        lists_of(&cp, "/providerconfigs") > 0,
+        "the watches start over"
     );
 }
 

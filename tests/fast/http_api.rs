@@ -16,7 +16,7 @@ use klutch_health::engine::Published;
 use klutch_health::metrics::Metrics;
 use klutch_health::policy::{self, Memory, Rules};
 use klutch_health::render::{Details, Identity};
-use klutch_health::report::Passthrough;
+use klutch_health::report::{Passthrough, Status};
 use klutch_health::server::{handle, State};
 use klutch_health::signals::{Observation, Sink};
 use klutch_sim::FakeBackend;
@@ -243,6 +243,38 @@ async fn one_check_or_one_item_by_path_and_404_for_unknown_names() {
         svc.get("/readyz/backend-status/no-such-item").await.status,
         404
     );
+}
+
+/// A passing item whose message is notable (a provider scaled to zero) shows it in JSON `output` and on the
+/// status page; its text line stays `ok`, and a plain passing item still has no `output`.
+#[tokio::test]
+async fn a_notable_passing_message_shows_in_json_and_on_the_page_but_the_text_stays_ok() {
+    let now = Timestamp::now();
+    let sink = Sink::default();
+    sink.publish(
+        "backend-status",
+        vec![
+            Observation::new("scaled", Status::Pass, "scaled to zero for now", now).notable(),
+            Observation::new("plain", Status::Pass, "routinely fine", now),
+        ],
+    );
+    let app = App::from_sink(&sink, "");
+    let doc = app.get("/readyz?format=json").await.json();
+    let items = doc["checks"]["backend-status"].as_array().expect("items");
+    let output = |id: &str| {
+        items
+            .iter()
+            .find(|i| i["componentId"] == id)
+            .map(|i| i.get("output").cloned())
+            .expect("item")
+    };
+    assert_eq!(output("scaled"), Some("scaled to zero for now".into()));
+    assert_eq!(output("plain"), None, "{doc}");
+    let text = app.get("/readyz?verbose").await.body;
+    assert!(text.contains("[+]backend-status/scaled ok\n"), "{text}");
+    let page = app.get("/").await.body;
+    assert!(page.contains("scaled to zero for now"), "{page}");
+    assert!(!page.contains("routinely fine"), "{page}");
 }
 
 #[tokio::test]

@@ -390,7 +390,11 @@ cluster = \"app\"\nnamespace = \"bind\"\ndeployment = \"konnector\"\n",
         })
         .await;
     assert_eq!(r.status, 503);
-    assert_eq!(svc.get("/readyz?exclude=konnector").await.status, 200);
+    // The other checks may still be syncing when the providers pass: wait for them, not for a fixed moment.
+    svc.wait_for("/readyz?exclude=konnector", "the rest to pass", |r| {
+        r.status == 200
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

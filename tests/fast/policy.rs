@@ -771,3 +771,92 @@ fn evaluation_is_pure() {
     assert_eq!(first.memory, again.memory);
     assert_eq!(first.next, again.next);
 }
+
+/// A `pods` check that names its package (`package = "providers/provider-anynines"`) passes with no pod
+/// while that package is scaled to zero, and fails as before in every other case.
+#[test]
+fn no_pod_of_a_package_scaled_to_zero_passes_and_fails_otherwise() {
+    use klutch_health::signals::Fact;
+    let config = |package: &str| {
+        let text = format!(
+            "[[check]]\nname = \"providers\"\ntype = \"crossplane-package\"\n\
+             [[check]]\nname = \"provider-pods\"\ntype = \"pods\"\n{package}"
+        );
+        Rules::new(&Config::from_toml(&text).expect("config"))
+    };
+    let linked = config("package = \"providers/provider-anynines\"\n");
+    let scaled = || {
+        Observation::new(
+            "provider-anynines",
+            Status::Pass,
+            "scaled to zero until a ManagedResourceDefinition is active",
+            t(0).wall,
+        )
+        .notable()
+        .with_fact(Fact::ScaledToZero)
+    };
+    let no_pod = || {
+        Observation::new("_none", Status::Fail, "no pod matches sel", t(0).wall)
+            .with_fact(Fact::NoPod)
+    };
+    let snap = |package: Vec<Observation>, pods: Vec<Observation>| Snapshot {
+        checks: BTreeMap::from([
+            ("providers".to_string(), package.into()),
+            ("provider-pods".to_string(), pods.into()),
+        ]),
+        ..Snapshot::default()
+    };
+    let pods_item = |rules: &Rules, s: &Snapshot, secs: u64| {
+        let e = evaluate(rules, s, &Memory::default(), t(secs));
+        let i = e
+            .report
+            .items
+            .iter()
+            .find(|i| i.name.check() == "provider-pods")
+            .expect("item")
+            .clone();
+        (i.status, i.message, i.detail.is_some())
+    };
+    assert_eq!(
+        pods_item(&linked, &snap(vec![scaled()], vec![no_pod()]), 0),
+        (
+            Status::Pass,
+            "no pod, as none should run: providers/provider-anynines is scaled to zero until a \
+             ManagedResourceDefinition is active"
+                .to_string(),
+            true
+        )
+    );
+    let failing = (Status::Fail, "no pod matches sel".to_string(), false);
+    // The package runs (a plain pass), is absent, or is another package: no pod fails.
+    let running = Observation::new("provider-anynines", Status::Pass, "installed", t(0).wall);
+    let mut other = scaled();
+    other.item = "provider-kubernetes".into();
+    for package in [vec![running], vec![], vec![other]] {
+        assert_eq!(
+            pods_item(&linked, &snap(package.clone(), vec![no_pod()]), 0),
+            failing,
+            "{package:?}"
+        );
+    }
+    // Without the key there is no link.
+    assert_eq!(
+        pods_item(&config(""), &snap(vec![scaled()], vec![no_pod()]), 0),
+        failing
+    );
+    // A scaled-to-zero package whose watch went stale (unknown by now) excuses nothing.
+    let stale = scaled().expiring(Expiry {
+        at: Due::Mono(t(100).mono),
+        status: Status::Unknown,
+        message: "watch broken".into(),
+    });
+    let s = snap(vec![stale], vec![no_pod()]);
+    assert_eq!(pods_item(&linked, &s, 50).0, Status::Pass);
+    assert_eq!(pods_item(&linked, &s, 150), failing);
+    // A pod that is there but not Ready fails whatever the package says.
+    let not_ready = Observation::new("provider-anynines-x", Status::Fail, "not ready", t(0).wall);
+    assert_eq!(
+        pods_item(&linked, &snap(vec![scaled()], vec![not_ready]), 0).0,
+        Status::Fail
+    );
+}

@@ -43,7 +43,9 @@ fn named(resource: &str, name: Option<&str>) -> String {
     }
 }
 
-/// What the checks of `config` read, from each check type's own watch targets.
+/// What the checks of `config` read, from each check type's own watch targets. A cluster-wide need covers
+/// the namespaced needs of the same resource and verb: only it is left (a namespaced Role beside the
+/// ClusterRole would be a second grant of the same).
 fn read(config: &Config) -> BTreeSet<Grant> {
     let mut needs = BTreeSet::new();
     for check in config.checks.iter().filter(|c| c.cluster.is_none()) {
@@ -58,6 +60,11 @@ fn read(config: &Config) -> BTreeSet<Grant> {
             }
         }
     }
+    let everywhere = needs.clone();
+    needs.retain(|(group, resource, namespace, verb)| {
+        namespace.is_empty()
+            || !everywhere.contains(&(group.clone(), resource.clone(), String::new(), verb.clone()))
+    });
     needs
 }
 
@@ -216,6 +223,18 @@ fn required_rbac_follows_the_check_types() {
     want.extend(grant("", "pods", "crossplane-system"));
     // A check of another cluster needs RBAC there, not here.
     assert_eq!(read(&config(&text)), want);
+
+    // AppClusterBindings cluster-wide, and their konnector Deployments in every namespace (by label), which
+    // covers the namespaced Deployment need of `d`.
+    let with_app_bindings = config(&format!(
+        "{text}[[check]]\nname = \"acb\"\ntype = \"app-cluster-binding\"\n"
+    ));
+    want.extend(grant("klutch.anynines.com", "appclusterbindings", ""));
+    want.extend(grant("apps", "deployments", ""));
+    for covered in grant("apps", "deployments", "bind") {
+        want.remove(&covered);
+    }
+    assert_eq!(read(&with_app_bindings), want);
 }
 
 #[test]
@@ -272,12 +291,12 @@ fn the_rbac_comparison_catches_missing_and_extra_permissions() {
     let objects = render("deploy");
     let got = granted(&objects, "crossplane-system", "klutch-health");
 
-    // A deployment check in another namespace has no RBAC: reported missing.
+    // A pods check in another namespace has no RBAC: reported missing.
     let text = std::fs::read_to_string(format!("{ROOT}/config.toml")).expect("config.toml")
-        + "\n[[check]]\nname = \"konnector\"\ntype = \"deployment\"\nnamespace = \"klutch-bind\"\ndeployment = \"konnector\"\n";
+        + "\n[[check]]\nname = \"konnector-pods\"\ntype = \"pods\"\nnamespace = \"klutch-bind\"\nselector = \"app=konnector\"\n";
     let needed = required(&config(&text));
     let missing: BTreeSet<_> = needed.difference(&got).cloned().collect();
-    assert_eq!(missing, grant("apps", "deployments", "klutch-bind"));
+    assert_eq!(missing, grant("", "pods", "klutch-bind"));
 
     // Events only where the watched objects' namespaces are known (as once shipped: crossplane-system,
     // default, bind) leave out the konnectors' consumer namespaces: reported missing. Without the shipped
@@ -314,6 +333,10 @@ fn the_rbac_comparison_catches_missing_and_extra_permissions() {
         std::fs::read_to_string(format!("{ROOT}/config.toml"))
             .expect("config.toml")
             .replace("type = \"cluster-binding\"", "type = \"crossplane-package\"\nkind = \"functions\"")
+            .replace(
+                "type = \"app-cluster-binding\"",
+                "type = \"crossplane-package\"\nkind = \"configurations\"",
+            )
     ));
     let missing: BTreeSet<_> = required(&without_konnectors)
         .difference(&got_namespaced)
@@ -390,6 +413,17 @@ fn the_rbac_comparison_catches_missing_and_extra_permissions() {
             "".into(),
             "get".into()
         )]
+    );
+    // A Role for Deployments beside their cluster-wide grant (as once shipped for bind) grants the same
+    // twice: reported as wider than needed.
+    assert_eq!(
+        extra(role(
+            "Role",
+            serde_json::json!([{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]}])
+        )),
+        grant("apps", "deployments", "crossplane-system")
+            .into_iter()
+            .collect::<Vec<_>>()
     );
     // A binding to another ServiceAccount grants klutch-health nothing.
     assert_eq!(

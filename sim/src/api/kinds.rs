@@ -117,6 +117,13 @@ pub const KINDS: &[Kind] = &[
         "ClusterBinding",
         true,
     ),
+    kind(
+        "klutch.anynines.com",
+        "v1alpha1",
+        "appclusterbindings",
+        "AppClusterBinding",
+        true,
+    ),
     managed("serviceinstances", "ServiceInstance"),
     managed("servicebindings", "ServiceBinding"),
     managed("backups", "Backup"),

@@ -39,7 +39,7 @@ use store::{Change, ResourceType, Store};
 pub use kinds::{ApplyError, Kind, KINDS};
 pub use store::set_condition;
 pub use time::{now_rfc3339, rfc3339, rfc3339_offset};
-pub use tls::{TlsFiles, SERVICE_ACCOUNT_TOKEN};
+pub use tls::{serving_certs, ServingCerts, TlsFiles, SERVICE_ACCOUNT_TOKEN};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -82,7 +82,25 @@ struct Faults {
     list_forbidden: BTreeSet<String>,
     /// Plurals whose writes answer `500 InternalError`.
     failing_writes: BTreeSet<String>,
+    readiness: Readiness,
 }
+
+/// What `GET /readyz` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readiness {
+    #[default]
+    Ready,
+    /// `500`, etcd's checks failed, as kube-apiserver answers while its etcd is down; every other request is
+    /// still served and open watches stay open (with BOOKMARKs, as its watch cache may send them).
+    EtcdDown,
+    /// `403 Forbidden`, as a cluster that does not let this identity read `/readyz` answers.
+    Forbidden,
+}
+
+/// kube-apiserver's `/readyz` while its etcd is down (reasons are withheld from clients).
+const READYZ_ETCD_DOWN: &str = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n\
+[-]etcd-readiness failed: reason withheld\n[+]informer-sync ok\n[+]poststarthook/start-apiserver-admission-initializer ok\n\
+[+]shutdown ok\nreadyz check failed\n";
 
 struct Inner {
     addr: SocketAddr,
@@ -330,6 +348,11 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
             .send_modify(|f| toggle(&mut f.failing_writes, plural, on));
     }
 
+    /// What `/readyz` answers from now on.
+    pub fn set_readiness(&self, readiness: Readiness) {
+        self.inner.faults.send_modify(|f| f.readiness = readiness);
+    }
+
     fn write_fails(&self, plural: &str) -> bool {
         self.inner.faults.borrow().failing_writes.contains(plural)
     }
@@ -461,6 +484,15 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
         match segments {
             ["version"] => ok(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0",
                                      "gitCommit": "fake", "platform": "linux/amd64", "goVersion": "go1.24"})),
+            ["readyz"] => match self.inner.faults.borrow().readiness {
+                Readiness::Ready => status::text(StatusCode::OK, "ok"),
+                Readiness::EtcdDown => status::text(StatusCode::INTERNAL_SERVER_ERROR, READYZ_ETCD_DOWN),
+                Readiness::Forbidden => status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "forbidden: User \"system:serviceaccount:crossplane-system:klutch-health\" cannot get path \"/readyz\"",
+                ),
+            },
             ["api"] => ok(json!({"kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.inner.addr.to_string()}]})),
             ["apis"] => ok(self.group_list()),
@@ -487,6 +519,49 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
             }
             _ => not_found("the server could not find the requested resource"),
         }
+    }
+}
+
+/// One change of the fake's objects, as a follower ([`FakeApi::follow`]) sees it.
+#[derive(Debug, Clone)]
+pub struct ObjectChange {
+    /// The `resourceVersion` the change got.
+    pub rv: u64,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub kind: &'static str,
+    pub object: serde_json::Value,
+}
+
+/// The changes after a snapshot, in order.
+pub struct Follower {
+    changes: broadcast::Receiver<Arc<Change>>,
+}
+
+impl Follower {
+    /// The next change; `Some(Err(n))` when `n` changes were missed (the follower fell behind: take a new
+    /// snapshot), `None` once the fake is gone.
+    pub async fn next(&mut self) -> Option<Result<ObjectChange, u64>> {
+        match self.changes.recv().await {
+            Ok(c) => Some(Ok(ObjectChange {
+                rv: c.rv,
+                kind: c.kind,
+                object: c.object.clone(),
+            })),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl FakeApi {
+    /// Every object now, the `resourceVersion` they are at, and every change after them: what a follower such
+    /// as the real control plane's mirror needs to copy the fake's objects without missing one.
+    pub fn follow(&self) -> (Vec<serde_json::Value>, u64, Follower) {
+        let store = lock(&self.inner.store);
+        // Subscribed under the store lock, under which every change is sent: none falls between the two.
+        let changes = self.inner.changes.subscribe();
+        let objects = store.objects.values().cloned().collect();
+        (objects, store.rv, Follower { changes })
     }
 }
 

@@ -9,17 +9,22 @@ use super::store::ResourceType;
 use super::Body;
 
 pub(super) fn json_body(code: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(v.to_string()))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
+    answer(code, "application/json", v.to_string())
+}
+
+fn answer(code: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *r.status_mut() = code;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
     );
     r
+}
+
+/// Plain text, as the API server's health endpoints answer.
+pub(super) fn text(code: StatusCode, body: &str) -> Response<Body> {
+    answer(code, "text/plain; charset=utf-8", body.to_string())
 }
 
 pub(super) fn ok(v: Value) -> Response<Body> {

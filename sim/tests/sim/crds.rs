@@ -186,12 +186,13 @@ fn check(obj: &Value) -> Vec<String> {
     problems
 }
 
-const VALIDATED: [(&str, &str); 9] = [
+const VALIDATED: [(&str, &str); 10] = [
     ("pkg.crossplane.io/v1", "Provider"),
     ("pkg.crossplane.io/v1", "Configuration"),
     ("pkg.crossplane.io/v1", "Function"),
     ("dataservices.anynines.com/v1", "ProviderConfig"),
     ("klutch.anynines.com/v1alpha1", "ClusterBinding"),
+    ("klutch.anynines.com/v1alpha1", "AppClusterBinding"),
     ("dataservices.anynines.com/v1", "ServiceInstance"),
     ("dataservices.anynines.com/v1", "ServiceBinding"),
     ("dataservices.anynines.com/v1", "Backup"),
@@ -228,6 +229,18 @@ async fn every_seeded_object_and_fixture_validates_against_the_upstream_crds() {
             Some("redis-service-broker"),
         );
     }
+    // Every flip an AppClusterBinding takes stays valid.
+    assert!(cp.set_app_cluster_binding(
+        "team-b",
+        "dev",
+        klutch_sim::estate::BindingState::SecretInvalid
+    ));
+    assert!(cp.set_app_cluster_binding(
+        "team-a",
+        "prod",
+        klutch_sim::estate::BindingState::NotReady
+    ));
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", true));
     let mut objects: Vec<Value> = VALIDATED
         .iter()
         .flat_map(|(a, k)| cp.api.list(a, k))

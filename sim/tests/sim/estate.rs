@@ -250,3 +250,123 @@ async fn deployments_lag_exceed_their_deadline_and_take_either_installers_name()
     let (_, list) = get(&cp.api, "/apis/apps/v1/namespaces/bind/deployments").await;
     assert_eq!(names(&list), ["anynines-backend", "konnector"]);
 }
+
+/// `type`'s condition of a provider: (status, reason).
+fn provider_condition(cp: &SimControlPlane, name: &str, type_: &str) -> (Value, Value) {
+    let obj = cp
+        .api
+        .get("pkg.crossplane.io/v1", "Provider", None, name)
+        .expect("provider");
+    let c = obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_else(|| panic!("{type_} of {name}: {obj}"));
+    (c["status"].clone(), c["reason"].clone())
+}
+
+#[tokio::test]
+async fn providers_scale_to_zero_as_crossplane_2_does_and_come_back() {
+    let cp = estate().await;
+    // Seeded that way: provider-kubernetes waits for its first ManagedResourceDefinition.
+    assert_eq!(
+        provider_condition(&cp, "provider-kubernetes", "RuntimeActive"),
+        ("False".into(), "AwaitingActivation".into())
+    );
+    let pods = |cp: &SimControlPlane| cp.api.list("v1", "Pod").len();
+    assert_eq!(pods(&cp), 1);
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", true));
+    assert_eq!(
+        provider_condition(&cp, "provider-anynines", "RuntimeActive"),
+        ("False".into(), "AwaitingActivation".into())
+    );
+    for type_ in ["Healthy", "RevisionHealthy", "RuntimeHealthy"] {
+        assert_eq!(
+            provider_condition(&cp, "provider-anynines", type_).0,
+            "True"
+        );
+    }
+    assert_eq!(pods(&cp), 0, "scaled to zero: no pod");
+    assert!(cp.set_provider_scaled_to_zero("provider-anynines", false));
+    assert_eq!(
+        provider_condition(&cp, "provider-anynines", "RuntimeActive").0,
+        "True"
+    );
+    assert_eq!(pods(&cp), 1, "its pod back");
+    assert!(!cp.set_provider_scaled_to_zero("provider-nothing", true));
+}
+
+#[tokio::test]
+async fn app_cluster_bindings_of_both_modes_and_their_konnector_flip() {
+    use klutch_sim::estate::BindingState;
+    let cp = estate().await;
+    let (_, bindings) = get(
+        &cp.api,
+        "/apis/klutch.anynines.com/v1alpha1/appclusterbindings",
+    )
+    .await;
+    let modes: Vec<(String, bool)> = bindings["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "{}/{}",
+                    b["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    b["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                b["spec"]["konnector"]["deploy"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("team-a/prod".to_string(), true),
+            ("team-b/dev".to_string(), false)
+        ]
+    );
+    // Only the control-plane mode has a konnector Deployment, found by the label klutch-bind sets.
+    let (_, konnectors) = get(
+        &cp.api,
+        "/apis/apps/v1/deployments?labelSelector=klutch.anynines.com%2Fappclusterbinding-name",
+    )
+    .await;
+    assert_eq!(names(&konnectors), ["konnector-prod"]);
+    assert_eq!(
+        konnectors["items"][0]["metadata"]["namespace"],
+        "klutch-bind-team-a-prod"
+    );
+
+    assert!(cp.remove_app_konnector("team-a", "prod"));
+    assert!(cp
+        .api
+        .get(
+            "apps/v1",
+            "Deployment",
+            Some("klutch-bind-team-a-prod"),
+            "konnector-prod"
+        )
+        .is_none());
+    assert!(cp.restore_app_konnector("team-a", "prod"));
+    assert!(!cp.restore_app_konnector("team-a", "nothing"));
+    assert!(cp.set_app_cluster_binding("team-b", "dev", BindingState::SecretInvalid));
+    let b = cp
+        .api
+        .get(
+            "klutch.anynines.com/v1alpha1",
+            "AppClusterBinding",
+            Some("team-b"),
+            "dev",
+        )
+        .expect("binding");
+    let status = |type_: &str| {
+        b["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .map(|c| c["status"].clone())
+    };
+    assert_eq!(status("SecretValid"), Some("False".into()));
+    assert_eq!(status("Ready"), Some("False".into()));
+    assert!(!cp.set_app_cluster_binding("team-b", "nothing", BindingState::Ready));
+}

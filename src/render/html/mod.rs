@@ -109,16 +109,6 @@ white-space:nowrap;letter-spacing:.02em}\
 .ep i.pass,.ep i.warn,.ep i.fail{background:none}\
 footer{margin:1.4rem 0 .5rem;border-top:1px solid var(--line);padding-top:.5rem}";
 
-/// How bad a status is, for ordering what needs attention: fail, unknown, warn, pass.
-fn severity(s: Status) -> u8 {
-    match s {
-        Status::Fail => 3,
-        Status::Unknown => 2,
-        Status::Warn => 1,
-        Status::Pass => 0,
-    }
-}
-
 fn colour(s: Status) -> &'static str {
     match s {
         Status::Pass => "#2e7d32",
@@ -168,7 +158,7 @@ impl Card<'_> {
             .flatten()
             .map(|c| c.status)
             .chain([self.status])
-            .max_by_key(|s| severity(*s))
+            .max_by_key(|s| s.severity())
             .unwrap_or(Status::Pass)
     }
 }
@@ -248,7 +238,7 @@ fn policy_card<'a>(
             .iter()
             .flatten()
             .map(|c| c.status)
-            .max_by_key(|s| severity(*s))
+            .max_by_key(|s| s.severity())
             .unwrap_or(Status::Unknown),
         message: first.map_or("", |c| &c.message),
         detail: None,
@@ -464,7 +454,7 @@ fn attention(out: &mut String, cards: &[Card], details: Details, now: Timestamp)
     if bad.is_empty() {
         return;
     }
-    bad.sort_by_key(|c| std::cmp::Reverse(severity(c.worst())));
+    bad.sort_by_key(|c| std::cmp::Reverse(c.worst().severity()));
     let _ = write!(
         out,
         "<section class=\"attention\"><h2>Needs attention ({})</h2><ul>",

@@ -1,0 +1,76 @@
+//! Where the real control plane's binaries are: `$KLUTCH_CONTROLPLANE_BIN_DIR` (set by `.ci/run`), else what
+//! `controlplane/build.sh` builds or finds in its cache (minutes when cold, at once when warm).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The environment variable naming the directory that holds `controlplane` and `kubectl`.
+pub const BIN_DIR_VAR: &str = "KLUTCH_CONTROLPLANE_BIN_DIR";
+
+/// The built binaries: `controlplane` (its `etcd` and `apiserver` subcommands) and `kubectl`, both from the
+/// Kubernetes release `controlplane/go.mod` pins.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub controlplane: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+/// The repository's root (the sim crate lives in `sim/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+impl Binaries {
+    /// Found or built once per process; every later call gets the same answer (an error included, so that a
+    /// failed build is not retried by every test).
+    pub fn get() -> anyhow::Result<Binaries> {
+        static FOUND: OnceLock<Result<Binaries, String>> = OnceLock::new();
+        FOUND
+            .get_or_init(|| locate().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+fn locate() -> anyhow::Result<Binaries> {
+    let dir = match std::env::var_os(BIN_DIR_VAR) {
+        Some(dir) => PathBuf::from(dir),
+        None => build()?,
+    };
+    let bins = Binaries {
+        controlplane: dir.join("controlplane"),
+        kubectl: dir.join("kubectl"),
+    };
+    for bin in [&bins.controlplane, &bins.kubectl] {
+        anyhow::ensure!(
+            bin.is_file(),
+            "{} is missing: run controlplane/build.sh and set {BIN_DIR_VAR} to the directory it prints",
+            bin.display()
+        );
+    }
+    Ok(bins)
+}
+
+/// Runs `controlplane/build.sh` (its progress goes to this process's stderr) and reads the directory it prints.
+fn build() -> anyhow::Result<PathBuf> {
+    let script = repo_root().join("controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed ({}): the real control plane cannot be built here (it needs Go and the Go module proxy)",
+        script.display(),
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dir = text.lines().last().unwrap_or_default().trim();
+    anyhow::ensure!(!dir.is_empty(), "{} printed no directory", script.display());
+    Ok(PathBuf::from(dir))
+}

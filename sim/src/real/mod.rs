@@ -1,0 +1,505 @@
+//! A real Kubernetes control plane for tests: etcd and kube-apiserver built from Kubernetes' own Go modules
+//! (`controlplane/`, at the release its `go.mod` pins), started the way controller-runtime's envtest starts
+//! them — loopback only, RBAC, a serving certificate, service-account keys, no ServiceAccount admission, no
+//! endpoint reconciler — as two child processes, so that a test can stop one without the other. There is
+//! no controller-manager, scheduler or kubelet: the test plays their part ([`Mirror`] writes status).
+//!
+//! Identities are static tokens: `admin` (in `system:masters`) for the test's own setup, and each
+//! ServiceAccount klutch-health runs as, by its user name (`system:serviceaccount:NS:NAME`), which is what
+//! RBAC matches a ServiceAccount subject by. An audit policy logs the requests of those ServiceAccounts only.
+
+mod binaries;
+mod mirror;
+mod process;
+mod proxy;
+mod rest;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use serde_json::Value;
+
+pub use binaries::{repo_root, Binaries, BIN_DIR_VAR};
+pub use mirror::Mirror;
+pub use process::tail;
+use process::Process;
+pub use proxy::{Proxy, ProxyMode};
+pub use rest::{kind_of, object_path, path_of, Answer, Rest};
+
+/// Who a kubeconfig authenticates as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// `admin`, in `system:masters`: the test's own setup.
+    Admin,
+    /// A ServiceAccount, by namespace and name.
+    ServiceAccount(&'static str, &'static str),
+}
+
+/// klutch-health's own ServiceAccount (`deploy/`).
+pub const KLUTCH_HEALTH: Identity = Identity::ServiceAccount("crossplane-system", "klutch-health");
+/// The sidecar's: provider-anynines' ServiceAccount, as `deploy/sidecar`'s `serviceAccountTemplate` names it.
+pub const PROVIDER_ANYNINES: Identity =
+    Identity::ServiceAccount("crossplane-system", "provider-anynines");
+
+impl Identity {
+    /// The user name the API server gives it.
+    pub fn user(self) -> String {
+        match self {
+            Identity::Admin => "admin".into(),
+            Identity::ServiceAccount(ns, name) => format!("system:serviceaccount:{ns}:{name}"),
+        }
+    }
+
+    fn token(self) -> String {
+        match self {
+            Identity::Admin => "admin-token".into(),
+            Identity::ServiceAccount(ns, name) => format!("sa-{ns}-{name}"),
+        }
+    }
+
+    /// A line of `--token-auth-file`: token, user, uid, groups.
+    fn token_line(self) -> String {
+        let groups = match self {
+            Identity::Admin => "system:masters".to_string(),
+            Identity::ServiceAccount(ns, _) => {
+                format!("system:serviceaccounts,system:serviceaccounts:{ns}")
+            }
+        };
+        format!(
+            "{},{},{},\"{groups}\"\n",
+            self.token(),
+            self.user(),
+            self.token()
+        )
+    }
+}
+
+/// How long a process may take to become ready (a loaded 2-core machine starts kube-apiserver in seconds,
+/// but it may take a minute).
+const READY_WITHIN: Duration = Duration::from_secs(180);
+
+/// Which of the control plane's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Etcd,
+    ApiServer,
+}
+
+/// etcd and kube-apiserver on free loopback ports, with their files in a temporary directory. Both are
+/// killed when it is dropped.
+pub struct ControlPlane {
+    bins: Binaries,
+    dir: PathBuf,
+    /// Removes `dir` on drop, unless the control plane lives as long as the process (see [`ControlPlane::start_in`]).
+    _temporary: Option<tempfile::TempDir>,
+    etcd_port: u16,
+    peer_port: u16,
+    api_port: u16,
+    etcd: Option<Process>,
+    apiserver: Option<Process>,
+    /// The test's own client, as admin.
+    pub admin: Rest,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver in a temporary directory (removed on drop) and waits until `/readyz`
+    /// answers `200`.
+    pub async fn start() -> anyhow::Result<ControlPlane> {
+        let temporary = tempfile::Builder::new()
+            .prefix("klutch-realcp-")
+            .tempdir()?;
+        let dir = temporary.path().to_path_buf();
+        let mut cp = ControlPlane::start_at(dir).await?;
+        cp._temporary = Some(temporary);
+        Ok(cp)
+    }
+
+    /// Like [`ControlPlane::start`], in `dir`, emptied first: for a control plane kept until the process ends
+    /// (a static is never dropped), so that each run reuses one directory instead of leaving one behind.
+    pub async fn start_in(dir: &Path) -> anyhow::Result<ControlPlane> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot empty {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        ControlPlane::start_at(dir.to_path_buf()).await
+    }
+
+    async fn start_at(dir: PathBuf) -> anyhow::Result<ControlPlane> {
+        let bins = tokio::task::spawn_blocking(Binaries::get).await??;
+        let files = Files(dir.clone());
+        let certs = crate::api::serving_certs()?;
+        write(&files.ca(), &certs.ca_cert)?;
+        write(&files.path("apiserver.crt"), &certs.cert)?;
+        write(&files.path("apiserver.key"), &certs.key)?;
+        let sa = rcgen::KeyPair::generate()?;
+        write(&files.path("sa.key"), &sa.serialize_pem())?;
+        write(&files.path("sa.pub"), &sa.public_key_pem())?;
+        let tokens: String = [Identity::Admin, KLUTCH_HEALTH, PROVIDER_ANYNINES]
+            .iter()
+            .map(|i| i.token_line())
+            .collect();
+        write(&files.path("tokens.csv"), &tokens)?;
+        write(&files.path("audit-policy.yaml"), &audit_policy())?;
+        let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let admin_kubeconfig = files.path("admin.kubeconfig");
+        write_kubeconfig(
+            &admin_kubeconfig,
+            &format!("https://127.0.0.1:{api_port}"),
+            &files.ca(),
+            Identity::Admin,
+        )?;
+        let admin = Rest::from_kubeconfig(&admin_kubeconfig).await?;
+        let mut cp = ControlPlane {
+            bins,
+            dir,
+            _temporary: None,
+            etcd_port,
+            peer_port,
+            api_port,
+            etcd: None,
+            apiserver: None,
+            admin,
+        };
+        cp.start_part(Part::Etcd).await?;
+        cp.start_part(Part::ApiServer).await?;
+        Ok(cp)
+    }
+
+    fn files(&self) -> Files {
+        Files(self.dir.clone())
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.api_port))
+    }
+
+    pub fn binaries(&self) -> &Binaries {
+        &self.bins
+    }
+
+    /// The directory holding the control plane's files and logs (`etcd.log`, `apiserver.log`, `audit.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a kubeconfig for `identity`, reaching the API server at `server` (its own URL, or a proxy's
+    /// `https://127.0.0.1:PORT`: the certificate names 127.0.0.1).
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        identity: Identity,
+        server: Option<&str>,
+    ) -> anyhow::Result<()> {
+        write_kubeconfig(
+            path,
+            server.unwrap_or(&self.url()),
+            &self.files().ca(),
+            identity,
+        )
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.files().path("admin.kubeconfig")
+    }
+
+    /// Kills one process (SIGKILL, as a crash or an OOM kill would).
+    pub fn stop(&mut self, part: Part) {
+        match part {
+            Part::Etcd => self.etcd = None,
+            Part::ApiServer => self.apiserver = None,
+        }
+    }
+
+    /// Starts one process again (on the same port and data) and waits until it serves: etcd until it
+    /// answers, kube-apiserver until `/readyz` answers `200`.
+    pub async fn start_part(&mut self, part: Part) -> anyhow::Result<()> {
+        let files = self.files();
+        match part {
+            Part::Etcd => {
+                let ready = files.path("etcd.ready");
+                let _ = std::fs::remove_file(&ready);
+                let mut cmd = std::process::Command::new(&self.bins.controlplane);
+                cmd.arg("etcd")
+                    .arg("--data-dir")
+                    .arg(files.path("etcd"))
+                    .arg(format!("--client-port={}", self.etcd_port))
+                    .arg(format!("--peer-port={}", self.peer_port))
+                    .arg("--ready-file")
+                    .arg(&ready);
+                let mut etcd = Process::spawn("etcd", cmd, &files.path("etcd.log"))?;
+                let start = Instant::now();
+                while !ready.exists() {
+                    if let Some(why) = etcd.exited() {
+                        return Err(anyhow!(why));
+                    }
+                    anyhow::ensure!(
+                        start.elapsed() < READY_WITHIN,
+                        "etcd not ready within {READY_WITHIN:?}: {}",
+                        tail(&files.path("etcd.log"), 30)
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                self.etcd = Some(etcd);
+                Ok(())
+            }
+            Part::ApiServer => {
+                let mut cmd = std::process::Command::new(&self.bins.controlplane);
+                cmd.arg("apiserver").args(self.apiserver_args());
+                self.apiserver = Some(Process::spawn(
+                    "kube-apiserver",
+                    cmd,
+                    &files.path("apiserver.log"),
+                )?);
+                self.wait_ready().await
+            }
+        }
+    }
+
+    /// envtest's flags, and what a loopback-only control plane without controllers needs.
+    fn apiserver_args(&self) -> Vec<String> {
+        let f = self.files();
+        let p = |name: &str| f.path(name).display().to_string();
+        vec![
+            format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
+            format!("--secure-port={}", self.api_port),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // Kubernetes refuses a loopback address for its own Endpoints; nothing here needs them.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--cert-dir={}", p("certs")),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            "--authorization-mode=RBAC".into(),
+            format!("--token-auth-file={}", p("tokens.csv")),
+            format!("--service-account-issuer={}", self.url()),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            // Nothing creates the default ServiceAccounts a Pod would need.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            format!("--audit-policy-file={}", p("audit-policy.yaml")),
+            format!("--audit-log-path={}", p("audit.log")),
+            "--audit-log-mode=blocking".into(),
+        ]
+    }
+
+    /// Waits until kube-apiserver's `/readyz` answers `200`.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(why) = self.apiserver.as_mut().and_then(Process::exited) {
+                return Err(anyhow!(why));
+            }
+            let last = match tokio::time::timeout(Duration::from_secs(5), self.admin.get("/readyz"))
+                .await
+            {
+                Ok(Ok(a)) if a.status == http::StatusCode::OK => return Ok(()),
+                Ok(Ok(a)) => format!("{}: {}", a.status, a.body),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "no answer within 5s".into(),
+            };
+            anyhow::ensure!(
+                start.elapsed() < READY_WITHIN,
+                "kube-apiserver not ready within {READY_WITHIN:?} (last: {last}); the end of its log:\n{}",
+                tail(&self.files().path("apiserver.log"), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs the real kubectl as admin; its output, or an error with its stderr.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        let out = self.kubectl_output(args, stdin).await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Like [`ControlPlane::kubectl`], whatever the exit code.
+    pub async fn kubectl_output(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<std::process::Output> {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new(&self.bins.kubectl);
+        cmd.arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .args(args)
+            .current_dir(repo_root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("cannot start kubectl")?;
+        let mut input = child.stdin.take().context("kubectl's stdin")?;
+        input.write_all(stdin.unwrap_or("").as_bytes()).await?;
+        drop(input);
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .map_err(|_| anyhow!("kubectl {} took over 120s", args.join(" ")))?
+            .context("kubectl")
+    }
+
+    /// Installs the repository's vendored CRDs (`crds/`; the Crossplane 1.17 variants of the packages) and
+    /// waits until they are established.
+    pub async fn install_crds(&self) -> anyhow::Result<()> {
+        let mut args = vec!["apply", "--server-side", "--field-manager=klutch-test"];
+        let files = crd_files()?;
+        for f in &files {
+            args.extend(["-f", f.as_str()]);
+        }
+        self.kubectl(&args, None).await?;
+        self.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=120s",
+            ],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Compacts etcd's history up to now: a watch resumed from an older `resourceVersion` gets `410 Gone`.
+    pub async fn compact(&self) -> anyhow::Result<()> {
+        let out = tokio::process::Command::new(&self.bins.controlplane)
+            .arg("compact")
+            .arg(format!("--etcd=http://127.0.0.1:{}", self.etcd_port))
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "compaction failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// The audit log's events (the requests of klutch-health's ServiceAccounts, see [`audit_policy`]).
+    pub fn audit_events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.files().path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Paths in the control plane's directory.
+struct Files(PathBuf);
+
+impl Files {
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.path("ca.crt")
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A free loopback port (bound and released: envtest's way; the window for a collision is tiny).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    identity: Identity,
+) -> anyhow::Result<()> {
+    write(
+        path,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {server}\n    \
+             certificate-authority: {}\ncontexts:\n- name: real\n  context:\n    cluster: real\n    user: user\n    \
+             namespace: default\ncurrent-context: real\nusers:\n- name: user\n  user:\n    token: {}\n",
+            ca.display(),
+            identity.token()
+        ),
+    )
+}
+
+/// Logs every request of klutch-health's ServiceAccounts (metadata only) and nothing else: the tests count
+/// the refused ones.
+fn audit_policy() -> String {
+    let users: Vec<String> = [KLUTCH_HEALTH, PROVIDER_ANYNINES]
+        .iter()
+        .map(|i| format!("\"{}\"", i.user()))
+        .collect();
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n\
+         - level: Metadata\n  users: [{}]\n- level: None\n",
+        users.join(", ")
+    )
+}
+
+/// The vendored CRDs to install: every file of `crds/`, the Crossplane packages in their 1.17 variant
+/// (the v2 ones define the same resources).
+pub fn crd_files() -> anyhow::Result<Vec<String>> {
+    let dir = repo_root().join("crds");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !p.to_string_lossy().contains(".v2-head."))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_tokens_carry_the_user_and_groups_rbac_matches() {
+        assert_eq!(
+            KLUTCH_HEALTH.token_line(),
+            "sa-crossplane-system-klutch-health,system:serviceaccount:crossplane-system:klutch-health,\
+             sa-crossplane-system-klutch-health,\"system:serviceaccounts,system:serviceaccounts:crossplane-system\"\n"
+        );
+        assert!(Identity::Admin
+            .token_line()
+            .ends_with("\"system:masters\"\n"));
+    }
+
+    #[test]
+    fn the_crds_are_vendored_once_per_resource() {
+        let files = crd_files().unwrap();
+        assert!(files
+            .iter()
+            .any(|f| f.ends_with("dataservices.anynines.com_providerconfigs.yaml")));
+        assert!(files
+            .iter()
+            .any(|f| f.ends_with("pkg.crossplane.io_providers.v1.17.0.yaml")));
+        assert!(!files.iter().any(|f| f.contains("v2-head")));
+    }
+}
