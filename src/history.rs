@@ -306,12 +306,14 @@ pub(crate) mod tests {
                     since: at(s).wall,
                     detail: None,
                     counts: None,
+                    cause: None,
                 })
                 .collect(),
             healthz: endpoint(Endpoint::Healthz),
             readyz: endpoint(Endpoint::Readyz),
             backend: None,
             operating: Default::default(),
+            causes: Default::default(),
         }
     }
 

@@ -106,6 +106,7 @@ pub struct Metrics {
     check_up: Family<ItemLabels, Gauge>,
     check_status: Family<StatusLabels, Gauge>,
     last_transition: Family<ItemLabels, Gauge<f64, AtomicU64>>,
+    root_cause: Family<ItemLabels, Gauge>,
     endpoint_up: Family<EndpointLabels, Gauge>,
     upstream_requests: Family<OutcomeLabels, Counter>,
     upstream_duration: Family<CheckLabels, Histogram>,
@@ -119,9 +120,11 @@ pub struct Metrics {
     maintenance: Gauge,
     reload_successful: Gauge,
     reload_success_time: Gauge<f64, AtomicU64>,
-    /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
-    /// cost nothing and vanished items lose their series.
-    items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
+    /// Items that have series now (`CHECK/ITEM` → status, since and whether it is a root cause, as
+    /// exported), so that unchanged items cost nothing and vanished items lose their series.
+    items: Mutex<HashMap<ItemName, (Status, Timestamp, bool)>>,
+    /// `cluster/NAME` of the clusters that have a `root_cause` series now, and whether it is 1.
+    clusters: Mutex<HashMap<ItemName, bool>>,
     managed_resources: Family<KindLabels, Gauge>,
     /// Items whose counts are exported now, as exported (the same bookkeeping as `items`).
     counted: Mutex<HashMap<ItemName, StateCounts>>,
@@ -155,6 +158,12 @@ impl Metrics {
             "check_last_transition_timestamp_seconds",
             "When the item's observed status last changed, in seconds since the Unix epoch",
             last_transition.clone(),
+        );
+        let root_cause = Family::<ItemLabels, Gauge>::default();
+        registry.register(
+            "root_cause",
+            "1 for each bad item (fail or unknown) nothing else explains, and for each cluster (check \"cluster\") whose API server explains items: what to fix first; 0 otherwise",
+            root_cause.clone(),
         );
         let endpoint_up = Family::<EndpointLabels, Gauge>::default();
         registry.register(
@@ -235,6 +244,7 @@ impl Metrics {
             check_up,
             check_status,
             last_transition,
+            root_cause,
             endpoint_up,
             upstream_requests,
             upstream_duration,
@@ -249,6 +259,7 @@ impl Metrics {
             items: Mutex::default(),
             managed_resources,
             counted: Mutex::default(),
+            clusters: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -257,8 +268,15 @@ impl Metrics {
     pub(crate) fn observe_report(&self, report: &Report) {
         let mut exported = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         let mut now_exported = HashMap::with_capacity(report.items.len());
+        let mut roots: HashSet<&str> = report
+            .causes
+            .roots
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         for item in &report.items {
-            let state = (item.status, item.since);
+            let root = roots.remove(item.name.as_str());
+            let state = (item.status, item.since, root);
             // Only items whose status or transition time changed touch the series.
             if exported.remove(&item.name) != Some(state) {
                 let labels = ItemLabels {
@@ -275,6 +293,7 @@ impl Metrics {
                 self.last_transition
                     .get_or_create(&labels)
                     .set(item.since.as_millisecond() as f64 / 1000.0);
+                self.root_cause.get_or_create(&labels).set(i64::from(root));
             }
             now_exported.insert(item.name.clone(), state);
         }
@@ -286,6 +305,7 @@ impl Metrics {
             };
             self.check_up.remove(&labels);
             self.last_transition.remove(&labels);
+            self.root_cause.remove(&labels);
             for s in Status::ALL {
                 self.check_status.remove(&status_labels(&labels, s));
             }
@@ -293,6 +313,8 @@ impl Metrics {
         *exported = now_exported;
         drop(exported);
         self.set_counts(report);
+        // What is left of the roots are clusters.
+        self.set_clusters(&report.causes.clusters, &roots);
         self.set_endpoints_up(|e| report.endpoint(e).passed());
         self.set_operating(report);
     }
@@ -322,6 +344,32 @@ impl Metrics {
             for &(state, _) in counts.iter() {
                 self.managed_resources.remove(&labels(gone, state));
             }
+        }
+        *exported = now_exported;
+    }
+
+    /// The `root_cause` series of each cluster the checks watch: 1 while its API server explains items,
+    /// else 0; a cluster no check watches any more loses its series.
+    fn set_clusters(&self, clusters: &[ItemName], roots: &HashSet<&str>) {
+        let mut exported = self.clusters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now_exported = HashMap::with_capacity(clusters.len());
+        for c in clusters {
+            let root = roots.contains(c.as_str());
+            if exported.remove(c) != Some(root) {
+                self.root_cause
+                    .get_or_create(&ItemLabels {
+                        check: c.check().into(),
+                        item: c.item().into(),
+                    })
+                    .set(i64::from(root));
+            }
+            now_exported.insert(c.clone(), root);
+        }
+        for gone in exported.keys() {
+            self.root_cause.remove(&ItemLabels {
+                check: gone.check().into(),
+                item: gone.item().into(),
+            });
         }
         *exported = now_exported;
     }

@@ -155,6 +155,45 @@ pub struct Item {
     pub detail: Option<String>,
     /// The objects behind it by state, exported as `klutch_health_managed_resources{check,kind,state}`.
     pub counts: Option<StateCounts>,
+    /// Which bad item (or cluster) explains this bad item, by the root-cause rules; `None` when nothing
+    /// does (then, while bad, it is a root cause itself).
+    pub cause: Option<Explained>,
+}
+
+/// How a bad item is explained: the root of its chain of causes, and its direct cause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    /// The root cause: the deepest bad item of the chain, or `cluster/NAME`.
+    pub root: ItemName,
+    /// The direct cause, by the rule that links the two.
+    pub via: ItemName,
+}
+
+/// A root cause: a bad item nothing else explains, or a cluster whose silent (or not ready) API server
+/// explains items of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootCause {
+    /// `CHECK/ITEM`, or `cluster/NAME`.
+    pub name: ItemName,
+    /// Its index in [`Report::items`]; `None` for `cluster/NAME`, which is a cause, never an item.
+    pub item: Option<usize>,
+    /// Its observed status (`fail` for a cluster).
+    pub status: Status,
+    pub message: String,
+    /// Since when it is so (for a cluster: since it went silent or not ready).
+    pub since: Timestamp,
+    /// The items it explains, directly or through others (indices into [`Report::items`], report order).
+    pub explains: Vec<usize>,
+}
+
+/// Every root cause of one evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Causes {
+    /// Clusters first, then items in report order.
+    pub roots: Vec<RootCause>,
+    /// `cluster/NAME` of every cluster the checks watch, whether it explains anything or not, so that its
+    /// `klutch_health_root_cause` series is exported from the start.
+    pub clusters: Vec<ItemName>,
 }
 
 /// An item as one endpoint counts it.
@@ -427,6 +466,8 @@ pub struct Report {
     pub backend: Option<Served>,
     /// Silences (expired ones too) and the maintenance window, as of `evaluated`.
     pub operating: Operating,
+    /// The root causes of the bad items (each item's own is [`Item::cause`]).
+    pub causes: Causes,
 }
 
 impl Report {

@@ -349,6 +349,7 @@ pub(crate) mod tests {
                 since: now,
                 detail: None,
                 counts: None,
+                cause: None,
             })
             .collect();
         let empty = |endpoint| EndpointReport {
@@ -362,6 +363,7 @@ pub(crate) mod tests {
             readyz: empty(Endpoint::Readyz),
             backend: None,
             operating: Default::default(),
+            causes: Default::default(),
         }
     }
 

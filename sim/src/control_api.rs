@@ -54,6 +54,8 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
       | …/add | …/add-app-mode   another binding, its konnector on the control plane or in the app cluster
       (the konnector's availability: /deployment/klutch-bind-NAMESPACE-NAME/konnector-NAME/unavailable)
   /pod/evicted|completed|terminating|unschedulable/add | …/remove   a provider-anynines pod beside the Ready one
+  /provider-anynines/crash-loop | …/recover   its pod in CrashLoopBackOff, the Provider Healthy=False, the
+      health server refusing, ProviderConfigs no longer re-checked (one broken part, many symptoms)
   /backend/mode/healthy|500|hang|slow|garbage|not-object|huge|truncated|reset|refuse|duplicate-keys|html
   /backend/entries/empty|endpoint|invalid-names|many|seeded      odd bodies (many: 10 000 keys)
   /api/down | /api/up | /api/cut-watches | /api/compact | /api/expire | /api/hang | /api/unhang
@@ -249,6 +251,9 @@ fn estate_verb(cp: &SimControlPlane, parts: &[&str]) -> Outcome {
         }
         ["backend-deployment", name @ ("anynines-backend" | "klutch-bind-backend")] => {
             cp.rename_backend_deployment(name)
+        }
+        ["provider-anynines", verb @ ("crash-loop" | "recover")] => {
+            cp.crash_loop_provider(*verb == "crash-loop")
         }
         ["pod", state, verb @ ("add" | "remove")] => {
             let Some(state) = PodState::from_word(state) else {

@@ -1,5 +1,6 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
-//! (`application/health+json`), with the extensions `since` on each item and `silenced` on a silenced one.
+//! (`application/health+json`), with the extensions `since` on each item, `silenced` on a silenced one,
+//! `cause` (the root cause) and `via` (the direct cause) on an explained one, and the top-level `causes`.
 //! `output` is left out of a passing item, as the draft advises, unless the item has a fuller account (a managed-resources kind, a provider
 //! scaled to zero).
 //!
@@ -7,6 +8,7 @@
 //! map per item would cost more memory than the report itself.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
@@ -25,6 +27,19 @@ struct Document<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<&'a str>,
     checks: Checks<'a>,
+    /// Extension: each root cause of the items shown, with the items it explains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    causes: Vec<CauseDoc<'a>>,
+}
+
+/// A root cause: `CHECK/ITEM` or `cluster/NAME`, what it says, and the items of this answer it explains.
+#[derive(Serialize)]
+struct CauseDoc<'a> {
+    name: &'a str,
+    status: &'static str,
+    output: Cow<'a, str>,
+    since: Timestamp,
+    explains: Vec<&'a str>,
 }
 
 /// Check name → its items, in report order.
@@ -47,6 +62,12 @@ struct ItemDoc<'a> {
     /// Extension: the `[[silence]]` that keeps this item from failing the endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     silenced: Option<Silenced<'a>>,
+    /// Extension: the root cause that explains this bad item (`CHECK/ITEM` or `cluster/NAME`)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a str>,
+    /// ...and its direct cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +110,8 @@ impl<'a> Checks<'a> {
                         Details::Withheld => super::WITHHELD,
                     },
                 }),
+            cause: item.and_then(|i| i.cause.as_ref()).map(|c| c.root.as_str()),
+            via: item.and_then(|i| i.cause.as_ref()).map(|c| c.via.as_str()),
         }
     }
 }
@@ -104,6 +127,42 @@ impl<'a> Checks<'a> {
             (None, _) => Some(self.details.counted(c)),
         }
     }
+}
+
+/// The root causes of the items of `selection`, each with the items it explains there.
+fn causes<'a>(
+    report: &'a Report,
+    selection: &Selection<'a>,
+    details: Details,
+) -> Vec<CauseDoc<'a>> {
+    // One pass over the items, one over the roots: thousands of each stay cheap.
+    let mut explained: HashMap<&str, Vec<&'a str>> = HashMap::new();
+    for c in &selection.items {
+        if let Some(cause) = c
+            .item
+            .and_then(|i| report.items.get(i))
+            .and_then(|i| i.cause.as_ref())
+        {
+            explained
+                .entry(cause.root.as_str())
+                .or_default()
+                .push(c.name.as_str());
+        }
+    }
+    report
+        .causes
+        .roots
+        .iter()
+        .filter_map(|root| {
+            Some(CauseDoc {
+                name: root.name.as_str(),
+                status: root.status.as_str(),
+                output: details.message(&root.message),
+                since: root.since,
+                explains: explained.remove(root.name.as_str())?,
+            })
+        })
+        .collect()
 }
 
 /// `output` overrides the top-level status with a failure, as while shutting down.
@@ -129,6 +188,7 @@ pub(crate) fn document(
             items: &selection.items,
             details,
         },
+        causes: causes(report, selection, details),
     };
     serde_json::to_string(&doc)
         .unwrap_or_else(|e| format!("{{\"status\":\"fail\",\"output\":\"cannot render: {e}\"}}"))

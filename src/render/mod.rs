@@ -103,7 +103,7 @@ impl Bodies {
         Bodies {
             verbose: each(&|e, d| {
                 let selection = report.endpoint(e).all();
-                text::verbose(e, &selection, d).into()
+                text::verbose(report, e, &selection, d).into()
             }),
             json: each(&|e, d| {
                 let selection = report.endpoint(e).all();

@@ -146,7 +146,7 @@ async fn degraded_provider_config_fails_and_annotates_the_backend_item() {
     );
     assert_eq!(
         line(&r.body, "backend-status/postgresql-backup-manager"),
-        "[-]backend-status/postgresql-backup-manager failed: degraded: dial tcp 10.96.12.7:3000: connect: connection refused"
+        "[-]backend-status/postgresql-backup-manager failed: degraded: dial tcp 10.96.12.7:3000: connect: connection refused (cause: provider-configs/postgresql-backup-manager)"
     );
     cp.heal_provider_config("postgresql-backup-manager");
     svc.wait_for("/readyz", "recovery", |r| r.status == 200)

@@ -9,6 +9,7 @@ mod architecture;
 mod backend_body;
 mod backend_passthrough;
 mod backend_status;
+mod causes;
 mod config;
 mod estate;
 mod events;

@@ -7,8 +7,7 @@ foundation SDK (grafana-foundation-sdk, pinned in requirements.txt beside this f
     python3 deploy/monitoring/grafana/generate.py --check    # exit 1 when the committed JSON is out of date
 
 Every panel is one entry of PANELS: a row starts a section, a panel names its kind, title, queries and how
-its values read. One panel waits for its metric: root causes (klutch_health_root_cause{check,item}, in the
-Fleet row beside the verdict), one more entry here once its metric exists. Queries use the series of deploy/monitoring (the `control_plane:` records of
+its values read. Queries use the series of deploy/monitoring (the `control_plane:` records of
 prometheusrule.yaml and klutch-health's own metrics) and the `$control_plane` variable. tests/full/service_level.rs
 checks that the committed JSON is this script's output, and runs every query against a real Prometheus that
 scraped two simulated control planes.
@@ -90,7 +89,23 @@ PANELS = [
         "is scraped).",
         [Query(VERDICT, instant=True)],
         mappings=READY,
-        width=6,
+        width=4,
+    ),
+    Panel(
+        "stat",
+        "Root causes",
+        "How many root causes each control plane has now: items failing or unknown that nothing else explains, "
+        "and clusters whose silent API server explains their items (klutch_health_root_cause). "
+        "KlutchHealthItemDown fires for each; klutch-health's status page leads with them.",
+        [
+            Query(
+                "sum by (control_plane) (max by (control_plane, check, item) "
+                f"(klutch_health_root_cause{{{CP}}}))",
+                instant=True,
+            )
+        ],
+        width=5,
+        thresholds=[(None, "green"), (1, "red")],
     ),
     Panel(
         "stat",
@@ -98,7 +113,7 @@ PANELS = [
         "The share of the last 30 days at least one replica passed /readyz; maintenance windows count neither way.",
         [Query(f"1 - control_plane:klutch_health_unavailable:ratio30d{{{CP}}}", instant=True)],
         unit="percentunit",
-        width=6,
+        width=5,
     ),
     Panel(
         "bargauge",
@@ -106,7 +121,7 @@ PANELS = [
         "The part of the SLO's 30-day error budget not spent yet (klutch_health:slo_objective:ratio).",
         [Query(f"control_plane:klutch_health_error_budget_remaining:ratio30d{{{CP}}}", instant=True)],
         unit="percentunit",
-        width=6,
+        width=5,
         thresholds=[(None, "red"), (0.25, "orange"), (0.5, "green")],
         min=0,
         max=1,
@@ -117,7 +132,7 @@ PANELS = [
         "The share of the dashboard's time range at least one replica passed /readyz.",
         [Query(f"avg_over_time(control_plane:klutch_health_available:max{{{CP}}}[$__range])", instant=True)],
         unit="percentunit",
-        width=6,
+        width=5,
     ),
     Panel(
         "statetimeline",

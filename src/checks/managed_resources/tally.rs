@@ -17,7 +17,7 @@ use crate::clock::{Due, Moment};
 use crate::human;
 use crate::kubernetes::watch::{Tally, WatchState};
 use crate::report::{StateCounts, Status};
-use crate::signals::Observation;
+use crate::signals::{Fact, Observation};
 
 /// Failing resources named in the text line.
 pub const NAMED_IN_TEXT: usize = 5;
@@ -417,9 +417,14 @@ impl KindTally {
         let detail = format!("{summary}{detail_names}{tail}");
         summary.push_str(&text_names);
         summary.push_str(&tail);
-        let item = Observation::new(rules.kind.clone(), status, summary, now.wall)
+        let mut item = Observation::new(rules.kind.clone(), status, summary, now.wall)
             .detail(detail)
             .counts(StateCounts::from(counts));
+        if !systemic.is_empty() {
+            item = item.with_fact(Fact::FailsWithin(
+                systemic.into_iter().map(|(pc, _, _)| pc).collect(),
+            ));
+        }
         (item, next)
     }
 
@@ -704,6 +709,11 @@ mod tests {
             "{}",
             o.message
         );
+        // For the root-cause rules: the kind fails by the Redis broker's resources alone.
+        assert_eq!(
+            o.fact,
+            Some(Fact::FailsWithin(vec![Arc::from("redis-broker")].into()))
+        );
 
         // One tenant's bad parameters: below fail_min, or not more than fail_share of its ProviderConfig.
         let cases = [
@@ -723,6 +733,7 @@ mod tests {
                 "{failing} failing beside {ready} ready: {}",
                 o.message
             );
+            assert_eq!(o.fact.is_some(), want == Status::Fail, "{}", o.message);
         }
     }
 

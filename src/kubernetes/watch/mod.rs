@@ -115,6 +115,16 @@ pub(crate) struct Watches {
     connections: HashMap<Option<String>, Connection>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
     started: HashMap<(TypeId, String), Shared>,
+    /// Per connection, the task that hands its health to the sink ([`Watches::report_clusters`]).
+    reporting: HashMap<Option<String>, tokio::task::AbortHandle>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in self.reporting.values() {
+            task.abort();
+        }
+    }
 }
 
 /// One running watch, whatever its resource type: what a reload needs to stop it.
@@ -495,8 +505,35 @@ impl Watches {
         });
     }
 
+    /// Hands what each cluster's evidence probe says (down since when and why, or answering) to `sink` as
+    /// it changes: a typed fact the root-cause rules read beside the observations. Clusters no connection
+    /// reports any more are forgotten there.
+    pub(crate) fn report_clusters(&mut self, sink: &Sink) {
+        for (name, connection) in &self.connections {
+            if self.reporting.contains_key(name) {
+                continue;
+            }
+            let (cluster, mut health, sink) =
+                (name.clone(), connection.health.clone(), sink.clone());
+            let task = tokio::spawn(async move {
+                loop {
+                    let down = health.borrow_and_update().down.clone();
+                    sink.cluster(cluster.as_deref(), down);
+                    if health.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            self.reporting.insert(name.clone(), task.abort_handle());
+        }
+        sink.retain_clusters(|c| self.connections.contains_key(&c.map(str::to_string)));
+    }
+
     /// Forgets a cluster whose settings changed: its client, and every watch on it.
     pub(crate) fn forget_cluster(&mut self, cluster: Option<&str>) {
+        if let Some(task) = self.reporting.remove(&cluster.map(str::to_string)) {
+            task.abort();
+        }
         self.connections.remove(&cluster.map(str::to_string));
         self.started.retain(|_, shared| {
             let on_it = shared.cluster.as_deref() == cluster;
@@ -888,6 +925,7 @@ async fn follow_loop<S: Source>(
                         at: Due::after(broken.since, stale_after),
                         status: Status::Unknown,
                         message: broken.message(what),
+                        fact: None,
                     };
                     items = items
                         .into_iter()
