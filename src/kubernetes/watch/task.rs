@@ -333,6 +333,9 @@ where
             return;
         }
         self.tx.send_modify(|s| {
+            // Whatever an earlier refused WATCH said ("LIST works") no longer holds: the next list that
+            // works starts from a clean state (a CRD deleted and recreated is not a refused WATCH after).
+            s.not_watching = None;
             let since = s.broken.as_ref().map_or_else(Moment::now, |b| b.since);
             s.broken = Some(Broken {
                 since,
