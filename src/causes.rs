@@ -335,10 +335,9 @@ pub fn explain(
     };
     let mut explained = vec![None; items.len()];
     let mut explains: HashMap<usize, Vec<usize>> = HashMap::new();
-    for id in first_item..world.nodes.len() {
-        if let Some(direct) = via[id] {
+    for (i, direct) in via[first_item..].iter().enumerate() {
+        if let Some(direct) = *direct {
             let root = root_of(direct);
-            let i = id - first_item;
             explained[i] = Some(Explained {
                 root: world.nodes[root].name.clone(),
                 via: world.nodes[direct].name.clone(),

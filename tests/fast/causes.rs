@@ -180,8 +180,14 @@ fn once(rules: &Rules, snapshot: Snapshot) -> Report {
     run(rules, &[(0, snapshot)]).report
 }
 
+/// `(root, via)` of an item, if something explains it.
+type Cause = Option<(String, String)>;
+
+/// Each item's expected cause.
+type Expected<'a> = &'a [(&'a str, Cause)];
+
 /// `(root, via)` of `name`, if something explains it.
-fn cause(report: &Report, name: &str) -> Option<(String, String)> {
+fn cause(report: &Report, name: &str) -> Cause {
     let item = report
         .items
         .iter()
@@ -454,7 +460,7 @@ fn rule_2_the_pods_of_a_package_explain_the_package_and_no_other() {
         "provider-pods",
         obs(POD, Status::Fail, "not scheduled (Pending): Unschedulable"),
     );
-    let table: &[(&str, Estate, &[(&str, Option<(String, String)>)])] = &[
+    let table: &[(&str, Estate, Expected)] = &[
         (
             "pod not Ready, the provider unhealthy",
             pod_down.clone().set(
@@ -543,7 +549,7 @@ fn rule_3_a_health_server_that_does_not_answer_is_explained_by_its_package() {
         "providers",
         obs("provider-anynines", Status::Fail, "Healthy is \"False\""),
     );
-    let table: Vec<(&str, Estate, Option<(String, String)>)> = vec![
+    let table: Vec<(&str, Estate, Cause)> = vec![
         (
             "refused, its pod crash-looping",
             pod_down.clone().set(

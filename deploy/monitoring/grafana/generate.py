@@ -236,11 +236,13 @@ PANELS = [
     Panel(
         "statetimeline",
         "Konnectors",
-        "Each app cluster's konnector (its ClusterBinding's heartbeats) through the time range.",
+        "Each app cluster's konnector through the time range: its ClusterBinding's heartbeats (konnectors), or "
+        "the konnector the control plane runs for its AppClusterBinding (app-cluster-bindings).",
         [
             Query(
-                f'max by (control_plane, item) (klutch_health_check_up{{{CP}, check="konnectors"}})',
-                legend="{{control_plane}} {{item}}",
+                "max by (control_plane, check, item) "
+                f'(klutch_health_check_up{{{CP}, check=~"konnectors|app-cluster-bindings"}})',
+                legend="{{control_plane}} {{check}}/{{item}}",
             )
         ],
         mappings=UP,
@@ -249,11 +251,12 @@ PANELS = [
     Panel(
         "stat",
         "Silent konnectors",
-        "App clusters whose konnector has stopped heartbeating (KlutchKonnectorSilent fires for each).",
+        "App clusters whose konnector has stopped heartbeating, or whose control-plane konnector or "
+        "AppClusterBinding fails (KlutchKonnectorSilent fires for each).",
         [
             Query(
-                "sum by (control_plane) (max by (control_plane, item) "
-                f'(klutch_health_check_status{{{CP}, check="konnectors", status="fail"}}))',
+                "sum by (control_plane) (max by (control_plane, check, item) "
+                f'(klutch_health_check_status{{{CP}, check=~"konnectors|app-cluster-bindings", status="fail"}}))',
                 instant=True,
             )
         ],
