@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::checks::backend_status::BackendStatus;
+use crate::checks::managed_resources::ManagedResources;
 use crate::checks::pods::Pods;
 use crate::checks::provider_configs::ProviderConfig;
 use crate::checks::CheckType;
@@ -141,10 +142,34 @@ both name one)",
                 .collect()
         },
     },
-    // 7. Failing ProviderConfigs explain a managed-resources kind item that would not be bad without the
-    // resources whose providerConfigRef names them: one entry here once the managed-resources check exposes,
-    // as a fact, which ProviderConfigs its failing resources name and whether the kind would be bad without
-    // them.
+    Rule {
+        number: 7,
+        says: "failing ProviderConfigs explain a `managed-resources` kind item that would not be bad without the \
+resources whose `providerConfigRef` names them (every ProviderConfig past `fail_min` and `fail_share` of that \
+kind is bad)",
+        causes: |w, e| {
+            let Some(Fact::FailsWithin(pcs)) = &e.fact else {
+                return Vec::new();
+            };
+            if e.check_type != ManagedResources::NAME {
+                return Vec::new();
+            }
+            // Every ProviderConfig the kind fails by must be bad, else it would fail without these too.
+            let mut causes = Vec::with_capacity(pcs.len());
+            for pc in pcs.iter() {
+                let bad = w
+                    .of_type_named(ProviderConfig::NAME, pc)
+                    .iter()
+                    .copied()
+                    .find(|&id| w.nodes[id].bad());
+                match bad {
+                    Some(id) => causes.push(id),
+                    None => return Vec::new(),
+                }
+            }
+            causes
+        },
+    },
 ];
 
 /// `_endpoint` of a poll that got no answer a running server gives.
@@ -279,7 +304,7 @@ pub fn explain(
             check_type: o.item.check_type,
             status: o.item.status,
             since: o.since,
-            fact: o.fact,
+            fact: o.fact.clone(),
             package: o.package,
             cluster: o.cluster,
             message: &o.item.message,
@@ -310,10 +335,9 @@ pub fn explain(
     };
     let mut explained = vec![None; items.len()];
     let mut explains: HashMap<usize, Vec<usize>> = HashMap::new();
-    for id in first_item..world.nodes.len() {
-        if let Some(direct) = via[id] {
+    for (i, direct) in via[first_item..].iter().enumerate() {
+        if let Some(direct) = *direct {
             let root = root_of(direct);
-            let i = id - first_item;
             explained[i] = Some(Explained {
                 root: world.nodes[root].name.clone(),
                 via: world.nodes[direct].name.clone(),

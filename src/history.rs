@@ -304,7 +304,8 @@ pub(crate) mod tests {
                     message: format!("{name} is {status}"),
                     observed: at(s).wall,
                     since: at(s).wall,
-                    notable: false,
+                    detail: None,
+                    counts: None,
                     cause: None,
                 })
                 .collect(),

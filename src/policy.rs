@@ -254,7 +254,7 @@ fn observed_items(
             }
             let (mut status, message) = obs.at(now);
             let mut message = message.to_string();
-            let mut notable = obs.notable;
+            let mut detail = obs.detail.clone().filter(|_| obs.expired(now).is_none());
             if check.annotate_from_provider_configs && status == Status::Fail {
                 if let Some(detail) = provider_config_message(rules, snapshot, &obs.item, now) {
                     message = format!("{message}: {detail}");
@@ -267,7 +267,7 @@ fn observed_items(
                 {
                     status = Status::Pass;
                     message = format!("no pod, as none should run: {package} is {SCALED_TO_ZERO}");
-                    notable = true;
+                    detail = Some(message.clone());
                 }
             }
             let name = ItemName::new(&check.name, &obs.item);
@@ -288,7 +288,8 @@ fn observed_items(
                 message,
                 observed: obs.observed,
                 since: since.wall,
-                notable,
+                detail,
+                counts: obs.counts.clone(),
                 cause: None,
             });
         }
@@ -313,7 +314,7 @@ fn explain_items(
             Observed {
                 item,
                 since: s.since,
-                fact: s.fact,
+                fact: s.fact.clone(),
                 package: check.package.as_ref(),
                 cluster: check.cluster.as_ref().map(Option::as_deref),
             }

@@ -135,6 +135,9 @@ impl std::fmt::Display for ItemName {
     }
 }
 
+/// The objects behind one item, counted by state (`("ready", 412)`, …), in a fixed order of states.
+pub type StateCounts = Arc<[(&'static str, u64)]>;
+
 /// One item as its signal last saw it, before any endpoint policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
@@ -147,9 +150,11 @@ pub struct Item {
     pub observed: Timestamp,
     /// When its status last changed.
     pub since: Timestamp,
-    /// Its message is shown even while it passes (JSON `output`, the status page); see
-    /// [`crate::signals::Observation::notable`].
-    pub notable: bool,
+    /// What JSON `output` and the status page show instead of `message`, even while it passes
+    /// ([`crate::signals::Observation::detail`]).
+    pub detail: Option<String>,
+    /// The objects behind it by state, exported as `klutch_health_managed_resources{check,kind,state}`.
+    pub counts: Option<StateCounts>,
     /// Which bad item (or cluster) explains this bad item, by the root-cause rules; `None` when nothing
     /// does (then, while bad, it is a root cause itself).
     pub cause: Option<Explained>,
@@ -290,6 +295,11 @@ impl Counted {
 
     /// The message with the policy's notes around it, as the text and JSON forms show it.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        self.text_of(&self.message)
+    }
+
+    /// `message` (the item's own, or its fuller account) with the policy's notes around it.
+    pub fn text_of<'a>(&'a self, message: &'a str) -> std::borrow::Cow<'a, str> {
         let Notes {
             damping,
             require,
@@ -303,15 +313,15 @@ impl Counted {
                 },
                 ..self.clone()
             };
-            return o.around(&rest.text()).into();
+            return o.around(&rest.text_of(message)).into();
         }
         if damping.is_none() && require.is_none() {
-            return self.message.as_str().into();
+            return message.into();
         }
         let mut out = match damping {
-            Some(d) if self.message.is_empty() => d.clone(),
-            Some(d) => format!("{d}: {}", self.message),
-            None => self.message.clone(),
+            Some(d) if message.is_empty() => d.clone(),
+            Some(d) => format!("{d}: {message}"),
+            None => message.to_string(),
         };
         if let Some(r) = require {
             out = format!("{out} ({r})");

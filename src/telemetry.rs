@@ -347,7 +347,8 @@ pub(crate) mod tests {
                 message,
                 observed: now,
                 since: now,
-                notable: false,
+                detail: None,
+                counts: None,
                 cause: None,
             })
             .collect();

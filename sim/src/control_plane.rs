@@ -90,6 +90,7 @@ impl SimControlPlane {
             .apply(fixtures::deployment_anynines_backend_available());
         self.api.apply(fixtures::deployment_konnector_available());
         self.api.apply(provider_pod());
+        self.seed_managed();
     }
 
     /// The ProviderConfig fails its health check, as provider-anynines records it, and the health server

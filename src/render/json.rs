@@ -1,7 +1,7 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
 //! (`application/health+json`), with the extensions `since` on each item, `silenced` on a silenced one,
 //! `cause` (the root cause) and `via` (the direct cause) on an explained one, and the top-level `causes`.
-//! `output` is left out of a passing item, as the draft advises, unless its message is notable (a provider
+//! `output` is left out of a passing item, as the draft advises, unless the item has a fuller account (a managed-resources kind, a provider
 //! scaled to zero).
 //!
 //! Serialized straight from borrowed structs, not through `serde_json::Value`: with thousands of items a
@@ -15,7 +15,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::{Details, Identity};
-use crate::report::{overall, Counted, OperatorKind, Report, Selection, Status};
+use crate::report::{overall, Counted, Item, OperatorKind, Report, Selection, Status};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,9 +96,7 @@ impl<'a> Checks<'a> {
             component_type: item.map_or("policy", |i| i.check_type),
             status: c.status.as_str(),
             time: item.map_or(self.report.evaluated.wall, |i| i.observed),
-            // A passing item's message only when it tells something `ok` would hide.
-            output: (c.status != Status::Pass || item.is_some_and(|i| i.notable))
-                .then(|| self.details.counted(c)),
+            output: self.output(c, item),
             since: c.since,
             silenced: c
                 .notes
@@ -114,6 +112,19 @@ impl<'a> Checks<'a> {
                 }),
             cause: item.and_then(|i| i.cause.as_ref()).map(|c| c.root.as_str()),
             via: item.and_then(|i| i.cause.as_ref()).map(|c| c.via.as_str()),
+        }
+    }
+}
+
+impl<'a> Checks<'a> {
+    /// The item's fuller account when it has one (even while it passes; nothing when details are withheld
+    /// from a passing item), else its message when it does not pass.
+    fn output(&self, c: &'a Counted, item: Option<&'a Item>) -> Option<Cow<'a, str>> {
+        match (item.and_then(|i| i.detail.as_deref()), c.status) {
+            (Some(_), Status::Pass) if self.details == Details::Withheld => None,
+            (Some(detail), _) => Some(self.details.counted_of(c, detail)),
+            (None, Status::Pass) => None,
+            (None, _) => Some(self.details.counted(c)),
         }
     }
 }

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
-use crate::report::{Passthrough, Status};
+use crate::report::{Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
@@ -32,9 +32,14 @@ pub struct Observation {
     /// The Kubernetes object the item is about, so that Events can name it (`None`: no object, or not
     /// one of the default cluster).
     pub regarding: Option<ObjectRef>,
-    /// Its message says something a passing `ok` would hide (a provider scaled to zero): JSON `output` and
-    /// the status page show it even while the item passes; the text line stays `ok`.
-    pub notable: bool,
+    /// A fuller account than `message`, which JSON `output` and the status page show instead, even while
+    /// the item passes (a managed-resources kind: its counts, and up to 20 failing resources each with its
+    /// ProviderConfig, where the text names 5). `None`: the message, shown only when not passing. Dropped
+    /// once an expiry has passed: it would describe what is no longer known.
+    pub detail: Option<String>,
+    /// The objects behind the item, counted by state (a managed-resources kind), for
+    /// `klutch_health_managed_resources`.
+    pub counts: Option<StateCounts>,
     /// What the item is, as links between checks read it (a check's `package`): a fact, never words
     /// parsed from its message.
     pub fact: Option<Fact>,
@@ -42,7 +47,7 @@ pub struct Observation {
 
 /// What an item is, beyond its status, for the rules that link one check's items to another's (a
 /// check's `package`, and the root-cause rules of [`crate::causes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     /// A Crossplane package scaled to zero until one of its ManagedResourceDefinitions is active: no pod
     /// of it runs, and none should.
@@ -54,6 +59,9 @@ pub enum Fact {
     NoAnswer(NoAnswer),
     /// A ProviderConfig provider-anynines has not checked: never, or not within `check_stale_after`.
     Unchecked,
+    /// A managed-resources kind fails only by the resources of these ProviderConfigs (each past `fail_min`
+    /// and `fail_share`), by name: without them it would not fail.
+    FailsWithin(Arc<[Arc<str>]>),
 }
 
 /// How a poll went unanswered.
@@ -137,14 +145,28 @@ impl Observation {
             observed,
             expires: Vec::new(),
             regarding: None,
-            notable: false,
+            detail: None,
+            counts: None,
             fact: None,
         }
     }
 
-    /// The observation, with a message worth showing while it passes.
+    /// The observation, with a fuller account for JSON and the status page (see [`Observation::detail`]).
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The observation, with the counts of the objects behind it.
+    pub fn counts(mut self, counts: StateCounts) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// The observation, with its message worth showing while it passes (a provider scaled to zero): its
+    /// message is its fuller account.
     pub fn notable(mut self) -> Self {
-        self.notable = true;
+        self.detail = Some(self.message.clone());
         self
     }
 
@@ -173,10 +195,12 @@ impl Observation {
 
     /// What the item is as of `now`: the fact of the latest expiry that has passed, else its own.
     pub fn fact_at(&self, now: Moment) -> Option<Fact> {
-        self.expired(now).map_or(self.fact, |e| e.fact)
+        self.expired(now)
+            .map_or(self.fact.clone(), |e| e.fact.clone())
     }
 
-    fn expired(&self, now: Moment) -> Option<&Expiry> {
+    /// The latest expiry passed at `now`, if any: then the observation no longer says what was observed.
+    pub fn expired(&self, now: Moment) -> Option<&Expiry> {
         self.expires
             .iter()
             .filter(|e| e.at.passed(now))
@@ -277,6 +301,7 @@ impl Sink {
                         message: message.to_string(),
                         observed: now,
                         expires: Vec::new(),
+                        detail: None,
                         ..o.clone()
                     })
                     .collect(),

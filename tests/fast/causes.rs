@@ -4,6 +4,7 @@
 //! it (two independent faults: two root causes).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -28,6 +29,7 @@ pub(crate) fn t(secs: u64) -> Moment {
 
 pub(crate) const POD: &str = "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q";
 const PCS: [&str; 2] = ["postgresql-service-broker", "postgresql-backup-manager"];
+const MANAGED_KINDS: [&str; 4] = ["serviceinstances", "servicebindings", "backups", "restores"];
 
 /// The shipped `config.toml`, with `extra` appended.
 pub(crate) fn shipped(extra: &str) -> String {
@@ -67,6 +69,10 @@ impl Estate {
         set("provider-pods", vec![pass(POD)]);
         set("konnectors", vec![pass("kube-bind-7xk2p")]);
         set("app-cluster-bindings", vec![pass("_none")]);
+        set(
+            "managed-resources",
+            MANAGED_KINDS.iter().map(|k| pass(k)).collect(),
+        );
         Estate(checks)
     }
 
@@ -174,8 +180,14 @@ fn once(rules: &Rules, snapshot: Snapshot) -> Report {
     run(rules, &[(0, snapshot)]).report
 }
 
+/// `(root, via)` of an item, if something explains it.
+type Cause = Option<(String, String)>;
+
+/// Each item's expected cause.
+type Expected<'a> = &'a [(&'a str, Cause)];
+
 /// `(root, via)` of `name`, if something explains it.
-fn cause(report: &Report, name: &str) -> Option<(String, String)> {
+fn cause(report: &Report, name: &str) -> Cause {
     let item = report
         .items
         .iter()
@@ -448,7 +460,7 @@ fn rule_2_the_pods_of_a_package_explain_the_package_and_no_other() {
         "provider-pods",
         obs(POD, Status::Fail, "not scheduled (Pending): Unschedulable"),
     );
-    let table: &[(&str, Estate, &[(&str, Option<(String, String)>)])] = &[
+    let table: &[(&str, Estate, Expected)] = &[
         (
             "pod not Ready, the provider unhealthy",
             pod_down.clone().set(
@@ -537,7 +549,7 @@ fn rule_3_a_health_server_that_does_not_answer_is_explained_by_its_package() {
         "providers",
         obs("provider-anynines", Status::Fail, "Healthy is \"False\""),
     );
-    let table: Vec<(&str, Estate, Option<(String, String)>)> = vec![
+    let table: Vec<(&str, Estate, Cause)> = vec![
         (
             "refused, its pod crash-looping",
             pod_down.clone().set(
@@ -728,6 +740,86 @@ fn rule_6_a_failing_provider_config_explains_its_backend_entry() {
             (format!("backend-status/{}", PCS[0]).as_str(), 0),
             (pc.as_str(), 1)
         ]
+    );
+}
+
+/// Rule 7: a managed-resources kind that fails only by the resources of failing ProviderConfigs is
+/// theirs; one that would fail without them (another ProviderConfig past the thresholds that passes) is a
+/// root cause of its own, and a kind bad for another reason (its CRD missing) is never blamed on them.
+#[test]
+fn rule_7_failing_provider_configs_explain_the_managed_resources_kind_they_fail() {
+    let r = rules("");
+    let fails_by = |kind: &str, pcs: &[&str]| {
+        obs(
+            kind,
+            Status::Fail,
+            "at least 3 and more than 10% of one ProviderConfig's … fail",
+        )
+        .with_fact(Fact::FailsWithin(
+            pcs.iter().map(|p| Arc::from(*p)).collect(),
+        ))
+    };
+    let pc = |name: &str| format!("provider-configs/{name}");
+    let estate = Estate::healthy()
+        .set(
+            "provider-configs",
+            obs(PCS[0], Status::Fail, "connection refused"),
+        )
+        .set("managed-resources", fails_by("serviceinstances", &[PCS[0]]))
+        // Fails by two ProviderConfigs, one of which passes: it would fail without the failing one's.
+        .set("managed-resources", fails_by("backups", &[PCS[0], PCS[1]]))
+        // Fails by a passing ProviderConfig while another one fails: not blamed on that one.
+        .set("managed-resources", fails_by("servicebindings", &[PCS[1]]))
+        .set(
+            "managed-resources",
+            obs(
+                "restores",
+                Status::Unknown,
+                "waiting for initial sync of restores…: is provider-anynines installed?",
+            ),
+        );
+    let report = once(&r, estate.snapshot());
+    assert_eq!(
+        cause(&report, "managed-resources/serviceinstances"),
+        by(&pc(PCS[0]), &pc(PCS[0]))
+    );
+    for own in ["backups", "servicebindings", "restores"] {
+        assert_eq!(
+            cause(&report, &format!("managed-resources/{own}")),
+            None,
+            "{own}"
+        );
+    }
+    // Both ProviderConfigs failing: the kind failing by both is theirs too (by the first).
+    let report = once(
+        &r,
+        estate
+            .set(
+                "provider-configs",
+                obs(PCS[1], Status::Fail, "connection refused"),
+            )
+            .snapshot(),
+    );
+    assert_eq!(
+        cause(&report, "managed-resources/backups"),
+        by(&pc(PCS[0]), &pc(PCS[0]))
+    );
+    assert_eq!(
+        cause(&report, "managed-resources/servicebindings"),
+        by(&pc(PCS[1]), &pc(PCS[1]))
+    );
+    // Chained: a crash-looping provider leaves its ProviderConfigs unchecked, and the kind failing by one of
+    // them has the pod as its root.
+    let report = once(
+        &r,
+        Estate::healthy()
+            .crash_looping()
+            .set("managed-resources", fails_by("serviceinstances", &[PCS[0]]))
+            .snapshot(),
+    );
+    assert_eq!(
+        cause(&report, "managed-resources/serviceinstances"),
+        by(PODS, &pc(PCS[0]))
     );
 }
 

@@ -1444,7 +1444,7 @@ async fn the_status_page_leads_with_the_root_causes() {
     );
     // Each explained item's card and attention entry name their cause.
     assert!(
-        page.contains(&format!("cause: <a href=\"#i"))
+        page.contains("cause: <a href=\"#i")
             && page.contains(&format!("{PODS}</a> (via backend-status/_endpoint)")),
         "{page}"
     );

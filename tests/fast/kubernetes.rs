@@ -325,6 +325,9 @@ async fn cut_watches_and_410_lead_to_a_relist_that_sees_later_changes() {
         r.status == 200
     })
     .await;
+    // A 410 is an ordinary relist, not a refused WATCH: no `_watch` warning for it.
+    let body = svc.get("/readyz?verbose").await.body;
+    assert!(!body.contains("_watch"), "{body}");
     let m = svc.get("/metrics").await.body;
     assert!(
         m.lines()

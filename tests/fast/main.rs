@@ -21,6 +21,7 @@ mod kubernetes;
 mod listeners;
 mod log_forging;
 mod logs;
+mod managed_resources;
 mod metrics;
 mod operating;
 mod policy;

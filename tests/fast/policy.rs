@@ -818,7 +818,7 @@ fn no_pod_of_a_package_scaled_to_zero_passes_and_fails_otherwise() {
             .find(|i| i.name.check() == "provider-pods")
             .expect("item")
             .clone();
-        (i.status, i.message, i.notable)
+        (i.status, i.message, i.detail.is_some())
     };
     assert_eq!(
         pods_item(&linked, &snap(vec![scaled()], vec![no_pod()]), 0),

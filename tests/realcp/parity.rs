@@ -273,6 +273,47 @@ async fn an_unavailable_app_konnector() {
     .await;
 }
 
+/// One tenant's ServiceInstance failing (its Synced=False words) warns; the kind is counted by state.
+#[tokio::test]
+async fn a_failing_service_instance() {
+    parity(
+        |sim| {
+            sim.set_managed(
+                klutch_sim::ManagedKind::ServiceInstance,
+                "pg-prod-7",
+                klutch_sim::ManagedState::Failing,
+            );
+        },
+        |b| {
+            b.contains(
+                "[+]managed-resources/serviceinstances warn: 0 of 1 ready, 1 failing: pg-prod-7 (Synced=False, ReconcileError: ",
+            )
+        },
+    )
+    .await;
+}
+
+/// A broker's systemic fault: every Backup of one ProviderConfig failing (past `fail_min` and `fail_share`)
+/// fails the kind, naming the ProviderConfig.
+#[tokio::test]
+async fn a_broker_failing_all_its_backups() {
+    parity(
+        |sim| {
+            sim.add_many_managed(
+                klutch_sim::ManagedKind::Backup,
+                4,
+                klutch_sim::ManagedState::Failing,
+                Some("redis-backup-manager"),
+            );
+        },
+        |b| {
+            b.contains("[-]managed-resources/backups failed: 1 of 5 ready, 4 failing: ")
+                && b.contains("fail: redis-backup-manager (4 of 4 failing)")
+        },
+    )
+    .await;
+}
+
 #[test]
 fn times_are_normalized_in_every_form() {
     assert_eq!(

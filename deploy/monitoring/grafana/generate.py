@@ -7,9 +7,7 @@ foundation SDK (grafana-foundation-sdk, pinned in requirements.txt beside this f
     python3 deploy/monitoring/grafana/generate.py --check    # exit 1 when the committed JSON is out of date
 
 Every panel is one entry of PANELS: a row starts a section, a panel names its kind, title, queries and how
-its values read. One panel waits for its metric: managed resources by state
-(klutch_health_managed_resources{check,kind,state}, in the Control plane row), one more entry here once it
-exists. Queries use the series of deploy/monitoring (the `control_plane:` records of
+its values read. Queries use the series of deploy/monitoring (the `control_plane:` records of
 prometheusrule.yaml and klutch-health's own metrics) and the `$control_plane` variable. tests/full/service_level.rs
 checks that the committed JSON is this script's output, and runs every query against a real Prometheus that
 scraped two simulated control planes.
@@ -208,6 +206,21 @@ PANELS = [
     ),
     Panel(
         "timeseries",
+        "Managed resources by state",
+        "provider-anynines' ServiceInstances, ServiceBindings, Backups and Restores of each kind by state (the "
+        "managed-resources check): failing ones are what users meet; superseded are older Backups and Restores.",
+        [
+            Query(
+                "max by (control_plane, kind, state) "
+                f"(klutch_health_managed_resources{{{CP}}})",
+                legend="{{control_plane}} {{kind}} {{state}}",
+            )
+        ],
+        width=12,
+        min=0,
+    ),
+    Panel(
+        "timeseries",
         "Silenced items",
         "Items a [[silence]] keeps from failing each endpoint.",
         [
@@ -223,11 +236,13 @@ PANELS = [
     Panel(
         "statetimeline",
         "Konnectors",
-        "Each app cluster's konnector (its ClusterBinding's heartbeats) through the time range.",
+        "Each app cluster's konnector through the time range: its ClusterBinding's heartbeats (konnectors), or "
+        "the konnector the control plane runs for its AppClusterBinding (app-cluster-bindings).",
         [
             Query(
-                f'max by (control_plane, item) (klutch_health_check_up{{{CP}, check="konnectors"}})',
-                legend="{{control_plane}} {{item}}",
+                "max by (control_plane, check, item) "
+                f'(klutch_health_check_up{{{CP}, check=~"konnectors|app-cluster-bindings"}})',
+                legend="{{control_plane}} {{check}}/{{item}}",
             )
         ],
         mappings=UP,
@@ -236,11 +251,12 @@ PANELS = [
     Panel(
         "stat",
         "Silent konnectors",
-        "App clusters whose konnector has stopped heartbeating (KlutchKonnectorSilent fires for each).",
+        "App clusters whose konnector has stopped heartbeating, or whose control-plane konnector or "
+        "AppClusterBinding fails (KlutchKonnectorSilent fires for each).",
         [
             Query(
-                "sum by (control_plane) (max by (control_plane, item) "
-                f'(klutch_health_check_status{{{CP}, check="konnectors", status="fail"}}))',
+                "sum by (control_plane) (max by (control_plane, check, item) "
+                f'(klutch_health_check_status{{{CP}, check=~"konnectors|app-cluster-bindings", status="fail"}}))',
                 instant=True,
             )
         ],

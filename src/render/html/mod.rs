@@ -133,8 +133,8 @@ struct Card<'a> {
     /// The observed status; for a policy item, the worst counted one.
     status: Status,
     message: &'a str,
-    /// The message is shown while the item passes too.
-    notable: bool,
+    /// The item's fuller account, shown instead of the message, even while it passes.
+    detail: Option<&'a str>,
     since: Timestamp,
     /// Per endpoint: how it counts the item, `None` when it does not count it.
     counted: [Option<&'a Counted>; 2],
@@ -151,6 +151,13 @@ impl Card<'_> {
                 .iter()
                 .flatten()
                 .any(|c| c.status != Status::Pass)
+    }
+
+    /// What the card says of the item: its fuller account (even while it passes), else its message when
+    /// it does not pass.
+    fn shown(&self) -> Option<&str> {
+        self.detail
+            .or((self.status != Status::Pass && !self.message.is_empty()).then_some(self.message))
     }
 
     fn worst(&self) -> Status {
@@ -216,7 +223,7 @@ fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2])
         short: item.name.item(),
         status: item.status,
         message: &item.message,
-        notable: item.notable,
+        detail: item.detail.as_deref(),
         since: item.since,
         counted,
         cause: item.cause.as_ref(),
@@ -243,7 +250,7 @@ fn policy_card<'a>(
             .max_by_key(|s| s.severity())
             .unwrap_or(Status::Unknown),
         message: first.map_or("", |c| &c.message),
-        notable: false,
+        detail: None,
         since: first.map_or(Timestamp::UNIX_EPOCH, |c| c.since),
         counted,
         cause: None,
@@ -562,11 +569,11 @@ fn attention(
             escape(c.short),
             ago(now, c.since),
         );
-        if c.status != Status::Pass && !c.message.is_empty() {
+        if let Some(shown) = c.shown() {
             let _ = write!(
                 out,
                 "<div class=\"note\">{}</div>",
-                escape(&details.message(c.message))
+                escape(&details.message(shown))
             );
         }
         if let Some(cause) = c.cause {
@@ -610,11 +617,14 @@ fn item_card(
         card.anchor,
         escape(card.short)
     );
-    if (card.status != Status::Pass || card.notable) && !card.message.is_empty() {
+    if let Some(shown) = card
+        .shown()
+        .filter(|_| details == Details::Shown || card.status != Status::Pass)
+    {
         let _ = write!(
             out,
             "<div class=\"msg\">{}</div>",
-            escape(&details.message(card.message))
+            escape(&details.message(shown))
         );
     }
     if let Some(cause) = card.cause {
