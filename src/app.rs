@@ -229,7 +229,9 @@ pub async fn check(
     let report = evaluation.report.endpoint(endpoint);
     let selection = report.all();
     let out = match format {
-        Format::Text => render::text::verbose(endpoint, &selection, Details::Shown),
+        Format::Text => {
+            render::text::verbose(&evaluation.report, endpoint, &selection, Details::Shown)
+        }
         Format::Json => {
             render::json::document(
                 &evaluation.report,

@@ -46,6 +46,8 @@ pub struct Change {
     /// `None`: no object (or not one of the default cluster); the Event then regards klutch-health's Pod.
     pub regarding: Option<ObjectRef>,
     pub time: Timestamp,
+    /// The root cause that explains the item, when one does (`kubectl describe` then names it).
+    pub cause: Option<ItemName>,
 }
 
 impl Change {
@@ -67,9 +69,25 @@ impl Change {
         }
     }
 
-    /// `CHECK/ITEM is fail: MESSAGE`, cut to what the API server accepts.
+    /// `CHECK/ITEM is fail: MESSAGE`, with ` (cause: ROOT)` when a root cause explains it, cut to what the
+    /// API server accepts (the cause kept).
     pub fn note(&self) -> String {
+        let cause = match (&self.cause, self.status) {
+            (Some(root), s) if s != Status::Pass => format!(" (cause: {root})"),
+            _ => String::new(),
+        };
         let mut note = format!("{} is {}: {}", self.item, self.status, self.message);
+        let room = MAX_NOTE.saturating_sub(cause.len());
+        if note.len() > room {
+            let mut end = room.saturating_sub(3);
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+            note.push_str("...");
+        }
+        note.push_str(&cause);
+        // Only a cause longer than the whole note is left to cut.
         if note.len() > MAX_NOTE {
             let mut end = MAX_NOTE - 3;
             while !note.is_char_boundary(end) {
@@ -121,6 +139,7 @@ impl Transitions {
                 message: item.message.clone(),
                 regarding,
                 time: report.evaluated.wall,
+                cause: item.cause.as_ref().map(|c| c.root.clone()),
             });
         }
         self.seen = seen;
@@ -609,6 +628,7 @@ mod tests {
             message: "é".repeat(2000),
             regarding: None,
             time: Timestamp::UNIX_EPOCH,
+            cause: None,
         };
         let note = change.note();
         assert!(note.len() <= MAX_NOTE && note.ends_with("..."), "{note}");

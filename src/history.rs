@@ -304,13 +304,16 @@ pub(crate) mod tests {
                     message: format!("{name} is {status}"),
                     observed: at(s).wall,
                     since: at(s).wall,
-                    notable: false,
+                    detail: None,
+                    counts: None,
+                    cause: None,
                 })
                 .collect(),
             healthz: endpoint(Endpoint::Healthz),
             readyz: endpoint(Endpoint::Readyz),
             backend: None,
             operating: Default::default(),
+            causes: Default::default(),
         }
     }
 

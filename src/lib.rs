@@ -6,12 +6,13 @@
 //! poll provider-anynines' health server, and publish observations into the [`signals`] sink; the [`engine`]
 //! evaluates the [`policy`] whenever one changes and publishes a [`report`]; the [`server`] answers every
 //! probe from that report through the [`render`]ers and exports [`metrics`]. Operators' `[[silence]]` and
-//! `[maintenance]` are applied by [`operating`]; [`reload`] applies a changed configuration live. [`app`]
+//! `[maintenance]` are applied by [`operating`]; [`reload`] applies a changed configuration live; [`causes`] says which bad item explains which. [`app`]
 //! wires them for `serve` and `check`; [`telemetry`] sets up logging; [`human`] words durations and errors;
 //! [`values`] reads the value formats of configuration keys; [`reserved`] lists the item names the service
 //! makes up. README.md's "How it works" tours the folders in the order an observation travels.
 
 pub mod app;
+pub mod causes;
 pub mod checks;
 pub mod clock;
 pub mod config;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{Endpoint, ItemName, OperatorKind, Report, Status};
+use crate::report::{Endpoint, ItemName, OperatorKind, Report, StateCounts, Status};
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -59,6 +59,13 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    check: Text,
+    kind: Text,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -99,6 +106,7 @@ pub struct Metrics {
     check_up: Family<ItemLabels, Gauge>,
     check_status: Family<StatusLabels, Gauge>,
     last_transition: Family<ItemLabels, Gauge<f64, AtomicU64>>,
+    root_cause: Family<ItemLabels, Gauge>,
     endpoint_up: Family<EndpointLabels, Gauge>,
     upstream_requests: Family<OutcomeLabels, Counter>,
     upstream_duration: Family<CheckLabels, Histogram>,
@@ -112,9 +120,14 @@ pub struct Metrics {
     maintenance: Gauge,
     reload_successful: Gauge,
     reload_success_time: Gauge<f64, AtomicU64>,
-    /// Items that have series now (`CHECK/ITEM` → status and since as exported), so that unchanged items
-    /// cost nothing and vanished items lose their series.
-    items: Mutex<HashMap<ItemName, (Status, Timestamp)>>,
+    /// Items that have series now (`CHECK/ITEM` → status, since and whether it is a root cause, as
+    /// exported), so that unchanged items cost nothing and vanished items lose their series.
+    items: Mutex<HashMap<ItemName, (Status, Timestamp, bool)>>,
+    /// `cluster/NAME` of the clusters that have a `root_cause` series now, and whether it is 1.
+    clusters: Mutex<HashMap<ItemName, bool>>,
+    managed_resources: Family<KindLabels, Gauge>,
+    /// Items whose counts are exported now, as exported (the same bookkeeping as `items`).
+    counted: Mutex<HashMap<ItemName, StateCounts>>,
     /// Set once shutdown begins: `/readyz` answers 503 from then on, and its gauge says so.
     shutting_down: AtomicBool,
 }
@@ -145,6 +158,12 @@ impl Metrics {
             "check_last_transition_timestamp_seconds",
             "When the item's observed status last changed, in seconds since the Unix epoch",
             last_transition.clone(),
+        );
+        let root_cause = Family::<ItemLabels, Gauge>::default();
+        registry.register(
+            "root_cause",
+            "1 for each bad item (fail or unknown) nothing else explains, and for each cluster (check \"cluster\") whose API server explains items: what to fix first; 0 otherwise",
+            root_cause.clone(),
         );
         let endpoint_up = Family::<EndpointLabels, Gauge>::default();
         registry.register(
@@ -213,12 +232,19 @@ impl Metrics {
             "When the running configuration was loaded, in seconds since the Unix epoch",
             reload_success_time.clone(),
         );
+        let managed_resources = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "managed_resources",
+            "Managed resources of each kind a managed-resources check watches, by state (ready, creating, deleting, paused, failing, superseded)",
+            managed_resources.clone(),
+        );
         register_build_info(&mut registry);
         Metrics {
             registry,
             check_up,
             check_status,
             last_transition,
+            root_cause,
             endpoint_up,
             upstream_requests,
             upstream_duration,
@@ -231,6 +257,9 @@ impl Metrics {
             reload_successful,
             reload_success_time,
             items: Mutex::default(),
+            managed_resources,
+            counted: Mutex::default(),
+            clusters: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -239,8 +268,15 @@ impl Metrics {
     pub(crate) fn observe_report(&self, report: &Report) {
         let mut exported = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         let mut now_exported = HashMap::with_capacity(report.items.len());
+        let mut roots: HashSet<&str> = report
+            .causes
+            .roots
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         for item in &report.items {
-            let state = (item.status, item.since);
+            let root = roots.remove(item.name.as_str());
+            let state = (item.status, item.since, root);
             // Only items whose status or transition time changed touch the series.
             if exported.remove(&item.name) != Some(state) {
                 let labels = ItemLabels {
@@ -257,6 +293,7 @@ impl Metrics {
                 self.last_transition
                     .get_or_create(&labels)
                     .set(item.since.as_millisecond() as f64 / 1000.0);
+                self.root_cause.get_or_create(&labels).set(i64::from(root));
             }
             now_exported.insert(item.name.clone(), state);
         }
@@ -268,13 +305,73 @@ impl Metrics {
             };
             self.check_up.remove(&labels);
             self.last_transition.remove(&labels);
+            self.root_cause.remove(&labels);
             for s in Status::ALL {
                 self.check_status.remove(&status_labels(&labels, s));
             }
         }
         *exported = now_exported;
+        drop(exported);
+        self.set_counts(report);
+        // What is left of the roots are clusters.
+        self.set_clusters(&report.causes.clusters, &roots);
         self.set_endpoints_up(|e| report.endpoint(e).passed());
         self.set_operating(report);
+    }
+
+    /// `klutch_health_managed_resources{check,kind,state}` from the items that carry counts; an item gone (a
+    /// kind or check no longer configured) loses its series.
+    fn set_counts(&self, report: &Report) {
+        let mut exported = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now_exported = HashMap::new();
+        let labels = |name: &ItemName, state: &'static str| KindLabels {
+            check: name.check().into(),
+            kind: name.item().into(),
+            state,
+        };
+        for item in &report.items {
+            let Some(counts) = &item.counts else { continue };
+            if exported.remove(&item.name).as_ref() != Some(counts) {
+                for &(state, n) in counts.iter() {
+                    self.managed_resources
+                        .get_or_create(&labels(&item.name, state))
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            now_exported.insert(item.name.clone(), counts.clone());
+        }
+        for (gone, counts) in exported.iter() {
+            for &(state, _) in counts.iter() {
+                self.managed_resources.remove(&labels(gone, state));
+            }
+        }
+        *exported = now_exported;
+    }
+
+    /// The `root_cause` series of each cluster the checks watch: 1 while its API server explains items,
+    /// else 0; a cluster no check watches any more loses its series.
+    fn set_clusters(&self, clusters: &[ItemName], roots: &HashSet<&str>) {
+        let mut exported = self.clusters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now_exported = HashMap::with_capacity(clusters.len());
+        for c in clusters {
+            let root = roots.contains(c.as_str());
+            if exported.remove(c) != Some(root) {
+                self.root_cause
+                    .get_or_create(&ItemLabels {
+                        check: c.check().into(),
+                        item: c.item().into(),
+                    })
+                    .set(i64::from(root));
+            }
+            now_exported.insert(c.clone(), root);
+        }
+        for gone in exported.keys() {
+            self.root_cause.remove(&ItemLabels {
+                check: gone.check().into(),
+                item: gone.item().into(),
+            });
+        }
+        *exported = now_exported;
     }
 
     /// Each endpoint's gauge says what the endpoint answers: `/readyz` fails from the start of shutdown;
@@ -482,4 +579,45 @@ fn probe_counters(http_requests: &Family<HttpLabels, Counter>) -> Vec<(HttpLabel
             (labels, counter)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind's counts are exported as they are, changed when they change, and gone with their item (a
+    /// kind or check no longer configured).
+    #[test]
+    fn managed_resource_counts_follow_the_report() {
+        let metrics = Metrics::new();
+        let with_counts = |ready: u64, failing: u64| {
+            let mut report =
+                crate::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
+            report.items[0].counts = Some(StateCounts::from(vec![
+                ("ready", ready),
+                ("failing", failing),
+            ]));
+            report
+        };
+        let sample = |state: &str| {
+            let text = metrics.encode_prometheus();
+            let series = format!(
+                "klutch_health_managed_resources{{check=\"pcs\",kind=\"serviceinstances\",state=\"{state}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series).map(str::to_string))
+        };
+        metrics.observe_report(&with_counts(412, 3));
+        assert_eq!(
+            (sample("ready"), sample("failing")),
+            (Some("412".into()), Some("3".into()))
+        );
+        metrics.observe_report(&with_counts(415, 0));
+        assert_eq!(
+            (sample("ready"), sample("failing")),
+            (Some("415".into()), Some("0".into()))
+        );
+        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        assert_eq!((sample("ready"), sample("failing")), (None, None));
+    }
 }

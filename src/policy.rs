@@ -13,10 +13,11 @@ use crate::clock::{Instant, Moment};
 use crate::config::{self, Require, UnknownAs};
 use crate::operating::Operations;
 
+use crate::causes::Observed;
 use crate::checks::packages::SCALED_TO_ZERO;
 use crate::report::{
-    Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote, Report,
-    Served, Status,
+    Causes, Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote,
+    Report, Served, Status,
 };
 use crate::signals::{Fact, Observation, Snapshot};
 
@@ -62,6 +63,8 @@ struct CheckRules {
     annotate_from_provider_configs: bool,
     /// The `crossplane-package` item whose runtime the check watches (its `package` key).
     package: Option<ItemName>,
+    /// The cluster it watches (`Some(None)`: the default one); `None`: it watches no cluster.
+    cluster: Option<Option<String>>,
 }
 
 /// The configuration, compiled once for repeated evaluation.
@@ -90,6 +93,7 @@ impl Rules {
                     annotate_from_provider_configs: c.settings.link()
                         == Link::AnnotatedByProviderConfigs,
                     package: c.package.clone(),
+                    cluster: (!c.settings.targets().is_empty()).then(|| c.cluster.clone()),
                 })
                 .collect(),
             provider_config_checks: config
@@ -169,7 +173,9 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Moment
         }
     }
     let mut new_memory = Memory::default();
-    let items = observed_items(rules, snapshot, memory, &mut new_memory, &mut next, now);
+    let (mut items, seen) =
+        observed_items(rules, snapshot, memory, &mut new_memory, &mut next, now);
+    let causes = explain_items(rules, snapshot, &mut items, &seen, now);
 
     let mut endpoint =
         |e| evaluate_endpoint(rules, e, &items, memory, &mut new_memory, &mut next, now);
@@ -186,6 +192,7 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, memory: &Memory, now: Moment
                 last: snapshot.polls.get(&**check).cloned(),
             }),
             operating: rules.operations.state(now.wall),
+            causes,
         },
         memory: new_memory,
         next: next.0,
@@ -204,7 +211,17 @@ impl Wakeup {
     }
 }
 
-/// Every configured check's items as observed, with expiries applied and cross-check messages added.
+/// What the root-cause rules read of an item beside the item itself.
+struct Seen {
+    /// Index into [`Rules::checks`].
+    check: usize,
+    /// When its observed status began.
+    since: Moment,
+    fact: Option<Fact>,
+}
+
+/// Every configured check's items as observed, with expiries applied and cross-check messages added, and
+/// what the root-cause rules read of each.
 fn observed_items(
     rules: &Rules,
     snapshot: &Snapshot,
@@ -212,9 +229,10 @@ fn observed_items(
     new_memory: &mut Memory,
     next: &mut Wakeup,
     now: Moment,
-) -> Vec<Item> {
+) -> (Vec<Item>, Vec<Seen>) {
     let mut items = Vec::new();
-    for check in &rules.checks {
+    let mut seen = Vec::new();
+    for (check_index, check) in rules.checks.iter().enumerate() {
         let waiting;
         let observations: &[Observation] = match snapshot.checks.get(&*check.name) {
             Some(o) => o,
@@ -236,7 +254,7 @@ fn observed_items(
             }
             let (mut status, message) = obs.at(now);
             let mut message = message.to_string();
-            let mut notable = obs.notable;
+            let mut detail = obs.detail.clone().filter(|_| obs.expired(now).is_none());
             if check.annotate_from_provider_configs && status == Status::Fail {
                 if let Some(detail) = provider_config_message(rules, snapshot, &obs.item, now) {
                     message = format!("{message}: {detail}");
@@ -249,7 +267,7 @@ fn observed_items(
                 {
                     status = Status::Pass;
                     message = format!("no pod, as none should run: {package} is {SCALED_TO_ZERO}");
-                    notable = true;
+                    detail = Some(message.clone());
                 }
             }
             let name = ItemName::new(&check.name, &obs.item);
@@ -258,6 +276,11 @@ fn observed_items(
                 _ => now,
             };
             new_memory.observed.insert(name.clone(), (status, since));
+            seen.push(Seen {
+                check: check_index,
+                since,
+                fact: obs.fact_at(now),
+            });
             items.push(Item {
                 check_type: check.type_name,
                 name,
@@ -265,11 +288,43 @@ fn observed_items(
                 message,
                 observed: obs.observed,
                 since: since.wall,
-                notable,
+                detail,
+                counts: obs.counts.clone(),
+                cause: None,
             });
         }
     }
-    items
+    (items, seen)
+}
+
+/// Sets each item's cause by the root-cause rules, over the items as observed (before any endpoint's
+/// policy, so both endpoints name the same causes), and returns the root causes.
+fn explain_items(
+    rules: &Rules,
+    snapshot: &Snapshot,
+    items: &mut [Item],
+    seen: &[Seen],
+    now: Moment,
+) -> Causes {
+    let observed: Vec<Observed<'_>> = items
+        .iter()
+        .zip(seen)
+        .map(|(item, s)| {
+            let check = &rules.checks[s.check];
+            Observed {
+                item,
+                since: s.since,
+                fact: s.fact.clone(),
+                package: check.package.as_ref(),
+                cluster: check.cluster.as_ref().map(Option::as_deref),
+            }
+        })
+        .collect();
+    let (explained, causes) = crate::causes::explain(&observed, &snapshot.clusters, now);
+    for (item, cause) in items.iter_mut().zip(explained) {
+        item.cause = cause;
+    }
+    causes
 }
 
 /// Whether `package` is, as of `now`, a passing package that Crossplane scaled to zero.

@@ -135,6 +135,9 @@ impl std::fmt::Display for ItemName {
     }
 }
 
+/// The objects behind one item, counted by state (`("ready", 412)`, …), in a fixed order of states.
+pub type StateCounts = Arc<[(&'static str, u64)]>;
+
 /// One item as its signal last saw it, before any endpoint policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
@@ -147,9 +150,50 @@ pub struct Item {
     pub observed: Timestamp,
     /// When its status last changed.
     pub since: Timestamp,
-    /// Its message is shown even while it passes (JSON `output`, the status page); see
-    /// [`crate::signals::Observation::notable`].
-    pub notable: bool,
+    /// What JSON `output` and the status page show instead of `message`, even while it passes
+    /// ([`crate::signals::Observation::detail`]).
+    pub detail: Option<String>,
+    /// The objects behind it by state, exported as `klutch_health_managed_resources{check,kind,state}`.
+    pub counts: Option<StateCounts>,
+    /// Which bad item (or cluster) explains this bad item, by the root-cause rules; `None` when nothing
+    /// does (then, while bad, it is a root cause itself).
+    pub cause: Option<Explained>,
+}
+
+/// How a bad item is explained: the root of its chain of causes, and its direct cause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    /// The root cause: the deepest bad item of the chain, or `cluster/NAME`.
+    pub root: ItemName,
+    /// The direct cause, by the rule that links the two.
+    pub via: ItemName,
+}
+
+/// A root cause: a bad item nothing else explains, or a cluster whose silent (or not ready) API server
+/// explains items of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootCause {
+    /// `CHECK/ITEM`, or `cluster/NAME`.
+    pub name: ItemName,
+    /// Its index in [`Report::items`]; `None` for `cluster/NAME`, which is a cause, never an item.
+    pub item: Option<usize>,
+    /// Its observed status (`fail` for a cluster).
+    pub status: Status,
+    pub message: String,
+    /// Since when it is so (for a cluster: since it went silent or not ready).
+    pub since: Timestamp,
+    /// The items it explains, directly or through others (indices into [`Report::items`], report order).
+    pub explains: Vec<usize>,
+}
+
+/// Every root cause of one evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Causes {
+    /// Clusters first, then items in report order.
+    pub roots: Vec<RootCause>,
+    /// `cluster/NAME` of every cluster the checks watch, whether it explains anything or not, so that its
+    /// `klutch_health_root_cause` series is exported from the start.
+    pub clusters: Vec<ItemName>,
 }
 
 /// An item as one endpoint counts it.
@@ -251,6 +295,11 @@ impl Counted {
 
     /// The message with the policy's notes around it, as the text and JSON forms show it.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        self.text_of(&self.message)
+    }
+
+    /// `message` (the item's own, or its fuller account) with the policy's notes around it.
+    pub fn text_of<'a>(&'a self, message: &'a str) -> std::borrow::Cow<'a, str> {
         let Notes {
             damping,
             require,
@@ -264,15 +313,15 @@ impl Counted {
                 },
                 ..self.clone()
             };
-            return o.around(&rest.text()).into();
+            return o.around(&rest.text_of(message)).into();
         }
         if damping.is_none() && require.is_none() {
-            return self.message.as_str().into();
+            return message.into();
         }
         let mut out = match damping {
-            Some(d) if self.message.is_empty() => d.clone(),
-            Some(d) => format!("{d}: {}", self.message),
-            None => self.message.clone(),
+            Some(d) if message.is_empty() => d.clone(),
+            Some(d) => format!("{d}: {message}"),
+            None => message.to_string(),
         };
         if let Some(r) = require {
             out = format!("{out} ({r})");
@@ -417,6 +466,8 @@ pub struct Report {
     pub backend: Option<Served>,
     /// Silences (expired ones too) and the maintenance window, as of `evaluated`.
     pub operating: Operating,
+    /// The root causes of the bad items (each item's own is [`Item::cause`]).
+    pub causes: Causes,
 }
 
 impl Report {

@@ -621,14 +621,25 @@ fn health(
     }
     if !q.verbose {
         // Only what does not pass: a keyword monitor looking for `ok` must not find it in a failure.
-        let body = render::text::failing(endpoint, &selection.unwrap_or_else(all), details);
+        let body = render::text::failing(
+            &latest.report,
+            endpoint,
+            &selection.unwrap_or_else(all),
+            details,
+        );
         return with_type(code, &TEXT, body.into());
     }
     let cached = common
         .then(|| latest.bodies.verbose(endpoint, details))
         .flatten();
     let body = cached.unwrap_or_else(|| {
-        render::text::verbose(endpoint, &selection.unwrap_or_else(all), details).into()
+        render::text::verbose(
+            &latest.report,
+            endpoint,
+            &selection.unwrap_or_else(all),
+            details,
+        )
+        .into()
     });
     with_type(code, &TEXT, body)
 }

@@ -347,7 +347,9 @@ pub(crate) mod tests {
                 message,
                 observed: now,
                 since: now,
-                notable: false,
+                detail: None,
+                counts: None,
+                cause: None,
             })
             .collect();
         let empty = |endpoint| EndpointReport {
@@ -361,6 +363,7 @@ pub(crate) mod tests {
             readyz: empty(Endpoint::Readyz),
             backend: None,
             operating: Default::default(),
+            causes: Default::default(),
         }
     }
 

@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 
 use crate::estate::BindingState;
 use crate::{
-    BackendMode, OddEntries, PackageHealth, PackageKind, PodState, SimControlPlane, WatchFault,
+    BackendMode, ManagedKind, ManagedState, OddEntries, PackageHealth, PackageKind, PodState,
+    SimControlPlane, WatchFault,
 };
 
 /// Serves the control API on `listener` until the process ends.
@@ -53,6 +54,8 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
       | …/add | …/add-app-mode   another binding, its konnector on the control plane or in the app cluster
       (the konnector's availability: /deployment/klutch-bind-NAMESPACE-NAME/konnector-NAME/unavailable)
   /pod/evicted|completed|terminating|unschedulable/add | …/remove   a provider-anynines pod beside the Ready one
+  /provider-anynines/crash-loop | …/recover   its pod in CrashLoopBackOff, the Provider Healthy=False, the
+      health server refusing, ProviderConfigs no longer re-checked (one broken part, many symptoms)
   /backend/mode/healthy|500|hang|slow|garbage|not-object|huge|truncated|reset|refuse|duplicate-keys|html
   /backend/entries/empty|endpoint|invalid-names|many|seeded      odd bodies (many: 10 000 keys)
   /api/down | /api/up | /api/cut-watches | /api/compact | /api/expire | /api/hang | /api/unhang
@@ -62,6 +65,10 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /api/watch/PLURAL/forbidden | …/error | …/ok                the same for one resource (e.g. pods)
   /api/endless/PLURAL/on | …/off    every LIST page of PLURAL (e.g. pods) continues forever
   /api/list/PLURAL/forbidden | …/ok  LIST of PLURAL answers 403 (watches unaffected)
+  /managed/KIND/NAME/ready|failing|creating|deleting|paused|pending|unavailable | …/remove
+      KIND: serviceinstances|servicebindings|backups|restores; a missing NAME is created
+  /managed/KIND/many/N[/STATE[/PROVIDERCONFIG]]   N more of KIND (default ready, the kind's ProviderConfig)
+  /crd/PLURAL.GROUP/delete | …/create   e.g. backups.dataservices.anynines.com: gone (404), then back empty
   /objects            apply a JSON object or an array of objects (body)
   GET /stats          request counts of both fakes
 ";
@@ -102,6 +109,14 @@ async fn control(cp: &SimControlPlane, req: Request<Incoming>) -> Response<Full<
             ["backend", rest @ ..] => backend_verb(cp, rest),
             ["package", plural, name, verb] => package_verb(cp, plural, name, verb),
             ["konnector", ns, rest @ ..] => konnector_verb(cp, ns, rest),
+            ["managed", plural, rest @ ..] => managed_verb(cp, plural, rest),
+            ["crd", crd, verb @ ("delete" | "create")] => {
+                if cp.api.set_crd(crd, *verb == "create") {
+                    done()
+                } else {
+                    Refused(format!("no resource {crd:?} (write PLURAL.GROUP, e.g. backups.dataservices.anynines.com)"))
+                }
+            }
             ["clusterbinding", ns, "add"] => {
                 cp.add_cluster_binding(ns, Duration::from_secs(30));
                 done()
@@ -237,6 +252,9 @@ fn estate_verb(cp: &SimControlPlane, parts: &[&str]) -> Outcome {
         ["backend-deployment", name @ ("anynines-backend" | "klutch-bind-backend")] => {
             cp.rename_backend_deployment(name)
         }
+        ["provider-anynines", verb @ ("crash-loop" | "recover")] => {
+            cp.crash_loop_provider(*verb == "crash-loop")
+        }
         ["pod", state, verb @ ("add" | "remove")] => {
             let Some(state) = PodState::from_word(state) else {
                 return Refused(format!("unknown pod state {state:?}"));
@@ -280,6 +298,52 @@ fn package_verb(cp: &SimControlPlane, plural: &str, name: &str, verb: &str) -> O
         done()
     } else {
         Refused(format!("no {} {name:?}", kind.kind()))
+    }
+}
+
+fn managed_verb(cp: &SimControlPlane, plural: &str, rest: &[&str]) -> Outcome {
+    let Some(kind) = ManagedKind::from_plural(plural) else {
+        return Refused(format!(
+            "unknown managed resource kind {plural:?}: serviceinstances, servicebindings, backups or restores"
+        ));
+    };
+    let state = |word: Option<&&str>| {
+        match word {
+        None => Ok(ManagedState::Ready),
+        Some(w) => ManagedState::from_word(w).ok_or_else(|| {
+            format!("unknown state {w:?}: ready, failing, creating, deleting, paused, pending or unavailable")
+        }),
+    }
+    };
+    match rest {
+        ["many", n, more @ ..] if more.len() <= 2 => {
+            let Ok(n) = n.parse::<usize>() else {
+                return Refused(format!("invalid count {n:?}: a whole number, e.g. 10000"));
+            };
+            match state(more.first()) {
+                Ok(s) => Done(format!(
+                    "{}\n",
+                    cp.add_many_managed(kind, n, s, more.get(1).copied())
+                )),
+                Err(why) => Refused(why),
+            }
+        }
+        [name, "remove"] => {
+            if cp.remove_managed(kind, name) {
+                done()
+            } else {
+                Refused(format!("no {} {name:?}", kind.kind()))
+            }
+        }
+        [name, word] => match state(Some(word)) {
+            Ok(s) if cp.set_managed(kind, name, s) => done(),
+            Ok(_) => Refused(format!(
+                "a pending operation is a ServiceInstance's alone, not a {}'s",
+                kind.kind()
+            )),
+            Err(why) => Refused(why),
+        },
+        _ => Unknown,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Both fakes seeded as a healthy Klutch control plane, with the faults an operator meets.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 use crate::api::now_rfc3339 as now;
 use crate::estate::Konnectors;
 pub use crate::pods::provider_pod;
-use crate::pods::{provider_pod_in, PodState};
+use crate::pods::{crash_loop, provider_pod_in, PodState};
 use crate::{fixtures, FakeApi, FakeBackend};
 
 pub const PROVIDER_API: &str = "pkg.crossplane.io/v1";
@@ -32,6 +33,8 @@ pub struct SimControlPlane {
     pub api: FakeApi,
     pub backend: FakeBackend,
     pub(crate) konnectors: Arc<Konnectors>,
+    /// provider-anynines' container crash-loops: its health loop re-checks no ProviderConfig.
+    crashing: Arc<AtomicBool>,
 }
 
 impl SimControlPlane {
@@ -58,6 +61,7 @@ impl SimControlPlane {
             api,
             backend,
             konnectors: Arc::default(),
+            crashing: Arc::default(),
         };
         cp.seed();
         cp
@@ -86,6 +90,7 @@ impl SimControlPlane {
             .apply(fixtures::deployment_anynines_backend_available());
         self.api.apply(fixtures::deployment_konnector_available());
         self.api.apply(provider_pod());
+        self.seed_managed();
     }
 
     /// The ProviderConfig fails its health check, as provider-anynines records it, and the health server
@@ -273,10 +278,39 @@ impl SimControlPlane {
             .delete("v1", "Pod", Some("crossplane-system"), &name)
     }
 
+    /// provider-anynines' container crash-loops (`true`), or runs again (`false`), with everything that
+    /// follows from it in a real cluster: its pod is not Ready (`CrashLoopBackOff`), Crossplane marks the
+    /// Provider `Healthy=False` (its Deployment lacks minimum availability), the health server refuses
+    /// connections, and the health loop ([`SimControlPlane::spawn_provider_loop`]) re-checks no
+    /// ProviderConfig, so their `lastCheckTime` ages. One broken part, many symptoms.
+    pub fn crash_loop_provider(&self, crashing: bool) {
+        self.crashing.store(crashing, Ordering::SeqCst);
+        let name = provider_pod()["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.api
+            .update("v1", "Pod", Some("crossplane-system"), &name, |p| {
+                if crashing {
+                    crash_loop(p);
+                } else {
+                    p["status"] = provider_pod()["status"].clone();
+                }
+            });
+        self.set_provider_healthy("provider-anynines", !crashing);
+        self.backend.set_mode(if crashing {
+            crate::BackendMode::Refuse
+        } else {
+            crate::BackendMode::Healthy
+        });
+    }
+
     /// Refreshes every ProviderConfig's `lastCheckTime` like provider-anynines' health loop: every
-    /// `healthy_every` for passing configs, `failing_every` for failing ones. Runs until the process ends.
+    /// `healthy_every` for passing configs, `failing_every` for failing ones, while the provider runs (not
+    /// while it crash-loops). Runs until the process ends.
     pub fn spawn_provider_loop(&self, healthy_every: Duration, failing_every: Duration) {
         let api = self.api.clone();
+        let crashing = self.crashing.clone();
         tokio::spawn(async move {
             let tick = healthy_every
                 .min(failing_every)
@@ -285,6 +319,9 @@ impl SimControlPlane {
                 Default::default();
             loop {
                 tokio::time::sleep(tick).await;
+                if crashing.load(Ordering::SeqCst) {
+                    continue;
+                }
                 for name in PROVIDER_CONFIGS {
                     let Some(pc) = api.get(PROVIDER_CONFIG_API, "ProviderConfig", None, name)
                     else {

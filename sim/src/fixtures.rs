@@ -43,6 +43,8 @@ fixture!(
     clusterbinding_heartbeat_pending,
     "clusterbinding-heartbeat-pending.json"
 );
+fixture!(serviceinstance_ready, "serviceinstance-ready.json");
+fixture!(serviceinstance_failing, "serviceinstance-failing.json");
 fixture!(
     provider_v2_awaiting_activation,
     "provider-v2-awaiting-activation.json"

@@ -211,12 +211,15 @@ curl -X POST {control}/konnector/kube-bind-7xk2p/silence                    # �
 curl -X POST {control}/clusterbinding/kube-bind-new01/add                   # another app cluster\n  \
 curl -X POST {control}/appclusterbinding/team-a/prod/konnector-missing      # …/konnector-back, …/secret-invalid, …/ready\n  \
 curl -X POST {control}/pod/evicted/add                                      # …/remove; completed, terminating, unschedulable\n  \
+curl -X POST {control}/managed/serviceinstances/pg-prod-7/failing           # …/ready, creating, deleting, paused, pending, remove\n  \
+curl -X POST {control}/managed/serviceinstances/many/100/failing/redis-service-broker   # 100 more; …/many/10000\n  \
+curl -X POST {control}/crd/backups.dataservices.anynines.com/delete        # …/create\n  \
 curl -X POST {control}/backend/mode/500                                     # …/healthy, duplicate-keys, html\n  \
 curl -X POST {control}/backend/entries/empty                                # …/seeded, endpoint, invalid-names, many\n  \
 curl -X POST {control}/api/freeze                                           # …/unfreeze; …/down, …/up\n  \
 curl -X POST {control}/api/watch/forbidden                                  # …/error, …/ok; …/bookmarks/off\n  \
 curl {control}/                                                             # every verb\n\n\
-kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings,appclusterbindings -A\n\nCtrl-C stops everything.\n",
+kubectl works too: KUBECONFIG={} kubectl get providers,configurations,functions; kubectl get clusterbindings,appclusterbindings -A; kubectl get managed\n\nCtrl-C stops everything.\n",
         kubeconfig.display()
     );
     let status = tokio::select! {

@@ -125,3 +125,25 @@ Container package-runtime was using 412Mi, request is 0, has larger consumption 
     }
     pod
 }
+
+/// The container of a Ready provider pod crash-looping, as the kubelet reports it: waiting in
+/// `CrashLoopBackOff` after seven restarts, the pod `Ready=False` (`ContainersNotReady`).
+pub fn crash_loop(pod: &mut Value) {
+    let c = &mut pod["status"]["containerStatuses"][0];
+    c["ready"] = json!(false);
+    c["restartCount"] = json!(7);
+    c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+        "message": "back-off 5m0s restarting failed container=package-runtime"}});
+    c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error",
+        "startedAt": "2024-08-20T13:01:00Z", "finishedAt": "2024-08-20T13:02:00Z"}});
+    if let Some(conditions) = pod["status"]["conditions"].as_array_mut() {
+        for cond in conditions
+            .iter_mut()
+            .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
+        {
+            cond["status"] = json!("False");
+            cond["reason"] = json!("ContainersNotReady");
+            cond["message"] = json!("containers with unready status: [package-runtime]");
+        }
+    }
+}

@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(names, ["team-a.prod", "team-b.staging.eu"]);
         let o = only(observe(&[], &[], now));
         assert_eq!(
-            (o.item.as_str(), o.status, o.notable),
+            (o.item.as_str(), o.status, o.detail.is_some()),
             ("_none", Status::Pass, true)
         );
     }

@@ -24,7 +24,7 @@ use crate::clock::Moment;
 use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
 use crate::report::{Passthrough, Status};
-use crate::signals::{Observation, Sink};
+use crate::signals::{Fact, NoAnswer, Observation, Sink};
 use crate::telemetry::LogLimiter;
 use crate::values::{duration, http_url, KeyError};
 
@@ -138,6 +138,20 @@ impl PollError {
             PollError::Request(_) | PollError::Body(_) => "transport_error",
             PollError::TooLarge(_) => "too_large",
             PollError::InvalidJson { .. } | PollError::NotObject(_) => "invalid_body",
+        }
+    }
+
+    /// Whether this is what a stopped or broken server does (refused or reset, timed out, a 5xx): the
+    /// root-cause rules blame the provider's pods for these, never for an answer that cannot be read.
+    pub fn no_answer(&self) -> Option<NoAnswer> {
+        match self {
+            PollError::Connect(_) => Some(NoAnswer::Refused),
+            PollError::Request(_) => Some(NoAnswer::Reset),
+            PollError::Timeout(_) => Some(NoAnswer::TimedOut),
+            PollError::Status { status, .. } if status.is_server_error() => {
+                Some(NoAnswer::ServerError)
+            }
+            _ => None,
         }
     }
 
@@ -450,12 +464,16 @@ impl Poller {
         if let Some(left_out) = self.errors.allow() {
             tracing::warn!(check = %self.check, url = %self.config.url, error = %e, outcome = e.outcome(), failed_polls = self.failures, left_out, "upstream poll failed");
         }
-        let mut items = vec![Observation::new(
+        let mut endpoint = Observation::new(
             ENDPOINT_ITEM,
             Status::Fail,
             format!("GET {}: {e}", self.config.url),
             at,
-        )];
+        );
+        if let Some(no_answer) = e.no_answer() {
+            endpoint = endpoint.with_fact(Fact::NoAnswer(no_answer));
+        }
+        let mut items = vec![endpoint];
         let unknown = format!(
             "not known: the last poll failed (see {}/{ENDPOINT_ITEM})",
             self.check
@@ -524,4 +542,49 @@ fn judge(
         });
     }
     parse_body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refused (or reset before an answer), timed out and 5xx are what a stopped or broken provider does;
+    /// an answer that cannot be read, or a 4xx (a wrong path), is not.
+    #[test]
+    fn only_refused_timed_out_and_5xx_polls_got_no_answer() {
+        let status = |code: u16| PollError::Status {
+            status: http::StatusCode::from_u16(code).expect("a status"),
+            body: Bytes::new(),
+        };
+        let table = [
+            (
+                PollError::Connect("refused".into()),
+                Some(NoAnswer::Refused),
+            ),
+            (
+                PollError::Timeout(Duration::from_secs(2)),
+                Some(NoAnswer::TimedOut),
+            ),
+            (status(500), Some(NoAnswer::ServerError)),
+            (status(503), Some(NoAnswer::ServerError)),
+            (status(404), None),
+            (
+                PollError::Request("connection reset by peer".into()),
+                Some(NoAnswer::Reset),
+            ),
+            (PollError::Body("connection closed mid-body".into()), None),
+            (PollError::TooLarge(1), None),
+            (
+                PollError::InvalidJson {
+                    reason: "eof".into(),
+                    body: Bytes::new(),
+                },
+                None,
+            ),
+            (PollError::NotObject("an array"), None),
+        ];
+        for (e, want) in table {
+            assert_eq!(e.no_answer(), want, "{e}");
+        }
+    }
 }

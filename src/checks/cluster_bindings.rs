@@ -344,6 +344,7 @@ pub fn judge(b: &Binding, seen: Option<Moment>, watch: &Liveness, now: Moment) -
             at: Due::Mono(deadline.mono),
             status: Status::Fail,
             message: silent,
+            fact: None,
         }),
         // The deadline passed while the watch was still live: that counts.
         Some((since, _)) if deadline.mono < since.mono => item(Status::Fail, silent),
@@ -353,6 +354,7 @@ pub fn judge(b: &Binding, seen: Option<Moment>, watch: &Liveness, now: Moment) -
             at: Due::Mono(deadline.mono),
             status: Status::Unknown,
             message: reason.clone(),
+            fact: None,
         }),
     }
 }

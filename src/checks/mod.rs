@@ -8,6 +8,7 @@ pub mod app_cluster_bindings;
 pub mod backend_status;
 pub mod cluster_bindings;
 pub mod deployments;
+pub mod managed_resources;
 pub mod packages;
 pub mod pods;
 pub mod provider_configs;
@@ -17,6 +18,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
 use crate::kubernetes::watch::{follow, waiting, Destination, Source, Specs, Watches};
-pub(crate) use crate::kubernetes::watch::{keep_status, WatchSpec, WatchState};
+pub(crate) use crate::kubernetes::watch::{keep_status, Tally, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
 use crate::values::KeyError;
@@ -42,6 +44,7 @@ pub const TYPES: &[Registration] = &[
     Registration::of::<pods::Pods>(),
     Registration::of::<cluster_bindings::ClusterBinding>(),
     Registration::of::<app_cluster_bindings::AppClusterBinding>(),
+    Registration::of::<managed_resources::ManagedResources>(),
 ];
 
 /// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,
@@ -311,6 +314,26 @@ impl<'a> Run<'a> {
         self.follow_to(to, specs, judge);
     }
 
+    /// The starting check, for watches whose RBAC `rows` a check declares: `None` while the watches are
+    /// only listed (the rows are recorded then), and without a cluster (which cannot happen: a check that
+    /// declares a watch gets one). Its restart counter is exported at 0 from here.
+    fn watching(&mut self, rows: impl FnOnce() -> Vec<WatchTarget>) -> Option<&mut Starting<'a>> {
+        let check = self.check;
+        let s = match &mut self.mode {
+            Mode::Declare(declared) => {
+                declared.extend(rows());
+                return None;
+            }
+            Mode::Start(s) => s,
+        };
+        if s.kube.is_none() {
+            tracing::error!(check, "a check follows a watch without a cluster");
+            return None;
+        }
+        s.metrics.watch_restarts_from_zero(check);
+        Some(s)
+    }
+
     fn follow_to<S, J>(&mut self, to: Destination, specs: S, judge: J)
     where
         S: Specs,
@@ -319,29 +342,20 @@ impl<'a> Run<'a> {
             + Send
             + 'static,
     {
-        let s = match &mut self.mode {
-            Mode::Declare(rows) => return rows.extend(specs.rows()),
-            Mode::Start(s) => s,
-        };
-        let Some(kube) = s.kube.as_mut() else {
-            // A check that follows a watch declared it, so it got its cluster: this cannot happen.
-            tracing::error!(
-                check = self.check,
-                "a check follows a watch without a cluster"
-            );
+        let (check, placeholders) = (self.check, self.placeholders.clone());
+        let Some(s) = self.watching(|| specs.rows()) else {
             return;
         };
-        s.metrics.watch_restarts_from_zero(self.check);
+        let Some(kube) = s.kube.as_mut() else { return };
         let source = specs.start(
             kube.watches,
             &kube.client,
             kube.cluster.as_deref(),
-            self.check,
+            check,
             s.metrics,
         );
-        let (sink, stale_after, placeholders) =
-            (s.sink.clone(), kube.stale_after, self.placeholders.clone());
-        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
+        let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
+        s.tasks.supervise(check, s.sink, s.metrics, move || {
             follow(
                 source.clone(),
                 to.clone(),
@@ -349,6 +363,50 @@ impl<'a> Run<'a> {
                 stale_after,
                 placeholders.clone(),
                 judge.clone(),
+            )
+        });
+    }
+
+    /// Like `Run::follow_part`, for a kind of tens of thousands of objects: the check's own watch (not
+    /// shared) feeds each event into `tally`, which keeps a small record per object and its counts current
+    /// event by event, instead of a store of whole objects judged at every change; its items are published
+    /// at each change and when a deadline it names passes. The watch fails past `max_objects` objects (the
+    /// check's own key of that name). After a panic, a fresh clone of `tally` starts from a fresh list.
+    pub(crate) fn tally_part<K, T>(
+        &mut self,
+        part: &str,
+        spec: WatchSpec<K>,
+        max_objects: usize,
+        tally: T,
+    ) where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+        T: Tally<K> + Clone,
+    {
+        let check = self.check;
+        let Some(s) = self.watching(|| vec![spec.row()]) else {
+            return;
+        };
+        let Some(kube) = s.kube.as_mut() else { return };
+        let watch = kube.watches.private(
+            &spec,
+            kube.client.clone(),
+            kube.cluster.as_deref(),
+            check,
+            max_objects,
+        );
+        let to = Destination {
+            check: check.to_string(),
+            part: Some(part.to_string()),
+        };
+        let (sink, metrics, stale_after) = (s.sink.clone(), s.metrics.clone(), kube.stale_after);
+        s.tasks.supervise(check, s.sink, s.metrics, move || {
+            watch.clone().tallied(
+                tally.clone(),
+                to.clone(),
+                sink.clone(),
+                stale_after,
+                &metrics,
             )
         });
     }
@@ -467,6 +525,62 @@ pub(crate) mod testing {
         assert_eq!(items.len(), 1, "{items:?}");
         items.into_iter().next().expect("one item")
     }
+
+    /// A fake API server: `answer(path, watching)` gives each request's status and body, `None` for a watch
+    /// that stays open and silent.
+    pub(crate) fn fake_api(
+        answer: impl Fn(&str, bool) -> Option<(u16, String)> + Clone + Send + Sync + 'static,
+    ) -> kube::Client {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let answer = answer.clone();
+            async move {
+                let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
+                let (code, body) = match answer(req.uri().path(), watching) {
+                    Some(answered) => answered,
+                    None => std::future::pending().await,
+                };
+                let mut r =
+                    http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Starts `check` of type `settings` against `client`, as a reload starts an added check.
+    pub(crate) fn started(
+        settings: &dyn super::Settings,
+        check: &str,
+        client: kube::Client,
+    ) -> (
+        crate::signals::Sink,
+        Arc<crate::metrics::Metrics>,
+        crate::signals::Tasks,
+    ) {
+        let (sink, metrics, mut tasks) = (
+            crate::signals::Sink::default(),
+            Arc::new(crate::metrics::Metrics::new()),
+            crate::signals::Tasks::default(),
+        );
+        settings.start(&mut super::Run::starting(
+            check,
+            Vec::new(),
+            super::Starting {
+                sink: &sink,
+                metrics: &metrics,
+                tasks: &mut tasks,
+                memory: &super::Memory::default(),
+                kube: Some(super::Kube {
+                    client,
+                    cluster: None,
+                    stale_after: std::time::Duration::from_secs(60),
+                    watches: &mut super::Watches::default(),
+                }),
+            },
+        ));
+        (sink, metrics, tasks)
+    }
 }
 
 #[cfg(test)]
@@ -523,66 +637,34 @@ mod tests {
     /// A fake API server: pods list (one pod, then a watch that stays open); deployments are forbidden,
     /// or list one Deployment the same way when `deployments` says so.
     fn fake_api(deployments: bool) -> kube::Client {
-        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| async move {
-            let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
-            let path = req.uri().path().to_string();
+        testing::fake_api(move |path, watching| {
             let listed = path.ends_with("/pods") || (deployments && path.ends_with("/deployments"));
             if watching && listed {
-                std::future::pending::<()>().await;
+                return None;
             }
-            let (code, body) = if path.ends_with("/pods") {
+            Some(if path.ends_with("/pods") {
                 (
                     200,
-                    r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#,
+                    r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"name":"p","namespace":"ns-a","uid":"u"}}]}"#.into(),
                 )
             } else if listed {
                 (
                     200,
-                    r#"{"kind":"DeploymentList","apiVersion":"apps/v1","metadata":{"resourceVersion":"6"},"items":[{"metadata":{"name":"d","namespace":"ns-b","uid":"v"}}]}"#,
+                    r#"{"kind":"DeploymentList","apiVersion":"apps/v1","metadata":{"resourceVersion":"6"},"items":[{"metadata":{"name":"d","namespace":"ns-b","uid":"v"}}]}"#.into(),
                 )
             } else {
                 (
                     403,
-                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#,
+                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden","reason":"Forbidden","code":403}"#.into(),
                 )
-            };
-            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-            *r.status_mut() = http::StatusCode::from_u16(code).expect("a status");
-            Ok::<_, std::convert::Infallible>(r)
-        });
-        kube::Client::new(service, "default")
+            })
+        })
     }
 
     /// Starts `check` of type `settings` against [`fake_api`] (deployments forbidden), as a reload starts
     /// an added check.
     fn started(settings: &dyn Settings, check: &str) -> (Sink, Arc<Metrics>, Tasks) {
-        started_against(settings, check, fake_api(false))
-    }
-
-    fn started_against(
-        settings: &dyn Settings,
-        check: &str,
-        client: kube::Client,
-    ) -> (Sink, Arc<Metrics>, Tasks) {
-        let (sink, metrics, mut tasks) =
-            (Sink::default(), Arc::new(Metrics::new()), Tasks::default());
-        settings.start(&mut Run::starting(
-            check,
-            Vec::new(),
-            Starting {
-                sink: &sink,
-                metrics: &metrics,
-                tasks: &mut tasks,
-                memory: &Memory::default(),
-                kube: Some(Kube {
-                    client,
-                    cluster: None,
-                    stale_after: Duration::from_secs(60),
-                    watches: &mut Watches::default(),
-                }),
-            },
-        ));
-        (sink, metrics, tasks)
+        testing::started(settings, check, fake_api(false))
     }
 
     #[test]
@@ -671,7 +753,7 @@ mod tests {
     /// that has not listed and why.
     #[tokio::test(start_paused = true)]
     async fn a_judge_of_two_watches_waits_for_both_and_reads_both() {
-        let (sink, _, tasks) = started_against(&Joined {}, "j", fake_api(true));
+        let (sink, _, tasks) = testing::started(&Joined {}, "j", fake_api(true));
         tokio::time::sleep(Duration::from_secs(5)).await;
         let snapshot = sink.snapshot();
         let items = &snapshot.checks["j"];

@@ -375,7 +375,7 @@ mod tests {
                 "scaled to zero until a ManagedResourceDefinition is active"
             )
         );
-        assert!(o.notable);
+        assert!(o.detail.is_some());
         assert_eq!(o.fact, Some(Fact::ScaledToZero));
         // Active again (or a Crossplane 1.x provider): the plain pass, with no fact.
         let mut active = awaiting.clone();
@@ -383,7 +383,7 @@ mod tests {
             json!({"type": "RuntimeActive", "status": "True", "reason": "ActiveRuntime"});
         let o = only(packages::observe(&[object(active)], None, now));
         assert_eq!(
-            (o.status, o.message.as_str(), o.notable, o.fact),
+            (o.status, o.message.as_str(), o.detail.is_some(), o.fact),
             (
                 Status::Pass,
                 "installed and healthy (provider-kubernetes-4b0c2a9d1e3f)",

@@ -281,6 +281,7 @@ fn recent_restart(
                 at: Due::Wall(end),
                 status: Status::Pass,
                 message: ready_message,
+                fact: None,
             })
         }
         _ => Observation::new(name, Status::Pass, ready_message, now),

@@ -18,7 +18,7 @@ use super::{keep_status, CheckType, Link, Run, WatchSpec};
 use crate::clock::{Due, Moment};
 use crate::human;
 use crate::report::Status;
-use crate::signals::{Expiry, Observation};
+use crate::signals::{Expiry, Fact, Observation};
 use crate::values::duration;
 
 /// The keys of a `provider-config` check.
@@ -163,6 +163,7 @@ fn judge(
                 "not checked yet by provider-anynines",
                 now,
             )
+            .with_fact(Fact::Unchecked)
         }
         Some(Value::String(t)) => match t.parse::<Timestamp>() {
             Ok(t) => t,
@@ -213,6 +214,7 @@ fn judge(
                 "provider-anynines has not checked it since {checked} (more than {}): its health loop may be stuck",
                 human::duration(stale_after)
             ),
+            fact: Some(Fact::Unchecked),
         });
     }
     // Never a fresh ok from a time that has not happened yet; the staleness bound counts from when it was
@@ -231,6 +233,7 @@ fn judge(
             "{skew} It has not changed for more than {}: provider-anynines' health loop may be stuck",
             human::duration(stale_after)
         ),
+        fact: Some(Fact::Unchecked),
     })
 }
 

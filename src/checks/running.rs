@@ -137,6 +137,7 @@ impl Running {
             changes.removed.push(name);
         }
         self.watches.stop_unused();
+        self.watches.report_clusters(sink);
         changes
     }
 }

@@ -61,14 +61,17 @@ pub(crate) fn verb(e: &watcher::Error) -> Verb {
 
 /// Whether the API server itself refused (a Status answer or an ERROR event), as opposed to a connection that
 /// failed: only a refusal means LIST works while WATCH does not; a lost connection is the cluster's trouble.
+/// `410 Gone` (the resourceVersion was compacted away) is no refusal: the watch relists, as it should.
 pub(crate) fn refused(e: &watcher::Error) -> bool {
-    matches!(
-        e,
-        watcher::Error::InitialListFailed(kube::Error::Api(_))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(_))
-            | watcher::Error::WatchFailed(kube::Error::Api(_))
-            | watcher::Error::WatchError(_)
-    )
+    match e {
+        watcher::Error::WatchError(status) => status.code != 410,
+        e => matches!(
+            e,
+            watcher::Error::InitialListFailed(kube::Error::Api(_))
+                | watcher::Error::WatchStartFailed(kube::Error::Api(_))
+                | watcher::Error::WatchFailed(kube::Error::Api(_))
+        ),
+    }
 }
 
 /// One line: `watch on pods in namespace x forbidden: grant the verb "watch" …`.
@@ -280,6 +283,14 @@ mod tests {
             describe(&e, &providerconfigs()),
             "the API server no longer serves providerconfigs.dataservices.anynines.com: is provider-anynines installed?"
         );
+    }
+
+    #[test]
+    fn an_expired_watch_is_no_refusal() {
+        let expired = watcher::Error::WatchError(Box::new(status(410, "Expired", "too old")));
+        assert!(!refused(&expired), "a 410 relists like any broken watch");
+        let error = watcher::Error::WatchError(Box::new(status(500, "InternalError", "etcd")));
+        assert!(refused(&error));
     }
 
     #[test]

@@ -30,23 +30,15 @@ use super::answers::{AnswersLayer, Evidence};
 use super::settings::Cluster;
 use crate::clock::Moment;
 use crate::human::{error_chain, timestamp};
+use crate::signals::ClusterDown;
 
 /// Whether a cluster's API server answers, and is ready.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Health {
     /// Since when, and why, it does not; `None` while it answers ready.
-    pub down: Option<Down>,
+    pub down: Option<ClusterDown>,
     /// How often it came back: each time, its watches restart.
     pub recoveries: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Down {
-    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
-    pub since: Moment,
-    pub message: String,
-    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
-    pub not_ready: bool,
 }
 
 /// A cluster's client, and what is known of its API server.
@@ -220,7 +212,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 if tx.borrow().down.as_ref().map(|d| &d.message) != Some(&message) {
                     tracing::warn!(cluster = %probe.cluster, %message, "API server does not answer");
                     tx.send_modify(|h| {
-                        h.down = Some(Down {
+                        h.down = Some(ClusterDown {
                             since,
                             message,
                             not_ready,

@@ -78,7 +78,7 @@ impl Cluster {
     }
 }
 
-/// Default `max_objects`, chosen with the shipped containers' memory limit (256Mi) so that this bound trips
+/// Default `max_objects`, chosen with the shipped containers' memory limit (320Mi) so that this bound trips
 /// first (BENCHMARKS.md, "Memory bound"): about 11 MiB without objects, about 5.5 KiB per object buffered
 /// by a LIST that never completes, about 7 KiB per object once it is an item. Seven watches (the shipped
 /// checks and the package and ClusterBinding ones) all paging endlessly up to the bound at once need about

@@ -1,19 +1,21 @@
 //! The report in the shape of the IETF draft "Health Check Response Format for HTTP APIs"
-//! (`application/health+json`), with the extensions `since` on each item and `silenced` on a silenced one.
-//! `output` is left out of a passing item, as the draft advises, unless its message is notable (a provider
+//! (`application/health+json`), with the extensions `since` on each item, `silenced` on a silenced one,
+//! `cause` (the root cause) and `via` (the direct cause) on an explained one, and the top-level `causes`.
+//! `output` is left out of a passing item, as the draft advises, unless the item has a fuller account (a managed-resources kind, a provider
 //! scaled to zero).
 //!
 //! Serialized straight from borrowed structs, not through `serde_json::Value`: with thousands of items a
 //! map per item would cost more memory than the report itself.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::{Details, Identity};
-use crate::report::{overall, Counted, OperatorKind, Report, Selection, Status};
+use crate::report::{overall, Counted, Item, OperatorKind, Report, Selection, Status};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,6 +27,19 @@ struct Document<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<&'a str>,
     checks: Checks<'a>,
+    /// Extension: each root cause of the items shown, with the items it explains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    causes: Vec<CauseDoc<'a>>,
+}
+
+/// A root cause: `CHECK/ITEM` or `cluster/NAME`, what it says, and the items of this answer it explains.
+#[derive(Serialize)]
+struct CauseDoc<'a> {
+    name: &'a str,
+    status: &'static str,
+    output: Cow<'a, str>,
+    since: Timestamp,
+    explains: Vec<&'a str>,
 }
 
 /// Check name → its items, in report order.
@@ -47,6 +62,12 @@ struct ItemDoc<'a> {
     /// Extension: the `[[silence]]` that keeps this item from failing the endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     silenced: Option<Silenced<'a>>,
+    /// Extension: the root cause that explains this bad item (`CHECK/ITEM` or `cluster/NAME`)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a str>,
+    /// ...and its direct cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -75,9 +96,7 @@ impl<'a> Checks<'a> {
             component_type: item.map_or("policy", |i| i.check_type),
             status: c.status.as_str(),
             time: item.map_or(self.report.evaluated.wall, |i| i.observed),
-            // A passing item's message only when it tells something `ok` would hide.
-            output: (c.status != Status::Pass || item.is_some_and(|i| i.notable))
-                .then(|| self.details.counted(c)),
+            output: self.output(c, item),
             since: c.since,
             silenced: c
                 .notes
@@ -91,8 +110,59 @@ impl<'a> Checks<'a> {
                         Details::Withheld => super::WITHHELD,
                     },
                 }),
+            cause: item.and_then(|i| i.cause.as_ref()).map(|c| c.root.as_str()),
+            via: item.and_then(|i| i.cause.as_ref()).map(|c| c.via.as_str()),
         }
     }
+}
+
+impl<'a> Checks<'a> {
+    /// The item's fuller account when it has one (even while it passes; nothing when details are withheld
+    /// from a passing item), else its message when it does not pass.
+    fn output(&self, c: &'a Counted, item: Option<&'a Item>) -> Option<Cow<'a, str>> {
+        match (item.and_then(|i| i.detail.as_deref()), c.status) {
+            (Some(_), Status::Pass) if self.details == Details::Withheld => None,
+            (Some(detail), _) => Some(self.details.counted_of(c, detail)),
+            (None, Status::Pass) => None,
+            (None, _) => Some(self.details.counted(c)),
+        }
+    }
+}
+
+/// The root causes of the items of `selection`, each with the items it explains there.
+fn causes<'a>(
+    report: &'a Report,
+    selection: &Selection<'a>,
+    details: Details,
+) -> Vec<CauseDoc<'a>> {
+    // One pass over the items, one over the roots: thousands of each stay cheap.
+    let mut explained: HashMap<&str, Vec<&'a str>> = HashMap::new();
+    for c in &selection.items {
+        if let Some(cause) = c
+            .item
+            .and_then(|i| report.items.get(i))
+            .and_then(|i| i.cause.as_ref())
+        {
+            explained
+                .entry(cause.root.as_str())
+                .or_default()
+                .push(c.name.as_str());
+        }
+    }
+    report
+        .causes
+        .roots
+        .iter()
+        .filter_map(|root| {
+            Some(CauseDoc {
+                name: root.name.as_str(),
+                status: root.status.as_str(),
+                output: details.message(&root.message),
+                since: root.since,
+                explains: explained.remove(root.name.as_str())?,
+            })
+        })
+        .collect()
 }
 
 /// `output` overrides the top-level status with a failure, as while shutting down.
@@ -118,6 +188,7 @@ pub(crate) fn document(
             items: &selection.items,
             details,
         },
+        causes: causes(report, selection, details),
     };
     serde_json::to_string(&doc)
         .unwrap_or_else(|e| format!("{{\"status\":\"fail\",\"output\":\"cannot render: {e}\"}}"))

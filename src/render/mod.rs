@@ -28,7 +28,16 @@ impl Details {
     /// The message as this caller may see it, on one line.
     /// A counted item's message with the policy's notes, or the placeholder.
     pub(crate) fn counted(self, c: &crate::report::Counted) -> std::borrow::Cow<'_, str> {
-        match (self, c.text()) {
+        self.counted_of(c, &c.message)
+    }
+
+    /// [`Details::counted`] with `message` in place of the item's own (its fuller account).
+    pub(crate) fn counted_of<'a>(
+        self,
+        c: &'a crate::report::Counted,
+        message: &'a str,
+    ) -> std::borrow::Cow<'a, str> {
+        match (self, c.text_of(message)) {
             (Details::Withheld, _) => match &c.notes.operator {
                 // What an operator declared is no secret of the item's; only the reason is withheld.
                 Some(o) => format!("{} until {}: {WITHHELD}", o.kind_str(), o.until).into(),
@@ -94,7 +103,7 @@ impl Bodies {
         Bodies {
             verbose: each(&|e, d| {
                 let selection = report.endpoint(e).all();
-                text::verbose(e, &selection, d).into()
+                text::verbose(report, e, &selection, d).into()
             }),
             json: each(&|e, d| {
                 let selection = report.endpoint(e).all();

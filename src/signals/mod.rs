@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
-use crate::report::{Passthrough, Status};
+use crate::report::{Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
@@ -32,22 +32,62 @@ pub struct Observation {
     /// The Kubernetes object the item is about, so that Events can name it (`None`: no object, or not
     /// one of the default cluster).
     pub regarding: Option<ObjectRef>,
-    /// Its message says something a passing `ok` would hide (a provider scaled to zero): JSON `output` and
-    /// the status page show it even while the item passes; the text line stays `ok`.
-    pub notable: bool,
+    /// A fuller account than `message`, which JSON `output` and the status page show instead, even while
+    /// the item passes (a managed-resources kind: its counts, and up to 20 failing resources each with its
+    /// ProviderConfig, where the text names 5). `None`: the message, shown only when not passing. Dropped
+    /// once an expiry has passed: it would describe what is no longer known.
+    pub detail: Option<String>,
+    /// The objects behind the item, counted by state (a managed-resources kind), for
+    /// `klutch_health_managed_resources`.
+    pub counts: Option<StateCounts>,
     /// What the item is, as links between checks read it (a check's `package`): a fact, never words
     /// parsed from its message.
     pub fact: Option<Fact>,
 }
 
-/// What an item is, beyond its status, for the rules that link one check's items to another's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an item is, beyond its status, for the rules that link one check's items to another's (a
+/// check's `package`, and the root-cause rules of [`crate::causes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     /// A Crossplane package scaled to zero until one of its ManagedResourceDefinitions is active: no pod
     /// of it runs, and none should.
     ScaledToZero,
     /// A `pods` check found no pod that has not finished.
     NoPod,
+    /// A poll of a health server got no answer a running server gives: what a stopped or broken provider
+    /// pod causes, unlike an answer that cannot be read.
+    NoAnswer(NoAnswer),
+    /// A ProviderConfig provider-anynines has not checked: never, or not within `check_stale_after`.
+    Unchecked,
+    /// A managed-resources kind fails only by the resources of these ProviderConfigs (each past `fail_min`
+    /// and `fail_share`), by name: without them it would not fail.
+    FailsWithin(Arc<[Arc<str>]>),
+}
+
+/// How a poll went unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// The connection was refused (or could not be made).
+    Refused,
+    /// The connection was reset or closed before an answer came: what the first poll after a crash meets
+    /// on its kept-alive connection.
+    Reset,
+    /// Nothing came back within the poll's `timeout`.
+    TimedOut,
+    /// It answered with a 5xx status.
+    ServerError,
+}
+
+/// A cluster whose API server does not answer, or answers but is not ready: the evidence probe of its
+/// connection says so, and every item of that cluster turns `unknown` after `stale_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterDown {
+    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
+    pub since: Moment,
+    /// `API server of cluster default silent since …: no answer to GET /readyz within 10s`.
+    pub message: String,
+    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
+    pub not_ready: bool,
 }
 
 /// A Kubernetes object, as an Event's `regarding` names it.
@@ -87,6 +127,8 @@ pub struct Expiry {
     pub at: Due,
     pub status: Status,
     pub message: String,
+    /// What the item is from then on (replacing the observation's own fact).
+    pub fact: Option<Fact>,
 }
 
 impl Observation {
@@ -103,14 +145,28 @@ impl Observation {
             observed,
             expires: Vec::new(),
             regarding: None,
-            notable: false,
+            detail: None,
+            counts: None,
             fact: None,
         }
     }
 
-    /// The observation, with a message worth showing while it passes.
+    /// The observation, with a fuller account for JSON and the status page (see [`Observation::detail`]).
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The observation, with the counts of the objects behind it.
+    pub fn counts(mut self, counts: StateCounts) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// The observation, with its message worth showing while it passes (a provider scaled to zero): its
+    /// message is its fuller account.
     pub fn notable(mut self) -> Self {
-        self.notable = true;
+        self.detail = Some(self.message.clone());
         self
     }
 
@@ -133,11 +189,22 @@ impl Observation {
 
     /// Status and message as of `now`, after the latest expiry that has passed.
     pub fn at(&self, now: Moment) -> (Status, &str) {
+        self.expired(now)
+            .map_or((self.status, &self.message), |e| (e.status, &e.message))
+    }
+
+    /// What the item is as of `now`: the fact of the latest expiry that has passed, else its own.
+    pub fn fact_at(&self, now: Moment) -> Option<Fact> {
+        self.expired(now)
+            .map_or(self.fact.clone(), |e| e.fact.clone())
+    }
+
+    /// The latest expiry passed at `now`, if any: then the observation no longer says what was observed.
+    pub fn expired(&self, now: Moment) -> Option<&Expiry> {
         self.expires
             .iter()
             .filter(|e| e.at.passed(now))
             .max_by_key(|e| e.at.instant(now))
-            .map_or((self.status, &self.message), |e| (e.status, &e.message))
     }
 }
 
@@ -151,6 +218,9 @@ pub struct Snapshot {
     pub polls: BTreeMap<String, Passthrough>,
     /// Checks whose signal has not delivered its first real observation yet.
     pub unsynced: BTreeSet<String>,
+    /// Clusters whose API server is down now, by name (`None`: the default cluster), as their connections'
+    /// evidence probes last said.
+    pub clusters: BTreeMap<Option<String>, ClusterDown>,
 }
 
 /// Where signals publish. Cheap to clone; the engine wakes on every publish.
@@ -231,6 +301,7 @@ impl Sink {
                         message: message.to_string(),
                         observed: now,
                         expires: Vec::new(),
+                        detail: None,
                         ..o.clone()
                     })
                     .collect(),
@@ -250,6 +321,31 @@ impl Sink {
         s.unsynced.retain(|c| configured(c));
         s.checks.retain(|c, _| configured(c));
         s.polls.retain(|c, _| configured(c));
+    }
+
+    /// Records what the evidence probe of `cluster` (`None`: the default one) says now: down since when and
+    /// why, or answering (`None`).
+    pub fn cluster(&self, cluster: Option<&str>, down: Option<ClusterDown>) {
+        let key = cluster.map(str::to_string);
+        let mut s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.clusters.get(&key) == down.as_ref() {
+            return;
+        }
+        match down {
+            Some(d) => s.clusters.insert(key, d),
+            None => s.clusters.remove(&key),
+        };
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Forgets the clusters no connection reports any more.
+    pub(crate) fn retain_clusters(&self, kept: impl Fn(Option<&str>) -> bool) {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clusters
+            .retain(|c, _| kept(c.as_deref()));
     }
 
     /// Records the outcome of `check`'s poll of provider-anynines' health server, good or not.

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["kubernetes"],
     &["checks"],
     &["config"],
-    &["history", "operating"],
+    &["history", "operating", "causes"],
     &["policy"],
     &["render", "lease"],
     &["events"],

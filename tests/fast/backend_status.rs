@@ -172,7 +172,8 @@ async fn the_endpoint_item_names_the_url_the_status_and_the_body() {
         body,
         format!(
             "[-]backend-status/_endpoint failed: GET {url}: answered 500 Internal Server Error: \"Failed to list provider configs\"\n\
-             [-]backend-status/postgresql-service-broker failed: not known: the last poll failed (see backend-status/_endpoint)\n\
+             [-]backend-status/postgresql-service-broker failed: not known: the last poll failed (see backend-status/_endpoint) (cause: backend-status/_endpoint)\n\
+             root cause: backend-status/_endpoint (GET {url}: answered 500 Internal Server Error: \"Failed to list provider configs\") explains 1 item\n\
              readyz check failed\n"
         )
     );

@@ -55,6 +55,7 @@ fn the_shipped_config_is_valid() {
             "configurations",
             "functions",
             "provider-configs",
+            "managed-resources",
             "anynines-backend",
             "provider-pods",
             "konnectors",

@@ -241,3 +241,51 @@ async fn an_app_cluster_bindings_event_regards_the_binding_in_its_namespace() {
         "{event}"
     );
 }
+
+/// An item's Warning Event names the root cause that explains it: `kubectl describe provider
+/// provider-anynines` then points at the crash-looping pod.
+#[tokio::test]
+async fn a_warning_event_names_the_root_cause_of_its_item() {
+    const POD: &str = "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q";
+    let cp = sim().await;
+    let svc = replica(&cp, "klutch-health-a", None).await;
+    holder(&cp).await;
+    // The kubelet sees the container crash first; Crossplane marks the Provider unhealthy after.
+    cp.api.update(
+        "v1",
+        "Pod",
+        Some("crossplane-system"),
+        POD,
+        klutch_sim::pods::crash_loop,
+    );
+    svc.wait_for("/readyz", "the pod not Ready", |r| {
+        r.body.contains(&format!("[-]provider-pods/{POD} failed: "))
+    })
+    .await;
+    cp.set_provider_healthy("provider-anynines", false);
+    let warning = eventually("a Warning Event about the Provider", async || {
+        cp.api
+            .list("events.k8s.io/v1", "Event")
+            .into_iter()
+            .find(|e| e["regarding"]["kind"] == "Provider" && e["type"] == "Warning")
+    })
+    .await;
+    let note = warning["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("providers/provider-anynines is fail: Healthy is \"False\"")
+            && note.ends_with(&format!(" (cause: provider-pods/{POD})")),
+        "{note}"
+    );
+    // The pod's own Event names no cause: it is the root.
+    let pod = eventually("a Warning Event about the pod", async || {
+        cp.api
+            .list("events.k8s.io/v1", "Event")
+            .into_iter()
+            .find(|e| e["regarding"]["kind"] == "Pod" && e["regarding"]["name"] == POD)
+    })
+    .await;
+    assert!(
+        !pod["note"].as_str().unwrap_or_default().contains("(cause:"),
+        "{pod}"
+    );
+}

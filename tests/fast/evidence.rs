@@ -78,12 +78,44 @@ async fn a_black_holed_api_server_turns_every_item_unknown_and_its_return_restar
         "the silence is logged"
     );
 
+    // One root cause: the cluster, which is no item; it explains every line of the cluster, konnectors
+    // included, and nothing of the backend poll.
+    let r = svc.get("/readyz?verbose").await;
+    let explained = r
+        .body
+        .lines()
+        .filter(|l| l.ends_with(" (cause: cluster/default)"))
+        .count();
+    let of_cluster = r
+        .body
+        .lines()
+        .filter(|l| l.starts_with('[') && !l.contains("]backend-status/"))
+        .count();
+    assert_eq!(explained, of_cluster, "{}", r.body);
+    let roots: Vec<&str> = r
+        .body
+        .lines()
+        .filter(|l| l.starts_with("root cause: "))
+        .collect();
+    assert_eq!(roots.len(), 1, "{}", r.body);
+    assert!(
+        roots[0].starts_with(
+            "root cause: cluster/default (API server of cluster default silent since "
+        ) && roots[0].ends_with(&format!(" explains {explained} items")),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("[-]cluster/"), "a cause, never an item");
+    let root = "klutch_health_root_cause{check=\"cluster\",item=\"default\"}";
+    assert_eq!(svc.metric(root).await, Some(1.0));
+
     cp.api.reset_requests();
     cp.api.set_frozen(false);
     svc.wait_for("/readyz?verbose", "recovery", |r| {
         r.status == 200 && !r.body.contains("silent since")
     })
     .await;
+    assert_eq!(svc.metric(root).await, Some(0.0));
     // The watches were started over with a fresh LIST (a LIST hung by the freeze never returns by itself).
     assert!(
         lists_of(&cp, "/providers") > 0 && lists_of(&cp, "/providerconfigs") > 0,
@@ -108,12 +140,19 @@ async fn a_not_ready_api_server_turns_items_unknown_even_while_its_watches_deliv
                 && lines.iter().all(|l| {
                     l.contains(" failed: API server of cluster default not ready since ")
                         && l.ends_with(
-                            ": /readyz answered 500 ([-]etcd failed, [-]etcd-readiness failed)",
+                            ": /readyz answered 500 ([-]etcd failed, [-]etcd-readiness failed) (cause: cluster/default)",
                         )
                 })
         })
         .await;
     assert_eq!(r.status, 503);
+    assert!(
+        r.body.contains(
+            "root cause: cluster/default (API server of cluster default not ready since "
+        ),
+        "a not ready API server is a cause too: {}",
+        r.body
+    );
     cp.api.reset_requests();
     cp.api.set_readiness(klutch_sim::Readiness::Ready);
     svc.wait_for("/readyz?verbose", "recovery", |r| {

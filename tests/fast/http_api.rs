@@ -1215,3 +1215,237 @@ async fn without_a_backend_status_check_backend_health_is_not_found_with_the_rea
         "404 no backend-status check is configured, so there is no poll to pass through\n"
     );
 }
+
+/// The service after the shipped checks observed what `estate` holds.
+fn shipped_app(estate: &crate::causes::Estate, replace: (&str, &str)) -> App {
+    let sink = Sink::default();
+    for (check, items) in estate.snapshot().checks {
+        sink.publish(&check, items.to_vec());
+    }
+    App::configured(
+        &sink,
+        &crate::causes::shipped("").replace(replace.0, replace.1),
+    )
+}
+
+const PODS: &str = "provider-pods/provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q";
+
+/// One crash-looping provider pod: each line it explains names it, and one line before the verdict names
+/// it once, counting the lines of that answer only; both endpoints name the same cause.
+#[tokio::test]
+async fn one_broken_pod_is_one_root_cause_line_before_the_verdict() {
+    let estate = crate::causes::Estate::healthy().crash_looping();
+    let app = shipped_app(&estate, ("", ""));
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    let lines: Vec<&str> = r.body.lines().collect();
+    let suffix = format!(" (cause: {PODS})");
+    let explained: Vec<&&str> = lines.iter().filter(|l| l.ends_with(&suffix)).collect();
+    assert_eq!(explained.len(), 6, "{}", r.body);
+    assert!(
+        lines.contains(
+            &"[-]providers/provider-anynines failed: Healthy is \"False\" (UnhealthyPackageRevision): Deployment provider-anynines-3f2a9c1b7e5d does not have minimum availability (cause: provider-pods/provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q)"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("[-]{PODS} failed: ")) && !l.contains("(cause:")),
+        "the root's own line names no cause: {}",
+        r.body
+    );
+    assert_eq!(
+        &lines[lines.len() - 2..],
+        [
+            format!("root cause: {PODS} (not ready (Running): containers with unready status: [package-runtime]; container package-runtime in CrashLoopBackOff (7 restarts)) explains 6 items").as_str(),
+            "readyz check failed"
+        ],
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("root cause: "))
+            .count(),
+        1
+    );
+
+    // Only what this answer shows is counted.
+    let r = app.get("/readyz/backend-status").await;
+    assert!(
+        r.body.ends_with(&format!(
+            "root cause: {PODS} (not ready (Running): containers with unready status: [package-runtime]; container package-runtime in CrashLoopBackOff (7 restarts)) explains 3 items\nreadyz check failed\n"
+        )),
+        "{}",
+        r.body
+    );
+    let r = app
+        .get("/readyz?exclude=backend-status&exclude=provider-configs&exclude=providers")
+        .await;
+    assert!(
+        !r.body.contains("root cause:"),
+        "the root's own line explains none of the lines shown: {}",
+        r.body
+    );
+    let r = app.get("/readyz/providers/provider-anynines?verbose").await;
+    assert!(r.body.contains("explains 1 item\n"), "{}", r.body);
+
+    // /healthz damps failures for 30s and counts unknown as warn: it passes, with a plain `ok`...
+    let r = app.get("/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    // ...and its verbose answer names the same cause for the same items.
+    let r = app.get("/healthz?verbose").await;
+    assert_eq!(
+        r.body.lines().filter(|l| l.ends_with(&suffix)).count(),
+        6,
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(&format!("root cause: {PODS} ("))
+            && r.body
+                .ends_with(" explains 6 items\nhealthz check passed\n"),
+        "{}",
+        r.body
+    );
+
+    // An endpoint that counts unknown as passing shows those lines `ok`, with no cause and uncounted.
+    let lenient = shipped_app(&estate, ("unknown = \"fail\"", "unknown = \"pass\""));
+    let r = lenient.get("/readyz?verbose").await;
+    assert!(
+        r.body
+            .contains("\n[+]backend-status/postgresql-backup-manager ok\n"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(" explains 2 items\n"), "{}", r.body);
+
+    // Withheld details withhold the root cause's reason, never its name.
+    let app = shipped_app(&estate, ("details = \"always\"", "details = \"never\""));
+    let r = app.get("/readyz").await;
+    assert!(
+        r.body.contains(&format!(
+            "[-]providers/provider-anynines failed: reason withheld (cause: {PODS})\n"
+        )),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.ends_with(&format!(
+            "root cause: {PODS} (reason withheld) explains 6 items\nreadyz check failed\n"
+        )),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn json_names_each_items_cause_and_via_and_every_root_cause() {
+    let app = shipped_app(&crate::causes::Estate::healthy().crash_looping(), ("", ""));
+    let doc = app.get("/readyz?format=json").await.json();
+    let item = |check: &str, id: &str| {
+        doc["checks"][check]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["componentId"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("{check}/{id} in {doc}"))
+    };
+    let p = item("providers", "provider-anynines");
+    assert_eq!(
+        (p["cause"].as_str(), p["via"].as_str()),
+        (Some(PODS), Some(PODS))
+    );
+    let entry = item("backend-status", "postgresql-backup-manager");
+    assert_eq!(
+        (entry["cause"].as_str(), entry["via"].as_str()),
+        (Some(PODS), Some("backend-status/_endpoint"))
+    );
+    let pod = item(
+        "provider-pods",
+        "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q",
+    );
+    assert!(
+        pod.get("cause").is_none() && pod.get("via").is_none(),
+        "{pod}"
+    );
+    assert!(
+        item("providers", "provider-kubernetes")
+            .get("cause")
+            .is_none(),
+        "a passing item has none"
+    );
+    let causes = doc["causes"].as_array().expect("causes");
+    assert_eq!(causes.len(), 1, "{doc}");
+    assert_eq!(causes[0]["name"], PODS);
+    assert_eq!(causes[0]["status"], "fail");
+    assert!(
+        causes[0]["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("CrashLoopBackOff (7 restarts)")),
+        "{doc}"
+    );
+    assert_eq!(
+        causes[0]["explains"],
+        serde_json::json!([
+            "backend-status/_endpoint",
+            "backend-status/postgresql-backup-manager",
+            "backend-status/postgresql-service-broker",
+            "providers/provider-anynines",
+            "provider-configs/postgresql-backup-manager",
+            "provider-configs/postgresql-service-broker"
+        ])
+    );
+    // One check: only its items are explained there.
+    let doc = app.get("/readyz/providers?format=json").await.json();
+    assert_eq!(
+        doc["causes"][0]["explains"],
+        serde_json::json!(["providers/provider-anynines"])
+    );
+    // Healthy: no causes at all.
+    let app = shipped_app(&crate::causes::Estate::healthy(), ("", ""));
+    let doc = app.get("/readyz?format=json").await.json();
+    assert!(doc.get("causes").is_none(), "{doc}");
+}
+
+#[tokio::test]
+async fn the_status_page_leads_with_the_root_causes() {
+    let estate = crate::causes::Estate::healthy().crash_looping().set(
+        "anynines-backend",
+        Observation::new(
+            "anynines-backend",
+            Status::Fail,
+            "not Available",
+            Timestamp::now(),
+        ),
+    );
+    let app = shipped_app(&estate, ("", ""));
+    let page = app.get("/").await.body;
+    let causes = page
+        .find("Root causes (2)")
+        .expect("the root causes section");
+    let attention = page.find("Needs attention").expect("needs attention");
+    assert!(causes < attention, "root causes come first");
+    let section = &page[causes..attention];
+    let pod = section.find(PODS).expect("the pod");
+    let backend = section
+        .find("anynines-backend/anynines-backend")
+        .expect("the other root cause");
+    assert!(pod > backend, "in report order");
+    assert!(
+        section.contains("explains 6 items: <a href=\"#i"),
+        "{section}"
+    );
+    assert!(
+        section.contains("CrashLoopBackOff (7 restarts)"),
+        "{section}"
+    );
+    // Each explained item's card and attention entry name their cause.
+    assert!(
+        page.contains("cause: <a href=\"#i")
+            && page.contains(&format!("{PODS}</a> (via backend-status/_endpoint)")),
+        "{page}"
+    );
+}

@@ -146,7 +146,7 @@ async fn degraded_provider_config_fails_and_annotates_the_backend_item() {
     );
     assert_eq!(
         line(&r.body, "backend-status/postgresql-backup-manager"),
-        "[-]backend-status/postgresql-backup-manager failed: degraded: dial tcp 10.96.12.7:3000: connect: connection refused"
+        "[-]backend-status/postgresql-backup-manager failed: degraded: dial tcp 10.96.12.7:3000: connect: connection refused (cause: provider-configs/postgresql-backup-manager)"
     );
     cp.heal_provider_config("postgresql-backup-manager");
     svc.wait_for("/readyz", "recovery", |r| r.status == 200)
@@ -325,6 +325,9 @@ async fn cut_watches_and_410_lead_to_a_relist_that_sees_later_changes() {
         r.status == 200
     })
     .await;
+    // A 410 is an ordinary relist, not a refused WATCH: no `_watch` warning for it.
+    let body = svc.get("/readyz?verbose").await.body;
+    assert!(!body.contains("_watch"), "{body}");
     let m = svc.get("/metrics").await.body;
     assert!(
         m.lines()

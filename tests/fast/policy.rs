@@ -320,6 +320,7 @@ fn expiry_changes_status_at_its_time_and_wakes_the_engine() {
         at: Due::Mono(t(100).mono),
         status: Status::Unknown,
         message: "stale".into(),
+        fact: None,
     });
     let snap = snapshot(vec![item], vec![]);
     let e = evaluate(&r, &snap, &Memory::default(), t(99));
@@ -644,11 +645,13 @@ fn the_earliest_expiry_wakes_the_engine_and_the_latest_passed_applies() {
             at: Due::Wall(t(200).wall),
             status: Status::Fail,
             message: "gone".into(),
+            fact: None,
         })
         .expiring(Expiry {
             at: Due::Mono(t(100).mono),
             status: Status::Unknown,
             message: "stale".into(),
+            fact: None,
         });
     let snap = snapshot(vec![item], vec![]);
     let steps = |secs: &[u64]| -> Vec<(u64, Snapshot)> {
@@ -815,7 +818,7 @@ fn no_pod_of_a_package_scaled_to_zero_passes_and_fails_otherwise() {
             .find(|i| i.name.check() == "provider-pods")
             .expect("item")
             .clone();
-        (i.status, i.message, i.notable)
+        (i.status, i.message, i.detail.is_some())
     };
     assert_eq!(
         pods_item(&linked, &snap(vec![scaled()], vec![no_pod()]), 0),
@@ -849,6 +852,7 @@ fn no_pod_of_a_package_scaled_to_zero_passes_and_fails_otherwise() {
         at: Due::Mono(t(100).mono),
         status: Status::Unknown,
         message: "watch broken".into(),
+        fact: None,
     });
     let s = snap(vec![stale], vec![no_pod()]);
     assert_eq!(pods_item(&linked, &s, 50).0, Status::Pass);

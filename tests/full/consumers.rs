@@ -262,17 +262,24 @@ async fn blackbox_probe_success_goes_1_0_1() {
 /// `for:` of every shipped rule in the test copy.
 const RULE_FOR: &str = "3s";
 
-/// Names and states of the active alerts (`pending` or `firing`), sorted.
+/// Names and states of the active alerts (`pending` or `firing`), sorted; a per-item alert with the item it
+/// is about (`KlutchHealthItemDown{provider-pods/…}`), so that one page per root cause can be told from one
+/// per symptom.
 fn alert_states(data: &serde_json::Value) -> Vec<(String, String)> {
     let mut alerts: Vec<(String, String)> = data["alerts"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|a| {
-            (
-                a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
-                a["state"].as_str().unwrap_or("").to_string(),
-            )
+            let labels = &a["labels"];
+            let name = labels["alertname"].as_str().unwrap_or("");
+            let name = match (name, labels["check"].as_str(), labels["item"].as_str()) {
+                ("KlutchHealthItemDown", Some(check), Some(item)) => {
+                    format!("{name}{{{check}/{item}}}")
+                }
+                _ => name.to_string(),
+            };
+            (name, a["state"].as_str().unwrap_or("").to_string())
         })
         .collect();
     alerts.sort();
@@ -356,6 +363,122 @@ async fn prometheus_scrapes_openmetrics_and_the_shipped_alerts_fire() {
             .trim_end()
             .to_string(),
         }
+    })
+    .await;
+}
+
+/// What an operator sees of a crash-looping provider-anynines (its pod in CrashLoopBackOff, the Provider
+/// `Healthy=False`, the health server refusing, its entries unknown): the failing body names one root cause
+/// that explains the rest, the shipped rules page once for it (one `KlutchHealthItemDown`, beside
+/// `KlutchControlPlaneNotReady`) where the per-item alert paged for every item, and the status page leads
+/// with it (a screenshot under target/tmp/screenshots/, to look at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_crash_looping_provider_pod_is_one_root_cause_and_pages_once() {
+    const POD: &str = "provider-anynines-3f2a9c1b7e5d-6b8f9c7d5-x2x7q";
+    let rig = Rig::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scrape = json!([{"job_name": "klutch-health", "static_configs": [{"targets": [rig.svc.addr.to_string()]}]}]);
+    let (mut proc, prom) = prometheus::start(dir.path(), scrape, RULE_FOR).await;
+    let up = prometheus::query("klutch_health_endpoint_up{endpoint=\"readyz\"}");
+    proc.wait_until("the first scrape to be ingested", async || {
+        let data = prometheus::api(prom, &up).await?;
+        (data["result"][0]["value"][1] == "1").then_some(())
+    })
+    .await;
+
+    rig.cp.crash_loop_provider(true);
+    let page = format!("KlutchHealthItemDown{{provider-pods/{POD}}}");
+    let firing = async || -> Option<std::collections::BTreeSet<String>> {
+        let alerts = prometheus::api(prom, "/api/v1/alerts").await?;
+        Some(
+            alert_states(&alerts)
+                .into_iter()
+                .filter(|(_, state)| state == "firing")
+                .map(|(name, _)| name)
+                .collect(),
+        )
+    };
+    proc.wait_until("NotReady and the pod's ItemDown firing", async || {
+        let now = firing().await?;
+        (now.contains("KlutchControlPlaneNotReady") && now.contains(&page)).then_some(())
+    })
+    .await;
+    // Held for several evaluations (each rule's `for:` is 3s here): no symptom pages beside it.
+    for _ in 0..5 {
+        let now = firing().await.expect("alerts");
+        let items: Vec<&String> = now
+            .iter()
+            .filter(|n| n.starts_with("KlutchHealthItemDown"))
+            .collect();
+        assert_eq!(items, [&page], "one page for one broken pod: {now:?}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    // What the per-item alert fired on before it read root causes: every item not passing.
+    let before = prometheus::api(
+        prom,
+        &prometheus::query(
+            "count(min by (check, item) (klutch_health_check_up{check!~\"konnectors|app-cluster-bindings\"}) == 0)",
+        ),
+    )
+    .await
+    .expect("query");
+    let symptoms = before["result"][0]["value"][1].as_str().unwrap_or("0");
+    assert_eq!(
+        symptoms, "5",
+        "pod, Provider, _endpoint and two entries: {before}"
+    );
+    let now = firing().await.expect("alerts");
+    eprintln!(
+        "DETECTION consumer=prometheus fault=provider-crash-loop items-not-passing={symptoms} firing={now:?}"
+    );
+
+    let r = rig.svc.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    let roots: Vec<&str> = r
+        .body
+        .lines()
+        .filter(|l| l.starts_with("root cause: "))
+        .collect();
+    assert_eq!(roots.len(), 1, "{}", r.body);
+    assert!(
+        roots[0].starts_with(&format!("root cause: provider-pods/{POD} (not ready"))
+            && roots[0].ends_with(" explains 4 items"),
+        "{}",
+        r.body
+    );
+    for line in r.body.lines() {
+        eprintln!("DETECTION consumer=direct fault=provider-crash-loop body-line={line:?}");
+    }
+
+    // The status page, as a person sees it on a phone: the root cause first.
+    let url = format!("http://{}/", rig.svc.addr);
+    let dom = tokio::task::block_in_place(|| common::chromium::dump_dom(&url));
+    let causes = dom.find("Root causes (1)").expect("a root causes section");
+    let attention = dom.find("Needs attention").expect("needs attention");
+    assert!(causes < attention, "the root causes lead");
+    assert!(
+        dom[causes..attention].contains(&format!("provider-pods/{POD}"))
+            && dom[causes..attention].contains("explains 4 items"),
+        "{}",
+        &dom[causes..attention]
+    );
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    for (dark, name, size) in [
+        (false, "root-causes-phone.png", (414, 1400)),
+        (true, "root-causes-dark.png", (900, 1200)),
+    ] {
+        let path = shots.join(name);
+        tokio::task::block_in_place(|| common::chromium::screenshot(&url, &path, dark, size));
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    rig.cp.crash_loop_provider(false);
+    proc.wait_until("every alert gone", async || {
+        let now = firing().await?;
+        now.iter()
+            .all(|n| !n.starts_with("KlutchHealthItemDown") && n != "KlutchControlPlaneNotReady")
+            .then_some(())
     })
     .await;
 }

@@ -54,6 +54,7 @@ async fn metrics_pass_promtool_and_follow_state_changes() {
         "klutch_health_check_up{",
         "klutch_health_check_status{",
         "klutch_health_check_last_transition_timestamp_seconds{",
+        "klutch_health_root_cause{",
         "klutch_health_endpoint_up{",
         "klutch_health_upstream_requests_total{",
         "klutch_health_upstream_request_duration_seconds_bucket{",

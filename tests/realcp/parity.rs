@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
 use klutch_sim::real::KLUTCH_HEALTH;
 use klutch_sim::{PodState, SimControlPlane};
-use serde_json::json;
 
 use crate::common::Service;
 use crate::estate::{wait_for, Estate, DEADLINE, HEARTBEAT};
@@ -156,19 +155,13 @@ async fn a_lagging_deployment() {
 async fn a_pod_in_crash_loop_back_off() {
     parity(
         |sim| {
-            sim.api
-                .update("v1", "Pod", Some("crossplane-system"), POD, |p| {
-                    let c = &mut p["status"]["containerStatuses"][0];
-                    c["ready"] = json!(false);
-                    c["restartCount"] = json!(7);
-                    c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
-                        "message": "back-off 5m0s restarting failed container=package-runtime"}});
-                    c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error",
-                        "startedAt": "2024-08-20T13:01:00Z", "finishedAt": "2024-08-20T13:02:00Z"}});
-                    p["status"]["conditions"][1] = json!({"type": "Ready", "status": "False",
-                        "reason": "ContainersNotReady",
-                        "message": "containers with unready status: [package-runtime]"});
-                });
+            sim.api.update(
+                "v1",
+                "Pod",
+                Some("crossplane-system"),
+                POD,
+                klutch_sim::pods::crash_loop,
+            );
         },
         |b| b.contains("CrashLoopBackOff (7 restarts)"),
     )
@@ -275,6 +268,47 @@ async fn an_unavailable_app_konnector() {
             b.contains(
                 "[+]app-cluster-bindings/team-a.prod warn: konnector klutch-bind-team-a-prod/konnector-prod: Available is \"False\"",
             )
+        },
+    )
+    .await;
+}
+
+/// One tenant's ServiceInstance failing (its Synced=False words) warns; the kind is counted by state.
+#[tokio::test]
+async fn a_failing_service_instance() {
+    parity(
+        |sim| {
+            sim.set_managed(
+                klutch_sim::ManagedKind::ServiceInstance,
+                "pg-prod-7",
+                klutch_sim::ManagedState::Failing,
+            );
+        },
+        |b| {
+            b.contains(
+                "[+]managed-resources/serviceinstances warn: 0 of 1 ready, 1 failing: pg-prod-7 (Synced=False, ReconcileError: ",
+            )
+        },
+    )
+    .await;
+}
+
+/// A broker's systemic fault: every Backup of one ProviderConfig failing (past `fail_min` and `fail_share`)
+/// fails the kind, naming the ProviderConfig.
+#[tokio::test]
+async fn a_broker_failing_all_its_backups() {
+    parity(
+        |sim| {
+            sim.add_many_managed(
+                klutch_sim::ManagedKind::Backup,
+                4,
+                klutch_sim::ManagedState::Failing,
+                Some("redis-backup-manager"),
+            );
+        },
+        |b| {
+            b.contains("[-]managed-resources/backups failed: 1 of 5 ready, 4 failing: ")
+                && b.contains("fail: redis-backup-manager (4 of 4 failing)")
         },
     )
     .await;

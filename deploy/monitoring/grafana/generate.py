@@ -7,9 +7,7 @@ foundation SDK (grafana-foundation-sdk, pinned in requirements.txt beside this f
     python3 deploy/monitoring/grafana/generate.py --check    # exit 1 when the committed JSON is out of date
 
 Every panel is one entry of PANELS: a row starts a section, a panel names its kind, title, queries and how
-its values read. Two panels wait for their metrics: root causes (klutch_health_root_cause{check,item}, in the
-Fleet row beside the verdict) and managed resources by state (klutch_health_managed_resources{check,kind,state},
-in the Control plane row); each is one more entry here once its metric exists. Queries use the series of deploy/monitoring (the `control_plane:` records of
+its values read. Queries use the series of deploy/monitoring (the `control_plane:` records of
 prometheusrule.yaml and klutch-health's own metrics) and the `$control_plane` variable. tests/full/service_level.rs
 checks that the committed JSON is this script's output, and runs every query against a real Prometheus that
 scraped two simulated control planes.
@@ -91,7 +89,23 @@ PANELS = [
         "is scraped).",
         [Query(VERDICT, instant=True)],
         mappings=READY,
-        width=6,
+        width=4,
+    ),
+    Panel(
+        "stat",
+        "Root causes",
+        "How many root causes each control plane has now: items failing or unknown that nothing else explains, "
+        "and clusters whose silent API server explains their items (klutch_health_root_cause). "
+        "KlutchHealthItemDown fires for each; klutch-health's status page leads with them.",
+        [
+            Query(
+                "sum by (control_plane) (max by (control_plane, check, item) "
+                f"(klutch_health_root_cause{{{CP}}}))",
+                instant=True,
+            )
+        ],
+        width=5,
+        thresholds=[(None, "green"), (1, "red")],
     ),
     Panel(
         "stat",
@@ -99,7 +113,7 @@ PANELS = [
         "The share of the last 30 days at least one replica passed /readyz; maintenance windows count neither way.",
         [Query(f"1 - control_plane:klutch_health_unavailable:ratio30d{{{CP}}}", instant=True)],
         unit="percentunit",
-        width=6,
+        width=5,
     ),
     Panel(
         "bargauge",
@@ -107,7 +121,7 @@ PANELS = [
         "The part of the SLO's 30-day error budget not spent yet (klutch_health:slo_objective:ratio).",
         [Query(f"control_plane:klutch_health_error_budget_remaining:ratio30d{{{CP}}}", instant=True)],
         unit="percentunit",
-        width=6,
+        width=5,
         thresholds=[(None, "red"), (0.25, "orange"), (0.5, "green")],
         min=0,
         max=1,
@@ -118,7 +132,7 @@ PANELS = [
         "The share of the dashboard's time range at least one replica passed /readyz.",
         [Query(f"avg_over_time(control_plane:klutch_health_available:max{{{CP}}}[$__range])", instant=True)],
         unit="percentunit",
-        width=6,
+        width=5,
     ),
     Panel(
         "statetimeline",
@@ -192,6 +206,21 @@ PANELS = [
     ),
     Panel(
         "timeseries",
+        "Managed resources by state",
+        "provider-anynines' ServiceInstances, ServiceBindings, Backups and Restores of each kind by state (the "
+        "managed-resources check): failing ones are what users meet; superseded are older Backups and Restores.",
+        [
+            Query(
+                "max by (control_plane, kind, state) "
+                f"(klutch_health_managed_resources{{{CP}}})",
+                legend="{{control_plane}} {{kind}} {{state}}",
+            )
+        ],
+        width=12,
+        min=0,
+    ),
+    Panel(
+        "timeseries",
         "Silenced items",
         "Items a [[silence]] keeps from failing each endpoint.",
         [
@@ -207,11 +236,13 @@ PANELS = [
     Panel(
         "statetimeline",
         "Konnectors",
-        "Each app cluster's konnector (its ClusterBinding's heartbeats) through the time range.",
+        "Each app cluster's konnector through the time range: its ClusterBinding's heartbeats (konnectors), or "
+        "the konnector the control plane runs for its AppClusterBinding (app-cluster-bindings).",
         [
             Query(
-                f'max by (control_plane, item) (klutch_health_check_up{{{CP}, check="konnectors"}})',
-                legend="{{control_plane}} {{item}}",
+                "max by (control_plane, check, item) "
+                f'(klutch_health_check_up{{{CP}, check=~"konnectors|app-cluster-bindings"}})',
+                legend="{{control_plane}} {{check}}/{{item}}",
             )
         ],
         mappings=UP,
@@ -220,11 +251,12 @@ PANELS = [
     Panel(
         "stat",
         "Silent konnectors",
-        "App clusters whose konnector has stopped heartbeating (KlutchKonnectorSilent fires for each).",
+        "App clusters whose konnector has stopped heartbeating, or whose control-plane konnector or "
+        "AppClusterBinding fails (KlutchKonnectorSilent fires for each).",
         [
             Query(
-                "sum by (control_plane) (max by (control_plane, item) "
-                f'(klutch_health_check_status{{{CP}, check="konnectors", status="fail"}}))',
+                "sum by (control_plane) (max by (control_plane, check, item) "
+                f'(klutch_health_check_status{{{CP}, check=~"konnectors|app-cluster-bindings", status="fail"}}))',
                 instant=True,
             )
         ],

@@ -8,7 +8,11 @@ impl FakeApi {
     pub(super) fn group_list(&self) -> Value {
         let store = lock(&self.inner.store);
         let mut groups: Vec<String> = Vec::new();
-        for r in store.resources.iter().filter(|r| !r.group.is_empty()) {
+        for r in store
+            .resources
+            .iter()
+            .filter(|r| r.served && !r.group.is_empty())
+        {
             if !groups.contains(&r.group) {
                 groups.push(r.group.clone());
             }
@@ -21,7 +25,11 @@ impl FakeApi {
     pub(super) fn group(&self, group: &str) -> Option<Value> {
         let store = lock(&self.inner.store);
         let mut versions: Vec<String> = Vec::new();
-        for r in store.resources.iter().filter(|r| r.group == group) {
+        for r in store
+            .resources
+            .iter()
+            .filter(|r| r.served && r.group == group)
+        {
             if !versions.contains(&r.version) {
                 versions.push(r.version.clone());
             }
@@ -42,7 +50,7 @@ impl FakeApi {
         let resources: Vec<Value> = store
             .resources
             .iter()
-            .filter(|r| r.group == group && r.version == version)
+            .filter(|r| r.served && r.group == group && r.version == version)
             .map(|r| {
                 let mut v = json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
                     "namespaced": r.namespaced, "kind": r.kind, "verbs": r.verbs()});

@@ -36,6 +36,15 @@ const fn kind(
 
 const CROSSPLANE: &[&str] = &["crossplane"];
 const PKG: &[&str] = &["crossplane", "pkg"];
+const MANAGED: &[&str] = &["crossplane", "managed", "anynines"];
+
+/// provider-anynines' managed resources, cluster-scoped like its CRDs.
+const fn managed(plural: &'static str, kind: &'static str) -> Kind {
+    Kind {
+        categories: MANAGED,
+        ..self::kind("dataservices.anynines.com", "v1", plural, kind, false)
+    }
+}
 
 /// Every kind a fresh [`super::FakeApi`] serves.
 pub const KINDS: &[Kind] = &[
@@ -115,6 +124,10 @@ pub const KINDS: &[Kind] = &[
         "AppClusterBinding",
         true,
     ),
+    managed("serviceinstances", "ServiceInstance"),
+    managed("servicebindings", "ServiceBinding"),
+    managed("backups", "Backup"),
+    managed("restores", "Restore"),
 ];
 
 impl Kind {

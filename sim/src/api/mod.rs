@@ -183,7 +183,12 @@ impl FakeApi {
     /// Serves another resource type (a no-op when it is served already).
     pub fn register(&self, group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) {
         let mut store = lock(&self.inner.store);
-        if store.find_plural(group, version, plural).is_some() {
+        if let Some(r) = store
+            .resources
+            .iter_mut()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+        {
+            r.served = true;
             return;
         }
         store.resources.push(ResourceType {
@@ -195,6 +200,7 @@ impl FakeApi {
             short_names: Vec::new(),
             categories: Vec::new(),
             writable: false,
+            served: true,
         });
     }
 

@@ -20,6 +20,8 @@ pub(super) struct ResourceType {
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
     pub writable: bool,
+    /// Its CRD exists: a resource no longer served answers `404` and leaves discovery.
+    pub served: bool,
 }
 
 impl From<&Kind> for ResourceType {
@@ -33,6 +35,7 @@ impl From<&Kind> for ResourceType {
             short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
             categories: k.categories.iter().map(|s| s.to_string()).collect(),
             writable: k.writable,
+            served: true,
         }
     }
 }
@@ -86,13 +89,13 @@ impl Store {
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<usize> {
         self.resources
             .iter()
-            .position(|r| r.api_version() == api_version && r.kind == kind)
+            .position(|r| r.served && r.api_version() == api_version && r.kind == kind)
     }
 
     pub fn find_plural(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
-        self.resources
-            .iter()
-            .position(|r| r.group == group && r.version == version && r.plural == plural)
+        self.resources.iter().position(|r| {
+            r.served && r.group == group && r.version == version && r.plural == plural
+        })
     }
 
     fn key(
@@ -232,6 +235,68 @@ impl FakeApi {
         };
         store.record(change.clone());
         let _ = self.inner.changes.send(Arc::new(change));
+        true
+    }
+
+    /// [`FakeApi::set_served`] by the CRD's name (`backups.dataservices.anynines.com`), every version.
+    pub fn set_crd(&self, crd: &str, served: bool) -> bool {
+        let (plural, group) = crd.split_once('.').unwrap_or((crd, ""));
+        let versions: Vec<String> = lock(&self.inner.store)
+            .resources
+            .iter()
+            .filter(|r| r.plural == plural && r.group == group)
+            .map(|r| r.version.clone())
+            .collect();
+        !versions.is_empty()
+            && versions
+                .iter()
+                .all(|v| self.set_served(group, v, plural, served))
+    }
+
+    /// Deletes a resource's CRD (`false`) or creates it again (`true`): deleted, its objects go (each watch
+    /// of it sees them deleted) and its watches end; then it answers `404` and leaves discovery until it is
+    /// created again, empty. `false` when no such resource was ever served.
+    pub fn set_served(&self, group: &str, version: &str, plural: &str, served: bool) -> bool {
+        let mut store = lock(&self.inner.store);
+        let Some(resource) = store
+            .resources
+            .iter()
+            .position(|r| r.group == group && r.version == version && r.plural == plural)
+        else {
+            return false;
+        };
+        if store.resources[resource].served == served {
+            return true;
+        }
+        if !served {
+            let keys: Vec<Key> = store
+                .objects
+                .range(
+                    (resource, String::new(), String::new())
+                        ..(resource + 1, String::new(), String::new()),
+                )
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                if let Some(mut obj) = store.objects.remove(&key) {
+                    store.rv += 1;
+                    obj["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+                    let change = Change {
+                        rv: store.rv,
+                        resource,
+                        kind: "DELETED",
+                        object: obj,
+                    };
+                    store.record(change.clone());
+                    let _ = self.inner.changes.send(Arc::new(change));
+                }
+            }
+        }
+        store.resources[resource].served = served;
+        drop(store);
+        if !served {
+            self.cut_watches();
+        }
         true
     }
 

@@ -104,6 +104,96 @@ fn api_fault_verbs(control: &str, api: &str) {
 }
 
 /// Waits for the child to exit, within a deadline.
+/// The control API flips managed resources through every state, seeds many, and deletes a CRD.
+fn managed_verbs(control: &str, api: &str) {
+    let instance = || {
+        let (code, body) = http(
+            api,
+            "GET",
+            "/apis/dataservices.anynines.com/v1/serviceinstances/pg-prod-7",
+            "",
+        );
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")
+    };
+    let condition = |v: &serde_json::Value, type_: &str| {
+        let c = v["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or_default();
+        format!(
+            "{}/{}",
+            c["status"].as_str().unwrap_or(""),
+            c["reason"].as_str().unwrap_or("")
+        )
+    };
+    let v = instance();
+    assert_eq!(
+        (condition(&v, "Ready"), condition(&v, "Synced")),
+        ("True/Available".into(), "True/ReconcileSuccess".into()),
+        "seeded ready"
+    );
+    let post = |path: &str| http(control, "POST", path, "").0;
+    assert_eq!(post("/managed/serviceinstances/pg-prod-7/failing"), 200);
+    assert_eq!(condition(&instance(), "Synced"), "False/ReconcileError");
+    assert_eq!(post("/managed/serviceinstances/pg-prod-7/paused"), 200);
+    let v = instance();
+    assert_eq!(v["metadata"]["annotations"]["crossplane.io/paused"], "true");
+    assert_eq!(post("/managed/serviceinstances/pg-prod-7/pending"), 200);
+    let v = instance();
+    assert!(
+        v["metadata"]["annotations"]
+            .get("crossplane.io/paused")
+            .is_none(),
+        "{v}"
+    );
+    assert!(v["status"]["pendingOperation"].is_string(), "{v}");
+    assert_eq!(post("/managed/serviceinstances/pg-prod-7/deleting"), 200);
+    assert!(instance()["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(post("/managed/serviceinstances/pg-prod-7/ready"), 200);
+    assert!(instance()["metadata"].get("deletionTimestamp").is_none());
+    assert_eq!(
+        post("/managed/backups/pg-prod-7-nightly/pending"),
+        400,
+        "ServiceInstances only"
+    );
+    assert_eq!(post("/managed/widgets/w/ready"), 400);
+    assert_eq!(post("/managed/backups/b/sleepy"), 400);
+    assert_eq!(post("/managed/backups/new-one/creating"), 200, "created");
+    assert_eq!(post("/managed/backups/new-one/remove"), 200);
+    assert_eq!(post("/managed/backups/new-one/remove"), 400, "gone");
+    let (code, prefix) = http(
+        control,
+        "POST",
+        "/managed/serviceinstances/many/30/failing/redis-service-broker",
+        "",
+    );
+    assert_eq!((code, prefix.trim()), (200, "redis-service-broker-failing"));
+    let (_, list) = http(
+        api,
+        "GET",
+        "/apis/dataservices.anynines.com/v1/serviceinstances",
+        "",
+    );
+    let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(31));
+    assert_eq!(post("/managed/serviceinstances/many/lots"), 400);
+
+    assert_eq!(post("/crd/backups.dataservices.anynines.com/delete"), 200);
+    let backups = "/apis/dataservices.anynines.com/v1/backups";
+    assert_eq!(http(api, "GET", backups, "").0, 404);
+    let (_, discovery) = http(api, "GET", "/apis/dataservices.anynines.com/v1", "");
+    assert!(
+        !discovery.contains("\"backups\"") && discovery.contains("\"restores\""),
+        "{discovery}"
+    );
+    assert_eq!(post("/crd/backups.dataservices.anynines.com/create"), 200);
+    let (code, body) = http(api, "GET", backups, "");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"items\":[]"), "back empty: {body}");
+    assert_eq!(post("/crd/widgets.example.com/delete"), 400);
+}
+
 fn exit_code(child: &mut Child) -> Option<i32> {
     let start = Instant::now();
     loop {
@@ -242,6 +332,7 @@ fn serve_prints_its_addresses_and_the_control_api_flips_faults() {
 
     api_fault_verbs(&control, &api);
     pod_and_backend_body_verbs(&control, &api, &backend_addr, &backend_path);
+    managed_verbs(&control, &api);
 
     let (code, stats) = http(&control, "GET", "/stats", "");
     assert_eq!(code, 200);

@@ -13,8 +13,23 @@ fn crd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
 }
 
-/// The openAPIV3Schemas (one per CRD file) that describe `apiVersion`/`kind`.
-fn schemas(api_version: &str, kind: &str) -> Vec<(String, Value)> {
+/// (CRD file name, its openAPIV3Schema) of each CRD that describes one kind.
+type Schemas = Vec<(String, Value)>;
+
+/// The openAPIV3Schemas (one per CRD file) that describe `apiVersion`/`kind`, read once per kind.
+fn schemas(api_version: &str, kind: &str) -> Schemas {
+    static READ: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Schemas>>> =
+        std::sync::OnceLock::new();
+    let mut read = READ
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    read.entry(format!("{api_version} {kind}"))
+        .or_insert_with(|| read_schemas(api_version, kind))
+        .clone()
+}
+
+fn read_schemas(api_version: &str, kind: &str) -> Schemas {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(crd_dir())
@@ -171,13 +186,17 @@ fn check(obj: &Value) -> Vec<String> {
     problems
 }
 
-const VALIDATED: [(&str, &str); 6] = [
+const VALIDATED: [(&str, &str); 10] = [
     ("pkg.crossplane.io/v1", "Provider"),
     ("pkg.crossplane.io/v1", "Configuration"),
     ("pkg.crossplane.io/v1", "Function"),
     ("dataservices.anynines.com/v1", "ProviderConfig"),
     ("klutch.anynines.com/v1alpha1", "ClusterBinding"),
     ("klutch.anynines.com/v1alpha1", "AppClusterBinding"),
+    ("dataservices.anynines.com/v1", "ServiceInstance"),
+    ("dataservices.anynines.com/v1", "ServiceBinding"),
+    ("dataservices.anynines.com/v1", "Backup"),
+    ("dataservices.anynines.com/v1", "Restore"),
 ];
 
 #[tokio::test]
@@ -198,6 +217,18 @@ async fn every_seeded_object_and_fixture_validates_against_the_upstream_crds() {
     let cp = SimControlPlane::start().await.expect("start");
     cp.seed_estate(Duration::from_secs(30));
     cp.add_provider_pod(klutch_sim::PodState::Evicted);
+    // Every managed kind in every state the simulator can put it in, and seeded by the many.
+    for kind in klutch_sim::ManagedKind::ALL {
+        for state in klutch_sim::ManagedState::ALL {
+            cp.set_managed(kind, &format!("in-{}", state.word()), state);
+        }
+        cp.add_many_managed(
+            kind,
+            2,
+            klutch_sim::ManagedState::Failing,
+            Some("redis-service-broker"),
+        );
+    }
     // Every flip an AppClusterBinding takes stays valid.
     assert!(cp.set_app_cluster_binding(
         "team-b",
@@ -214,7 +245,11 @@ async fn every_seeded_object_and_fixture_validates_against_the_upstream_crds() {
         .iter()
         .flat_map(|(a, k)| cp.api.list(a, k))
         .collect();
-    assert!(objects.len() >= 9, "{} seeded objects", objects.len());
+    assert!(
+        objects.len() >= 9 + 4 * 9,
+        "{} seeded objects",
+        objects.len()
+    );
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     for entry in std::fs::read_dir(fixtures).expect("fixtures").flatten() {
         let text = std::fs::read_to_string(entry.path()).expect("fixture");

@@ -38,7 +38,7 @@ use crate::human::timestamp;
 use crate::metrics::Metrics;
 use crate::report::Status;
 use crate::signals::{Expiry, Observation, Sink, WATCH_ITEM};
-use task::Runner;
+use task::{Runner, Stored, Tallied};
 
 /// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
 const PAGE_SIZE: u32 = 100;
@@ -115,6 +115,16 @@ pub(crate) struct Watches {
     connections: HashMap<Option<String>, Connection>,
     /// Keyed by resource type and description, so a downcast always finds its own type.
     started: HashMap<(TypeId, String), Shared>,
+    /// Per connection, the task that hands its health to the sink ([`Watches::report_clusters`]).
+    reporting: HashMap<Option<String>, tokio::task::AbortHandle>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in self.reporting.values() {
+            task.abort();
+        }
+    }
 }
 
 /// One running watch, whatever its resource type: what a reload needs to stop it.
@@ -264,6 +274,88 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
     {
+        let prepared = self.prepare(&spec, client, cluster);
+        let key = (TypeId::of::<K>(), prepared.what.to_string());
+        let watch = match self
+            .started
+            .get(&key)
+            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
+        {
+            Some(existing) => existing.clone(),
+            None => {
+                let writer = Writer::new(spec.dyntype.clone());
+                let (tx, state) = channel::channel(WatchState::default());
+                let watch = Watch {
+                    store: writer.as_reader(),
+                    state,
+                    what: prepared.what.clone(),
+                    subscribers: Arc::default(),
+                };
+                let (max_objects, cluster) =
+                    (prepared.settings.max_objects, prepared.cluster.clone());
+                let task = tokio::spawn(
+                    prepared
+                        .runner(
+                            Stored {
+                                writer,
+                                strip: spec.strip,
+                            },
+                            tx,
+                            watch.subscribers.clone(),
+                            metrics,
+                            max_objects,
+                        )
+                        .run(),
+                )
+                .abort_handle();
+                let shared = Shared {
+                    watch: Box::new(watch.clone()),
+                    subscribers: watch.subscribers.clone(),
+                    cluster,
+                    task,
+                };
+                self.started.insert(key, shared);
+                watch
+            }
+        };
+        watch
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(check.to_string());
+        watch
+    }
+
+    /// A watch of `check`'s own, run by the check's task ([`tallied`]) instead of shared: its objects go into
+    /// the check's [`Tally`], which depends on the check's settings. At most `max_objects` objects, a bound
+    /// the check's own key (`max_objects` of check "NAME") sets instead of the cluster's.
+    pub(crate) fn private<K>(
+        &mut self,
+        spec: &WatchSpec<K>,
+        client: Client,
+        cluster: Option<&str>,
+        check: &str,
+        max_objects: usize,
+    ) -> Private<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
+        let mut prepared = self.prepare(spec, client, cluster);
+        prepared.settings.max_objects = max_objects;
+        prepared.section = format!("check \"{check}\"");
+        Private {
+            prepared,
+            check: check.to_string(),
+        }
+    }
+
+    /// Everything a watch of `spec` on `cluster` needs, whether shared or private.
+    fn prepare<K>(&self, spec: &WatchSpec<K>, client: Client, cluster: Option<&str>) -> Prepared<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
         let cluster = cluster.map(str::to_string);
         let api = spec.api(client);
         let plural = K::plural(&spec.dyntype);
@@ -284,71 +376,104 @@ impl Watches {
             " on cluster {}",
             cluster.as_deref().unwrap_or("default")
         ));
-        let key = (TypeId::of::<K>(), what.clone());
-        let watch = match self
-            .started
-            .get(&key)
-            .and_then(|w| w.watch.downcast_ref::<Watch<K>>())
-        {
-            Some(existing) => existing.clone(),
-            None => {
-                let mut config = watcher::Config::default().page_size(PAGE_SIZE);
-                if let Some(l) = &spec.labels {
-                    config = config.labels(l);
-                }
-                let (health, settings) = match self.connections.get(&cluster) {
-                    Some(c) => (c.health.clone(), c.settings.clone()),
-                    // A client made elsewhere (tests): no liveness to follow.
-                    None => (channel::channel(Health::default()).1, Cluster::default()),
-                };
-                let described = Described {
-                    qualified: resource.clone(),
-                    plural: plural.to_string(),
-                    group: group.to_string(),
-                    namespace: spec.namespace.clone(),
-                    cluster: cluster.as_deref().unwrap_or("default").to_string(),
-                };
-                let writer = Writer::new(spec.dyntype.clone());
-                let (tx, state) = channel::channel(WatchState::default());
-                let watch = Watch {
-                    store: writer.as_reader(),
-                    state,
-                    what: what.as_str().into(),
-                    subscribers: Arc::default(),
-                };
-                let task = tokio::spawn(
-                    Runner {
-                        api,
-                        config,
-                        strip: spec.strip,
-                        writer,
-                        tx,
-                        watch: watch.clone(),
-                        metrics: metrics.clone(),
-                        health,
-                        resource: described,
-                        max_objects: settings.max_objects,
-                        section: section(cluster.as_deref()),
-                    }
-                    .run(),
-                )
-                .abort_handle();
-                let shared = Shared {
-                    watch: Box::new(watch.clone()),
-                    subscribers: watch.subscribers.clone(),
-                    cluster: cluster.clone(),
-                    task,
-                };
-                self.started.insert(key, shared);
-                watch
-            }
+        let mut config = watcher::Config::default().page_size(PAGE_SIZE);
+        if let Some(l) = &spec.labels {
+            config = config.labels(l);
+        }
+        let (health, settings) = match self.connections.get(&cluster) {
+            Some(c) => (c.health.clone(), c.settings.clone()),
+            // A client made elsewhere (tests): no liveness to follow.
+            None => (channel::channel(Health::default()).1, Cluster::default()),
         };
-        watch
-            .subscribers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(check.to_string());
-        watch
+        let described = Described {
+            qualified: resource,
+            plural: plural.to_string(),
+            group: group.to_string(),
+            namespace: spec.namespace.clone(),
+            cluster: cluster.as_deref().unwrap_or("default").to_string(),
+        };
+        Prepared {
+            api,
+            config,
+            health,
+            settings,
+            described,
+            what: what.into(),
+            section: section(cluster.as_deref()),
+            cluster,
+        }
+    }
+}
+
+/// A watch about to start: its `Api`, its cluster's liveness and settings, and its words.
+struct Prepared<K> {
+    api: Api<K>,
+    config: watcher::Config,
+    health: channel::Receiver<Health>,
+    settings: Cluster,
+    described: Described,
+    what: Arc<str>,
+    /// Where its `max_objects` is set, for messages.
+    section: String,
+    cluster: Option<String>,
+}
+
+impl<K: Clone> Clone for Prepared<K> {
+    fn clone(&self) -> Self {
+        Prepared {
+            api: self.api.clone(),
+            config: self.config.clone(),
+            health: self.health.clone(),
+            settings: self.settings.clone(),
+            described: self.described.clone(),
+            what: self.what.clone(),
+            section: self.section.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
+impl<K> Prepared<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    fn runner<S>(
+        self,
+        keep: S,
+        tx: channel::Sender<WatchState>,
+        subscribers: Arc<Mutex<Vec<String>>>,
+        metrics: &Arc<Metrics>,
+        max_objects: usize,
+    ) -> Runner<K, S> {
+        Runner {
+            api: self.api,
+            config: self.config,
+            keep,
+            tx,
+            what: self.what,
+            subscribers,
+            metrics: metrics.clone(),
+            health: self.health,
+            resource: self.described,
+            max_objects,
+            section: self.section,
+        }
+    }
+}
+
+/// A check's own watch, ready to run (again, after a panic) with a fresh [`Tally`]: see [`Watches::private`].
+pub(crate) struct Private<K> {
+    prepared: Prepared<K>,
+    check: String,
+}
+
+impl<K: Clone> Clone for Private<K> {
+    fn clone(&self) -> Self {
+        Private {
+            prepared: self.prepared.clone(),
+            check: self.check.clone(),
+        }
     }
 }
 
@@ -380,8 +505,35 @@ impl Watches {
         });
     }
 
+    /// Hands what each cluster's evidence probe says (down since when and why, or answering) to `sink` as
+    /// it changes: a typed fact the root-cause rules read beside the observations. Clusters no connection
+    /// reports any more are forgotten there.
+    pub(crate) fn report_clusters(&mut self, sink: &Sink) {
+        for (name, connection) in &self.connections {
+            if self.reporting.contains_key(name) {
+                continue;
+            }
+            let (cluster, mut health, sink) =
+                (name.clone(), connection.health.clone(), sink.clone());
+            let task = tokio::spawn(async move {
+                loop {
+                    let down = health.borrow_and_update().down.clone();
+                    sink.cluster(cluster.as_deref(), down);
+                    if health.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            self.reporting.insert(name.clone(), task.abort_handle());
+        }
+        sink.retain_clusters(|c| self.connections.contains_key(&c.map(str::to_string)));
+    }
+
     /// Forgets a cluster whose settings changed: its client, and every watch on it.
     pub(crate) fn forget_cluster(&mut self, cluster: Option<&str>) {
+        if let Some(task) = self.reporting.remove(&cluster.map(str::to_string)) {
+            task.abort();
+        }
         self.connections.remove(&cluster.map(str::to_string));
         self.started.retain(|_, shared| {
             let on_it = shared.cluster.as_deref() == cluster;
@@ -443,16 +595,19 @@ impl Destination {
                         o.status = Status::Warn;
                     }
                     o.message = format!("{}; {message}", o.message);
+                    if let Some(detail) = &mut o.detail {
+                        detail.push_str(&format!("; {message}"));
+                    }
                 }
             }
         }
     }
 }
 
-/// What one judge reads: the objects of one watch, or of several watches read together (an
-/// AppClusterBinding and the konnector Deployment it runs), with each watch's own state.
+/// What one judge reads: the objects of one watch, several watches read together (an AppClusterBinding and
+/// the konnector Deployment it runs), or a check's own tally of a watch; with each watch's own state.
 pub(crate) trait Source: Clone + Send + 'static {
-    /// What the judge is given: `[Arc<K>]` for one watch, a tuple of lists for several.
+    /// What the judge is given: `[Arc<K>]` for one watch, a tuple of lists for several, the tally.
     type Objects: ?Sized;
     /// Each watch's description (`deployments.apps in namespace bind on cluster default`), for messages.
     fn whats(&self) -> Vec<Arc<str>>;
@@ -516,6 +671,108 @@ where
         tokio::select! {
             a = self.0.state.changed() => a.is_ok(),
             b = self.1.state.changed() => b.is_ok(),
+        }
+    }
+}
+
+/// A check's own account of its watch's objects, kept current event by event ([`Private::tallied`])
+/// instead of a store of whole objects that a judge reads at every change: for kinds of tens of thousands of
+/// objects, each kept as a small record of what judging needs.
+pub(crate) trait Tally<K>: Send + 'static {
+    /// One event of the watch, in order: `Init` starts a relist, its `InitApply`s follow, and `InitDone`
+    /// ends it (what it did not list is gone); `Apply` and `Delete` come after.
+    fn apply(&mut self, event: watcher::Event<K>);
+    /// How many objects it holds now: the watch fails past its `max_objects`.
+    fn len(&self) -> usize;
+    /// The items as of `now`, and when they next go out of date by themselves (a deadline passes).
+    fn observe(&mut self, state: &WatchState, now: Moment) -> (Vec<Observation>, Option<Due>);
+}
+
+/// A private watch's tally, read as a [`Source`].
+struct Counted<T> {
+    what: Arc<str>,
+    state: channel::Receiver<WatchState>,
+    tally: Arc<Mutex<T>>,
+}
+
+impl<T> Clone for Counted<T> {
+    fn clone(&self) -> Self {
+        Counted {
+            what: self.what.clone(),
+            state: self.state.clone(),
+            tally: self.tally.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Source for Counted<T> {
+    type Objects = Mutex<T>;
+
+    fn whats(&self) -> Vec<Arc<str>> {
+        vec![self.what.clone()]
+    }
+
+    fn states(&mut self) -> Vec<(Arc<str>, WatchState)> {
+        vec![(self.what.clone(), self.state.borrow_and_update().clone())]
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Mutex<T>) -> R) -> R {
+        f(&self.tally)
+    }
+
+    async fn changed(&mut self) -> bool {
+        self.state.changed().await.is_ok()
+    }
+}
+
+impl<K> Private<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    /// Runs the watch into `tally` and publishes what it observes, like [`follow`]: at each change, and when
+    /// a deadline the tally names passes. One future, so a panic in either half restarts both (a fresh
+    /// tally, a fresh list). Published as waiting at once.
+    pub(crate) fn tallied<T: Tally<K>>(
+        self,
+        tally: T,
+        to: Destination,
+        sink: Sink,
+        stale_after: Duration,
+        metrics: &Arc<Metrics>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let tally = Arc::new(Mutex::new(tally));
+        let (tx, state) = channel::channel(WatchState::default());
+        let (what, max_objects) = (
+            self.prepared.what.clone(),
+            self.prepared.settings.max_objects,
+        );
+        let runner = self.prepared.runner(
+            Tallied(tally.clone()),
+            tx,
+            Arc::new(Mutex::new(vec![self.check])),
+            metrics,
+            max_objects,
+        );
+        let source = Counted { what, state, tally };
+        let publish = following(
+            source,
+            to,
+            sink,
+            stale_after,
+            Vec::new(),
+            |tally, state, now| {
+                tally
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .observe(state, now)
+            },
+        );
+        async move {
+            tokio::select! {
+                () = runner.run() => {}
+                () = publish => {}
+            }
         }
     }
 }
@@ -595,12 +852,34 @@ where
 /// itself. It is published as waiting at once (before the returned future first runs), so it is never
 /// missing from the first report.
 pub(crate) fn follow<S: Source>(
+    source: S,
+    to: Destination,
+    sink: Sink,
+    stale_after: Duration,
+    placeholders: Vec<String>,
+    mut judge: impl FnMut(&S::Objects, &WatchState, Moment) -> Vec<Observation> + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    following(
+        source,
+        to,
+        sink,
+        stale_after,
+        placeholders,
+        move |o, s, now| (judge(o, s, now), None),
+    )
+}
+
+/// [`follow`], with a judge that also says when its items next go out of date by themselves: they are
+/// judged again then, without any event.
+fn following<S: Source>(
     mut source: S,
     to: Destination,
     sink: Sink,
     stale_after: Duration,
     placeholders: Vec<String>,
-    judge: impl FnMut(&S::Objects, &WatchState, Moment) -> Vec<Observation> + Send + 'static,
+    judge: impl FnMut(&S::Objects, &WatchState, Moment) -> (Vec<Observation>, Option<Due>)
+        + Send
+        + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let placeholders = to.placeholders(&placeholders).into_owned();
     let whats: Vec<String> = source.whats().iter().map(|w| w.to_string()).collect();
@@ -615,12 +894,13 @@ async fn follow_loop<S: Source>(
     sink: &Sink,
     stale_after: Duration,
     placeholders: &[String],
-    mut judge: impl FnMut(&S::Objects, &WatchState, Moment) -> Vec<Observation>,
+    mut judge: impl FnMut(&S::Objects, &WatchState, Moment) -> (Vec<Observation>, Option<Due>),
 ) {
     loop {
         let states = source.states();
         let moment = Moment::now();
         let now = moment.wall;
+        let mut due = None;
         let unsynced: Vec<String> = states
             .iter()
             .filter(|(_, s)| !s.synced)
@@ -637,13 +917,15 @@ async fn follow_loop<S: Source>(
             .collect();
         if unsynced.is_empty() {
             let combined = combined(&states);
-            let mut items = source.read(|objects| judge(objects, &combined, moment));
+            let (mut items, next) = source.read(|objects| judge(objects, &combined, moment));
+            due = next;
             for (what, state) in &states {
                 if let Some(broken) = &state.broken {
                     let expiry = Expiry {
                         at: Due::after(broken.since, stale_after),
                         status: Status::Unknown,
                         message: broken.message(what),
+                        fact: None,
                     };
                     items = items
                         .into_iter()
@@ -659,8 +941,10 @@ async fn follow_loop<S: Source>(
             let message = format!("waiting for initial sync of {}", unsynced.join(" and "));
             to.waiting(sink, waiting(placeholders, &message, now));
         }
-        if !source.changed().await {
-            return;
+        let wake = due.map(|d| d.instant(moment));
+        tokio::select! {
+            changed = source.changed() => if !changed { return },
+            () = tokio::time::sleep_until(wake.unwrap_or(moment.mono)), if wake.is_some() => {}
         }
     }
 }

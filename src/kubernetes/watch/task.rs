@@ -1,10 +1,10 @@
 //! One watch's task: list, then watch, and on any error start again from a fresh list after a backoff that
-//! resets only once a watch has held. What it sees goes into the reflector store and the [`WatchState`]
-//! that checks read.
+//! resets only once a watch has held. What it sees goes to its [`Keep`] (the shared reflector store, or a
+//! check's own [`Tally`]) and into the [`WatchState`] that checks read.
 
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,7 +17,7 @@ use tokio::sync::watch as channel;
 
 use super::super::api_errors::{self, Resource as Described, Verb};
 use super::super::connection::Health;
-use super::{Broken, Watch, WatchState, HELD};
+use super::{Broken, Tally, WatchState, HELD};
 use crate::clock::Moment;
 use crate::metrics::Metrics;
 use crate::telemetry::LogLimiter;
@@ -25,18 +25,65 @@ use crate::telemetry::LogLimiter;
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// Where a watch's objects go, event by event.
+pub(super) trait Keep<K>: Send {
+    /// Takes one watcher event; returns how many objects are held now.
+    fn keep(&mut self, event: Event<K>) -> usize;
+}
+
+/// The shared reflector store, each object stripped of what no judge reads before it is stored.
+pub(super) struct Stored<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    pub(super) writer: Writer<K>,
+    pub(super) strip: fn(&mut K),
+}
+
+impl<K> Keep<K> for Stored<K>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    fn keep(&mut self, event: Event<K>) -> usize {
+        let event = event.modify(|obj| {
+            // First, so that a check can keep the one managedFields fact it reads.
+            (self.strip)(obj);
+            let meta = obj.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+        });
+        self.writer.apply_watcher_event(&event);
+        self.writer.as_reader().len()
+    }
+}
+
+/// A check's own tally, shared with the task that publishes its items.
+pub(super) struct Tallied<T>(pub(super) Arc<Mutex<T>>);
+
+impl<K, T: Tally<K>> Keep<K> for Tallied<T> {
+    fn keep(&mut self, event: Event<K>) -> usize {
+        let mut tally = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.apply(event);
+        tally.len()
+    }
+}
+
 /// One watch's task: list, watch, and on any error start again from a fresh list after a backoff.
-pub(super) struct Runner<K>
+pub(super) struct Runner<K, S>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     pub(super) api: Api<K>,
     pub(super) config: watcher::Config,
-    pub(super) strip: fn(&mut K),
-    pub(super) writer: Writer<K>,
+    pub(super) keep: S,
     pub(super) tx: channel::Sender<WatchState>,
-    pub(super) watch: Watch<K>,
+    /// What is watched, for messages.
+    pub(super) what: Arc<str>,
+    /// Checks reading this watch, each counted in `klutch_health_watch_restarts_total`.
+    pub(super) subscribers: Arc<Mutex<Vec<String>>>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: channel::Receiver<Health>,
     pub(super) resource: Described,
@@ -93,10 +140,11 @@ async fn next_health(health: &mut channel::Receiver<Health>) -> Health {
     health.borrow_and_update().clone()
 }
 
-impl<K> Runner<K>
+impl<K, S> Runner<K, S>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
+    S: Keep<K>,
 {
     pub(super) async fn run(mut self) {
         let mut backoff = Backoff::default();
@@ -165,7 +213,7 @@ where
                         Err(failure) => {
                             self.failed(failure, backoff, errors);
                             // Drops what a failed list had buffered.
-                            self.writer.apply_watcher_event(&Event::Init);
+                            self.keep.keep(Event::Init);
                             return Ended::Failed;
                         }
                     }
@@ -177,7 +225,7 @@ where
                 health = next_health(&mut self.health) => {
                     if health.recoveries != *recoveries {
                         *recoveries = health.recoveries;
-                        self.writer.apply_watcher_event(&Event::Init);
+                        self.keep.keep(Event::Init);
                         return Ended::Restart;
                     }
                     self.silent(&health);
@@ -189,33 +237,33 @@ where
     /// Stores one event and updates the state; `Err` when the watch must fail (too many objects). Returns
     /// the event's kind for the caller's bookkeeping.
     fn apply(&mut self, event: Event<K>, arrived: &mut usize) -> Result<Event<()>, Failure> {
-        let event = event.modify(|obj| {
-            // First, so that a check can keep the one managedFields fact it reads.
-            (self.strip)(obj);
-            let meta = obj.meta_mut();
-            meta.managed_fields = None;
-            meta.annotations = None;
-        });
-        match &event {
-            Event::Init => *arrived = 0,
-            Event::InitApply(_) => *arrived += 1,
-            _ => {}
-        }
-        self.writer.apply_watcher_event(&event);
-        let held = self.writer.as_reader().len();
+        let kind = match &event {
+            Event::Init => {
+                *arrived = 0;
+                Event::Init
+            }
+            Event::InitApply(_) => {
+                *arrived += 1;
+                Event::InitApply(())
+            }
+            Event::InitDone => Event::InitDone,
+            Event::Apply(_) => Event::Apply(()),
+            Event::Delete(_) => Event::Delete(()),
+        };
+        let held = self.keep.keep(event);
         if *arrived > self.max_objects || held > self.max_objects {
             return Err(Failure {
                 message: format!(
                     "more than {} objects in {} (max_objects of {}; raise it if the cluster really holds that many)",
-                    self.max_objects, self.watch.what, self.section
+                    self.max_objects, self.what, self.section
                 ),
                 watch_only: false,
             });
         }
-        Ok(match event {
+        Ok(match kind {
             Event::InitDone => {
                 if self.tx.borrow().broken.is_some() {
-                    tracing::info!(watch = %self.watch.what, "watch works again");
+                    tracing::info!(watch = %self.what, "watch works again");
                 }
                 self.tx.send_modify(|s| {
                     s.synced = true;
@@ -242,7 +290,7 @@ where
         backoff.held();
         *errors = LogLimiter::default();
         if self.tx.borrow().not_watching.is_some() {
-            tracing::info!(watch = %self.watch.what, "watch holds again");
+            tracing::info!(watch = %self.what, "watch holds again");
             self.tx.send_modify(|s| s.not_watching = None);
         }
     }
@@ -269,10 +317,9 @@ where
             watch_only,
         } = failure;
         if let Some(left_out) = errors.allow() {
-            tracing::warn!(watch = %self.watch.what, %error, retry_in = ?backoff.next, left_out, "watch failed; relisting");
+            tracing::warn!(watch = %self.what, %error, retry_in = ?backoff.next, left_out, "watch failed; relisting");
         }
         for check in self
-            .watch
             .subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -286,6 +333,9 @@ where
             return;
         }
         self.tx.send_modify(|s| {
+            // Whatever an earlier refused WATCH said ("LIST works") no longer holds: the next list that
+            // works starts from a clean state (a CRD deleted and recreated is not a refused WATCH after).
+            s.not_watching = None;
             let since = s.broken.as_ref().map_or_else(Moment::now, |b| b.since);
             s.broken = Some(Broken {
                 since,

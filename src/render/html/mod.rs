@@ -1,8 +1,10 @@
-//! The status page, for a person — often on a phone, at night: the verdict of both endpoints first, then what
-//! needs attention, then every check with every item: its observed status and colour, why, since when
+//! The status page, for a person — often on a phone, at night: the verdict of both endpoints first, then the
+//! root causes (what to fix first, each with the items it explains), then what needs attention, then every
+//! check with every item: its observed status and colour, why, since when
 //! (relative and absolute), and how each endpoint counts it. It refreshes itself with a meta tag, so it needs
 //! no JavaScript, and it contains none. Everything from outside (names, messages) is escaped.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use jiff::Timestamp;
@@ -11,7 +13,7 @@ mod timeline;
 
 use super::{Details, Identity};
 use crate::clock::Moment;
-use crate::report::{Counted, Endpoint, Item, Report, Status};
+use crate::report::{Counted, Endpoint, Explained, Item, Report, Status};
 
 /// How often the page reloads itself, in seconds.
 pub(crate) const REFRESH_SECONDS: u32 = 10;
@@ -88,6 +90,10 @@ a{color:inherit}\
 .verdict{padding:.6rem .8rem;border-radius:.6rem;color:#fff}\
 .verdict strong{display:block;font-size:1.25rem}.verdict span{font-size:.9rem;opacity:.95}\
 .poll{margin:.6rem 0 0}\
+.causes{border:2px solid var(--fail-t);border-radius:.6rem;padding:.2rem .8rem .5rem;margin-top:.9rem;\
+background:var(--card)}.causes h2{margin:.4rem 0}.causes ul{list-style:none;margin:0;padding:0}\
+.causes li{padding:.4rem 0;border-top:1px solid var(--line);overflow-wrap:anywhere}\
+.causes li:first-child{border-top:0}.causes .name{font-size:1.05rem}\
 .attention{border:2px solid var(--fail-t);border-radius:.6rem;padding:.2rem .8rem .5rem;margin-top:.9rem}\
 .attention h2{margin:.4rem 0}.attention ul{list-style:none;margin:0;padding:0}\
 .attention li{padding:.3rem 0;border-top:1px solid var(--line);overflow-wrap:anywhere}\
@@ -127,11 +133,13 @@ struct Card<'a> {
     /// The observed status; for a policy item, the worst counted one.
     status: Status,
     message: &'a str,
-    /// The message is shown while the item passes too.
-    notable: bool,
+    /// The item's fuller account, shown instead of the message, even while it passes.
+    detail: Option<&'a str>,
     since: Timestamp,
     /// Per endpoint: how it counts the item, `None` when it does not count it.
     counted: [Option<&'a Counted>; 2],
+    /// The root cause that explains it, and its direct cause.
+    cause: Option<&'a Explained>,
 }
 
 impl Card<'_> {
@@ -143,6 +151,13 @@ impl Card<'_> {
                 .iter()
                 .flatten()
                 .any(|c| c.status != Status::Pass)
+    }
+
+    /// What the card says of the item: its fuller account (even while it passes), else its message when
+    /// it does not pass.
+    fn shown(&self) -> Option<&str> {
+        self.detail
+            .or((self.status != Status::Pass && !self.message.is_empty()).then_some(self.message))
     }
 
     fn worst(&self) -> Status {
@@ -208,9 +223,10 @@ fn item_card_of<'a>(i: usize, item: &'a Item, counted: [Option<&'a Counted>; 2])
         short: item.name.item(),
         status: item.status,
         message: &item.message,
-        notable: item.notable,
+        detail: item.detail.as_deref(),
         since: item.since,
         counted,
+        cause: item.cause.as_ref(),
     }
 }
 
@@ -234,9 +250,10 @@ fn policy_card<'a>(
             .max_by_key(|s| s.severity())
             .unwrap_or(Status::Unknown),
         message: first.map_or("", |c| &c.message),
-        notable: false,
+        detail: None,
         since: first.map_or(Timestamp::UNIX_EPOCH, |c| c.since),
         counted,
+        cause: None,
     }
 }
 
@@ -278,10 +295,12 @@ pub(crate) fn page(
     );
     verdicts(&mut out, report);
     out.push_str("</div>\n");
+    root_causes(&mut out, report, details, now);
     poll_line(&mut out, report, now);
     operations(&mut out, report, details, now);
-    attention(&mut out, &cards, details, now);
-    sections(&mut out, report, &cards, details, now);
+    let anchors = anchors(report);
+    attention(&mut out, &anchors, &cards, details, now);
+    sections(&mut out, report, &anchors, &cards, details, now);
     timeline::timelines(&mut out, history, report, details, moment);
     let _ = writeln!(
         out,
@@ -329,10 +348,91 @@ fn verdicts(out: &mut String, report: &Report) {
     }
 }
 
+/// What to fix first: every root cause (a bad item nothing else explains, or a cluster whose API server
+/// explains items), each with the items it explains, linked to their cards.
+fn root_causes(out: &mut String, report: &Report, details: Details, now: Timestamp) {
+    let roots = &report.causes.roots;
+    if roots.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section class=\"causes\"><h2>Root causes ({})</h2><ul>",
+        roots.len()
+    );
+    for root in roots {
+        let s = root.status.as_str();
+        let name = escape(&root.name);
+        let name = match root.item {
+            Some(i) => format!("<a href=\"#i{i}\">{name}</a>"),
+            None => name,
+        };
+        let _ = write!(
+            out,
+            "<li><span class=\"s {s}\">{s}</span> <strong class=\"name\">{name}</strong> <small>since {}</small>",
+            ago(now, root.since),
+        );
+        if !root.message.is_empty() {
+            let _ = write!(
+                out,
+                "<div class=\"msg\">{}</div>",
+                escape(&details.message(&root.message))
+            );
+        }
+        if !root.explains.is_empty() {
+            let items: Vec<String> = root
+                .explains
+                .iter()
+                .filter_map(|&i| {
+                    let item = report.items.get(i)?;
+                    Some(format!("<a href=\"#i{i}\">{}</a>", escape(&item.name)))
+                })
+                .collect();
+            let n = items.len();
+            let _ = write!(
+                out,
+                "<div class=\"note\">explains {n} item{}: {}</div>",
+                if n == 1 { "" } else { "s" },
+                items.join(", ")
+            );
+        }
+        out.push_str("</li>");
+    }
+    out.push_str("</ul></section>\n");
+}
+
+/// Root cause → the index of its item (its card's anchor), for the roots that are items.
+type Anchors<'a> = HashMap<&'a str, usize>;
+
+fn anchors(report: &Report) -> Anchors<'_> {
+    report
+        .causes
+        .roots
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.item?)))
+        .collect()
+}
+
+/// `cause: ROOT (via DIRECT)`, linked to the root's card where it has one.
+fn cause_note(out: &mut String, anchors: &Anchors<'_>, cause: &Explained) {
+    let root = escape(&cause.root);
+    let root = match anchors.get(cause.root.as_str()) {
+        Some(i) => format!("<a href=\"#i{i}\">{root}</a>"),
+        None => root,
+    };
+    let via = if cause.via == cause.root {
+        String::new()
+    } else {
+        format!(" (via {})", escape(&cause.via))
+    };
+    let _ = write!(out, "<div class=\"note\">cause: {root}{via}</div>");
+}
+
 /// One section per check, with its type, how many items need attention, and a card per item.
 fn sections(
     out: &mut String,
     report: &Report,
+    anchors: &Anchors<'_>,
     cards: &[Card<'_>],
     details: Details,
     now: Timestamp,
@@ -362,7 +462,7 @@ fn sections(
                 escape(card.check),
             );
         }
-        item_card(out, card, details, now);
+        item_card(out, anchors, card, details, now);
     }
     if current.is_some() {
         out.push_str("</section>\n");
@@ -442,7 +542,13 @@ fn operations(out: &mut String, report: &Report, details: Details, now: Timestam
 }
 
 /// The items to look at first, worst first, each linking to its card.
-fn attention(out: &mut String, cards: &[Card], details: Details, now: Timestamp) {
+fn attention(
+    out: &mut String,
+    anchors: &Anchors<'_>,
+    cards: &[Card],
+    details: Details,
+    now: Timestamp,
+) {
     let mut bad: Vec<&Card> = cards.iter().filter(|c| c.needs_attention()).collect();
     if bad.is_empty() {
         return;
@@ -463,12 +569,15 @@ fn attention(out: &mut String, cards: &[Card], details: Details, now: Timestamp)
             escape(c.short),
             ago(now, c.since),
         );
-        if c.status != Status::Pass && !c.message.is_empty() {
+        if let Some(shown) = c.shown() {
             let _ = write!(
                 out,
                 "<div class=\"note\">{}</div>",
-                escape(&details.message(c.message))
+                escape(&details.message(shown))
             );
+        }
+        if let Some(cause) = c.cause {
+            cause_note(out, anchors, cause);
         }
         endpoints_line(out, c);
         out.push_str("</li>");
@@ -493,7 +602,13 @@ fn endpoints_line(out: &mut String, card: &Card) {
     out.push_str("</div>");
 }
 
-fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
+fn item_card(
+    out: &mut String,
+    anchors: &Anchors<'_>,
+    card: &Card,
+    details: Details,
+    now: Timestamp,
+) {
     let s = card.status.as_str();
     let _ = write!(
         out,
@@ -502,12 +617,18 @@ fn item_card(out: &mut String, card: &Card, details: Details, now: Timestamp) {
         card.anchor,
         escape(card.short)
     );
-    if (card.status != Status::Pass || card.notable) && !card.message.is_empty() {
+    if let Some(shown) = card
+        .shown()
+        .filter(|_| details == Details::Shown || card.status != Status::Pass)
+    {
         let _ = write!(
             out,
             "<div class=\"msg\">{}</div>",
-            escape(&details.message(card.message))
+            escape(&details.message(shown))
         );
+    }
+    if let Some(cause) = card.cause {
+        cause_note(out, anchors, cause);
     }
     if card.needs_attention() {
         endpoints_line(out, card);

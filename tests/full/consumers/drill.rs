@@ -126,6 +126,9 @@ pub enum Warnings {
 enum Fault {
     ProviderConfigDegraded,
     ProviderUnhealthy,
+    /// provider-anynines' container crash-loops: its pod, the Provider, the refused health server and its
+    /// entries fail together, with one root cause.
+    ProviderCrashLoop,
     BackendHang,
     KonnectorSilent,
     ApiFrozen,
@@ -134,9 +137,10 @@ enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 8] = [
         Fault::ProviderConfigDegraded,
         Fault::ProviderUnhealthy,
+        Fault::ProviderCrashLoop,
         Fault::BackendHang,
         Fault::KonnectorSilent,
         Fault::ApiFrozen,
@@ -153,6 +157,7 @@ impl Fault {
         match self {
             Fault::ProviderConfigDegraded => "providerconfig-degraded",
             Fault::ProviderUnhealthy => "provider-unhealthy",
+            Fault::ProviderCrashLoop => "provider-crash-loop",
             Fault::BackendHang => "backend-hang",
             Fault::KonnectorSilent => "konnector-silent",
             Fault::ApiFrozen => "api-black-holed",
@@ -169,6 +174,7 @@ impl Fault {
                 "Get \"http://example-backup-manager.example.svc:3000\": connection refused",
             ),
             Fault::ProviderUnhealthy => cp.set_provider_healthy("provider-anynines", false),
+            Fault::ProviderCrashLoop => cp.crash_loop_provider(true),
             Fault::BackendHang => cp.backend.set_mode(BackendMode::Hang),
             Fault::KonnectorSilent => assert!(cp.silence_konnector(SILENT_APP, true)),
             Fault::ApiFrozen => cp.api.set_frozen(true),
@@ -184,6 +190,7 @@ impl Fault {
         match self {
             Fault::ProviderConfigDegraded => cp.heal_provider_config("postgresql-backup-manager"),
             Fault::ProviderUnhealthy => cp.set_provider_healthy("provider-anynines", true),
+            Fault::ProviderCrashLoop => cp.crash_loop_provider(false),
             Fault::BackendHang => cp.backend.set_mode(BackendMode::Healthy),
             Fault::KonnectorSilent => assert!(cp.silence_konnector(SILENT_APP, false)),
             Fault::ApiFrozen => cp.api.set_frozen(false),

@@ -67,7 +67,11 @@ pub struct SeriesSeen {
 }
 
 /// When each change first showed in a per-object series: the object's `Synced` is 0 once broken, 1 once healed.
-pub fn visible_in_series(sent: &[Sent], seen: &[SeriesSeen], broken: bool) -> Vec<Option<Duration>> {
+pub fn visible_in_series(
+    sent: &[Sent],
+    seen: &[SeriesSeen],
+    broken: bool,
+) -> Vec<Option<Duration>> {
     let want = if broken { 0.0 } else { 1.0 };
     sent.iter()
         .map(|s| {
@@ -101,15 +105,39 @@ mod tests {
     fn the_mth_change_of_a_kind_shows_when_its_count_has_moved_m_times() {
         let t0 = Instant::now();
         let sent = [
-            Sent { kind: 0, object: 10, at: ms(t0, 0) },
-            Sent { kind: 1, object: 20, at: ms(t0, 10) },
-            Sent { kind: 0, object: 11, at: ms(t0, 20) },
+            Sent {
+                kind: 0,
+                object: 10,
+                at: ms(t0, 0),
+            },
+            Sent {
+                kind: 1,
+                object: 20,
+                at: ms(t0, 10),
+            },
+            Sent {
+                kind: 0,
+                object: 11,
+                at: ms(t0, 20),
+            },
         ];
         let seen = [
-            CountsSeen { at: ms(t0, 1), ready: vec![100, 50] },
-            CountsSeen { at: ms(t0, 4), ready: vec![99, 50] },
-            CountsSeen { at: ms(t0, 30), ready: vec![99, 49] },
-            CountsSeen { at: ms(t0, 33), ready: vec![98, 49] },
+            CountsSeen {
+                at: ms(t0, 1),
+                ready: vec![100, 50],
+            },
+            CountsSeen {
+                at: ms(t0, 4),
+                ready: vec![99, 50],
+            },
+            CountsSeen {
+                at: ms(t0, 30),
+                ready: vec![99, 49],
+            },
+            CountsSeen {
+                at: ms(t0, 33),
+                ready: vec![98, 49],
+            },
         ];
         let got = visible_in_counts(&sent, &seen, &[100, 50], true);
         assert_eq!(
@@ -122,8 +150,14 @@ mod tests {
         );
         // Healing: counts rise from the base; a change that never shows is None.
         let healed = [
-            CountsSeen { at: ms(t0, 5), ready: vec![99, 50] },
-            CountsSeen { at: ms(t0, 40), ready: vec![99, 51] },
+            CountsSeen {
+                at: ms(t0, 5),
+                ready: vec![99, 50],
+            },
+            CountsSeen {
+                at: ms(t0, 40),
+                ready: vec![99, 51],
+            },
         ];
         let got = visible_in_counts(&sent, &healed, &[98, 49], false);
         assert_eq!(got[0], Some(Duration::from_millis(5)));
@@ -134,20 +168,39 @@ mod tests {
     #[test]
     fn an_answer_from_before_a_change_never_shows_it() {
         let t0 = Instant::now();
-        let sent = [Sent { kind: 0, object: 7, at: ms(t0, 10) }];
+        let sent = [Sent {
+            kind: 0,
+            object: 7,
+            at: ms(t0, 10),
+        }];
         // Already below the base before the change was sent (another change): not this one's answer.
         let seen = [
-            CountsSeen { at: ms(t0, 5), ready: vec![9] },
-            CountsSeen { at: ms(t0, 12), ready: vec![9] },
+            CountsSeen {
+                at: ms(t0, 5),
+                ready: vec![9],
+            },
+            CountsSeen {
+                at: ms(t0, 12),
+                ready: vec![9],
+            },
         ];
         assert_eq!(
             visible_in_counts(&sent, &seen, &[10], true),
             vec![Some(Duration::from_millis(2))]
         );
         let scrapes = [
-            SeriesSeen { at: ms(t0, 8), synced: HashMap::from([(7, 0.0)]) },
-            SeriesSeen { at: ms(t0, 900), synced: HashMap::from([(7, 1.0)]) },
-            SeriesSeen { at: ms(t0, 1800), synced: HashMap::from([(7, 0.0)]) },
+            SeriesSeen {
+                at: ms(t0, 8),
+                synced: HashMap::from([(7, 0.0)]),
+            },
+            SeriesSeen {
+                at: ms(t0, 900),
+                synced: HashMap::from([(7, 1.0)]),
+            },
+            SeriesSeen {
+                at: ms(t0, 1800),
+                synced: HashMap::from([(7, 0.0)]),
+            },
         ];
         assert_eq!(
             visible_in_series(&sent, &scrapes, true),

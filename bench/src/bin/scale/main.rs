@@ -13,8 +13,6 @@
 //! kube-state-metrics, writes klutch-health's address to `OUT/ready` and keeps everything running until
 //! SIGTERM, so that bench/run can measure the probe path with 50 000 objects watched.
 
-#[path = "shim.rs"]
-mod managed;
 mod churn;
 mod observe;
 mod plan;
@@ -30,18 +28,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use crate::managed::ManagedKind;
 use klutch_sim::real::{ControlPlane, Mirror, Rest};
+use klutch_sim::ManagedKind;
 use klutch_sim::SimControlPlane;
 use serde::Serialize;
 
-use churn::{CountsSeen, SeriesSeen, Sent};
+use churn::{CountsSeen, Sent, SeriesSeen};
 use observe::{percentile, Http};
 use plan::Split;
 use procs::{Memory, Proc};
 
 #[derive(Parser)]
-#[command(about = "klutch-health and kube-state-metrics at 50 000 managed resources on a real control plane")]
+#[command(
+    about = "klutch-health and kube-state-metrics at 50 000 managed resources on a real control plane"
+)]
 struct Args {
     /// The klutch-health binary (the release build)
     #[arg(long)]
@@ -203,7 +203,9 @@ struct World {
 }
 
 async fn world(out: &Path) -> anyhow::Result<World> {
-    eprintln!("scale: starting the real control plane (controlplane/build.sh builds it when missing)");
+    eprintln!(
+        "scale: starting the real control plane (controlplane/build.sh builds it when missing)"
+    );
     let cp = ControlPlane::start_in(&out.join("controlplane")).await?;
     cp.install_crds().await?;
     let admin = Rest::from_kubeconfig(&cp.admin_kubeconfig()).await?;
@@ -233,7 +235,11 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     let last = args.sizes.last().copied().unwrap_or(0);
     for &n in &args.sizes {
         let target = Split::of(n);
-        eprintln!("scale: seeding {} managed resources ({})", n, target.words());
+        eprintln!(
+            "scale: seeding {} managed resources ({})",
+            n,
+            target.words()
+        );
         let seed_time = seed::seed(&world.admin, &seeded, &target).await?;
         eprintln!(
             "scale: seeded {} in {:.1} s",
@@ -304,7 +310,10 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
             )?;
             std::fs::write(args.out.join("scale.md"), report::markdown(&results))?;
             std::fs::write(args.out.join("ready"), klutch.addr.to_string())?;
-            eprintln!("scale: holding klutch-health at {} until SIGTERM", klutch.addr);
+            eprintln!(
+                "scale: holding klutch-health at {} until SIGTERM",
+                klutch.addr
+            );
             hold().await?;
             klutch.proc.stop().await;
         }
@@ -389,10 +398,11 @@ async fn start_klutch(
         let (_, metrics) = http.get(addr, "/metrics").await?;
         let counts = observe::managed_counts(std::str::from_utf8(&metrics)?);
         let totals = observe::managed_totals(&counts);
-        let complete = totals.is_empty() || ManagedKind::ALL
-            .iter()
-            .zip(listed)
-            .all(|(k, n)| totals.get(k.plural()) == Some(n));
+        let complete = totals.is_empty()
+            || ManagedKind::ALL
+                .iter()
+                .zip(listed)
+                .all(|(k, n)| totals.get(k.plural()) == Some(n));
         if !complete {
             return Ok(false);
         }
@@ -438,16 +448,19 @@ async fn start_ksm(
 ) -> anyhow::Result<Running> {
     let (port, telemetry) = (free_port()?, free_port()?);
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg(format!("--kubeconfig={}", world.cp.admin_kubeconfig().display()))
-        .arg("--custom-resource-state-only")
-        .arg(format!(
-            "--custom-resource-state-config-file={}",
-            args.ksm_config.display()
-        ))
-        .arg("--host=127.0.0.1")
-        .arg(format!("--port={port}"))
-        .arg("--telemetry-host=127.0.0.1")
-        .arg(format!("--telemetry-port={telemetry}"));
+    cmd.arg(format!(
+        "--kubeconfig={}",
+        world.cp.admin_kubeconfig().display()
+    ))
+    .arg("--custom-resource-state-only")
+    .arg(format!(
+        "--custom-resource-state-config-file={}",
+        args.ksm_config.display()
+    ))
+    .arg("--host=127.0.0.1")
+    .arg(format!("--port={port}"))
+    .arg("--telemetry-host=127.0.0.1")
+    .arg(format!("--telemetry-port={telemetry}"));
     let mut proc = Proc::spawn("kube-state-metrics", cmd, &args.out.join("ksm.log"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let want: u64 = listed.iter().sum();
@@ -485,7 +498,11 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Polls `done` every [`START_POLL`] until it holds; the time since the process was started.
-async fn poll_until<F, Fut>(proc: &mut Proc, within: Duration, mut done: F) -> anyhow::Result<Duration>
+async fn poll_until<F, Fut>(
+    proc: &mut Proc,
+    within: Duration,
+    mut done: F,
+) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -509,7 +526,11 @@ where
     }
 }
 
-async fn timed_get(http: &Http, addr: SocketAddr, path: &str) -> anyhow::Result<(bytes::Bytes, f64)> {
+async fn timed_get(
+    http: &Http,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(bytes::Bytes, f64)> {
     let start = Instant::now();
     let (status, body) = http.get(addr, path).await?;
     anyhow::ensure!(status == 200, "GET {path} of {addr} answered {status}");
@@ -582,7 +603,8 @@ async fn run_churn(
     eprintln!("scale: churn, both polled ({} changes)", half * 2);
     let (side_by_side, ksm_scrape_ms) = match ksm.as_deref_mut() {
         Some(k) => {
-            let (l, scrape) = measured_phase_with_ksm(world, http, klutch, k, side_set, rate).await?;
+            let (l, scrape) =
+                measured_phase_with_ksm(world, http, klutch, k, side_set, rate).await?;
             (l, Some(scrape))
         }
         None => (Vec::new(), None),
@@ -620,7 +642,10 @@ async fn run_relist(
     let restarts_before = restarts(std::str::from_utf8(&metrics)?);
     world.cp.compact().await?;
     world.cp.stop(klutch_sim::real::Part::ApiServer);
-    world.cp.start_part(klutch_sim::real::Part::ApiServer).await?;
+    world
+        .cp
+        .start_part(klutch_sim::real::Part::ApiServer)
+        .await?;
     let back = Instant::now();
     // klutch-health notices (the restarted server answers its resumed watches `410 Gone`, counted in
     // klutch_health_watch_restarts_total, or its evidence probe saw the server down and restarts every
@@ -716,7 +741,9 @@ async fn klutch_ready(http: &Http, addr: SocketAddr) -> anyhow::Result<(Vec<u64>
                 .unwrap_or(0)
         })
         .collect();
-    let (_, json) = http.get(addr, "/readyz/managed-resources?format=json").await?;
+    let (_, json) = http
+        .get(addr, "/readyz/managed-resources?format=json")
+        .await?;
     let verdict = observe::verdict_ready(&serde_json::from_slice(&json)?);
     let verdict = ManagedKind::ALL
         .iter()
@@ -811,7 +838,12 @@ async fn measured_phase(
         stop_tx.send(true)?;
         let seen = poller.await??;
         metric.extend(churn::visible_in_counts(&sent, &seen.metric, &base, broken));
-        verdict.extend(churn::visible_in_counts(&sent, &seen.verdict, &base, broken));
+        verdict.extend(churn::visible_in_counts(
+            &sent,
+            &seen.verdict,
+            &base,
+            broken,
+        ));
     }
     Ok(vec![
         Latency::of("klutch-health metric", &metric),
@@ -886,7 +918,12 @@ async fn measured_phase_with_ksm(
         let (scraped, durations) = sp.await??;
         scrapes.extend(durations);
         metric.extend(churn::visible_in_counts(&sent, &seen.metric, &base, broken));
-        verdict.extend(churn::visible_in_counts(&sent, &seen.verdict, &base, broken));
+        verdict.extend(churn::visible_in_counts(
+            &sent,
+            &seen.verdict,
+            &base,
+            broken,
+        ));
         series.extend(churn::visible_in_series(&sent, &scraped, broken));
     }
     let mean = scrapes.iter().sum::<f64>() / scrapes.len().max(1) as f64;
@@ -911,6 +948,10 @@ mod tests {
         assert!(out.contains("url = \"http://127.0.0.1:4321/backend-health\""));
         assert!(out.contains("listen = \"127.0.0.1:0\""));
         assert!(!out.contains("provider-anynines-health.crossplane-system.svc"));
-        assert_eq!(out.lines().count(), shipped.lines().count(), "only values change");
+        assert_eq!(
+            out.lines().count(),
+            shipped.lines().count(),
+            "only values change"
+        );
     }
 }

@@ -224,7 +224,10 @@ klutch_health_check_up{check=\"managed-resources\",item=\"backups\"} 1\n";
         assert_eq!(all[1].labels, vec![]);
         assert_eq!(all[1].value, 2.0);
         // Broken lines are skipped, never a panic.
-        assert_eq!(samples("m{a=\"unterminated} 1\nm{a=} 2\nm{", "m").count(), 0);
+        assert_eq!(
+            samples("m{a=\"unterminated} 1\nm{a=} 2\nm{", "m").count(),
+            0
+        );
     }
 
     #[test]

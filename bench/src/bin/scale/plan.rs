@@ -12,7 +12,7 @@
 //! - ServiceInstances and ServiceBindings name the broker `postgresql-service-broker`, Backups and Restores the
 //!   backup manager `postgresql-backup-manager`: the estate's two ProviderConfigs.
 
-use crate::managed::{managed_object, set_state, ManagedKind, ManagedState};
+use klutch_sim::managed::{managed_object, set_state, ManagedKind, ManagedState};
 use serde_json::{json, Value};
 
 /// Per kind, in [`ManagedKind::ALL`]'s order: how many of each there are.
@@ -83,19 +83,13 @@ pub fn state_of(kind: ManagedKind, index: usize) -> ManagedState {
     }
 }
 
-pub fn provider_config(kind: ManagedKind) -> &'static str {
-    match kind {
-        ManagedKind::ServiceInstance | ManagedKind::ServiceBinding => "postgresql-service-broker",
-        ManagedKind::Backup | ManagedKind::Restore => "postgresql-backup-manager",
-    }
-}
-
 /// The object as it should end up in the API server: metadata, spec and status, in its state.
 pub fn object(kind: ManagedKind, index: usize) -> Value {
-    let mut obj = managed_object(kind, &name(kind, index), provider_config(kind));
+    let mut obj = managed_object(kind, &name(kind, index), kind.default_provider_config());
     match kind {
         ManagedKind::ServiceInstance => {
-            obj["metadata"]["annotations"] = json!({"crossplane.io/external-name": name(kind, index)});
+            obj["metadata"]["annotations"] =
+                json!({"crossplane.io/external-name": name(kind, index)});
         }
         ManagedKind::ServiceBinding => {
             obj["spec"]["forProvider"]["instanceName"] =
@@ -216,7 +210,12 @@ mod tests {
             "400 ServiceInstance, 300 ServiceBinding, 250 Backup, 50 Restore"
         );
         // Seeding step by step creates each object once.
-        let steps = [Split::default(), Split::of(1000), Split::of(10_000), Split::of(50_000)];
+        let steps = [
+            Split::default(),
+            Split::of(1000),
+            Split::of(10_000),
+            Split::of(50_000),
+        ];
         let mut seen = HashSet::new();
         for w in steps.windows(2) {
             for unit in units(&w[0], &w[1]) {
@@ -236,19 +235,36 @@ mod tests {
             .iter()
             .filter(|u| u[0].0 == ManagedKind::Backup)
             .collect();
-        assert_eq!(backups[0], &vec![(ManagedKind::Backup, 0), (ManagedKind::Backup, 1), (ManagedKind::Backup, 2)]);
+        assert_eq!(
+            backups[0],
+            &vec![
+                (ManagedKind::Backup, 0),
+                (ManagedKind::Backup, 1),
+                (ManagedKind::Backup, 2)
+            ]
+        );
         // 250 backups: 83 full groups and one of a single backup.
         assert_eq!(backups.len(), 84);
         assert_eq!(backups[83], &vec![(ManagedKind::Backup, 249)]);
-        let judged_backups = (0..250).filter(|&i| judged(&split, ManagedKind::Backup, i)).count();
+        let judged_backups = (0..250)
+            .filter(|&i| judged(&split, ManagedKind::Backup, i))
+            .count();
         assert_eq!(judged_backups, 84);
         assert!(judged(&split, ManagedKind::Backup, 2) && !judged(&split, ManagedKind::Backup, 1));
         assert!(judged(&split, ManagedKind::Backup, 249));
         // Grown on: 249 is no longer the newest of its instance.
         assert!(!judged(&Split::of(10_000), ManagedKind::Backup, 249));
         // Every reference names an object that exists once the split is seeded.
-        let si = |v: &Value| v["spec"]["forProvider"]["instanceName"].as_str().unwrap().to_string();
-        let last_instance = name(ManagedKind::ServiceInstance, split.count(ManagedKind::ServiceInstance) - 1);
+        let si = |v: &Value| {
+            v["spec"]["forProvider"]["instanceName"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let last_instance = name(
+            ManagedKind::ServiceInstance,
+            split.count(ManagedKind::ServiceInstance) - 1,
+        );
         assert!(si(&object(ManagedKind::Backup, 249)) <= last_instance);
         assert!(si(&object(ManagedKind::ServiceBinding, 299)) <= last_instance);
         let backup = object(ManagedKind::Restore, 49)["spec"]["forProvider"]["backupName"].clone();
@@ -260,16 +276,24 @@ mod tests {
         let split = Split::of(50_000);
         for kind in ManagedKind::ALL {
             let n = split.count(kind);
-            let failing = (0..n).filter(|&i| state_of(kind, i) == ManagedState::Failing).count();
+            let failing = (0..n)
+                .filter(|&i| state_of(kind, i) == ManagedState::Failing)
+                .count();
             // One ProviderConfig per kind: under fail_share (10 %), so the kind warns and never fails.
             assert!(failing * 10 < n, "{kind:?}: {failing} of {n}");
             assert!(failing >= 3, "{kind:?}: a few failing at every size");
         }
-        assert_eq!(state_of(ManagedKind::ServiceInstance, 17), ManagedState::Pending);
+        assert_eq!(
+            state_of(ManagedKind::ServiceInstance, 17),
+            ManagedState::Pending
+        );
         assert_eq!(state_of(ManagedKind::Backup, 17), ManagedState::Ready);
         let o = object(ManagedKind::ServiceInstance, 1);
         assert_eq!(o["metadata"]["name"], "si-000001");
-        assert_eq!(o["spec"]["providerConfigRef"]["name"], "postgresql-service-broker");
+        assert_eq!(
+            o["spec"]["providerConfigRef"]["name"],
+            "postgresql-service-broker"
+        );
         let synced = o["status"]["conditions"]
             .as_array()
             .unwrap()
@@ -277,7 +301,10 @@ mod tests {
             .find(|c| c["type"] == "Synced")
             .unwrap();
         assert_eq!(synced["reason"], "ReconcileError");
-        assert_eq!(object(ManagedKind::Restore, 0)["spec"]["providerConfigRef"]["name"], "postgresql-backup-manager");
+        assert_eq!(
+            object(ManagedKind::Restore, 0)["spec"]["providerConfigRef"]["name"],
+            "postgresql-backup-manager"
+        );
     }
 
     #[test]
@@ -285,18 +312,29 @@ mod tests {
         let split = Split::of(50_000);
         let picked = churn_candidates(&split, 4000);
         assert_eq!(picked.len(), 4000);
-        assert_eq!(picked.iter().collect::<HashSet<_>>().len(), 4000, "each once");
+        assert_eq!(
+            picked.iter().collect::<HashSet<_>>().len(),
+            4000,
+            "each once"
+        );
         for &(k, i) in &picked {
             assert_eq!(state_of(k, i), ManagedState::Ready);
             assert!(judged(&split, k, i));
         }
         for kind in ManagedKind::ALL {
-            assert!(picked.iter().filter(|(k, _)| *k == kind).count() > 50, "{kind:?}");
+            assert!(
+                picked.iter().filter(|(k, _)| *k == kind).count() > 50,
+                "{kind:?}"
+            );
         }
         let broken = flipped_status(ManagedKind::Backup, 2, true);
-        assert!(broken["status"]["conditions"].to_string().contains("ReconcileError"));
+        assert!(broken["status"]["conditions"]
+            .to_string()
+            .contains("ReconcileError"));
         let healed = flipped_status(ManagedKind::Backup, 2, false);
-        assert!(healed["status"]["conditions"].to_string().contains("ReconcileSuccess"));
+        assert!(healed["status"]["conditions"]
+            .to_string()
+            .contains("ReconcileSuccess"));
         assert!(broken.get("metadata").is_none(), "only the status");
     }
 }

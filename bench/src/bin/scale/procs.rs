@@ -39,9 +39,7 @@ impl Proc {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {what}"))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("{what} exited at once"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{what} exited at once"))?;
         Ok(Proc {
             child,
             pid,
@@ -73,7 +71,11 @@ impl Proc {
     }
 
     /// Waits until its log has a line containing every one of `needles`, and returns that line.
-    pub async fn wait_log_line(&mut self, needles: &[&str], within: Duration) -> anyhow::Result<String> {
+    pub async fn wait_log_line(
+        &mut self,
+        needles: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<String> {
         let start = Instant::now();
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -92,7 +92,11 @@ in brackets), peak RSS since start, idle CPU over the next 5 s, then one `/metri
     }
     for z in &r.sizes {
         if let Some(m) = &z.klutch.mismatch {
-            let _ = writeln!(s, "\n**At {}, klutch-health's counts disagree with the API server:** {m}", z.managed);
+            let _ = writeln!(
+                s,
+                "\n**At {}, klutch-health's counts disagree with the API server:** {m}",
+                z.managed
+            );
         }
     }
     let k_per = per_object(&r.sizes, |z| Some(z.klutch.memory.anon_kib));
@@ -270,29 +274,65 @@ mod tests {
                 klutch_us_per_event: 42.0,
                 ksm_us_per_event: Some(420.0),
                 quiet_changes: 2000,
-                alone: vec![lat("klutch-health metric", 12.0), lat("klutch-health verdict", 14.0)],
+                alone: vec![
+                    lat("klutch-health metric", 12.0),
+                    lat("klutch-health verdict", 14.0),
+                ],
                 side_by_side: vec![lat("kube-state-metrics /metrics", 1800.0)],
-                klutch_memory: Memory { rss_kib: 60 * 1024, peak_kib: 150 * 1024, anon_kib: 0, file_kib: 0 },
+                klutch_memory: Memory {
+                    rss_kib: 60 * 1024,
+                    peak_kib: 150 * 1024,
+                    anon_kib: 0,
+                    file_kib: 0,
+                },
                 ksm_memory: None,
                 ksm_scrape_ms: Some(900.0),
             }),
             relist: Some(RelistResult {
                 klutch_recovered_ms: 4200.0,
-                klutch_memory: Memory { rss_kib: 70 * 1024, peak_kib: 90 * 1024, anon_kib: 0, file_kib: 0 },
+                klutch_memory: Memory {
+                    rss_kib: 70 * 1024,
+                    peak_kib: 90 * 1024,
+                    anon_kib: 0,
+                    file_kib: 0,
+                },
                 ksm_memory: None,
             }),
         };
         let md = markdown(&r);
         // 50 MiB more anonymous memory for 50 000 objects: 1 049 bytes each (500 MiB: 10 486).
-        assert!(md.contains("klutch-health **1049** bytes, kube-state-metrics **10486** bytes"), "{md}");
-        assert!(md.contains("| 50000 (20000 / 15000 / 12500 / 2500) | 1.0 | 5500 | 1.50 | 61.0 (52.0) | 72.0 |"), "{md}");
-        assert!(md.contains("klutch-health **42 µs**, kube-state-metrics **420 µs**"), "{md}");
+        assert!(
+            md.contains("klutch-health **1049** bytes, kube-state-metrics **10486** bytes"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 50000 (20000 / 15000 / 12500 / 2500) | 1.0 | 5500 | 1.50 | 61.0 (52.0) | 72.0 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("klutch-health **42 µs**, kube-state-metrics **420 µs**"),
+            "{md}"
+        );
         assert!(md.contains("| klutch-health verdict (klutch-health polled alone) | 2000 | 3.5 | 14.0 | 28.0 | 0 |"), "{md}");
         // The peak after the churn (150 MiB) misses the memory goal; the rest is met.
-        assert!(md.contains("RSS ≤ 128 MiB — **missed** (peak 150.0 MiB)"), "{md}");
-        assert!(md.contains("first complete verdict ≤ 10 s — **met** (5.5 s)"), "{md}");
+        assert!(
+            md.contains("RSS ≤ 128 MiB — **missed** (peak 150.0 MiB)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("first complete verdict ≤ 10 s — **met** (5.5 s)"),
+            "{md}"
+        );
         assert!(md.contains("p99 ≤ 50 ms — **met** (14.0 ms)"), "{md}");
-        assert!(md.contains("Load average 0.50 0.40 0.30 before the run"), "{md}");
-        assert!(md.contains("counted every object again 4.2 s after"), "{md}");
+        assert!(
+            md.contains("Load average 0.50 0.40 0.30 before the run"),
+            "{md}"
+        );
+        assert!(
+            md.contains("counted every object again 4.2 s after"),
+            "{md}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use http::StatusCode;
-use crate::managed::{ManagedKind, ManagedState};
+use klutch_sim::managed::{ManagedKind, ManagedState};
 use klutch_sim::real::{Answer, Rest};
 use serde_json::{json, Value};
 
@@ -66,7 +66,12 @@ async fn seed_one(rest: &Rest, kind: ManagedKind, index: usize) -> anyhow::Resul
 }
 
 /// Merge-patches one resource's `/status`.
-pub async fn write_status(rest: &Rest, kind: ManagedKind, index: usize, status: &Value) -> anyhow::Result<()> {
+pub async fn write_status(
+    rest: &Rest,
+    kind: ManagedKind,
+    index: usize,
+    status: &Value,
+) -> anyhow::Result<()> {
     let path = format!("{}/{}/status", collection(kind), plan::name(kind, index));
     retrying(|| rest.merge(&path, status))
         .await?

@@ -1,0 +1,1065 @@
+//! One kind's tally: a small record per managed resource, and counts kept current event by event (by
+//! state, per ProviderConfig, the failing ones by name, the deadlines of the creating and deleting ones, the
+//! newest Backup per instance and Restore per backup), so that judging a kind never walks all its resources.
+//! Its item is a pure function of the counts, the settings and the time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use globset::GlobSet;
+use jiff::Timestamp;
+use kube::runtime::watcher::Event;
+
+use super::judge::{judge, State};
+use super::object::Managed;
+use crate::clock::{Due, Moment};
+use crate::human;
+use crate::kubernetes::watch::{Tally, WatchState};
+use crate::report::{StateCounts, Status};
+use crate::signals::{Fact, Observation};
+
+/// Failing resources named in the text line.
+pub const NAMED_IN_TEXT: usize = 5;
+/// Failing resources named, each with its ProviderConfig, in JSON `output` and on the status page.
+pub const NAMED_IN_DETAIL: usize = 20;
+/// ProviderConfigs named when several fail systemically.
+const NAMED_PROVIDER_CONFIGS: usize = 5;
+
+/// Which older resources a newer one supersedes: only the newest of each group is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supersede {
+    /// Backups: the newest per `spec.forProvider.instanceName`.
+    ByInstance,
+    /// Restores: the newest per `spec.forProvider.backupName`.
+    ByBackup,
+}
+
+/// How one kind is judged: the check's settings for it.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The resource's plural (`serviceinstances`): the item's name.
+    pub kind: String,
+    pub create_timeout: Duration,
+    pub delete_timeout: Duration,
+    /// Objects whose names match are left out entirely.
+    pub ignore: GlobSet,
+    pub fail_min: u64,
+    /// A fraction (0.1 for `10%`).
+    pub fail_share: f64,
+    pub max_objects: usize,
+    pub supersede: Option<Supersede>,
+}
+
+/// What is kept of one resource (about 100 bytes with its name): the state table's verdict, not the
+/// object.
+#[derive(Debug, Clone, PartialEq)]
+struct Record {
+    state: State,
+    /// Creating or deleting for longer than its timeout: counts as failing.
+    timed_out: bool,
+    /// Creating or deleting since (Unix seconds).
+    since: Option<i64>,
+    /// Its creation (Unix seconds), which orders Backups and Restores.
+    created: i64,
+    /// The relist that last saw it.
+    epoch: u32,
+    /// `spec.providerConfigRef.name`, shared by the records of one ProviderConfig.
+    provider_config: Arc<str>,
+    /// The instance (Backups) or backup (Restores) it belongs to.
+    group: Option<Arc<str>>,
+    /// The conditions' words, when not ready.
+    why: Option<Box<str>>,
+}
+
+impl Record {
+    /// Its state as counted: a timed-out one fails.
+    fn counted(&self) -> State {
+        if self.timed_out {
+            State::Failing
+        } else {
+            self.state
+        }
+    }
+}
+
+/// The counts of the judged resources (the newest of each group, and every ungrouped one).
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    by_state: [u64; 5],
+    /// Per ProviderConfig, by state: what the thresholds are judged on.
+    by_provider_config: HashMap<Arc<str>, [u64; 5]>,
+    /// Not judged: an older Backup of the same instance, an older Restore of the same backup.
+    superseded: u64,
+    failing: BTreeSet<Arc<str>>,
+    /// (deadline in Unix seconds, name) of each creating or deleting resource not yet timed out.
+    deadlines: BTreeSet<(i64, Arc<str>)>,
+}
+
+/// One kind's tally. Cloning an empty one makes the fresh tally a restarted watch starts with.
+#[derive(Debug, Clone)]
+pub struct KindTally {
+    rules: Arc<Rules>,
+    records: HashMap<Arc<str>, Record>,
+    /// Members of each group, sorted by (creation, name): the last one is judged. A sorted `Vec`, not a
+    /// `BTreeSet`: most groups hold one member, and a B-tree node costs about 290 bytes.
+    groups: HashMap<Arc<str>, Vec<(i64, Arc<str>)>>,
+    counts: Counts,
+    epoch: u32,
+}
+
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl Counts {
+    /// Adds (or takes away) one judged resource.
+    fn count(&mut self, rules: &Rules, name: &Arc<str>, r: &Record, add: bool) {
+        let state = r.counted();
+        let step = |n: &mut u64| {
+            *n = if add {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        step(&mut self.by_state[state.index()]);
+        let per = self
+            .by_provider_config
+            .entry(r.provider_config.clone())
+            .or_default();
+        step(&mut per[state.index()]);
+        if per.iter().all(|n| *n == 0) {
+            self.by_provider_config.remove(&r.provider_config);
+        }
+        if state == State::Failing {
+            if add {
+                self.failing.insert(name.clone());
+            } else {
+                self.failing.remove(name);
+            }
+        }
+        if let Some(deadline) = deadline(rules, r) {
+            if add {
+                self.deadlines.insert((deadline, name.clone()));
+            } else {
+                self.deadlines.remove(&(deadline, name.clone()));
+            }
+        }
+    }
+}
+
+/// When a creating or deleting resource starts to count as failing (Unix seconds).
+fn deadline(rules: &Rules, r: &Record) -> Option<i64> {
+    let timeout = match (r.state, r.timed_out) {
+        (_, true) => return None,
+        (State::Creating, _) => rules.create_timeout,
+        (State::Deleting, _) => rules.delete_timeout,
+        _ => return None,
+    };
+    Some(r.since?.saturating_add(seconds(timeout)))
+}
+
+impl KindTally {
+    pub fn new(rules: Rules) -> KindTally {
+        KindTally {
+            rules: Arc::new(rules),
+            records: HashMap::new(),
+            groups: HashMap::new(),
+            counts: Counts::default(),
+            epoch: 0,
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Takes in one resource as it is now (added, changed, or listed again).
+    pub fn upsert(&mut self, object: Managed) {
+        let Some(name) = object.name() else { return };
+        if self.rules.ignore.is_match(name) {
+            if let Some(key) = self.key(name) {
+                self.change(&key, None);
+            }
+            return;
+        }
+        let key = self.key(name).unwrap_or_else(|| name.into());
+        let facts = object.facts;
+        let judged = judge(&facts);
+        let provider_config: &str = facts.provider_config.as_deref().unwrap_or("");
+        let provider_config = self
+            .counts
+            .by_provider_config
+            .get_key_value(provider_config)
+            .map_or_else(|| provider_config.into(), |(k, _)| k.clone());
+        let group = match self.rules.supersede {
+            Some(Supersede::ByInstance) => facts.instance_name,
+            Some(Supersede::ByBackup) => facts.backup_name,
+            None => None,
+        }
+        .map(|g| {
+            self.groups
+                .get_key_value(g.as_str())
+                .map_or_else(|| g.as_str().into(), |(k, _)| k.clone())
+        });
+        let record = Record {
+            state: judged.state,
+            timed_out: false,
+            since: judged.since.map(|t| t.as_second()),
+            created: facts.created.map_or(0, |t| t.as_second()),
+            epoch: self.epoch,
+            provider_config,
+            group,
+            why: judged.why.map(String::into_boxed_str),
+        };
+        self.change(&key, Some(record));
+    }
+
+    /// Forgets a resource that was deleted.
+    pub fn remove(&mut self, name: &str) {
+        if let Some(key) = self.key(name) {
+            self.change(&key, None);
+        }
+    }
+
+    /// The stored name, shared by the sets that hold it.
+    fn key(&self, name: &str) -> Option<Arc<str>> {
+        self.records.get_key_value(name).map(|(k, _)| k.clone())
+    }
+
+    /// Replaces the record of `name` (`None`: removes it), keeping every count current: the counts of the
+    /// groups it leaves and joins are taken away first and added back after, since a new or removed member
+    /// can change which one is the newest.
+    fn change(&mut self, name: &Arc<str>, new: Option<Record>) {
+        let old_group = self.records.get(name).map(|r| r.group.clone());
+        let new_group = new.as_ref().map(|r| r.group.clone());
+        let mut groups: Vec<Arc<str>> = Vec::new();
+        for g in [&old_group, &new_group].into_iter().flatten().flatten() {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        for g in &groups {
+            self.count_group(g, false);
+        }
+        if let Some(old) = self.records.get(name).filter(|r| r.group.is_none()) {
+            self.counts.count(&self.rules, name, old, false);
+        }
+        if let Some(old) = self.records.remove(name) {
+            if let Some(g) = &old.group {
+                if let Some(members) = self.groups.get_mut(g) {
+                    let member = (old.created, name.clone());
+                    if let Ok(i) = members.binary_search(&member) {
+                        members.remove(i);
+                    }
+                    if members.is_empty() {
+                        self.groups.remove(g);
+                    }
+                }
+            }
+        }
+        if let Some(record) = new {
+            if let Some(g) = &record.group {
+                let members = self.groups.entry(g.clone()).or_default();
+                let member = (record.created, name.clone());
+                if let Err(i) = members.binary_search(&member) {
+                    members.insert(i, member);
+                }
+            } else {
+                self.counts.count(&self.rules, name, &record, true);
+            }
+            self.records.insert(name.clone(), record);
+        }
+        for g in &groups {
+            self.count_group(g, true);
+        }
+    }
+
+    /// Adds (or takes away) a group: its newest member judged, the others superseded.
+    fn count_group(&mut self, g: &Arc<str>, add: bool) {
+        let Some(members) = self.groups.get(g) else {
+            return;
+        };
+        let Some((_, newest)) = members.last() else {
+            return;
+        };
+        let older = members.len() as u64 - 1;
+        self.counts.superseded = if add {
+            self.counts.superseded.saturating_add(older)
+        } else {
+            self.counts.superseded.saturating_sub(older)
+        };
+        if let Some(r) = self.records.get(newest) {
+            self.counts.count(&self.rules, newest, r, add);
+        }
+    }
+
+    /// Creating and deleting resources past their deadline count as failing from now on (until they
+    /// change).
+    fn expire(&mut self, now: Timestamp) {
+        let now = now.as_second();
+        while let Some((deadline, name)) = self.counts.deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            let Some(r) = self.records.get(&name) else {
+                self.counts.deadlines.pop_first();
+                continue;
+            };
+            self.counts.count(&self.rules, &name, r, false);
+            let mut r = r.clone();
+            r.timed_out = true;
+            self.counts.count(&self.rules, &name, &r, true);
+            self.records.insert(name, r);
+        }
+    }
+
+    /// A relist begins: what it does not list again is gone at its end.
+    fn relisting(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// A relist ended: forgets what it did not list.
+    fn listed(&mut self) {
+        let gone: Vec<Arc<str>> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.epoch != self.epoch)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in gone {
+            self.change(&name, None);
+        }
+    }
+
+    /// Resources held.
+    pub fn held(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The kind's item as of `now`, and the next deadline.
+    pub fn item(&mut self, now: Moment) -> (Observation, Option<Due>) {
+        self.expire(now.wall);
+        let rules = &self.rules;
+        let c = &self.counts;
+        let judged: u64 = c.by_state.iter().sum();
+        let n = |s: State| c.by_state[s.index()];
+        let mut counts: Vec<(&'static str, u64)> =
+            State::ALL.iter().map(|s| (s.as_str(), n(*s))).collect();
+        counts.push(("superseded", c.superseded));
+        let next = c
+            .deadlines
+            .first()
+            .and_then(|(d, _)| Timestamp::from_second(*d).ok())
+            .map(Due::Wall);
+
+        let (mut status, mut summary) = if judged == 0 {
+            (Status::Pass, format!("no {}", rules.kind))
+        } else {
+            let mut s = format!("{} of {judged} ready", n(State::Ready));
+            if c.superseded > 0 {
+                s.push_str(&format!(" ({} superseded)", c.superseded));
+            }
+            for state in [
+                State::Creating,
+                State::Deleting,
+                State::Paused,
+                State::Failing,
+            ] {
+                if n(state) > 0 {
+                    s.push_str(&format!(", {} {}", n(state), state.as_str()));
+                }
+            }
+            let status = match n(State::Failing) {
+                0 => Status::Pass,
+                _ => Status::Warn,
+            };
+            (status, s)
+        };
+        let mut text_names = String::new();
+        let mut detail_names = String::new();
+        if n(State::Failing) > 0 {
+            text_names = self.named(NAMED_IN_TEXT, false, now.wall);
+            detail_names = self.named(NAMED_IN_DETAIL, true, now.wall);
+        }
+        let systemic = self.systemic();
+        let mut tail = String::new();
+        if !systemic.is_empty() {
+            status = Status::Fail;
+            let shown: Vec<String> = systemic
+                .iter()
+                .take(NAMED_PROVIDER_CONFIGS)
+                .map(|(pc, failing, of)| format!("{} ({failing} of {of} failing)", show_pc(pc)))
+                .collect();
+            let more = systemic.len().saturating_sub(NAMED_PROVIDER_CONFIGS);
+            tail.push_str(&format!(
+                "; at least {} and more than {} of one ProviderConfig's {} fail: {}{}",
+                rules.fail_min,
+                share(rules.fail_share),
+                rules.kind,
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let held = self.records.len();
+        if held.saturating_mul(5) > rules.max_objects.saturating_mul(4) {
+            status = status.max(Status::Warn);
+            tail.push_str(&format!(
+                "; {held} {} held, over 80% of max_objects ({}): raise it (and the containers' memory limit) before the watch fails",
+                rules.kind, rules.max_objects
+            ));
+        }
+        let detail = format!("{summary}{detail_names}{tail}");
+        summary.push_str(&text_names);
+        summary.push_str(&tail);
+        let mut item = Observation::new(rules.kind.clone(), status, summary, now.wall)
+            .detail(detail)
+            .counts(StateCounts::from(counts));
+        if !systemic.is_empty() {
+            item = item.with_fact(Fact::FailsWithin(
+                systemic.into_iter().map(|(pc, _, _)| pc).collect(),
+            ));
+        }
+        (item, next)
+    }
+
+    /// `: pg-prod-7 (Synced=False, ReconcileError: …), … and 3 more`: the first `limit` failing by name,
+    /// each with its ProviderConfig when `with_provider_config`.
+    fn named(&self, limit: usize, with_provider_config: bool, now: Timestamp) -> String {
+        let c = &self.counts;
+        let mut shown = Vec::new();
+        for name in c.failing.iter().take(limit) {
+            let Some(r) = self.records.get(name) else {
+                continue;
+            };
+            let mut why = self.why(r, now);
+            if with_provider_config {
+                why = format!("providerConfigRef {}; {why}", show_pc(&r.provider_config));
+            }
+            shown.push(format!("{name} ({why})"));
+        }
+        let more = c.failing.len().saturating_sub(shown.len());
+        let mut out = format!(": {}", shown.join(", "));
+        if more > 0 {
+            out.push_str(&format!(" and {more} more"));
+        }
+        out
+    }
+
+    /// Why a failing resource fails: its conditions, or how long it has been creating or deleting.
+    fn why(&self, r: &Record, now: Timestamp) -> String {
+        let words = r.why.as_deref().unwrap_or("");
+        let since = r
+            .since
+            .and_then(|s| Timestamp::from_second(s).ok())
+            .unwrap_or(now);
+        match (r.timed_out, r.state) {
+            (true, State::Creating) => format!(
+                "creating since {}, longer than create_timeout {} ({words})",
+                human::timestamp(since),
+                human::duration(self.rules.create_timeout)
+            ),
+            (true, State::Deleting) => format!(
+                "deleting since {}, longer than delete_timeout {}: a finalizer that is never removed?",
+                human::timestamp(since),
+                human::duration(self.rules.delete_timeout)
+            ),
+            _ => words.to_string(),
+        }
+    }
+
+    /// The ProviderConfigs whose failing resources pass both thresholds: (name, failing, of all judged),
+    /// by name.
+    fn systemic(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let rules = &self.rules;
+        let mut out: Vec<(Arc<str>, u64, u64)> = self
+            .counts
+            .by_provider_config
+            .iter()
+            .filter_map(|(pc, n)| {
+                let failing = n[State::Failing.index()];
+                let all: u64 = n.iter().sum();
+                (failing >= rules.fail_min && failing as f64 > rules.fail_share * all as f64)
+                    .then(|| (pc.clone(), failing, all))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// A ProviderConfig's name for messages (`(none)` for resources that name none).
+fn show_pc(pc: &str) -> &str {
+    if pc.is_empty() {
+        "(none)"
+    } else {
+        pc
+    }
+}
+
+/// `10%`.
+pub fn share(fraction: f64) -> String {
+    let percent = fraction * 100.0;
+    if percent.fract() == 0.0 {
+        format!("{percent:.0}%")
+    } else {
+        format!("{percent}%")
+    }
+}
+
+impl Tally<Managed> for KindTally {
+    fn apply(&mut self, event: Event<Managed>) {
+        match event {
+            Event::Init => self.relisting(),
+            Event::InitApply(o) | Event::Apply(o) => self.upsert(o),
+            Event::InitDone => self.listed(),
+            Event::Delete(o) => {
+                if let Some(name) = o.name() {
+                    self.remove(name);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.held()
+    }
+
+    fn observe(&mut self, _state: &WatchState, now: Moment) -> (Vec<Observation>, Option<Due>) {
+        let (item, next) = self.item(now);
+        (vec![item], next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::checks::managed_resources::object::{Condition, Facts};
+    use crate::checks::testing::{at, m};
+
+    const T0: &str = "2026-12-01T12:00:00Z";
+
+    fn rules(kind: &str) -> Rules {
+        let settings = crate::checks::managed_resources::ManagedResources::default();
+        settings.rules(kind)
+    }
+
+    fn cond(status: &str, reason: &str, message: &str, since: &str) -> Option<Condition> {
+        Some(Condition {
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            since: Some(at(since)),
+        })
+    }
+
+    /// A resource of ProviderConfig `pc` in one of the table's situations.
+    fn mr(name: &str, pc: &str, what: &str) -> Managed {
+        let mut f = Facts {
+            created: Some(at("2026-12-01T11:00:00Z")),
+            provider_config: Some(pc.into()),
+            ready: cond("True", "Available", "", "2026-12-01T11:05:00Z"),
+            synced: cond("True", "ReconcileSuccess", "", "2026-12-01T11:00:01Z"),
+            ..Facts::default()
+        };
+        match what {
+            "ready" => {}
+            "failing" => {
+                f.synced = cond(
+                    "False",
+                    "ReconcileError",
+                    "cannot provision: quota exceeded",
+                    T0,
+                )
+            }
+            "creating" => f.ready = cond("False", "Creating", "", "2026-12-01T11:50:00Z"),
+            "deleting" => f.deleting = Some(at("2026-12-01T11:55:00Z")),
+            "paused" => f.paused = true,
+            other => panic!("no such situation {other}"),
+        }
+        Managed::new(name, f)
+    }
+
+    fn tally_of(kind: &str, objects: impl IntoIterator<Item = Managed>) -> KindTally {
+        let mut t = KindTally::new(rules(kind));
+        for o in objects {
+            t.upsert(o);
+        }
+        t
+    }
+
+    fn item(t: &mut KindTally, now: &str) -> Observation {
+        t.item(m(now)).0
+    }
+
+    fn count(o: &Observation, state: &str) -> u64 {
+        o.counts
+            .as_ref()
+            .and_then(|c| c.iter().find(|(s, _)| *s == state).map(|(_, n)| *n))
+            .expect("every state is counted")
+    }
+
+    #[test]
+    fn the_message_counts_and_names_as_the_spec_words_it() {
+        let mut objects = vec![mr("pg-prod-7", "pg", "failing")];
+        objects.extend((0..412).map(|i| mr(&format!("pg-{i}"), "pg", "ready")));
+        objects.extend((0..2).map(|i| mr(&format!("pg-new-{i}"), "pg", "creating")));
+        let mut t = tally_of("serviceinstances", objects);
+        let o = item(&mut t, T0);
+        assert_eq!(o.status, Status::Warn, "1 of 415 is one tenant's fault");
+        assert_eq!(
+            o.message,
+            "412 of 415 ready, 2 creating, 1 failing: pg-prod-7 (Synced=False, ReconcileError: cannot provision: quota exceeded)"
+        );
+        assert_eq!(
+            o.detail.as_deref(),
+            Some("412 of 415 ready, 2 creating, 1 failing: pg-prod-7 (providerConfigRef pg; Synced=False, ReconcileError: cannot provision: quota exceeded)")
+        );
+        assert_eq!(o.item, "serviceinstances");
+        for (state, n) in [
+            ("ready", 412),
+            ("creating", 2),
+            ("failing", 1),
+            ("deleting", 0),
+            ("paused", 0),
+            ("superseded", 0),
+        ] {
+            assert_eq!(count(&o, state), n, "{state}");
+        }
+    }
+
+    #[test]
+    fn a_passing_kind_says_so_and_zero_resources_pass() {
+        let mut t = tally_of(
+            "serviceinstances",
+            [mr("a", "pg", "ready"), mr("b", "pg", "paused")],
+        );
+        let o = item(&mut t, T0);
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Pass, "1 of 2 ready, 1 paused")
+        );
+        assert_eq!(o.detail.as_deref(), Some("1 of 2 ready, 1 paused"));
+        let mut empty = tally_of("backups", []);
+        let o = item(&mut empty, T0);
+        assert_eq!((o.status, o.message.as_str()), (Status::Pass, "no backups"));
+        assert_eq!(
+            o.detail.as_deref(),
+            Some("no backups"),
+            "shown in JSON and on the page"
+        );
+    }
+
+    #[test]
+    fn text_names_five_and_json_twenty_each_with_its_provider_config() {
+        let mut t = tally_of(
+            "serviceinstances",
+            (0..25).map(|i| mr(&format!("r-{i:02}"), "redis", "failing")),
+        );
+        let o = item(&mut t, T0);
+        let names = |s: &str| s.matches(" (").count();
+        assert!(o.message.ends_with(" and 20 more; at least 3 and more than 10% of one ProviderConfig's serviceinstances fail: redis (25 of 25 failing)"), "{}", o.message);
+        assert_eq!(
+            names(&o.message),
+            6,
+            "five resources and the ProviderConfig: {}",
+            o.message
+        );
+        assert!(
+            o.message
+                .starts_with("0 of 25 ready, 25 failing: r-00 (Synced=False"),
+            "{}",
+            o.message
+        );
+        let detail = o.detail.expect("detail");
+        assert_eq!(
+            detail.matches("providerConfigRef redis;").count(),
+            20,
+            "{detail}"
+        );
+        assert!(
+            detail.contains("r-19 (providerConfigRef redis; ") && !detail.contains("r-20 ("),
+            "{detail}"
+        );
+        assert!(detail.contains(" and 5 more;"), "{detail}");
+    }
+
+    /// 80 failing Redis instances beside 1 000 healthy PostgreSQL ones: 7 % of the kind, but every one of
+    /// the Redis broker's: a systemic fault of one broker, so the kind fails.
+    #[test]
+    fn thresholds_hold_within_each_provider_config() {
+        let mut objects: Vec<Managed> = (0..1000)
+            .map(|i| mr(&format!("pg-{i}"), "postgresql-broker", "ready"))
+            .collect();
+        objects.extend((0..80).map(|i| mr(&format!("redis-{i}"), "redis-broker", "failing")));
+        let mut t = tally_of("serviceinstances", objects);
+        let o = item(&mut t, T0);
+        assert_eq!(o.status, Status::Fail, "{}", o.message);
+        assert!(
+            o.message.contains("fail: redis-broker (80 of 80 failing)"),
+            "{}",
+            o.message
+        );
+        // For the root-cause rules: the kind fails by the Redis broker's resources alone.
+        assert_eq!(
+            o.fact,
+            Some(Fact::FailsWithin(vec![Arc::from("redis-broker")].into()))
+        );
+
+        // One tenant's bad parameters: below fail_min, or not more than fail_share of its ProviderConfig.
+        let cases = [
+            (2, 0, Status::Warn),  // 2 of 2: fewer than fail_min
+            (3, 0, Status::Fail),  // 3 of 3
+            (3, 27, Status::Warn), // 3 of 30: exactly 10%, not more
+            (4, 26, Status::Fail), // 4 of 30: more than 10%
+        ];
+        for (failing, ready, want) in cases {
+            let mut objects: Vec<Managed> = (0..failing)
+                .map(|i| mr(&format!("f-{i}"), "pc", "failing"))
+                .collect();
+            objects.extend((0..ready).map(|i| mr(&format!("r-{i}"), "pc", "ready")));
+            let o = item(&mut tally_of("serviceinstances", objects), T0);
+            assert_eq!(
+                o.status, want,
+                "{failing} failing beside {ready} ready: {}",
+                o.message
+            );
+            assert_eq!(o.fact.is_some(), want == Status::Fail, "{}", o.message);
+        }
+    }
+
+    #[test]
+    fn only_the_newest_backup_per_instance_and_restore_per_backup_is_judged() {
+        let backup = |name: &str, instance: &str, created: &str, what: &str| {
+            let mut o = mr(name, "backup-manager", what);
+            o.facts.instance_name = Some(instance.into());
+            o.facts.created = Some(at(created));
+            o
+        };
+        let mut t = tally_of(
+            "backups",
+            [
+                backup("a-1", "pg-a", "2026-11-29T00:00:00Z", "ready"),
+                backup("a-2", "pg-a", "2026-11-30T00:00:00Z", "ready"),
+                backup("a-3", "pg-a", "2026-12-01T00:00:00Z", "failing"),
+                backup("b-1", "pg-b", "2026-11-30T00:00:00Z", "failing"),
+                backup("b-2", "pg-b", "2026-12-01T00:00:00Z", "ready"),
+            ],
+        );
+        let o = item(&mut t, T0);
+        assert_eq!(
+            o.message,
+            "1 of 2 ready (3 superseded), 1 failing: a-3 (Synced=False, ReconcileError: cannot provision: quota exceeded)"
+        );
+        assert_eq!(count(&o, "superseded"), 3);
+        // The newest failing backup deleted: the one before it is judged again.
+        t.remove("a-3");
+        let o = item(&mut t, T0);
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Pass, "2 of 2 ready (2 superseded)")
+        );
+        // A newer one arrives, creating: it is the one judged now.
+        t.upsert(backup("b-3", "pg-b", "2026-12-01T11:00:00Z", "creating"));
+        assert_eq!(
+            item(&mut t, T0).message,
+            "1 of 2 ready (3 superseded), 1 creating"
+        );
+        // A backup moved to another instance leaves its old group.
+        t.upsert(backup("b-3", "pg-c", "2026-12-01T11:00:00Z", "failing"));
+        let o = item(&mut t, T0);
+        assert!(
+            o.message
+                .starts_with("2 of 3 ready (2 superseded), 1 failing: b-3"),
+            "{}",
+            o.message
+        );
+
+        let restore = |name: &str, of: &str, created: &str, what: &str| {
+            let mut o = mr(name, "backup-manager", what);
+            o.facts.backup_name = Some(of.into());
+            o.facts.instance_name = Some("ignored-for-restores".into());
+            o.facts.created = Some(at(created));
+            o
+        };
+        let mut t = tally_of(
+            "restores",
+            [
+                restore("r-1", "a-1", "2026-11-30T00:00:00Z", "failing"),
+                restore("r-2", "a-1", "2026-12-01T00:00:00Z", "ready"),
+                restore("r-3", "a-2", "2026-12-01T00:00:00Z", "ready"),
+            ],
+        );
+        assert_eq!(item(&mut t, T0).message, "2 of 2 ready (1 superseded)");
+        // Instances and bindings are never superseded.
+        let mut t = tally_of(
+            "servicebindings",
+            [
+                restore("s-1", "x", "2026-11-30T00:00:00Z", "ready"),
+                restore("s-2", "x", T0, "ready"),
+            ],
+        );
+        assert_eq!(item(&mut t, T0).message, "2 of 2 ready");
+    }
+
+    #[test]
+    fn creating_and_deleting_too_long_fail_by_the_clock_and_paused_never_fails() {
+        let mut t = tally_of(
+            "serviceinstances",
+            [
+                mr("new", "pg", "creating"),  // Ready=False Creating since 11:50
+                mr("gone", "pg", "deleting"), // deleting since 11:55
+                mr("held", "pg", "paused"),
+            ],
+        );
+        let (o, next) = t.item(m("2026-12-01T12:05:00Z"));
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (
+                Status::Pass,
+                "0 of 3 ready, 1 creating, 1 deleting, 1 paused"
+            )
+        );
+        assert_eq!(
+            next,
+            Some(Due::Wall(at("2026-12-01T12:10:00Z"))),
+            "deleting since 11:55 + 15m"
+        );
+        let (o, next) = t.item(m("2026-12-01T12:10:00Z"));
+        assert_eq!(o.status, Status::Warn);
+        assert_eq!(
+            o.message,
+            "0 of 3 ready, 1 creating, 1 paused, 1 failing: gone (deleting since 2026-12-01T11:55:00Z, longer than delete_timeout 15m: a finalizer that is never removed?)"
+        );
+        assert_eq!(count(&o, "failing"), 1, "in the metric too");
+        assert_eq!(
+            next,
+            Some(Due::Wall(at("2026-12-01T12:20:00Z"))),
+            "creating since 11:50 + 30m"
+        );
+        let (o, next) = t.item(m("2026-12-01T13:00:00Z"));
+        assert!(o.message.contains("new (creating since 2026-12-01T11:50:00Z, longer than create_timeout 30m (Ready=False, Creating))"), "{}", o.message);
+        assert_eq!(count(&o, "failing"), 2);
+        assert_eq!(next, None);
+        // It changes (ready at last): judged afresh.
+        t.upsert(mr("new", "pg", "ready"));
+        assert_eq!(count(&item(&mut t, "2026-12-01T13:00:00Z"), "failing"), 1);
+
+        // Timeouts per kind.
+        let mut settings = crate::checks::managed_resources::ManagedResources::default();
+        settings.create_timeouts.insert(
+            "backups".into(),
+            crate::checks::managed_resources::Timeout(Duration::from_secs(7200)),
+        );
+        let mut t = KindTally::new(settings.rules("backups"));
+        t.upsert(mr("slow", "pg", "creating"));
+        assert_eq!(t.item(m("2026-12-01T13:00:00Z")).0.status, Status::Pass);
+        assert_eq!(t.item(m("2026-12-01T13:50:00Z")).0.status, Status::Warn);
+        assert_eq!(
+            settings.rules("serviceinstances").create_timeout,
+            Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn ignored_objects_are_left_out() {
+        let settings = crate::checks::managed_resources::ManagedResources {
+            ignore: vec!["test-*".into()],
+            ..Default::default()
+        };
+        let mut t = KindTally::new(settings.rules("serviceinstances"));
+        t.upsert(mr("test-1", "pg", "failing"));
+        t.upsert(mr("prod-1", "pg", "ready"));
+        assert_eq!(t.held(), 1);
+        assert_eq!(item(&mut t, T0).message, "1 of 1 ready");
+        t.remove("test-1");
+        assert_eq!(item(&mut t, T0).message, "1 of 1 ready");
+    }
+
+    #[test]
+    fn a_kind_past_80_percent_of_max_objects_warns() {
+        let mut r = rules("serviceinstances");
+        r.max_objects = 10;
+        let mut t = KindTally::new(r);
+        for i in 0..8 {
+            t.upsert(mr(&format!("pg-{i}"), "pg", "ready"));
+        }
+        assert_eq!(item(&mut t, T0).status, Status::Pass, "80% exactly");
+        t.upsert(mr("pg-8", "pg", "ready"));
+        let o = item(&mut t, T0);
+        assert_eq!(o.status, Status::Warn);
+        assert_eq!(
+            o.message,
+            "9 of 9 ready; 9 serviceinstances held, over 80% of max_objects (10): raise it (and the containers' memory limit) before the watch fails"
+        );
+    }
+
+    #[test]
+    fn a_relist_forgets_what_it_did_not_list() {
+        let mut t = KindTally::new(rules("serviceinstances"));
+        let apply = |t: &mut KindTally, e| Tally::apply(t, e);
+        apply(&mut t, Event::Init);
+        for name in ["a", "b", "c"] {
+            apply(&mut t, Event::InitApply(mr(name, "pg", "failing")));
+        }
+        apply(&mut t, Event::InitDone);
+        apply(&mut t, Event::Delete(mr("c", "pg", "failing")));
+        assert_eq!(Tally::len(&t), 2);
+        apply(&mut t, Event::Init);
+        apply(&mut t, Event::InitApply(mr("b", "pg", "ready")));
+        apply(&mut t, Event::InitDone);
+        assert_eq!(Tally::len(&t), 1);
+        assert_eq!(item(&mut t, T0).message, "1 of 1 ready");
+    }
+
+    /// What a stored resource costs, measured: the record itself, its name, its map entry. Whatever the
+    /// object's size on the wire, this is what stays.
+    #[test]
+    fn a_record_is_small() {
+        assert!(
+            std::mem::size_of::<Record>() <= 96,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
+    }
+
+    // The incremental tally against the table applied to every resource from scratch, for random histories
+    // of adds, changes, deletes, relists and time passing.
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert {
+            name: u8,
+            pc: u8,
+            group: u8,
+            created: u8,
+            what: u8,
+        },
+        Delete(u8),
+        Relist(Vec<u8>),
+        Ignore(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..20u8, 0..3u8, 0..4u8, 0..5u8, 0..5u8).prop_map(|(name, pc, group, created, what)| Op::Upsert { name, pc, group, created, what }),
+            2 => (0..20u8).prop_map(Op::Delete),
+            1 => proptest::collection::vec(0..20u8, 0..10).prop_map(Op::Relist),
+            1 => (0..20u8).prop_map(Op::Ignore),
+        ]
+    }
+
+    fn object(name: u8, pc: u8, group: u8, created: u8, what: u8) -> Managed {
+        let whats = ["ready", "failing", "creating", "deleting", "paused"];
+        let mut o = mr(
+            &format!("o-{name}"),
+            &format!("pc-{pc}"),
+            whats[what as usize % 5],
+        );
+        o.facts.instance_name = Some(format!("i-{group}"));
+        o.facts.created =
+            Some(at("2026-12-01T00:00:00Z") + jiff::SignedDuration::from_hours(created as i64));
+        o
+    }
+
+    /// Counts by state (superseded last) and the failing names, from every resource at once.
+    fn from_scratch(
+        objects: &BTreeMap<String, Managed>,
+        r: &Rules,
+        now: Timestamp,
+    ) -> (Vec<u64>, Vec<String>) {
+        let mut newest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+        for (name, o) in objects {
+            let g = o.facts.instance_name.clone().unwrap_or_default();
+            let key = (o.facts.created.map_or(0, |t| t.as_second()), name.clone());
+            if newest.get(&g).is_none_or(|n| *n < key) {
+                newest.insert(g, key);
+            }
+        }
+        let mut counts = vec![0u64; 6];
+        let mut failing = Vec::new();
+        for (name, o) in objects {
+            let g = o.facts.instance_name.clone().unwrap_or_default();
+            if newest[&g].1 != *name {
+                counts[5] += 1;
+                continue;
+            }
+            let j = judge(&o.facts);
+            let timeout = match j.state {
+                State::Creating => Some(r.create_timeout),
+                State::Deleting => Some(r.delete_timeout),
+                _ => None,
+            };
+            let late = timeout.zip(j.since).is_some_and(|(t, since)| {
+                since.as_second() + t.as_secs() as i64 <= now.as_second()
+            });
+            let state = if late { State::Failing } else { j.state };
+            counts[state.index()] += 1;
+            if state == State::Failing {
+                failing.push(name.clone());
+            }
+        }
+        (counts, failing)
+    }
+
+    proptest! {
+        #[test]
+        fn the_tally_kept_event_by_event_equals_the_table_applied_from_scratch(ops in proptest::collection::vec(op(), 1..60), minutes in 0..120i64) {
+            let r = rules("backups");
+            let mut t = KindTally::new(r.clone());
+            let mut truth: BTreeMap<String, Managed> = BTreeMap::new();
+            let mut ignored = std::collections::BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Upsert { name, pc, group, created, what } => {
+                        let o = object(name, pc, group, created, what);
+                        if !ignored.contains(&name) {
+                            truth.insert(format!("o-{name}"), o.clone());
+                        }
+                        let mut o = o;
+                        if ignored.contains(&name) {
+                            // Stands for an object the rules leave out: a name that never arrives.
+                            continue;
+                        }
+                        Tally::apply(&mut t, Event::Apply(std::mem::take(&mut o)));
+                    }
+                    Op::Delete(name) => {
+                        truth.remove(&format!("o-{name}"));
+                        Tally::apply(&mut t, Event::Delete(Managed::new(&format!("o-{name}"), Facts::default())));
+                    }
+                    Op::Relist(keep) => {
+                        truth.retain(|name, _| keep.iter().any(|k| *name == format!("o-{k}")));
+                        Tally::apply(&mut t, Event::Init);
+                        for o in truth.values() {
+                            Tally::apply(&mut t, Event::InitApply(o.clone()));
+                        }
+                        Tally::apply(&mut t, Event::InitDone);
+                    }
+                    Op::Ignore(name) => {
+                        ignored.insert(name);
+                        truth.remove(&format!("o-{name}"));
+                        Tally::apply(&mut t, Event::Delete(Managed::new(&format!("o-{name}"), Facts::default())));
+                    }
+                }
+                // Time passes between events too: expiries must survive later changes.
+                let _ = t.item(m("2026-12-01T11:30:00Z"));
+            }
+            let now = at("2026-12-01T12:00:00Z") + jiff::SignedDuration::from_mins(minutes);
+            let o = t.item(crate::clock::Moment::from_wall(now)).0;
+            let counts: Vec<u64> = o.counts.as_ref().expect("counts").iter().map(|(_, n)| *n).collect();
+            let (want, failing) = from_scratch(&truth, &r, now);
+            prop_assert_eq!(counts, want);
+            prop_assert_eq!(t.counts.failing.iter().map(|n| n.to_string()).collect::<Vec<_>>(), failing);
+            prop_assert_eq!(t.held(), truth.len());
+        }
+    }
+}
