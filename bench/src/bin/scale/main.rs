@@ -99,7 +99,9 @@ pub struct Results {
 /// watch's resume gets `410 Gone` and lists everything again (what the memory limit must hold).
 #[derive(Debug, Clone, Serialize)]
 pub struct RelistResult {
-    /// From the restarted API server's first `200` on `/readyz` to klutch-health counting every object again.
+    /// From kube-apiserver's restart to its first `200` on `/readyz`…
+    pub apiserver_ready_ms: f64,
+    /// …and to klutch-health counting every object again, `/readyz` 200.
     pub klutch_recovered_ms: f64,
     /// Peak RSS since start, after the relist.
     pub klutch_memory: Memory,
@@ -557,17 +559,9 @@ async fn run_churn(
     klutch: &mut Running,
     mut ksm: Option<&mut Running>,
 ) -> anyhow::Result<ChurnResult> {
-    let per_phase = (u64::from(args.rate) * args.churn_seconds) as usize;
-    let half = per_phase / 2;
-    let quiet = half.max(1);
-    let candidates = plan::churn_candidates(split, quiet * 2 + half * 2);
-    anyhow::ensure!(
-        candidates.len() == quiet * 2 + half * 2,
-        "only {} resources can be flipped at this size",
-        candidates.len()
-    );
-    let (quiet_set, rest) = candidates.split_at(quiet);
-    let (alone_set, side_set) = rest.split_at(half);
+    let sets = plan::ChurnSets::of(split, args.rate, args.churn_seconds)?;
+    let (quiet_set, alone_set, side_set) = (&sets.quiet[..], &sets.alone[..], &sets.side[..]);
+    let quiet = quiet_set.len();
     let rate = args.rate;
 
     // Quiet: nothing polled; CPU per event from the CPU over the phase less the idle rate before it.
@@ -598,9 +592,12 @@ async fn run_churn(
         _ => None,
     };
 
-    eprintln!("scale: churn, klutch-health polled ({} changes)", half * 2);
+    eprintln!(
+        "scale: churn, klutch-health polled ({} changes)",
+        alone_set.len() * 2
+    );
     let alone = measured_phase(world, http, klutch, alone_set, rate).await?;
-    eprintln!("scale: churn, both polled ({} changes)", half * 2);
+    eprintln!("scale: churn, both polled ({} changes)", side_set.len() * 2);
     let (side_by_side, ksm_scrape_ms) = match ksm.as_deref_mut() {
         Some(k) => {
             let (l, scrape) =
@@ -642,11 +639,13 @@ async fn run_relist(
     let restarts_before = restarts(std::str::from_utf8(&metrics)?);
     world.cp.compact().await?;
     world.cp.stop(klutch_sim::real::Part::ApiServer);
+    // Timed from the restart: klutch-health may relist while the new server is still becoming ready.
+    let back = Instant::now();
     world
         .cp
         .start_part(klutch_sim::real::Part::ApiServer)
         .await?;
-    let back = Instant::now();
+    let apiserver_ready = back.elapsed();
     // klutch-health notices (the restarted server answers its resumed watches `410 Gone`, counted in
     // klutch_health_watch_restarts_total, or its evidence probe saw the server down and restarts every
     // watch, which turns /readyz 503 meanwhile), relists, and counts every object again.
@@ -677,6 +676,7 @@ async fn run_relist(
     let recovered = back.elapsed();
     tokio::time::sleep(SETTLE).await;
     Ok(RelistResult {
+        apiserver_ready_ms: apiserver_ready.as_secs_f64() * 1000.0,
         klutch_recovered_ms: recovered.as_secs_f64() * 1000.0,
         klutch_memory: klutch.proc.memory()?,
         ksm_memory: ksm.map(|k| k.proc.memory()).transpose()?,

@@ -179,6 +179,39 @@ pub fn churn_candidates(split: &Split, n: usize) -> Vec<(ManagedKind, usize)> {
     out
 }
 
+/// The churn's three sets at the largest size, each broken then healed at `rate` for `seconds` in all: the
+/// quiet phase (nothing polled: CPU per change), klutch-health polled alone, then both tools polled. No
+/// resource is in two sets, so every change of a phase is a real change of state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnSets {
+    pub quiet: Vec<(ManagedKind, usize)>,
+    pub alone: Vec<(ManagedKind, usize)>,
+    pub side: Vec<(ManagedKind, usize)>,
+}
+
+impl ChurnSets {
+    pub fn of(split: &Split, rate: u32, seconds: u64) -> anyhow::Result<ChurnSets> {
+        // Half the phase breaks, half heals the same resources.
+        let per_set = ((u64::from(rate) * seconds / 2) as usize).max(1);
+        let mut all = churn_candidates(split, 3 * per_set);
+        anyhow::ensure!(
+            all.len() == 3 * per_set,
+            "only {} resources can be flipped at {} managed resources; {rate} changes/s for {seconds} s need {} \
+             (lower --churn-seconds or --rate)",
+            all.len(),
+            split.total(),
+            3 * per_set
+        );
+        let side = all.split_off(2 * per_set);
+        let alone = all.split_off(per_set);
+        Ok(ChurnSets {
+            quiet: all,
+            alone,
+            side,
+        })
+    }
+}
+
 /// The status of resource `(kind, index)` broken (`Synced=False ReconcileError`, as a failing broker writes
 /// it) or healed (ready): the body of a merge patch of its `/status`.
 pub fn flipped_status(kind: ManagedKind, index: usize, broken: bool) -> Value {
@@ -304,6 +337,31 @@ mod tests {
         assert_eq!(
             object(ManagedKind::Restore, 0)["spec"]["providerConfigRef"]["name"],
             "postgresql-backup-manager"
+        );
+    }
+
+    #[test]
+    fn the_churn_sets_are_disjoint_and_a_phase_long_each() {
+        let sets = ChurnSets::of(&Split::of(50_000), 100, 20).unwrap();
+        // 100 changes/s for 20 s: 1 000 broken, then the same 1 000 healed.
+        assert_eq!(
+            (sets.quiet.len(), sets.alone.len(), sets.side.len()),
+            (1000, 1000, 1000)
+        );
+        let all: HashSet<_> = sets
+            .quiet
+            .iter()
+            .chain(&sets.alone)
+            .chain(&sets.side)
+            .collect();
+        assert_eq!(all.len(), 3000, "no resource in two sets");
+        let err = ChurnSets::of(&Split::of(1000), 100, 20)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("need 3000"), "{err}");
+        assert_eq!(
+            ChurnSets::of(&Split::of(1000), 100, 2).unwrap().side.len(),
+            100
         );
     }
 

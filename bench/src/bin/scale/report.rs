@@ -179,9 +179,11 @@ more before anyone is told."
             "\n### One relist at {} managed resources\n\n\
 etcd compacted and kube-apiserver restarted: every watch's resume is answered `410 Gone` (or the evidence \
 probe saw the server down and restarted them), so everything is listed again while the old state is still \
-held. klutch-health counted every object again {:.1} s after the restarted server answered; peak RSS since \
-its start (start-up, churn and this relist): **{:.1} MiB**{}.",
+held. From kube-apiserver's restart: it answered `/readyz` after {:.1} s, klutch-health counted every object \
+again (and `/readyz` 200) after {:.1} s; peak RSS since its start (start-up, churn and this relist): \
+**{:.1} MiB**{}.",
             r.sizes.last().map_or(0, |z| z.managed),
+            x.apiserver_ready_ms / 1000.0,
             x.klutch_recovered_ms / 1000.0,
             mib(x.klutch_memory.peak_kib),
             x.ksm_memory.map_or(String::new(), |m| format!(
@@ -289,6 +291,7 @@ mod tests {
                 ksm_scrape_ms: Some(900.0),
             }),
             relist: Some(RelistResult {
+                apiserver_ready_ms: 2100.0,
                 klutch_recovered_ms: 4200.0,
                 klutch_memory: Memory {
                     rss_kib: 70 * 1024,
@@ -331,7 +334,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("counted every object again 4.2 s after"),
+            md.contains(
+                "answered `/readyz` after 2.1 s, klutch-health counted every object again (and `/readyz` 200) after 4.2 s"
+            ),
             "{md}"
         );
     }
