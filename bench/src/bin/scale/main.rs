@@ -99,10 +99,14 @@ pub struct Results {
 /// watch's resume gets `410 Gone` and lists everything again (what the memory limit must hold).
 #[derive(Debug, Clone, Serialize)]
 pub struct RelistResult {
-    /// From kube-apiserver's restart to its first `200` on `/readyz`…
+    /// From kube-apiserver's restart to its first `200` on `/readyz`.
     pub apiserver_ready_ms: f64,
-    /// …and to klutch-health counting every object again, `/readyz` 200.
-    pub klutch_recovered_ms: f64,
+    /// A resource broken just after that: from its write to klutch-health's verdict showing it.
+    pub change_shown_ms: f64,
+    /// `klutch_health_watch_restarts_total` of the check over the restart (its watches did resume).
+    pub watch_restarts: f64,
+    /// Every object counted again and `/readyz` 200 afterwards.
+    pub complete: bool,
     /// Peak RSS since start, after the relist.
     pub klutch_memory: Memory,
     pub ksm_memory: Option<Memory>,
@@ -289,7 +293,9 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         _ => None,
     };
     let relist = match running.as_mut() {
-        Some((klutch, ksm)) => Some(run_relist(&mut world, &http, klutch, ksm.as_mut()).await?),
+        Some((klutch, ksm)) => {
+            Some(run_relist(&mut world, &http, &seeded, klutch, ksm.as_mut()).await?)
+        }
         None => None,
     };
     let results = Results {
@@ -620,15 +626,19 @@ async fn run_churn(
     })
 }
 
-/// Compacts etcd, restarts kube-apiserver, and waits until klutch-health has counted every object again.
+/// Compacts etcd and restarts kube-apiserver, so that every watch's resume is answered `410 Gone` and lists
+/// everything again; then breaks one ready resource (`probe`) as soon as the server answers and times how
+/// long that change takes to reach klutch-health's verdict (through the relist or the watch after it).
 async fn run_relist(
     world: &mut World,
     http: &Http,
+    split: &Split,
     klutch: &mut Running,
     ksm: Option<&mut Running>,
 ) -> anyhow::Result<RelistResult> {
     eprintln!("scale: relist (etcd compacted, kube-apiserver restarted)");
-    let listed = seed::counts(&world.admin).await?;
+    let probe = plan::ChurnSets::relist_probe(split)?;
+    let slot = kind_slot(probe.0);
     let restarts = |text: &str| -> f64 {
         observe::samples(text, "klutch_health_watch_restarts_total")
             .filter(|s| s.label("check") == Some("managed-resources"))
@@ -637,47 +647,53 @@ async fn run_relist(
     };
     let (_, metrics) = http.get(klutch.addr, "/metrics").await?;
     let restarts_before = restarts(std::str::from_utf8(&metrics)?);
+    let (_, base) = klutch_ready(http, klutch.addr).await?;
     world.cp.compact().await?;
     world.cp.stop(klutch_sim::real::Part::ApiServer);
-    // Timed from the restart: klutch-health may relist while the new server is still becoming ready.
-    let back = Instant::now();
+    let restarted = Instant::now();
     world
         .cp
         .start_part(klutch_sim::real::Part::ApiServer)
         .await?;
-    let apiserver_ready = back.elapsed();
-    // klutch-health notices (the restarted server answers its resumed watches `410 Gone`, counted in
-    // klutch_health_watch_restarts_total, or its evidence probe saw the server down and restarts every
-    // watch, which turns /readyz 503 meanwhile), relists, and counts every object again.
-    let mut noticed = false;
-    loop {
+    let apiserver_ready = restarted.elapsed();
+    let sent = send_changes(&world.admin, &[probe], true, 1000).await?;
+    let change_at = sent[0].at;
+    let shown = loop {
         klutch.proc.check_running()?;
-        if let Ok((_, metrics)) = http.get(klutch.addr, "/metrics").await {
-            let text = std::str::from_utf8(&metrics)?;
-            noticed |= restarts(text) > restarts_before;
-            let totals = observe::managed_totals(&observe::managed_counts(text));
-            let complete = ManagedKind::ALL
-                .iter()
-                .zip(&listed)
-                .all(|(k, n)| totals.get(k.plural()) == Some(n));
-            let ready = matches!(http.get(klutch.addr, "/readyz").await, Ok((200, _)));
-            noticed |= !ready;
-            if noticed && complete && ready {
-                break;
+        if let Ok((_, verdict)) = klutch_ready(http, klutch.addr).await {
+            if verdict[slot] < base[slot] {
+                break change_at.elapsed();
             }
         }
         anyhow::ensure!(
-            back.elapsed() < FIRST_ANSWER_WITHIN,
-            "klutch-health did not relist and count every object again within {FIRST_ANSWER_WITHIN:?} of the \
-             API server's restart (noticed: {noticed})"
+            restarted.elapsed() < FIRST_ANSWER_WITHIN,
+            "klutch-health's verdict did not show a change made after the API server's restart within \
+             {FIRST_ANSWER_WITHIN:?}"
         );
         tokio::time::sleep(START_POLL).await;
+    };
+    // Every object counted again, /readyz 200.
+    let listed = seed::counts(&world.admin).await?;
+    let mut complete = false;
+    while !complete && restarted.elapsed() < FIRST_ANSWER_WITHIN {
+        let (_, metrics) = http.get(klutch.addr, "/metrics").await?;
+        let totals =
+            observe::managed_totals(&observe::managed_counts(std::str::from_utf8(&metrics)?));
+        complete = ManagedKind::ALL
+            .iter()
+            .zip(&listed)
+            .all(|(k, n)| totals.get(k.plural()) == Some(n))
+            && matches!(http.get(klutch.addr, "/readyz").await, Ok((200, _)));
+        tokio::time::sleep(START_POLL).await;
     }
-    let recovered = back.elapsed();
+    let (_, metrics) = http.get(klutch.addr, "/metrics").await?;
+    let watch_restarts = restarts(std::str::from_utf8(&metrics)?) - restarts_before;
     tokio::time::sleep(SETTLE).await;
     Ok(RelistResult {
         apiserver_ready_ms: apiserver_ready.as_secs_f64() * 1000.0,
-        klutch_recovered_ms: recovered.as_secs_f64() * 1000.0,
+        change_shown_ms: shown.as_secs_f64() * 1000.0,
+        watch_restarts,
+        complete,
         klutch_memory: klutch.proc.memory()?,
         ksm_memory: ksm.map(|k| k.proc.memory()).transpose()?,
     })
@@ -769,7 +785,10 @@ fn poll_klutch(
         let mut seen = KlutchSeen::default();
         let mut tick = tokio::time::interval(CHURN_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !*stop.borrow() {
+        // One last poll after `stop`: it is sent once a check has seen every change, which this poller
+        // must see too.
+        loop {
+            let last = *stop.borrow();
             tick.tick().await;
             let (metric, verdict) = klutch_ready(&http, addr).await?;
             let at = Instant::now();
@@ -778,6 +797,9 @@ fn poll_klutch(
             }
             if seen.verdict.last().is_none_or(|c| c.ready != verdict) {
                 seen.verdict.push(CountsSeen { at, ready: verdict });
+            }
+            if last {
+                break;
             }
         }
         Ok(seen)

@@ -210,6 +210,17 @@ impl ChurnSets {
             side,
         })
     }
+
+    /// The resource broken after the API server's restart: ready, judged, and in no churn set whatever
+    /// the churn's length (the last candidate of all).
+    pub fn relist_probe(split: &Split) -> anyhow::Result<(ManagedKind, usize)> {
+        churn_candidates(split, split.total()).pop().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no ready resource to break at {} managed resources",
+                split.total()
+            )
+        })
+    }
 }
 
 /// The status of resource `(kind, index)` broken (`Synced=False ReconcileError`, as a failing broker writes
@@ -363,6 +374,10 @@ mod tests {
             ChurnSets::of(&Split::of(1000), 100, 2).unwrap().side.len(),
             100
         );
+        let probe = ChurnSets::relist_probe(&Split::of(50_000)).unwrap();
+        assert!(!all.contains(&probe), "the relist's change is a change");
+        assert_eq!(state_of(probe.0, probe.1), ManagedState::Ready);
+        assert!(ChurnSets::relist_probe(&Split::default()).is_err());
     }
 
     #[test]
