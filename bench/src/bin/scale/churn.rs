@@ -82,6 +82,19 @@ pub fn visible_in_series(
         .collect()
 }
 
+/// When each change arrived on a bare watch (`arrived[object]`, see `seed::watch_floor`), from its send.
+pub fn arrived(sent: &[Sent], arrived: &[Option<Instant>]) -> Vec<Option<Duration>> {
+    sent.iter()
+        .map(|s| {
+            arrived
+                .get(s.object)
+                .copied()
+                .flatten()
+                .map(|at| at.saturating_duration_since(s.at))
+        })
+        .collect()
+}
+
 /// Latencies in milliseconds, and how many never showed.
 pub fn in_ms(latencies: &[Option<Duration>]) -> (Vec<f64>, usize) {
     let shown: Vec<f64> = latencies
@@ -210,6 +223,12 @@ mod tests {
             visible_in_series(&sent, &scrapes, false),
             vec![Some(Duration::from_millis(890))]
         );
+        let on_watch = arrived(
+            &sent,
+            &[None, None, None, None, None, None, None, Some(ms(t0, 13))],
+        );
+        assert_eq!(on_watch, vec![Some(Duration::from_millis(3))]);
+        assert_eq!(arrived(&sent, &[]), vec![None], "never arrived");
         let (shown, missing) = in_ms(&[Some(Duration::from_micros(1500)), None]);
         assert_eq!((shown, missing), (vec![1.5], 1));
     }

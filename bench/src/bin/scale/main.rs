@@ -395,7 +395,10 @@ async fn start_klutch(
         .arg("--log-format")
         .arg("json")
         .env("KUBECONFIG", world.cp.admin_kubeconfig())
-        .env("RUST_LOG", "warn,klutch_health::app=info");
+        .env(
+            "RUST_LOG",
+            "warn,klutch_health::app=info,klutch_health::kubernetes=info",
+        );
     let mut proc = Proc::spawn("klutch-health", cmd, &args.out.join("klutch-health.log"))?;
     let line = proc
         .wait_log_line(&["\"listening\"", "server.listen"], FIRST_ANSWER_WITHIN)
@@ -851,14 +854,18 @@ async fn measured_phase(
 ) -> anyhow::Result<Vec<Latency>> {
     let mut metric = Vec::new();
     let mut verdict = Vec::new();
+    let mut floor = Vec::new();
     for broken in [true, false] {
         let (base, _) = klutch_ready(http, klutch.addr).await?;
+        let (floor_stop, floor_task) = seed::watch_floor(&world.admin, set, broken).await?;
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let poller = poll_klutch(http.clone(), klutch.addr, stop);
         let sent = send_changes(&world.admin, set, broken, rate).await?;
         wait_shown(http, klutch.addr, &base, &sent, broken).await;
         stop_tx.send(true)?;
         let seen = poller.await??;
+        let _ = floor_stop.send(true);
+        floor.extend(churn::arrived(&sent, &floor_task.await?));
         metric.extend(churn::visible_in_counts(&sent, &seen.metric, &base, broken));
         verdict.extend(churn::visible_in_counts(
             &sent,
@@ -868,6 +875,7 @@ async fn measured_phase(
         ));
     }
     Ok(vec![
+        Latency::of("a bare watch (the API server's part)", &floor),
         Latency::of("klutch-health metric", &metric),
         Latency::of("klutch-health verdict", &verdict),
     ])

@@ -120,3 +120,87 @@ pub async fn counts(rest: &Rest) -> anyhow::Result<Vec<u64>> {
         .await
         .context("counting the managed resources")
 }
+
+/// A bare watch of the kinds in `set` from now on: when each resource's `Synced` condition first arrives with
+/// the state the churn gives it (`False` once broken, `True` once healed), in `set`'s order. What neither tool
+/// can beat: the API server's write, etcd and the watch stream to a client that does nothing else. Runs until
+/// every change arrived or `stop` is sent.
+pub async fn watch_floor(
+    rest: &Rest,
+    set: &[(ManagedKind, usize)],
+    broken: bool,
+) -> anyhow::Result<(
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Vec<Option<Instant>>>,
+)> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
+    let index: std::collections::HashMap<(String, String), usize> = set
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, n))| ((k.kind().to_string(), plan::name(k, n)), i))
+        .collect();
+    let mut streams = Vec::new();
+    for kind in ManagedKind::ALL {
+        if !set.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
+        // From the collection's current version: nothing sent after this is missed, however late the watch
+        // connects.
+        let list = rest
+            .get(&format!("{}?limit=1", collection(kind)))
+            .await?
+            .ok(&format!("list {}", kind.plural()))?;
+        let version = list["metadata"]["resourceVersion"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no resourceVersion in the list of {}", kind.plural()))?
+            .to_string();
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("dataservices.anynines.com", "v1", kind.kind()),
+            kind.plural(),
+        );
+        let api: Api<DynamicObject> = Api::all_with(rest.client.clone(), &resource);
+        let events = api
+            .watch(&WatchParams::default().timeout(290), &version)
+            .await
+            .with_context(|| format!("watch {}", kind.plural()))?;
+        streams.push(events.map(move |e| (kind, e)).boxed());
+    }
+    let want = if broken { "False" } else { "True" };
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut seen = vec![None; index.len()];
+        let mut left = index.len();
+        let mut events = stream::select_all(streams);
+        while left > 0 {
+            let event = tokio::select! {
+                e = events.next() => e,
+                _ = stop.changed() => None,
+            };
+            let Some((kind, Ok(WatchEvent::Modified(obj)))) = event else {
+                if event.is_none() {
+                    break;
+                }
+                continue;
+            };
+            let at = Instant::now();
+            let synced = obj.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Synced")
+                .and_then(|c| c["status"].as_str());
+            let key = (
+                kind.kind().to_string(),
+                obj.metadata.name.unwrap_or_default(),
+            );
+            if let (Some(&i), Some(s)) = (index.get(&key), synced) {
+                if s == want && seen[i].is_none() {
+                    seen[i] = Some(at);
+                    left -= 1;
+                }
+            }
+        }
+        seen
+    });
+    Ok((stop_tx, task))
+}
