@@ -31,7 +31,7 @@ use clap::Parser;
 use klutch_sim::real::{ControlPlane, Mirror, Rest};
 use klutch_sim::ManagedKind;
 use klutch_sim::SimControlPlane;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use churn::{CountsSeen, Sent, SeriesSeen};
 use observe::{percentile, Http};
@@ -70,6 +70,9 @@ struct Args {
     /// Once measured, keep klutch-health running (its address in OUT/ready) until SIGTERM
     #[arg(long)]
     hold: bool,
+    /// Measure nothing: write OUT/scale.md from an earlier run's results.json (after a change of its text)
+    #[arg(long)]
+    render: Option<PathBuf>,
 }
 
 /// How long a tool may take to its first complete answer before the bench gives up on it.
@@ -84,7 +87,7 @@ const DRAIN: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(3);
 const IDLE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     /// `uptime`'s load averages when the run began and ended.
     pub load_before: String,
@@ -97,7 +100,7 @@ pub struct Results {
 
 /// Every watch relisting at the largest size: etcd compacted and kube-apiserver restarted, so that each
 /// watch's resume gets `410 Gone` and lists everything again (what the memory limit must hold).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RelistResult {
     /// From kube-apiserver's restart to its first `200` on `/readyz`.
     pub apiserver_ready_ms: f64,
@@ -112,7 +115,7 @@ pub struct RelistResult {
     pub ksm_memory: Option<Memory>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SizeResult {
     pub managed: usize,
     pub split: [usize; 4],
@@ -125,7 +128,7 @@ pub struct SizeResult {
 }
 
 /// A tool from its start to its first complete answer, then idle.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Start {
     pub first_complete_ms: f64,
     /// CPU time spent up to the first complete answer.
@@ -141,7 +144,7 @@ pub struct Start {
     pub mismatch: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChurnResult {
     pub rate: u32,
     pub phase_seconds: u64,
@@ -160,7 +163,7 @@ pub struct ChurnResult {
     pub ksm_scrape_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// `klutch-health metric`, `klutch-health verdict`, `kube-state-metrics /metrics`.
     pub what: String,
@@ -190,7 +193,13 @@ impl Latency {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
-    let results = run(&args).await?;
+    let results = match &args.render {
+        Some(path) => serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a results.json of this bench", path.display()))?,
+        None => run(&args).await?,
+    };
     std::fs::write(
         args.out.join("results.json"),
         serde_json::to_string_pretty(&results)?,
@@ -875,7 +884,7 @@ async fn measured_phase(
         ));
     }
     Ok(vec![
-        Latency::of("a bare watch (the API server's part)", &floor),
+        Latency::of(report::FLOOR, &floor),
         Latency::of("klutch-health metric", &metric),
         Latency::of("klutch-health verdict", &verdict),
     ])

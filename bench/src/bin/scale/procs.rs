@@ -122,7 +122,7 @@ pub fn listening_address(line: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Resident memory of a process, in KiB, as `/proc/PID/status` says it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Memory {
     /// `VmRSS`: resident now.
     pub rss_kib: u64,
