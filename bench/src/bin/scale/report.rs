@@ -218,7 +218,7 @@ the API server's part).",
             GOAL_FIRST_MS / 1000.0,
             verdict(z.klutch.first_complete_ms <= GOAL_FIRST_MS),
             z.klutch.first_complete_ms / 1000.0,
-            p99.is_some_and(|p| p <= GOAL_P99_MS).then_some("**met**").unwrap_or("**missed**"),
+            verdict(p99.is_some_and(|p| p <= GOAL_P99_MS)),
             ms(p99),
             ms(floor)
         );
