@@ -11,7 +11,7 @@ use crate::{fixtures, SimControlPlane};
 pub const MANAGED_API: &str = "dataservices.anynines.com/v1";
 
 /// A kind of managed resource provider-anynines serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ManagedKind {
     ServiceInstance,
     ServiceBinding,
@@ -50,7 +50,7 @@ impl ManagedKind {
     }
 
     /// The ProviderConfig that serves it when none is named: the broker, or the backup manager.
-    fn default_provider_config(self) -> &'static str {
+    pub fn default_provider_config(self) -> &'static str {
         match self {
             ManagedKind::ServiceInstance | ManagedKind::ServiceBinding => {
                 "postgresql-service-broker"
@@ -143,8 +143,8 @@ pub fn managed_object(kind: ManagedKind, name: &str, provider_config: &str) -> V
 }
 
 /// Rewrites `obj`'s conditions and metadata to say `state`, as crossplane-runtime and provider-anynines
-/// write them.
-fn set_state(obj: &mut Value, state: ManagedState) {
+/// write them (also the scale bench's churn: `bench/src/bin/scale/`).
+pub fn set_state(obj: &mut Value, state: ManagedState) {
     if let Some(meta) = obj["metadata"].as_object_mut() {
         meta.remove("deletionTimestamp");
         if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {

@@ -1,6 +1,7 @@
 //! The physical limit for the probe benchmark: a minimal hyper server that answers every request with the
 //! same bytes, status and Content-Type klutch-health would send, with no routing and no state.
 //! Usage: static-server ADDR FILE [STATUS] [CONTENT-TYPE]
+//! Prints `listening on ADDR` once bound (port 0: a free port of its own).
 //! With `STATIC_TIMER=1` it also arms hyper's header read timeout, as klutch-health does against slowloris,
 //! to measure what that defence costs per request.
 
@@ -26,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "text/plain; charset=utf-8".into());
     let timer = std::env::var_os("STATIC_TIMER").is_some();
     let listener = TcpListener::bind(addr).await?;
+    println!("listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

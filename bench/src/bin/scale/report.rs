@@ -1,0 +1,367 @@
+//! The scale section of BENCHMARKS.md, written from one run's results.
+
+use std::fmt::Write;
+
+use crate::procs::mib;
+use crate::{Latency, Results, SizeResult, Start};
+
+/// The goals of issue 24 (SPEC "Managed resources"): at 50 000 managed resources.
+const GOAL_RSS_MIB: f64 = 128.0;
+const GOAL_FIRST_MS: f64 = 10_000.0;
+const GOAL_P99_MS: f64 = 50.0;
+/// The churn's row of the bare watch (main.rs): the API server's part of every change-to-verdict figure.
+pub const FLOOR: &str = "a bare watch (the API server's part)";
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+fn start_cells(s: &Start) -> String {
+    format!(
+        "{:.0} | {:.2} | {:.1} ({:.1}) | {:.1} | {:.2} | {} B, {:.1} ms",
+        s.first_complete_ms,
+        s.cpu_to_first_s,
+        mib(s.memory.rss_kib),
+        mib(s.memory.anon_kib),
+        mib(s.memory.peak_kib),
+        s.idle_cpu_percent,
+        s.scrape_bytes,
+        s.scrape_ms
+    )
+}
+
+/// Heap bytes per managed resource between the smallest and the largest size (anonymous RSS: what grows).
+fn per_object(sizes: &[SizeResult], of: impl Fn(&SizeResult) -> Option<u64>) -> Option<f64> {
+    let (first, last) = (sizes.first()?, sizes.last()?);
+    let objects = last.managed.checked_sub(first.managed).filter(|n| *n > 0)? as f64;
+    let grown = of(last)? as f64 - of(first)? as f64;
+    Some(grown * 1024.0 / objects)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Scale: managed resources on a real control plane\n\n\
+Reproduce with `bash bench/run` (this section alone: `BENCH_ONLY=scale bash bench/run`). A real kube-apiserver \
+v1.37.2 with etcd (`controlplane/build.sh`), the simulator's Klutch estate mirrored into it, and N managed \
+resources seeded through the API (create, then the `/status` subresource; deleting ones deleted behind their \
+finalizer; 32 requests in flight): 40 % ServiceInstances, 30 % ServiceBindings (one per instance), 25 % Backups \
+(three per instance: the newest judged, the older two superseded), 5 % Restores; per 1 000 of a kind 5 failing \
+(`Synced=False ReconcileError`), 10 creating, 1 paused, 1 deleting, 2 with a broker operation pending \
+(instances), the rest ready; instances and bindings on `postgresql-service-broker`, backups and restores on \
+`postgresql-backup-manager` (the estate's ProviderConfigs). klutch-health (release build, the shipped \
+`config.toml`) and kube-state-metrics v2.20.0 (`controlplane/build.sh bench/ksm`, custom-resource-state config \
+`bench/ksm/managed-resources.yaml`: a series per object and condition) were started one after the other at \
+each size on the same objects, both as the API server's admin. Load average {} before the run, {} after \
+({} cores, shared with other work: compare within this table).\n",
+        r.load_before, r.load_after, r.cores
+    );
+    let _ = writeln!(
+        s,
+        "First complete: from process start to the first answer that counts every object (klutch-health: \
+`klutch_health_managed_resources` sums to what the API server lists and `/readyz` answers 200; \
+kube-state-metrics: a `Ready` series for every object on `/metrics`). Memory 3 s later (RSS, anonymous part \
+in brackets), peak RSS since start, idle CPU over the next 5 s, then one `/metrics` scrape.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| managed resources (split) | seeded in s | klutch-health: first complete ms | CPU s to it | RSS MiB (anon) | peak MiB | idle CPU % | /metrics | kube-state-metrics: first complete ms | CPU s to it | RSS MiB (anon) | peak MiB | idle CPU % | /metrics |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for z in &r.sizes {
+        let ksm = z
+            .ksm
+            .as_ref()
+            .map_or("– | – | – | – | – | –".into(), start_cells);
+        let _ = writeln!(
+            s,
+            "| {} ({}) | {:.1} | {} | {} |",
+            z.managed,
+            z.split.map(|n| n.to_string()).join(" / "),
+            z.seed_seconds,
+            start_cells(&z.klutch),
+            ksm
+        );
+    }
+    for z in &r.sizes {
+        if let Some(m) = &z.klutch.mismatch {
+            let _ = writeln!(
+                s,
+                "\n**At {}, klutch-health's counts disagree with the API server:** {m}",
+                z.managed
+            );
+        }
+    }
+    let k_per = per_object(&r.sizes, |z| Some(z.klutch.memory.anon_kib));
+    let s_per = per_object(&r.sizes, |z| z.ksm.as_ref().map(|k| k.memory.anon_kib));
+    let _ = writeln!(
+        s,
+        "\nPer managed resource (anonymous RSS from the smallest to the largest size): klutch-health **{}** bytes, \
+kube-state-metrics **{}** bytes.",
+        k_per.map_or("–".into(), |b| format!("{b:.0}")),
+        s_per.map_or("–".into(), |b| format!("{b:.0}"))
+    );
+    if let Some(c) = &r.churn {
+        let _ = writeln!(
+            s,
+            "\n### Churn: {} status changes per second at {} managed resources\n\n\
+A change is a merge patch of one ready resource's `/status` to `Synced=False ReconcileError` (or back), timed \
+just before its request is sent, so every figure includes the API server's write, etcd and the watch stream. \
+Each phase breaks a fresh set of resources at that rate for {} s, then heals them. klutch-health is polled every \
+2 ms (`/metrics` and `/readyz/managed-resources?format=json`): its counts fall (or rise) by one per change of a \
+kind, so the m-th change of a kind shows once that kind's ready count has moved m times. kube-state-metrics is \
+scraped back to back: a change shows once that object's `Synced` series has its new value. A change counts as \
+shown when the poller *holds* an answer that shows it (its response ended), so a slow scrape costs its full length. \
+Beside them, with klutch-health polled alone, a bare watch of the same kinds in the bench (from the collections' \
+versions before the phase, doing nothing else) times when each change arrives: the API server's part, which \
+neither tool can beat.\n",
+            c.rate,
+            r.sizes.last().map_or(0, |z| z.managed),
+            c.phase_seconds / 2
+        );
+        let _ = writeln!(
+            s,
+            "CPU per change (a quiet phase of {} changes, nothing polled; CPU over the phase less the idle rate): \
+klutch-health **{:.0} µs**, kube-state-metrics **{}**.\n",
+            c.quiet_changes,
+            c.klutch_us_per_event,
+            c.ksm_us_per_event.map_or("–".into(), |u| format!("{u:.0} µs"))
+        );
+        let _ = writeln!(
+            s,
+            "| shown by | changes | p50 ms | p99 ms | max ms | never shown |\n|---|---|---|---|---|---|"
+        );
+        let row = |s: &mut String, l: &Latency, how: &str| {
+            let _ = writeln!(
+                s,
+                "| {} ({how}) | {} | {} | {} | {} | {} |",
+                l.what,
+                l.changes,
+                ms(l.p50_ms),
+                ms(l.p99_ms),
+                ms(l.max_ms),
+                l.missing
+            );
+        };
+        for l in &c.alone {
+            row(&mut s, l, "klutch-health polled alone");
+        }
+        for l in &c.side_by_side {
+            row(&mut s, l, "both polled");
+        }
+        if let Some(scrape) = c.ksm_scrape_ms {
+            let _ = writeln!(
+                s,
+                "\nkube-state-metrics' scrapes took {scrape:.0} ms on average during that phase; a Prometheus \
+scraping it every 30 s (kube-prometheus' default) and an alert rule evaluated every 30 s add up to a minute \
+more before anyone is told."
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nAfter the churn: klutch-health RSS {:.1} MiB (peak {:.1} MiB){}.",
+            mib(c.klutch_memory.rss_kib),
+            mib(c.klutch_memory.peak_kib),
+            c.ksm_memory.map_or(String::new(), |m| format!(
+                ", kube-state-metrics RSS {:.1} MiB (peak {:.1} MiB)",
+                mib(m.rss_kib),
+                mib(m.peak_kib)
+            ))
+        );
+    }
+    if let Some(x) = &r.relist {
+        let _ = writeln!(
+            s,
+            "\n### One relist at {} managed resources\n\n\
+etcd compacted and kube-apiserver restarted: every watch's resume is answered `410 Gone` (or the evidence \
+probe saw the server down and restarted them), so everything is listed again while the old state is still \
+held. kube-apiserver answered `/readyz` {:.1} s after its restart; one resource broken right then showed in \
+klutch-health's verdict {:.2} s after its write ({:.0} watch restarts counted; every object counted again and \
+`/readyz` 200 afterwards: {}). Peak RSS since its start (start-up, churn and this relist): **{:.1} MiB**{}.",
+            r.sizes.last().map_or(0, |z| z.managed),
+            x.apiserver_ready_ms / 1000.0,
+            x.change_shown_ms / 1000.0,
+            x.watch_restarts,
+            if x.complete { "yes" } else { "**no**" },
+            mib(x.klutch_memory.peak_kib),
+            x.ksm_memory.map_or(String::new(), |m| format!(
+                "; kube-state-metrics' peak: {:.1} MiB",
+                mib(m.peak_kib)
+            ))
+        );
+    }
+    if let Some(z) = r.sizes.iter().find(|z| z.managed == 50_000) {
+        let peak = c_peak(r).max(z.klutch.memory.peak_kib);
+        let alone = |what: &str| {
+            r.churn
+                .as_ref()
+                .and_then(|c| c.alone.iter().find(|l| l.what == what))
+                .and_then(|l| l.p99_ms)
+        };
+        let (p99, floor) = (alone("klutch-health verdict"), alone(FLOOR));
+        let _ = writeln!(
+            s,
+            "\nGoals at 50 000: RSS ≤ {GOAL_RSS_MIB} MiB — {} (peak {:.1} MiB); first complete verdict ≤ {:.0} s — {} \
+({:.1} s); change-to-verdict p99 ≤ {GOAL_P99_MS} ms — {} ({} ms; a bare watch of the same changes: {} ms, \
+the API server's part).",
+            verdict(mib(peak) <= GOAL_RSS_MIB),
+            mib(peak),
+            GOAL_FIRST_MS / 1000.0,
+            verdict(z.klutch.first_complete_ms <= GOAL_FIRST_MS),
+            z.klutch.first_complete_ms / 1000.0,
+            verdict(p99.is_some_and(|p| p <= GOAL_P99_MS)),
+            ms(p99),
+            ms(floor)
+        );
+    }
+    s
+}
+
+/// klutch-health's peak RSS by the end of the churn and the relist (0 without them).
+fn c_peak(r: &Results) -> u64 {
+    let churn = r.churn.as_ref().map_or(0, |c| c.klutch_memory.peak_kib);
+    let relist = r.relist.as_ref().map_or(0, |x| x.klutch_memory.peak_kib);
+    churn.max(relist)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procs::Memory;
+    use crate::{ChurnResult, RelistResult};
+
+    fn start(first: f64, anon_mib: u64) -> Start {
+        Start {
+            first_complete_ms: first,
+            cpu_to_first_s: 1.5,
+            memory: Memory {
+                rss_kib: (anon_mib + 9) * 1024,
+                peak_kib: (anon_mib + 20) * 1024,
+                anon_kib: anon_mib * 1024,
+                file_kib: 9 * 1024,
+            },
+            idle_cpu_percent: 0.2,
+            scrape_ms: 1.0,
+            scrape_bytes: 30_000,
+            mismatch: None,
+        }
+    }
+
+    fn size(n: usize, k_anon: u64, s_anon: u64) -> SizeResult {
+        SizeResult {
+            managed: n,
+            split: crate::plan::Split::of(n).0,
+            listed: n as u64 + 4,
+            seed_seconds: 1.0,
+            klutch: start(500.0 + n as f64 / 10.0, k_anon),
+            ksm: Some(start(900.0, s_anon)),
+        }
+    }
+
+    #[test]
+    fn the_section_states_the_figures_per_object_and_the_goals() {
+        let lat = |what: &str, p99: f64| Latency {
+            what: what.into(),
+            changes: 2000,
+            p50_ms: Some(p99 / 4.0),
+            p99_ms: Some(p99),
+            max_ms: Some(p99 * 2.0),
+            missing: 0,
+        };
+        let r = Results {
+            load_before: "0.50 0.40 0.30".into(),
+            load_after: "1.00 0.80 0.60".into(),
+            cores: 2,
+            sizes: vec![size(0, 2, 20), size(50_000, 52, 520)],
+            churn: Some(ChurnResult {
+                rate: 100,
+                phase_seconds: 20,
+                klutch_us_per_event: 42.0,
+                ksm_us_per_event: Some(420.0),
+                quiet_changes: 2000,
+                alone: vec![
+                    // The goal is the verdict's: never another row's p99, however large.
+                    lat(FLOOR, 60.0),
+                    lat("klutch-health metric", 12.0),
+                    lat("klutch-health verdict", 14.0),
+                ],
+                side_by_side: vec![lat("kube-state-metrics /metrics", 1800.0)],
+                klutch_memory: Memory {
+                    rss_kib: 60 * 1024,
+                    peak_kib: 150 * 1024,
+                    anon_kib: 0,
+                    file_kib: 0,
+                },
+                ksm_memory: None,
+                ksm_scrape_ms: Some(900.0),
+            }),
+            relist: Some(RelistResult {
+                apiserver_ready_ms: 2100.0,
+                change_shown_ms: 420.0,
+                watch_restarts: 4.0,
+                complete: true,
+                klutch_memory: Memory {
+                    rss_kib: 70 * 1024,
+                    peak_kib: 90 * 1024,
+                    anon_kib: 0,
+                    file_kib: 0,
+                },
+                ksm_memory: None,
+            }),
+        };
+        let md = markdown(&r);
+        // `--render` writes the same section from a run's results.json.
+        let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(markdown(&back), md);
+        // 50 MiB more anonymous memory for 50 000 objects: 1 049 bytes each (500 MiB: 10 486).
+        assert!(
+            md.contains("klutch-health **1049** bytes, kube-state-metrics **10486** bytes"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 50000 (20000 / 15000 / 12500 / 2500) | 1.0 | 5500 | 1.50 | 61.0 (52.0) | 72.0 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("klutch-health **42 µs**, kube-state-metrics **420 µs**"),
+            "{md}"
+        );
+        assert!(md.contains("| klutch-health verdict (klutch-health polled alone) | 2000 | 3.5 | 14.0 | 28.0 | 0 |"), "{md}");
+        // The peak after the churn (150 MiB) misses the memory goal; the rest is met.
+        assert!(
+            md.contains("RSS ≤ 128 MiB — **missed** (peak 150.0 MiB)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("first complete verdict ≤ 10 s — **met** (5.5 s)"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "p99 ≤ 50 ms — **met** (14.0 ms; a bare watch of the same changes: 60.0 ms"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Load average 0.50 0.40 0.30 before the run"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "`/readyz` 2.1 s after its restart; one resource broken right then showed in klutch-health's verdict 0.42 s after its write (4 watch restarts counted; every object counted again and `/readyz` 200 afterwards: yes)"
+            ),
+            "{md}"
+        );
+    }
+}

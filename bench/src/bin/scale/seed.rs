@@ -1,0 +1,206 @@
+//! Writing the plan into the real API server as provider-anynines would leave it: each object created, its
+//! `/status` written, and the deleting ones deleted (their finalizer holds them) — many units in parallel.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use http::StatusCode;
+use klutch_sim::managed::{ManagedKind, ManagedState};
+use klutch_sim::real::{Answer, Rest};
+use serde_json::{json, Value};
+
+use crate::plan::{self, Split};
+
+/// Requests in flight while seeding: enough to keep kube-apiserver busy on two cores, few enough that it
+/// never answers 429.
+pub const PARALLEL: usize = 32;
+
+/// `/apis/dataservices.anynines.com/v1/PLURAL`.
+pub fn collection(kind: ManagedKind) -> String {
+    format!("/apis/dataservices.anynines.com/v1/{}", kind.plural())
+}
+
+/// Creates every object from `from` up to `to`; how long it took.
+pub async fn seed(rest: &Rest, from: &Split, to: &Split) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    stream::iter(plan::units(from, to).into_iter().map(Ok))
+        .try_for_each_concurrent(PARALLEL, |unit| async move {
+            for (kind, index) in unit {
+                seed_one(rest, kind, index).await?;
+            }
+            anyhow::Ok(())
+        })
+        .await?;
+    Ok(start.elapsed())
+}
+
+async fn seed_one(rest: &Rest, kind: ManagedKind, index: usize) -> anyhow::Result<()> {
+    let obj = plan::object(kind, index);
+    let name = plan::name(kind, index);
+    let path = format!("{}/{name}", collection(kind));
+    let mut body = obj.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(meta) = body["metadata"].as_object_mut() {
+        // The API server sets these itself (and refuses a deletion time on create).
+        meta.remove("deletionTimestamp");
+        meta.remove("generation");
+    }
+    let (list, status_path) = (collection(kind), format!("{path}/status"));
+    let status = json!({"status": obj["status"]});
+    let created = retrying(|| rest.post(&list, &body)).await?;
+    if created.status != StatusCode::CONFLICT {
+        created.ok(&format!("create {path}"))?;
+    }
+    retrying(|| rest.merge(&status_path, &status))
+        .await?
+        .ok(&format!("write {status_path}"))?;
+    if plan::state_of(kind, index) == ManagedState::Deleting {
+        retrying(|| rest.delete(&path, None))
+            .await?
+            .ok(&format!("delete {path}"))?;
+    }
+    Ok(())
+}
+
+/// Merge-patches one resource's `/status`.
+pub async fn write_status(
+    rest: &Rest,
+    kind: ManagedKind,
+    index: usize,
+    status: &Value,
+) -> anyhow::Result<()> {
+    let path = format!("{}/{}/status", collection(kind), plan::name(kind, index));
+    retrying(|| rest.merge(&path, status))
+        .await?
+        .ok(&format!("write {path}"))?;
+    Ok(())
+}
+
+/// Repeats a request the API server refused for now (429, 5xx, no connection), up to a minute.
+async fn retrying<F, Fut>(f: F) -> anyhow::Result<Answer>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Answer>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(a) if a.status != StatusCode::TOO_MANY_REQUESTS && !a.status.is_server_error() => {
+                return Ok(a)
+            }
+            Ok(a) => format!("{}: {}", a.status, a.body),
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(anyhow!("the API server kept refusing for a minute: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How many objects of `kind` the API server holds (a LIST of one, and its `remainingItemCount`).
+pub async fn count(rest: &Rest, kind: ManagedKind) -> anyhow::Result<u64> {
+    let list = rest
+        .get(&format!("{}?limit=1", collection(kind)))
+        .await?
+        .ok(&format!("list {}", kind.plural()))?;
+    let items = list["items"].as_array().map_or(0, Vec::len) as u64;
+    let remaining = list["metadata"]["remainingItemCount"].as_u64().unwrap_or(0);
+    Ok(items + remaining)
+}
+
+/// [`count`] of every kind, in [`ManagedKind::ALL`]'s order.
+pub async fn counts(rest: &Rest) -> anyhow::Result<Vec<u64>> {
+    stream::iter(ManagedKind::ALL)
+        .then(|k| count(rest, k))
+        .try_collect()
+        .await
+        .context("counting the managed resources")
+}
+
+/// A bare watch of the kinds in `set` from now on: when each resource's `Synced` condition first arrives with
+/// the state the churn gives it (`False` once broken, `True` once healed), in `set`'s order. What neither tool
+/// can beat: the API server's write, etcd and the watch stream to a client that does nothing else. Runs until
+/// every change arrived or `stop` is sent.
+pub async fn watch_floor(
+    rest: &Rest,
+    set: &[(ManagedKind, usize)],
+    broken: bool,
+) -> anyhow::Result<(
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Vec<Option<Instant>>>,
+)> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
+    let index: std::collections::HashMap<(String, String), usize> = set
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, n))| ((k.kind().to_string(), plan::name(k, n)), i))
+        .collect();
+    let mut streams = Vec::new();
+    for kind in ManagedKind::ALL {
+        if !set.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
+        // From the collection's current version: nothing sent after this is missed, however late the watch
+        // connects.
+        let list = rest
+            .get(&format!("{}?limit=1", collection(kind)))
+            .await?
+            .ok(&format!("list {}", kind.plural()))?;
+        let version = list["metadata"]["resourceVersion"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no resourceVersion in the list of {}", kind.plural()))?
+            .to_string();
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("dataservices.anynines.com", "v1", kind.kind()),
+            kind.plural(),
+        );
+        let api: Api<DynamicObject> = Api::all_with(rest.client.clone(), &resource);
+        let events = api
+            .watch(&WatchParams::default().timeout(290), &version)
+            .await
+            .with_context(|| format!("watch {}", kind.plural()))?;
+        streams.push(events.map(move |e| (kind, e)).boxed());
+    }
+    let want = if broken { "False" } else { "True" };
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut seen = vec![None; index.len()];
+        let mut left = index.len();
+        let mut events = stream::select_all(streams);
+        while left > 0 {
+            let event = tokio::select! {
+                e = events.next() => e,
+                _ = stop.changed() => None,
+            };
+            let Some((kind, Ok(WatchEvent::Modified(obj)))) = event else {
+                if event.is_none() {
+                    break;
+                }
+                continue;
+            };
+            let at = Instant::now();
+            let synced = obj.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Synced")
+                .and_then(|c| c["status"].as_str());
+            let key = (
+                kind.kind().to_string(),
+                obj.metadata.name.unwrap_or_default(),
+            );
+            if let (Some(&i), Some(s)) = (index.get(&key), synced) {
+                if s == want && seen[i].is_none() {
+                    seen[i] = Some(at);
+                    left -= 1;
+                }
+            }
+        }
+        seen
+    });
+    Ok((stop_tx, task))
+}
