@@ -11,6 +11,7 @@ mod backend_passthrough;
 mod backend_status;
 mod causes;
 mod config;
+mod docs;
 mod estate;
 mod events;
 mod evidence;
