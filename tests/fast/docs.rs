@@ -1,5 +1,5 @@
 //! The documentation against the repository. What the code knows — every configuration key with its default,
-//! every metric family, the root-cause rules — is generated into the pages between
+//! every metric family, the root-cause rules, the layers of `src/` — is generated into the pages between
 //! `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`, and these tests fail when a page and the code
 //! differ; `KLUTCH_BLESS=1 cargo test --test fast docs::` writes the code's version into the pages instead.
 //! Every relative link and anchor of the Markdown files (and every `runbook_url` into the repository)
@@ -84,6 +84,23 @@ fn the_root_cause_rules_are_the_codes() {
     generated("docs/operators/policy.md", "rules", &list);
 }
 
+/// The layers of `src/`, lowest first, as `tests/fast/architecture.rs` enforces them.
+#[test]
+fn the_layers_are_the_codes() {
+    let layers = crate::architecture::LAYERS
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .map(|module| format!("`{module}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect::<Vec<_>>()
+        .join(" < ");
+    generated("docs/developers/architecture.md", "layers", &wrap(&layers, ""));
+}
+
 /// What `--check-config` prints: every key of every section and check type, at its default where the
 /// configuration below does not set it.
 const MINIMAL: &str = r#"
@@ -127,6 +144,13 @@ type = "managed-resources"
 
 #[test]
 fn the_configuration_reference_is_the_codes() {
+    for registration in klutch_health::checks::TYPES {
+        assert!(
+            MINIMAL.contains(&format!("type = \"{}\"", registration.name)),
+            "MINIMAL names no check of type {}: add one, with only its required keys",
+            registration.name
+        );
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("config.toml");
     std::fs::write(&file, MINIMAL).expect("config");
@@ -354,6 +378,24 @@ fn relative(path: &Path) -> String {
 }
 
 #[test]
+fn anchors_and_links_are_read_as_github_does() {
+    let page = "# The `/healthz` path\n\n```\n# not a heading\n```\n## Policy and root causes\n## Policy and root causes\n";
+    assert_eq!(
+        anchors(page),
+        ["the-healthz-path", "policy-and-root-causes", "policy-and-root-causes-1"]
+    );
+    assert_eq!(
+        link_targets("see [a](b.md#c) and `[x](y)` or [d](<e.md> \"title\")"),
+        ["b.md#c", "e.md"]
+    );
+    let readme = Path::new(ROOT).join("README.md");
+    assert_eq!(broken(&readme, "docs/operators/policy.md#root-causes"), None);
+    assert!(broken(&readme, "docs/operators/policy.md#no-such-heading").is_some());
+    assert!(broken(&readme, "docs/no-such-page.md").is_some());
+    assert_eq!(broken(&readme, "https://example.com/x#y"), None);
+}
+
+#[test]
 fn every_link_and_anchor_resolves() {
     let mut problems = Vec::new();
     for file in markdown_files() {
@@ -416,6 +458,7 @@ fn every_path_a_page_names_exists() {
                 if placeholder || !TOP.iter().any(|top| path.starts_with(top)) {
                     continue;
                 }
+                let path = path.split('#').next().unwrap_or(path);
                 let path = path.trim_end_matches([':', ',', '.', ')']);
                 if !Path::new(ROOT).join(path).exists() {
                     problems.push(format!("{}: `{path}`", relative(&file)));

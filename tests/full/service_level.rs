@@ -19,8 +19,9 @@ use kustomize::{render, ROOT};
 use programs::{binary, encode};
 use serde_json::{json, Value};
 
-/// Where every alert's `runbook_url` points: the README's section of that alert.
-const README_URL: &str = "https://github.com/klutch-health/klutch-health/blob/main/README.md";
+/// The runbook, where every alert's `runbook_url` points (at the section of that alert).
+const RUNBOOK: &str = "docs/operators/alerts.md";
+const RUNBOOK_URL: &str = "https://github.com/klutch-health/klutch-health/blob/main/docs/operators/alerts.md";
 
 /// The dashboard's generator and its output, committed side by side.
 const GENERATOR: &str = "deploy/monitoring/grafana/generate.py";
@@ -136,10 +137,10 @@ fn mixing(expr: &str) -> Vec<String> {
     problems
 }
 
-/// The anchors GitHub gives the README's headings.
-fn readme_anchors() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
-    readme
+/// The anchors GitHub gives the runbook's headings.
+fn runbook_anchors() -> BTreeSet<String> {
+    let runbook = std::fs::read_to_string(format!("{ROOT}/{RUNBOOK}")).expect(RUNBOOK);
+    runbook
         .lines()
         .filter_map(|l| l.strip_prefix('#'))
         .map(|h| h.trim_start_matches('#').trim())
@@ -165,7 +166,7 @@ fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
 
     let (text, _) = prometheus::shipped_rules(None);
     let doc: Value = serde_yaml_ng::from_str(&text).expect("rules");
-    let anchors = readme_anchors();
+    let anchors = runbook_anchors();
     let mut alerts = BTreeSet::new();
     for rule in doc["groups"]
         .as_array()
@@ -193,9 +194,9 @@ fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
             .as_str()
             .unwrap_or_default();
         let anchor = runbook
-            .strip_prefix(README_URL)
+            .strip_prefix(RUNBOOK_URL)
             .and_then(|a| a.strip_prefix('#'))
-            .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?} is not into {README_URL}"));
+            .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?} is not into {RUNBOOK_URL}"));
         assert_eq!(
             anchor,
             name.to_lowercase(),
@@ -203,7 +204,7 @@ fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
         );
         assert!(
             anchors.contains(anchor),
-            "{name}: README.md has no heading #{anchor}"
+            "{name}: {RUNBOOK} has no heading #{anchor}"
         );
         assert!(
             rule["annotations"]["summary"].is_string(),
