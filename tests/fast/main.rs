@@ -1,6 +1,6 @@
 //! The fast tier: every in-process and simulator-backed test. Plain `cargo test` runs it (with the unit
 //! tests) in well under a minute after the build: no external program but the project's own binaries, no
-//! root, no network. Tests that need more live in `tests/full` (README, "Tests").
+//! root, no network. Tests that need more live in `tests/full` (docs/developers/testing.md).
 
 #[path = "../common/mod.rs"]
 mod common;

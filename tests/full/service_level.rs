@@ -249,7 +249,7 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
         find(&pod_monitor, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["relabelings"],
         relabelings
     );
-    // The example of README "Alerting, SLO and dashboards" names its control plane and sets its own
+    // The example of docs/operators/alerts.md ("One control plane or a fleet") names its control plane and sets its own
     // objective; nothing else differs.
     let example = render("deploy/fleet-example");
     let mut named = service_monitor_relabelings(&example);
