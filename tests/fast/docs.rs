@@ -98,7 +98,11 @@ fn the_layers_are_the_codes() {
         })
         .collect::<Vec<_>>()
         .join(" < ");
-    generated("docs/developers/architecture.md", "layers", &wrap(&layers, ""));
+    generated(
+        "docs/developers/architecture.md",
+        "layers",
+        &wrap(&layers, ""),
+    );
 }
 
 /// What `--check-config` prints: every key of every section and check type, at its default where the
@@ -190,9 +194,13 @@ async fn the_metrics_reference_is_the_codes() {
     let svc = Service::synced(&cp, "", &[]).await;
     let body = svc
         .wait_for("/metrics", "series of every family", |r| {
-            ["_managed_resources{", "_upstream_request_duration_seconds_count{", "_watch_restarts_total{"]
-                .iter()
-                .all(|family| r.body.contains(family))
+            [
+                "_managed_resources{",
+                "_upstream_request_duration_seconds_count{",
+                "_watch_restarts_total{",
+            ]
+            .iter()
+            .all(|family| r.body.contains(family))
         })
         .await
         .body;
@@ -201,7 +209,12 @@ async fn the_metrics_reference_is_the_codes() {
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            families.push((name.to_string(), String::new(), help.to_string(), Vec::new()));
+            families.push((
+                name.to_string(),
+                String::new(),
+                help.to_string(),
+                Vec::new(),
+            ));
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE NAME KIND");
             let family = families
@@ -363,7 +376,10 @@ fn broken(from: &Path, target: &str) -> Option<String> {
     }
     let anchor = anchor?;
     if path.is_dir() || path.extension().is_none_or(|e| e != "md") {
-        return Some(format!("an anchor into {}, which is no Markdown file", path.display()));
+        return Some(format!(
+            "an anchor into {}, which is no Markdown file",
+            path.display()
+        ));
     }
     let text = std::fs::read_to_string(&path).expect("read");
     if anchors(&text).iter().any(|a| a == anchor) {
@@ -374,7 +390,10 @@ fn broken(from: &Path, target: &str) -> Option<String> {
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(ROOT).unwrap_or(path).display().to_string()
+    path.strip_prefix(ROOT)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -382,14 +401,21 @@ fn anchors_and_links_are_read_as_github_does() {
     let page = "# The `/healthz` path\n\n```\n# not a heading\n```\n## Policy and root causes\n## Policy and root causes\n";
     assert_eq!(
         anchors(page),
-        ["the-healthz-path", "policy-and-root-causes", "policy-and-root-causes-1"]
+        [
+            "the-healthz-path",
+            "policy-and-root-causes",
+            "policy-and-root-causes-1"
+        ]
     );
     assert_eq!(
         link_targets("see [a](b.md#c) and `[x](y)` or [d](<e.md> \"title\")"),
         ["b.md#c", "e.md"]
     );
     let readme = Path::new(ROOT).join("README.md");
-    assert_eq!(broken(&readme, "docs/operators/policy.md#root-causes"), None);
+    assert_eq!(
+        broken(&readme, "docs/operators/policy.md#root-causes"),
+        None
+    );
     assert!(broken(&readme, "docs/operators/policy.md#no-such-heading").is_some());
     assert!(broken(&readme, "docs/no-such-page.md").is_some());
     assert_eq!(broken(&readme, "https://example.com/x#y"), None);
@@ -433,7 +459,11 @@ fn every_link_and_anchor_resolves() {
             }
         }
     }
-    assert!(problems.is_empty(), "links that do not resolve:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "links that do not resolve:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// A path of the repository named in a page (`tests/fast/docs.rs`) exists: pages do not point at files
@@ -441,7 +471,15 @@ fn every_link_and_anchor_resolves() {
 #[test]
 fn every_path_a_page_names_exists() {
     const TOP: &[&str] = &[
-        "src/", "sim/", "tests/", "deploy/", "bench/", "controlplane/", "crds/", "docs/", ".ci/",
+        "src/",
+        "sim/",
+        "tests/",
+        "deploy/",
+        "bench/",
+        "controlplane/",
+        "crds/",
+        "docs/",
+        ".ci/",
     ];
     let mut problems = Vec::new();
     for file in markdown_files() {
@@ -453,7 +491,9 @@ fn every_path_a_page_names_exists() {
                 let placeholder = path.contains(['*', '…', '{', '<', '$'])
                     || path.split('/').any(|segment| {
                         !segment.is_empty()
-                            && segment.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c == '-')
+                            && segment
+                                .chars()
+                                .all(|c| c.is_ascii_uppercase() || c == '_' || c == '-')
                     });
                 if placeholder || !TOP.iter().any(|top| path.starts_with(top)) {
                     continue;
@@ -466,5 +506,9 @@ fn every_path_a_page_names_exists() {
             }
         }
     }
-    assert!(problems.is_empty(), "paths that do not exist:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "paths that do not exist:\n{}",
+        problems.join("\n")
+    );
 }

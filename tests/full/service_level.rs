@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 
 /// The runbook, where every alert's `runbook_url` points (at the section of that alert).
 const RUNBOOK: &str = "docs/operators/alerts.md";
-const RUNBOOK_URL: &str = "https://github.com/klutch-health/klutch-health/blob/main/docs/operators/alerts.md";
+const RUNBOOK_URL: &str =
+    "https://github.com/klutch-health/klutch-health/blob/main/docs/operators/alerts.md";
 
 /// The dashboard's generator and its output, committed side by side.
 const GENERATOR: &str = "deploy/monitoring/grafana/generate.py";
