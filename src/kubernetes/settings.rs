@@ -26,7 +26,8 @@ pub struct Cluster {
     #[serde(with = "duration")]
     pub probe_interval: Duration,
     /// A probe unanswered this long makes the cluster silent since its last answer. Silence shows within
-    /// `probe_interval + probe_timeout` (20 s by default, inside the 30 s the SPEC allows past `stale_after`).
+    /// `probe_interval + probe_timeout` (20 s by default), so its items turn `unknown` within `stale_after`
+    /// plus that of the last answer.
     #[serde(with = "duration")]
     pub probe_timeout: Duration,
     /// More objects than this in one watch (counted as they arrive, LIST pages included) fail that watch.

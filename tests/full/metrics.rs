@@ -1,4 +1,4 @@
-//! `/metrics`: every metric of the SPEC, valid for the real `promtool`, and following the state.
+//! `/metrics`: every metric klutch-health exports, valid for the real `promtool`, and following the state.
 
 use crate::common;
 

@@ -1,4 +1,4 @@
-//! The control plane's service level and a fleet in one view (SPEC "Service level and fleet"): the shipped
+//! The control plane's service level and a fleet in one view: the shipped
 //! alerts and SLO rules under `promtool test rules` (tests/full/service_level/*.yaml), every rule kept apart by
 //! `control_plane` and `namespace`, the monitors' `control_plane` label, the Grafana dashboard as its
 //! generator builds it, and a real Prometheus scraping two simulated control planes — one of them broken —
@@ -157,7 +157,7 @@ fn runbook_anchors() -> BTreeSet<String> {
 
 #[test]
 fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
-    // The check itself sees a rule that groups by namespace only, as KlutchControlPlaneNotReady once did.
+    // The check itself sees a rule that groups by namespace only, the mistake that blinds a fleet.
     assert_eq!(
         mixing("min by (namespace, pod) (x) unless on (namespace) max by (namespace) (x)").len(),
         3
