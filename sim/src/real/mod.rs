@@ -52,11 +52,24 @@ impl Identity {
         }
     }
 
-    fn token(self) -> String {
+    pub fn token(self) -> String {
         match self {
             Identity::Admin => "admin-token".into(),
             Identity::ServiceAccount(ns, name) => format!("sa-{ns}-{name}"),
         }
+    }
+
+    /// A second token of the same user, as a rotation gives it: the API server tells the two apart only by
+    /// the uid it records in its audit log (the token itself).
+    pub fn rotated_token(self) -> String {
+        format!("{}-rotated", self.token())
+    }
+
+    /// The lines of `--token-auth-file` (token, user, uid, groups): its token, and its rotated one.
+    fn token_lines(self) -> String {
+        let line = self.token_line();
+        let rotated = line.replacen(&self.token(), &self.rotated_token(), 2);
+        format!("{line}{rotated}")
     }
 
     /// A line of `--token-auth-file`: token, user, uid, groups.
@@ -139,7 +152,7 @@ impl ControlPlane {
         write(&files.path("sa.pub"), &sa.public_key_pem())?;
         let tokens: String = [Identity::Admin, KLUTCH_HEALTH, PROVIDER_ANYNINES]
             .iter()
-            .map(|i| i.token_line())
+            .map(|i| i.token_lines())
             .collect();
         write(&files.path("tokens.csv"), &tokens)?;
         write(&files.path("audit-policy.yaml"), &audit_policy())?;
