@@ -13,6 +13,7 @@ use kube::runtime::watcher::Event;
 
 use super::judge::{judge, State};
 use super::object::Managed;
+use super::Share;
 use crate::clock::{Due, Moment};
 use crate::human;
 use crate::kubernetes::watch::{Tally, WatchState};
@@ -45,8 +46,7 @@ pub struct Rules {
     /// Objects whose names match are left out entirely.
     pub ignore: GlobSet,
     pub fail_min: u64,
-    /// A fraction (0.1 for `10%`).
-    pub fail_share: f64,
+    pub fail_share: Share,
     pub max_objects: usize,
     pub supersede: Option<Supersede>,
 }
@@ -396,7 +396,7 @@ impl KindTally {
             tail.push_str(&format!(
                 "; at least {} and more than {} of one ProviderConfig's {} fail: {}{}",
                 rules.fail_min,
-                share(rules.fail_share),
+                rules.fail_share,
                 rules.kind,
                 shown.join(", "),
                 if more > 0 {
@@ -484,7 +484,7 @@ impl KindTally {
             .filter_map(|(pc, n)| {
                 let failing = n[State::Failing.index()];
                 let all: u64 = n.iter().sum();
-                (failing >= rules.fail_min && failing as f64 > rules.fail_share * all as f64)
+                (failing >= rules.fail_min && rules.fail_share.exceeded_by(failing, all))
                     .then(|| (pc.clone(), failing, all))
             })
             .collect();
@@ -499,16 +499,6 @@ fn show_pc(pc: &str) -> &str {
         "(none)"
     } else {
         pc
-    }
-}
-
-/// `10%`.
-pub fn share(fraction: f64) -> String {
-    let percent = fraction * 100.0;
-    if percent.fract() == 0.0 {
-        format!("{percent:.0}%")
-    } else {
-        format!("{percent}%")
     }
 }
 
@@ -734,6 +724,25 @@ mod tests {
                 o.message
             );
             assert_eq!(o.fact.is_some(), want == Status::Fail, "{}", o.message);
+        }
+
+        // At 29 %: 29 of 100 is not more (in floating point 0.29 × 100 is 28.999…), 30 is; said as written.
+        let mut r = rules("serviceinstances");
+        r.fail_share = Share::parse("29%").expect("a share");
+        for (failing, want) in [(29, Status::Warn), (30, Status::Fail)] {
+            let mut t = KindTally::new(r.clone());
+            for i in 0..100 {
+                let what = if i < failing { "failing" } else { "ready" };
+                t.upsert(mr(&format!("o-{i}"), "pc", what));
+            }
+            let o = item(&mut t, T0);
+            assert_eq!(o.status, want, "{failing} of 100: {}", o.message);
+            assert_eq!(
+                o.message.contains("at least 3 and more than 29% of one ProviderConfig's"),
+                want == Status::Fail,
+                "{}",
+                o.message
+            );
         }
     }
 
