@@ -350,6 +350,20 @@ mod tests {
         }
     }
 
+    /// The real provider's Backup of a claim: the claim's namespace from its label, the claim name it backs
+    /// up from `instanceName`.
+    #[test]
+    fn a_claimed_backup_names_its_claim_and_namespace() {
+        let m: Managed = serde_json::from_value(fixture("backup-claimed")).expect("parses");
+        let f = &m.facts;
+        assert_eq!(m.name(), Some("backup-postgresql-sample-sadkl23"));
+        assert_eq!(
+            (f.claim_namespace.as_deref(), f.instance_name.as_deref()),
+            (Some("default"), Some("example-postgresql-instance"))
+        );
+        assert!(f.ready.is_none());
+    }
+
     /// A tenant's 10 KB condition message and 300-character names and references: each kept bounded, cut
     /// at a character boundary with a marker that says how much was cut.
     #[test]
