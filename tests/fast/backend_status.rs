@@ -159,7 +159,11 @@ fn parse_body_maps_values_to_items() {
     );
     assert!(parse_body(b"{}").expect("empty object").is_empty());
     // A 10 KB message is kept bounded, saying how much was cut.
-    let long = format!(r#"{{"pc":"{}","n":[{}1]}}"#, "m".repeat(10_000), "1,".repeat(5000));
+    let long = format!(
+        r#"{{"pc":"{}","n":[{}1]}}"#,
+        "m".repeat(10_000),
+        "1,".repeat(5000)
+    );
     for (_, status, message) in parse_body(long.as_bytes()).expect("an object") {
         assert_eq!(status, Status::Fail);
         assert!(

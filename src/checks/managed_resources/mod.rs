@@ -113,7 +113,12 @@ impl Share {
             .filter(|d| *d <= Share::MAX_DECIMALS)?;
         let scale = 10u64.pow(decimals);
         let whole: u64 = whole.parse().ok().filter(|w| *w <= 100)?;
-        let digits = whole * scale + if fraction.is_empty() { 0 } else { fraction.parse::<u64>().ok()? };
+        let digits = whole * scale
+            + if fraction.is_empty() {
+                0
+            } else {
+                fraction.parse::<u64>().ok()?
+            };
         (digits <= 100 * scale).then_some(Share { digits, decimals })
     }
 
@@ -422,7 +427,11 @@ mod tests {
         ];
         for (text, part, whole, more) in cases {
             let share = Share::parse(text).expect(text);
-            assert_eq!(share.exceeded_by(part, whole), more, "{part} of {whole} at {text}");
+            assert_eq!(
+                share.exceeded_by(part, whole),
+                more,
+                "{part} of {whole} at {text}"
+            );
         }
         for (text, said) in [
             ("29%", "29%"),
@@ -435,7 +444,17 @@ mod tests {
             assert_eq!(Share::parse(text).expect(text).to_string(), said);
         }
         for refused in [
-            "150%", "100.1%", "0.1", "-5%", "1e1%", "12.%", ".5%", "12.1234567%", "abc%", "%", "",
+            "150%",
+            "100.1%",
+            "0.1",
+            "-5%",
+            "1e1%",
+            "12.%",
+            ".5%",
+            "12.1234567%",
+            "abc%",
+            "%",
+            "",
         ] {
             assert_eq!(Share::parse(refused), None, "{refused:?}");
         }

@@ -541,7 +541,10 @@ pub fn natural(a: &str, b: &str) -> Ordering {
 
 /// The leading run of digits of `s` without its leading zeros, and the rest.
 fn digits(s: &[u8]) -> (&[u8], &[u8]) {
-    let end = s.iter().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
     let (run, rest) = s.split_at(end);
     let zeros = run.iter().take_while(|c| **c == b'0').count();
     (&run[zeros..], rest)
@@ -792,7 +795,8 @@ mod tests {
             let o = item(&mut t, T0);
             assert_eq!(o.status, want, "{failing} of 100: {}", o.message);
             assert_eq!(
-                o.message.contains("at least 3 and more than 29% of one ProviderConfig's"),
+                o.message
+                    .contains("at least 3 and more than 29% of one ProviderConfig's"),
                 want == Status::Fail,
                 "{}",
                 o.message
@@ -924,7 +928,11 @@ mod tests {
             ("backup-01", "backup-1", Ordering::Less),
             ("backup-1a", "backup-1b", Ordering::Less),
             ("b-9-x", "b-10", Ordering::Less),
-            ("b-99999999999999999999999", "b-100000000000000000000000", Ordering::Less),
+            (
+                "b-99999999999999999999999",
+                "b-100000000000000000000000",
+                Ordering::Less,
+            ),
             ("b", "b-1", Ordering::Less),
             ("b-1", "b-a", Ordering::Less),
             ("pg-2026-12-01", "pg-2026-11-30", Ordering::Greater),
