@@ -11,8 +11,8 @@
 #
 # A module's release is its first one-line `require`; what is built is its own package (when it has Go files)
 # and each of its `tool`s. Everything comes from the Go module proxy (GOPROXY); no other network. A cold
-# build of the control plane takes about 8 to 12 minutes on 2 cores (README, "Tests against a real control
-# plane"), so .ci/run starts it in the background; kube-state-metrics about 3.
+# build of the control plane takes many minutes on 2 cores (docs/developers/real-control-plane.md), so
+# .ci/run starts it in the background; kube-state-metrics takes less.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 module=$(cd "${1:-$here}" && pwd)

@@ -215,7 +215,12 @@ pub async fn check(
         tokio::select! {
             _ = sink.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(unsynced = ?sink.snapshot().unsynced, "--wait elapsed before every check had synced");
+                let unsynced: Vec<String> = sink.snapshot().unsynced.into_iter().collect();
+                tracing::warn!(
+                    unsynced = %unsynced.join(", "),
+                    "--wait elapsed before every check had synced: {} never did (their items are unknown; the others are judged)",
+                    unsynced.join(", ")
+                );
                 break;
             }
         }

@@ -42,10 +42,10 @@ pub struct Observed<'a> {
 
 /// One rule: which bad items explain an item. Adding a rule is one entry of [`RULES`].
 pub struct Rule {
-    /// Its number in the list (README.md "Root causes"); one rule may take two entries, the better cause
+    /// Its number in the list (docs/operators/policy.md, "Root causes"); one rule may take two entries, the better cause
     /// first.
     pub number: u8,
-    /// What it says, as the README lists it.
+    /// What it says, as docs/operators/policy.md lists it (generated from here).
     pub says: &'static str,
     /// The candidate causes of `effect`, best first; [`explain`] takes the first that is bad and does not
     /// close a loop.

@@ -115,7 +115,9 @@ impl Transitions {
         let mut seen = HashMap::with_capacity(report.items.len());
         for item in &report.items {
             let check = item.name.check();
-            if snapshot.unsynced.contains(check) {
+            // A check, or the part of it that is this item, that has not observed yet makes no Event; its
+            // other parts speak for themselves.
+            if snapshot.unsynced.contains(check) || snapshot.unsynced.contains(item.name.as_str()) {
                 continue;
             }
             seen.insert(item.name.clone(), item.status);
@@ -651,6 +653,32 @@ mod tests {
         let changes = t.changes(&report(4, &fail), &snapshot(false, "a"));
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].regarding, None);
+    }
+
+    /// A part of a check that has not synced (a kind whose CRD is missing) keeps no other part from
+    /// writing its Events.
+    #[test]
+    fn each_part_of_a_check_writes_its_events_whatever_another_part_waits_for() {
+        let mut t = Transitions::default();
+        let waiting_b = |regarding| {
+            let mut s = snapshot(false, regarding);
+            s.unsynced.insert("pcs/b".into());
+            s
+        };
+        let items = |a, b| [("a", a), ("b", b)];
+        t.changes(
+            &report(0, &items(Status::Fail, Status::Unknown)),
+            &waiting_b("a"),
+        );
+        let changes = t.changes(
+            &report(1, &items(Status::Pass, Status::Fail)),
+            &waiting_b("a"),
+        );
+        assert_eq!(
+            changes.iter().map(|c| c.item.as_str()).collect::<Vec<_>>(),
+            ["pcs/a"],
+            "{changes:?}"
+        );
     }
 
     #[test]

@@ -1,15 +1,9 @@
 //! klutch-health: one trustworthy health URL for a Klutch control plane.
 //!
-//! The [`config`] names the checks; each check type is one module of [`checks`], listed in
-//! [`checks::TYPES`]. Checks watch provider-anynines, its ProviderConfigs, Crossplane packages, pods,
-//! Deployments and ClusterBindings through [`kubernetes`] (one connection per cluster, shared watches), or
-//! poll provider-anynines' health server, and publish observations into the [`signals`] sink; the [`engine`]
-//! evaluates the [`policy`] whenever one changes and publishes a [`report`]; the [`server`] answers every
-//! probe from that report through the [`render`]ers and exports [`metrics`]. Operators' `[[silence]]` and
-//! `[maintenance]` are applied by [`operating`]; [`reload`] applies a changed configuration live; [`causes`] says which bad item explains which. [`app`]
-//! wires them for `serve` and `check`; [`telemetry`] sets up logging; [`human`] words durations and errors;
-//! [`values`] reads the value formats of configuration keys; [`reserved`] lists the item names the service
-//! makes up. README.md's "How it works" tours the folders in the order an observation travels.
+//! Checks ([`checks`]) watch the control plane through [`kubernetes`] or poll provider-anynines, and
+//! publish observations into the [`signals`] sink; the [`engine`] evaluates the [`policy`] into a
+//! [`report`], which the [`server`] answers every request from. The one-way path of an observation, folder
+//! by folder, and the layers that keep it one-way: docs/developers/architecture.md.
 
 pub mod app;
 pub mod causes;

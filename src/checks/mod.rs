@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
-use crate::kubernetes::watch::{follow, waiting, Destination, Source, Specs, Watches};
+use crate::kubernetes::watch::{follow, waiting, Destination, LiveTally, Source, Specs, Watches};
 pub(crate) use crate::kubernetes::watch::{keep_status, Tally, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
@@ -212,6 +212,37 @@ impl Memory {
     }
 }
 
+/// A check's private watches that run into tallies, by part: kept across the check's restarts, each
+/// stamped with the start that last claimed it (a start drops those it did not claim).
+#[derive(Default)]
+struct LiveTallies {
+    generation: u64,
+    parts: HashMap<String, (u64, LiveTally)>,
+}
+
+/// Where a restarted publisher finds its part's tally again.
+struct LiveSource {
+    lives: std::sync::Weak<Mutex<LiveTallies>>,
+    part: String,
+}
+
+impl LiveSource {
+    fn publisher<K, T: Tally<K>>(
+        &self,
+        to: Destination,
+        sink: Sink,
+        stale_after: Duration,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let lives = self.lives.upgrade()?;
+        let lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
+        lives
+            .parts
+            .get(&self.part)?
+            .1
+            .publisher::<K, T>(to, sink, stale_after)
+    }
+}
+
 /// A check's signal being declared ([`Settings::targets`]) or started: [`CheckType::start`] says what it
 /// follows and polls through this, the same way in both cases.
 pub struct Run<'a> {
@@ -371,7 +402,9 @@ impl<'a> Run<'a> {
     /// shared) feeds each event into `tally`, which keeps a small record per object and its counts current
     /// event by event, instead of a store of whole objects judged at every change; its items are published
     /// at each change and when a deadline it names passes. The watch fails past `max_objects` objects (the
-    /// check's own key of that name). After a panic, a fresh clone of `tally` starts from a fresh list.
+    /// check's own key of that name). It outlives a restart of the check that watches the same (a reload
+    /// that changed how objects are judged): the running tally takes the new rules and no relist happens.
+    /// After a panic, a fresh clone of `tally` starts from a fresh list.
     pub(crate) fn tally_part<K, T>(
         &mut self,
         part: &str,
@@ -395,19 +428,39 @@ impl<'a> Run<'a> {
             check,
             max_objects,
         );
+        let key = watch.key();
+        let lives = s.memory.slot::<LiveTallies>();
+        let mut lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = lives.generation;
+        let kept = lives
+            .parts
+            .get(part)
+            .filter(|(_, live)| live.watches(&key))
+            .and_then(|(_, live)| live.rejudge(tally.clone()));
+        if kept.is_none() {
+            let live = watch.live(tally, s.sink, s.metrics);
+            lives.parts.insert(part.to_string(), (generation, live));
+        }
+        if let Some((stamp, _)) = lives.parts.get_mut(part) {
+            *stamp = generation;
+        }
+        drop(lives);
         let to = Destination {
             check: check.to_string(),
             part: Some(part.to_string()),
         };
-        let (sink, metrics, stale_after) = (s.sink.clone(), s.metrics.clone(), kube.stale_after);
+        let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
+        let live = LiveSource {
+            lives: Arc::downgrade(&s.memory.slot::<LiveTallies>()),
+            part: part.to_string(),
+        };
         s.tasks.supervise(check, s.sink, s.metrics, move || {
-            watch.clone().tallied(
-                tally.clone(),
-                to.clone(),
-                sink.clone(),
-                stale_after,
-                &metrics,
-            )
+            let publisher = live.publisher::<K, T>(to.clone(), sink.clone(), stale_after);
+            async move {
+                if let Some(p) = publisher {
+                    p.await;
+                }
+            }
         });
     }
 
@@ -478,6 +531,11 @@ async fn start_one(
             watches,
         })
     };
+    let lives = memory.slot::<LiveTallies>();
+    lives
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .generation += 1;
     check.settings.start(&mut Run::starting(
         check.name,
         placeholders,
@@ -489,6 +547,10 @@ async fn start_one(
             kube,
         },
     ));
+    // The private watches this start did not claim watch what the check no longer does.
+    let mut lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
+    let generation = lives.generation;
+    lives.parts.retain(|_, (stamp, _)| *stamp == generation);
     tasks
 }
 
@@ -570,7 +632,8 @@ pub(crate) mod testing {
                 sink: &sink,
                 metrics: &metrics,
                 tasks: &mut tasks,
-                memory: &super::Memory::default(),
+                // Kept for the test's life: the check's private watches live as long as its memory.
+                memory: Box::leak(Box::new(super::Memory::default())),
                 kube: Some(super::Kube {
                     client,
                     cluster: None,
@@ -709,7 +772,11 @@ mod tests {
             "{}",
             items[0].message
         );
-        assert!(snapshot.unsynced.contains("c"), "a part still waits");
+        assert_eq!(
+            snapshot.unsynced.iter().collect::<Vec<_>>(),
+            ["c/deployments"],
+            "the part that waits, and only it"
+        );
         tasks.stop();
     }
 

@@ -5,8 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{start_one, CheckRef, Memory};
+use crate::clock::{Due, Moment};
 use crate::kubernetes::connection::fingerprint;
 use crate::kubernetes::settings::Clusters;
 use crate::kubernetes::watch::Watches;
@@ -96,6 +98,12 @@ impl Running {
                 Some(old) => {
                     // Stopped before the new signal publishes, so the old one cannot overwrite it.
                     old.tasks.stop();
+                    // What it observed stands in until the new start observes (a judging change: at
+                    // once, from what its watches hold), for at most `stale_after`.
+                    let stale_after = clusters
+                        .get(check.cluster)
+                        .map_or(Duration::from_secs(60), |c| c.stale_after);
+                    sink.hold(check.name, Due::after(Moment::now(), stale_after));
                     // The old subscriptions go before the new ones are taken: unsubscribing by name after
                     // would take the new ones too. A watch both read keeps running all the same, since only
                     // `stop_unused` below stops watches, and the new subscription is back by then.
@@ -144,8 +152,6 @@ impl Running {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::checks::{Registration, Settings};
     use crate::kubernetes::settings::Cluster;

@@ -69,8 +69,8 @@ pub enum ConfigError {
     },
 }
 
-/// A reason written as nothing but blanks: the SPEC requires one, so that a silenced failure or a drained
-/// control plane always says why.
+/// A reason written as nothing but blanks: one is required, so that a silenced failure or a drained control
+/// plane always says why.
 const BLANK_REASON: &str = "must say why (it is blank)";
 
 /// The characters a check name may have, besides ASCII letters and digits: it is a URL path segment

@@ -44,6 +44,8 @@ pub(crate) struct Health {
 /// A cluster's client, and what is known of its API server.
 #[derive(Clone)]
 pub(crate) struct Connection {
+    /// Unique among the connections this process opened: what a watch started on it remembers.
+    pub id: u64,
     pub client: Client,
     pub health: channel::Receiver<Health>,
     pub settings: Cluster,
@@ -65,7 +67,9 @@ impl Connection {
             },
             tx,
         ));
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Connection {
+            id: OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             client,
             health,
             settings: settings.clone(),

@@ -26,7 +26,8 @@ pub struct Cluster {
     #[serde(with = "duration")]
     pub probe_interval: Duration,
     /// A probe unanswered this long makes the cluster silent since its last answer. Silence shows within
-    /// `probe_interval + probe_timeout` (20 s by default, inside the 30 s the SPEC allows past `stale_after`).
+    /// `probe_interval + probe_timeout` (20 s by default), so its items turn `unknown` within `stale_after`
+    /// plus that of the last answer.
     #[serde(with = "duration")]
     pub probe_timeout: Duration,
     /// More objects than this in one watch (counted as they arrive, LIST pages included) fail that watch.
@@ -79,7 +80,7 @@ impl Cluster {
 }
 
 /// Default `max_objects`, chosen with the shipped containers' memory limit (320Mi) so that this bound trips
-/// first (BENCHMARKS.md, "Memory bound"): about 11 MiB without objects, about 5.5 KiB per object buffered
+/// first (BENCHMARKS.md, "Memory: the bounds and the limit"): about 11 MiB without objects, about 5.5 KiB per object buffered
 /// by a LIST that never completes, about 7 KiB per object once it is an item. Seven watches (the shipped
 /// checks and the package and ClusterBinding ones) all paging endlessly up to the bound at once need about
 /// 95 MiB; all holding 2 000 items, with one relisting, about 118 MiB.

@@ -216,7 +216,8 @@ pub struct Snapshot {
     pub checks: BTreeMap<String, Arc<Vec<Observation>>>,
     /// Each `backend-status` check's last poll outcome, by check name.
     pub polls: BTreeMap<String, Passthrough>,
-    /// Checks whose signal has not delivered its first real observation yet.
+    /// What has not delivered its first real observation yet: a check by its name, one part of a check
+    /// of several watches as `CHECK/PART` (each part speaks for itself).
     pub unsynced: BTreeSet<String>,
     /// Clusters whose API server is down now, by name (`None`: the default cluster), as their connections'
     /// evidence probes last said.
@@ -231,14 +232,46 @@ pub struct Sink {
     /// The parts of checks that follow several watches: check → part → (still waiting, its items). Each
     /// part publishes alone; the check's items are all its parts' items, in part order.
     parts: Arc<Mutex<BTreeMap<String, Parts>>>,
+    /// Checks that a reload started again, whose earlier items stand in for the new start's placeholders.
+    holds: Arc<Mutex<BTreeMap<String, Hold>>>,
 }
 
 /// One check's parts: part name → (still waiting, its items).
 type Parts = BTreeMap<String, (bool, Vec<Observation>)>;
 
+/// What a restarted check said before its restart, kept until the new start observes for itself (or
+/// `until` passes): a reload never turns an item `unknown` just because the check started again.
+struct Hold {
+    until: Due,
+    /// The whole check's items, when it had observed (a check of one watch, or a poller).
+    items: Option<Arc<Vec<Observation>>>,
+    /// Each part's items, for the parts that had observed and have not observed since.
+    parts: BTreeMap<String, Vec<Observation>>,
+    /// A task shows the parts left out once `until` passes.
+    revealing: bool,
+}
+
+impl Hold {
+    /// The held `items`, turning `unknown` with `message` once the hold's time is up.
+    fn standing_in(&self, items: &[Observation], message: &str) -> Vec<Observation> {
+        let expiry = Expiry {
+            at: self.until,
+            status: Status::Unknown,
+            message: message.to_string(),
+            fact: None,
+        };
+        items
+            .iter()
+            .map(|o| o.clone().expiring(expiry.clone()))
+            .collect()
+    }
+}
+
 impl Sink {
-    /// Replaces what the part `part` of `check` knows (`waiting`: it has not observed anything yet); the
-    /// check is waiting while any of its parts is.
+    /// Replaces what the part `part` of `check` knows (`waiting`: it has not observed anything yet). Each
+    /// part is unsynced (`CHECK/PART`) while it waits. While a reload's hold lasts, a waiting part shows what
+    /// it held before, and a part the check did not have before is left out until it observes (or the
+    /// hold's time is up).
     pub(crate) fn publish_part(
         &self,
         check: &str,
@@ -246,20 +279,73 @@ impl Sink {
         items: Vec<Observation>,
         waiting: bool,
     ) {
+        let now = Moment::now();
+        let mut items = items;
+        let mut unsynced = waiting;
+        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let hold = holds
+            .get_mut(check)
+            .filter(|h| h.items.is_none() && !h.until.passed(now));
+        if let Some(hold) = &hold {
+            if let (true, Some(held)) = (waiting, hold.parts.get(part)) {
+                let message = items.first().map_or("", |o| o.message.as_str());
+                items = hold.standing_in(held, message);
+                unsynced = false;
+            }
+        }
         let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
         let of_check = parts.entry(check.to_string()).or_default();
-        of_check.insert(part.to_string(), (waiting, items));
-        let unsynced = of_check.values().any(|(w, _)| *w);
-        let merged: Vec<Observation> = of_check
-            .values()
-            .flat_map(|(_, items)| items.iter().cloned())
-            .collect();
-        self.update(|s| {
-            if unsynced {
-                s.unsynced.insert(check.to_string());
-            } else {
-                s.unsynced.remove(check);
+        of_check.insert(part.to_string(), (unsynced, items));
+        let mut hidden = BTreeSet::new();
+        if let Some(hold) = hold {
+            if !waiting {
+                hold.parts.remove(part);
             }
+            hidden.extend(
+                of_check
+                    .iter()
+                    .filter(|(p, (w, _))| *w && !hold.parts.contains_key(*p))
+                    .map(|(p, _)| p.clone()),
+            );
+            if !hidden.is_empty() && !hold.revealing {
+                // Shown as they are once the hold's time is up, without waiting for another publish.
+                hold.revealing = true;
+                let (sink, check, at) = (self.clone(), check.to_string(), hold.until.instant(now));
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    sink.remerge(&check);
+                });
+            }
+        }
+        drop(holds);
+        self.merge(check, of_check, &hidden);
+    }
+
+    /// Publishes the parts of `check` again, as they are (a hold's time is up).
+    fn remerge(&self, check: &str) {
+        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(of_check) = parts.get_mut(check) {
+            self.merge(check, of_check, &BTreeSet::new());
+        }
+    }
+
+    /// The check's items are all its parts' items, in part order, but the `hidden` ones.
+    fn merge(&self, check: &str, of_check: &Parts, hidden: &BTreeSet<String>) {
+        let merged: Vec<Observation> = of_check
+            .iter()
+            .filter(|(p, _)| !hidden.contains(*p))
+            .flat_map(|(_, (_, items))| items.iter().cloned())
+            .collect();
+        let unsynced: Vec<String> = of_check
+            .iter()
+            .filter(|(_, (w, _))| *w)
+            .map(|(p, _)| format!("{check}/{p}"))
+            .collect();
+        let prefix = format!("{check}/");
+        self.update(|s| {
+            s.unsynced.remove(check);
+            s.unsynced.retain(|u| !u.starts_with(&prefix));
+            s.unsynced.extend(unsynced);
             s.checks.insert(check.to_string(), Arc::new(merged));
         });
     }
@@ -272,8 +358,54 @@ impl Sink {
             .remove(check);
     }
 
+    /// `check` starts again (a reload changed it): what it observed so far stands in for the placeholders
+    /// of its new start until that observes for itself, or at most until `until`, when they turn
+    /// `unknown` with the placeholders' words. A check that had not observed anything holds nothing.
+    pub(crate) fn hold(&self, check: &str, until: Due) {
+        let parts: BTreeMap<String, Vec<Observation>> = self
+            .parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(check)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, (waiting, _))| !waiting)
+            .map(|(part, (_, items))| (part, items))
+            .collect();
+        let items = {
+            let s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            let partial = s.unsynced.iter().any(|u| {
+                u == check
+                    || u.strip_prefix(check)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            });
+            match s.checks.get(check) {
+                Some(items) if parts.is_empty() && !partial => Some(items.clone()),
+                _ => None,
+            }
+        };
+        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        if items.is_none() && parts.is_empty() {
+            holds.remove(check);
+        } else {
+            holds.insert(
+                check.to_string(),
+                Hold {
+                    until,
+                    items,
+                    parts,
+                    revealing: false,
+                },
+            );
+        }
+    }
+
     /// Replaces everything known about `check`.
     pub fn publish(&self, check: &str, items: Vec<Observation>) {
+        self.holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(check);
         self.update(|s| {
             s.unsynced.remove(check);
             s.checks.insert(check.to_string(), Arc::new(items));
@@ -281,8 +413,23 @@ impl Sink {
     }
 
     /// Publishes placeholder items for a check whose signal has not observed anything yet
-    /// (`waiting for the first poll`, `waiting for initial sync`).
+    /// (`waiting for the first poll`, `waiting for initial sync`), unless a reload's hold stands in.
     pub(crate) fn waiting(&self, check: &str, items: Vec<Observation>) {
+        {
+            let holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(hold) = holds.get(check) {
+                if let (Some(held), false) = (&hold.items, hold.until.passed(Moment::now())) {
+                    let message = items.first().map_or("", |o| o.message.as_str());
+                    let standing = hold.standing_in(held, message);
+                    drop(holds);
+                    self.update(|s| {
+                        s.unsynced.remove(check);
+                        s.checks.insert(check.to_string(), Arc::new(standing));
+                    });
+                    return;
+                }
+            }
+        }
         self.update(|s| {
             s.unsynced.insert(check.to_string());
             s.checks.insert(check.to_string(), Arc::new(items));
@@ -317,8 +464,13 @@ impl Sink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|c, _| configured(c));
+        self.holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|c, _| configured(c));
         let mut s = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        s.unsynced.retain(|c| configured(c));
+        s.unsynced
+            .retain(|c| configured(c.split_once('/').map_or(c.as_str(), |(check, _)| check)));
         s.checks.retain(|c, _| configured(c));
         s.polls.retain(|c, _| configured(c));
     }
@@ -402,4 +554,92 @@ pub(crate) fn named_items(
             judge(name, object.map(|o| &**o))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn item(name: &str, status: Status, message: &str) -> Observation {
+        Observation::new(name, status, message, Timestamp::now())
+    }
+
+    fn said(sink: &Sink, check: &str) -> Vec<(String, Status, String)> {
+        let now = Moment::now();
+        sink.snapshot().checks[check]
+            .iter()
+            .map(|o| {
+                let (status, message) = o.at(now);
+                (o.item.clone(), status, message.to_string())
+            })
+            .collect()
+    }
+
+    /// A restarted check's earlier items stand in for its placeholders until it observes, and turn
+    /// `unknown` with the placeholders' words once the hold's time is up.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_check_shows_what_it_observed_until_it_observes_again_or_the_hold_ends() {
+        let sink = Sink::default();
+        sink.publish("c", vec![item("a", Status::Pass, "ok")]);
+        sink.hold("c", Due::after(Moment::now(), Duration::from_secs(60)));
+        sink.waiting("c", vec![item("_watch", Status::Unknown, "waiting for x")]);
+        assert_eq!(said(&sink, "c"), [("a".into(), Status::Pass, "ok".into())]);
+        assert!(sink.snapshot().unsynced.is_empty());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(
+            said(&sink, "c"),
+            [("a".into(), Status::Unknown, "waiting for x".into())]
+        );
+        sink.publish("c", vec![item("a", Status::Warn, "new")]);
+        assert_eq!(said(&sink, "c"), [("a".into(), Status::Warn, "new".into())]);
+        // A check that had not observed anything holds nothing.
+        sink.waiting("w", vec![item("_watch", Status::Unknown, "waiting")]);
+        sink.hold("w", Due::after(Moment::now(), Duration::from_secs(60)));
+        sink.waiting("w", vec![item("_watch", Status::Unknown, "waiting again")]);
+        assert_eq!(
+            said(&sink, "w"),
+            [("_watch".into(), Status::Unknown, "waiting again".into())]
+        );
+        assert!(sink.snapshot().unsynced.contains("w"));
+    }
+
+    /// A check of parts: each held part stands in for itself until it observes; a part it did not have
+    /// before is left out while the hold lasts and shows as it is once the hold's time is up.
+    #[tokio::test(start_paused = true)]
+    async fn held_parts_stand_in_for_themselves_and_new_parts_show_when_they_observe_or_the_hold_ends(
+    ) {
+        let sink = Sink::default();
+        sink.publish_part("mr", "a", vec![item("a", Status::Pass, "a ok")], false);
+        sink.publish_part("mr", "b", vec![item("b", Status::Pass, "b ok")], false);
+        sink.hold("mr", Due::after(Moment::now(), Duration::from_secs(60)));
+        sink.clear_parts("mr");
+        for part in ["a", "b", "c"] {
+            let waiting = item(part, Status::Unknown, &format!("waiting for {part}"));
+            sink.publish_part("mr", part, vec![waiting], true);
+        }
+        assert_eq!(
+            said(&sink, "mr"),
+            [
+                ("a".into(), Status::Pass, "a ok".into()),
+                ("b".into(), Status::Pass, "b ok".into())
+            ]
+        );
+        assert_eq!(
+            sink.snapshot().unsynced.iter().collect::<Vec<_>>(),
+            ["mr/c"]
+        );
+        sink.publish_part("mr", "a", vec![item("a", Status::Fail, "a failed")], false);
+        assert_eq!(said(&sink, "mr")[0].1, Status::Fail);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(
+            said(&sink, "mr"),
+            [
+                ("a".into(), Status::Fail, "a failed".into()),
+                ("b".into(), Status::Unknown, "waiting for b".into()),
+                ("c".into(), Status::Unknown, "waiting for c".into())
+            ]
+        );
+    }
 }

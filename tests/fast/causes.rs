@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use klutch_health::causes::RULES;
 use klutch_health::clock::Moment;
 use klutch_health::config::Config;
 use klutch_health::policy::{evaluate, Evaluation, Memory, Rules};
@@ -981,23 +980,6 @@ fn bad_is_judged_before_the_endpoints_policies() {
     );
     assert_eq!(roots(&report).len(), 1);
     assert_eq!(roots(&report)[0].1.len(), 6);
-}
-
-/// The README lists every rule, in the words of [`RULES`].
-#[test]
-fn the_readme_lists_the_rules() {
-    let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR")))
-        .expect("README.md");
-    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let readme = flat(&readme);
-    for rule in RULES {
-        assert!(
-            readme.contains(&flat(rule.says)),
-            "README.md does not list rule {}: {}",
-            rule.number,
-            rule.says
-        );
-    }
 }
 
 /// The shipped configuration against `cp`, its ProviderConfigs stale after `stale` instead of 10 minutes.

@@ -542,7 +542,7 @@ fn the_printed_configuration_shows_defaults_and_every_override() {
         c.endpoints.healthz.fail_after,
         std::time::Duration::from_secs(45)
     );
-    // Defaults of the SPEC.
+    // The documented defaults.
     assert_eq!(
         c.endpoints.readyz.unknown,
         klutch_health::config::UnknownAs::Fail

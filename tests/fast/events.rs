@@ -164,7 +164,7 @@ async fn a_repeat_after_its_event_expired_makes_a_new_event() {
 }
 
 /// A konnector's ClusterBinding lives in its consumer's namespace: its Event goes there (where `kubectl
-/// describe` shows it), and the RBAC derived from the configuration (which `tests/deploy.rs` holds the shipped
+/// describe` shows it), and the RBAC derived from the configuration (which `tests/full/deploy.rs` holds the shipped
 /// manifests to) covers that namespace. Events only in the watched namespaces known in advance once left
 /// these out: the writes were refused.
 #[tokio::test]

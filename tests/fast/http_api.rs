@@ -1,4 +1,4 @@
-//! The HTTP API of the SPEC. Most answers are checked in-process: [`App`] evaluates a report the way the
+//! The HTTP API (docs/operators/http-api.md). Most answers are checked in-process: [`App`] evaluates a report the way the
 //! engine does and calls the server's handler with the request's head. The tests that start a [`Service`]
 //! run the real binary against a fake provider-anynines health server, for what only a real connection shows
 //! (keep-alive, upstream calls, HEAD on the wire).

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use klutch_sim::FakeBackend;
 use tokio::net::TcpStream;
 
-/// The SPEC's bound: a probe is never delayed by more than this.
+/// The bound a probe is never delayed beyond, whatever other clients do.
 const PROBE_BOUND: Duration = Duration::from_secs(1);
 
 /// A keep-alive HTTP/1.1 connection.

@@ -1,6 +1,6 @@
 //! The fast tier: every in-process and simulator-backed test. Plain `cargo test` runs it (with the unit
 //! tests) in well under a minute after the build: no external program but the project's own binaries, no
-//! root, no network. Tests that need more live in `tests/full` (README, "Tests").
+//! root, no network. Tests that need more live in `tests/full` (docs/developers/testing.md).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -11,6 +11,7 @@ mod backend_passthrough;
 mod backend_status;
 mod causes;
 mod config;
+mod docs;
 mod estate;
 mod events;
 mod evidence;

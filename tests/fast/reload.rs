@@ -478,3 +478,157 @@ async fn a_kubeconfig_fixed_in_place_is_picked_up() {
     .await;
     std::mem::forget(dir);
 }
+
+/// Polls `/readyz` of `addr` every 20 ms until told to stop; returns every answer other than 200.
+fn poll_readyz(
+    addr: std::net::SocketAddr,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<common::Resp>>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let poller = tokio::spawn(async move {
+        let mut bad = Vec::new();
+        loop {
+            let r = common::request(addr, "GET", "/readyz?verbose", &[]).await;
+            if r.status != 200 {
+                bad.push(r);
+            }
+            tokio::select! {
+                _ = &mut stopped => return bad,
+                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+        }
+    });
+    (stop, poller)
+}
+
+/// A reload that changes only how held objects are judged (a threshold, an `ignore` glob, a timeout, a poll's
+/// timeout) re-judges what is held: no LIST, no `unknown`, no 503 in between; and one that changes what a
+/// check watches keeps answering from what it held until the new watch has listed.
+#[tokio::test]
+async fn a_reload_that_changes_how_objects_are_judged_lists_nothing_and_never_fails_readyz() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kc = kubeconfig(&cp.api, dir.path());
+    let shipped = full_config(&cp.backend.url(), "");
+    let svc = Service::start(&shipped, &[("KUBECONFIG", &kc)]).await;
+    svc.wait_for("/readyz?verbose", "the initial sync", |r| {
+        r.status == 200 && !r.body.contains("waiting for initial sync")
+    })
+    .await;
+    let set = |doc: &mut toml::Table, name: &str, key: &str, value: toml::Value| {
+        let checks = doc["check"].as_array_mut().expect("checks");
+        checks
+            .iter_mut()
+            .filter_map(toml::Value::as_table_mut)
+            .find(|c| c["name"].as_str() == Some(name))
+            .expect("the check")
+            .insert(key.into(), value);
+    };
+    let mut doc: toml::Table = shipped.parse().expect("TOML");
+    let mut judging: Vec<String> = Vec::new();
+    for (check, key, value) in [
+        ("managed-resources", "fail_share", toml::Value::from("29%")),
+        (
+            "managed-resources",
+            "ignore",
+            toml::Value::Array(vec!["test-*".into()]),
+        ),
+        ("managed-resources", "create_timeout", "2h".into()),
+        ("managed-resources", "fail_min", 5.into()),
+        ("backend-status", "timeout", "400ms".into()),
+    ] {
+        set(&mut doc, check, key, value);
+        judging.push(toml::to_string(&doc).expect("TOML"));
+    }
+    let managed_lists = || {
+        cp.api
+            .requests()
+            .iter()
+            .filter(|q| {
+                q.method == "GET" && !q.is_watch && q.path.contains("dataservices.anynines.com")
+            })
+            .count()
+    };
+
+    let (stop, poller) = poll_readyz(svc.addr);
+    let logs_before = svc.logs().len();
+    cp.api.reset_requests();
+    let mut reloads = svc.logged("configuration reloaded").len();
+    for config in &judging {
+        std::fs::write(svc.dir.path().join("config.toml"), config).expect("write config");
+        common::signal("HUP", svc.pid());
+        reloads += 1;
+        svc.reloads(reloads).await;
+        // A poll or two after each reload, so that any `unknown` in between would be seen.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        managed_lists(),
+        0,
+        "a judging change lists nothing again: {:?}",
+        cp.api.requests()
+    );
+    let r = svc.get("/readyz?verbose").await;
+    assert!(
+        r.body.contains("[+]managed-resources/serviceinstances"),
+        "{}",
+        r.body
+    );
+
+    // What a check watches changes (a kind added, a deployment check's namespace): the new watches list
+    // while the items held stand in.
+    let mut moved = doc.clone();
+    set(
+        &mut moved,
+        "managed-resources",
+        "resources",
+        toml::Value::Array(vec!["serviceinstances".into(), "backups".into()]),
+    );
+    let mut back = moved.clone();
+    set(
+        &mut back,
+        "managed-resources",
+        "resources",
+        toml::Value::Array(
+            ["serviceinstances", "servicebindings", "backups", "restores"]
+                .into_iter()
+                .map(toml::Value::from)
+                .collect(),
+        ),
+    );
+    set(&mut back, "managed-resources", "max_objects", 40000.into());
+    for config in [&moved, &back] {
+        std::fs::write(
+            svc.dir.path().join("config.toml"),
+            toml::to_string(config).expect("TOML"),
+        )
+        .expect("write config");
+        common::signal("HUP", svc.pid());
+        reloads += 1;
+        svc.reloads(reloads).await;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    stop.send(()).expect("the poller runs");
+    let bad = poller.await.expect("the poller");
+    assert!(
+        bad.is_empty(),
+        "{} answers other than 200 across the reloads, the first: {:?}",
+        bad.len(),
+        bad.first()
+    );
+    let unknown: Vec<_> = svc.logs()[logs_before..]
+        .iter()
+        .filter(|l| l.contains("-> unknown"))
+        .cloned()
+        .collect();
+    assert!(unknown.is_empty(), "an item turned unknown: {unknown:?}");
+    svc.wait_for("/readyz?verbose", "every kind again", |r| {
+        r.status == 200 && r.body.contains("[+]managed-resources/restores")
+    })
+    .await;
+    std::mem::forget(dir);
+}

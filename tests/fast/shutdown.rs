@@ -277,3 +277,37 @@ async fn check_wait_bounds_the_wait_for_a_check_that_never_syncs() {
         "{out}"
     );
 }
+
+/// Each part of a check of several watches speaks for itself: a kind whose CRD is not there never syncs,
+/// `check --wait` ends at its deadline naming that part alone, and the other kinds are judged.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_wait_names_the_part_that_never_synced_and_judges_the_others() {
+    let cp = klutch_sim::SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = common::kubeconfig(&cp.api, dir.path());
+    let config = format!(
+        "[kubernetes]\nkubeconfig = \"{kubeconfig}\"\n{}\
+         [[check]]\nname = \"mr\"\ntype = \"managed-resources\"\nresources = [\"serviceinstances\", \"widgets\"]\n",
+        backend_config(&cp.backend.url(), "")
+    );
+    let started = Instant::now();
+    let (code, out, err) = tokio::task::block_in_place(|| check(&config, &["--wait", "2s"]));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "ends at its deadline"
+    );
+    assert_eq!(code, Some(1), "an unknown kind fails readyz: {out}{err}");
+    assert!(out.contains("[+]mr/serviceinstances ok"), "{out}");
+    assert!(
+        out.contains(
+            "[-]mr/widgets failed: waiting for initial sync of widgets.dataservices.anynines.com"
+        ),
+        "{out}"
+    );
+    assert!(
+        err.contains("mr/widgets never did") && !err.contains("mr/serviceinstances never"),
+        "{err}"
+    );
+}

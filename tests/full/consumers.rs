@@ -1,7 +1,7 @@
 //! The real consumers of klutch-health's verdict — HAProxy, blackbox_exporter, a Prometheus server, nginx as
 //! the Ingress — run from their Debian packages against the real binary and the simulated control plane.
 //! A missing program fails its test naming the package (.ci/run installs them). Each test drills every fault
-//! (drill.rs) and prints how long its consumer took to notice; DETECTION.md tabulates those lines.
+//! (drill.rs) and prints how long its consumer took to notice; docs/operators/detection.md tabulates those lines.
 
 use crate::common;
 pub(crate) mod drill;

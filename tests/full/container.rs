@@ -1,8 +1,8 @@
 //! The containers as Kubernetes runs them: for every rendered container that runs klutch-health, the
 //! command line is built from the pod spec and the Dockerfile exactly as the kubelet builds it, the shipped
 //! ConfigMap is "mounted" where the pod mounts it, and the real binary must start, serve /livez and keep
-//! running against the simulated control plane. Nothing else ever ran that combination (issue 16: image
-//! and manifests both passed `--config`, and every pod crash-looped).
+//! running against the simulated control plane. Nothing else runs that combination (an image and
+//! manifests that both pass `--config` would make every pod crash-loop).
 
 use crate::common;
 use crate::kubelet;

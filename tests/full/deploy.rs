@@ -471,7 +471,7 @@ fn assert_locked_down(c: &Value, pod_security: &Value) {
     if !c["startupProbe"].is_null() {
         assert_eq!(c["startupProbe"]["httpGet"]["path"], "/livez", "{c}");
     }
-    // Appended to the image's ENTRYPOINT, which already names the config (tests/container.rs).
+    // Appended to the image's ENTRYPOINT, which already names the config (tests/full/container.rs).
     assert_eq!(
         c["args"],
         serde_json::json!(["--log-format", "json"]),

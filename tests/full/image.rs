@@ -1,4 +1,4 @@
-//! The image, as far as it can be run without a container engine (issue 14): the release binary, built as
+//! The image, as far as it can be run without a container engine: the release binary, built as
 //! the Dockerfile's build stage builds it, runs in a root directory that holds only what
 //! distroless/static-debian12:nonroot and the kubelet give the standalone Deployment's container, as the
 //! pod's uid/gid (65532) without capabilities, on a read-only root, with exactly the kubelet's command line

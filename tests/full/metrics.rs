@@ -1,4 +1,4 @@
-//! `/metrics`: every metric of the SPEC, valid for the real `promtool`, and following the state.
+//! `/metrics`: every metric klutch-health exports, valid for the real `promtool`, and following the state.
 
 use crate::common;
 
@@ -63,7 +63,7 @@ async fn metrics_pass_promtool_and_follow_state_changes() {
     ] {
         assert!(m.body.contains(name), "{name} missing in\n{}", m.body);
     }
-    // klutch_health_watch_restarts_total has samples once a watch restarts: tests/kubernetes.rs checks it.
+    // klutch_health_watch_restarts_total has samples once a watch restarts: tests/fast/kubernetes.rs checks it.
     let up = "klutch_health_check_up{check=\"backend-status\",item=\"pg\"}";
     assert_eq!(value(&m.body, up), Some(1.0));
     assert_eq!(

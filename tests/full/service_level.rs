@@ -1,4 +1,4 @@
-//! The control plane's service level and a fleet in one view (SPEC "Service level and fleet"): the shipped
+//! The control plane's service level and a fleet in one view: the shipped
 //! alerts and SLO rules under `promtool test rules` (tests/full/service_level/*.yaml), every rule kept apart by
 //! `control_plane` and `namespace`, the monitors' `control_plane` label, the Grafana dashboard as its
 //! generator builds it, and a real Prometheus scraping two simulated control planes — one of them broken —
@@ -19,8 +19,10 @@ use kustomize::{render, ROOT};
 use programs::{binary, encode};
 use serde_json::{json, Value};
 
-/// Where every alert's `runbook_url` points: the README's section of that alert.
-const README_URL: &str = "https://github.com/klutch-health/klutch-health/blob/main/README.md";
+/// The runbook, where every alert's `runbook_url` points (at the section of that alert).
+const RUNBOOK: &str = "docs/operators/alerts.md";
+const RUNBOOK_URL: &str =
+    "https://github.com/klutch-health/klutch-health/blob/main/docs/operators/alerts.md";
 
 /// The dashboard's generator and its output, committed side by side.
 const GENERATOR: &str = "deploy/monitoring/grafana/generate.py";
@@ -136,10 +138,10 @@ fn mixing(expr: &str) -> Vec<String> {
     problems
 }
 
-/// The anchors GitHub gives the README's headings.
-fn readme_anchors() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
-    readme
+/// The anchors GitHub gives the runbook's headings.
+fn runbook_anchors() -> BTreeSet<String> {
+    let runbook = std::fs::read_to_string(format!("{ROOT}/{RUNBOOK}")).expect(RUNBOOK);
+    runbook
         .lines()
         .filter_map(|l| l.strip_prefix('#'))
         .map(|h| h.trim_start_matches('#').trim())
@@ -155,7 +157,7 @@ fn readme_anchors() -> BTreeSet<String> {
 
 #[test]
 fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
-    // The check itself sees a rule that groups by namespace only, as KlutchControlPlaneNotReady once did.
+    // The check itself sees a rule that groups by namespace only, the mistake that blinds a fleet.
     assert_eq!(
         mixing("min by (namespace, pod) (x) unless on (namespace) max by (namespace) (x)").len(),
         3
@@ -165,7 +167,7 @@ fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
 
     let (text, _) = prometheus::shipped_rules(None);
     let doc: Value = serde_yaml_ng::from_str(&text).expect("rules");
-    let anchors = readme_anchors();
+    let anchors = runbook_anchors();
     let mut alerts = BTreeSet::new();
     for rule in doc["groups"]
         .as_array()
@@ -193,9 +195,9 @@ fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
             .as_str()
             .unwrap_or_default();
         let anchor = runbook
-            .strip_prefix(README_URL)
+            .strip_prefix(RUNBOOK_URL)
             .and_then(|a| a.strip_prefix('#'))
-            .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?} is not into {README_URL}"));
+            .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?} is not into {RUNBOOK_URL}"));
         assert_eq!(
             anchor,
             name.to_lowercase(),
@@ -203,7 +205,7 @@ fn every_rule_keeps_control_planes_apart_and_every_alert_has_a_runbook() {
         );
         assert!(
             anchors.contains(anchor),
-            "{name}: README.md has no heading #{anchor}"
+            "{name}: {RUNBOOK} has no heading #{anchor}"
         );
         assert!(
             rule["annotations"]["summary"].is_string(),
@@ -248,7 +250,7 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
         find(&pod_monitor, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["relabelings"],
         relabelings
     );
-    // The example of README "Alerting, SLO and dashboards" names its control plane and sets its own
+    // The example of docs/operators/alerts.md ("One control plane or a fleet") names its control plane and sets its own
     // objective; nothing else differs.
     let example = render("deploy/fleet-example");
     let mut named = service_monitor_relabelings(&example);

@@ -1,8 +1,8 @@
 //! Verdict parity: each scenario the simulator-backed tests drive, played once, judged by two klutch-health
 //! processes with the shipped configuration — one reading the simulator's fake API server, one reading the
 //! real kube-apiserver the simulator's objects are mirrored into. Their `/readyz?verbose` must say the same,
-//! line for line (times aside). The table in README ("Tests against a real control plane") lists the
-//! scenarios and what differed.
+//! line for line (times aside). The table in docs/developers/real-control-plane.md ("Parity with the
+//! simulator") lists the scenarios.
 
 use std::time::{Duration, Instant};
 

@@ -48,7 +48,7 @@ fn missing(outer: &Value, inner: &Value, at: &str) -> Option<String> {
 #[tokio::test]
 async fn the_sidecar_merges_into_klutchs_runtime_config_keeping_its_probe_and_needs_no_more_rbac() {
     let mut estate = Estate::own_without_deploy().await;
-    // As Klutch's installer applies it (client-side), then the sidecar as deploy/README.md says.
+    // As Klutch's installer applies it (client-side), then the sidecar as docs/operators/install.md says.
     estate
         .cp
         .kubectl(&["apply", "-f", "-"], Some(&klutchs_runtime_config()))

@@ -525,7 +525,11 @@ mod tests {
                 ("serviceinstances", Status::Warn, "1 of 2 ready, 1 failing: pg-dev-2 (Synced=False, ReconcileError: observe failed: cannot get instance: broker answered 500: internal server error)"),
             ]
         );
-        assert!(snapshot.unsynced.contains("mr"), "two kinds still wait");
+        assert_eq!(
+            snapshot.unsynced.iter().collect::<Vec<_>>(),
+            ["mr/backups", "mr/restores"],
+            "two kinds still wait, each for itself"
+        );
         let instances = &items[3];
         assert!(instances.counts.is_some() && instances.detail.is_some());
         let bindings = &items[2];

@@ -105,6 +105,9 @@ struct Counts {
 pub struct KindTally {
     rules: Arc<Rules>,
     records: HashMap<Arc<str>, Record>,
+    /// The records of resources that `ignore` leaves out: held, never counted, so that a changed `ignore`
+    /// re-judges them without a relist.
+    ignored: HashMap<Arc<str>, Record>,
     /// Members of each group, sorted by creation, then name in [`natural`] order: the last one is judged. A
     /// sorted `Vec`, not a `BTreeSet`: most groups hold one member, and a B-tree node costs about 290 bytes.
     groups: HashMap<Arc<str>, Vec<(i64, Arc<str>)>>,
@@ -169,6 +172,7 @@ impl KindTally {
         KindTally {
             rules: Arc::new(rules),
             records: HashMap::new(),
+            ignored: HashMap::new(),
             groups: HashMap::new(),
             counts: Counts::default(),
             epoch: 0,
@@ -182,13 +186,11 @@ impl KindTally {
     /// Takes in one resource as it is now (added, changed, or listed again).
     pub fn upsert(&mut self, object: Managed) {
         let Some(name) = object.name() else { return };
-        if self.rules.ignore.is_match(name) {
-            if let Some(key) = self.key(name) {
-                self.change(&key, None);
-            }
-            return;
-        }
-        let key = self.key(name).unwrap_or_else(|| name.into());
+        let ignored = self.rules.ignore.is_match(name);
+        let key = self
+            .key(name)
+            .or_else(|| self.ignored.get_key_value(name).map(|(k, _)| k.clone()))
+            .unwrap_or_else(|| name.into());
         let facts = object.facts;
         let judged = judge(&facts);
         let provider_config: &str = facts.provider_config.as_deref().unwrap_or("");
@@ -218,11 +220,42 @@ impl KindTally {
             group,
             why: judged.why.map(String::into_boxed_str),
         };
-        self.change(&key, Some(record));
+        self.place(key, record, ignored);
+    }
+
+    /// Keeps `record` as judged, or as left out by `ignore`.
+    fn place(&mut self, key: Arc<str>, record: Record, ignored: bool) {
+        if ignored {
+            if self.records.contains_key(&key) {
+                self.change(&key, None);
+            }
+            self.ignored.insert(key, record);
+        } else {
+            self.ignored.remove(&key);
+            self.change(&key, Some(record));
+        }
+    }
+
+    /// Judges what is held by new `rules` (a reload changed the check's thresholds, timeouts or
+    /// `ignore`): the counts are made again from the records, without a relist.
+    pub fn set_rules(&mut self, rules: Rules) {
+        let held: Vec<(Arc<str>, Record)> = std::mem::take(&mut self.records)
+            .into_iter()
+            .chain(std::mem::take(&mut self.ignored))
+            .collect();
+        self.rules = Arc::new(rules);
+        self.groups.clear();
+        self.counts = Counts::default();
+        for (key, mut record) in held {
+            record.timed_out = false;
+            let ignored = self.rules.ignore.is_match(&*key);
+            self.place(key, record, ignored);
+        }
     }
 
     /// Forgets a resource that was deleted.
     pub fn remove(&mut self, name: &str) {
+        self.ignored.remove(name);
         if let Some(key) = self.key(name) {
             self.change(&key, None);
         }
@@ -336,11 +369,13 @@ impl KindTally {
         for name in gone {
             self.change(&name, None);
         }
+        let epoch = self.epoch;
+        self.ignored.retain(|_, r| r.epoch == epoch);
     }
 
-    /// Resources held.
+    /// Resources held, judged or left out by `ignore`.
     pub fn held(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.ignored.len()
     }
 
     /// The kind's item as of `now`, and the next deadline.
@@ -411,7 +446,7 @@ impl KindTally {
                 }
             ));
         }
-        let held = self.records.len();
+        let held = self.held();
         if held.saturating_mul(5) > rules.max_objects.saturating_mul(4) {
             status = status.max(Status::Warn);
             tail.push_str(&format!(
@@ -575,6 +610,10 @@ impl Tally<Managed> for KindTally {
 
     fn len(&self) -> usize {
         self.held()
+    }
+
+    fn rejudge(&mut self, fresh: KindTally) {
+        self.set_rules(Arc::unwrap_or_clone(fresh.rules));
     }
 
     fn observe(&mut self, _state: &WatchState, now: Moment) -> (Vec<Observation>, Option<Due>) {
@@ -1030,10 +1069,59 @@ mod tests {
         let mut t = KindTally::new(settings.rules("serviceinstances"));
         t.upsert(mr("test-1", "pg", "failing"));
         t.upsert(mr("prod-1", "pg", "ready"));
-        assert_eq!(t.held(), 1);
+        assert_eq!(
+            t.held(),
+            2,
+            "held (a changed ignore re-judges it), not judged"
+        );
         assert_eq!(item(&mut t, T0).message, "1 of 1 ready");
         t.remove("test-1");
+        assert_eq!(t.held(), 1);
         assert_eq!(item(&mut t, T0).message, "1 of 1 ready");
+    }
+
+    /// New rules judge what is held, as a tally built from scratch under them would: an `ignore` taken
+    /// away or added, a threshold, a timeout.
+    #[test]
+    fn new_rules_rejudge_what_is_held_as_a_tally_from_scratch_would() {
+        let objects = || {
+            [
+                mr("test-1", "pg", "failing"),
+                mr("test-2", "pg", "failing"),
+                mr("prod-1", "pg", "failing"),
+                mr("prod-2", "pg", "ready"),
+                mr("prod-3", "pg", "creating"),
+            ]
+        };
+        let settings = |ignore: &[&str], fail_min: u64, create: u64| {
+            crate::checks::managed_resources::ManagedResources {
+                ignore: ignore.iter().map(|s| s.to_string()).collect(),
+                fail_min,
+                create_timeout: Duration::from_secs(create),
+                ..Default::default()
+            }
+            .rules("serviceinstances")
+        };
+        let mut live = KindTally::new(settings(&["test-*"], 3, 3600));
+        for o in objects() {
+            live.upsert(o);
+        }
+        let late = "2026-12-01T12:10:00Z";
+        for rules in [
+            settings(&[], 3, 3600),
+            settings(&["prod-*"], 1, 3600),
+            settings(&["test-*"], 1, 60),
+            settings(&["test-*"], 3, 3600),
+        ] {
+            Tally::rejudge(&mut live, KindTally::new(rules.clone()));
+            let mut fresh = KindTally::new(rules);
+            for o in objects() {
+                fresh.upsert(o);
+            }
+            let (a, b) = (item(&mut live, late), item(&mut fresh, late));
+            assert_eq!((a.status, &a.message), (b.status, &b.message));
+            assert_eq!(live.held(), 5);
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::clock::{Due, Moment};
 use crate::human::timestamp;
 use crate::metrics::Metrics;
 use crate::report::Status;
-use crate::signals::{Expiry, Observation, Sink, WATCH_ITEM};
+use crate::signals::{Expiry, Observation, Sink, Tasks, WATCH_ITEM};
 use task::{Runner, Stored, Tallied};
 
 /// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
@@ -300,7 +300,7 @@ impl Watches {
                                 writer,
                                 strip: spec.strip,
                             },
-                            tx,
+                            Arc::new(tx),
                             watch.subscribers.clone(),
                             metrics,
                             max_objects,
@@ -380,10 +380,10 @@ impl Watches {
         if let Some(l) = &spec.labels {
             config = config.labels(l);
         }
-        let (health, settings) = match self.connections.get(&cluster) {
-            Some(c) => (c.health.clone(), c.settings.clone()),
+        let (health, settings, connection) = match self.connections.get(&cluster) {
+            Some(c) => (c.health.clone(), c.settings.clone(), c.id),
             // A client made elsewhere (tests): no liveness to follow.
-            None => (channel::channel(Health::default()).1, Cluster::default()),
+            None => (channel::channel(Health::default()).1, Cluster::default(), 0),
         };
         let described = Described {
             qualified: resource,
@@ -401,6 +401,7 @@ impl Watches {
             what: what.into(),
             section: section(cluster.as_deref()),
             cluster,
+            connection,
         }
     }
 }
@@ -416,6 +417,8 @@ struct Prepared<K> {
     /// Where its `max_objects` is set, for messages.
     section: String,
     cluster: Option<String>,
+    /// Which connection of its cluster ([`Connection::id`]; 0: a client made elsewhere).
+    connection: u64,
 }
 
 impl<K: Clone> Clone for Prepared<K> {
@@ -429,6 +432,7 @@ impl<K: Clone> Clone for Prepared<K> {
             what: self.what.clone(),
             section: self.section.clone(),
             cluster: self.cluster.clone(),
+            connection: self.connection,
         }
     }
 }
@@ -441,7 +445,7 @@ where
     fn runner<S>(
         self,
         keep: S,
-        tx: channel::Sender<WatchState>,
+        tx: Arc<channel::Sender<WatchState>>,
         subscribers: Arc<Mutex<Vec<String>>>,
         metrics: &Arc<Metrics>,
         max_objects: usize,
@@ -684,6 +688,10 @@ pub(crate) trait Tally<K>: Send + 'static {
     fn apply(&mut self, event: watcher::Event<K>);
     /// How many objects it holds now: the watch fails past its `max_objects`.
     fn len(&self) -> usize;
+    /// Judges what it holds by the rules of `fresh`, an empty tally made from new settings.
+    fn rejudge(&mut self, fresh: Self)
+    where
+        Self: Sized;
     /// The items as of `now`, and when they next go out of date by themselves (a deadline passes).
     fn observe(&mut self, state: &WatchState, now: Moment) -> (Vec<Observation>, Option<Due>);
 }
@@ -730,32 +738,130 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    /// Runs the watch into `tally` and publishes what it observes, like [`follow`]: at each change, and when
-    /// a deadline the tally names passes. One future, so a panic in either half restarts both (a fresh
-    /// tally, a fresh list). Published as waiting at once.
-    pub(crate) fn tallied<T: Tally<K>>(
+    /// What the watch is, as far as whether a running one can go on serving: what it watches, on which
+    /// connection, with which bound.
+    pub(crate) fn key(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.prepared.what, self.prepared.connection, self.prepared.settings.max_objects
+        )
+    }
+
+    /// Starts the watch into a fresh clone of `tally`, supervised on its own: after a panic a fresh clone
+    /// of the tally (of the latest rules) starts from a fresh list. It runs while the returned
+    /// [`LiveTally`] is kept, across restarts of its check's publishing task.
+    pub(crate) fn live<T: Tally<K> + Clone>(
         self,
         tally: T,
-        to: Destination,
-        sink: Sink,
-        stale_after: Duration,
+        sink: &Sink,
         metrics: &Arc<Metrics>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let tally = Arc::new(Mutex::new(tally));
+    ) -> LiveTally {
+        let key = self.key();
+        let handles = TallyHandles {
+            tally: Arc::new(Mutex::new(tally.clone())),
+            template: Arc::new(Mutex::new(tally)),
+        };
         let (tx, state) = channel::channel(WatchState::default());
+        let tx = Arc::new(tx);
         let (what, max_objects) = (
             self.prepared.what.clone(),
             self.prepared.settings.max_objects,
         );
-        let runner = self.prepared.runner(
-            Tallied(tally.clone()),
-            tx,
-            Arc::new(Mutex::new(vec![self.check])),
-            metrics,
-            max_objects,
-        );
-        let source = Counted { what, state, tally };
-        let publish = following(
+        let subscribers = Arc::new(Mutex::new(vec![self.check.clone()]));
+        let (prepared, metrics_for_runner) = (self.prepared, metrics.clone());
+        let (live_tally, template) = (handles.tally.clone(), handles.template.clone());
+        let mut runner = Tasks::default();
+        runner.supervise(&self.check, sink, metrics, move || {
+            let fresh = template
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            *live_tally.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+            tx.send_replace(WatchState::default());
+            prepared
+                .clone()
+                .runner(
+                    Tallied(live_tally.clone()),
+                    tx.clone(),
+                    subscribers.clone(),
+                    &metrics_for_runner,
+                    max_objects,
+                )
+                .run()
+        });
+        LiveTally {
+            key,
+            what,
+            state,
+            handles: Box::new(handles),
+            runner,
+        }
+    }
+}
+
+/// A check's private watch running into its tally: kept by the check across its restarts while what it
+/// watches stays the same, so that new rules re-judge what is held instead of listing it again. Dropping
+/// it stops the watch.
+pub(crate) struct LiveTally {
+    key: String,
+    what: Arc<str>,
+    state: channel::Receiver<WatchState>,
+    /// The [`TallyHandles`] of its tally type.
+    handles: Box<dyn Any + Send + Sync>,
+    runner: Tasks,
+}
+
+struct TallyHandles<T> {
+    /// The tally the watch keeps current.
+    tally: Arc<Mutex<T>>,
+    /// An empty tally of the latest rules: what a restarted watch starts from.
+    template: Arc<Mutex<T>>,
+}
+
+impl Drop for LiveTally {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.runner).stop();
+    }
+}
+
+impl LiveTally {
+    /// Whether it still watches what `key` names.
+    pub(crate) fn watches(&self, key: &str) -> bool {
+        self.key == key
+    }
+
+    /// Adopts the rules of `fresh` (an empty tally of new settings) for what is held, and for whatever
+    /// a restart of the watch starts from; `None` if it keeps another tally type.
+    pub(crate) fn rejudge<K, T: Tally<K> + Clone>(&self, fresh: T) -> Option<()> {
+        let handles = self.handles.downcast_ref::<TallyHandles<T>>()?;
+        handles
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rejudge(fresh.clone());
+        *handles
+            .template
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = fresh;
+        Some(())
+    }
+
+    /// Publishes what the tally observes, like [`follow`]: at each change, and when a deadline the tally
+    /// names passes. Published as waiting at once (a reload's hold stands in for that while the tally has
+    /// listed). `None` if it keeps another tally type than `T`.
+    pub(crate) fn publisher<K, T: Tally<K>>(
+        &self,
+        to: Destination,
+        sink: Sink,
+        stale_after: Duration,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let handles = self.handles.downcast_ref::<TallyHandles<T>>()?;
+        let source = Counted {
+            what: self.what.clone(),
+            state: self.state.clone(),
+            tally: handles.tally.clone(),
+        };
+        Some(following(
             source,
             to,
             sink,
@@ -767,13 +873,7 @@ where
                     .unwrap_or_else(PoisonError::into_inner)
                     .observe(state, now)
             },
-        );
-        async move {
-            tokio::select! {
-                () = runner.run() => {}
-                () = publish => {}
-            }
-        }
+        ))
     }
 }
 

@@ -79,7 +79,7 @@ where
     pub(super) api: Api<K>,
     pub(super) config: watcher::Config,
     pub(super) keep: S,
-    pub(super) tx: channel::Sender<WatchState>,
+    pub(super) tx: Arc<channel::Sender<WatchState>>,
     /// What is watched, for messages.
     pub(super) what: Arc<str>,
     /// Checks reading this watch, each counted in `klutch_health_watch_restarts_total`.

@@ -3,7 +3,7 @@
 //! watched until it passes again. A fault that fails `/readyz` must make the consumer report failure; a
 //! silent konnector (warn_only in the shipped config) must not: a consumer that reads warnings shows one,
 //! the others keep passing. Every change the consumer shows is printed as
-//! `DETECTION consumer=C fault=F event=E at_ms=N shows=S sees="..."` (measured, never asserted: DETECTION.md).
+//! `DETECTION consumer=C fault=F event=E at_ms=N shows=S sees="..."` (measured, never asserted: docs/operators/detection.md).
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! What the kubelet makes of an image and a pod spec: the command line, the environment, the mounted
-//! ConfigMaps, and a process that is killed when the test ends. Shared by tests/container.rs (the manifests'
-//! containers against the debug binary) and tests/image.rs (the release binary in an image-like root).
+//! ConfigMaps, and a process that is killed when the test ends. Shared by tests/full/container.rs (the
+//! manifests' containers against the debug binary) and tests/full/image.rs (the release binary in an
+//! image-like root).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

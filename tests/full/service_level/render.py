@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Draws what the dashboard's panels would show as one PNG, from the data tests/service_level.rs queried from
-a real Prometheus: python3 render.py PANELS.json OUT.png
+"""Draws what the dashboard's panels would show as one PNG, from the data tests/full/service_level.rs queried
+from a real Prometheus: python3 render.py PANELS.json OUT.png
 
 PANELS.json: {"title": str, "panels": [{"row": str, "title": str, "kind": str, "unit": str,
 "mappings": {value: text}, "series": [{"name": str, "points": [[unix seconds, value], ...]}]}]}.
