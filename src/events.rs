@@ -22,7 +22,6 @@ use crate::checks::running::Running;
 use crate::clock::{Instant, Moment};
 use crate::config::Config;
 use crate::kubernetes::api_errors::Resource;
-use crate::kubernetes::connection::fingerprint;
 use crate::lease::{self, bounded, Leadership, RequestError};
 use crate::report::{ItemName, Report, Status};
 use crate::signals::{ObjectRef, Snapshot};
@@ -227,7 +226,8 @@ pub fn start(client: Client, reporter: Reporter, leader: Leadership) -> Sender {
 /// [`Sender`] stops the writer and, with it, its Lease loop.
 #[derive(Default)]
 pub struct Control {
-    running: Option<(String, Sender)>,
+    /// The writer, and the connection of the default cluster it writes through.
+    running: Option<(u64, Sender)>,
 }
 
 impl Control {
@@ -242,20 +242,20 @@ impl Control {
             }
             return None;
         }
-        let key = fingerprint(&config.kubernetes).await;
+        let (client, key) = match running.client_for(&config.clusters(), None).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
+                self.running = None;
+                return None;
+            }
+        };
         if let Some((running, sender)) = &self.running {
             if *running == key {
                 return Some(sender.clone());
             }
         }
         self.running = None;
-        let client = match running.client_for(&config.clusters(), None).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "no Kubernetes Events: the default cluster cannot be used");
-                return None;
-            }
-        };
         let reporter = Reporter::from_env();
         let leader = lease::start(
             client.clone(),

@@ -508,7 +508,7 @@ async fn start_one(
         None
     } else {
         let client = match watches.client_for(clusters, check.cluster) {
-            Ok(c) => c,
+            Ok((c, _)) => c,
             Err(e) => {
                 let message = format!(
                     "cannot use cluster {}: {e}",

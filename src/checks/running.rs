@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{start_one, CheckRef, Memory};
 use crate::clock::{Due, Moment};
-use crate::kubernetes::connection::fingerprint;
+use crate::kubernetes::connection::{fingerprint, Fingerprint};
 use crate::kubernetes::settings::Clusters;
 use crate::kubernetes::watch::Watches;
 use crate::metrics::Metrics;
@@ -19,9 +19,9 @@ use crate::signals::{Sink, Tasks};
 pub(crate) struct Running {
     watches: Watches,
     checks: HashMap<String, Started>,
-    /// Each cluster's settings and kubeconfig as last applied (`None`: the default cluster), to see which
-    /// changed.
-    clusters: BTreeMap<Option<String>, String>,
+    /// What each cluster's settings and kubeconfig said as last applied (`None`: the default cluster), to
+    /// see what changed.
+    clusters: BTreeMap<Option<String>, Fingerprint>,
 }
 
 struct Started {
@@ -42,22 +42,46 @@ pub(crate) struct Changes {
 
 impl Running {
     /// The client of `cluster` (`None`: the default one) as `clusters` configure it now: the one connection
-    /// its watches use. A connection made from other settings or another kubeconfig is replaced first (and
-    /// the watches on it with it: the next [`Running::apply`] restarts their checks).
+    /// its watches use, and its [`Connection::id`](crate::kubernetes::connection::Connection). A connection
+    /// made from other settings or another identity is replaced first (and the watches on it with it: the
+    /// next [`Running::apply`] restarts their checks).
     pub(crate) async fn client_for(
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
-    ) -> Result<kube::Client, crate::kubernetes::watch::UndeclaredCluster> {
+    ) -> Result<(kube::Client, u64), crate::kubernetes::watch::UndeclaredCluster> {
         if let Some(settings) = clusters.get(cluster) {
-            let key = cluster.map(str::to_string);
             let now = fingerprint(settings).await;
-            if self.clusters.get(&key).is_some_and(|was| *was != now) {
-                self.watches.forget_cluster(cluster);
-            }
-            self.clusters.insert(key, now);
+            self.follow(cluster, now).await;
         }
         self.watches.client_for(clusters, cluster)
+    }
+
+    /// Takes in what the kubeconfig and settings of `cluster` say `now`: another identity (server, CA,
+    /// user) drops its connection; new inline credentials for the same identity go to the running
+    /// connection; a kubeconfig that cannot be read leaves a running connection as it is.
+    async fn follow(&mut self, cluster: Option<&str>, now: Fingerprint) {
+        let key = cluster.map(str::to_string);
+        let Some(was) = self.clusters.get(&key) else {
+            self.clusters.insert(key, now);
+            return;
+        };
+        if now.unreadable && !was.unreadable {
+            tracing::warn!(
+                cluster = cluster.unwrap_or("default"),
+                kubeconfig = %now.identity,
+                "the kubeconfig cannot be read now: the cluster's running connection stays as it is until it can"
+            );
+            return;
+        }
+        if now.identity != was.identity {
+            self.watches.forget_cluster(cluster);
+        } else if now.credentials != was.credentials {
+            if let Some(renewal) = self.watches.renewal(cluster) {
+                renewal.await;
+            }
+        }
+        self.clusters.insert(key, now);
     }
 
     /// Makes the running signals those of `checks`. Every check is published (at least as waiting) before
@@ -74,11 +98,24 @@ impl Running {
             now.insert(Some(name.clone()), fingerprint(c).await);
         }
         now.insert(None, fingerprint(clusters.default).await);
-        for (name, settings) in &self.clusters {
-            if now.get(name) != Some(settings) {
-                self.watches.forget_cluster(name.as_deref());
-            }
+        let gone: Vec<Option<String>> = self
+            .clusters
+            .keys()
+            .filter(|name| !now.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.watches.forget_cluster(name.as_deref());
+            self.clusters.remove(&name);
         }
+        for (name, fingerprint) in now {
+            self.follow(name.as_deref(), fingerprint).await;
+        }
+        let identities: BTreeMap<Option<String>, String> = self
+            .clusters
+            .iter()
+            .map(|(name, f)| (name.clone(), f.identity.clone()))
+            .collect();
 
         let mut changes = Changes::default();
         let mut previous = std::mem::take(&mut self.checks);
@@ -87,7 +124,7 @@ impl Running {
                 "type": check.settings.type_name(),
                 "settings": check.settings.to_json(),
                 "cluster": check.cluster,
-                "cluster_settings": now.get(&check.cluster.map(str::to_string)),
+                "cluster_settings": identities.get(&check.cluster.map(str::to_string)),
             })
             .to_string();
             let (tasks, memory) = match previous.remove(check.name) {
@@ -137,7 +174,6 @@ impl Running {
                 },
             );
         }
-        self.clusters = now;
         for (name, old) in previous {
             old.tasks.stop();
             // Its observations stay in the sink until the engine takes the policy without it.

@@ -14,7 +14,7 @@
 //! The client is made on first use, and again on every request until that works: a kubeconfig that does not
 //! exist yet at start is picked up when it appears.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -22,7 +22,7 @@ use http::{Request, Response};
 use kube::client::{Body, ClientBuilder};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
-use tokio::sync::{watch as channel, OnceCell};
+use tokio::sync::watch as channel;
 use tokio::time::Instant;
 use tower::{BoxError, Service};
 
@@ -49,13 +49,16 @@ pub(crate) struct Connection {
     pub client: Client,
     pub health: channel::Receiver<Health>,
     pub settings: Cluster,
+    /// The client every request goes to, once made: replaced when the credentials change.
+    made: Made,
 }
 
 impl Connection {
     /// The connection to cluster `name` (`None`: the default one), with its liveness probe running.
     pub(crate) fn open(name: Option<&str>, settings: &Cluster) -> Connection {
         let evidence = Arc::new(Evidence::new());
-        let client = client(name, settings, evidence.clone());
+        let made = Made::default();
+        let client = client(name, settings, evidence.clone(), made.clone());
         let (tx, health) = channel::channel(Health::default());
         tokio::spawn(probe(
             client.clone(),
@@ -73,12 +76,60 @@ impl Connection {
             client,
             health,
             settings: settings.clone(),
+            made,
+        }
+    }
+
+    /// Makes a client from the kubeconfig as it reads now and sends the next requests through it; the
+    /// requests under way (open watches) go on through the one they started on. Nothing changes when the new
+    /// one cannot be made (the reason is logged).
+    pub(crate) fn renew(
+        &self,
+        name: Option<&str>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (cluster, settings, made) = (
+            name.unwrap_or("default").to_string(),
+            self.settings.clone(),
+            self.made.clone(),
+        );
+        async move { renew(&cluster, &settings, &made).await }
+    }
+}
+
+async fn renew(cluster: &str, settings: &Cluster, made: &Made) {
+    {
+        match make_client(settings).await {
+            Ok(client) => {
+                *made.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(client);
+                tracing::info!(
+                    cluster,
+                    "new credentials in the kubeconfig: the next requests use them; every watch goes on"
+                );
+            }
+            Err(e) => tracing::warn!(
+                cluster,
+                error = %e,
+                "new credentials in the kubeconfig cannot be used; the running ones stay"
+            ),
         }
     }
 }
 
+/// The client a cluster's requests go to, once it could be made.
+#[derive(Clone, Default)]
+struct Made(Arc<std::sync::Mutex<Option<Client>>>);
+
+impl Made {
+    fn get(&self) -> Option<Client> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// The client: made on first use ([`Deferred`]), every answer recorded as evidence and bounded.
-fn client(name: Option<&str>, settings: &Cluster, evidence: Arc<Evidence>) -> Client {
+fn client(name: Option<&str>, settings: &Cluster, evidence: Arc<Evidence>, made: Made) -> Client {
     let layer = AnswersLayer {
         evidence,
         max_body: settings.max_body,
@@ -87,7 +138,8 @@ fn client(name: Option<&str>, settings: &Cluster, evidence: Arc<Evidence>) -> Cl
     let deferred = Deferred {
         name: name.map(str::to_string),
         settings: settings.clone(),
-        client: Arc::default(),
+        made,
+        making: Arc::default(),
     };
     ClientBuilder::new(deferred, "default")
         .with_layer(&layer)
@@ -109,21 +161,118 @@ pub(crate) fn kubeconfig_files(settings: &Cluster) -> Vec<std::path::PathBuf> {
     }
 }
 
-/// What a cluster's connection is made from: its settings and its kubeconfig files as they read now. Any
-/// change makes a new connection, so a kubeconfig fixed in place is picked up at the next reload (which a
-/// change of the file triggers by itself).
-pub(crate) async fn fingerprint(settings: &Cluster) -> String {
+/// What a cluster's connection is made from, split by what a change of it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// The cluster's settings, and the server, CA and identity its kubeconfig names (a comment or the order
+    /// of keys aside): a change needs a new connection.
+    pub identity: String,
+    /// The kubeconfig's inline credentials (a bearer token, a password) for that identity: a change is
+    /// used by the running connection's next requests ([`Connection::renew`]), and drops no watch.
+    pub credentials: u64,
+    /// The kubeconfig could not be read or understood: a running connection keeps what it had.
+    pub unreadable: bool,
+}
+
+/// What the kubeconfig of `settings` says now, as [`Fingerprint`] splits it. Fixing a kubeconfig in place
+/// is picked up at the next reload (which a change of the file triggers by itself).
+pub(crate) async fn fingerprint(settings: &Cluster) -> Fingerprint {
     use std::hash::{Hash, Hasher};
-    let mut files = std::collections::hash_map::DefaultHasher::new();
-    for path in kubeconfig_files(settings) {
-        path.hash(&mut files);
-        tokio::fs::read(&path).await.ok().hash(&mut files);
+    let settings_json = serde_json::to_string(settings).unwrap_or_default();
+    let files: Vec<std::path::PathBuf> = kubeconfig_files(settings)
+        .into_iter()
+        .filter(|p| settings.kubeconfig.is_some() || p.exists())
+        .collect();
+    if files.is_empty() {
+        // In-cluster: the service account's token file is read again by the client itself.
+        return Fingerprint {
+            identity: format!("{settings_json}#in-cluster"),
+            credentials: 0,
+            unreadable: false,
+        };
     }
-    format!(
-        "{}#{:x}",
-        serde_json::to_string(settings).unwrap_or_default(),
-        files.finish()
-    )
+    let mut merged: Option<Kubeconfig> = None;
+    for path in &files {
+        let read = Kubeconfig::read_from(path).and_then(|k| match merged.take() {
+            Some(m) => m.merge(k),
+            None => Ok(k),
+        });
+        match read {
+            Ok(k) => merged = Some(k),
+            Err(e) => {
+                let mut bytes = std::collections::hash_map::DefaultHasher::new();
+                tokio::fs::read(path).await.ok().hash(&mut bytes);
+                return Fingerprint {
+                    identity: format!(
+                        "{settings_json}#unreadable {}: {e} #{:x}",
+                        path.display(),
+                        bytes.finish()
+                    ),
+                    credentials: 0,
+                    unreadable: true,
+                };
+            }
+        }
+    }
+    let config = merged.unwrap_or_default();
+    let context_name = settings
+        .context
+        .clone()
+        .or_else(|| config.current_context.clone())
+        .unwrap_or_default();
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.clone());
+    let cluster = context.as_ref().and_then(|c| {
+        config
+            .clusters
+            .iter()
+            .find(|n| n.name == c.cluster)
+            .and_then(|n| n.cluster.clone())
+    });
+    let user = context
+        .as_ref()
+        .and_then(|c| c.user.as_ref())
+        .and_then(|u| config.auth_infos.iter().find(|n| &n.name == u))
+        .and_then(|n| n.auth_info.clone())
+        .unwrap_or_default();
+    let mut user_json = serde_json::to_value(&user).unwrap_or_default();
+    let mut credentials = std::collections::hash_map::DefaultHasher::new();
+    if let Some(fields) = user_json.as_object_mut() {
+        for secret in ["token", "password"] {
+            fields
+                .remove(secret)
+                .map(|v| v.to_string())
+                .hash(&mut credentials);
+        }
+    }
+    // Files it names are part of what it is: a CA or a client certificate replaced in place.
+    let mut named_files = std::collections::hash_map::DefaultHasher::new();
+    let paths = [
+        cluster
+            .as_ref()
+            .and_then(|c| c.certificate_authority.clone()),
+        user.client_certificate.clone(),
+        user.client_key.clone(),
+    ];
+    for path in paths.iter().flatten() {
+        tokio::fs::read(path).await.ok().hash(&mut named_files);
+    }
+    let identity = serde_json::json!({
+        "settings": settings_json,
+        "context": context_name,
+        "cluster": cluster,
+        "user_name": context.as_ref().and_then(|c| c.user.clone()),
+        "user": user_json,
+        "files": format!("{:x}", named_files.finish()),
+    });
+    Fingerprint {
+        identity: identity.to_string(),
+        credentials: credentials.finish(),
+        unreadable: false,
+    }
 }
 
 /// The config section of a cluster, for messages that name the key to change.
@@ -357,7 +506,9 @@ struct Unusable {
 struct Deferred {
     name: Option<String>,
     settings: Cluster,
-    client: Arc<OnceCell<Client>>,
+    made: Made,
+    /// One request makes the client while the others wait for it.
+    making: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Service<Request<Body>> for Deferred {
@@ -375,20 +526,32 @@ impl Service<Request<Body>> for Deferred {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let client = this
-                .client
-                .get_or_try_init(|| async {
-                    let made = make_client(&this.settings).await;
-                    match &made {
-                        Ok(_) => tracing::info!(cluster = this.name.as_deref().unwrap_or("default"), "cluster client ready"),
-                        Err(e) => tracing::debug!(cluster = this.name.as_deref().unwrap_or("default"), error = %e, "cannot use cluster yet"),
+            let client = match this.made.get() {
+                Some(client) => client,
+                None => {
+                    let _making = this.making.lock().await;
+                    match this.made.get() {
+                        Some(client) => client,
+                        None => {
+                            let cluster = this.name.as_deref().unwrap_or("default");
+                            let made = make_client(&this.settings).await;
+                            match &made {
+                                Ok(_) => tracing::info!(cluster, "cluster client ready"),
+                                Err(e) => {
+                                    tracing::debug!(cluster, error = %e, "cannot use cluster yet")
+                                }
+                            }
+                            let client = made.map_err(|source| Unusable {
+                                cluster: cluster.to_string(),
+                                source,
+                            })?;
+                            *this.made.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some(client.clone());
+                            client
+                        }
                     }
-                    made.map_err(|source| Unusable {
-                        cluster: this.name.clone().unwrap_or_else(|| "default".into()),
-                        source,
-                    })
-                })
-                .await?;
+                }
+            };
             Ok(client.send(req).await?)
         })
     }
@@ -607,6 +770,50 @@ mod tests {
             (None, 1),
             "its return restarts the watches"
         );
+    }
+
+    /// What a kubeconfig rewrite takes: nothing for a comment or reordered keys, the running connection's
+    /// next requests for a new token, a new connection for another server, CA or user.
+    #[tokio::test]
+    async fn a_kubeconfig_fingerprint_tells_identity_from_credentials_and_ignores_form() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("kubeconfig");
+        let settings = Cluster {
+            kubeconfig: Some(path.clone()),
+            ..Cluster::default()
+        };
+        let of = async |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            fingerprint(&settings).await
+        };
+        let config = |server: &str, ca: &str, user: &str, token: &str| {
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+                 contexts:\n- name: c\n  context:\n    cluster: c\n    user: {user}\ncurrent-context: c\n\
+                 users:\n- name: {user}\n  user:\n    token: {token}\n"
+            )
+        };
+        let base = of(&config("https://a:6443", "Q0E=", "u", "t1")).await;
+        assert!(!base.unreadable, "{base:?}");
+        let reordered = "# rotated by a refresher\ncurrent-context: c\nkind: Config\napiVersion: v1\n\
+            users:\n- user:\n    token: t1\n  name: u\ncontexts:\n- context:\n    user: u\n    cluster: c\n  name: c\n\
+            clusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://a:6443\n  name: c\n";
+        assert_eq!(of(reordered).await, base, "a comment and the order of keys");
+        let rotated = of(&config("https://a:6443", "Q0E=", "u", "t2")).await;
+        assert_eq!(
+            rotated.identity, base.identity,
+            "a new token, the same identity"
+        );
+        assert_ne!(rotated.credentials, base.credentials);
+        for (what, text) in [
+            ("server", config("https://b:6443", "Q0E=", "u", "t1")),
+            ("CA", config("https://a:6443", "Q0I=", "u", "t1")),
+            ("user", config("https://a:6443", "Q0E=", "v", "t1")),
+        ] {
+            assert_ne!(of(&text).await.identity, base.identity, "another {what}");
+        }
+        let broken = of("clusters: [").await;
+        assert!(broken.unreadable, "{broken:?}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct RecordedRequest {
     pub path: String,
     pub query: String,
     pub is_watch: bool,
+    /// The `Authorization` header as sent (the bearer token a client used).
+    pub authorization: Option<String>,
 }
 
 /// How watches fail while LIST keeps working.
@@ -442,6 +444,11 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
             path: path.clone(),
             query: query_text,
             is_watch,
+            authorization: req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
         });
         let mut faults = self.inner.faults.subscribe();
         let _ = faults.wait_for(|f| !f.hang && !f.frozen).await;

@@ -246,18 +246,29 @@ impl Watches {
         &mut self,
         clusters: &Clusters<'_>,
         cluster: Option<&str>,
-    ) -> Result<Client, UndeclaredCluster> {
+    ) -> Result<(Client, u64), UndeclaredCluster> {
         let key = cluster.map(str::to_string);
         if let Some(c) = self.connections.get(&key) {
-            return Ok(c.client.clone());
+            return Ok((c.client.clone(), c.id));
         }
         let settings = clusters
             .get(cluster)
             .ok_or_else(|| UndeclaredCluster(cluster.unwrap_or_default().to_string()))?;
         let connection = Connection::open(cluster, settings);
-        let client = connection.client.clone();
+        let opened = (connection.client.clone(), connection.id);
         self.connections.insert(key, connection);
-        Ok(client)
+        Ok(opened)
+    }
+
+    /// The kubeconfig of `cluster` holds new credentials for the same identity: its connection uses them
+    /// from its next request on, and every watch goes on.
+    pub(crate) fn renewal(
+        &self,
+        cluster: Option<&str>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.connections
+            .get(&cluster.map(str::to_string))
+            .map(|c| c.renew(cluster))
     }
 
     /// The shared watch `spec` declares on `cluster` (through `client`), started on first use. `check`
