@@ -146,7 +146,8 @@ both name one)",
         number: 7,
         says: "failing ProviderConfigs explain a `managed-resources` kind item that would not be bad without the \
 resources whose `providerConfigRef` names them (every ProviderConfig past `fail_min` and `fail_share` of that \
-kind is bad)",
+kind is bad), those of a `provider-config` check of the same cluster (and of the same package, where both name \
+one)",
         causes: |w, e| {
             let Some(Fact::FailsWithin(pcs)) = &e.fact else {
                 return Vec::new();
@@ -154,13 +155,15 @@ kind is bad)",
             if e.check_type != ManagedResources::NAME {
                 return Vec::new();
             }
-            // Every ProviderConfig the kind fails by must be bad, else it would fail without these too.
+            // Every ProviderConfig the kind fails by must be bad, else it would fail without these too. A
+            // same-named one of another cluster or package is another ProviderConfig.
             let mut causes = Vec::with_capacity(pcs.len());
             for pc in pcs.iter() {
                 let bad = w
                     .of_type_named(ProviderConfig::NAME, pc)
                     .iter()
                     .copied()
+                    .filter(|&id| same_place(&w.nodes[id], e))
                     .find(|&id| w.nodes[id].bad());
                 match bad {
                     Some(id) => causes.push(id),
@@ -171,6 +174,15 @@ kind is bad)",
         },
     },
 ];
+
+/// Whether two items are of the same cluster, and of the same package where both name one.
+fn same_place(a: &Node<'_>, b: &Node<'_>) -> bool {
+    a.cluster == b.cluster
+        && match (a.package, b.package) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        }
+}
 
 /// `_endpoint` of a poll that got no answer a running server gives.
 fn unanswered(e: &Node<'_>) -> bool {

@@ -403,11 +403,7 @@ impl Writer {
                 other => return other.map(|_| ()),
             }
         }
-        let name = format!(
-            "{}.{:x}",
-            regarding.name,
-            now.as_nanosecond().unsigned_abs()
-        );
+        let name = event_name(&regarding.name, now);
         let event = event(
             &name,
             &namespace,
@@ -440,6 +436,55 @@ impl Writer {
         );
         Ok(())
     }
+}
+
+/// The longest Event name the API server accepts (a DNS subdomain); longer ones are refused with 422.
+const MAX_NAME: usize = 253;
+
+/// An Event's name: the object's name and the time, as client-go names them (`NAME.HEXNANOS`), valid for any
+/// object name. A name too long for the time to fit (or not a DNS subdomain) is cut, lowercased and followed
+/// by a hash of the whole name, so that one object always gets the same prefix and two long names that
+/// share their first characters still differ.
+fn event_name(object: &str, now: Timestamp) -> String {
+    let time = format!(".{:x}", now.as_nanosecond().unsigned_abs());
+    let room = MAX_NAME - time.len();
+    if object.len() <= room && is_subdomain(object) {
+        return format!("{object}{time}");
+    }
+    let hash = format!("{:016x}", fnv1a(object.as_bytes()));
+    let mut kept: String = object
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .take(room - hash.len() - 1)
+        .collect();
+    kept = kept.trim_matches('-').to_string();
+    if kept.is_empty() {
+        format!("{hash}{time}")
+    } else {
+        format!("{kept}-{hash}{time}")
+    }
+}
+
+/// A DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending
+/// with a letter or digit.
+fn is_subdomain(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            part.starts_with(alnum)
+                && part.ends_with(alnum)
+                && part.chars().all(|c| alnum(c) || c == '-')
+        })
+}
+
+/// FNV-1a, 64 bits: the same on every build and every replica (the standard hasher promises neither).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// `MicroTime`: RFC 3339 with microseconds.
@@ -646,6 +691,44 @@ mod tests {
             .map(|s| limit.allow(at(s)))
             .collect();
         assert_eq!(allowed, [true, true, true, false, false, true, true, true]);
+    }
+
+    /// The API server refuses an Event name over 253 characters (422): a 240-character ProviderConfig name
+    /// still gets a valid one, the same prefix each time, and two such names differ.
+    #[test]
+    fn event_names_are_valid_for_any_object_name() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("a time");
+        assert_eq!(
+            event_name("pc-1", t(0)),
+            "pc-1.18fae27693b40000",
+            "as client-go names them"
+        );
+        let long = "p".repeat(240);
+        let other = format!("{}q", "p".repeat(239));
+        let names = [
+            event_name(&long, t(0)),
+            event_name(&long, t(1)),
+            event_name(&other, t(0)),
+            event_name(&"x".repeat(400), t(0)),
+            event_name("Klutch_Health Pod", t(0)),
+            event_name("...", t(0)),
+        ];
+        for name in &names {
+            assert!(name.len() <= MAX_NAME, "{} > 253: {name}", name.len());
+            assert!(is_subdomain(name), "not a DNS subdomain: {name}");
+        }
+        let prefix = |n: &str| n.rsplit_once('.').expect("a time").0.to_string();
+        assert_eq!(
+            prefix(&names[0]),
+            prefix(&names[1]),
+            "one object, one prefix"
+        );
+        assert_ne!(
+            prefix(&names[0]),
+            prefix(&names[2]),
+            "two objects, two prefixes"
+        );
+        assert!(names[4].starts_with("klutch-health-pod-"), "{}", names[4]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn resource() -> ApiResource {
     )
 }
 
-/// Keeps what the judge reads: `spec.konnector` and the status.
+/// Keeps what the judge reads: `spec.konnector` and the status, their strings bounded (tenants' bindings).
 fn keep_konnector_and_status(obj: &mut DynamicObject) {
     let konnector = obj
         .data
@@ -70,6 +70,7 @@ fn keep_konnector_and_status(obj: &mut DynamicObject) {
         .unwrap_or(Value::Null);
     let status = obj.data.get_mut("status").map(Value::take);
     obj.data = serde_json::json!({ "spec": { "konnector": konnector }, "status": status });
+    crate::human::bound_strings(&mut obj.data);
 }
 
 /// Where klutch-bind runs the konnector of the binding `namespace/name`: (namespace, Deployment name).

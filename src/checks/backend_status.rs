@@ -233,8 +233,12 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<(String, Status, String)>, PollErro
     for (key, value) in entries {
         let (status, message) = match value {
             serde_json::Value::String(s) if s == "ok" => (Status::Pass, "ok".to_string()),
-            serde_json::Value::String(s) => (Status::Fail, s),
-            other => (Status::Fail, format!("unexpected value {other}")),
+            // A broker's words, passed on by the provider: bounded like every string from an object.
+            serde_json::Value::String(s) => (Status::Fail, human::cut(s, human::MESSAGE_LIMIT)),
+            other => (
+                Status::Fail,
+                human::cut(format!("unexpected value {other}"), human::MESSAGE_LIMIT),
+            ),
         };
         match items.entry(item_name(&key).into_owned()) {
             Entry::Vacant(v) => {

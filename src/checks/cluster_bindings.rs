@@ -74,7 +74,7 @@ fn resource() -> ApiResource {
 
 /// Keeps the status, and the API server's own timestamp of the last status write: the start-up evidence
 /// of a heartbeat, before one is seen. The konnector's write (the manager owning `lastHeartbeatTime`) is
-/// preferred: the backend writes conditions into the same status.
+/// preferred: the backend writes conditions into the same status. Its strings are bounded: tenants' bindings.
 fn keep_status_and_write_time(obj: &mut DynamicObject) {
     let status_writes = || {
         obj.metadata
@@ -91,6 +91,7 @@ fn keep_status_and_write_time(obj: &mut DynamicObject) {
     .or_else(|| latest(status_writes()));
     let status = obj.data.get_mut("status").map(Value::take);
     obj.data = serde_json::json!({ "status": status, STATUS_WRITTEN: written });
+    crate::human::bound_strings(&mut obj.data);
 }
 
 /// The time of the latest of `writes`, as written (RFC 3339).

@@ -638,7 +638,7 @@ fn package_item(text: &str, settings: &dyn Settings) -> Result<ItemName, KeyErro
         return Err(KeyError::new(
             "package",
             format!(
-                "a {} check names no package (only pods, backend-status and provider-config checks do)",
+                "a {} check names no package (only pods, backend-status, provider-config and managed-resources checks do)",
                 settings.type_name()
             ),
         ));

@@ -158,6 +158,20 @@ fn parse_body_maps_values_to_items() {
         ]
     );
     assert!(parse_body(b"{}").expect("empty object").is_empty());
+    // A 10 KB message is kept bounded, saying how much was cut.
+    let long = format!(
+        r#"{{"pc":"{}","n":[{}1]}}"#,
+        "m".repeat(10_000),
+        "1,".repeat(5000)
+    );
+    for (_, status, message) in parse_body(long.as_bytes()).expect("an object") {
+        assert_eq!(status, Status::Fail);
+        assert!(
+            message.len() <= 1024 && message.ends_with(" bytes cut)"),
+            "{} bytes: {message}",
+            message.len()
+        );
+    }
     assert!(parse_body(b"nope").is_err());
     assert!(parse_body(b"null").is_err());
 }

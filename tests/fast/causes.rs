@@ -822,6 +822,75 @@ fn rule_7_failing_provider_configs_explain_the_managed_resources_kind_they_fail(
     );
 }
 
+/// Rule 7 links a kind only to the ProviderConfigs of a `provider-config` check of its own cluster, and of
+/// its own package where both name one: a same-named ProviderConfig failing on an app cluster, or of another
+/// provider, is another ProviderConfig.
+#[test]
+fn rule_7_links_a_kind_only_to_provider_configs_of_its_cluster_and_package() {
+    let r = rules(
+        "[clusters.app]\nkubeconfig = \"/nonexistent/app.kubeconfig\"\n\
+         [[check]]\nname = \"app-provider-configs\"\ntype = \"provider-config\"\ncluster = \"app\"\n\
+         [[check]]\nname = \"app-managed\"\ntype = \"managed-resources\"\ncluster = \"app\"\n\
+         [[check]]\nname = \"kubernetes-provider-configs\"\ntype = \"provider-config\"\n\
+         package = \"providers/provider-kubernetes\"\n\
+         [[check]]\nname = \"anynines-managed\"\ntype = \"managed-resources\"\n\
+         package = \"providers/provider-anynines\"\n",
+    );
+    let fails_by_pc0 = |kind: &str| {
+        obs(kind, Status::Fail, "at least 3 and more than 10% … fail")
+            .with_fact(Fact::FailsWithin(vec![Arc::from(PCS[0])].into()))
+    };
+    let failing = |pc: &str| obs(pc, Status::Fail, "connection refused");
+    let mut estate = Estate::healthy();
+    for check in ["app-provider-configs", "kubernetes-provider-configs"] {
+        estate = estate.set(check, obs(PCS[1], Status::Pass, "Available"));
+    }
+    for check in ["app-managed", "anynines-managed"] {
+        for kind in MANAGED_KINDS {
+            estate = estate.set(check, obs(kind, Status::Pass, "ok"));
+        }
+    }
+    let estate = estate
+        .set("managed-resources", fails_by_pc0("serviceinstances"))
+        .set("app-managed", fails_by_pc0("serviceinstances"))
+        .set("anynines-managed", fails_by_pc0("serviceinstances"))
+        // The same name failing on the app cluster and of provider-kubernetes; the control plane's passes.
+        .set("app-provider-configs", failing(PCS[0]))
+        .set("kubernetes-provider-configs", failing(PCS[0]));
+    let report = once(&r, estate.snapshot());
+    let app_pc = format!("app-provider-configs/{}", PCS[0]);
+    assert_eq!(
+        cause(&report, "app-managed/serviceinstances"),
+        by(&app_pc, &app_pc),
+        "the app cluster's kind, by the app cluster's ProviderConfig"
+    );
+    assert_eq!(
+        cause(&report, "anynines-managed/serviceinstances"),
+        None,
+        "not by provider-kubernetes' ProviderConfig, nor by one of another cluster"
+    );
+    // A kind that names no package: any package of its own cluster, never the app cluster's.
+    let k8s_pc = format!("kubernetes-provider-configs/{}", PCS[0]);
+    assert_eq!(
+        cause(&report, "managed-resources/serviceinstances"),
+        by(&k8s_pc, &k8s_pc)
+    );
+    // The control plane's own failing too: the kind of its package is theirs.
+    let pc = format!("provider-configs/{}", PCS[0]);
+    let report = once(
+        &r,
+        estate.set("provider-configs", failing(PCS[0])).snapshot(),
+    );
+    assert_eq!(
+        cause(&report, "anynines-managed/serviceinstances"),
+        by(&pc, &pc)
+    );
+    assert_eq!(
+        cause(&report, "app-managed/serviceinstances"),
+        by(&app_pc, &app_pc)
+    );
+}
+
 /// Causes change wording and alerting, never a verdict: the same observations with and without a silent
 /// cluster behind them are counted alike by both endpoints.
 #[test]

@@ -756,8 +756,8 @@ fn a_package_key_names_an_item_of_a_crossplane_package_check() {
         (
             "type = \"deployment\"\nnamespace = \"bind\"\ndeployment = \"x\"\n",
             "providers/provider-anynines",
-            "check \"c\": package: a deployment check names no package (only pods, backend-status and \
-             provider-config checks do)",
+            "check \"c\": package: a deployment check names no package (only pods, backend-status, \
+             provider-config and managed-resources checks do)",
         ),
     ] {
         let e = Config::from_toml(&with(body, package))

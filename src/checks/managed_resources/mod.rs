@@ -64,7 +64,7 @@ impl Default for ManagedResources {
             create_timeouts: BTreeMap::new(),
             delete_timeouts: BTreeMap::new(),
             fail_min: 3,
-            fail_share: Share(0.1),
+            fail_share: Share::percent(10),
             max_objects: 50_000,
         }
     }
@@ -75,13 +75,75 @@ impl Default for ManagedResources {
 #[serde(transparent)]
 pub struct Timeout(#[serde(with = "duration")] pub Duration);
 
-/// A share written as a percentage (`"10%"`), kept as a fraction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Share(pub f64);
+/// A share written as a percentage (`"10%"`, `"12.5%"`), kept exactly: its digits as a whole number and how
+/// many of them are decimals. So `29` of `100` is not more than `29%` (no floating-point rounding), and it
+/// prints as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    digits: u64,
+    decimals: u32,
+}
+
+impl Share {
+    /// The most decimals a share may have.
+    pub const MAX_DECIMALS: u32 = 6;
+
+    /// A whole percentage.
+    pub const fn percent(p: u64) -> Share {
+        Share {
+            digits: p,
+            decimals: 0,
+        }
+    }
+
+    /// `"12.5%"`: a percentage from 0% to 100% with at most [`Share::MAX_DECIMALS`] decimals.
+    pub fn parse(text: &str) -> Option<Share> {
+        let number = text.trim().strip_suffix('%')?.trim();
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || !all_digits(whole)
+            || !all_digits(fraction)
+            || (number.contains('.') && fraction.is_empty())
+        {
+            return None;
+        }
+        let decimals = u32::try_from(fraction.len())
+            .ok()
+            .filter(|d| *d <= Share::MAX_DECIMALS)?;
+        let scale = 10u64.pow(decimals);
+        let whole: u64 = whole.parse().ok().filter(|w| *w <= 100)?;
+        let digits = whole * scale
+            + if fraction.is_empty() {
+                0
+            } else {
+                fraction.parse::<u64>().ok()?
+            };
+        (digits <= 100 * scale).then_some(Share { digits, decimals })
+    }
+
+    /// Whether `part` of `whole` is more than this share, in integers: `part × 100 × 10^decimals >
+    /// digits × whole`.
+    pub fn exceeded_by(self, part: u64, whole: u64) -> bool {
+        u128::from(part) * 100 * 10u128.pow(self.decimals)
+            > u128::from(self.digits) * u128::from(whole)
+    }
+}
+
+impl std::fmt::Display for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scale = 10u64.pow(self.decimals);
+        let (whole, fraction) = (self.digits / scale, self.digits % scale);
+        match self.decimals {
+            0 => write!(f, "{whole}%"),
+            d => write!(f, "{whole}.{fraction:0width$}%", width = d as usize),
+        }
+    }
+}
 
 impl Serialize for Share {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&tally::share(self.0))
+        s.serialize_str(&self.to_string())
     }
 }
 
@@ -90,17 +152,12 @@ impl<'de> Deserialize<'de> for Share {
         let text = String::deserialize(d).map_err(|_| {
             serde::de::Error::custom("invalid share: expected a percentage like \"10%\"")
         })?;
-        let percent = text
-            .trim()
-            .strip_suffix('%')
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            .filter(|p| (0.0..=100.0).contains(p))
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid share \"{text}\": expected a percentage from 0% to 100%, like \"10%\""
-                ))
-            })?;
-        Ok(Share(percent / 100.0))
+        Share::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid share \"{text}\": expected a percentage from 0% to 100% with at most {} decimals, like \"10%\" or \"12.5%\"",
+                Share::MAX_DECIMALS
+            ))
+        })
     }
 }
 
@@ -136,7 +193,7 @@ impl ManagedResources {
                 .map_or(self.delete_timeout, |t| t.0),
             ignore: self.ignored(),
             fail_min: self.fail_min,
-            fail_share: self.fail_share.0,
+            fail_share: self.fail_share,
             max_objects: self.max_objects,
             supersede: match kind {
                 "backups" => Some(Supersede::ByInstance),
@@ -170,6 +227,8 @@ fn is_plural(s: &str) -> bool {
 
 impl CheckType for ManagedResources {
     const NAME: &'static str = "managed-resources";
+    /// The provider whose ProviderConfigs serve these kinds: the root-cause rules link a kind only to those.
+    const PACKAGE: bool = true;
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.resources.is_empty() {
@@ -339,12 +398,68 @@ mod tests {
             read(serde_json::json!({"fail_share": "25%", "create_timeouts": {"backups": "2h"}}))
                 .expect("valid");
         let settings = ok.downcast::<ManagedResources>().expect("its type");
-        assert_eq!(settings.fail_share, Share(0.25));
+        assert_eq!(settings.fail_share, Share::percent(25));
         assert_eq!(
             settings.rules("backups").create_timeout,
             Duration::from_secs(7200)
         );
         assert_eq!(ok.to_json()["fail_share"], "25%");
+    }
+
+    /// `fail_share` is exact: `29` of `100` at `29%` is not more than 29 %, whatever floating point would
+    /// make of 0.29 × 100; and it is said as written.
+    #[test]
+    fn a_share_is_compared_in_integers_and_said_as_written() {
+        let cases = [
+            ("29%", 29, 100, false),
+            ("29%", 30, 100, true),
+            ("57%", 57, 100, false),
+            ("10%", 3, 30, false),
+            ("10%", 4, 30, true),
+            ("12.5%", 1, 8, false),
+            ("12.5%", 125, 1000, false),
+            ("12.5%", 126, 1000, true),
+            ("0.001%", 1, 100_000, false),
+            ("0.001%", 2, 100_000, true),
+            ("0%", 0, 10, false),
+            ("0%", 1, 10, true),
+            ("100%", 10, 10, false),
+            ("100%", u64::MAX, u64::MAX, false),
+            ("99.999999%", u64::MAX, u64::MAX, true),
+        ];
+        for (text, part, whole, more) in cases {
+            let share = Share::parse(text).expect(text);
+            assert_eq!(
+                share.exceeded_by(part, whole),
+                more,
+                "{part} of {whole} at {text}"
+            );
+        }
+        for (text, said) in [
+            ("29%", "29%"),
+            ("12.5%", "12.5%"),
+            ("12.50%", "12.50%"),
+            (" 7 %", "7%"),
+            ("0.001%", "0.001%"),
+            ("100%", "100%"),
+        ] {
+            assert_eq!(Share::parse(text).expect(text).to_string(), said);
+        }
+        for refused in [
+            "150%",
+            "100.1%",
+            "0.1",
+            "-5%",
+            "1e1%",
+            "12.%",
+            ".5%",
+            "12.1234567%",
+            "abc%",
+            "%",
+            "",
+        ] {
+            assert_eq!(Share::parse(refused), None, "{refused:?}");
+        }
     }
 
     fn list(kind: &str, items: Vec<serde_json::Value>) -> String {

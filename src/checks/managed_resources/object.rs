@@ -1,8 +1,9 @@
 //! One managed resource as the API sends it, deserialized straight into what judging reads — its name, its
-//! creation and deletion times, the `crossplane.io/paused` annotation, `spec.providerConfigRef.name`, the
-//! instance or backup it belongs to, whether a broker operation is pending, and its `Ready` and `Synced`
-//! conditions (type, status, reason, time, and the message cut to [`MESSAGE_LIMIT`] bytes) — and nothing
-//! else: no JSON tree, no managed fields, no spec. serde skips every other field without keeping it.
+//! creation and deletion times, the `crossplane.io/paused` annotation, the `crossplane.io/claim-namespace`
+//! label, `spec.providerConfigRef.name`, the instance or backup it belongs to, whether a broker operation is
+//! pending, and its `Ready` and `Synced` conditions (type, status, reason, time, and the message cut to
+//! [`MESSAGE_LIMIT`] bytes) — and nothing else: no JSON tree, no managed fields, no spec. serde skips every
+//! other field without keeping it. Every string kept is bounded ([`crate::human::cut`]): tenants write them.
 
 use std::borrow::Cow;
 
@@ -12,11 +13,17 @@ use kube::core::DynamicResourceScope;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-/// The longest condition message kept, in bytes: longer ones are cut at a character boundary and end in `…`.
+use crate::human::{cut, NAME_LIMIT};
+
+/// The longest condition message kept, in bytes: below [`crate::human::MESSAGE_LIMIT`], since the tally keeps one
+/// for every resource that is not ready.
 pub const MESSAGE_LIMIT: usize = 256;
 
 /// The annotation that pauses a managed resource's reconciliation.
 pub const PAUSED: &str = "crossplane.io/paused";
+/// The label Crossplane puts on a claim's managed resources: the claim's namespace, in which the claim
+/// names in `instanceName` and `backupName` are meant.
+pub const CLAIM_NAMESPACE: &str = "crossplane.io/claim-namespace";
 
 /// A managed resource of any provider-anynines kind, as the watch delivers it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,13 +41,15 @@ pub struct Facts {
     pub deleting: Option<Timestamp>,
     /// The `crossplane.io/paused` annotation is `"true"`.
     pub paused: bool,
+    /// The `crossplane.io/claim-namespace` label: the namespace of the claim it was made for.
+    pub claim_namespace: Option<String>,
     /// `spec.providerConfigRef.name`: the ProviderConfig whose broker or backup manager serves it.
     pub provider_config: Option<String>,
     /// `status.pendingOperation` is set: the broker has an operation running for it.
     pub pending_operation: bool,
-    /// `spec.forProvider.instanceName` (Backups, ServiceBindings).
+    /// `spec.forProvider.instanceName` (Backups, ServiceBindings): a claim's name, in the claim's namespace.
     pub instance_name: Option<String>,
-    /// `spec.forProvider.backupName` (Restores).
+    /// `spec.forProvider.backupName` (Restores): a claim's name, in the claim's namespace.
     pub backup_name: Option<String>,
     pub ready: Option<Condition>,
     pub synced: Option<Condition>,
@@ -123,6 +132,7 @@ struct WireMeta {
     creation_timestamp: Option<String>,
     deletion_timestamp: Option<String>,
     annotations: Option<Paused>,
+    labels: Option<ClaimNamespace>,
 }
 
 #[derive(Deserialize)]
@@ -167,51 +177,56 @@ struct Paused(bool);
 
 impl<'de> Deserialize<'de> for Paused {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Paused, D::Error> {
-        struct Annotations;
-        impl<'de> Visitor<'de> for Annotations {
-            type Value = Paused;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map of annotations")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Paused, A::Error> {
-                let mut paused = false;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == PAUSED {
-                        paused = map.next_value::<Option<String>>()?.as_deref() == Some("true");
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Paused(paused))
-            }
-        }
-        d.deserialize_map(Annotations)
+        Ok(Paused(entry(d, PAUSED)?.as_deref() == Some("true")))
     }
+}
+
+/// The labels, of which only `crossplane.io/claim-namespace` is read.
+struct ClaimNamespace(Option<String>);
+
+impl<'de> Deserialize<'de> for ClaimNamespace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ClaimNamespace, D::Error> {
+        Ok(ClaimNamespace(entry(d, CLAIM_NAMESPACE)?))
+    }
+}
+
+/// The value of `key` in a map of strings; every other entry is skipped, not kept.
+fn entry<'de, D: Deserializer<'de>>(d: D, key: &'static str) -> Result<Option<String>, D::Error> {
+    struct Entry(&'static str);
+    impl<'de> Visitor<'de> for Entry {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+            let mut value = None;
+            while let Some(k) = map.next_key::<String>()? {
+                if k == self.0 {
+                    value = map.next_value::<Option<String>>()?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(value)
+        }
+    }
+    d.deserialize_map(Entry(key))
 }
 
 fn time(text: Option<String>) -> Option<Timestamp> {
     text?.parse().ok()
 }
 
-/// `text` cut to at most `limit` bytes at a character boundary, marked with `…` when cut.
-pub fn cut(mut text: String, limit: usize) -> String {
-    if text.len() <= limit {
-        return text;
-    }
-    let mut end = limit.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
+/// A name or reference as kept: bounded.
+fn name(text: Option<String>) -> Option<String> {
+    text.map(|t| cut(t, NAME_LIMIT))
 }
 
 impl WireCondition {
     fn into_condition(self) -> Condition {
         Condition {
             status: self.status.unwrap_or_default(),
-            reason: self.reason.unwrap_or_default(),
+            reason: cut(self.reason.unwrap_or_default(), NAME_LIMIT),
             message: cut(self.message.unwrap_or_default(), MESSAGE_LIMIT),
             since: time(self.last_transition_time),
         }
@@ -227,13 +242,17 @@ impl<'de> Deserialize<'de> for Managed {
             creation_timestamp: None,
             deletion_timestamp: None,
             annotations: None,
+            labels: None,
         });
         let (provider_config, for_provider) = match wire.spec {
-            Some(s) => (s.provider_config_ref.and_then(|r| r.name), s.for_provider),
+            Some(s) => (
+                s.provider_config_ref.and_then(|r| name(r.name)),
+                s.for_provider,
+            ),
             None => (None, None),
         };
         let (instance_name, backup_name) = match for_provider {
-            Some(f) => (f.instance_name, f.backup_name),
+            Some(f) => (name(f.instance_name), name(f.backup_name)),
             None => (None, None),
         };
         let (pending, conditions) = match wire.status {
@@ -250,7 +269,7 @@ impl<'de> Deserialize<'de> for Managed {
         }
         Ok(Managed {
             meta: ObjectMeta {
-                name: meta.name,
+                name: meta.name.map(|n| cut(n, NAME_LIMIT)),
                 resource_version: meta.resource_version,
                 ..ObjectMeta::default()
             },
@@ -258,6 +277,7 @@ impl<'de> Deserialize<'de> for Managed {
                 created: time(meta.creation_timestamp),
                 deleting: time(meta.deletion_timestamp),
                 paused: meta.annotations.is_some_and(|p| p.0),
+                claim_namespace: name(meta.labels.and_then(|l| l.0)),
                 provider_config,
                 pending_operation: pending.is_some_and(|p| !p.is_empty()),
                 instance_name,
@@ -330,15 +350,52 @@ mod tests {
         }
     }
 
+    /// The real provider's Backup of a claim: the claim's namespace from its label, the claim name it backs
+    /// up from `instanceName`.
     #[test]
-    fn long_messages_are_cut_at_a_character_boundary() {
-        let long = "ü".repeat(400);
-        let cut = cut(long, MESSAGE_LIMIT);
-        assert!(
-            cut.len() <= MESSAGE_LIMIT && cut.ends_with('…'),
-            "{}",
-            cut.len()
+    fn a_claimed_backup_names_its_claim_and_namespace() {
+        let m: Managed = serde_json::from_value(fixture("backup-claimed")).expect("parses");
+        let f = &m.facts;
+        assert_eq!(m.name(), Some("backup-postgresql-sample-sadkl23"));
+        assert_eq!(
+            (f.claim_namespace.as_deref(), f.instance_name.as_deref()),
+            (Some("default"), Some("example-postgresql-instance"))
         );
-        assert_eq!(super::cut("short".into(), MESSAGE_LIMIT), "short");
+        assert!(f.ready.is_none());
+    }
+
+    /// A tenant's 10 KB condition message and 300-character names and references: each kept bounded, cut
+    /// at a character boundary with a marker that says how much was cut.
+    #[test]
+    fn what_tenants_write_is_kept_bounded() {
+        let long = "x".repeat(300);
+        let m: Managed = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": long, "labels": {"crossplane.io/claim-name": "daily", "crossplane.io/claim-namespace": "team-a"}},
+            "spec": {"providerConfigRef": {"name": long}, "forProvider": {"instanceName": long, "backupName": long}},
+            "status": {"conditions": [{"type": "Synced", "status": "False", "reason": long, "message": "ü".repeat(5000)}]}
+        }))
+        .expect("parses");
+        let f = &m.facts;
+        let cut_name = format!("{}…(65 bytes cut)", "x".repeat(235));
+        assert!(cut_name.len() <= NAME_LIMIT);
+        for kept in [
+            m.name(),
+            f.provider_config.as_deref(),
+            f.instance_name.as_deref(),
+            f.backup_name.as_deref(),
+            f.synced.as_ref().map(|c| c.reason.as_str()),
+        ] {
+            assert_eq!(kept, Some(cut_name.as_str()));
+        }
+        assert_eq!(f.claim_namespace.as_deref(), Some("team-a"));
+        let message = &f.synced.as_ref().expect("Synced").message;
+        assert!(
+            message.len() <= MESSAGE_LIMIT && message.ends_with("…(9764 bytes cut)"),
+            "{} bytes: {message}",
+            message.len()
+        );
+        assert!(message.starts_with("üü"));
+        // Short ones are kept whole.
+        assert_eq!(cut("short".into(), MESSAGE_LIMIT), "short");
     }
 }

@@ -1,8 +1,10 @@
 //! One kind's tally: a small record per managed resource, and counts kept current event by event (by
 //! state, per ProviderConfig, the failing ones by name, the deadlines of the creating and deleting ones, the
-//! newest Backup per instance and Restore per backup), so that judging a kind never walks all its resources.
+//! newest Backup per claimed instance and Restore per claimed backup), so that judging a kind never walks all
+//! its resources.
 //! Its item is a pure function of the counts, the settings and the time.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use kube::runtime::watcher::Event;
 
 use super::judge::{judge, State};
 use super::object::Managed;
+use super::Share;
 use crate::clock::{Due, Moment};
 use crate::human;
 use crate::kubernetes::watch::{Tally, WatchState};
@@ -26,12 +29,14 @@ pub const NAMED_IN_DETAIL: usize = 20;
 /// ProviderConfigs named when several fail systemically.
 const NAMED_PROVIDER_CONFIGS: usize = 5;
 
-/// Which older resources a newer one supersedes: only the newest of each group is judged.
+/// Which older resources a newer one supersedes: only the newest of each group is judged. The names are
+/// claim names, meant in the claim's namespace (the `crossplane.io/claim-namespace` label): two tenants'
+/// claims called `daily` are two groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Supersede {
-    /// Backups: the newest per `spec.forProvider.instanceName`.
+    /// Backups: the newest per claim namespace and `spec.forProvider.instanceName`.
     ByInstance,
-    /// Restores: the newest per `spec.forProvider.backupName`.
+    /// Restores: the newest per claim namespace and `spec.forProvider.backupName`.
     ByBackup,
 }
 
@@ -45,8 +50,7 @@ pub struct Rules {
     /// Objects whose names match are left out entirely.
     pub ignore: GlobSet,
     pub fail_min: u64,
-    /// A fraction (0.1 for `10%`).
-    pub fail_share: f64,
+    pub fail_share: Share,
     pub max_objects: usize,
     pub supersede: Option<Supersede>,
 }
@@ -66,7 +70,7 @@ struct Record {
     epoch: u32,
     /// `spec.providerConfigRef.name`, shared by the records of one ProviderConfig.
     provider_config: Arc<str>,
-    /// The instance (Backups) or backup (Restores) it belongs to.
+    /// The instance (Backups) or backup (Restores) it belongs to: [`group_key`].
     group: Option<Arc<str>>,
     /// The conditions' words, when not ready.
     why: Option<Box<str>>,
@@ -104,8 +108,8 @@ pub struct KindTally {
     /// The records of resources that `ignore` leaves out: held, never counted, so that a changed `ignore`
     /// re-judges them without a relist.
     ignored: HashMap<Arc<str>, Record>,
-    /// Members of each group, sorted by (creation, name): the last one is judged. A sorted `Vec`, not a
-    /// `BTreeSet`: most groups hold one member, and a B-tree node costs about 290 bytes.
+    /// Members of each group, sorted by creation, then name in [`natural`] order: the last one is judged. A
+    /// sorted `Vec`, not a `BTreeSet`: most groups hold one member, and a B-tree node costs about 290 bytes.
     groups: HashMap<Arc<str>, Vec<(i64, Arc<str>)>>,
     counts: Counts,
     epoch: u32,
@@ -201,6 +205,7 @@ impl KindTally {
             None => None,
         }
         .map(|g| {
+            let g = group_key(facts.claim_namespace.as_deref(), &g);
             self.groups
                 .get_key_value(g.as_str())
                 .map_or_else(|| g.as_str().into(), |(k, _)| k.clone())
@@ -283,7 +288,7 @@ impl KindTally {
             if let Some(g) = &old.group {
                 if let Some(members) = self.groups.get_mut(g) {
                     let member = (old.created, name.clone());
-                    if let Ok(i) = members.binary_search(&member) {
+                    if let Ok(i) = members.binary_search_by(|m| older(m, &member)) {
                         members.remove(i);
                     }
                     if members.is_empty() {
@@ -296,7 +301,7 @@ impl KindTally {
             if let Some(g) = &record.group {
                 let members = self.groups.entry(g.clone()).or_default();
                 let member = (record.created, name.clone());
-                if let Err(i) = members.binary_search(&member) {
+                if let Err(i) = members.binary_search_by(|m| older(m, &member)) {
                     members.insert(i, member);
                 }
             } else {
@@ -431,7 +436,7 @@ impl KindTally {
             tail.push_str(&format!(
                 "; at least {} and more than {} of one ProviderConfig's {} fail: {}{}",
                 rules.fail_min,
-                share(rules.fail_share),
+                rules.fail_share,
                 rules.kind,
                 shown.join(", "),
                 if more > 0 {
@@ -519,7 +524,7 @@ impl KindTally {
             .filter_map(|(pc, n)| {
                 let failing = n[State::Failing.index()];
                 let all: u64 = n.iter().sum();
-                (failing >= rules.fail_min && failing as f64 > rules.fail_share * all as f64)
+                (failing >= rules.fail_min && rules.fail_share.exceeded_by(failing, all))
                     .then(|| (pc.clone(), failing, all))
             })
             .collect();
@@ -528,22 +533,64 @@ impl KindTally {
     }
 }
 
+/// The group of a Backup or Restore naming the claim `name`: `NAMESPACE/NAME` with the claim's namespace,
+/// `/NAME` without one (a resource made without a claim). A label value holds no `/`, so no two differ
+/// only in where the namespace ends.
+pub fn group_key(claim_namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", claim_namespace.unwrap_or(""))
+}
+
+/// The order of a group's members, oldest first: by creation (whole seconds), then by name in [`natural`]
+/// order, so that `backup-10` is newer than `backup-9` made in the same second.
+fn older(a: &(i64, Arc<str>), b: &(i64, Arc<str>)) -> Ordering {
+    a.0.cmp(&b.0).then_with(|| natural(&a.1, &b.1))
+}
+
+/// Names in natural order (`backup-9` before `backup-10`): runs of digits compare as numbers, other bytes as
+/// bytes; names that are equal that way (`b-01`, `b-1`) compare by their bytes, so only equal names are equal.
+pub fn natural(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let (n, rest_x) = digits(x);
+                let (m, rest_y) = digits(y);
+                let by_value = n.len().cmp(&m.len()).then_with(|| n.cmp(m));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                (x, y) = (rest_x, rest_y);
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                (x, y) = (&x[1..], &y[1..]);
+            }
+        }
+    }
+}
+
+/// The leading run of digits of `s` without its leading zeros, and the rest.
+fn digits(s: &[u8]) -> (&[u8], &[u8]) {
+    let end = s
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (run, rest) = s.split_at(end);
+    let zeros = run.iter().take_while(|c| **c == b'0').count();
+    (&run[zeros..], rest)
+}
+
 /// A ProviderConfig's name for messages (`(none)` for resources that name none).
 fn show_pc(pc: &str) -> &str {
     if pc.is_empty() {
         "(none)"
     } else {
         pc
-    }
-}
-
-/// `10%`.
-pub fn share(fraction: f64) -> String {
-    let percent = fraction * 100.0;
-    if percent.fract() == 0.0 {
-        format!("{percent:.0}%")
-    } else {
-        format!("{percent}%")
     }
 }
 
@@ -774,6 +821,26 @@ mod tests {
             );
             assert_eq!(o.fact.is_some(), want == Status::Fail, "{}", o.message);
         }
+
+        // At 29 %: 29 of 100 is not more (in floating point 0.29 × 100 is 28.999…), 30 is; said as written.
+        let mut r = rules("serviceinstances");
+        r.fail_share = Share::parse("29%").expect("a share");
+        for (failing, want) in [(29, Status::Warn), (30, Status::Fail)] {
+            let mut t = KindTally::new(r.clone());
+            for i in 0..100 {
+                let what = if i < failing { "failing" } else { "ready" };
+                t.upsert(mr(&format!("o-{i}"), "pc", what));
+            }
+            let o = item(&mut t, T0);
+            assert_eq!(o.status, want, "{failing} of 100: {}", o.message);
+            assert_eq!(
+                o.message
+                    .contains("at least 3 and more than 29% of one ProviderConfig's"),
+                want == Status::Fail,
+                "{}",
+                o.message
+            );
+        }
     }
 
     #[test]
@@ -848,6 +915,90 @@ mod tests {
             ],
         );
         assert_eq!(item(&mut t, T0).message, "2 of 2 ready");
+    }
+
+    /// `instanceName` and `backupName` name claims, in the claim's namespace: two tenants' claims called
+    /// `daily` are two groups, and one's failing Restore is not superseded by the other's newer one.
+    #[test]
+    fn backups_and_restores_are_grouped_per_claim_namespace_and_name() {
+        let restore = |name: &str, namespace: Option<&str>, created: &str, what: &str| {
+            let mut o = mr(name, "backup-manager", what);
+            o.facts.backup_name = Some("daily".into());
+            o.facts.claim_namespace = namespace.map(str::to_string);
+            o.facts.created = Some(at(created));
+            o
+        };
+        let mut t = tally_of(
+            "restores",
+            [
+                restore("daily-a", Some("team-a"), "2026-11-30T00:00:00Z", "failing"),
+                restore("daily-b", Some("team-b"), "2026-12-01T00:00:00Z", "ready"),
+                // No label: grouped by the name alone, apart from both tenants.
+                restore("daily-x", None, "2026-12-01T01:00:00Z", "ready"),
+                restore("daily-y", None, "2026-12-01T02:00:00Z", "ready"),
+            ],
+        );
+        let o = item(&mut t, T0);
+        assert!(
+            o.message
+                .starts_with("2 of 3 ready (1 superseded), 1 failing: daily-a (Synced=False"),
+            "{}",
+            o.message
+        );
+        // The same tenant's newer Restore of the same claim supersedes it.
+        t.upsert(restore(
+            "daily-a2",
+            Some("team-a"),
+            "2026-12-01T00:00:00Z",
+            "ready",
+        ));
+        assert_eq!(item(&mut t, T0).message, "3 of 3 ready (2 superseded)");
+        assert_eq!(group_key(Some("team-a"), "daily"), "team-a/daily");
+        assert_eq!(group_key(None, "daily"), "/daily");
+    }
+
+    /// Creation times are whole seconds: within one, names decide in natural order.
+    #[test]
+    fn the_newest_of_one_second_is_the_highest_number_not_the_last_in_bytes() {
+        let cases = [
+            ("backup-9", "backup-10", Ordering::Less),
+            ("backup-10", "backup-9", Ordering::Greater),
+            ("backup-2", "backup-2", Ordering::Equal),
+            ("backup-01", "backup-1", Ordering::Less),
+            ("backup-1a", "backup-1b", Ordering::Less),
+            ("b-9-x", "b-10", Ordering::Less),
+            (
+                "b-99999999999999999999999",
+                "b-100000000000000000000000",
+                Ordering::Less,
+            ),
+            ("b", "b-1", Ordering::Less),
+            ("b-1", "b-a", Ordering::Less),
+            ("pg-2026-12-01", "pg-2026-11-30", Ordering::Greater),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(natural(a, b), want, "{a} vs {b}");
+            assert_eq!(natural(b, a), want.reverse(), "{b} vs {a}");
+        }
+        let backup = |name: &str, what: &str| {
+            let mut o = mr(name, "backup-manager", what);
+            o.facts.instance_name = Some("pg".into());
+            o
+        };
+        // Created in the same second as mr's: backup-10 is the newest, whichever arrives first.
+        for order in [["backup-9", "backup-10"], ["backup-10", "backup-9"]] {
+            let mut t = tally_of(
+                "backups",
+                order.map(|n| backup(n, if n == "backup-10" { "failing" } else { "ready" })),
+            );
+            let o = item(&mut t, T0);
+            assert!(
+                o.message
+                    .starts_with("0 of 1 ready (1 superseded), 1 failing: backup-10 ("),
+                "{order:?}: {}",
+                o.message
+            );
+        }
     }
 
     #[test]
@@ -1031,6 +1182,7 @@ mod tests {
             group: u8,
             created: u8,
             what: u8,
+            namespace: u8,
         },
         Delete(u8),
         Relist(Vec<u8>),
@@ -1039,14 +1191,15 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..20u8, 0..3u8, 0..4u8, 0..5u8, 0..5u8).prop_map(|(name, pc, group, created, what)| Op::Upsert { name, pc, group, created, what }),
+            6 => (0..20u8, 0..3u8, 0..4u8, 0..5u8, 0..5u8, 0..3u8).prop_map(|(name, pc, group, created, what, namespace)| Op::Upsert { name, pc, group, created, what, namespace }),
             2 => (0..20u8).prop_map(Op::Delete),
             1 => proptest::collection::vec(0..20u8, 0..10).prop_map(Op::Relist),
             1 => (0..20u8).prop_map(Op::Ignore),
         ]
     }
 
-    fn object(name: u8, pc: u8, group: u8, created: u8, what: u8) -> Managed {
+    /// Namespace 0: no claim-namespace label.
+    fn object(name: u8, pc: u8, group: u8, created: u8, what: u8, namespace: u8) -> Managed {
         let whats = ["ready", "failing", "creating", "deleting", "paused"];
         let mut o = mr(
             &format!("o-{name}"),
@@ -1054,6 +1207,7 @@ mod tests {
             whats[what as usize % 5],
         );
         o.facts.instance_name = Some(format!("i-{group}"));
+        o.facts.claim_namespace = (namespace > 0).then(|| format!("ns-{namespace}"));
         o.facts.created =
             Some(at("2026-12-01T00:00:00Z") + jiff::SignedDuration::from_hours(created as i64));
         o
@@ -1065,19 +1219,29 @@ mod tests {
         r: &Rules,
         now: Timestamp,
     ) -> (Vec<u64>, Vec<String>) {
-        let mut newest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+        let group = |o: &Managed| {
+            (
+                o.facts.claim_namespace.clone(),
+                o.facts.instance_name.clone().unwrap_or_default(),
+            )
+        };
+        let mut newest: BTreeMap<_, (i64, Arc<str>)> = BTreeMap::new();
         for (name, o) in objects {
-            let g = o.facts.instance_name.clone().unwrap_or_default();
-            let key = (o.facts.created.map_or(0, |t| t.as_second()), name.clone());
-            if newest.get(&g).is_none_or(|n| *n < key) {
-                newest.insert(g, key);
+            let key = (
+                o.facts.created.map_or(0, |t| t.as_second()),
+                Arc::from(name.as_str()),
+            );
+            if newest
+                .get(&group(o))
+                .is_none_or(|n| older(n, &key) == Ordering::Less)
+            {
+                newest.insert(group(o), key);
             }
         }
         let mut counts = vec![0u64; 6];
         let mut failing = Vec::new();
         for (name, o) in objects {
-            let g = o.facts.instance_name.clone().unwrap_or_default();
-            if newest[&g].1 != *name {
+            if *newest[&group(o)].1 != **name {
                 counts[5] += 1;
                 continue;
             }
@@ -1108,8 +1272,8 @@ mod tests {
             let mut ignored = std::collections::BTreeSet::new();
             for op in ops {
                 match op {
-                    Op::Upsert { name, pc, group, created, what } => {
-                        let o = object(name, pc, group, created, what);
+                    Op::Upsert { name, pc, group, created, what, namespace } => {
+                        let o = object(name, pc, group, created, what, namespace);
                         if !ignored.contains(&name) {
                             truth.insert(format!("o-{name}"), o.clone());
                         }

@@ -1084,8 +1084,10 @@ pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Ob
         .collect()
 }
 
-/// Crossplane and provider-anynines objects are judged by their status alone.
+/// Crossplane and provider-anynines objects are judged by their status alone, its strings bounded (a
+/// condition's message may carry whatever a tenant wrote).
 pub(crate) fn keep_status(obj: &mut DynamicObject) {
     let status = obj.data.get_mut("status").map(serde_json::Value::take);
     obj.data = serde_json::json!({ "status": status });
+    crate::human::bound_strings(&mut obj.data);
 }
