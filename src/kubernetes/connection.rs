@@ -798,7 +798,10 @@ mod tests {
         assert_eq!(fake.versions.load(Ordering::SeqCst), 1, "/version at once");
         fake.readyz.store(500, Ordering::SeqCst);
         let refused_at = Instant::now();
-        health.changed().await.expect("the probe reports");
+        tokio::time::timeout(EVERY * 6, health.changed())
+            .await
+            .expect("not ready is seen")
+            .expect("the probe reports");
         let waited = refused_at.elapsed();
         assert!(
             waited <= EVERY * 5,
