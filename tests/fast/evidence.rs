@@ -280,9 +280,11 @@ async fn a_kubeconfig_that_appears_after_start_is_picked_up() {
     // The lists are retried while the file is missing (and the probe finds the cluster unusable).
     svc.wait_for("/metrics", "retried lists", |r| {
         r.body.lines().any(|l| {
-            l.strip_prefix("klutch_health_watch_restarts_total{check=\"providers\",reason=\"failed\"} ")
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .is_some_and(|n| n >= 2.0)
+            l.strip_prefix(
+                "klutch_health_watch_restarts_total{check=\"providers\",reason=\"failed\"} ",
+            )
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .is_some_and(|n| n >= 2.0)
         })
     })
     .await;

@@ -618,7 +618,9 @@ mod tests {
                 if let Some(code) = code {
                     return full(
                         code,
-                        format!(r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"storage is (re)initializing","reason":"TooManyRequests","code":{code}}}"#),
+                        format!(
+                            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"storage is (re)initializing","reason":"TooManyRequests","code":{code}}}"#
+                        ),
                     );
                 }
                 let added = self.add.lock().expect("add").take().map(|i| {
@@ -746,7 +748,8 @@ mod tests {
         /// `klutch_health_watch_restarts_total` of check `c` for `reason`.
         fn restarts(&self, reason: &str) -> u64 {
             let text = self.metrics.encode_prometheus();
-            let series = format!("klutch_health_watch_restarts_total{{check=\"c\",reason=\"{reason}\"}} ");
+            let series =
+                format!("klutch_health_watch_restarts_total{{check=\"c\",reason=\"{reason}\"}} ");
             text.lines()
                 .find_map(|l| l.strip_prefix(series.as_str()))
                 .and_then(|v| v.parse().ok())
@@ -777,7 +780,10 @@ mod tests {
         );
         // The 6 pods are listed again at every backoff, each list failing on its own sixth pod.
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert!(watched.store.state().is_empty(), "nothing above the bound is kept");
+        assert!(
+            watched.store.state().is_empty(),
+            "nothing above the bound is kept"
+        );
         let lists = fake.count(&fake.lists);
         assert!(lists >= 4, "{lists} LISTs: retried after each backoff");
         fake.pods.store(4, Ordering::SeqCst);
@@ -803,10 +809,7 @@ mod tests {
         let watched = Watched::start(&fake, 1 << 20, 100, Some(health.clone()));
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(watched.state().synced);
-        assert_eq!(
-            (fake.count(&fake.lists), fake.count(&fake.watches)),
-            (1, 1)
-        );
+        assert_eq!((fake.count(&fake.lists), fake.count(&fake.watches)), (1, 1));
 
         fake.readyz.store(500, Ordering::SeqCst);
         health.changed().await.expect("the probe reports");
