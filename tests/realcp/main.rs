@@ -13,3 +13,4 @@ mod faults;
 mod parity;
 mod rbac;
 mod sidecar;
+mod watching;

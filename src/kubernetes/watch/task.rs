@@ -205,6 +205,7 @@ where
                 health = next_health(&mut self.health) => {
                     if health.recoveries != *recoveries {
                         *recoveries = health.recoveries;
+                        self.recovered();
                         until = until.min(tokio::time::Instant::now() + spread());
                     }
                     self.silent(&health);
@@ -290,6 +291,7 @@ where
                 health = next_health(&mut self.health) => {
                     if health.recoveries != *recoveries {
                         *recoveries = health.recoveries;
+                        self.recovered();
                         let live = heard.zip(health.outage).is_some_and(|(heard, outage)| heard >= outage);
                         if !live {
                             tracing::info!(watch = %self.what, "the API server is back and this watch heard nothing since it went down; relisting");
@@ -297,13 +299,6 @@ where
                             self.keep.keep(Event::Init);
                             return Ended::Silent;
                         }
-                        self.tx.send_if_modified(|s| match &s.broken {
-                            Some(b) if b.cluster => {
-                                s.broken = None;
-                                true
-                            }
-                            _ => false,
-                        });
                         continue;
                     }
                     self.silent(&health);
@@ -428,6 +423,18 @@ where
             tracing::info!(watch = %self.what, "watch holds again");
             self.tx.send_modify(|s| s.not_watching = None);
         }
+    }
+
+    /// The cluster answers again: its outage no longer breaks this watch (which keeps a live stream, or
+    /// relists within [`RELIST_SPREAD`]); a failure of the watch's own stays.
+    fn recovered(&mut self) {
+        self.tx.send_if_modified(|s| match &s.broken {
+            Some(b) if b.cluster => {
+                s.broken = None;
+                true
+            }
+            _ => false,
+        });
     }
 
     /// A silent cluster breaks this watch since the cluster's last answer (unless it is broken already).
