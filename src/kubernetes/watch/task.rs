@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::Resource;
@@ -30,6 +30,8 @@ use crate::telemetry::LogLimiter;
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Each request that looks for an object too large for `max_body`.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Watches that relist when their cluster comes back spread their LISTs over this long.
 const RELIST_SPREAD: Duration = Duration::from_secs(2);
 
@@ -270,6 +272,13 @@ where
                             self.keep.keep(Event::Init);
                             return Ended::Smaller;
                         }
+                        Err(failure) if failure.reason == WatchRestart::TooLarge
+                            && self.skip_too_large(relisting.unwrap_or(0), &failure.message).await =>
+                        {
+                            self.count(WatchRestart::TooLarge);
+                            self.keep.keep(Event::Init);
+                            return Ended::Smaller;
+                        }
                         Err(failure) => {
                             let reason = failure.reason;
                             self.failed(failure, backoff, errors);
@@ -304,6 +313,65 @@ where
                     self.silent(&health);
                 }
             }
+        }
+    }
+
+    /// A page of one object is larger than `max_body`: finds that object (the one after the `at` this list
+    /// delivered, by a metadata-only LIST in the same order), makes sure it alone is too large, and leaves it
+    /// out of the watch by a field selector, with a warning naming it. `false` when it cannot be found.
+    async fn skip_too_large(&mut self, at: usize, error: &str) -> bool {
+        let Some((namespace, name)) = self.object_at(at).await else {
+            return false;
+        };
+        let mut alone = format!("metadata.name={name}");
+        if let Some(ns) = &namespace {
+            alone.push_str(&format!(",metadata.namespace={ns}"));
+        }
+        let mut params = ListParams::default().fields(&alone).limit(1);
+        params.label_selector = self.config.label_selector.clone();
+        match tokio::time::timeout(LOOKUP_TIMEOUT, self.api.list(&params)).await {
+            Ok(Err(e)) if super::super::answers::too_large(&e) => {}
+            _ => return false,
+        }
+        let named = match &namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.clone(),
+        };
+        // A field selector cannot pair a name with its namespace: same-named objects elsewhere go with it.
+        let also = if self.resource.namespace.is_none() && namespace.is_some() {
+            format!("; objects named {name} in other namespaces are left out with it")
+        } else {
+            String::new()
+        };
+        tracing::warn!(watch = %self.what, object = %named, %error,
+            "{named} alone is larger than max_body: left out of the watch until klutch-health restarts{also}; raise max_body to judge it");
+        let exclude = format!("metadata.name!={name}");
+        let fields = match self.config.field_selector.take() {
+            Some(f) => format!("{f},{exclude}"),
+            None => exclude,
+        };
+        self.config.field_selector = Some(fields);
+        true
+    }
+
+    /// Namespace and name of the object at position `at` of this watch's LIST, asked metadata only (small).
+    async fn object_at(&self, at: usize) -> Option<(Option<String>, String)> {
+        let mut params = ListParams::default().limit(500);
+        params.label_selector = self.config.label_selector.clone();
+        params.field_selector = self.config.field_selector.clone();
+        let mut seen = 0;
+        loop {
+            let page = tokio::time::timeout(LOOKUP_TIMEOUT, self.api.list_metadata(&params))
+                .await
+                .ok()?
+                .ok()?;
+            if let Some(object) = page.items.get(at - seen) {
+                let meta = &object.metadata;
+                return Some((meta.namespace.clone(), meta.name.clone()?));
+            }
+            seen += page.items.len();
+            params.continue_token = Some(page.metadata.continue_?).filter(|c| !c.is_empty());
+            params.continue_token.as_ref()?;
         }
     }
 
@@ -572,6 +640,8 @@ mod tests {
         pods: Arc<std::sync::atomic::AtomicUsize>,
         /// Bytes of padding in each pod (an annotation), to make pages large.
         padding: usize,
+        /// A pod padded with 50 KiB, by index.
+        big: Option<usize>,
         lists: Arc<std::sync::atomic::AtomicUsize>,
         watches: Arc<std::sync::atomic::AtomicUsize>,
         /// Answers to the next WATCHes, first to last; an open stream once none is left.
@@ -586,9 +656,14 @@ mod tests {
 
     impl FakeApi {
         fn pod(&self, i: usize) -> String {
+            let padding = if self.big == Some(i) {
+                50 * 1024
+            } else {
+                self.padding
+            };
             format!(
                 r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p{i}","namespace":"x","uid":"u{i}","resourceVersion":"5","annotations":{{"pad":"{}"}}}}}}"#,
-                "x".repeat(self.padding)
+                "x".repeat(padding)
             )
         }
 
@@ -667,8 +742,42 @@ mod tests {
             let pods = self.pods.load(Ordering::SeqCst);
             let from: usize = param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
             let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(pods);
+            // Metadata only, or the whole pods; `metadata.name=` and `metadata.name!=` field selectors.
+            let metadata_only = req.headers().get(http::header::ACCEPT).is_some_and(|a| {
+                a.to_str()
+                    .unwrap_or_default()
+                    .contains("as=PartialObjectMetadataList")
+            });
+            let fields = param("fieldSelector")
+                .unwrap_or_default()
+                .replace("%21", "!")
+                .replace("%3D", "=")
+                .replace("%2C", ",");
+            let selected = |i: usize| {
+                let name = format!("p{i}");
+                fields.split(',').filter(|f| !f.is_empty()).all(|f| {
+                    if let Some(not) = f.strip_prefix("metadata.name!=") {
+                        not != name
+                    } else if let Some(is) = f.strip_prefix("metadata.name=") {
+                        is == name
+                    } else {
+                        true
+                    }
+                })
+            };
+            let all: Vec<usize> = (0..pods).filter(|i| selected(*i)).collect();
+            let pods = all.len();
             let to = (from + limit).min(pods);
-            let items: Vec<String> = (from..to).map(|i| self.pod(i)).collect();
+            let items: Vec<String> = all[from.min(pods)..to]
+                .iter()
+                .map(|&i| {
+                    if metadata_only {
+                        format!(r#"{{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{{"name":"p{i}","namespace":"x"}}}}"#)
+                    } else {
+                        self.pod(i)
+                    }
+                })
+                .collect();
             let more = if to < pods {
                 format!(r#","continue":"{to}""#)
             } else {
@@ -907,6 +1016,37 @@ mod tests {
             fake.count(&fake.lists),
             3 + 3,
             "three failed pages, then 30 pods in pages of 12"
+        );
+    }
+
+    /// One pod alone larger than `max_body`: the pages halve down to one, then that pod is found, named and
+    /// left out, and the others are listed and watched.
+    #[tokio::test(start_paused = true)]
+    async fn an_object_alone_larger_than_max_body_is_left_out_and_the_rest_listed() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi {
+            padding: 100,
+            big: Some(17),
+            ..FakeApi::default()
+        };
+        fake.pods.store(30, Ordering::SeqCst);
+        let watched = Watched::start(&fake, 20 * 1024, 100, None);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let state = watched.state();
+        assert!(state.synced && state.broken.is_none(), "{state:?}");
+        let mut names: Vec<String> = watched
+            .store
+            .state()
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 29, "{names:?}");
+        assert!(!names.contains(&"p17".to_string()), "{names:?}");
+        assert_eq!(
+            watched.restarts("too_large"),
+            7,
+            "pages of 100, 50, 25, 12, 6, 3 and 1 too large"
         );
     }
 }
