@@ -212,3 +212,64 @@ async fn an_etcd_outage_relists_each_watch_at_most_once_and_readyz_is_green_once
     );
     assert!(answers.len() > 50, "{} answers", answers.len());
 }
+
+#[tokio::test]
+async fn service_instances_with_large_parameters_are_listed_in_smaller_pages_and_one_too_large_is_left_out(
+) {
+    let mut estate = Estate::own().await;
+    let prefix =
+        estate
+            .sim
+            .add_many_managed(ManagedKind::ServiceInstance, 30, ManagedState::Ready, None);
+    // 90 KB of parameters each (a page of 100 is 2.7 MB); one of 1.2 MB, alone above a max_body of 1 MiB.
+    let big = format!("{prefix}-00007");
+    for i in 0..30 {
+        let name = format!("{prefix}-{i:05}");
+        let size = if name == big { 1_200_000 } else { 90_000 };
+        assert!(estate.sim.api.update(
+            "dataservices.anynines.com/v1",
+            "ServiceInstance",
+            None,
+            &name,
+            |o| o["spec"]["forProvider"]["parameters"] =
+                serde_json::json!({"blob": "x".repeat(size)}),
+        ));
+    }
+    estate.mirror.caught_up().await.expect("mirrored");
+    let stored = estate
+        .admin
+        .get(&format!(
+            "/apis/dataservices.anynines.com/v1/serviceinstances/{big}"
+        ))
+        .await
+        .and_then(|a| a.ok("GET the big one"))
+        .expect("the big one");
+    assert!(
+        stored.to_string().len() > 1_100_000,
+        "the API server keeps its parameters"
+    );
+    let svc = estate
+        .klutch_health(KLUTCH_HEALTH, "klutch-health-0", None, |doc| {
+            short(doc);
+            if let Some(k) = doc
+                .get_mut("kubernetes")
+                .and_then(toml::Value::as_table_mut)
+            {
+                k.insert("max_body".into(), 1_048_576.into());
+            }
+        })
+        .await;
+    let r = wait_for(&svc, "/readyz?verbose", "serviceinstances listed", |r| {
+        r.body
+            .lines()
+            .any(|l| l.starts_with("[+]managed-resources/serviceinstances "))
+    })
+    .await;
+    assert!(!r.body.contains("larger than max_body"), "{}", r.body);
+    let named = svc
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("alone is larger than max_body") && l.contains(&big))
+        .count();
+    assert_eq!(named, 1, "one warning names {big}");
+}
