@@ -848,7 +848,7 @@ mod tests {
                     writer,
                     strip: |_| {},
                 },
-                tx,
+                Arc::new(tx),
                 Arc::new(Mutex::new(vec!["c".to_string()])),
                 &metrics,
                 max_objects,
