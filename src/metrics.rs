@@ -81,6 +81,47 @@ struct CheckLabels {
     check: Text,
 }
 
+/// Why a watch listed again (or reconnected): the `reason` of `klutch_health_watch_restarts_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WatchRestart {
+    /// Its LIST or WATCH failed (refused, broken, timed out): `failed`.
+    Failed,
+    /// It held more than `max_objects`; what it held is dropped and listed afresh: `max_objects`.
+    MaxObjects,
+    /// Its API server came back after an outage during which this watch received nothing: `silent`.
+    Silent,
+    /// Its WATCH was answered 429 or 5xx; retried from where it was, without a LIST: `throttled`.
+    Throttled,
+    /// A LIST page was larger than `max_body`; listed again in smaller pages: `too_large`.
+    TooLarge,
+}
+
+impl WatchRestart {
+    const ALL: [WatchRestart; 5] = [
+        WatchRestart::Failed,
+        WatchRestart::MaxObjects,
+        WatchRestart::Silent,
+        WatchRestart::Throttled,
+        WatchRestart::TooLarge,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            WatchRestart::Failed => "failed",
+            WatchRestart::MaxObjects => "max_objects",
+            WatchRestart::Silent => "silent",
+            WatchRestart::Throttled => "throttled",
+            WatchRestart::TooLarge => "too_large",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabels {
+    check: Text,
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     path: &'static str,
@@ -114,7 +155,7 @@ pub struct Metrics {
     /// The probes' own series, resolved once: a `Family` lookup hashes the labels under a lock, which a load
     /// balancer's every probe should not pay. They are exported from the start, at zero.
     probe_requests: Vec<(HttpLabels, Counter)>,
-    watch_restarts: Family<CheckLabels, Counter>,
+    watch_restarts: Family<RestartLabels, Counter>,
     task_panics: Family<CheckLabels, Counter>,
     silenced_items: Family<EndpointLabels, Gauge>,
     maintenance: Gauge,
@@ -194,10 +235,10 @@ impl Metrics {
             "HTTP requests served, by route and status code",
             http_requests.clone(),
         );
-        let watch_restarts = Family::<CheckLabels, Counter>::default();
+        let watch_restarts = Family::<RestartLabels, Counter>::default();
         registry.register(
             "watch_restarts",
-            "Kubernetes watch errors that led to a reconnect or relist, per check",
+            "Kubernetes watches listed again or reconnected, per check and reason",
             watch_restarts.clone(),
         );
         let task_panics = Family::<CheckLabels, Counter>::default();
@@ -468,15 +509,19 @@ impl Metrics {
     /// Exports a Kubernetes check's watch restarts at 0, before its first restart: a counter that appears
     /// with its first increment hides that increment from `increase()`.
     pub(crate) fn watch_restarts_from_zero(&self, check: &str) {
-        let _ = self.watch_restarts.get_or_create(&CheckLabels {
-            check: check.into(),
-        });
+        for reason in WatchRestart::ALL {
+            let _ = self.watch_restarts.get_or_create(&RestartLabels {
+                check: check.into(),
+                reason: reason.label(),
+            });
+        }
     }
 
-    pub(crate) fn watch_restart(&self, check: &str) {
+    pub(crate) fn watch_restart(&self, check: &str, reason: WatchRestart) {
         self.watch_restarts
-            .get_or_create(&CheckLabels {
+            .get_or_create(&RestartLabels {
                 check: check.into(),
+                reason: reason.label(),
             })
             .inc();
     }

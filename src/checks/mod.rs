@@ -874,7 +874,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let text = metrics.encode_prometheus();
         assert!(
-            text.contains("klutch_health_watch_restarts_total{check=\"added\"} 0\n"),
+            text.contains(
+                "klutch_health_watch_restarts_total{check=\"added\",reason=\"failed\"} 0\n"
+            ),
             "{text}"
         );
         tasks.stop();

@@ -52,6 +52,18 @@ pub(crate) struct TooLarge {
     section: Arc<str>,
 }
 
+/// Whether `e` (or one of its causes) is an answer larger than `max_body`.
+pub(crate) fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<TooLarge>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Records evidence and bounds bodies: a whole body for a plain request, each event (line) of a watch.
 #[derive(Debug, Clone)]
 pub(crate) struct AnswersLayer {

@@ -74,6 +74,13 @@ pub(crate) fn refused(e: &watcher::Error) -> bool {
     }
 }
 
+/// Whether a WATCH was answered 429 or 5xx as it started: the API server is busy or its storage is
+/// (re)initializing, which is no refusal; the WATCH is asked again after a backoff.
+pub(crate) fn throttled(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        if status.code == 429 || status.code >= 500)
+}
+
 /// One line: `watch on pods in namespace x forbidden: grant the verb "watch" …`.
 pub(crate) fn describe(e: &watcher::Error, on: &Resource) -> String {
     let verb = verb(e);

@@ -7,9 +7,11 @@
 //! `GET /readyz` under `probe_timeout` once per `probe_interval`, however busy the watches are: no answer
 //! makes the cluster silent since the last evidence (every answer the client receives, [`super::answers`]);
 //! an answer other than `200` makes it not ready since that answer; either shows on every watch of the
-//! cluster. Where `/readyz` is refused (401/403), it asks `GET /version` instead (any answer then proves the
-//! server alive) and logs that once. When it answers again, the watches restart (a hung LIST never returns by
-//! itself).
+//! cluster. While `/readyz` is refused (401/403), it asks `GET /version` instead (any answer then proves the
+//! server alive), and `/readyz` again at least every [`READYZ_RETRY`]th probe: a refusal may be an authorizer's
+//! passing hiccup, and only `/readyz` sees etcd down. When the server answers again, the watches that heard
+//! nothing during the outage list again (a hung LIST never returns by itself); those that kept receiving keep
+//! their streams.
 //!
 //! The client is made on first use, and again on every request until that works: a kubeconfig that does not
 //! exist yet at start is picked up when it appears.
@@ -37,8 +39,11 @@ use crate::signals::ClusterDown;
 pub(crate) struct Health {
     /// Since when, and why, it does not; `None` while it answers ready.
     pub down: Option<ClusterDown>,
-    /// How often it came back: each time, its watches restart.
+    /// How often it came back: each time, its watches that heard nothing since [`Health::outage`] relist.
     pub recoveries: u64,
+    /// When the probe found the outage that the last recovery ended: a watch that received anything after
+    /// this kept a live stream through it.
+    pub outage: Option<Instant>,
 }
 
 /// A cluster's client, and what is known of its API server.
@@ -283,6 +288,9 @@ pub(crate) fn section(name: Option<&str>) -> String {
     }
 }
 
+/// While `/readyz` is refused, every this many probes ask it again.
+const READYZ_RETRY: u32 = 5;
+
 struct Probe {
     every: Duration,
     timeout: Duration,
@@ -292,7 +300,10 @@ struct Probe {
 /// Probes once at start, then once per `every`.
 async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channel::Sender<Health>) {
     let mut last_probe: Option<Instant> = None;
-    let mut path = Path::Readyz;
+    // Probes since `/readyz` was last refused; `None` while it is allowed.
+    let mut refused: Option<u32> = None;
+    // When the current outage was found.
+    let mut outage: Option<Instant> = None;
     loop {
         if tx.is_closed() {
             return;
@@ -303,6 +314,10 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
             tokio::time::sleep_until(crate::clock::later(at, probe.every)).await;
         }
         last_probe = Some(Instant::now());
+        let path = match refused {
+            Some(n) if n % READYZ_RETRY != 0 => Path::Version,
+            _ => Path::Readyz,
+        };
         let outcome = match tokio::time::timeout(probe.timeout, ask(&client, path)).await {
             Err(_) => Err(Silence::Silent(format!(
                 "no answer to GET {} within {}",
@@ -310,15 +325,30 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 crate::human::duration(probe.timeout)
             ))),
             Ok(Ok(answer)) => match (path, answer) {
-                (Path::Readyz, Answer::Ready) | (Path::Version, _) => Ok(()),
                 (Path::Readyz, Answer::Refused(code)) => {
-                    tracing::info!(cluster = %probe.cluster, code,
-                        "GET /readyz is refused here: the liveness probe asks GET /version instead (a server whose etcd is down still answers it)");
-                    path = Path::Version;
+                    if refused.is_none() {
+                        tracing::info!(cluster = %probe.cluster, code,
+                            "GET /readyz is refused here: the liveness probe asks GET /version instead (a server whose etcd is down still answers it), and /readyz again every {READYZ_RETRY} probes");
+                    }
+                    // Asks `/version` at once: this probe still proves the server alive.
+                    refused = Some(1);
                     last_probe = None;
                     continue;
                 }
-                (Path::Readyz, Answer::NotReady(why)) => Err(Silence::NotReady(why)),
+                (Path::Readyz, answer) => {
+                    if refused.take().is_some() {
+                        tracing::info!(cluster = %probe.cluster,
+                            "GET /readyz is allowed again: the liveness probe asks it instead of GET /version");
+                    }
+                    match answer {
+                        Answer::NotReady(why) => Err(Silence::NotReady(why)),
+                        _ => Ok(()),
+                    }
+                }
+                (Path::Version, _) => {
+                    refused = refused.map(|n| n + 1);
+                    Ok(())
+                }
             },
             Ok(Err(e)) => Err(match unusable(&e) {
                 Some(why) => Silence::Unusable(why),
@@ -329,10 +359,11 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
             Ok(()) => {
                 evidence.record();
                 if tx.borrow().down.is_some() {
-                    tracing::info!(cluster = %probe.cluster, "API server answers again; restarting its watches");
+                    tracing::info!(cluster = %probe.cluster, "API server answers again; relisting the watches that heard nothing since it went down");
                     tx.send_modify(|h| {
                         h.down = None;
                         h.recoveries += 1;
+                        h.outage = outage.take();
                     });
                 }
             }
@@ -362,6 +393,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                         (since, message, true)
                     }
                 };
+                outage.get_or_insert_with(Instant::now);
                 if tx.borrow().down.as_ref().map(|d| &d.message) != Some(&message) {
                     tracing::warn!(cluster = %probe.cluster, %message, "API server does not answer");
                     tx.send_modify(|h| {
@@ -375,6 +407,23 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
             }
         }
     }
+}
+
+/// The probe of a cluster served by `client`, for tests of what its health does to watches.
+#[cfg(test)]
+pub(crate) fn probing(client: Client, every: Duration) -> channel::Receiver<Health> {
+    let (tx, health) = channel::channel(Health::default());
+    tokio::spawn(probe(
+        client,
+        Arc::new(Evidence::new()),
+        Probe {
+            every,
+            timeout: every,
+            cluster: "default".into(),
+        },
+        tx,
+    ));
+    health
 }
 
 /// What the liveness probe asks.
@@ -736,6 +785,50 @@ mod tests {
         );
         assert_eq!(fake.probes(), 5, "/readyz asked once");
         assert_eq!(health.borrow().down, None, "a refused /readyz is no outage");
+    }
+
+    /// One refusal (an authorizer's hiccup after an API server restart) must not switch etcd-down detection
+    /// off: `/readyz` is asked again within five probes, and a 500 there is seen.
+    #[tokio::test(start_paused = true)]
+    async fn one_refused_readyz_falls_back_to_version_only_until_readyz_is_allowed_again() {
+        let fake = Fake::default();
+        fake.readyz.store(403, Ordering::SeqCst);
+        let (_evidence, mut health) = start(&fake);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(fake.versions.load(Ordering::SeqCst), 1, "/version at once");
+        fake.readyz.store(500, Ordering::SeqCst);
+        let refused_at = Instant::now();
+        tokio::time::timeout(EVERY * 6, health.changed())
+            .await
+            .expect("not ready is seen")
+            .expect("the probe reports");
+        let waited = refused_at.elapsed();
+        assert!(
+            waited <= EVERY * 5,
+            "not ready seen within five probes, not after {waited:?}"
+        );
+        let down = health.borrow_and_update().down.clone().expect("down");
+        assert!(down.not_ready, "{down:?}");
+        let versions = fake.versions.load(Ordering::SeqCst);
+        tokio::time::sleep(EVERY * 10 + Duration::from_millis(1)).await;
+        assert_eq!(
+            fake.versions.load(Ordering::SeqCst),
+            versions,
+            "/readyz answers (500): no /version any more"
+        );
+        // Refused for good: /version, with /readyz asked again every fifth probe.
+        fake.readyz.store(403, Ordering::SeqCst);
+        let (probes, versions) = (fake.probes(), fake.versions.load(Ordering::SeqCst));
+        tokio::time::sleep(EVERY * 20).await;
+        let (probes, versions) = (
+            fake.probes() - probes,
+            fake.versions.load(Ordering::SeqCst) - versions,
+        );
+        assert_eq!(
+            (probes - versions, versions),
+            (5, 20),
+            "20 intervals: /readyz at the first and every fifth probe slot after, /version in each slot"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -196,9 +196,11 @@ async fn api_down_for_a_long_while_keeps_retrying_and_recovers() {
     // providers watch, counted by the metric, not by the log under test.
     svc.wait_for("/metrics", "three failures of the providers watch", |r| {
         r.body.lines().any(|l| {
-            l.strip_prefix("klutch_health_watch_restarts_total{check=\"providers\"} ")
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .is_some_and(|n| n >= 3.0)
+            l.strip_prefix(
+                "klutch_health_watch_restarts_total{check=\"providers\",reason=\"failed\"} ",
+            )
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .is_some_and(|n| n >= 3.0)
         })
     })
     .await;

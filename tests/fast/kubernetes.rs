@@ -330,8 +330,9 @@ async fn cut_watches_and_410_lead_to_a_relist_that_sees_later_changes() {
     assert!(!body.contains("_watch"), "{body}");
     let m = svc.get("/metrics").await.body;
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("klutch_health_watch_restarts_total{check=\"providers\"}")),
+        m.lines().any(
+            |l| l.starts_with("klutch_health_watch_restarts_total{check=\"providers\",reason=")
+        ),
         "{m}"
     );
 }

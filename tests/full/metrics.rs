@@ -208,8 +208,12 @@ async fn counters_are_exported_at_zero_from_the_start() {
         "anynines-backend",
         "provider-pods",
     ] {
-        let series = format!("klutch_health_watch_restarts_total{{check=\"{check}\"}}");
-        assert_eq!(value(&m, &series), Some(0.0), "{series} in\n{m}");
+        for reason in ["failed", "max_objects", "silent", "throttled", "too_large"] {
+            let series = format!(
+                "klutch_health_watch_restarts_total{{check=\"{check}\",reason=\"{reason}\"}}"
+            );
+            assert_eq!(value(&m, &series), Some(0.0), "{series} in\n{m}");
+        }
     }
     assert!(
         samples(

@@ -14,3 +14,4 @@ mod operation;
 mod parity;
 mod rbac;
 mod sidecar;
+mod watching;
