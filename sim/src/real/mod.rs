@@ -395,6 +395,15 @@ impl ControlPlane {
                     format!("--cidr=10.244.{index}.0/24"),
                     format!("--node-ip=10.0.1.{}", index + 1),
                 ]);
+                // SAFETY: prctl is async-signal-safe. kwok does not watch its parent as `controlplane` does:
+                // this ends it with the test process even when that is killed without unwinding. (The
+                // signal follows the spawning thread, the test's own, which outlives its control plane.)
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
                 let process =
                     Process::spawn("kwok", cmd, &files.path(&format!("kwok-{node}.log")))?;
                 self.kubelets.retain(|(n, _)| *n != node);
