@@ -3,8 +3,8 @@
 //! kube-controller-manager, kube-scheduler and kwok (by the stages of `tests/realcp/kwok/stages.yaml`) make
 //! their ReplicaSets, pods and status. What klutch-health judges is what a user's cluster shows through a
 //! rollout, a lost pod or node, a crash loop and a namespace deletion. Each test on a control plane of its
-//! own (about 10 s to start on a quiet machine; a kube-controller-manager, a kube-scheduler and two kwoks
-//! beside the API server).
+//! own (a kube-controller-manager, a kube-scheduler and two kwoks beside etcd and the API server): about 20 s
+//! alone, its start included.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
