@@ -5,8 +5,9 @@
 # binaries.
 #
 #   controlplane/build.sh              the real control plane for the tests (tests/realcp): `controlplane`
-#                                      (embedded etcd, kube-apiserver) and `kubectl`, from Kubernetes' own Go
-#                                      modules at the release go.mod pins (KLUTCH_CONTROLPLANE_BIN_DIR)
+#                                      (embedded etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
+#                                      `kubectl` and `kwok`, from Kubernetes' own Go modules at the release
+#                                      go.mod pins (KLUTCH_CONTROLPLANE_BIN_DIR)
 #   controlplane/build.sh bench/ksm    kube-state-metrics, for bench/run's scale section only
 #
 # A module's release is its first one-line `require`; what is built is its own package (when it has Go files)

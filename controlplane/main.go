@@ -1,10 +1,13 @@
 // Command controlplane runs the pieces of a real Kubernetes control plane for klutch-health's tests:
-// an embedded etcd and kube-apiserver, both built from Kubernetes' own Go modules at the release pinned in
-// go.mod. Each runs as its own process (kube-apiserver's command cannot start twice in one process, and the
-// tests stop one without the other). Test infrastructure only: never part of the product or its image.
+// an embedded etcd, kube-apiserver, kube-controller-manager and kube-scheduler, all built from Kubernetes'
+// own Go modules at the release pinned in go.mod. Each runs as its own process (a component's command
+// cannot start twice in one process, and the tests stop one without the other); one binary keeps the build
+// and the link to one. Test infrastructure only: never part of the product or its image.
 //
 //	controlplane etcd --data-dir DIR --client-port N --peer-port M [--ready-file F]
 //	controlplane apiserver [kube-apiserver flags...]
+//	controlplane controller-manager [kube-controller-manager flags...]
+//	controlplane scheduler [kube-scheduler flags...]
 //	controlplane compact --etcd http://127.0.0.1:N
 package main
 
@@ -21,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"k8s.io/component-base/cli"
@@ -28,11 +32,15 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
 const usage = `usage:
   controlplane etcd --data-dir DIR --client-port N --peer-port M [--ready-file FILE]
   controlplane apiserver [kube-apiserver flags...]
+  controlplane controller-manager [kube-controller-manager flags...]
+  controlplane scheduler [kube-scheduler flags...]
   controlplane compact --etcd http://127.0.0.1:N
 `
 
@@ -46,16 +54,24 @@ func main() {
 	case "etcd":
 		os.Exit(runEtcd(os.Args[2:]))
 	case "apiserver":
-		// kube-apiserver exactly as its own main runs it, with the remaining arguments as its flags.
-		command := app.NewAPIServerCommand()
-		command.SetArgs(os.Args[2:])
-		os.Exit(cli.Run(command))
+		// Each component exactly as its own main runs it, with the remaining arguments as its flags.
+		os.Exit(run(app.NewAPIServerCommand()))
+	case "controller-manager":
+		os.Exit(run(controllermanager.NewControllerManagerCommand()))
+	case "scheduler":
+		os.Exit(run(scheduler.NewSchedulerCommand()))
 	case "compact":
 		os.Exit(runCompact(os.Args[2:]))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown subcommand %q\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
+}
+
+// run runs a component's command with the arguments after the subcommand as its flags.
+func run(command *cobra.Command) int {
+	command.SetArgs(os.Args[2:])
+	return cli.Run(command)
 }
 
 // exitWithParent ends this process once the one that started it is gone (it is then re-parented), so that a

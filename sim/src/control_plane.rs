@@ -141,9 +141,19 @@ impl SimControlPlane {
             .update("apps/v1", "Deployment", Some(namespace), name, |d| {
                 let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
                 let ready = if available { replicas } else { 0 };
-                d["status"]["readyReplicas"] = json!(ready);
-                d["status"]["availableReplicas"] = json!(ready);
-                d["status"]["unavailableReplicas"] = json!(replicas - ready);
+                // The Deployment controller leaves out a count that is zero (`omitempty`).
+                for (key, n) in [
+                    ("readyReplicas", ready),
+                    ("availableReplicas", ready),
+                    ("unavailableReplicas", replicas - ready),
+                ] {
+                    match d["status"].as_object_mut() {
+                        Some(status) if n == 0 => {
+                            status.remove(key);
+                        }
+                        _ => d["status"][key] = json!(n),
+                    }
+                }
                 let (status, reason, message) = if available {
                     (
                         "True",

@@ -100,7 +100,7 @@ pub fn observe(
     let mut items: Vec<Observation> = bindings
         .iter()
         .map(|b| {
-            let (status, message) = judge(b, konnectors);
+            let (status, message) = judge(b, konnectors, now);
             let namespace = b.metadata.namespace.as_deref().unwrap_or_default();
             let name = b.metadata.name.as_deref().unwrap_or_default();
             Observation::new(format!("{namespace}.{name}"), status, message, now)
@@ -111,7 +111,11 @@ pub fn observe(
     items
 }
 
-fn judge(binding: &DynamicObject, konnectors: &[Arc<k8s::Deployment>]) -> (Status, String) {
+fn judge(
+    binding: &DynamicObject,
+    konnectors: &[Arc<k8s::Deployment>],
+    now: Timestamp,
+) -> (Status, String) {
     let status = binding.data.get("status").unwrap_or(&Value::Null);
     let mut parts: Vec<(Status, String)> = REQUIRED
         .iter()
@@ -130,7 +134,7 @@ fn judge(binding: &DynamicObject, konnectors: &[Arc<k8s::Deployment>]) -> (Statu
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if deploys {
-        parts.push(konnector(binding, konnectors));
+        parts.push(konnector(binding, konnectors, now));
     }
     let worst = parts
         .iter()
@@ -156,7 +160,11 @@ fn judge(binding: &DynamicObject, konnectors: &[Arc<k8s::Deployment>]) -> (Statu
 }
 
 /// The konnector Deployment the binding runs, by the `deployment` rules; missing fails naming it.
-fn konnector(binding: &DynamicObject, konnectors: &[Arc<k8s::Deployment>]) -> (Status, String) {
+fn konnector(
+    binding: &DynamicObject,
+    konnectors: &[Arc<k8s::Deployment>],
+    now: Timestamp,
+) -> (Status, String) {
     let (namespace, name) = konnector_of(
         binding.metadata.namespace.as_deref().unwrap_or_default(),
         binding.metadata.name.as_deref().unwrap_or_default(),
@@ -167,8 +175,11 @@ fn konnector(binding: &DynamicObject, konnectors: &[Arc<k8s::Deployment>]) -> (S
     });
     match found {
         Some(d) => {
-            let (status, message) = deployments::judge(d, &name, 1);
-            (status, format!("konnector {namespace}/{name}: {message}"))
+            let verdict = deployments::judge(d, &name, 1, now);
+            (
+                verdict.status,
+                format!("konnector {namespace}/{name}: {}", verdict.message),
+            )
         }
         None => (
             Status::Fail,
@@ -298,25 +309,26 @@ mod tests {
                 Status::Fail,
                 "konnector klutch-bind-team-a-prod/konnector-prod: Available is \"False\" \
                  (MinimumReplicasUnavailable): Deployment does not have minimum availability.; 0 of 2 replicas \
-                 available"
+                 available, min_available is 1"
             )
         );
     }
 
-    /// The `deployment` rules, reused: a rollout whose status lags its spec, or that is stuck, warns.
+    /// The `deployment` rules, reused: a rollout in progress is said, a stuck one warns.
     #[test]
-    fn a_lagging_or_stuck_konnector_rollout_warns() {
+    fn a_konnector_rollout_is_said_and_a_stuck_one_warns() {
         let now = at("2026-11-30T11:00:00Z");
         let lagging = konnector(|d| {
             d["metadata"]["generation"] = json!(5);
             d["status"]["observedGeneration"] = json!(4);
         });
         let o = only(observe(&[binding(|_| {})], &[lagging], now));
-        assert_eq!(o.status, Status::Warn);
+        assert_eq!(o.status, Status::Pass);
         assert!(
-            o.message.starts_with(
-                "konnector klutch-bind-team-a-prod/konnector-prod: Waiting for deployment \"konnector-prod\" \
-                 spec update to be observed (observed generation 4 of 5)"
+            o.message.ends_with(
+                "konnector klutch-bind-team-a-prod/konnector-prod: rolling out: Waiting for deployment \
+                 \"konnector-prod\" spec update to be observed (observed generation 4 of 5); 2 of 2 replicas \
+                 available"
             ),
             "{}",
             o.message

@@ -1,6 +1,8 @@
-//! The `pods` signal: the provider's pods must be Ready; a container that restarted within
-//! `restart_window` or sits in CrashLoopBackOff turns its pod to `warn`. No pod at all fails, unless the
-//! check names its `package` and Crossplane scaled that package to zero (the policy reads the link).
+//! The `pods` signal: a package serves while one of its pods is Ready. A pod that is not Ready fails only
+//! when no other pod is Ready; beside one it warns (`starting`, then `not ready for N s` after
+//! `start_grace`; a crash loop names CrashLoopBackOff and its restarts). A Ready container that restarted
+//! within `restart_window` or sits in CrashLoopBackOff turns its pod to `warn`. No pod at all fails, unless
+//! the check names its `package` and Crossplane scaled that package to zero (the policy reads the link).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ pub(crate) struct Pods {
     pub selector: String,
     #[serde(with = "duration")]
     pub restart_window: Duration,
+    #[serde(with = "duration")]
+    pub start_grace: Duration,
 }
 
 impl Default for Pods {
@@ -32,6 +36,24 @@ impl Default for Pods {
             namespace: "crossplane-system".into(),
             selector: "pkg.crossplane.io/provider=provider-anynines".into(),
             restart_window: Duration::from_secs(600),
+            start_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The times a pod's judge allows: a restart's warning lasts `restart`; a pod not Ready beside a Ready one
+/// is `starting` for `start`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Windows {
+    pub restart: Duration,
+    pub start: Duration,
+}
+
+impl Pods {
+    fn windows(&self) -> Windows {
+        Windows {
+            restart: self.restart_window,
+            start: self.start_grace,
         }
     }
 }
@@ -48,21 +70,21 @@ impl CheckType for Pods {
     }
 
     fn start(&self, run: &mut Run<'_>) {
-        let (selector, window) = (self.selector.clone(), self.restart_window);
+        let (selector, windows) = (self.selector.clone(), self.windows());
         run.follow(
             WatchSpec::<Pod>::namespaced(&self.namespace, |p| p.spec = None).labels(&self.selector),
-            move |objects, _, now| observe(objects, &selector, window, now.wall),
+            move |objects, _, now| observe(objects, &selector, windows, now.wall),
         );
     }
 }
 
 /// One item per pod that still counts. Finished pods (`Succeeded`, `Failed`, `Evicted`) are left behind by
-/// the kubelet until garbage-collected and are not counted; a terminating pod is replaced during every
-/// rollout, so it is at most `warn` while another pod is Ready.
+/// the kubelet until garbage-collected and are not counted; a pod starting, crash-looping or terminating
+/// during a rollout is at most `warn` while another pod is Ready: that one serves.
 pub fn observe(
     objects: &[Arc<Pod>],
     selector: &str,
-    window: Duration,
+    windows: Windows,
     now: Timestamp,
 ) -> Vec<Observation> {
     let (finished, current): (Vec<&Pod>, Vec<&Pod>) =
@@ -99,7 +121,7 @@ pub fn observe(
                 .iter()
                 .find(|p| !std::ptr::eq(**p, *pod) && !terminating(p) && ready(p))
                 .map(|p| name_of(p));
-            judge(pod, replacement, window, now).regarding(crate::signals::ObjectRef::of(
+            judge(pod, replacement, windows, now).regarding(crate::signals::ObjectRef::of(
                 "v1",
                 "Pod",
                 &pod.metadata,
@@ -149,11 +171,11 @@ fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
 }
 
 /// `replacement`: another pod of the check that is Ready and not terminating.
-fn judge(pod: &Pod, replacement: Option<String>, window: Duration, now: Timestamp) -> Observation {
-    let observation = judge_running(pod, window, now);
+fn judge(pod: &Pod, replacement: Option<String>, windows: Windows, now: Timestamp) -> Observation {
     let Some(deleted) = &pod.metadata.deletion_timestamp else {
-        return observation;
+        return judge_running(pod, replacement.as_deref(), windows, now);
     };
+    let observation = judge_running(pod, None, windows, now);
     let terminating = format!("terminating (deletion requested at {})", deleted.0);
     match replacement {
         Some(other) => Observation::new(
@@ -177,7 +199,14 @@ fn judge(pod: &Pod, replacement: Option<String>, window: Duration, now: Timestam
     }
 }
 
-fn judge_running(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
+/// `serving`: another pod of the check that is Ready and not terminating; beside it, a pod that is not Ready
+/// warns instead of failing.
+fn judge_running(
+    pod: &Pod,
+    serving: Option<&str>,
+    windows: Windows,
+    now: Timestamp,
+) -> Observation {
     let name = name_of(pod);
     let status = pod.status.clone().unwrap_or_default();
     let containers = status.container_statuses.as_deref().unwrap_or_default();
@@ -195,7 +224,15 @@ fn judge_running(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
                     .as_deref()
                     .unwrap_or("no message from the scheduler")
             );
-            return Observation::new(name, Status::Fail, message, now);
+            return match serving {
+                Some(other) => Observation::new(
+                    name,
+                    Status::Warn,
+                    format!("{message}; {other} is Ready"),
+                    now,
+                ),
+                None => Observation::new(name, Status::Fail, message, now),
+            };
         }
         (other, None) => {
             let mut message = match other {
@@ -208,16 +245,72 @@ fn judge_running(pod: &Pod, window: Duration, now: Timestamp) -> Observation {
                 ),
                 None => format!("not ready ({phase}, no Ready condition yet)"),
             };
-            for c in &crash_looping {
-                message.push_str(&format!("; {c}"));
-            }
-            return Observation::new(name, Status::Fail, message, now);
+            return match serving {
+                None => {
+                    for c in &crash_looping {
+                        message.push_str(&format!("; {c}"));
+                    }
+                    Observation::new(name, Status::Fail, message, now)
+                }
+                Some(other) if !crash_looping.is_empty() => Observation::new(
+                    name,
+                    Status::Warn,
+                    format!("{}; {message}; {other} is Ready", crash_looping.join("; ")),
+                    now,
+                ),
+                Some(other) => starting(pod, name, &message, other, windows.start, now),
+            };
         }
     }
     if !crash_looping.is_empty() {
         return Observation::new(name, Status::Warn, crash_looping.join("; "), now);
     }
-    recent_restart(name, containers, window, now)
+    recent_restart(name, containers, windows.restart, now)
+}
+
+/// A pod not Ready (and not crash-looping) beside a Ready one: `starting` for `grace` after it was created
+/// or last turned not Ready, then `not ready for N s`; `warn` either way, as the other one serves.
+fn starting(
+    pod: &Pod,
+    name: String,
+    message: &str,
+    other: &str,
+    grace: Duration,
+    now: Timestamp,
+) -> Observation {
+    let since = condition(pod, "Ready")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0);
+    let Some(since) = since else {
+        return Observation::new(
+            name,
+            Status::Warn,
+            format!("starting: {message}; {other} is Ready"),
+            now,
+        );
+    };
+    let late = |seconds: i64| {
+        format!("not ready for {seconds} s (since {since}): {message}; {other} is Ready")
+    };
+    let end = since.checked_add(grace).unwrap_or(Timestamp::MAX);
+    if end <= now {
+        let seconds = now.duration_since(since).as_secs();
+        return Observation::new(name, Status::Warn, late(seconds), now);
+    }
+    Observation::new(
+        name.clone(),
+        Status::Warn,
+        format!("starting: {message}; {other} is Ready"),
+        now,
+    )
+    .expiring(Expiry {
+        // The pod's times are the API server's and the kubelet's: a wall-clock deadline.
+        at: Due::Wall(end),
+        status: Status::Warn,
+        message: late(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)),
+        fact: None,
+    })
 }
 
 /// `container NAME in CrashLoopBackOff (N restarts)` for each container waiting in a crash loop.
@@ -302,6 +395,14 @@ mod tests {
     use crate::checks::pods;
     use crate::checks::testing::{at, m, object, only};
     use crate::report::Status;
+    use crate::signals::Observation;
+
+    fn windows() -> pods::Windows {
+        pods::Windows {
+            restart: Duration::from_secs(600),
+            start: Duration::from_secs(120),
+        }
+    }
 
     fn pod(ready: bool, container_status: Value) -> Arc<Pod> {
         object(json!({
@@ -319,7 +420,7 @@ mod tests {
     #[test]
     fn pods_ready_not_ready_recent_restart_and_crash_loop() {
         let now = at("2024-08-20T14:00:00Z");
-        let window = Duration::from_secs(600);
+        let window = windows();
         let running = json!({"name": "package-runtime", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
                              "state": {"running": {"startedAt": "2024-08-20T13:00:00Z"}}});
         let o = only(pods::observe(&[pod(true, running)], "sel", window, now));
@@ -378,7 +479,7 @@ mod tests {
     fn finished_pods_are_not_counted_and_terminating_ones_warn_beside_a_ready_one() {
         use klutch_sim::PodState::{Completed, Evicted, Terminating, Unschedulable};
         let now = Timestamp::now();
-        let window = Duration::from_secs(600);
+        let window = windows();
         let judged = |pods: &[Option<klutch_sim::PodState>]| -> Vec<(String, Status, String)> {
             let objects: Vec<Arc<Pod>> = pods.iter().map(|s| sim_pod(*s)).collect();
             pods::observe(&objects, "sel", window, now)
@@ -405,9 +506,10 @@ mod tests {
             statuses(&[None, Some(Terminating)]),
             [ready.clone(), ("terminating".into(), Status::Warn)]
         );
+        // Beside a Ready pod, one the scheduler cannot place warns: the package serves.
         assert_eq!(
             statuses(&[None, Some(Unschedulable)]),
-            [ready, ("unschedulable".into(), Status::Fail)]
+            [ready, ("unschedulable".into(), Status::Warn)]
         );
 
         let items = judged(&[None, Some(Terminating)]);
@@ -457,12 +559,7 @@ mod tests {
         terminating["status"]["conditions"][1]["status"] = json!("False");
         terminating["status"]["conditions"][1]["message"] =
             json!("containers with unready status: [package-runtime]");
-        let o = only(pods::observe(
-            &[object(terminating)],
-            "sel",
-            Duration::from_secs(600),
-            now,
-        ));
+        let o = only(pods::observe(&[object(terminating)], "sel", windows(), now));
         assert_eq!(o.status, Status::Fail);
         assert!(
             o.message.starts_with("terminating (deletion requested at ")
@@ -471,6 +568,125 @@ mod tests {
                 ),
             "{}",
             o.message
+        );
+    }
+
+    /// A pod of the package, `Running` or `Pending`, created at 13:58 and (when `ready` is given) with a Ready
+    /// condition of that status since 13:59.
+    fn rollout_pod(name: &str, ready: Option<bool>, container_status: Value) -> Arc<Pod> {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "crossplane-system",
+                         "creationTimestamp": "2024-08-20T13:58:00Z"},
+            "status": {"phase": "Running", "containerStatuses": [container_status]}
+        });
+        match ready {
+            Some(ready) => {
+                p["status"]["conditions"] = json!([{
+                    "type": "Ready", "status": if ready { "True" } else { "False" },
+                    "lastTransitionTime": "2024-08-20T13:59:00Z",
+                    "message": if ready { "" } else { "containers with unready status: [package-runtime]" }
+                }]);
+            }
+            None => p["status"]["phase"] = json!("Pending"),
+        }
+        object(p)
+    }
+
+    fn judged(pods: &[Arc<Pod>], now: &str) -> Vec<Observation> {
+        pods::observe(pods, "sel", windows(), at(now))
+    }
+
+    #[test]
+    fn a_package_serves_while_a_ready_pod_does() {
+        let running = json!({"name": "package-runtime", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                             "state": {"running": {"startedAt": "2024-08-20T13:00:00Z"}}});
+        let waiting = json!({"name": "package-runtime", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+                             "state": {"waiting": {"reason": "ContainerCreating"}}});
+        let crashing = json!({"name": "package-runtime", "ready": false, "restartCount": 4, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+        let old = rollout_pod("old", Some(true), running);
+        // (pods, at) → the second pod's status and message.
+        let table: [(Arc<Pod>, &str, Status, &str); 5] = [
+            (
+                rollout_pod("new", None, waiting.clone()),
+                "2024-08-20T13:59:00Z",
+                Status::Warn,
+                "starting: not ready (Pending, no Ready condition yet); old is Ready",
+            ),
+            // Created at 13:58 with a grace of 120 s: late at 14:00.
+            (
+                rollout_pod("new", None, waiting.clone()),
+                "2024-08-20T14:00:30Z",
+                Status::Warn,
+                "not ready for 150 s (since 2024-08-20T13:58:00Z): not ready (Pending, no Ready condition yet); old is Ready",
+            ),
+            // Not Ready since 13:59.
+            (
+                rollout_pod("new", Some(false), waiting),
+                "2024-08-20T14:00:00Z",
+                Status::Warn,
+                "starting: not ready (Running): containers with unready status: [package-runtime]; old is Ready",
+            ),
+            (
+                rollout_pod("new", Some(false), crashing.clone()),
+                "2024-08-20T14:00:00Z",
+                Status::Warn,
+                "container package-runtime in CrashLoopBackOff (4 restarts); not ready (Running): containers with \
+                 unready status: [package-runtime]; old is Ready",
+            ),
+            (
+                rollout_pod("new", None, crashing),
+                "2024-08-20T15:00:00Z",
+                Status::Warn,
+                "container package-runtime in CrashLoopBackOff (4 restarts); not ready (Pending, no Ready condition yet); \
+                 old is Ready",
+            ),
+        ];
+        for (new, now, status, message) in table {
+            let items = judged(&[old.clone(), new.clone()], now);
+            assert_eq!(
+                (items[0].status, items[0].message.as_str()),
+                (Status::Pass, "ready")
+            );
+            assert_eq!(
+                (items[1].status, items[1].message.as_str()),
+                (status, message),
+                "at {now}"
+            );
+            // Alone, the same pod fails: nothing serves.
+            let alone = only(judged(&[new], now));
+            assert_eq!(alone.status, Status::Fail, "{}", alone.message);
+        }
+    }
+
+    #[test]
+    fn a_starting_pod_turns_late_after_its_grace_by_itself() {
+        let waiting = json!({"name": "package-runtime", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+                             "state": {"waiting": {"reason": "ContainerCreating"}}});
+        let running = json!({"name": "package-runtime", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                             "state": {"running": {"startedAt": "2024-08-20T13:00:00Z"}}});
+        let items = judged(
+            &[
+                rollout_pod("old", Some(true), running),
+                rollout_pod("new", Some(false), waiting),
+            ],
+            "2024-08-20T14:00:00Z",
+        );
+        let new = &items[1];
+        assert_eq!(new.at(m("2024-08-20T14:00:59Z")).0, Status::Warn);
+        assert!(new
+            .at(m("2024-08-20T14:00:59Z"))
+            .1
+            .starts_with("starting: "));
+        // Not Ready since 13:59, grace 120 s.
+        assert_eq!(
+            new.at(m("2024-08-20T14:01:00Z")),
+            (
+                Status::Warn,
+                "not ready for 120 s (since 2024-08-20T13:59:00Z): not ready (Running): containers with unready \
+                 status: [package-runtime]; old is Ready"
+            )
         );
     }
 }

@@ -67,6 +67,10 @@ async fn prepared(standalone: bool, kept: Option<&std::path::Path>) -> ControlPl
         None => ControlPlane::start().await,
     }
     .expect("a real control plane");
+    install(cp, standalone).await
+}
+
+async fn install(cp: ControlPlane, standalone: bool) -> ControlPlane {
     cp.install_crds().await.expect("the vendored CRDs");
     cp.kubectl(
         &["apply", "-f", "-"],
@@ -93,6 +97,17 @@ impl Estate {
         Estate::populate(Plane::Own(Box::new(prepared(false, None).await))).await
     }
 
+    /// A control plane of this test's own with Kubernetes' controllers and kwok's nodes, `deploy/` applied:
+    /// the simulator's estate is mirrored into it except Deployments and pods, which the test creates as
+    /// Deployments and the controllers run.
+    pub async fn with_controllers() -> Estate {
+        let cp = ControlPlane::start_with_controllers()
+            .await
+            .expect("a real control plane with controllers");
+        let cp = install(cp, true).await;
+        Estate::populate_leaving(Plane::Own(Box::new(cp)), &["Deployment", "Pod"]).await
+    }
+
     /// The shared control plane, held until the estate is dropped.
     pub async fn shared() -> Estate {
         let mut guard = SHARED.lock().await;
@@ -105,13 +120,18 @@ impl Estate {
     }
 
     async fn populate(cp: Plane) -> Estate {
+        Estate::populate_leaving(cp, &[]).await
+    }
+
+    /// The simulator's estate, mirrored except the kinds `left` to the real controllers.
+    async fn populate_leaving(cp: Plane, left: &'static [&'static str]) -> Estate {
         // A client per test: a client's connections live on the runtime that made them.
         let admin = Rest::from_kubeconfig(&cp.admin_kubeconfig())
             .await
             .expect("admin client");
         let sim = SimControlPlane::start().await.expect("the simulator");
         sim.seed_estate(HEARTBEAT);
-        let mirror = Mirror::start(&sim.api, admin.clone());
+        let mirror = Mirror::start_leaving(&sim.api, admin.clone(), left);
         mirror
             .caught_up()
             .await

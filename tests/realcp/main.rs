@@ -8,6 +8,7 @@
 mod common;
 mod estate;
 
+mod controllers;
 mod events;
 mod faults;
 mod operation;

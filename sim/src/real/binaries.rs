@@ -8,12 +8,13 @@ use std::sync::OnceLock;
 /// The environment variable naming the directory that holds `controlplane` and `kubectl`.
 pub const BIN_DIR_VAR: &str = "KLUTCH_CONTROLPLANE_BIN_DIR";
 
-/// The built binaries: `controlplane` (its `etcd` and `apiserver` subcommands) and `kubectl`, both from the
-/// Kubernetes release `controlplane/go.mod` pins.
+/// The built binaries: `controlplane` (its `etcd`, `apiserver`, `controller-manager` and `scheduler`
+/// subcommands), `kubectl` and `kwok`, all at the Kubernetes release `controlplane/go.mod` pins.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub controlplane: PathBuf,
     pub kubectl: PathBuf,
+    pub kwok: PathBuf,
 }
 
 /// The repository's root (the sim crate lives in `sim/`).
@@ -44,8 +45,9 @@ fn locate() -> anyhow::Result<Binaries> {
     let bins = Binaries {
         controlplane: dir.join("controlplane"),
         kubectl: dir.join("kubectl"),
+        kwok: dir.join("kwok"),
     };
-    for bin in [&bins.controlplane, &bins.kubectl] {
+    for bin in [&bins.controlplane, &bins.kubectl, &bins.kwok] {
         anyhow::ensure!(
             bin.is_file(),
             "{} is missing: run controlplane/build.sh and set {BIN_DIR_VAR} to the directory it prints",

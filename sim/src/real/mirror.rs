@@ -21,9 +21,10 @@ use super::rest::{collection_path, kind_of, object_path, path_of, Rest};
 use crate::api::KINDS;
 use crate::FakeApi;
 
-/// klutch-health's own writes (Events, the Lease) go to the real server directly and are never copied.
-fn copied(obj: &Value) -> bool {
-    kind_of(obj).is_some_and(|k| !k.writable)
+/// klutch-health's own writes (Events, the Lease) go to the real server directly and are never copied; nor
+/// are the kinds `left` to the real server's own controllers.
+fn copied(obj: &Value, left: &[&str]) -> bool {
+    kind_of(obj).is_some_and(|k| !k.writable && !left.contains(&k.kind))
 }
 
 /// The field manager of the test's writes.
@@ -52,8 +53,14 @@ pub struct Mirror {
 impl Mirror {
     /// Copies every object of `fake` into the server `real` reaches (as its admin), then every change.
     pub fn start(fake: &FakeApi, real: Rest) -> Mirror {
+        Mirror::start_leaving(fake, real, &[])
+    }
+
+    /// Like [`Mirror::start`], but never copies (nor deletes) objects of the kinds `left` (`Deployment`,
+    /// `Pod`): a control plane with controllers makes those itself.
+    pub fn start_leaving(fake: &FakeApi, real: Rest, left: &'static [&'static str]) -> Mirror {
         let (tx, progress) = watch::channel(Progress::default());
-        let task = tokio::spawn(run(fake.clone(), real, tx));
+        let task = tokio::spawn(run(fake.clone(), real, tx, left));
         Mirror {
             fake: fake.clone(),
             progress,
@@ -98,17 +105,26 @@ impl Drop for Mirror {
     }
 }
 
-async fn run(fake: FakeApi, real: Rest, tx: watch::Sender<Progress>) {
-    let mut copy = Copy { real, tx };
+async fn run(
+    fake: FakeApi,
+    real: Rest,
+    tx: watch::Sender<Progress>,
+    left: &'static [&'static str],
+) {
+    let mut copy = Copy { real, tx, left };
     'snapshot: loop {
         let (mut objects, rv, mut follower) = fake.follow();
         // Namespaces before what lives in them.
         objects.sort_by_key(|o| o["kind"] != "Namespace");
-        let wanted: HashSet<String> = objects.iter().filter_map(|o| path_of(o).ok()).collect();
+        let wanted: HashSet<String> = objects
+            .iter()
+            .filter(|o| copied(o, left))
+            .filter_map(|o| path_of(o).ok())
+            .collect();
         for gone in copy.stored().await.difference(&wanted) {
             copy.delete(gone).await;
         }
-        for obj in objects.iter().filter(|o| copied(o)) {
+        for obj in objects.iter().filter(|o| copied(o, left)) {
             copy.put(obj).await;
         }
         copy.tx.send_modify(|p| p.applied = p.applied.max(rv));
@@ -117,7 +133,7 @@ async fn run(fake: FakeApi, real: Rest, tx: watch::Sender<Progress>) {
                 None => return,
                 Some(Err(_missed)) => continue 'snapshot,
                 Some(Ok(change)) => {
-                    if change.rv > rv && copied(&change.object) {
+                    if change.rv > rv && copied(&change.object, left) {
                         if change.kind == "DELETED" {
                             if let Ok(path) = path_of(&change.object) {
                                 copy.delete(&path).await;
@@ -137,6 +153,7 @@ async fn run(fake: FakeApi, real: Rest, tx: watch::Sender<Progress>) {
 struct Copy {
     real: Rest,
     tx: watch::Sender<Progress>,
+    left: &'static [&'static str],
 }
 
 /// How one write went.
@@ -240,7 +257,7 @@ impl Copy {
         let mut paths = HashSet::new();
         for kind in KINDS
             .iter()
-            .filter(|k| !k.writable && k.kind != "Namespace")
+            .filter(|k| !k.writable && k.kind != "Namespace" && !self.left.contains(&k.kind))
         {
             let answer = self
                 .retrying(|real| async move { real.get(&collection_path(kind)).await })

@@ -1,8 +1,11 @@
 //! A real Kubernetes control plane for tests: etcd and kube-apiserver built from Kubernetes' own Go modules
 //! (`controlplane/`, at the release its `go.mod` pins), started the way controller-runtime's envtest starts
 //! them — loopback only, RBAC, a serving certificate, service-account keys, no ServiceAccount admission, no
-//! endpoint reconciler — as two child processes, so that a test can stop one without the other. There is
-//! no controller-manager, scheduler or kubelet: the test plays their part ([`Mirror`] writes status).
+//! endpoint reconciler — as two child processes, so that a test can stop one without the other. By default
+//! there is no controller-manager, scheduler or kubelet: the test plays their part ([`Mirror`] writes
+//! status). [`ControlPlane::start_with_controllers`] adds Kubernetes' own kube-controller-manager (the
+//! controllers a Deployment needs) and kube-scheduler, and kwok for the kubelet's part on fake nodes, by the
+//! stages in `tests/realcp/kwok/stages.yaml`: Deployments, ReplicaSets, pods and nodes as they write them.
 //!
 //! Identities are static tokens: `admin` (in `system:masters`) for the test's own setup, and each
 //! ServiceAccount klutch-health runs as, by its user name (`system:serviceaccount:NS:NAME`), which is what
@@ -98,7 +101,26 @@ const READY_WITHIN: Duration = Duration::from_secs(180);
 pub enum Part {
     Etcd,
     ApiServer,
+    ControllerManager,
+    Scheduler,
+    /// The kwok playing the kubelet of one of [`NODES`]: stopped, the node stops heartbeating.
+    Kubelet(&'static str),
 }
+
+/// The fake nodes of a control plane with controllers, each with a kwok of its own.
+pub const NODES: [&str; 2] = ["kwok-node-0", "kwok-node-1"];
+
+/// The controllers kube-controller-manager runs: what a Deployment's life needs (its ReplicaSets and pods,
+/// their owners, a namespace's deletion, a lost node's pods marked and evicted, Services' endpoints) and the
+/// ServiceAccount token signing. Nothing else, so that it stays light.
+const CONTROLLERS: &str = "deployment-controller,replicaset-controller,garbage-collector-controller,\
+                           namespace-controller,node-lifecycle-controller,taint-eviction-controller,\
+                           endpointslice-controller,serviceaccount-token-controller";
+
+/// How soon the node lifecycle controller calls a node that stopped heartbeating lost (its default is 50s);
+/// kwok renews each node's Lease every quarter of [`NODE_LEASE`].
+pub const NODE_GRACE: Duration = Duration::from_secs(12);
+const NODE_LEASE: Duration = Duration::from_secs(8);
 
 /// etcd and kube-apiserver on free loopback ports, with their files in a temporary directory. Both are
 /// killed when it is dropped.
@@ -112,6 +134,9 @@ pub struct ControlPlane {
     api_port: u16,
     etcd: Option<Process>,
     apiserver: Option<Process>,
+    controller_manager: Option<Process>,
+    scheduler: Option<Process>,
+    kubelets: Vec<(&'static str, Process)>,
     /// The test's own client, as admin.
     pub admin: Rest,
 }
@@ -174,11 +199,82 @@ impl ControlPlane {
             api_port,
             etcd: None,
             apiserver: None,
+            controller_manager: None,
+            scheduler: None,
+            kubelets: Vec::new(),
             admin,
         };
         cp.start_part(Part::Etcd).await?;
         cp.start_part(Part::ApiServer).await?;
         Ok(cp)
+    }
+
+    /// Like [`ControlPlane::start`], with kube-controller-manager, kube-scheduler and a kwok for each of
+    /// [`NODES`], and waits until every node is Ready.
+    pub async fn start_with_controllers() -> anyhow::Result<ControlPlane> {
+        let mut cp = ControlPlane::start().await?;
+        cp.start_part(Part::ControllerManager).await?;
+        cp.start_part(Part::Scheduler).await?;
+        for node in NODES {
+            cp.admin
+                .apply(
+                    &format!("/api/v1/nodes/{node}"),
+                    &fake_node(node),
+                    "klutch-test",
+                )
+                .await
+                .and_then(|a| a.ok("create a fake node"))?;
+            cp.start_part(Part::Kubelet(node)).await?;
+        }
+        Ok(cp)
+    }
+
+    /// The end of each controller's log (kube-controller-manager, kube-scheduler, each kwok), for a failing
+    /// test to show.
+    pub fn controller_logs(&self) -> String {
+        let mut logs = vec![
+            "controller-manager.log".to_string(),
+            "scheduler.log".to_string(),
+        ];
+        logs.extend(NODES.iter().map(|n| format!("kwok-{n}.log")));
+        logs.iter()
+            .map(|l| format!("--- {l}:\n{}", tail(&self.files().path(l), 15)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until `node`'s Ready condition has `status` (`"True"`, or `"Unknown"` once it stopped
+    /// heartbeating and the node lifecycle controller noticed).
+    pub async fn wait_node(&mut self, node: &str, status: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            for (what, p) in self.kubelets.iter_mut().filter(|(n, _)| *n == node) {
+                if let Some(why) = p.exited() {
+                    return Err(anyhow!("the kwok of {what}: {why}"));
+                }
+            }
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.admin.get(&format!("/api/v1/nodes/{node}")),
+            )
+            .await;
+            if let Ok(Ok(a)) = answer {
+                let ready = a.body["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "Ready");
+                if ready.is_some_and(|c| c["status"] == status) {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                start.elapsed() < READY_WITHIN,
+                "node {node} not Ready={status} within {READY_WITHIN:?}; the controllers' logs:\n{}",
+                self.controller_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn files(&self) -> Files {
@@ -228,6 +324,9 @@ impl ControlPlane {
         match part {
             Part::Etcd => self.etcd = None,
             Part::ApiServer => self.apiserver = None,
+            Part::ControllerManager => self.controller_manager = None,
+            Part::Scheduler => self.scheduler = None,
+            Part::Kubelet(node) => self.kubelets.retain(|(n, _)| *n != node),
         }
     }
 
@@ -273,7 +372,79 @@ impl ControlPlane {
                 )?);
                 self.wait_ready().await
             }
+            Part::ControllerManager => {
+                let mut cmd = std::process::Command::new(&self.bins.controlplane);
+                cmd.arg("controller-manager")
+                    .args(self.controller_manager_args());
+                let process = Process::spawn(
+                    "kube-controller-manager",
+                    cmd,
+                    &files.path("controller-manager.log"),
+                )?;
+                self.controller_manager = Some(process);
+                Ok(())
+            }
+            Part::Scheduler => {
+                let mut cmd = std::process::Command::new(&self.bins.controlplane);
+                cmd.arg("scheduler").args([
+                    format!("--kubeconfig={}", self.admin_kubeconfig().display()),
+                    "--leader-elect=false".into(),
+                    // No serving: nothing here scrapes or probes it.
+                    "--secure-port=0".into(),
+                ]);
+                let process = Process::spawn("kube-scheduler", cmd, &files.path("scheduler.log"))?;
+                self.scheduler = Some(process);
+                Ok(())
+            }
+            Part::Kubelet(node) => {
+                let index = NODES.iter().position(|n| *n == node).unwrap_or(0);
+                let stages = repo_root().join("tests/realcp/kwok/stages.yaml");
+                let mut cmd = std::process::Command::new(&self.bins.kwok);
+                cmd.args([
+                    format!("--kubeconfig={}", self.admin_kubeconfig().display()),
+                    format!("--config={}", stages.display()),
+                    format!("--manage-single-node={node}"),
+                    format!("--node-lease-duration-seconds={}", NODE_LEASE.as_secs()),
+                    format!("--cidr=10.244.{index}.0/24"),
+                    format!("--node-ip=10.0.1.{}", index + 1),
+                ]);
+                // SAFETY: prctl is async-signal-safe. kwok does not watch its parent as `controlplane` does:
+                // this ends it with the test process even when that is killed without unwinding. (The
+                // signal follows the spawning thread, the test's own, which outlives its control plane.)
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let process =
+                    Process::spawn("kwok", cmd, &files.path(&format!("kwok-{node}.log")))?;
+                self.kubelets.retain(|(n, _)| *n != node);
+                self.kubelets.push((node, process));
+                self.wait_node(node, "True").await
+            }
         }
+    }
+
+    /// kube-controller-manager as the admin, without serving or leader election, quick to call a node lost.
+    fn controller_manager_args(&self) -> Vec<String> {
+        let f = self.files();
+        vec![
+            format!("--kubeconfig={}", self.admin_kubeconfig().display()),
+            format!("--controllers={}", CONTROLLERS.replace(' ', "")),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--use-service-account-credentials=false".into(),
+            format!(
+                "--service-account-private-key-file={}",
+                f.path("sa.key").display()
+            ),
+            format!("--root-ca-file={}", f.ca().display()),
+            "--node-monitor-period=1s".into(),
+            format!("--node-monitor-grace-period={}s", NODE_GRACE.as_secs()),
+            "--kube-api-qps=200".into(),
+            "--kube-api-burst=400".into(),
+        ]
     }
 
     /// envtest's flags, and what a loopback-only control plane without controllers needs.
@@ -415,6 +586,23 @@ impl ControlPlane {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+}
+
+/// A Node for kwok to play: Ready once its kwok starts, roomy enough for any test.
+fn fake_node(name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                       "kubernetes.io/arch": "amd64", "type": "kwok"}
+        },
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        }
+    })
 }
 
 /// Paths in the control plane's directory.
