@@ -144,6 +144,10 @@ type = "app-cluster-binding"
 [[check]]
 name = "managed-resources"
 type = "managed-resources"
+
+[[check]]
+name = "brokers"
+type = "broker"
 "#;
 
 #[test]
