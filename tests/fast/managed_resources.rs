@@ -69,6 +69,15 @@ async fn each_kind_is_one_item_that_counts_its_resources_in_text_json_the_page_a
             "{kind} {state}"
         );
     }
+    // The same counts under Crossplane's names, labelled as crossplane-runtime labels them.
+    for (kind, n) in [("ServiceInstance", 1.0), ("Restore", 1.0)] {
+        for gauge in ["exists", "ready", "synced"] {
+            let series = format!(
+                "crossplane_managed_resource_{gauge}{{gvk=\"dataservices.anynines.com/v1, Kind={kind}\"}} "
+            );
+            assert_eq!(common::metric_value(&metrics, &series), Some(n), "{series}");
+        }
+    }
 
     // No resources at all: a kind passes with its words in JSON.
     assert!(cp.remove_managed(ManagedKind::Restore, "pg-prod-7-restore"));

@@ -19,7 +19,7 @@ use super::Share;
 use crate::clock::{Due, Moment};
 use crate::human;
 use crate::kubernetes::watch::{Tally, WatchState};
-use crate::report::{StateCounts, Status};
+use crate::report::{CrossplaneCounts, StateCounts, Status};
 use crate::signals::{Fact, Observation};
 
 /// Failing resources named in the text line.
@@ -45,6 +45,9 @@ pub enum Supersede {
 pub struct Rules {
     /// The resource's plural (`serviceinstances`): the item's name.
     pub kind: String,
+    /// Its group, version and kind as Crossplane's metrics label them
+    /// (`dataservices.anynines.com/v1, Kind=ServiceInstance`).
+    pub gvk: Arc<str>,
     pub create_timeout: Duration,
     pub delete_timeout: Duration,
     /// Objects whose names match are left out entirely.
@@ -62,6 +65,9 @@ struct Record {
     state: State,
     /// Creating or deleting for longer than its timeout: counts as failing.
     timed_out: bool,
+    /// Its `Ready` and its `Synced` condition are `True`: what Crossplane's metrics count, whatever its state.
+    ready_true: bool,
+    synced_true: bool,
     /// Creating or deleting since (Unix seconds).
     since: Option<i64>,
     /// Its creation (Unix seconds), which orders Backups and Restores.
@@ -95,6 +101,9 @@ struct Counts {
     by_provider_config: HashMap<Arc<str>, [u64; 5]>,
     /// Not judged: an older Backup of the same instance, an older Restore of the same backup.
     superseded: u64,
+    /// Every resource held (judged or superseded) with `Ready=True`, and with `Synced=True`.
+    ready_true: u64,
+    synced_true: u64,
     failing: BTreeSet<Arc<str>>,
     /// (deadline in Unix seconds, name) of each creating or deleting resource not yet timed out.
     deadlines: BTreeSet<(i64, Arc<str>)>,
@@ -151,6 +160,24 @@ impl Counts {
                 self.deadlines.insert((deadline, name.clone()));
             } else {
                 self.deadlines.remove(&(deadline, name.clone()));
+            }
+        }
+    }
+}
+
+impl Counts {
+    /// Adds (or takes away) one held resource's `Ready=True` and `Synced=True`.
+    fn conditions(&mut self, r: &Record, add: bool) {
+        for (n, on) in [
+            (&mut self.ready_true, r.ready_true),
+            (&mut self.synced_true, r.synced_true),
+        ] {
+            if on {
+                *n = if add {
+                    n.saturating_add(1)
+                } else {
+                    n.saturating_sub(1)
+                };
             }
         }
     }
@@ -213,6 +240,8 @@ impl KindTally {
         let record = Record {
             state: judged.state,
             timed_out: false,
+            ready_true: facts.ready.as_ref().is_some_and(|c| c.is("True")),
+            synced_true: facts.synced.as_ref().is_some_and(|c| c.is("True")),
             since: judged.since.map(|t| t.as_second()),
             created: facts.created.map_or(0, |t| t.as_second()),
             epoch: self.epoch,
@@ -285,6 +314,7 @@ impl KindTally {
             self.counts.count(&self.rules, name, old, false);
         }
         if let Some(old) = self.records.remove(name) {
+            self.counts.conditions(&old, false);
             if let Some(g) = &old.group {
                 if let Some(members) = self.groups.get_mut(g) {
                     let member = (old.created, name.clone());
@@ -298,6 +328,7 @@ impl KindTally {
             }
         }
         if let Some(record) = new {
+            self.counts.conditions(&record, true);
             if let Some(g) = &record.group {
                 let members = self.groups.entry(g.clone()).or_default();
                 let member = (record.created, name.clone());
@@ -459,7 +490,13 @@ impl KindTally {
         summary.push_str(&tail);
         let mut item = Observation::new(rules.kind.clone(), status, summary, now.wall)
             .detail(detail)
-            .counts(StateCounts::from(counts));
+            .counts(StateCounts::from(counts))
+            .crossplane(CrossplaneCounts {
+                gvk: rules.gvk.clone(),
+                exists: self.records.len() as u64,
+                ready: c.ready_true,
+                synced: c.synced_true,
+            });
         if !systemic.is_empty() {
             item = item.with_fact(Fact::FailsWithin(
                 systemic.into_iter().map(|(pc, _, _)| pc).collect(),
@@ -1162,6 +1199,53 @@ mod tests {
 
     /// What a stored resource costs, measured: the record itself, its name, its map entry. Whatever the
     /// object's size on the wire, this is what stays.
+    /// Crossplane counts every resource held (superseded ones too) and its conditions as they are: a
+    /// resource `Ready=True` but `Synced=False` is ready and not synced there, and failing here.
+    #[test]
+    fn crossplane_counts_every_resource_and_its_conditions_as_they_are() {
+        let mut backups = mr("b-old", "pc", "ready");
+        backups.facts.instance_name = Some("pg".into());
+        let mut newer = mr("b-new", "pc", "failing");
+        newer.facts.instance_name = Some("pg".into());
+        newer.facts.created = Some(at("2026-12-01T11:30:00Z"));
+        let mut t = tally_of(
+            "backups",
+            [
+                backups,
+                newer,
+                mr("a", "pc", "ready"),
+                mr("b", "pc", "creating"),
+                mr("c", "pc", "deleting"),
+                mr("d", "pc", "paused"),
+            ],
+        );
+        let o = item(&mut t, "2026-12-01T12:00:00Z");
+        assert_eq!(
+            (
+                count(&o, "ready"),
+                count(&o, "failing"),
+                count(&o, "superseded")
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            o.crossplane,
+            Some(CrossplaneCounts {
+                gvk: "dataservices.anynines.com/v1, Kind=Backup".into(),
+                exists: 6,
+                // All but the creating one; the failing one among them.
+                ready: 5,
+                synced: 5,
+            })
+        );
+        t.remove("b-new");
+        let o = item(&mut t, "2026-12-01T12:00:00Z");
+        assert_eq!(
+            o.crossplane.map(|c| (c.exists, c.ready, c.synced)),
+            Some((5, 4, 5))
+        );
+    }
+
     #[test]
     fn a_record_is_small() {
         assert!(
@@ -1310,6 +1394,16 @@ mod tests {
             let counts: Vec<u64> = o.counts.as_ref().expect("counts").iter().map(|(_, n)| *n).collect();
             let (want, failing) = from_scratch(&truth, &r, now);
             prop_assert_eq!(counts, want);
+            let is_true = |c: &Option<Condition>| c.as_ref().is_some_and(|c| c.is("True"));
+            let crossplane = o.crossplane.as_ref().expect("Crossplane's counts");
+            prop_assert_eq!(
+                (crossplane.exists, crossplane.ready, crossplane.synced),
+                (
+                    truth.len() as u64,
+                    truth.values().filter(|o| is_true(&o.facts.ready)).count() as u64,
+                    truth.values().filter(|o| is_true(&o.facts.synced)).count() as u64,
+                )
+            );
             prop_assert_eq!(t.counts.failing.iter().map(|n| n.to_string()).collect::<Vec<_>>(), failing);
             prop_assert_eq!(t.held(), truth.len());
         }
