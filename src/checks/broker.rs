@@ -772,7 +772,9 @@ mod tests {
             ca_bundle_secret: Some("crossplane-system/broker-ca".into()),
             ..Tls::default()
         };
-        let table: &[(Endpoint, &str, Option<(&str, Verify)>)] = &[
+        /// A ProviderConfig's endpoint, the URL asked, and the server name checked and how, for TLS.
+        type Row<'a> = (Endpoint, &'a str, Option<(&'a str, Verify)>);
+        let table: &[Row<'_>] = &[
             (
                 endpoint("http://broker.svc:3000"),
                 "http://broker.svc:3000/instances",

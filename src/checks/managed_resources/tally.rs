@@ -559,7 +559,7 @@ impl KindTally {
     fn grouped(&self, detail: bool, now: Timestamp) -> String {
         let c = &self.counts;
         let (reasons, named) = if detail {
-            let shown = c.by_frequency.len().min(REASONS_IN_DETAIL).max(1);
+            let shown = c.by_frequency.len().clamp(1, REASONS_IN_DETAIL);
             (REASONS_IN_DETAIL, (NAMED_IN_DETAIL / shown).max(2))
         } else {
             (REASONS_IN_TEXT, NAMED_PER_REASON_IN_TEXT)
