@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::checks::backend_status::BackendStatus;
+use crate::checks::broker::Broker;
 use crate::checks::managed_resources::ManagedResources;
 use crate::checks::pods::Pods;
 use crate::checks::provider_configs::ProviderConfig;
@@ -166,6 +167,61 @@ one)",
                     .filter(|&id| same_place(&w.nodes[id], e))
                     .find(|&id| w.nodes[id].bad());
                 match bad {
+                    Some(id) => causes.push(id),
+                    None => return Vec::new(),
+                }
+            }
+            causes
+        },
+    },
+    Rule {
+        number: 8,
+        says: "a failing `broker/N` (its broker does not answer) explains `provider-configs/N` of its cluster and \
+`backend-status/N` of the same name",
+        causes: |w, e| {
+            let of_cluster = if e.check_type == ProviderConfig::NAME {
+                true
+            } else if e.check_type == BackendStatus::NAME && !e.name.item().starts_with('_') {
+                false
+            } else {
+                return Vec::new();
+            };
+            w.of_type_named(Broker::NAME, e.name.item())
+                .iter()
+                .copied()
+                .filter(|&id| w.nodes[id].status == Status::Fail)
+                .filter(|&id| !of_cluster || w.nodes[id].cluster == e.cluster)
+                .collect()
+        },
+    },
+    Rule {
+        number: 8,
+        says: "… and, as rule 7 has it, a `managed-resources` kind item that would not be bad without the \
+resources of ProviderConfigs whose broker fails (of its cluster) or which fail, before provider-anynines has \
+noticed",
+        causes: |w, e| {
+            let Some(Fact::FailsWithin(pcs)) = &e.fact else {
+                return Vec::new();
+            };
+            if e.check_type != ManagedResources::NAME {
+                return Vec::new();
+            }
+            let mut causes = Vec::with_capacity(pcs.len());
+            for pc in pcs.iter() {
+                let broker = w
+                    .of_type_named(Broker::NAME, pc)
+                    .iter()
+                    .copied()
+                    .filter(|&id| w.nodes[id].cluster == e.cluster)
+                    .find(|&id| w.nodes[id].status == Status::Fail);
+                let config = || {
+                    w.of_type_named(ProviderConfig::NAME, pc)
+                        .iter()
+                        .copied()
+                        .filter(|&id| same_place(&w.nodes[id], e))
+                        .find(|&id| w.nodes[id].bad())
+                };
+                match broker.or_else(config) {
                     Some(id) => causes.push(id),
                     None => return Vec::new(),
                 }

@@ -306,6 +306,7 @@ pub(crate) mod tests {
                     since: at(s).wall,
                     detail: None,
                     counts: None,
+                    crossplane: None,
                     cause: None,
                 })
                 .collect(),

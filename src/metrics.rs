@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -14,7 +14,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{Endpoint, ItemName, OperatorKind, Report, StateCounts, Status};
+use crate::report::{
+    CrossplaneCounts, Endpoint, ItemName, OperatorKind, Report, StateCounts, Status,
+};
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -56,6 +58,45 @@ struct StatusLabels {
     check: Text,
     item: Text,
     status: &'static str,
+}
+
+/// Crossplane's one label: the kind, as Go's `GroupVersionKind.String()` writes it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GvkLabels {
+    gvk: String,
+}
+
+/// crossplane-runtime's managed-resource state gauges (`pkg/statemetrics`), with its names and help.
+struct CrossplaneFamilies {
+    exists: Family<GvkLabels, Gauge>,
+    ready: Family<GvkLabels, Gauge>,
+    synced: Family<GvkLabels, Gauge>,
+}
+
+impl CrossplaneFamilies {
+    fn register(root: &mut Registry) -> CrossplaneFamilies {
+        let families = CrossplaneFamilies {
+            exists: Family::default(),
+            ready: Family::default(),
+            synced: Family::default(),
+        };
+        root.register(
+            "crossplane_managed_resource_exists",
+            "The number of managed resources that exist",
+            families.exists.clone(),
+        );
+        root.register(
+            "crossplane_managed_resource_ready",
+            "The number of managed resources in Ready=True state",
+            families.ready.clone(),
+        );
+        root.register(
+            "crossplane_managed_resource_synced",
+            "The number of managed resources in Synced=True state",
+            families.synced.clone(),
+        );
+        families
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,6 +210,9 @@ pub struct Metrics {
     managed_resources: Family<KindLabels, Gauge>,
     /// Items whose counts are exported now, as exported (the same bookkeeping as `items`).
     counted: Mutex<HashMap<ItemName, StateCounts>>,
+    crossplane: CrossplaneFamilies,
+    /// The `gvk`s exported under Crossplane's names now, with their counts as exported.
+    crossplane_exported: Mutex<HashMap<Arc<str>, CrossplaneCounts>>,
     /// Set once shutdown begins: `/readyz` answers 503 from then on, and its gauge says so.
     shutting_down: AtomicBool,
 }
@@ -181,7 +225,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("klutch_health");
+        // klutch-health's own families under its prefix; Crossplane's under Crossplane's own names.
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("klutch_health");
         let check_up = Family::<ItemLabels, Gauge>::default();
         registry.register(
             "check_up",
@@ -279,9 +325,12 @@ impl Metrics {
             "Managed resources of each kind a managed-resources check watches, by state (ready, creating, deleting, paused, failing, superseded)",
             managed_resources.clone(),
         );
-        register_build_info(&mut registry);
+        register_build_info(registry);
+        let crossplane = CrossplaneFamilies::register(&mut root);
         Metrics {
-            registry,
+            registry: root,
+            crossplane,
+            crossplane_exported: Mutex::default(),
             check_up,
             check_status,
             last_transition,
@@ -354,6 +403,7 @@ impl Metrics {
         *exported = now_exported;
         drop(exported);
         self.set_counts(report);
+        self.set_crossplane(report);
         // What is left of the roots are clusters.
         self.set_clusters(&report.causes.clusters, &roots);
         self.set_endpoints_up(|e| report.endpoint(e).passed());
@@ -384,6 +434,51 @@ impl Metrics {
         for (gone, counts) in exported.iter() {
             for &(state, _) in counts.iter() {
                 self.managed_resources.remove(&labels(gone, state));
+            }
+        }
+        *exported = now_exported;
+    }
+
+    /// `crossplane_managed_resource_{exists,ready,synced}{gvk}` from the items that carry Crossplane's counts;
+    /// a kind that two checks watch is exported once, as the first in report order counts it; a kind no
+    /// longer watched loses its series.
+    fn set_crossplane(&self, report: &Report) {
+        let mut exported = self
+            .crossplane_exported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut now_exported: HashMap<Arc<str>, CrossplaneCounts> = HashMap::new();
+        for counts in report.items.iter().filter_map(|i| i.crossplane.as_ref()) {
+            if now_exported.contains_key(&counts.gvk) {
+                continue;
+            }
+            if exported.remove(&counts.gvk).as_ref() != Some(counts) {
+                let labels = GvkLabels {
+                    gvk: counts.gvk.to_string(),
+                };
+                let families = [
+                    (&self.crossplane.exists, counts.exists),
+                    (&self.crossplane.ready, counts.ready),
+                    (&self.crossplane.synced, counts.synced),
+                ];
+                for (family, n) in families {
+                    family
+                        .get_or_create(&labels)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            now_exported.insert(counts.gvk.clone(), counts.clone());
+        }
+        for gone in exported.keys() {
+            let labels = GvkLabels {
+                gvk: gone.to_string(),
+            };
+            for family in [
+                &self.crossplane.exists,
+                &self.crossplane.ready,
+                &self.crossplane.synced,
+            ] {
+                family.remove(&labels);
             }
         }
         *exported = now_exported;
@@ -556,7 +651,7 @@ impl Metrics {
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
-        out
+        crossplane_help(out)
     }
 
     /// The Prometheus text exposition (`text/plain; version=0.0.4`), for scrapers and tools such as
@@ -597,6 +692,25 @@ fn status_labels(item: &ItemLabels, status: Status) -> StatusLabels {
         item: item.item.clone(),
         status: status.as_str(),
     }
+}
+
+/// Crossplane's help texts as crossplane-runtime writes them: prometheus-client ends every help with a period,
+/// Go's client adds none.
+fn crossplane_help(exposition: String) -> String {
+    if !exposition.contains("# HELP crossplane_") {
+        return exposition;
+    }
+    let mut out = String::with_capacity(exposition.len());
+    for line in exposition.split_inclusive('\n') {
+        match line.strip_suffix(".\n") {
+            Some(help) if line.starts_with("# HELP crossplane_") => {
+                out.push_str(help);
+                out.push('\n');
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// `klutch_health_build_info{version}`: always 1.
@@ -664,5 +778,72 @@ mod tests {
         );
         metrics.observe_report(&crate::history::tests::report(0, &[]));
         assert_eq!((sample("ready"), sample("failing")), (None, None));
+    }
+
+    /// Crossplane's gauges by `gvk`, as crossplane-runtime names, helps and labels them: set from the items
+    /// that carry Crossplane's counts, one series per kind however many checks hold it, gone with the kind.
+    #[test]
+    fn crossplane_managed_resource_gauges_follow_the_report() {
+        let metrics = Metrics::new();
+        const GVK: &str = "dataservices.anynines.com/v1, Kind=ServiceInstance";
+        let with_counts = |exists: u64, ready: u64, synced: u64| {
+            let mut report = crate::history::tests::report(
+                0,
+                &[("serviceinstances", Status::Warn), ("again", Status::Pass)],
+            );
+            for (i, item) in report.items.iter_mut().enumerate() {
+                item.crossplane = Some(CrossplaneCounts {
+                    gvk: GVK.into(),
+                    // The second holder of the same kind is not exported.
+                    exists: exists + i as u64 * 1000,
+                    ready,
+                    synced,
+                });
+            }
+            report
+        };
+        let sample = |name: &str| {
+            let text = metrics.encode_prometheus();
+            let series = format!("crossplane_managed_resource_{name}{{gvk=\"{GVK}\"}} ");
+            let found: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&series).map(str::to_string))
+                .collect();
+            assert!(found.len() <= 1, "{text}");
+            found.into_iter().next()
+        };
+        metrics.observe_report(&with_counts(415, 413, 412));
+        assert_eq!(
+            (sample("exists"), sample("ready"), sample("synced")),
+            (Some("415".into()), Some("413".into()), Some("412".into()))
+        );
+        let text = metrics.encode_prometheus();
+        for (name, help) in [
+            ("exists", "The number of managed resources that exist"),
+            (
+                "ready",
+                "The number of managed resources in Ready=True state",
+            ),
+            (
+                "synced",
+                "The number of managed resources in Synced=True state",
+            ),
+        ] {
+            let family = format!("crossplane_managed_resource_{name}");
+            assert!(
+                text.contains(&format!("# HELP {family} {help}\n# TYPE {family} gauge\n")),
+                "{text}"
+            );
+        }
+        metrics.observe_report(&with_counts(3, 1, 0));
+        assert_eq!(
+            (sample("exists"), sample("ready"), sample("synced")),
+            (Some("3".into()), Some("1".into()), Some("0".into()))
+        );
+        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        assert_eq!(
+            (sample("exists"), sample("ready"), sample("synced")),
+            (None, None, None)
+        );
     }
 }

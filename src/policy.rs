@@ -290,6 +290,7 @@ fn observed_items(
                 since: since.wall,
                 detail,
                 counts: obs.counts.clone(),
+                crossplane: obs.crossplane.clone(),
                 cause: None,
             });
         }

@@ -138,6 +138,19 @@ impl std::fmt::Display for ItemName {
 /// The objects behind one item, counted by state (`("ready", 412)`, …), in a fixed order of states.
 pub type StateCounts = Arc<[(&'static str, u64)]>;
 
+/// A managed-resource kind counted as crossplane-runtime's `statemetrics` counts it, for its
+/// `crossplane_managed_resource_{exists,ready,synced}{gvk}` gauges: every resource held, and those whose
+/// `Ready`, and whose `Synced`, condition is `True`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossplaneCounts {
+    /// The kind as Kubernetes' Go `GroupVersionKind.String()` writes it, the label's value:
+    /// `dataservices.anynines.com/v1, Kind=ServiceInstance`.
+    pub gvk: Arc<str>,
+    pub exists: u64,
+    pub ready: u64,
+    pub synced: u64,
+}
+
 /// One item as its signal last saw it, before any endpoint policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
@@ -155,6 +168,8 @@ pub struct Item {
     pub detail: Option<String>,
     /// The objects behind it by state, exported as `klutch_health_managed_resources{check,kind,state}`.
     pub counts: Option<StateCounts>,
+    /// The same objects under Crossplane's names, exported as `crossplane_managed_resource_*{gvk}`.
+    pub crossplane: Option<CrossplaneCounts>,
     /// Which bad item (or cluster) explains this bad item, by the root-cause rules; `None` when nothing
     /// does (then, while bad, it is a root cause itself).
     pub cause: Option<Explained>,

@@ -349,6 +349,7 @@ pub(crate) mod tests {
                 since: now,
                 detail: None,
                 counts: None,
+                crossplane: None,
                 cause: None,
             })
             .collect();

@@ -6,6 +6,7 @@
 
 pub mod app_cluster_bindings;
 pub mod backend_status;
+pub mod broker;
 pub mod cluster_bindings;
 pub mod deployments;
 pub mod managed_resources;
@@ -45,6 +46,7 @@ pub const TYPES: &[Registration] = &[
     Registration::of::<cluster_bindings::ClusterBinding>(),
     Registration::of::<app_cluster_bindings::AppClusterBinding>(),
     Registration::of::<managed_resources::ManagedResources>(),
+    Registration::of::<broker::Broker>(),
 ];
 
 /// The settings of one check type, read from its `[[check]]` table (without `name`, `type`, `require`,

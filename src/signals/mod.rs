@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
-use crate::report::{Passthrough, StateCounts, Status};
+use crate::report::{CrossplaneCounts, Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
@@ -40,6 +40,8 @@ pub struct Observation {
     /// The objects behind the item, counted by state (a managed-resources kind), for
     /// `klutch_health_managed_resources`.
     pub counts: Option<StateCounts>,
+    /// The same objects as Crossplane counts them, for `crossplane_managed_resource_*{gvk}`.
+    pub crossplane: Option<CrossplaneCounts>,
     /// What the item is, as links between checks read it (a check's `package`): a fact, never words
     /// parsed from its message.
     pub fact: Option<Fact>,
@@ -147,6 +149,7 @@ impl Observation {
             regarding: None,
             detail: None,
             counts: None,
+            crossplane: None,
             fact: None,
         }
     }
@@ -160,6 +163,12 @@ impl Observation {
     /// The observation, with the counts of the objects behind it.
     pub fn counts(mut self, counts: StateCounts) -> Self {
         self.counts = Some(counts);
+        self
+    }
+
+    /// The observation, with the counts of the objects behind it as Crossplane counts them.
+    pub fn crossplane(mut self, counts: CrossplaneCounts) -> Self {
+        self.crossplane = Some(counts);
         self
     }
 

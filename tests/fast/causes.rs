@@ -891,6 +891,117 @@ fn rule_7_links_a_kind_only_to_provider_configs_of_its_cluster_and_package() {
     );
 }
 
+/// Rule 8: a broker that does not answer is the root of its ProviderConfig, its backend entry and the kind
+/// failing by it — also before provider-anynines has noticed; a broker that answers (or of another name, or
+/// of another cluster) is never blamed.
+#[test]
+fn rule_8_a_broker_that_does_not_answer_explains_its_provider_config_backend_entry_and_kind() {
+    let r = rules(
+        "[clusters.app]\nkubeconfig = \"/nonexistent/app.kubeconfig\"\n\
+         [[check]]\nname = \"brokers\"\ntype = \"broker\"\n\
+         [[check]]\nname = \"app-brokers\"\ntype = \"broker\"\ncluster = \"app\"\n",
+    );
+    let down = |pc: &str| {
+        obs(
+            pc,
+            Status::Fail,
+            "HEAD http://broker:3000/instances: connection refused",
+        )
+    };
+    let fails_by = |kind: &str, pcs: &[&str]| {
+        obs(kind, Status::Fail, "at least 3 and more than 10% … fail").with_fact(Fact::FailsWithin(
+            pcs.iter().map(|p| Arc::from(*p)).collect(),
+        ))
+    };
+    let mut healthy = Estate::healthy();
+    for pc in PCS {
+        healthy = healthy
+            .set("brokers", obs(pc, Status::Pass, "broker answers"))
+            .set("app-brokers", obs(pc, Status::Pass, "broker answers"));
+    }
+    let broker = format!("brokers/{}", PCS[0]);
+    let pc = format!("provider-configs/{}", PCS[0]);
+
+    // The provider has noticed: everything of that ProviderConfig is the broker's.
+    let noticed = healthy
+        .clone()
+        .set("brokers", down(PCS[0]))
+        .set(
+            "provider-configs",
+            obs(PCS[0], Status::Fail, "connection refused"),
+        )
+        .set("backend-status", obs(PCS[0], Status::Fail, "degraded"))
+        .set("managed-resources", fails_by("serviceinstances", &[PCS[0]]));
+    let report = once(&r, noticed.snapshot());
+    assert_eq!(cause(&report, &pc), by(&broker, &broker));
+    assert_eq!(
+        cause(&report, &format!("backend-status/{}", PCS[0])),
+        by(&broker, &pc)
+    );
+    assert_eq!(
+        cause(&report, "managed-resources/serviceinstances"),
+        by(&broker, &pc)
+    );
+    assert_eq!(
+        roots(&report)
+            .iter()
+            .map(|(n, x)| (n.as_str(), x.len()))
+            .collect::<Vec<_>>(),
+        [(broker.as_str(), 3)],
+        "told once"
+    );
+
+    // Not yet noticed: the ProviderConfig still passes, the kind fails by it already.
+    let report = once(
+        &r,
+        healthy
+            .clone()
+            .set("brokers", down(PCS[0]))
+            .set("managed-resources", fails_by("serviceinstances", &[PCS[0]]))
+            .set("managed-resources", fails_by("backups", &[PCS[0], PCS[1]]))
+            .snapshot(),
+    );
+    assert_eq!(
+        cause(&report, "managed-resources/serviceinstances"),
+        by(&broker, &broker)
+    );
+    assert_eq!(
+        cause(&report, "managed-resources/backups"),
+        None,
+        "it would fail by the other ProviderConfig, whose broker answers"
+    );
+
+    // Unrelated: another broker down, the app cluster's broker of the same name down, or this broker
+    // answering with an untrusted certificate explain nothing of this ProviderConfig.
+    for (check, o) in [
+        ("brokers", down(PCS[1])),
+        ("app-brokers", down(PCS[0])),
+        (
+            "brokers",
+            obs(PCS[0], Status::Warn, "certificate is not trusted"),
+        ),
+    ] {
+        let report = once(
+            &r,
+            healthy
+                .clone()
+                .set(check, o)
+                .set(
+                    "provider-configs",
+                    obs(PCS[0], Status::Fail, "connection refused"),
+                )
+                .set("managed-resources", fails_by("serviceinstances", &[PCS[0]]))
+                .snapshot(),
+        );
+        assert_eq!(cause(&report, &pc), None, "{check}");
+        assert_eq!(
+            cause(&report, "managed-resources/serviceinstances"),
+            by(&pc, &pc),
+            "{check}"
+        );
+    }
+}
+
 /// Causes change wording and alerting, never a verdict: the same observations with and without a silent
 /// cluster behind them are counted alike by both endpoints.
 #[test]

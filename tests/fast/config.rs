@@ -67,6 +67,30 @@ fn the_shipped_config_is_valid() {
     Config::from_toml(&out).expect("the printed configuration is itself valid");
 }
 
+/// The shipped, commented-out `broker` check is valid once uncommented, in each shipped configuration.
+#[test]
+fn the_shipped_broker_check_is_valid_uncommented() {
+    for file in ["config.toml", "deploy/sidecar/config.toml"] {
+        let shipped = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR")))
+            .expect("read");
+        let start = shipped
+            .find("# [[check]]\n# name = \"brokers\"")
+            .unwrap_or_else(|| panic!("{file} ships the broker check"));
+        let block: String = shipped[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let config = Config::from_toml(&format!("{shipped}\n{block}")).expect("valid");
+        let brokers = config
+            .checks
+            .iter()
+            .find(|c| c.name == "brokers")
+            .expect("the check");
+        assert_eq!(brokers.settings.type_name(), "broker", "{file}");
+    }
+}
+
 #[test]
 fn environment_overrides_the_file_and_flags_override_the_environment() {
     let env = [

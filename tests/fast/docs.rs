@@ -144,6 +144,10 @@ type = "app-cluster-binding"
 [[check]]
 name = "managed-resources"
 type = "managed-resources"
+
+[[check]]
+name = "brokers"
+type = "broker"
 "#;
 
 #[test]
@@ -196,6 +200,7 @@ async fn the_metrics_reference_is_the_codes() {
         .wait_for("/metrics", "series of every family", |r| {
             [
                 "_managed_resources{",
+                "crossplane_managed_resource_synced{",
                 "_upstream_request_duration_seconds_count{",
                 "_watch_restarts_total{",
             ]

@@ -69,6 +69,15 @@ async fn each_kind_is_one_item_that_counts_its_resources_in_text_json_the_page_a
             "{kind} {state}"
         );
     }
+    // The same counts under Crossplane's names, labelled as crossplane-runtime labels them.
+    for (kind, n) in [("ServiceInstance", 1.0), ("Restore", 1.0)] {
+        for gauge in ["exists", "ready", "synced"] {
+            let series = format!(
+                "crossplane_managed_resource_{gauge}{{gvk=\"dataservices.anynines.com/v1, Kind={kind}\"}} "
+            );
+            assert_eq!(common::metric_value(&metrics, &series), Some(n), "{series}");
+        }
+    }
 
     // No resources at all: a kind passes with its words in JSON.
     assert!(cp.remove_managed(ManagedKind::Restore, "pg-prod-7-restore"));
@@ -142,11 +151,33 @@ async fn one_tenants_failure_warns_and_a_brokers_systemic_failure_fails_readyz()
         .wait_for("/readyz?verbose", "the broker's fault", |r| r.status == 503)
         .await;
     let failed = line(&r.body, "managed-resources/serviceinstances");
+    // One reason, five resources: counted once, with the first three names.
     assert!(
         failed.starts_with(
-            "[-]managed-resources/serviceinstances failed: 30 of 35 ready, 5 failing: pg-prod-7 ("
+            "[-]managed-resources/serviceinstances failed: 30 of 35 ready, 5 failing: 5× Synced=False, \
+ReconcileError: create failed: cannot provision: quota exceeded for plan postgresql-single-nano — pg-prod-7, \
+redis-service-broker-failing-00000, redis-service-broker-failing-00001 and 2 more;"
         ),
         "{failed}"
+    );
+    let doc = svc.get("/readyz?format=json").await.json();
+    let instances = json_items(&doc, "managed-resources")
+        .into_iter()
+        .find(|i| i["componentId"] == "serviceinstances")
+        .expect("serviceinstances");
+    let output = instances["output"].as_str().unwrap_or_default();
+    assert!(
+        output.contains(
+            "5× Synced=False, ReconcileError: create failed: cannot provision: quota exceeded for plan \
+postgresql-single-nano — pg-prod-7 (providerConfigRef postgresql-service-broker), \
+redis-service-broker-failing-00000 (providerConfigRef redis-service-broker)"
+        ),
+        "{output}"
+    );
+    let page = svc.get("/").await.body;
+    assert!(
+        page.contains("5× Synced=False, ReconcileError: create failed"),
+        "the page shows the group"
     );
     assert!(
         failed.ends_with("; at least 3 and more than 10% of one ProviderConfig's serviceinstances fail: redis-service-broker (4 of 4 failing)"),

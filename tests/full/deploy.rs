@@ -736,6 +736,8 @@ fn services_and_ingress() {
         (443, "TCP"),
         (6443, "TCP"),
         (8081, "TCP"),
+        // A `broker` check's brokers, at the port of Klutch's examples.
+        (3000, "TCP"),
     ] {
         assert!(
             ports("egress").contains(&(needed.0, needed.1.to_string())),

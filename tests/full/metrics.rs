@@ -284,3 +284,76 @@ async fn endpoint_up_of_readyz_is_0_while_shutting_down() {
     assert_eq!(svc.get("/readyz").await.status, 503);
     assert_eq!(svc.wait_exit().await, Some(0));
 }
+
+/// Crossplane's managed-resource gauges, as klutch-health exports them for the simulated control plane,
+/// valid for `promtool check metrics` and answering PromQL queries written for Crossplane's providers, in
+/// `promtool test rules` over exactly the samples scraped.
+#[tokio::test]
+async fn crossplane_managed_resource_gauges_answer_crossplanes_queries() {
+    let cp = klutch_sim::SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    let svc = Service::synced(&cp, "", &[]).await;
+    let m = svc
+        .wait_for("/metrics", "Crossplane's gauges", |r| {
+            r.body.contains("crossplane_managed_resource_synced{")
+        })
+        .await
+        .body;
+    let (ok, msg) = promtool_check(&m);
+    assert!(ok, "promtool check metrics: {msg}\n{m}");
+    let input: String = m
+        .lines()
+        .filter(|l| l.starts_with("crossplane_managed_resource_"))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(series, v)| format!("      - series: '{series}'\n        values: '{v}'\n"))
+        .collect();
+    let instance = r#"gvk="dataservices.anynines.com/v1, Kind=ServiceInstance""#;
+    let tests = format!(
+        r#"rule_files: []
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+{input}    promql_expr_test:
+      - expr: 'crossplane_managed_resource_exists{{{instance}}}'
+        eval_time: 0m
+        exp_samples:
+          - labels: 'crossplane_managed_resource_exists{{{instance}}}'
+            value: 1
+      - expr: 'count(crossplane_managed_resource_exists)'
+        eval_time: 0m
+        exp_samples:
+          - labels: '{{}}'
+            value: 4
+      - expr: 'crossplane_managed_resource_ready{{gvk=~".*Kind=Restore"}} / crossplane_managed_resource_exists'
+        eval_time: 0m
+        exp_samples:
+          - labels: '{{gvk="dataservices.anynines.com/v1, Kind=Restore"}}'
+            value: 1
+      - expr: 'crossplane_managed_resource_exists - crossplane_managed_resource_synced'
+        eval_time: 0m
+        exp_samples:
+{unsynced}"#,
+        unsynced = ["ServiceInstance", "ServiceBinding", "Backup", "Restore"]
+            .iter()
+            .map(|k| format!(
+                "          - labels: '{{gvk=\"dataservices.anynines.com/v1, Kind={k}\"}}'\n            value: 0\n"
+            ))
+            .collect::<String>(),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("crossplane.yaml");
+    std::fs::write(&file, &tests).expect("write the rules test");
+    let out = Command::new(promtool())
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}\n{tests}\n{m}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -183,6 +183,7 @@ impl ManagedResources {
     pub fn rules(&self, kind: &str) -> Rules {
         Rules {
             kind: kind.to_string(),
+            gvk: format!("{}/{}, Kind={}", self.group, self.version, kind_of(kind)).into(),
             create_timeout: self
                 .create_timeouts
                 .get(kind)

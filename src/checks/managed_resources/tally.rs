@@ -4,7 +4,8 @@
 //! its resources.
 //! Its item is a pure function of the counts, the settings and the time.
 
-use std::cmp::Ordering;
+use std::borrow::Cow;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,15 @@ use super::Share;
 use crate::clock::{Due, Moment};
 use crate::human;
 use crate::kubernetes::watch::{Tally, WatchState};
-use crate::report::{StateCounts, Status};
+use crate::report::{CrossplaneCounts, StateCounts, Status};
 use crate::signals::{Fact, Observation};
 
-/// Failing resources named in the text line.
-pub const NAMED_IN_TEXT: usize = 5;
-/// Failing resources named, each with its ProviderConfig, in JSON `output` and on the status page.
+/// Reasons the text line shows, the most frequent first, and failing resources it names per reason.
+pub const REASONS_IN_TEXT: usize = 3;
+pub const NAMED_PER_REASON_IN_TEXT: usize = 3;
+/// Reasons shown in JSON `output` and on the status page, and failing resources named there in all, each
+/// with its ProviderConfig (at least 2 per reason).
+pub const REASONS_IN_DETAIL: usize = 10;
 pub const NAMED_IN_DETAIL: usize = 20;
 /// ProviderConfigs named when several fail systemically.
 const NAMED_PROVIDER_CONFIGS: usize = 5;
@@ -45,6 +49,9 @@ pub enum Supersede {
 pub struct Rules {
     /// The resource's plural (`serviceinstances`): the item's name.
     pub kind: String,
+    /// Its group, version and kind as Crossplane's metrics label them
+    /// (`dataservices.anynines.com/v1, Kind=ServiceInstance`).
+    pub gvk: Arc<str>,
     pub create_timeout: Duration,
     pub delete_timeout: Duration,
     /// Objects whose names match are left out entirely.
@@ -62,6 +69,9 @@ struct Record {
     state: State,
     /// Creating or deleting for longer than its timeout: counts as failing.
     timed_out: bool,
+    /// Its `Ready` and its `Synced` condition are `True`: what Crossplane's metrics count, whatever its state.
+    ready_true: bool,
+    synced_true: bool,
     /// Creating or deleting since (Unix seconds).
     since: Option<i64>,
     /// Its creation (Unix seconds), which orders Backups and Restores.
@@ -95,7 +105,14 @@ struct Counts {
     by_provider_config: HashMap<Arc<str>, [u64; 5]>,
     /// Not judged: an older Backup of the same instance, an older Restore of the same backup.
     superseded: u64,
+    /// Every resource held (judged or superseded) with `Ready=True`, and with `Synced=True`.
+    ready_true: u64,
+    synced_true: u64,
     failing: BTreeSet<Arc<str>>,
+    /// The failing ones by why they fail ([`reason`]), and those reasons by how many fail for each, the
+    /// most first: what the messages group by, kept per event so that showing the top few is cheap.
+    reasons: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    by_frequency: BTreeSet<(Reverse<usize>, Arc<str>)>,
     /// (deadline in Unix seconds, name) of each creating or deleting resource not yet timed out.
     deadlines: BTreeSet<(i64, Arc<str>)>,
 }
@@ -145,6 +162,7 @@ impl Counts {
             } else {
                 self.failing.remove(name);
             }
+            self.regroup(&reason(rules, r), name, add);
         }
         if let Some(deadline) = deadline(rules, r) {
             if add {
@@ -153,6 +171,62 @@ impl Counts {
                 self.deadlines.remove(&(deadline, name.clone()));
             }
         }
+    }
+}
+
+impl Counts {
+    /// Adds `name` to (or takes it from) the failing resources of `reason`.
+    fn regroup(&mut self, reason: &str, name: &Arc<str>, add: bool) {
+        let key = self
+            .reasons
+            .get_key_value(reason)
+            .map_or_else(|| Arc::from(reason), |(k, _)| k.clone());
+        let members = self.reasons.entry(key.clone()).or_default();
+        self.by_frequency
+            .remove(&(Reverse(members.len()), key.clone()));
+        if add {
+            members.insert(name.clone());
+        } else {
+            members.remove(name);
+        }
+        if members.is_empty() {
+            self.reasons.remove(reason);
+        } else {
+            self.by_frequency.insert((Reverse(members.len()), key));
+        }
+    }
+
+    /// Adds (or takes away) one held resource's `Ready=True` and `Synced=True`.
+    fn conditions(&mut self, r: &Record, add: bool) {
+        for (n, on) in [
+            (&mut self.ready_true, r.ready_true),
+            (&mut self.synced_true, r.synced_true),
+        ] {
+            if on {
+                *n = if add {
+                    n.saturating_add(1)
+                } else {
+                    n.saturating_sub(1)
+                };
+            }
+        }
+    }
+}
+
+/// Why a failing resource fails, as its failing resources are grouped: its conditions' words, or how long
+/// it may be creating or deleting (not since when: that differs for each).
+fn reason<'a>(rules: &Rules, r: &'a Record) -> Cow<'a, str> {
+    let words = r.why.as_deref().unwrap_or("");
+    match (r.timed_out, r.state) {
+        (true, State::Creating) => Cow::Owned(format!(
+            "creating longer than create_timeout {} ({words})",
+            human::duration(rules.create_timeout)
+        )),
+        (true, State::Deleting) => Cow::Owned(format!(
+            "deleting longer than delete_timeout {}: a finalizer that is never removed?",
+            human::duration(rules.delete_timeout)
+        )),
+        _ => Cow::Borrowed(words),
     }
 }
 
@@ -213,6 +287,8 @@ impl KindTally {
         let record = Record {
             state: judged.state,
             timed_out: false,
+            ready_true: facts.ready.as_ref().is_some_and(|c| c.is("True")),
+            synced_true: facts.synced.as_ref().is_some_and(|c| c.is("True")),
             since: judged.since.map(|t| t.as_second()),
             created: facts.created.map_or(0, |t| t.as_second()),
             epoch: self.epoch,
@@ -285,6 +361,7 @@ impl KindTally {
             self.counts.count(&self.rules, name, old, false);
         }
         if let Some(old) = self.records.remove(name) {
+            self.counts.conditions(&old, false);
             if let Some(g) = &old.group {
                 if let Some(members) = self.groups.get_mut(g) {
                     let member = (old.created, name.clone());
@@ -298,6 +375,7 @@ impl KindTally {
             }
         }
         if let Some(record) = new {
+            self.counts.conditions(&record, true);
             if let Some(g) = &record.group {
                 let members = self.groups.entry(g.clone()).or_default();
                 let member = (record.created, name.clone());
@@ -420,8 +498,8 @@ impl KindTally {
         let mut text_names = String::new();
         let mut detail_names = String::new();
         if n(State::Failing) > 0 {
-            text_names = self.named(NAMED_IN_TEXT, false, now.wall);
-            detail_names = self.named(NAMED_IN_DETAIL, true, now.wall);
+            text_names = self.grouped(false, now.wall);
+            detail_names = self.grouped(true, now.wall);
         }
         let systemic = self.systemic();
         let mut tail = String::new();
@@ -459,7 +537,13 @@ impl KindTally {
         summary.push_str(&tail);
         let mut item = Observation::new(rules.kind.clone(), status, summary, now.wall)
             .detail(detail)
-            .counts(StateCounts::from(counts));
+            .counts(StateCounts::from(counts))
+            .crossplane(CrossplaneCounts {
+                gvk: rules.gvk.clone(),
+                exists: self.records.len() as u64,
+                ready: c.ready_true,
+                synced: c.synced_true,
+            });
         if !systemic.is_empty() {
             item = item.with_fact(Fact::FailsWithin(
                 systemic.into_iter().map(|(pc, _, _)| pc).collect(),
@@ -468,27 +552,67 @@ impl KindTally {
         (item, next)
     }
 
-    /// `: pg-prod-7 (Synced=False, ReconcileError: …), … and 3 more`: the first `limit` failing by name,
-    /// each with its ProviderConfig when `with_provider_config`.
-    fn named(&self, limit: usize, with_provider_config: bool, now: Timestamp) -> String {
+    /// The failing resources grouped by why they fail, the most frequent reason first: `: 98×
+    /// Synced=False, ReconcileError: quota exceeded — pg-00000, pg-00001, pg-00002 and 95 more; pg-prod-7
+    /// (Synced=False, ReconcileError: …)` (a reason of one resource reads as that resource with its words).
+    /// In `detail`, more reasons and names, each name with its ProviderConfig.
+    fn grouped(&self, detail: bool, now: Timestamp) -> String {
         let c = &self.counts;
-        let mut shown = Vec::new();
-        for name in c.failing.iter().take(limit) {
-            let Some(r) = self.records.get(name) else {
+        let (reasons, named) = if detail {
+            let shown = c.by_frequency.len().clamp(1, REASONS_IN_DETAIL);
+            (REASONS_IN_DETAIL, (NAMED_IN_DETAIL / shown).max(2))
+        } else {
+            (REASONS_IN_TEXT, NAMED_PER_REASON_IN_TEXT)
+        };
+        let mut groups = Vec::new();
+        for (Reverse(n), reason) in c.by_frequency.iter().take(reasons) {
+            let Some(members) = c.reasons.get(reason) else {
                 continue;
             };
-            let mut why = self.why(r, now);
-            if with_provider_config {
-                why = format!("providerConfigRef {}; {why}", show_pc(&r.provider_config));
+            let shown: Vec<String> = members
+                .iter()
+                .take(named)
+                .filter_map(|name| {
+                    let r = self.records.get(name)?;
+                    Some(match (*n, detail) {
+                        (1, false) => format!("{name} ({})", self.why(r, now)),
+                        (1, true) => format!(
+                            "{name} (providerConfigRef {}; {})",
+                            show_pc(&r.provider_config),
+                            self.why(r, now)
+                        ),
+                        (_, false) => name.to_string(),
+                        (_, true) => {
+                            format!("{name} (providerConfigRef {})", show_pc(&r.provider_config))
+                        }
+                    })
+                })
+                .collect();
+            let more = n.saturating_sub(shown.len());
+            let mut group = if *n == 1 {
+                shown.join(", ")
+            } else {
+                format!("{n}× {reason} — {}", shown.join(", "))
+            };
+            if more > 0 {
+                group.push_str(&format!(" and {more} more"));
             }
-            shown.push(format!("{name} ({why})"));
+            groups.push(group);
         }
-        let more = c.failing.len().saturating_sub(shown.len());
-        let mut out = format!(": {}", shown.join(", "));
-        if more > 0 {
-            out.push_str(&format!(" and {more} more"));
+        let left: usize = c
+            .by_frequency
+            .iter()
+            .skip(reasons)
+            .map(|(Reverse(n), _)| n)
+            .sum();
+        if left > 0 {
+            let other = c.by_frequency.len() - reasons;
+            groups.push(format!(
+                "and {left} more failing for {other} other reason{}",
+                if other == 1 { "" } else { "s" }
+            ));
         }
-        out
+        format!(": {}", groups.join("; "))
     }
 
     /// Why a failing resource fails: its conditions, or how long it has been creating or deleting.
@@ -745,38 +869,88 @@ mod tests {
         );
     }
 
+    /// A failing resource of one fault with its reason when its reason is its own.
+    fn failing_with(name: &str, pc: &str, message: &str) -> Managed {
+        let mut o = mr(name, pc, "failing");
+        o.facts.synced = cond("False", "ReconcileError", message, T0);
+        o
+    }
+
     #[test]
-    fn text_names_five_and_json_twenty_each_with_its_provider_config() {
+    fn failing_resources_are_grouped_by_reason_the_most_frequent_first() {
         let mut t = tally_of(
             "serviceinstances",
             (0..25).map(|i| mr(&format!("r-{i:02}"), "redis", "failing")),
         );
         let o = item(&mut t, T0);
-        let names = |s: &str| s.matches(" (").count();
-        assert!(o.message.ends_with(" and 20 more; at least 3 and more than 10% of one ProviderConfig's serviceinstances fail: redis (25 of 25 failing)"), "{}", o.message);
         assert_eq!(
-            names(&o.message),
-            6,
-            "five resources and the ProviderConfig: {}",
-            o.message
+            o.message,
+            "0 of 25 ready, 25 failing: 25× Synced=False, ReconcileError: cannot provision: quota exceeded — \
+r-00, r-01, r-02 and 22 more; at least 3 and more than 10% of one ProviderConfig's serviceinstances fail: redis (25 of 25 failing)"
+        );
+        let detail = o.detail.expect("detail");
+        assert_eq!(
+            detail.matches("(providerConfigRef redis)").count(),
+            NAMED_IN_DETAIL,
+            "{detail}"
         );
         assert!(
-            o.message
-                .starts_with("0 of 25 ready, 25 failing: r-00 (Synced=False"),
+            detail.contains("r-19 (providerConfigRef redis) and 5 more;"),
+            "{detail}"
+        );
+
+        // Two faults among many: both visible in the one line, each counted once, with a few names.
+        for i in 0..3 {
+            t.upsert(failing_with(
+                &format!("pg-{i}"),
+                "pg",
+                "create failed: plan postgresql-nano is unknown",
+            ));
+        }
+        t.upsert(failing_with("pg-9", "pg", "connection refused"));
+        let o = item(&mut t, T0);
+        assert!(
+            o.message.starts_with(
+                "0 of 29 ready, 29 failing: 25× Synced=False, ReconcileError: cannot provision: quota exceeded — \
+r-00, r-01, r-02 and 22 more; 3× Synced=False, ReconcileError: create failed: plan postgresql-nano is unknown — \
+pg-0, pg-1, pg-2; pg-9 (Synced=False, ReconcileError: connection refused); at least"
+            ),
             "{}",
             o.message
         );
         let detail = o.detail.expect("detail");
-        assert_eq!(
-            detail.matches("providerConfigRef redis;").count(),
-            20,
-            "{detail}"
-        );
         assert!(
-            detail.contains("r-19 (providerConfigRef redis; ") && !detail.contains("r-20 ("),
+            detail.contains(
+                "3× Synced=False, ReconcileError: create failed: plan postgresql-nano is unknown — \
+pg-0 (providerConfigRef pg), pg-1 (providerConfigRef pg), pg-2 (providerConfigRef pg); \
+pg-9 (providerConfigRef pg; Synced=False, ReconcileError: connection refused)"
+            ),
             "{detail}"
         );
-        assert!(detail.contains(" and 5 more;"), "{detail}");
+
+        // More reasons than the line shows: the rest are counted, not dropped.
+        for i in 0..4 {
+            t.upsert(failing_with(&format!("x-{i}"), "x", &format!("fault {i}")));
+        }
+        let o = item(&mut t, T0);
+        assert!(
+            o.message
+                .contains("; and 4 more failing for 4 other reasons; at least"),
+            "{}",
+            o.message
+        );
+        // A group that shrinks to one resource reads as that resource again.
+        for i in 0..2 {
+            t.remove(&format!("pg-{i}"));
+        }
+        let o = item(&mut t, T0);
+        assert!(
+            o.message.contains(
+                "; pg-2 (Synced=False, ReconcileError: create failed: plan postgresql-nano is unknown)"
+            ),
+            "{}",
+            o.message
+        );
     }
 
     /// 80 failing Redis instances beside 1 000 healthy PostgreSQL ones: 7 % of the kind, but every one of
@@ -1162,6 +1336,53 @@ mod tests {
 
     /// What a stored resource costs, measured: the record itself, its name, its map entry. Whatever the
     /// object's size on the wire, this is what stays.
+    /// Crossplane counts every resource held (superseded ones too) and its conditions as they are: a
+    /// resource `Ready=True` but `Synced=False` is ready and not synced there, and failing here.
+    #[test]
+    fn crossplane_counts_every_resource_and_its_conditions_as_they_are() {
+        let mut backups = mr("b-old", "pc", "ready");
+        backups.facts.instance_name = Some("pg".into());
+        let mut newer = mr("b-new", "pc", "failing");
+        newer.facts.instance_name = Some("pg".into());
+        newer.facts.created = Some(at("2026-12-01T11:30:00Z"));
+        let mut t = tally_of(
+            "backups",
+            [
+                backups,
+                newer,
+                mr("a", "pc", "ready"),
+                mr("b", "pc", "creating"),
+                mr("c", "pc", "deleting"),
+                mr("d", "pc", "paused"),
+            ],
+        );
+        let o = item(&mut t, "2026-12-01T12:00:00Z");
+        assert_eq!(
+            (
+                count(&o, "ready"),
+                count(&o, "failing"),
+                count(&o, "superseded")
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            o.crossplane,
+            Some(CrossplaneCounts {
+                gvk: "dataservices.anynines.com/v1, Kind=Backup".into(),
+                exists: 6,
+                // All but the creating one; the failing one among them.
+                ready: 5,
+                synced: 5,
+            })
+        );
+        t.remove("b-new");
+        let o = item(&mut t, "2026-12-01T12:00:00Z");
+        assert_eq!(
+            o.crossplane.map(|c| (c.exists, c.ready, c.synced)),
+            Some((5, 4, 5))
+        );
+    }
+
     #[test]
     fn a_record_is_small() {
         assert!(
@@ -1310,8 +1531,35 @@ mod tests {
             let counts: Vec<u64> = o.counts.as_ref().expect("counts").iter().map(|(_, n)| *n).collect();
             let (want, failing) = from_scratch(&truth, &r, now);
             prop_assert_eq!(counts, want);
+            let is_true = |c: &Option<Condition>| c.as_ref().is_some_and(|c| c.is("True"));
+            let crossplane = o.crossplane.as_ref().expect("Crossplane's counts");
+            prop_assert_eq!(
+                (crossplane.exists, crossplane.ready, crossplane.synced),
+                (
+                    truth.len() as u64,
+                    truth.values().filter(|o| is_true(&o.facts.ready)).count() as u64,
+                    truth.values().filter(|o| is_true(&o.facts.synced)).count() as u64,
+                )
+            );
             prop_assert_eq!(t.counts.failing.iter().map(|n| n.to_string()).collect::<Vec<_>>(), failing);
             prop_assert_eq!(t.held(), truth.len());
+            // The groups by reason are the failing ones, each under its own reason, counted by size.
+            let mut reasons: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+            for name in &t.counts.failing {
+                let r = &t.records[name];
+                reasons.entry(reason(t.rules(), r).into_owned()).or_default().insert(name.to_string());
+            }
+            let kept: BTreeMap<String, std::collections::BTreeSet<String>> = t
+                .counts
+                .reasons
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|n| n.to_string()).collect()))
+                .collect();
+            prop_assert_eq!(&kept, &reasons);
+            let sizes: Vec<(usize, String)> = t.counts.by_frequency.iter().map(|(Reverse(n), k)| (*n, k.to_string())).collect();
+            let mut want: Vec<(usize, String)> = reasons.iter().map(|(k, v)| (v.len(), k.clone())).collect();
+            want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            prop_assert_eq!(sizes, want);
         }
     }
 }
