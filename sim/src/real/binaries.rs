@@ -1,5 +1,6 @@
 //! Where the real control plane's binaries are: `$KLUTCH_CONTROLPLANE_BIN_DIR` (set by `.ci/run`), else what
-//! `controlplane/build.sh` builds or finds in its cache (minutes when cold, at once when warm).
+//! `controlplane/build.sh` builds or finds in its cache (minutes when cold, at once when warm); Helm's likewise
+//! (`$KLUTCH_HELM_BIN_DIR`, else `controlplane/build.sh controlplane/helm`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +40,7 @@ impl Binaries {
 fn locate() -> anyhow::Result<Binaries> {
     let dir = match std::env::var_os(BIN_DIR_VAR) {
         Some(dir) => PathBuf::from(dir),
-        None => build()?,
+        None => build(None)?,
     };
     let bins = Binaries {
         controlplane: dir.join("controlplane"),
@@ -55,18 +56,49 @@ fn locate() -> anyhow::Result<Binaries> {
     Ok(bins)
 }
 
-/// Runs `controlplane/build.sh` (its progress goes to this process's stderr) and reads the directory it prints.
-fn build() -> anyhow::Result<PathBuf> {
+/// The environment variable naming the directory that holds `helm`.
+pub const HELM_DIR_VAR: &str = "KLUTCH_HELM_BIN_DIR";
+
+/// Helm (`helm`, from the release `controlplane/helm/go.mod` pins): found or built once per process, like
+/// [`Binaries::get`].
+pub fn helm() -> anyhow::Result<PathBuf> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let dir = match std::env::var_os(HELM_DIR_VAR) {
+                Some(dir) => PathBuf::from(dir),
+                None => build(Some("controlplane/helm")).map_err(|e| format!("{e:#}"))?,
+            };
+            let helm = dir.join("helm");
+            if helm.is_file() {
+                Ok(helm)
+            } else {
+                Err(format!(
+                    "{} is missing: run controlplane/build.sh controlplane/helm and set {HELM_DIR_VAR} to the \
+                     directory it prints",
+                    helm.display()
+                ))
+            }
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Runs `controlplane/build.sh [MODULE]` (its progress goes to this process's stderr) and reads the directory
+/// it prints.
+fn build(module: Option<&str>) -> anyhow::Result<PathBuf> {
     let script = repo_root().join("controlplane/build.sh");
     let out = Command::new("bash")
         .arg(&script)
+        .args(module.map(|m| repo_root().join(m)))
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))?;
     anyhow::ensure!(
         out.status.success(),
-        "{} failed ({}): the real control plane cannot be built here (it needs Go and the Go module proxy)",
+        "{} {} failed ({}): it cannot be built here (it needs Go and the Go module proxy)",
         script.display(),
+        module.unwrap_or_default(),
         out.status
     );
     let text = String::from_utf8_lossy(&out.stdout);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 
-pub use binaries::{repo_root, Binaries, BIN_DIR_VAR};
+pub use binaries::{helm, repo_root, Binaries, BIN_DIR_VAR, HELM_DIR_VAR};
 pub use mirror::Mirror;
 pub use process::tail;
 use process::Process;
