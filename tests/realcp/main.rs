@@ -10,6 +10,7 @@ mod estate;
 
 mod events;
 mod faults;
+mod helm;
 mod operation;
 mod parity;
 mod rbac;
