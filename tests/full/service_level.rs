@@ -843,7 +843,7 @@ async fn a_central_prometheus_federating_two_control_planes_alerts_for_each_apar
         .await;
     assert!(
         firing.iter().all(|(_, cp, _)| cp == "cp-b"),
-        "an alert about cp-a: {firing:?}"
+        "an alert not about cp-b: {firing:?}"
     );
 
     // cp-b's klutch-health goes dark: its Prometheus marks the series stale, /federate stops carrying them,
@@ -862,6 +862,6 @@ async fn a_central_prometheus_federating_two_control_planes_alerts_for_each_apar
         .await;
     assert!(
         now.iter().all(|(_, cp, _)| cp == "cp-b"),
-        "an alert about cp-a: {now:?}"
+        "an alert not about cp-b: {now:?}"
     );
 }
