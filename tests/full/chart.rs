@@ -316,10 +316,19 @@ fn the_runbooks_base_url_is_a_setting_of_the_chart_and_the_kustomize_base() {
     assert_eq!(values["monitoring"]["runbookUrl"], default.as_str());
 
     let wiki = "https://wiki.example.org/platform/klutch-alerts";
-    let fleet = "https://git.example.com/platform/klutch-health/-/blob/main/docs/operators/alerts.md";
+    let fleet =
+        "https://git.example.com/platform/klutch-health/-/blob/main/docs/operators/alerts.md";
     for (what, objects, base) in [
-        ("deploy/monitoring", render("deploy/monitoring"), default.as_str()),
-        ("deploy/fleet-example", render("deploy/fleet-example"), fleet),
+        (
+            "deploy/monitoring",
+            render("deploy/monitoring"),
+            default.as_str(),
+        ),
+        (
+            "deploy/fleet-example",
+            render("deploy/fleet-example"),
+            fleet,
+        ),
         (
             "the chart's default",
             template(&["--set", "monitoring.prometheusRule=true"]),

@@ -77,7 +77,8 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_real_control_plane() 
     let release = ["klutch-health", CHART, "-n", NAMESPACE];
 
     // Install: every object the chart renders, the monitoring ones included, accepted by the real server.
-    let monitoring = "monitoring.serviceMonitor=true,monitoring.prometheusRule=true,monitoring.dashboard=true";
+    let monitoring =
+        "monitoring.serviceMonitor=true,monitoring.prometheusRule=true,monitoring.dashboard=true";
     let mut install = vec!["install"];
     install.extend(release);
     install.extend(["--set", monitoring]);
@@ -105,7 +106,10 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_real_control_plane() 
         "configmap/klutch-health-dashboard",
         "ingress.networking.k8s.io/klutch-health",
     ] {
-        assert!(installed.contains(kind), "{kind} not installed:\n{installed}");
+        assert!(
+            installed.contains(kind),
+            "{kind} not installed:\n{installed}"
+        );
     }
 
     // klutch-health as the chart's ServiceAccount, with the chart's config (as the pod would mount it).
@@ -150,7 +154,10 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_real_control_plane() 
         "description = \"Klutch control plane\"",
         "description = \"upgraded by helm\"",
     );
-    assert!(changed.contains("upgraded by helm"), "the shipped description moved");
+    assert!(
+        changed.contains("upgraded by helm"),
+        "the shipped description moved"
+    );
     let changed_file = home.path().join("config.toml");
     std::fs::write(&changed_file, &changed).expect("config");
     let set_file = format!("config={}", changed_file.display());
