@@ -9,20 +9,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use klutch_sim::real::KLUTCH_HEALTH;
-use serde_json::Value;
+use klutch_sim::real::{KLUTCH_HEALTH, PROVIDER_ANYNINES};
+use serde_json::{json, Value};
 
 use crate::common::{config_for_test, Service};
 use crate::estate::{get, until, wait_for, Estate, NAMESPACE};
-use crate::rbac::all_ok;
+use crate::rbac::{a_whole_run_without_a_403, all_ok};
+use crate::sidecar::klutchs_runtime_config;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/klutch-health");
 /// How long one `helm` command may take before the test kills it and fails.
 const HELM_DEADLINE: Duration = Duration::from_secs(120);
 
-/// `helm ARGS` against the control plane as admin, killed past [`HELM_DEADLINE`]; its standard output, or a
-/// failure showing its errors.
-async fn helm(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
+/// `helm ARGS` against the control plane as admin, killed past [`HELM_DEADLINE`]: (succeeded, stdout, stderr).
+async fn helm_output(kubeconfig: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
     let bin = klutch_sim::real::helm().unwrap_or_else(|e| panic!("no helm: {e}"));
     let run = tokio::process::Command::new(bin)
         .arg("--kubeconfig")
@@ -37,13 +37,18 @@ async fn helm(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
         .await
         .unwrap_or_else(|_| panic!("helm {args:?}: no answer within {HELM_DEADLINE:?}"))
         .expect("run helm");
-    assert!(
+    (
         out.status.success(),
-        "helm {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like [`helm_output`]; its standard output, or a failure showing its errors.
+async fn helm(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = helm_output(kubeconfig, home, args).await;
+    assert!(ok, "helm {args:?} failed: {err}");
+    out
 }
 
 /// The installed config.toml (the ConfigMap klutch-health-config).
@@ -239,4 +244,124 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_the_real_control_plane() 
         .is_some(),
         "the Lease klutch-health wrote stays, as the install page says"
     );
+}
+
+/// The containers of the DeploymentRuntimeConfig `provider-anynines`, by name.
+fn container_names(drc: &Value) -> Vec<String> {
+    drc["spec"]["deploymentTemplate"]["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The sidecar variant by Helm, as the install page says: Helm refuses to install over Klutch's own
+/// DeploymentRuntimeConfig, and adopting it does not work (Helm patches a custom resource by comparing its
+/// own manifests, so the adopted object keeps Klutch's containers without the sidecar); deleted first, the
+/// chart's object has Klutch's probe and the sidecar, the chart's RBAC is all provider-anynines'
+/// ServiceAccount needs, and `helm uninstall` deletes the object.
+#[tokio::test]
+async fn the_charts_sidecar_replaces_klutchs_runtime_config_as_the_install_page_says() {
+    let mut estate = Estate::own_without_deploy().await;
+    let kubeconfig = estate.cp.admin_kubeconfig();
+    let home = tempfile::tempdir().expect("helm's home");
+    let drc = "/apis/pkg.crossplane.io/v1beta1/deploymentruntimeconfigs/provider-anynines";
+    estate
+        .cp
+        .kubectl(&["apply", "-f", "-"], Some(&klutchs_runtime_config()))
+        .await
+        .expect("Klutch's DeploymentRuntimeConfig");
+    let install = [
+        "install",
+        "klutch-health",
+        CHART,
+        "-n",
+        NAMESPACE,
+        "--set",
+        "variant=sidecar",
+    ];
+    let (ok, _, err) = helm_output(&kubeconfig, home.path(), &install).await;
+    assert!(
+        !ok,
+        "helm installed over Klutch's DeploymentRuntimeConfig without adopting it"
+    );
+    assert!(err.contains("invalid ownership metadata"), "{err}");
+
+    // Adopted: Helm takes it over and leaves it as it was.
+    for args in [
+        vec![
+            "label",
+            "deploymentruntimeconfig",
+            "provider-anynines",
+            "app.kubernetes.io/managed-by=Helm",
+        ],
+        vec![
+            "annotate",
+            "deploymentruntimeconfig",
+            "provider-anynines",
+            "meta.helm.sh/release-name=klutch-health",
+            "meta.helm.sh/release-namespace=crossplane-system",
+        ],
+    ] {
+        estate.cp.kubectl(&args, None).await.expect("adopt");
+    }
+    helm(&kubeconfig, home.path(), &install).await;
+    let adopted = get(&estate.admin, drc)
+        .await
+        .expect("the DeploymentRuntimeConfig");
+    assert_eq!(
+        container_names(&adopted),
+        ["package-runtime"],
+        "the install page says an adopted object keeps Klutch's containers: {adopted}"
+    );
+    helm(
+        &kubeconfig,
+        home.path(),
+        &["uninstall", "klutch-health", "-n", NAMESPACE],
+    )
+    .await;
+
+    // The documented way: Klutch's object deleted first, the chart's in its place.
+    let _ = estate
+        .cp
+        .kubectl(
+            &[
+                "delete",
+                "deploymentruntimeconfig",
+                "provider-anynines",
+                "--ignore-not-found",
+            ],
+            None,
+        )
+        .await;
+    helm(&kubeconfig, home.path(), &install).await;
+    let installed = get(&estate.admin, drc)
+        .await
+        .expect("the chart's DeploymentRuntimeConfig");
+    assert_eq!(
+        container_names(&installed),
+        ["package-runtime", "klutch-health"],
+        "{installed}"
+    );
+    assert_eq!(
+        installed["spec"]["deploymentTemplate"]["spec"]["template"]["spec"]["containers"][0]
+            ["readinessProbe"],
+        json!({"httpGet": {"path": "/healthz", "port": 8081}}),
+        "Klutch's probe of package-runtime: {installed}"
+    );
+
+    a_whole_run_without_a_403(&mut estate, "deploy/sidecar/config.toml", PROVIDER_ANYNINES).await;
+
+    helm(
+        &kubeconfig,
+        home.path(),
+        &["uninstall", "klutch-health", "-n", NAMESPACE],
+    )
+    .await;
+    until(
+        "the DeploymentRuntimeConfig deleted with the release",
+        async || get(&estate.admin, drc).await.is_none().then_some(()),
+    )
+    .await;
 }
