@@ -251,7 +251,7 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
         relabelings
     );
     // The example of docs/operators/alerts.md ("One control plane or a fleet") names its control plane and sets its own
-    // objective; nothing else differs.
+    // objective and runbook; nothing else differs.
     let example = render("deploy/fleet-example");
     let mut named = service_monitor_relabelings(&example);
     assert_eq!(named[0]["replacement"], "prod-eu-1");
@@ -263,6 +263,18 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
     assert_eq!(objective["record"], "klutch_health:slo_objective:ratio");
     assert_eq!(objective["expr"], "vector(0.995)");
     objective["expr"] = "vector(0.999)".into();
+    let fleet_runbook =
+        "https://git.example.com/platform/klutch-health/-/blob/main/docs/operators/alerts.md#";
+    for group in example_rules.as_array_mut().expect("groups") {
+        for rule in group["rules"].as_array_mut().expect("rules") {
+            if let Some(url) = rule["annotations"]["runbook_url"].as_str() {
+                let anchor = url
+                    .strip_prefix(fleet_runbook)
+                    .unwrap_or_else(|| panic!("the example's runbook_url {url}"));
+                rule["annotations"]["runbook_url"] = format!("{RUNBOOK_URL}#{anchor}").into();
+            }
+        }
+    }
     assert_eq!(example_rules, rules(&monitoring));
 }
 
