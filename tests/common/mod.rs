@@ -391,6 +391,12 @@ pub fn full_config(backend_url: &str, extra: &str) -> String {
 pub fn shipped_config(file: &str, backend_url: &str, extra: &str) -> String {
     let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    config_for_test(&shipped, backend_url, extra)
+}
+
+/// A configuration as shipped (`shipped`: its text, e.g. from an installed ConfigMap) made to run in a test:
+/// its public listener on a free port, its backend-status checks polling `backend_url`, `extra` appended.
+pub fn config_for_test(shipped: &str, backend_url: &str, extra: &str) -> String {
     let mut doc: toml::Table = shipped.parse().expect("shipped config is TOML");
     // The shipped public port would collide between tests: a free one instead, found by `public_addr`.
     if let Some(server) = doc.get_mut("server").and_then(toml::Value::as_table_mut) {

@@ -8,6 +8,7 @@ mod common;
 mod kubelet;
 mod kustomize;
 
+mod chart;
 mod consumers;
 mod container;
 mod deploy;

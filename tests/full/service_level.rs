@@ -251,7 +251,7 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
         relabelings
     );
     // The example of docs/operators/alerts.md ("One control plane or a fleet") names its control plane and sets its own
-    // objective; nothing else differs.
+    // objective and runbook; nothing else differs.
     let example = render("deploy/fleet-example");
     let mut named = service_monitor_relabelings(&example);
     assert_eq!(named[0]["replacement"], "prod-eu-1");
@@ -263,6 +263,18 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
     assert_eq!(objective["record"], "klutch_health:slo_objective:ratio");
     assert_eq!(objective["expr"], "vector(0.995)");
     objective["expr"] = "vector(0.999)".into();
+    let fleet_runbook =
+        "https://git.example.com/platform/klutch-health/-/blob/main/docs/operators/alerts.md#";
+    for group in example_rules.as_array_mut().expect("groups") {
+        for rule in group["rules"].as_array_mut().expect("rules") {
+            if let Some(url) = rule["annotations"]["runbook_url"].as_str() {
+                let anchor = url
+                    .strip_prefix(fleet_runbook)
+                    .unwrap_or_else(|| panic!("the example's runbook_url {url}"));
+                rule["annotations"]["runbook_url"] = format!("{RUNBOOK_URL}#{anchor}").into();
+            }
+        }
+    }
     assert_eq!(example_rules, rules(&monitoring));
 }
 
@@ -763,4 +775,105 @@ async fn a_real_prometheus_shows_two_control_planes_apart_on_every_panel() {
     let png = draw(&picture_data(&shown));
     eprintln!("DASHBOARD every panel's data, drawn: {}", png.display());
     proc.assert_running();
+}
+
+/// The fleet by federation, as docs/operators/alerts.md describes it: each control plane's own Prometheus
+/// scrapes its klutch-health through the shipped ServiceMonitor's relabeling, and a central one scrapes both
+/// at `/federate` (`honor_labels`, klutch-health's series only) and evaluates the shipped rules. There the
+/// broken control plane pages under its own name, the healthy one never, and one whose klutch-health goes dark
+/// is reported absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_prometheus_federating_two_control_planes_alerts_for_each_apart() {
+    let (a, b) = (Rig::start().await, Rig::start().await);
+    let service_monitor = find(&render("deploy/monitoring"), "ServiceMonitor").clone();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let (_pa, prom_a) = prometheus::start(
+        dirs[0].path(),
+        json!([scrape_job(&service_monitor, FLEET[0], a.svc.addr)]),
+        RULE_FOR,
+    )
+    .await;
+    let (_pb, prom_b) = prometheus::start(
+        dirs[1].path(),
+        json!([scrape_job(&service_monitor, FLEET[1], b.svc.addr)]),
+        RULE_FOR,
+    )
+    .await;
+    let federate = json!([{
+        "job_name": "federate",
+        "honor_labels": true,
+        "metrics_path": "/federate",
+        "params": {"match[]": ["{__name__=~\"klutch_health_.*\"}"]},
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "static_configs": [{"targets": [prom_a.to_string(), prom_b.to_string()]}],
+    }]);
+    // Federated samples carry their timestamps, so the central Prometheus never marks them stale: a dark
+    // control plane's last samples stand for the lookback delta (5 minutes by default), shortened here.
+    let (mut central, prom) = prometheus::start_with(
+        dirs[2].path(),
+        federate,
+        RULE_FOR,
+        &["--query.lookback-delta=10s"],
+    )
+    .await;
+
+    // Both control planes' series arrive, each under its own name, with the labels the rules use.
+    let readyz = prometheus::query(r#"klutch_health_endpoint_up{endpoint="readyz"}"#);
+    let series = central
+        .wait_until("both control planes federated", async || {
+            let data = prometheus::api(prom, &readyz).await?;
+            let result = data["result"].as_array()?.clone();
+            (result.len() == FLEET.len()).then_some(result)
+        })
+        .await;
+    let names: BTreeSet<&str> = series
+        .iter()
+        .map(|s| s["metric"]["control_plane"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, FLEET.into_iter().collect(), "{series:?}");
+    for s in &series {
+        for label in ["namespace", "pod"] {
+            assert!(s["metric"][label].is_string(), "{label} missing on {s}");
+        }
+    }
+
+    // cp-b breaks: the central Prometheus pages for cp-b, never for cp-a.
+    b.cp.degrade_provider_config("postgresql-service-broker", "connection refused");
+    let page = (
+        "KlutchControlPlaneNotReady".to_string(),
+        "cp-b".to_string(),
+        "firing".to_string(),
+    );
+    let firing = central
+        .wait_until("cp-b's page at the central Prometheus", async || {
+            let now = alerts(prom).await;
+            now.contains(&page).then_some(now)
+        })
+        .await;
+    assert!(
+        firing.iter().all(|(_, cp, _)| cp == "cp-b"),
+        "an alert not about cp-b: {firing:?}"
+    );
+
+    // cp-b's klutch-health goes dark: its Prometheus marks the series stale, /federate stops carrying them,
+    // and once the lookback delta has passed the central one reports cp-b absent.
+    drop(b);
+    let absent = (
+        "KlutchHealthAbsent".to_string(),
+        "cp-b".to_string(),
+        "firing".to_string(),
+    );
+    let now = central
+        .wait_until("cp-b absent at the central Prometheus", async || {
+            let now = alerts(prom).await;
+            now.contains(&absent).then_some(now)
+        })
+        .await;
+    assert!(
+        now.iter().all(|(_, cp, _)| cp == "cp-b"),
+        "an alert not about cp-b: {now:?}"
+    );
 }

@@ -7,11 +7,17 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod estate;
+// Real programs (Prometheus, promtool) as the full tier runs them.
+#[allow(dead_code)]
+#[path = "../full/consumers/programs.rs"]
+mod programs;
 
 mod controllers;
 mod events;
 mod faults;
+mod helm;
 mod operation;
+mod operator;
 mod parity;
 mod rbac;
 mod sidecar;

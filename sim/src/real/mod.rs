@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 
-pub use binaries::{repo_root, Binaries, BIN_DIR_VAR};
+pub use binaries::{
+    helm, prometheus, prometheus_operator, repo_root, Binaries, BIN_DIR_VAR, HELM_DIR_VAR,
+    PROMETHEUS_DIR_VAR, PROMETHEUS_OPERATOR_DIR_VAR,
+};
 pub use mirror::Mirror;
-pub use process::tail;
-use process::Process;
+pub use process::{tail, Process};
 pub use proxy::{Proxy, ProxyMode};
 pub use rest::{kind_of, object_path, path_of, Answer, Rest};
 

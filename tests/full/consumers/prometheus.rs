@@ -12,6 +12,16 @@ pub async fn start(
     scrape_configs: serde_json::Value,
     rule_for: &str,
 ) -> (Program, SocketAddr) {
+    start_with(dir, scrape_configs, rule_for, &[]).await
+}
+
+/// Like [`start`], with more command-line flags.
+pub async fn start_with(
+    dir: &Path,
+    scrape_configs: serde_json::Value,
+    rule_for: &str,
+    flags: &[&str],
+) -> (Program, SocketAddr) {
     let prometheus = binary("prometheus", "prometheus");
     let rules = dir.join("rules.yml");
     let (shipped, shipped_count) = shipped_rules(Some(rule_for));
@@ -24,15 +34,13 @@ pub async fn start(
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, serde_yaml_ng::to_string(&config).expect("YAML")).expect("config");
     let prom = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut proc = Program::start(
-        &prometheus,
-        &[
-            format!("--config.file={}", cfg.display()),
-            format!("--storage.tsdb.path={}", dir.join("data").display()),
-            format!("--web.listen-address={prom}"),
-        ],
-        dir,
-    );
+    let mut args = vec![
+        format!("--config.file={}", cfg.display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address={prom}"),
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let mut proc = Program::start(&prometheus, &args, dir);
     let groups = proc
         .wait_until("Prometheus to load the rules", async || {
             api(prom, "/api/v1/rules").await
