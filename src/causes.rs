@@ -150,28 +150,9 @@ resources whose `providerConfigRef` names them (every ProviderConfig past `fail_
 kind is bad), those of a `provider-config` check of the same cluster (and of the same package, where both name \
 one)",
         causes: |w, e| {
-            let Some(Fact::FailsWithin(pcs)) = &e.fact else {
-                return Vec::new();
-            };
-            if e.check_type != ManagedResources::NAME {
-                return Vec::new();
-            }
             // Every ProviderConfig the kind fails by must be bad, else it would fail without these too. A
             // same-named one of another cluster or package is another ProviderConfig.
-            let mut causes = Vec::with_capacity(pcs.len());
-            for pc in pcs.iter() {
-                let bad = w
-                    .of_type_named(ProviderConfig::NAME, pc)
-                    .iter()
-                    .copied()
-                    .filter(|&id| same_place(&w.nodes[id], e))
-                    .find(|&id| w.nodes[id].bad());
-                match bad {
-                    Some(id) => causes.push(id),
-                    None => return Vec::new(),
-                }
-            }
-            causes
+            each_provider_config(e, |pc| bad_provider_config(w, e, pc))
         },
     },
     Rule {
@@ -200,36 +181,42 @@ one)",
 resources of ProviderConfigs whose broker fails (of its cluster) or which fail, before provider-anynines has \
 noticed",
         causes: |w, e| {
-            let Some(Fact::FailsWithin(pcs)) = &e.fact else {
-                return Vec::new();
-            };
-            if e.check_type != ManagedResources::NAME {
-                return Vec::new();
-            }
-            let mut causes = Vec::with_capacity(pcs.len());
-            for pc in pcs.iter() {
-                let broker = w
-                    .of_type_named(Broker::NAME, pc)
+            each_provider_config(e, |pc| {
+                w.of_type_named(Broker::NAME, pc)
                     .iter()
                     .copied()
                     .filter(|&id| w.nodes[id].cluster == e.cluster)
-                    .find(|&id| w.nodes[id].status == Status::Fail);
-                let config = || {
-                    w.of_type_named(ProviderConfig::NAME, pc)
-                        .iter()
-                        .copied()
-                        .filter(|&id| same_place(&w.nodes[id], e))
-                        .find(|&id| w.nodes[id].bad())
-                };
-                match broker.or_else(config) {
-                    Some(id) => causes.push(id),
-                    None => return Vec::new(),
-                }
-            }
-            causes
+                    .find(|&id| w.nodes[id].status == Status::Fail)
+                    .or_else(|| bad_provider_config(w, e, pc))
+            })
         },
     },
 ];
+
+/// For a `managed-resources` kind that fails only by the resources of some ProviderConfigs: the item that
+/// `explain` finds for each of them, or none at all when one of them has none (the kind would fail without
+/// the others too).
+fn each_provider_config(e: &Node<'_>, explain: impl Fn(&str) -> Option<usize>) -> Vec<usize> {
+    let Some(Fact::FailsWithin(pcs)) = &e.fact else {
+        return Vec::new();
+    };
+    if e.check_type != ManagedResources::NAME {
+        return Vec::new();
+    }
+    pcs.iter()
+        .map(|pc| explain(pc))
+        .collect::<Option<_>>()
+        .unwrap_or_default()
+}
+
+/// The bad ProviderConfig item named `pc` of `e`'s place (cluster, package).
+fn bad_provider_config(w: &World<'_>, e: &Node<'_>, pc: &str) -> Option<usize> {
+    w.of_type_named(ProviderConfig::NAME, pc)
+        .iter()
+        .copied()
+        .filter(|&id| same_place(&w.nodes[id], e))
+        .find(|&id| w.nodes[id].bad())
+}
 
 /// Whether two items are of the same cluster, and of the same package where both name one.
 fn same_place(a: &Node<'_>, b: &Node<'_>) -> bool {

@@ -15,7 +15,6 @@
 //! The watch is the part [`crate::reserved::WATCH`] (its waiting and broken states land there); the probes
 //! are the part [`PROBES`], published after each round. Probes run on their own clock, never per request.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use kube::api::{ApiResource, GroupVersionKind, ObjectMeta};
-use kube::core::DynamicResourceScope;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -276,32 +274,7 @@ impl BrokerConfig {
     }
 }
 
-impl kube::Resource for BrokerConfig {
-    type DynamicType = ApiResource;
-    type Scope = DynamicResourceScope;
-
-    fn kind(dt: &ApiResource) -> Cow<'_, str> {
-        dt.kind.as_str().into()
-    }
-    fn group(dt: &ApiResource) -> Cow<'_, str> {
-        dt.group.as_str().into()
-    }
-    fn version(dt: &ApiResource) -> Cow<'_, str> {
-        dt.version.as_str().into()
-    }
-    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
-        dt.api_version.as_str().into()
-    }
-    fn plural(dt: &ApiResource) -> Cow<'_, str> {
-        dt.plural.as_str().into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.meta
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.meta
-    }
-}
+crate::checks::dynamic_resource!(BrokerConfig);
 
 /// The wire shape, reduced to the fields read.
 #[derive(Deserialize)]

@@ -36,6 +36,40 @@ use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
 use crate::values::KeyError;
 
+/// Makes `$t` a Kubernetes resource of a kind named at run time (an `ApiResource`), for a check's own
+/// reduced object type that keeps only what it reads and its metadata in a field `meta`.
+macro_rules! dynamic_resource {
+    ($t:ty) => {
+        impl kube::Resource for $t {
+            type DynamicType = kube::api::ApiResource;
+            type Scope = kube::core::DynamicResourceScope;
+
+            fn kind(dt: &kube::api::ApiResource) -> std::borrow::Cow<'_, str> {
+                dt.kind.as_str().into()
+            }
+            fn group(dt: &kube::api::ApiResource) -> std::borrow::Cow<'_, str> {
+                dt.group.as_str().into()
+            }
+            fn version(dt: &kube::api::ApiResource) -> std::borrow::Cow<'_, str> {
+                dt.version.as_str().into()
+            }
+            fn api_version(dt: &kube::api::ApiResource) -> std::borrow::Cow<'_, str> {
+                dt.api_version.as_str().into()
+            }
+            fn plural(dt: &kube::api::ApiResource) -> std::borrow::Cow<'_, str> {
+                dt.plural.as_str().into()
+            }
+            fn meta(&self) -> &kube::api::ObjectMeta {
+                &self.meta
+            }
+            fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+                &mut self.meta
+            }
+        }
+    };
+}
+pub(crate) use dynamic_resource;
+
 /// Every check type, by the name written in `type = "…"`.
 pub const TYPES: &[Registration] = &[
     Registration::of::<backend_status::BackendStatus>(),

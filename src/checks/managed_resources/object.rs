@@ -5,11 +5,8 @@
 //! [`MESSAGE_LIMIT`] bytes) — and nothing else: no JSON tree, no managed fields, no spec. serde skips every
 //! other field without keeping it. Every string kept is bounded ([`crate::human::cut`]): tenants write them.
 
-use std::borrow::Cow;
-
 use jiff::Timestamp;
-use kube::api::{ApiResource, ObjectMeta};
-use kube::core::DynamicResourceScope;
+use kube::api::ObjectMeta;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -89,32 +86,7 @@ impl Managed {
     }
 }
 
-impl kube::Resource for Managed {
-    type DynamicType = ApiResource;
-    type Scope = DynamicResourceScope;
-
-    fn kind(dt: &ApiResource) -> Cow<'_, str> {
-        dt.kind.as_str().into()
-    }
-    fn group(dt: &ApiResource) -> Cow<'_, str> {
-        dt.group.as_str().into()
-    }
-    fn version(dt: &ApiResource) -> Cow<'_, str> {
-        dt.version.as_str().into()
-    }
-    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
-        dt.api_version.as_str().into()
-    }
-    fn plural(dt: &ApiResource) -> Cow<'_, str> {
-        dt.plural.as_str().into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.meta
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.meta
-    }
-}
+crate::checks::dynamic_resource!(Managed);
 
 /// The wire shape, reduced to the fields read; every other field is skipped by serde as it is parsed.
 #[derive(Deserialize)]
