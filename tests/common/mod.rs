@@ -422,3 +422,46 @@ pub fn kubeconfig(api: &klutch_sim::FakeApi, dir: &std::path::Path) -> String {
     api.write_kubeconfig(&path).expect("kubeconfig");
     path.display().to_string()
 }
+
+/// `path` asked every `every` from now until [`Poller::stop`], each answer kept (each request bounded by
+/// [`REQUEST_TIMEOUT`]): what a load balancer saw across a change.
+pub struct Poller {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Resp>>,
+}
+
+impl Poller {
+    pub fn start(addr: SocketAddr, path: &str, every: Duration) -> Poller {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), path.to_string());
+        let task = tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut tick = tokio::time::interval(every);
+            while !flag.load(Ordering::SeqCst) {
+                tick.tick().await;
+                answers.push(request(addr, "GET", &path, &[]).await);
+            }
+            answers
+        });
+        Poller { stop, task }
+    }
+
+    /// Every answer since the start.
+    pub async fn stop(self) -> Vec<Resp> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the poller")
+    }
+}
+
+/// Asserts that there were answers and every one was 200; `what` names the scenario.
+pub fn all_200(answers: &[Resp], what: &str) {
+    let failing: Vec<&Resp> = answers.iter().filter(|r| r.status != 200).collect();
+    assert!(
+        !answers.is_empty() && failing.is_empty(),
+        "{what}: {} of {} answers were not 200; the first:\n{}",
+        failing.len(),
+        answers.len(),
+        failing.first().map_or("", |r| r.body.as_str())
+    );
+}

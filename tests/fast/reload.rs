@@ -479,28 +479,13 @@ async fn a_kubeconfig_fixed_in_place_is_picked_up() {
     std::mem::forget(dir);
 }
 
-/// Polls `/readyz` of `addr` every 20 ms until told to stop; returns every answer other than 200.
-fn poll_readyz(
-    addr: std::net::SocketAddr,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Vec<common::Resp>>,
-) {
-    let (stop, mut stopped) = tokio::sync::oneshot::channel();
-    let poller = tokio::spawn(async move {
-        let mut bad = Vec::new();
-        loop {
-            let r = common::request(addr, "GET", "/readyz?verbose", &[]).await;
-            if r.status != 200 {
-                bad.push(r);
-            }
-            tokio::select! {
-                _ = &mut stopped => return bad,
-                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
-            }
-        }
-    });
-    (stop, poller)
+/// `/readyz?verbose` asked every 20 ms from now on.
+fn poll_readyz(addr: std::net::SocketAddr) -> common::Poller {
+    common::Poller::start(
+        addr,
+        "/readyz?verbose",
+        std::time::Duration::from_millis(20),
+    )
 }
 
 /// A reload that changes only how held objects are judged (a threshold, an `ignore` glob, a timeout, a poll's
@@ -554,7 +539,7 @@ async fn a_reload_that_changes_how_objects_are_judged_lists_nothing_and_never_fa
             .count()
     };
 
-    let (stop, poller) = poll_readyz(svc.addr);
+    let poller = poll_readyz(svc.addr);
     let logs_before = svc.logs().len();
     cp.api.reset_requests();
     let mut reloads = svc.logged("configuration reloaded").len();
@@ -612,14 +597,7 @@ async fn a_reload_that_changes_how_objects_are_judged_lists_nothing_and_never_fa
         svc.reloads(reloads).await;
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
-    stop.send(()).expect("the poller runs");
-    let bad = poller.await.expect("the poller");
-    assert!(
-        bad.is_empty(),
-        "{} answers other than 200 across the reloads, the first: {:?}",
-        bad.len(),
-        bad.first()
-    );
+    common::all_200(&poller.stop().await, "the reloads");
     let unknown: Vec<_> = svc.logs()[logs_before..]
         .iter()
         .filter(|l| l.contains("-> unknown"))
@@ -658,7 +636,7 @@ async fn a_rewritten_kubeconfig_with_a_new_token_restarts_nothing_and_the_new_to
         r.status == 200 && !r.body.contains("waiting for initial sync")
     })
     .await;
-    let (stop, poller) = poll_readyz(svc.addr);
+    let poller = poll_readyz(svc.addr);
     cp.api.reset_requests();
     let reloads = svc.logged("configuration reloaded").len();
     let rewritten = format!(
@@ -680,14 +658,7 @@ async fn a_rewritten_kubeconfig_with_a_new_token_restarts_nothing_and_the_new_to
             .then_some(())
     })
     .await;
-    stop.send(()).expect("the poller runs");
-    let bad = poller.await.expect("the poller");
-    assert!(
-        bad.is_empty(),
-        "{} non-200 answers: {:?}",
-        bad.len(),
-        bad.first()
-    );
+    common::all_200(&poller.stop().await, "the kubeconfig rewrite");
     let lists: Vec<_> = cp
         .api
         .requests()

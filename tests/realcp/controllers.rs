@@ -6,14 +6,12 @@
 //! own (a kube-controller-manager, a kube-scheduler and two kwoks beside etcd and the API server): about 20 s
 //! alone, its start included.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use klutch_sim::real::{Part, Rest, KLUTCH_HEALTH, NODES, NODE_GRACE};
 use serde_json::{json, Value};
 
-use crate::common::{line, Resp, Service};
+use crate::common::{all_200, line, Poller, Resp, Service};
 use crate::estate::{get, wait_for, Estate, DEADLINE};
 
 const BACKEND: &str = "/apis/apps/v1/namespaces/bind/deployments/anynines-backend";
@@ -149,46 +147,9 @@ async fn pods(admin: &Rest, namespace: &str, selector: &str) -> Vec<Value> {
     answer["items"].as_array().cloned().unwrap_or_default()
 }
 
-/// `/readyz?format=json` asked every 50 ms from now until [`Poller::stop`], each answer kept (each request
-/// bounded by the suite's request timeout).
-struct Poller {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<Resp>>,
-}
-
-impl Poller {
-    fn start(svc: &Service) -> Poller {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (addr, flag) = (svc.addr, stop.clone());
-        let task = tokio::spawn(async move {
-            let mut answers = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            while !flag.load(Ordering::SeqCst) {
-                tick.tick().await;
-                answers.push(crate::common::request(addr, "GET", "/readyz?format=json", &[]).await);
-            }
-            answers
-        });
-        Poller { stop, task }
-    }
-
-    /// Every answer since the start.
-    async fn stop(self) -> Vec<Resp> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await.expect("the poller")
-    }
-}
-
-/// Asserts that every answer was 200; `what` names the scenario.
-fn all_200(answers: &[Resp], what: &str) {
-    let failing: Vec<&Resp> = answers.iter().filter(|r| r.status != 200).collect();
-    assert!(
-        !answers.is_empty() && failing.is_empty(),
-        "{what}: {} of {} answers were not 200; the first:\n{}",
-        failing.len(),
-        answers.len(),
-        failing.first().map_or("", |r| r.body.as_str())
-    );
+/// `/readyz?format=json` asked every 50 ms from now until [`Poller::stop`].
+fn poll_readyz(svc: &Service) -> Poller {
+    Poller::start(svc.addr, "/readyz?format=json", Duration::from_millis(50))
 }
 
 /// The JSON `output` of `check/item` in an answer (`None` when the item says nothing beyond its status).
@@ -239,7 +200,7 @@ async fn running() -> (Estate, Service) {
 #[tokio::test]
 async fn a_rolling_update_of_the_backend_never_fails_readyz() {
     let (estate, svc) = running().await;
-    let poller = Poller::start(&svc);
+    let poller = poll_readyz(&svc);
     merge(
         &estate.admin,
         BACKEND,
@@ -271,7 +232,7 @@ async fn a_rolling_update_of_the_backend_never_fails_readyz() {
 #[tokio::test]
 async fn a_stuck_rollout_warns_and_fails_only_when_too_few_serve() {
     let (estate, svc) = running().await;
-    let poller = Poller::start(&svc);
+    let poller = poll_readyz(&svc);
     // The stall shows after half of the 10 s deadline without progress, the deadline itself after 10 s.
     merge(
         &estate.admin,
@@ -344,7 +305,7 @@ async fn a_stuck_rollout_warns_and_fails_only_when_too_few_serve() {
 async fn a_lost_pod_or_node_never_fails_readyz_and_no_replica_does() {
     let (mut estate, svc) = running().await;
 
-    let poller = Poller::start(&svc);
+    let poller = poll_readyz(&svc);
     let victim = pods(&estate.admin, "bind", "app=anynines-backend").await[0].clone();
     let name = victim["metadata"]["name"].as_str().expect("a pod name");
     estate
@@ -367,7 +328,7 @@ async fn a_lost_pod_or_node_never_fails_readyz_and_no_replica_does() {
     // A node stops heartbeating: its pod turns not Ready once the node lifecycle controller calls the node
     // lost, is evicted 5 s later and replaced on the other node. The node lost is one that does not run
     // provider-anynines' one replica: losing that would be a real outage of the provider.
-    let poller = Poller::start(&svc);
+    let poller = poll_readyz(&svc);
     let provider_nodes: Vec<String> = pods(
         &estate.admin,
         "crossplane-system",
@@ -460,7 +421,7 @@ async fn a_lost_pod_or_node_never_fails_readyz_and_no_replica_does() {
 #[tokio::test]
 async fn a_crash_looping_provider_is_named_and_is_the_root_cause() {
     let (estate, svc) = running().await;
-    let poller = Poller::start(&svc);
+    let poller = poll_readyz(&svc);
     merge(
         &estate.admin,
         PROVIDER,

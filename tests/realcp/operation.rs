@@ -6,36 +6,11 @@ use std::time::Duration;
 use klutch_sim::real::KLUTCH_HEALTH;
 use klutch_sim::{ManagedKind, ManagedState};
 
-use crate::common::{self, Resp};
+use crate::common;
 use crate::estate::{short, until, wait_for, Estate};
 
 /// Managed resources present while the operations run.
 const INSTANCES: usize = 2000;
-
-/// Polls `/readyz` of `addr` every 30 ms until told to stop; returns every answer other than 200.
-fn poll_readyz(
-    addr: std::net::SocketAddr,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<(usize, Vec<Resp>)>,
-) {
-    let (stop, mut stopped) = tokio::sync::oneshot::channel();
-    let poller = tokio::spawn(async move {
-        let (mut polls, mut bad) = (0, Vec::new());
-        loop {
-            let r = common::request(addr, "GET", "/readyz?verbose", &[]).await;
-            polls += 1;
-            if r.status != 200 {
-                bad.push(r);
-            }
-            tokio::select! {
-                _ = &mut stopped => return (polls, bad),
-                () = tokio::time::sleep(Duration::from_millis(30)) => {}
-            }
-        }
-    });
-    (stop, poller)
-}
 
 /// The LISTs klutch-health sent since audit event `from`.
 fn lists_since(estate: &Estate, from: usize) -> Vec<String> {
@@ -97,7 +72,7 @@ async fn editing_thresholds_and_rotating_the_token_never_fail_readyz_and_list_no
             .insert(key.into(), value);
     };
     let audit_from = estate.cp.audit_events().len();
-    let (stop, poller) = poll_readyz(svc.addr);
+    let poller = common::Poller::start(svc.addr, "/readyz?verbose", Duration::from_millis(30));
     let mut reloads = svc.logged("configuration reloaded").len();
     for (key, value) in [
         ("fail_share", toml::Value::from("29%")),
@@ -142,15 +117,9 @@ async fn editing_thresholds_and_rotating_the_token_never_fail_readyz_and_list_no
     )
     .await;
 
-    stop.send(()).expect("the poller runs");
-    let (polls, bad) = poller.await.expect("the poller");
-    assert!(polls > 20, "{polls} polls");
-    assert!(
-        bad.is_empty(),
-        "{} of {polls} answers were not 200; the first: {:?}",
-        bad.len(),
-        bad.first()
-    );
+    let answers = poller.stop().await;
+    assert!(answers.len() > 20, "{} polls", answers.len());
+    common::all_200(&answers, "the reloads and the rotation");
     assert_eq!(lists_since(&estate, audit_from), Vec::<String>::new());
     std::mem::forget(dir);
 }
