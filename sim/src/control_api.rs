@@ -61,6 +61,8 @@ pub const HELP: &str = "klutch-sim control API (POST unless noted):
   /api/down | /api/up | /api/cut-watches | /api/compact | /api/expire | /api/hang | /api/unhang
   /api/freeze | /api/unfreeze       accept connections, answer nothing, open watches fall silent
   /api/bookmarks/off | /api/bookmarks/on
+  /api/streaming/off | /api/streaming/on   streaming lists (sendInitialEvents) refused with 422, as with
+      the WatchList feature gate off (v1.33's default), or served (v1.34 on)
   /api/watch/forbidden | /api/watch/error | /api/watch/ok     watches fail (403, ERROR event); LIST works
   /api/watch/PLURAL/forbidden | …/error | …/ok                the same for one resource (e.g. pods)
   /api/endless/PLURAL/on | …/off    every LIST page of PLURAL (e.g. pods) continues forever
@@ -169,6 +171,8 @@ fn api_verb(cp: &SimControlPlane, rest: &[&str]) -> Outcome {
         ["unfreeze"] => api.set_frozen(false),
         ["bookmarks", "off"] => api.set_bookmarks(false),
         ["bookmarks", "on"] => api.set_bookmarks(true),
+        ["streaming", "off"] => api.set_streaming(false),
+        ["streaming", "on"] => api.set_streaming(true),
         ["watch", "forbidden"] => api.set_watch_fault(Some(WatchFault::Forbidden)),
         ["watch", "error"] => api.set_watch_fault(Some(WatchFault::ErrorEvent)),
         ["watch", "ok"] => api.set_watch_fault(None),

@@ -74,6 +74,11 @@ pub(crate) fn refused(e: &watcher::Error) -> bool {
     }
 }
 
+/// Whether a WATCH was refused as it started with `403 Forbidden`: an identity without the verb "watch".
+pub(crate) fn forbidden_watch(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 403)
+}
+
 /// Whether a WATCH was answered 429 or 5xx as it started: the API server is busy or its storage is
 /// (re)initializing, which is no refusal; the WATCH is asked again after a backoff.
 pub(crate) fn throttled(e: &watcher::Error) -> bool {

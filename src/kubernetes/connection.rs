@@ -54,6 +54,8 @@ pub(crate) struct Connection {
     pub client: Client,
     pub health: channel::Receiver<Health>,
     pub settings: Cluster,
+    /// Whether its server serves streaming lists, once a watch learned it: one server, one answer.
+    pub lists: super::lists::Lists,
     /// The client every request goes to, once made: replaced when the credentials change.
     made: Made,
 }
@@ -81,6 +83,7 @@ impl Connection {
             client,
             health,
             settings: settings.clone(),
+            lists: super::lists::Lists::default(),
             made,
         }
     }

@@ -4,5 +4,6 @@
 mod answers;
 pub(crate) mod api_errors;
 pub(crate) mod connection;
+pub(crate) mod lists;
 pub mod settings;
 pub(crate) mod watch;

@@ -33,7 +33,7 @@ fn lists_of(cp: &SimControlPlane, plural: &str) -> usize {
     cp.api
         .requests()
         .iter()
-        .filter(|r| !r.is_watch && r.method == "GET" && r.path.ends_with(plural))
+        .filter(|r| r.lists() && r.path.ends_with(plural))
         .count()
 }
 
@@ -233,6 +233,8 @@ async fn an_error_event_on_the_watch_is_a_warning_naming_it() {
 #[tokio::test]
 async fn a_forbidden_list_says_what_to_grant() {
     let cp = SimControlPlane::start().await.expect("sim");
+    // A LIST is refused, so the server lists in pages (a streaming list is authorized as a WATCH).
+    cp.api.set_streaming(false);
     cp.api.set_list_forbidden("deployments", true);
     let svc = service(&cp, &[]).await;
     let r = svc
@@ -250,6 +252,8 @@ async fn a_forbidden_list_says_what_to_grant() {
 #[tokio::test]
 async fn an_endless_list_fails_its_watch_at_max_objects() {
     let cp = SimControlPlane::start().await.expect("sim");
+    // Endless pages: a server that lists in pages.
+    cp.api.set_streaming(false);
     cp.api.set_endless_list("pods", true);
     let svc = service(&cp, &[("KLUTCH_HEALTH_KUBERNETES__MAX_OBJECTS", "300")]).await;
     let r = svc
@@ -281,7 +285,7 @@ async fn a_kubeconfig_that_appears_after_start_is_picked_up() {
     .await;
     let r = svc
         .wait_for("/readyz?verbose", "the reason", |r| {
-            r.body.contains(&format!("[-]providers/_watch failed: waiting for initial sync of providers.pkg.crossplane.io on cluster default: list on providers.pkg.crossplane.io failed: cannot use cluster default: cannot read kubeconfig {path}: ")) && r.body.contains("(retrying until it works)")
+            r.body.contains(&format!("[-]providers/_watch failed: waiting for initial sync of providers.pkg.crossplane.io on cluster default: watch on providers.pkg.crossplane.io failed: cannot use cluster default: cannot read kubeconfig {path}: ")) && r.body.contains("(retrying until it works)")
         })
         .await;
     assert_eq!(r.status, 503);

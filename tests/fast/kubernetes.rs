@@ -488,3 +488,78 @@ async fn events_and_watches_share_one_connection_to_the_cluster() {
         .collect();
     assert_eq!(ready.len(), 1, "{ready:#?}");
 }
+
+/// The requests that asked for a streaming list (a WATCH with `sendInitialEvents=true`).
+fn streaming_lists(cp: &SimControlPlane) -> usize {
+    cp.api
+        .requests()
+        .iter()
+        .filter(|r| r.is_watch && r.lists())
+        .count()
+}
+
+/// LISTs of watched collections (the paginated way).
+fn paged_lists(cp: &SimControlPlane) -> usize {
+    cp.api
+        .requests()
+        .iter()
+        .filter(|r| r.lists() && !r.is_watch && r.query.contains("limit="))
+        .count()
+}
+
+#[tokio::test]
+async fn a_server_that_serves_streaming_lists_is_never_listed_in_pages() {
+    let (cp, svc) = running("").await;
+    assert!(streaming_lists(&cp) > 0, "{:?}", cp.api.requests());
+    assert_eq!(paged_lists(&cp), 0, "{:?}", cp.api.requests());
+    assert_eq!(
+        svc.logged("the API server serves streaming lists").len(),
+        1,
+        "said once"
+    );
+    // Every watch relists (a 410 on each): streamed again.
+    let before = streaming_lists(&cp);
+    cp.api.expire_watches();
+    common::eventually("every watch streamed again", async || {
+        (streaming_lists(&cp) >= 2 * before).then_some(())
+    })
+    .await;
+    svc.wait_for("/readyz", "synced again", |r| r.status == 200)
+        .await;
+    assert_eq!(paged_lists(&cp), 0);
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_streaming_lists_is_listed_in_pages_and_asked_no_more() {
+    let cp = SimControlPlane::start()
+        .await
+        .expect("simulated control plane");
+    cp.api.set_streaming(false);
+    let svc = Service::synced(&cp, "", &[]).await;
+    let refused = streaming_lists(&cp);
+    // The watches that started before the first refusal came back each asked once, no more.
+    assert!(refused >= 1, "{:?}", cp.api.requests());
+    assert!(paged_lists(&cp) > 0);
+    let said = svc.logged("does not serve streaming lists");
+    assert_eq!(said.len(), 1, "said once: {said:?}");
+    assert!(
+        said[0]["answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("WatchList feature gate")),
+        "{said:?}"
+    );
+    assert!(
+        svc.logged("watch failed").is_empty(),
+        "a refused streaming list is no failure"
+    );
+    // Every watch relists: in pages at once, the server not asked again.
+    let lists = paged_lists(&cp);
+    cp.api.expire_watches();
+    common::eventually("every watch listed again", async || {
+        (paged_lists(&cp) >= 2 * lists).then_some(())
+    })
+    .await;
+    svc.wait_for("/readyz", "synced again", |r| r.status == 200)
+        .await;
+    assert_eq!(streaming_lists(&cp), refused, "asked no more");
+}

@@ -64,7 +64,7 @@ async fn sighup_applies_a_new_config_and_keeps_the_watches_of_unchanged_checks()
         cp.api
             .requests()
             .iter()
-            .filter(|q| q.method == "GET" && !q.is_watch && q.path.contains(path))
+            .filter(|q| q.lists() && q.path.contains(path))
             .count()
     };
     eventually("the added check to list its deployments", async || {
@@ -533,9 +533,7 @@ async fn a_reload_that_changes_how_objects_are_judged_lists_nothing_and_never_fa
         cp.api
             .requests()
             .iter()
-            .filter(|q| {
-                q.method == "GET" && !q.is_watch && q.path.contains("dataservices.anynines.com")
-            })
+            .filter(|q| q.lists() && q.path.contains("dataservices.anynines.com"))
             .count()
     };
 
@@ -663,7 +661,7 @@ async fn a_rewritten_kubeconfig_with_a_new_token_restarts_nothing_and_the_new_to
         .api
         .requests()
         .into_iter()
-        .filter(|q| q.method == "GET" && !q.is_watch && q.query.contains("limit="))
+        .filter(|q| q.lists() && (q.is_watch || q.query.contains("limit=")))
         .collect();
     assert!(lists.is_empty(), "relisted: {lists:?}");
     assert!(

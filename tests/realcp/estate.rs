@@ -297,3 +297,12 @@ pub async fn get(admin: &Rest, path: &str) -> Option<Value> {
     let a = admin.get(path).await.expect("GET");
     a.status.is_success().then_some(a.body)
 }
+
+/// Whether audit event `e` is a list of a collection as it completed: a LIST, or a streaming list (a WATCH
+/// asking for initial events, audited as it starts since it stays open).
+pub fn a_list(e: &Value) -> bool {
+    let uri = e["requestURI"].as_str().unwrap_or_default();
+    let streaming = uri.split(['?', '&']).any(|p| p == "sendInitialEvents=true");
+    (e["verb"] == "list" && e["stage"] == "ResponseComplete")
+        || (e["verb"] == "watch" && streaming && e["stage"] == "ResponseStarted")
+}

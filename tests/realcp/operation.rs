@@ -12,11 +12,11 @@ use crate::estate::{short, until, wait_for, Estate};
 /// Managed resources present while the operations run.
 const INSTANCES: usize = 2000;
 
-/// The LISTs klutch-health sent since audit event `from`.
+/// The lists (LISTs and streaming lists) klutch-health asked for since audit event `from`.
 fn lists_since(estate: &Estate, from: usize) -> Vec<String> {
     estate.cp.audit_events()[from..]
         .iter()
-        .filter(|e| e["user"]["username"] == KLUTCH_HEALTH.user() && e["verb"] == "list")
+        .filter(|e| e["user"]["username"] == KLUTCH_HEALTH.user() && crate::estate::a_list(e))
         .map(|e| e["requestURI"].as_str().unwrap_or_default().to_string())
         .collect()
 }

@@ -143,11 +143,11 @@ impl Poller {
     }
 }
 
-/// LISTs klutch-health sent (from the audit log), per request path.
+/// Lists klutch-health asked for (from the audit log), per request path: LISTs, and streaming lists.
 fn lists(estate: &Estate) -> std::collections::BTreeMap<String, usize> {
     let mut lists = std::collections::BTreeMap::new();
     for e in estate.cp.audit_events() {
-        if e["verb"] == "list" && e["stage"] == "ResponseComplete" {
+        if crate::estate::a_list(&e) {
             let uri = e["requestURI"].as_str().unwrap_or_default();
             let path = uri.split('?').next().unwrap_or_default().to_string();
             *lists.entry(path).or_default() += 1;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::status::{bad_request, not_found, object_not_found, ok, status, status_with};
+use super::status::{bad_request, invalid, not_found, object_not_found, ok, status, status_with};
 use super::store::{ResourceType, Store};
 use super::{lock, Body, FakeApi, WatchFault};
 use crate::selector::{field, label, Selector};
@@ -47,6 +47,11 @@ pub(super) struct ListQuery {
     pub bookmarks: bool,
     exact: bool,
     continue_from: Option<String>,
+    /// `sendInitialEvents=true`: a streaming list (a WATCH that starts with the current state and marks its
+    /// end with a BOOKMARK).
+    pub initial_events: bool,
+    /// `resourceVersionMatch=NotOlderThan`, which a streaming list must name.
+    not_older_than: bool,
 }
 
 impl ListQuery {
@@ -72,6 +77,33 @@ impl ListQuery {
                 .is_some_and(|v| v == "true"),
             exact: query.get("resourceVersionMatch").map(String::as_str) == Some("Exact"),
             continue_from: query.get("continue").filter(|c| !c.is_empty()).cloned(),
+            initial_events: query.get("sendInitialEvents").is_some_and(|v| v == "true"),
+            not_older_than: query.get("resourceVersionMatch").map(String::as_str)
+                == Some("NotOlderThan"),
+        })
+    }
+
+    /// Why this request's streaming-list parameters are refused, worded as kube-apiserver's validation
+    /// words it (`streaming`: whether the server serves streaming lists, its `WatchList` feature gate).
+    pub fn refused_streaming(&self, is_watch: bool, streaming: bool) -> Option<String> {
+        let mut errors = Vec::new();
+        if self.initial_events && !is_watch {
+            errors.push("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list");
+        }
+        if self.initial_events && is_watch {
+            if !self.not_older_than {
+                errors.push("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan");
+            }
+            if !streaming {
+                errors.push("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled");
+            }
+        }
+        if is_watch && self.not_older_than && !self.initial_events {
+            errors.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided");
+        }
+        (!errors.is_empty()).then(|| {
+            let detail = errors.join(", ");
+            format!("ListOptions.meta.k8s.io \"\" is invalid: {detail}")
         })
     }
 
@@ -123,6 +155,10 @@ impl FakeApi {
             Ok(q) => q,
             Err(e) => return bad_request(&e),
         };
+        let streaming = !self.inner.faults.borrow().no_streaming;
+        if let Some(why) = q.refused_streaming(is_watch, streaming) {
+            return invalid(&why);
+        }
         let rt = store.resources[resource].clone();
         if let Some(name) = target.name {
             return get_one(&store, resource, &rt, target.namespace, name);

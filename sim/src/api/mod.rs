@@ -57,6 +57,15 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
 }
 
+impl RecordedRequest {
+    /// Whether it asked for a collection's objects: a LIST (page), or a streaming list (a WATCH with
+    /// `sendInitialEvents=true`), which reads as much.
+    pub fn lists(&self) -> bool {
+        self.method == "GET"
+            && (!self.is_watch || self.query.split('&').any(|p| p == "sendInitialEvents=true"))
+    }
+}
+
 /// How watches fail while LIST keeps working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchFault {
@@ -75,6 +84,9 @@ struct Faults {
     latency: Duration,
     /// BOOKMARKs are never sent, even when asked for.
     no_bookmarks: bool,
+    /// Streaming lists (`sendInitialEvents`) are refused, as a server with the `WatchList` feature gate off
+    /// (the default of v1.33) refuses them.
+    no_streaming: bool,
     watch_fault: Option<WatchFault>,
     /// Per resource plural; wins over `watch_fault`.
     watch_fault_for: BTreeMap<String, WatchFault>,
@@ -297,6 +309,12 @@ current-context: fake\nusers:\n- name: fake\n  user:\n    token: {SERVICE_ACCOUN
     /// `false`: no BOOKMARK is ever sent, even to watches that allow them (a quiet real API server).
     pub fn set_bookmarks(&self, on: bool) {
         self.inner.faults.send_modify(|f| f.no_bookmarks = !on);
+    }
+
+    /// Serves streaming lists (`sendInitialEvents=true`), as v1.34 and later do by default, or refuses them
+    /// with `422 Invalid`, as a server with the `WatchList` feature gate off does.
+    pub fn set_streaming(&self, on: bool) {
+        self.inner.faults.send_modify(|f| f.no_streaming = !on);
     }
 
     /// Makes every new watch fail this way (`None`: watches work); LIST keeps working.

@@ -62,6 +62,11 @@ pub(super) fn bad_request(message: &str) -> Response<Body> {
     status(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
+/// `422 Invalid`, as the API server refuses parameters its validation rejects.
+pub(super) fn invalid(message: &str) -> Response<Body> {
+    status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+}
+
 /// The event a watch gets when its `resourceVersion` was compacted away.
 pub(super) fn expired_event(rv: u64, now: u64) -> Value {
     let message = format!("too old resource version: {rv} ({now})");

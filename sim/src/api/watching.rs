@@ -31,9 +31,19 @@ impl FakeApi {
         q: &ListQuery,
         matches: impl Fn(&Value) -> bool + Send + 'static,
     ) -> http::Response<Body> {
-        // "0" means "any version": start with the current state, like no version at all.
-        let from = q.rv.filter(|rv| *rv != 0);
+        // "0" means "any version": start with the current state, like no version at all. A streaming list
+        // starts with the current state whatever version it names (this store is never behind), and marks
+        // its end with a BOOKMARK.
+        let from = q.rv.filter(|rv| *rv != 0 && !q.initial_events);
         let mut first = initial_events(&store, resource, from, &matches);
+        if q.initial_events {
+            let mut object = json!({"apiVersion": rt.api_version(), "kind": rt.kind});
+            object["metadata"] = json!({
+                "resourceVersion": store.rv.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            });
+            first.push(json!({"type": "BOOKMARK", "object": object}));
+        }
         let expired = from.is_some_and(|rv| rv < store.compacted);
         if expired {
             first = vec![expired_event(from.unwrap_or(0), store.compacted)];

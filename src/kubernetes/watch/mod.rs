@@ -32,6 +32,7 @@ mod task;
 
 use super::api_errors::Resource as Described;
 use super::connection::{section, Connection, Health};
+use super::lists::Lists;
 use super::settings::{Cluster, Clusters};
 use crate::clock::{Due, Moment};
 use crate::human::timestamp;
@@ -391,10 +392,15 @@ impl Watches {
         if let Some(l) = &spec.labels {
             config = config.labels(l);
         }
-        let (health, settings, connection) = match self.connections.get(&cluster) {
-            Some(c) => (c.health.clone(), c.settings.clone(), c.id),
-            // A client made elsewhere (tests): no liveness to follow.
-            None => (channel::channel(Health::default()).1, Cluster::default(), 0),
+        let (health, settings, connection, lists) = match self.connections.get(&cluster) {
+            Some(c) => (c.health.clone(), c.settings.clone(), c.id, c.lists.clone()),
+            // A client made elsewhere (tests): no liveness to follow, its own way of listing.
+            None => (
+                channel::channel(Health::default()).1,
+                Cluster::default(),
+                0,
+                Lists::default(),
+            ),
         };
         let described = Described {
             qualified: resource,
@@ -413,6 +419,7 @@ impl Watches {
             section: section(cluster.as_deref()),
             cluster,
             connection,
+            lists,
         }
     }
 }
@@ -430,6 +437,8 @@ struct Prepared<K> {
     cluster: Option<String>,
     /// Which connection of its cluster ([`Connection::id`]; 0: a client made elsewhere).
     connection: u64,
+    /// How its server lists.
+    lists: Lists,
 }
 
 impl<K: Clone> Clone for Prepared<K> {
@@ -444,6 +453,7 @@ impl<K: Clone> Clone for Prepared<K> {
             section: self.section.clone(),
             cluster: self.cluster.clone(),
             connection: self.connection,
+            lists: self.lists.clone(),
         }
     }
 }
@@ -473,6 +483,9 @@ where
             resource: self.described,
             max_objects,
             section: self.section,
+            cluster: self.cluster.as_deref().unwrap_or("default").into(),
+            lists: self.lists,
+            paged: false,
         }
     }
 }

@@ -16,13 +16,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::watcher::{self, watcher, Event, InitialListStrategy};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
 use super::super::api_errors::{self, Resource as Described, Verb};
 use super::super::connection::Health;
+use super::super::lists::{self, Lists};
 use super::{Broken, Tally, WatchState, HELD};
 use crate::clock::Moment;
 use crate::metrics::{Metrics, WatchRestart};
@@ -107,6 +108,13 @@ where
     pub(super) max_objects: usize,
     /// `[kubernetes]` or `[clusters.NAME]`, for messages naming a key.
     pub(super) section: String,
+    /// Its cluster's name, for messages.
+    pub(super) cluster: Arc<str>,
+    /// How its server lists: streamed, or in pages.
+    pub(super) lists: Lists,
+    /// This watch lists in pages whatever its server serves: an object too large for one watch event is
+    /// found (and left out) only in pages.
+    pub(super) paged: bool,
 }
 
 /// Why an attempt failed: the message, whether only the WATCH failed after its LIST worked, and the
@@ -124,8 +132,9 @@ enum Ended {
     /// The cluster answers again after an outage this watch heard nothing of: relist after a short random
     /// delay.
     Silent,
-    /// A LIST page was too large: relist at once, in smaller pages.
-    Smaller,
+    /// List again at once: a LIST page was too large (smaller pages now), an object too large was left out,
+    /// or the server refused a streaming list (pages now).
+    Again,
 }
 
 /// Exponential backoff that starts over only when told that a watch held.
@@ -191,7 +200,7 @@ where
             {
                 Ended::Failed => backoff.failed(),
                 Ended::Silent => spread(),
-                Ended::Smaller => continue,
+                Ended::Again => continue,
             };
             self.pause(delay, &mut recoveries).await;
         }
@@ -222,6 +231,12 @@ where
         errors: &mut LogLimiter,
         recoveries: &mut u64,
     ) -> Ended {
+        self.config.initial_list_strategy = if self.paged {
+            InitialListStrategy::ListWatch
+        } else {
+            self.lists.strategy()
+        };
+        let streaming = self.config.initial_list_strategy == InitialListStrategy::StreamingList;
         let mut stream = std::pin::pin!(watcher(self.api.clone(), self.config.clone()));
         // When this attempt's list completed, until the watch has held.
         let mut listed: Option<tokio::time::Instant> = None;
@@ -238,6 +253,24 @@ where
                             heard = Some(tokio::time::Instant::now());
                             self.apply(event, &mut relisting)
                         }
+                        Some(Err(e)) if streaming && lists::refuses_streaming(&e) => {
+                            self.lists.refused(&self.cluster, &api_errors::describe(&e, &self.resource));
+                            return Ended::Again;
+                        }
+                        Some(Err(e)) if streaming && api_errors::forbidden_watch(&e) => {
+                            // Without the verb "watch" a LIST may still work: pages tell, and keep the
+                            // objects as current as relists make them.
+                            self.paged = true;
+                            return Ended::Again;
+                        }
+                        Some(Err(e)) if streaming && relisting.is_some() && super::super::answers::too_large(&e) => {
+                            tracing::info!(watch = %self.what, error = %api_errors::describe(&e, &self.resource),
+                                "an object is larger than max_body for one watch event; listing this watch in pages to find it");
+                            self.paged = true;
+                            self.count(WatchRestart::TooLarge);
+                            self.keep.keep(Event::Init);
+                            return Ended::Again;
+                        }
                         Some(Err(e)) => Err(self.failure(&e, listed.is_some())),
                         None => Err(Failure {
                             message: "the watch stream ended".to_string(),
@@ -248,6 +281,9 @@ where
                     match outcome {
                         Ok(Event::InitDone) => {
                             listed = Some(tokio::time::Instant::now());
+                            if streaming {
+                                self.lists.served(&self.cluster);
+                            }
                         }
                         Ok(Event::Apply(_) | Event::Delete(_)) if listed.is_some() => {
                             listed = None;
@@ -270,14 +306,16 @@ where
                             self.config.page_size = Some(size);
                             self.count(WatchRestart::TooLarge);
                             self.keep.keep(Event::Init);
-                            return Ended::Smaller;
+                            return Ended::Again;
                         }
                         Err(failure) if failure.reason == WatchRestart::TooLarge
                             && self.skip_too_large(relisting.unwrap_or(0), &failure.message).await =>
                         {
+                            // Left out by its field selector, which a streaming list honours as well.
+                            self.paged = false;
                             self.count(WatchRestart::TooLarge);
                             self.keep.keep(Event::Init);
-                            return Ended::Smaller;
+                            return Ended::Again;
                         }
                         Err(failure) => {
                             let reason = failure.reason;
@@ -650,6 +688,10 @@ mod tests {
         add: Arc<Mutex<Option<usize>>>,
         ticking: Arc<std::sync::atomic::AtomicBool>,
         readyz: Arc<std::sync::atomic::AtomicU16>,
+        /// Serves streaming lists (`sendInitialEvents`); else refuses them as a server with the `WatchList`
+        /// feature gate off does, counted in `refused_streams`.
+        streaming: bool,
+        refused_streams: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     type FakeBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
@@ -691,6 +733,31 @@ mod tests {
                     .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
                     .map(str::to_string)
             };
+            let fields = param("fieldSelector")
+                .unwrap_or_default()
+                .replace("%21", "!")
+                .replace("%3D", "=")
+                .replace("%2C", ",");
+            let selected = |i: usize| {
+                let name = format!("p{i}");
+                fields.split(',').filter(|f| !f.is_empty()).all(|f| {
+                    if let Some(not) = f.strip_prefix("metadata.name!=") {
+                        not != name
+                    } else if let Some(is) = f.strip_prefix("metadata.name=") {
+                        is == name
+                    } else {
+                        true
+                    }
+                })
+            };
+            let initial_events = param("sendInitialEvents").is_some_and(|v| v == "true");
+            if initial_events && !self.streaming {
+                self.refused_streams.fetch_add(1, Ordering::SeqCst);
+                return full(
+                    422,
+                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#.into(),
+                );
+            }
             if param("watch").is_some() {
                 self.watches.fetch_add(1, Ordering::SeqCst);
                 let code = {
@@ -710,6 +777,23 @@ mod tests {
                     self.pods.fetch_max(i + 1, Ordering::SeqCst);
                     self.pod(i)
                 });
+                if initial_events {
+                    // A streaming list: every pod, then the BOOKMARK that ends the initial events.
+                    let mut lines: String = (0..self.pods.load(Ordering::SeqCst))
+                        .filter(|i| selected(*i))
+                        .map(|i| format!("{{\"type\":\"ADDED\",\"object\":{}}}\n", self.pod(i)))
+                        .collect();
+                    lines.push_str(r#"{"type":"BOOKMARK","object":{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"5","annotations":{"k8s.io/initial-events-end":"true"}}}}"#);
+                    lines.push('\n');
+                    let first = futures::stream::once(async move {
+                        Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(lines)))
+                    });
+                    let open = futures::stream::pending();
+                    return (
+                        200,
+                        BodyExt::boxed(http_body_util::StreamBody::new(first.chain(open))),
+                    );
+                }
                 let ticking = self.ticking.clone();
                 let stream = futures::stream::unfold(
                     (added, ticking, 6u64),
@@ -748,23 +832,6 @@ mod tests {
                     .unwrap_or_default()
                     .contains("as=PartialObjectMetadataList")
             });
-            let fields = param("fieldSelector")
-                .unwrap_or_default()
-                .replace("%21", "!")
-                .replace("%3D", "=")
-                .replace("%2C", ",");
-            let selected = |i: usize| {
-                let name = format!("p{i}");
-                fields.split(',').filter(|f| !f.is_empty()).all(|f| {
-                    if let Some(not) = f.strip_prefix("metadata.name!=") {
-                        not != name
-                    } else if let Some(is) = f.strip_prefix("metadata.name=") {
-                        is == name
-                    } else {
-                        true
-                    }
-                })
-            };
             let all: Vec<usize> = (0..pods).filter(|i| selected(*i)).collect();
             let pods = all.len();
             let to = (from + limit).min(pods);
@@ -832,9 +899,21 @@ mod tests {
             max_objects: usize,
             health: Option<channel::Receiver<Health>>,
         ) -> Watched {
+            Watched::start_on(fake, max_body, max_objects, health, Lists::default())
+        }
+
+        /// The same, on a connection whose way of listing is `lists`.
+        fn start_on(
+            fake: &FakeApi,
+            max_body: u64,
+            max_objects: usize,
+            health: Option<channel::Receiver<Health>>,
+            lists: Lists,
+        ) -> Watched {
             use super::super::{WatchSpec, Watches};
             let spec = WatchSpec::<k8s_openapi::api::core::v1::Pod>::namespaced("x", |_| {});
             let mut prepared = Watches::default().prepare(&spec, fake.client(max_body), None);
+            prepared.lists = lists;
             if let Some(health) = health {
                 prepared.health = health;
             }
@@ -1047,6 +1126,91 @@ mod tests {
             watched.restarts("too_large"),
             7,
             "pages of 100, 50, 25, 12, 6, 3 and 1 too large"
+        );
+    }
+
+    /// A server that serves streaming lists fills the store from one WATCH: no LIST at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_list_fills_the_store_from_one_watch_without_a_list() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi {
+            streaming: true,
+            ..FakeApi::default()
+        };
+        fake.pods.store(30, Ordering::SeqCst);
+        let watched = Watched::start(&fake, 1 << 20, 100, None);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let state = watched.state();
+        assert!(state.synced && state.broken.is_none(), "{state:?}");
+        assert_eq!(watched.store.state().len(), 30);
+        assert_eq!(fake.count(&fake.lists), 0, "no LIST");
+        assert_eq!(fake.count(&fake.watches), 1, "one WATCH");
+        assert_eq!(watched.restarts("failed"), 0);
+    }
+
+    /// A server that refuses streaming lists (`422`, its `WatchList` gate off) is asked once: that watch and
+    /// every later one of the same connection list in pages, with no failure counted or shown.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_streaming_list_turns_the_server_to_pages_once_for_all_its_watches() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi::default();
+        fake.pods.store(30, Ordering::SeqCst);
+        let lists = Lists::default();
+        let first = Watched::start_on(&fake, 1 << 20, 100, None, lists.clone());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            first.state().synced && first.state().broken.is_none(),
+            "{:?}",
+            first.state()
+        );
+        assert_eq!(first.store.state().len(), 30);
+        assert_eq!(fake.count(&fake.refused_streams), 1);
+        assert_eq!(lists.known(), super::super::super::lists::Known::Pages);
+        assert_eq!(
+            first.restarts("failed"),
+            0,
+            "a refused streaming list is no failure"
+        );
+        let second = Watched::start_on(&fake, 1 << 20, 100, None, lists);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(second.state().synced, "{:?}", second.state());
+        assert_eq!(second.store.state().len(), 30);
+        assert_eq!(
+            fake.count(&fake.refused_streams),
+            1,
+            "the server was asked once"
+        );
+        assert_eq!(fake.count(&fake.lists), 2, "one LIST each");
+    }
+
+    /// A streamed object larger than `max_body` for one watch event: the watch lists in pages to find it,
+    /// leaves it out by a field selector, and streams again without it.
+    #[tokio::test(start_paused = true)]
+    async fn an_object_too_large_for_a_watch_event_is_found_in_pages_and_the_rest_streamed() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi {
+            streaming: true,
+            padding: 100,
+            big: Some(17),
+            ..FakeApi::default()
+        };
+        fake.pods.store(30, Ordering::SeqCst);
+        let watched = Watched::start(&fake, 20 * 1024, 100, None);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let state = watched.state();
+        assert!(state.synced && state.broken.is_none(), "{state:?}");
+        let names: Vec<String> = watched
+            .store
+            .state()
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        assert_eq!(names.len(), 29, "{names:?}");
+        assert!(!names.contains(&"p17".to_string()), "{names:?}");
+        assert_eq!(
+            fake.count(&fake.watches),
+            2,
+            "the streaming list that met it, then the one without it"
         );
     }
 }
