@@ -684,7 +684,7 @@ async fn every_dashboard_query_shows_two_control_planes_through_the_operator() {
     assert_eq!(root_causes[healthy], 0.0, "{root_causes:?}");
     assert!(root_causes[broken] >= 1.0, "{root_causes:?}");
     eprintln!(
-        "DASHBOARD {} queries of {} panels answered for {healthy} and {broken} by the operator-run Prometheus",
+        "DASHBOARD {} queries of {} panels answered for {healthy} and {broken} through the operator",
         queries.len(),
         panels.len()
     );
