@@ -2,7 +2,9 @@
 //! defaults render exactly what `kubectl kustomize deploy` renders, each variant and monitoring toggle what
 //! its kustomization renders, every documented values example lints and renders, `values.schema.json` and
 //! the templates refuse wrong values with a message that names them, and the runbook's base URL is a setting
-//! of the chart and of the kustomize base.
+//! of the chart and of the kustomize base. The chart's appVersion (the default image tag) is klutch-health's
+//! version in Cargo.toml, and its kubeVersion the oldest Kubernetes API it is built for (k8s-openapi's
+//! feature): Helm refuses an older one.
 
 use crate::kustomize;
 
@@ -355,4 +357,116 @@ fn the_runbooks_base_url_is_a_setting_of_the_chart_and_the_kustomize_base() {
             );
         }
     }
+}
+
+/// charts/klutch-health/Chart.yaml.
+fn chart_yaml() -> Value {
+    let path = format!("{ROOT}/{CHART}/Chart.yaml");
+    serde_yaml_ng::from_str(&std::fs::read_to_string(&path).expect("Chart.yaml")).expect("YAML")
+}
+
+/// The root Cargo.toml.
+fn cargo_toml() -> toml::Table {
+    toml::from_str(&std::fs::read_to_string(format!("{ROOT}/Cargo.toml")).expect("Cargo.toml"))
+        .expect("Cargo.toml is TOML")
+}
+
+/// The image of every klutch-health container in `objects`.
+fn klutch_health_images(objects: &[Value]) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if map.get("name").and_then(Value::as_str) == Some("klutch-health") {
+                    if let Some(image) = map.get("image").and_then(Value::as_str) {
+                        out.push(image.to_string());
+                    }
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    objects.iter().for_each(|o| walk(o, &mut out));
+    out
+}
+
+#[test]
+fn the_charts_app_version_and_default_image_are_klutch_healths_version() {
+    let cargo = cargo_toml();
+    let version = cargo["package"]["version"]
+        .as_str()
+        .expect("Cargo.toml's package.version");
+    assert_eq!(
+        chart_yaml()["appVersion"].as_str(),
+        Some(version),
+        "{CHART}/Chart.yaml: appVersion must be klutch-health's version, {version} (Cargo.toml)"
+    );
+    // The image's default tag is the appVersion, in both variants; deploy/ names the same image (the
+    // chart's defaults render what it renders).
+    let image = format!("ghcr.io/klutch-health/klutch-health:{version}");
+    for (what, objects) in [
+        ("the chart's defaults", template(&[])),
+        (
+            "the chart's sidecar",
+            template(&["--set", "variant=sidecar"]),
+        ),
+        ("deploy/", render("deploy")),
+        ("deploy/sidecar", render("deploy/sidecar")),
+    ] {
+        let images = klutch_health_images(&objects);
+        assert!(!images.is_empty(), "{what}: no klutch-health container");
+        assert!(
+            images.iter().all(|i| *i == image),
+            "{what}: {images:?}, not {image} (Cargo.toml's version)"
+        );
+    }
+    // A tag set is the tag run.
+    let images = klutch_health_images(&template(&["--set", "image.tag=9.9.9"]));
+    assert_eq!(
+        images,
+        ["ghcr.io/klutch-health/klutch-health:9.9.9"],
+        "--set image.tag"
+    );
+}
+
+#[test]
+fn the_chart_refuses_a_kubernetes_older_than_the_api_klutch_health_is_built_for() {
+    // k8s-openapi's feature v1_NN: the oldest Kubernetes API klutch-health's types are built for.
+    let cargo = cargo_toml();
+    let features = cargo["dependencies"]["k8s-openapi"]["features"]
+        .as_array()
+        .expect("k8s-openapi's features in Cargo.toml");
+    let minor: u32 = features
+        .iter()
+        .find_map(|f| f.as_str()?.strip_prefix("v1_")?.parse().ok())
+        .expect("a v1_NN feature of k8s-openapi");
+    let oldest = format!(">=1.{minor}.0-0");
+    assert_eq!(
+        chart_yaml()["kubeVersion"].as_str(),
+        Some(oldest.as_str()),
+        "{CHART}/Chart.yaml: kubeVersion must follow k8s-openapi's feature v1_{minor}"
+    );
+    assert!(
+        KUBE_VERSION.starts_with(&format!("1.{minor}.")),
+        "the tests render for {KUBE_VERSION}, not the oldest supported 1.{minor}"
+    );
+    let older = format!("1.{}.0", minor - 1);
+    let (ok, out, err) = helm(&[
+        "template",
+        "klutch-health",
+        CHART,
+        "--namespace",
+        "crossplane-system",
+        "--kube-version",
+        &older,
+    ]);
+    assert!(!ok, "helm template --kube-version {older} rendered:\n{out}");
+    assert!(
+        err.contains(&format!(
+            "chart requires kubeVersion: {oldest} which is incompatible with Kubernetes v{older}"
+        )),
+        "helm's refusal of {older} does not say why:\n{err}"
+    );
 }

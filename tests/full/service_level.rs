@@ -8,12 +8,15 @@
 use crate::consumers::{drill, programs, prometheus};
 use crate::kustomize;
 
+mod dashboard;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dashboard::{dashboard, panels, substitute, DashboardPanel, PanelQuery, DASHBOARD, GENERATOR};
 use drill::Rig;
 use kustomize::{render, ROOT};
 use programs::{binary, encode};
@@ -23,10 +26,6 @@ use serde_json::{json, Value};
 const RUNBOOK: &str = "docs/operators/alerts.md";
 const RUNBOOK_URL: &str =
     "https://github.com/klutch-health/klutch-health/blob/main/docs/operators/alerts.md";
-
-/// The dashboard's generator and its output, committed side by side.
-const GENERATOR: &str = "deploy/monitoring/grafana/generate.py";
-const DASHBOARD: &str = "deploy/monitoring/grafana/klutch-health.json";
 
 fn python_with(modules: &str) -> Command {
     let probe = Command::new("python3")
@@ -280,11 +279,6 @@ fn the_monitors_label_every_series_with_a_control_plane_the_operator_chooses() {
 
 // ---- the dashboard ----------------------------------------------------------------------------------------
 
-fn dashboard() -> Value {
-    let text = std::fs::read_to_string(format!("{ROOT}/{DASHBOARD}")).expect(DASHBOARD);
-    serde_json::from_str(&text).expect("dashboard JSON")
-}
-
 #[test]
 fn the_committed_dashboard_is_what_its_generator_builds() {
     let out = python_with("grafana_foundation_sdk")
@@ -329,81 +323,10 @@ fn the_committed_dashboard_is_what_its_generator_builds() {
     assert_eq!(cp["includeAll"], true);
 }
 
-/// One query of a panel as the dashboard holds it.
-#[derive(Debug)]
-struct PanelQuery {
-    expr: String,
-    legend: String,
-    instant: bool,
-}
-
-/// A panel of the dashboard and the row it sits in.
-#[derive(Debug)]
-struct DashboardPanel {
-    row: String,
-    title: String,
-    kind: String,
-    unit: String,
-    /// Value → text of its value mappings.
-    mappings: BTreeMap<String, String>,
-    queries: Vec<PanelQuery>,
-}
-
-fn panels(board: &Value) -> Vec<DashboardPanel> {
-    let mut row = String::new();
-    let mut out = Vec::new();
-    for p in board["panels"].as_array().expect("panels") {
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        if p["type"] == "row" {
-            row = text(&p["title"]);
-            continue;
-        }
-        let defaults = &p["fieldConfig"]["defaults"];
-        let mappings = defaults["mappings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["options"].as_object())
-            .flatten()
-            .map(|(value, result)| (value.clone(), text(&result["text"])))
-            .collect();
-        let queries = p["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| PanelQuery {
-                expr: text(&t["expr"]),
-                legend: text(&t["legendFormat"]),
-                instant: t["instant"] == true,
-            })
-            .collect();
-        out.push(DashboardPanel {
-            row: row.clone(),
-            title: text(&p["title"]),
-            kind: text(&p["type"]),
-            unit: text(&defaults["unit"]),
-            mappings,
-            queries,
-        });
-    }
-    out
-}
-
 // ---- two control planes, one Prometheus ---------------------------------------------------------------------
 
 /// The simulated control planes' names, as each one's ServiceMonitor would be patched to set them.
 const FLEET: [&str; 2] = ["cp-a", "cp-b"];
-
-/// Grafana's variables as the test fixes them: both control planes selected (Grafana writes a multi-value
-/// variable into a regex as `(a|b)`), `$__interval` as Grafana derives it from a short range (at least the
-/// scrape interval, 1 s here), `$__rate_interval` as it computes it (4 scrape intervals at the least), and
-/// `$__range` longer than the test.
-const VARIABLES: [(&str, &str); 4] = [
-    ("$control_plane", "(cp-a|cp-b)"),
-    ("$__rate_interval", "4s"),
-    ("$__interval", "2s"),
-    ("$__range", "5m"),
-];
 
 /// `for:` of every shipped rule in the test's Prometheus.
 const RULE_FOR: &str = "3s";
@@ -554,10 +477,7 @@ struct Shown {
 /// What `q` returns from Prometheus with the test's variables: a range query over `start..end`, or an
 /// instant query at `end`.
 async fn run(prom: SocketAddr, q: &PanelQuery, start: f64, end: f64) -> Vec<Shown> {
-    let expr = VARIABLES
-        .iter()
-        .fold(q.expr.clone(), |e, (var, value)| e.replace(var, value));
-    assert!(!expr.contains('$'), "a variable left in {expr}");
+    let expr = substitute(&q.expr, &FLEET);
     let path = if q.instant {
         format!("/api/v1/query?query={}&time={end}", encode(&expr))
     } else {

@@ -6,6 +6,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+// The committed Grafana dashboard's panels and queries, as the full tier reads them.
+#[allow(dead_code)]
+#[path = "../full/service_level/dashboard.rs"]
+mod dashboard;
 mod estate;
 // Real programs (Prometheus, promtool) as the full tier runs them.
 #[allow(dead_code)]

@@ -59,7 +59,7 @@ relabelings:
 
 {{/* What both variants' klutch-health container has: image, args, the pod's identity. */}}
 {{- define "klutch-health.container" -}}
-image: {{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
+image: {{ printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) | quote }}
 {{- with .Values.image.pullPolicy }}
 imagePullPolicy: {{ . }}
 {{- end }}
