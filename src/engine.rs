@@ -14,8 +14,8 @@ use crate::history;
 use crate::metrics::Metrics;
 use crate::policy::{self, Memory, Rules};
 use crate::render::{Bodies, Details, Identity};
-use crate::report::Report;
-use crate::signals::Sink;
+use crate::report::{Counted, Notes, Report, Status};
+use crate::signals::{Sink, Snapshot};
 use crate::telemetry::log_transitions;
 
 /// One evaluation's output, as the server reads it.
@@ -40,7 +40,7 @@ impl Published {
         levels: &[Details],
         history: history::Shared,
     ) -> Published {
-        let bodies = Bodies::new(&report, identity, levels);
+        let bodies = Bodies::new(identity, levels);
         Published {
             report,
             bodies,
@@ -120,6 +120,9 @@ pub(crate) struct Engine {
     events: Option<events::Sender>,
     /// Whether the silences of the policy in force were checked against the items, once every check synced.
     silences_checked: bool,
+    /// The observations the last full evaluation read, and when it said to evaluate again: what a publish is
+    /// compared with to tell whether only what items say changed. `None` after a reload.
+    evaluated: Option<(Snapshot, Option<Instant>)>,
 }
 
 impl Engine {
@@ -160,6 +163,7 @@ impl Engine {
             transitions,
             events,
             silences_checked: false,
+            evaluated: Some((snapshot, evaluation.next)),
         };
         (engine, rx)
     }
@@ -167,6 +171,25 @@ impl Engine {
     /// Evaluates at `now` and publishes the result. Returns when to evaluate again if nothing else happens.
     pub(crate) fn step(&mut self, now: Moment) -> Option<Instant> {
         let snapshot = self.sink.snapshot();
+        if let Some((last, next)) = &self.evaluated {
+            let due = next.is_some_and(|n| now.mono >= n);
+            let previous = self.tx.borrow().clone();
+            if let Some(report) = (!due)
+                .then(|| words_only(&previous.report, last, &snapshot, now))
+                .flatten()
+            {
+                let next = *next;
+                self.metrics.observe_counts(&report);
+                self.tx.send_replace(Arc::new(Published::with_history(
+                    report,
+                    &self.identity,
+                    &self.levels,
+                    self.history.clone(),
+                )));
+                self.evaluated = Some((snapshot, next));
+                return next;
+            }
+        }
         let evaluation = policy::evaluate(&self.rules, &snapshot, &self.memory, now);
         self.memory = evaluation.memory;
         let previous = self.tx.borrow().clone();
@@ -193,6 +216,7 @@ impl Engine {
             &self.levels,
             self.history.clone(),
         )));
+        self.evaluated = Some((snapshot, evaluation.next));
         evaluation.next
     }
 
@@ -209,6 +233,7 @@ impl Engine {
         (self.rules, self.identity, self.levels) = (rules, identity, levels);
         (self.events, self.transitions.remote) = (events, remote);
         self.silences_checked = false;
+        self.evaluated = None;
     }
 
     /// Runs until the process ends, taking each reloaded policy from `reloads` and evaluating it at once.
@@ -237,6 +262,76 @@ impl Engine {
             }
         }
     }
+}
+
+/// `last` (the report `snapshot` was evaluated into) with what items say replaced, when `next` differs from
+/// `snapshot` only in that: the messages, details, counts and times of items that pass before and after, are
+/// counted as passing with no note by each endpoint, and have no expiry passed. Then no status, damping,
+/// cause, silence or annotation can differ, and a full evaluation would give exactly this (the policy's tests
+/// hold both to that). `None`: evaluate in full.
+fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) -> Option<Report> {
+    if snapshot.polls != next.polls
+        || snapshot.unsynced != next.unsynced
+        || snapshot.clusters != next.clusters
+        || snapshot.checks.len() != next.checks.len()
+    {
+        return None;
+    }
+    let mut report: Option<Report> = None;
+    for ((check, was), (named, is)) in snapshot.checks.iter().zip(&next.checks) {
+        if check != named || was.len() != is.len() {
+            return None;
+        }
+        if Arc::ptr_eq(was, is) {
+            continue;
+        }
+        for (a, b) in was.iter().zip(is.iter()) {
+            if a == b {
+                continue;
+            }
+            let (status, message) = b.at(now);
+            let same = a.item == b.item
+                && a.status == Status::Pass
+                && status == Status::Pass
+                && a.expires == b.expires
+                && a.fact == b.fact
+                && a.regarding == b.regarding;
+            if !same {
+                return None;
+            }
+            let report = report.get_or_insert_with(|| last.clone());
+            let index = report
+                .items
+                .iter()
+                .position(|i| i.name.check() == check.as_str() && i.name.item() == b.item)?;
+            let item = &mut report.items[index];
+            if item.status != Status::Pass {
+                return None;
+            }
+            item.message = message.to_string();
+            item.detail = b.detail.clone();
+            item.counts = b.counts.clone();
+            item.crossplane = b.crossplane.clone();
+            item.observed = b.observed;
+            for endpoint in [&mut report.healthz, &mut report.readyz] {
+                let counted = endpoint.items.iter_mut().filter(|c| c.item == Some(index));
+                for c in counted {
+                    if !plain_pass(c) {
+                        return None;
+                    }
+                    c.message = message.to_string();
+                }
+            }
+        }
+    }
+    let mut report = report?;
+    report.evaluated = now;
+    Some(report)
+}
+
+/// Counted as passing, with no word of the policy's about it.
+fn plain_pass(c: &Counted) -> bool {
+    c.status == Status::Pass && c.notes == Notes::default()
 }
 
 #[cfg(test)]
@@ -295,5 +390,145 @@ mod tests {
         }
         assert_eq!(shown(), Status::Fail, "the timer fired at 30s");
         assert_eq!(Instant::now(), t0 + Duration::from_secs(30));
+    }
+
+    /// What a publish changed, and whether the last report with the new words is exactly what a full
+    /// evaluation gives (`true`), or a full evaluation is needed (`false`).
+    #[test]
+    fn only_what_passing_items_say_is_patched_and_the_patch_is_what_a_full_evaluation_gives() {
+        use crate::signals::{Expiry, Observation as O};
+        let config = crate::config::Config::from_toml(
+            "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n\
+             [[check]]\nname = \"b\"\ntype = \"backend-status\"\nurl = \"http://x:2/\"\n\
+             [endpoints.healthz]\npass_after = \"30s\"\n",
+        )
+        .expect("valid");
+        let rules = Rules::new(&config);
+        let t0 = Moment::now();
+        let wall = t0.wall;
+        let base = |b: Status| {
+            let mut s = Snapshot::default();
+            s.checks.insert(
+                "a".into(),
+                Arc::new(vec![
+                    O::new("x", Status::Pass, "ok", wall),
+                    O::new("y", Status::Pass, "ok", wall),
+                ]),
+            );
+            s.checks
+                .insert("b".into(), Arc::new(vec![O::new("z", b, "down", wall)]));
+            s
+        };
+        let with = |s: &Snapshot, check: &str, i: usize, f: &dyn Fn(&mut O)| {
+            let mut s = s.clone();
+            let mut items = (*s.checks[check]).clone();
+            f(&mut items[i]);
+            s.checks.insert(check.into(), Arc::new(items));
+            s
+        };
+        let failing = base(Status::Fail);
+        // z failed (counted failed at once), then passes: healthz counts it failed for 30 s more, with a note.
+        let recovering = with(&failing, "b", 0, &|o| o.status = Status::Pass);
+        let t = |s: u64| Moment {
+            mono: t0.mono + std::time::Duration::from_secs(s),
+            wall: t0.wall + jiff::SignedDuration::from_secs(s as i64),
+        };
+        let cases: Vec<(&str, Vec<Snapshot>, Snapshot, bool)> = vec![
+            (
+                "a passing item's message",
+                vec![failing.clone()],
+                with(&failing, "a", 0, &|o| o.message = "ok, 12 ready".into()),
+                true,
+            ),
+            (
+                "a passing item's detail and time",
+                vec![failing.clone()],
+                with(&failing, "a", 1, &|o| {
+                    o.detail = Some("12 ready".into());
+                    o.observed = t(2).wall;
+                }),
+                true,
+            ),
+            (
+                "a failing item's message",
+                vec![failing.clone()],
+                with(&failing, "b", 0, &|o| o.message = "still down".into()),
+                false,
+            ),
+            (
+                "a status",
+                vec![failing.clone()],
+                with(&failing, "a", 0, &|o| o.status = Status::Warn),
+                false,
+            ),
+            (
+                "an item fewer",
+                vec![failing.clone()],
+                {
+                    let mut s = failing.clone();
+                    s.checks.insert(
+                        "a".into(),
+                        Arc::new(vec![O::new("x", Status::Pass, "ok", wall)]),
+                    );
+                    s
+                },
+                false,
+            ),
+            (
+                "a check waiting",
+                vec![failing.clone()],
+                {
+                    let mut s = failing.clone();
+                    s.unsynced.insert("a".into());
+                    s
+                },
+                false,
+            ),
+            (
+                "an expiry passed",
+                vec![failing.clone()],
+                with(&failing, "a", 0, &|o| {
+                    o.message = "ok again".into();
+                    o.expires.push(Expiry {
+                        at: crate::clock::Due::after(t0, std::time::Duration::ZERO),
+                        status: Status::Unknown,
+                        message: "stale".into(),
+                        fact: None,
+                    });
+                }),
+                false,
+            ),
+            (
+                "a passing item counted failed with a note",
+                vec![failing.clone(), recovering.clone()],
+                with(&recovering, "b", 0, &|o| o.message = "up".into()),
+                false,
+            ),
+        ];
+        for (what, history, after, fast) in cases {
+            let mut memory = Memory::default();
+            let mut last = None;
+            for (i, before) in history.iter().enumerate() {
+                let e = policy::evaluate(&rules, before, &memory, t(i as u64));
+                memory = e.memory;
+                last = Some(e.report);
+            }
+            let (last, before) = (last.expect("a report"), history.last().expect("one"));
+            let now = t(history.len() as u64 + 1);
+            let full = policy::evaluate(&rules, &after, &memory, now).report;
+            match words_only(&last, before, &after, now) {
+                Some(patched) => {
+                    assert!(fast, "{what}: patched, but needs a full evaluation");
+                    assert_eq!(
+                        patched, full,
+                        "{what}: the patch is what a full evaluation gives"
+                    );
+                }
+                None => assert!(
+                    !fast,
+                    "{what}: evaluated in full, though only words changed"
+                ),
+            }
+        }
     }
 }

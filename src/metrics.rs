@@ -410,6 +410,12 @@ impl Metrics {
         self.set_operating(report);
     }
 
+    /// Only the object counts of `report`: what changes when nothing but what items say changed.
+    pub(crate) fn observe_counts(&self, report: &Report) {
+        self.set_counts(report);
+        self.set_crossplane(report);
+    }
+
     /// `klutch_health_managed_resources{check,kind,state}` from the items that carry counts; an item gone (a
     /// kind or check no longer configured) loses its series.
     fn set_counts(&self, report: &Report) {

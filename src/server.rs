@@ -607,7 +607,7 @@ fn health(
     let all = || report.all();
     if let Some(ct) = json {
         let cached = common
-            .then(|| latest.bodies.json(endpoint, details))
+            .then(|| latest.bodies.json(&latest.report, endpoint, details))
             .flatten();
         let body = cached.unwrap_or_else(|| {
             let selection = selection.unwrap_or_else(all);
@@ -630,7 +630,7 @@ fn health(
         return with_type(code, &TEXT, body.into());
     }
     let cached = common
-        .then(|| latest.bodies.verbose(endpoint, details))
+        .then(|| latest.bodies.verbose(&latest.report, endpoint, details))
         .flatten();
     let body = cached.unwrap_or_else(|| {
         render::text::verbose(

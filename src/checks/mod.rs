@@ -625,15 +625,20 @@ pub(crate) mod testing {
     }
 
     /// A fake API server: `answer(path, watching)` gives each request's status and body, `None` for a watch
-    /// that stays open and silent.
+    /// that stays open and silent. It lists in pages only: a streaming list is refused as a server with the
+    /// `WatchList` feature gate off refuses it.
     pub(crate) fn fake_api(
         answer: impl Fn(&str, bool) -> Option<(u16, String)> + Clone + Send + Sync + 'static,
     ) -> kube::Client {
         let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
             let answer = answer.clone();
             async move {
-                let watching = req.uri().query().is_some_and(|q| q.contains("watch=true"));
-                let (code, body) = match answer(req.uri().path(), watching) {
+                let query = req.uri().query().unwrap_or_default();
+                let watching = query.contains("watch=true");
+                let refused = query.contains("sendInitialEvents=true").then(|| {
+                    (422, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#.to_string())
+                });
+                let (code, body) = match refused.or_else(|| answer(req.uri().path(), watching)) {
                     Some(answered) => answered,
                     None => std::future::pending().await,
                 };

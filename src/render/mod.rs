@@ -6,6 +6,8 @@ pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod text;
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
 use crate::report::{Endpoint, Report};
@@ -83,40 +85,52 @@ impl Identity {
     }
 }
 
-/// The answers most probes ask for, rendered once per evaluation instead of once per request — only in
-/// the detail levels callers can get (`server.details`), to keep memory small with many items.
-#[derive(Debug, Clone)]
+/// The answers most probes ask for, rendered at most once per evaluation — on the first request that asks,
+/// so that an evaluation nobody reads (a burst of changes between two probes) renders nothing — and only in
+/// the detail levels callers can get (`server.details`).
+#[derive(Debug)]
 pub struct Bodies {
+    identity: Identity,
+    /// `[details]`: whether callers can be served this level.
+    levels: [bool; 2],
     /// `[endpoint][details]`: the verbose text.
-    verbose: [[Option<Bytes>; 2]; 2],
+    verbose: [[OnceLock<Bytes>; 2]; 2],
     /// `[endpoint][details]`: the health+json document.
-    json: [[Option<Bytes>; 2]; 2],
+    json: [[OnceLock<Bytes>; 2]; 2],
 }
 
 impl Bodies {
-    pub(crate) fn new(report: &Report, identity: &Identity, levels: &[Details]) -> Bodies {
-        let each = |f: &dyn Fn(Endpoint, Details) -> Bytes| {
-            Endpoint::ALL.map(|e| {
-                [Details::Shown, Details::Withheld].map(|d| levels.contains(&d).then(|| f(e, d)))
-            })
-        };
+    pub(crate) fn new(identity: &Identity, levels: &[Details]) -> Bodies {
         Bodies {
-            verbose: each(&|e, d| {
-                let selection = report.endpoint(e).all();
-                text::verbose(report, e, &selection, d).into()
-            }),
-            json: each(&|e, d| {
-                let selection = report.endpoint(e).all();
-                json::document(report, identity, &selection, d, None).into()
-            }),
+            identity: identity.clone(),
+            levels: [Details::Shown, Details::Withheld].map(|d| levels.contains(&d)),
+            verbose: Default::default(),
+            json: Default::default(),
         }
     }
 
-    pub(crate) fn verbose(&self, e: Endpoint, d: Details) -> Option<Bytes> {
-        self.verbose[e.index()][d.index()].clone()
+    /// The verbose text of `report` (the one these bodies were made for) at `e` and `d`; `None` when `d` is
+    /// no level callers can get.
+    pub(crate) fn verbose(&self, report: &Report, e: Endpoint, d: Details) -> Option<Bytes> {
+        self.levels[d.index()].then(|| {
+            self.verbose[e.index()][d.index()]
+                .get_or_init(|| {
+                    let selection = report.endpoint(e).all();
+                    text::verbose(report, e, &selection, d).into()
+                })
+                .clone()
+        })
     }
 
-    pub(crate) fn json(&self, e: Endpoint, d: Details) -> Option<Bytes> {
-        self.json[e.index()][d.index()].clone()
+    /// The health+json document, as [`Bodies::verbose`].
+    pub(crate) fn json(&self, report: &Report, e: Endpoint, d: Details) -> Option<Bytes> {
+        self.levels[d.index()].then(|| {
+            self.json[e.index()][d.index()]
+                .get_or_init(|| {
+                    let selection = report.endpoint(e).all();
+                    json::document(report, &self.identity, &selection, d, None).into()
+                })
+                .clone()
+        })
     }
 }
