@@ -18,6 +18,11 @@ use crate::report::{Counted, Notes, Report, Status};
 use crate::signals::{Sink, Snapshot};
 use crate::telemetry::log_transitions;
 
+/// The shortest time between two evaluations that publishes woke: a burst of publishes within it is
+/// evaluated once, at its end. Short beside what any caller can tell (and beside the API server's own
+/// delivery of the events); long beside one evaluation.
+pub(crate) const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// One evaluation's output, as the server reads it.
 #[derive(Debug)]
 pub struct Published {
@@ -179,6 +184,7 @@ impl Engine {
                 .flatten()
             {
                 let next = *next;
+                self.metrics.evaluated(false);
                 self.metrics.observe_counts(&report);
                 self.tx.send_replace(Arc::new(Published::with_history(
                     report,
@@ -191,6 +197,7 @@ impl Engine {
             }
         }
         let evaluation = policy::evaluate(&self.rules, &snapshot, &self.memory, now);
+        self.metrics.evaluated(true);
         self.memory = evaluation.memory;
         let previous = self.tx.borrow().clone();
         log_transitions(Some(&previous.report), &evaluation.report);
@@ -245,6 +252,7 @@ impl Engine {
             if reloads.has_changed().unwrap_or(false) {
                 self.reload(&mut reloads);
             }
+            let stepped = Instant::now();
             let next = self.step(Moment::now());
             let sleep = async {
                 match next {
@@ -253,7 +261,13 @@ impl Engine {
                 }
             };
             tokio::select! {
-                _ = self.sink.changed() => {}
+                _ = self.sink.changed() => {
+                    // A burst (a storm of watch events) is evaluated once per `COALESCE` at most: what
+                    // arrives meanwhile is read by the next step, which always follows the last publish.
+                    if Instant::now() < stepped + COALESCE {
+                        tokio::time::sleep_until(stepped + COALESCE).await;
+                    }
+                }
                 _ = sleep => {}
                 changed = reloads.changed(), if reloading => match changed {
                     Ok(()) => self.reload(&mut reloads),
@@ -530,5 +544,77 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// A burst of publishes within [`COALESCE`] is evaluated once, after it; the report says what the last
+    /// publish said.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_publishes_is_evaluated_once_and_the_last_is_served() {
+        let config = crate::config::Config::from_toml(
+            "[[check]]\nname = \"a\"\ntype = \"backend-status\"\nurl = \"http://x:1/\"\n",
+        )
+        .expect("valid");
+        let sink = Sink::default();
+        let say = |n: usize| {
+            let text = format!("ok, change {n}");
+            sink.publish(
+                "a",
+                vec![Observation::new(
+                    "x",
+                    Status::Pass,
+                    text,
+                    jiff::Timestamp::now(),
+                )],
+            );
+        };
+        say(0);
+        let start = Reloaded {
+            rules: Rules::new(&config),
+            identity: Identity {
+                service_id: "s".into(),
+                description: "d".into(),
+            },
+            levels: vec![Details::Shown],
+            events: None,
+            remote: HashSet::new(),
+        };
+        let (_reloads, reloaded) = watch::channel(start.clone());
+        let metrics = Arc::new(Metrics::new());
+        let (engine, latest) = Engine::new(start, sink.clone(), metrics.clone());
+        tokio::spawn(engine.run(reloaded));
+        let evaluations = || -> u64 {
+            let text = metrics.encode_prometheus();
+            ["full", "patched"]
+                .iter()
+                .map(|how| {
+                    let series = format!("klutch_health_evaluations_total{{how=\"{how}\"}} ");
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(series.as_str()))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or_else(|| panic!("no {series} in {text}"))
+                })
+                .sum()
+        };
+        let shown = || latest.borrow().report.items[0].message.clone();
+        // The first step, at once.
+        tokio::task::yield_now().await;
+        let before = evaluations();
+        for n in 1..=100 {
+            say(n);
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(COALESCE * 3).await;
+        assert_eq!(shown(), "ok, change 100");
+        let burst = evaluations() - before;
+        assert!(
+            (1..=2).contains(&burst),
+            "{burst} evaluations for a burst of 100 publishes"
+        );
+        // A publish after a quiet spell is evaluated at once.
+        say(101);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(shown(), "ok, change 101", "no waiting after a quiet spell");
     }
 }

@@ -122,6 +122,11 @@ struct CheckLabels {
     check: Text,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EvaluationLabels {
+    how: &'static str,
+}
+
 /// Why a watch listed again (or reconnected): the `reason` of `klutch_health_watch_restarts_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WatchRestart {
@@ -197,6 +202,8 @@ pub struct Metrics {
     /// balancer's every probe should not pay. They are exported from the start, at zero.
     probe_requests: Vec<(HttpLabels, Counter)>,
     watch_restarts: Family<RestartLabels, Counter>,
+    /// `[full, patched]`: the engine's evaluations, resolved once (one per publish at most).
+    evaluations: [Counter; 2],
     task_panics: Family<CheckLabels, Counter>,
     silenced_items: Family<EndpointLabels, Gauge>,
     maintenance: Gauge,
@@ -287,6 +294,14 @@ impl Metrics {
             "Kubernetes watches listed again or reconnected, per check and reason",
             watch_restarts.clone(),
         );
+        let evaluations = Family::<EvaluationLabels, Counter>::default();
+        registry.register(
+            "evaluations",
+            "Evaluations of the policy: full, or patched (only what passing items say changed)",
+            evaluations.clone(),
+        );
+        let evaluations = ["full", "patched"]
+            .map(|how| evaluations.get_or_create(&EvaluationLabels { how }).clone());
         let task_panics = Family::<CheckLabels, Counter>::default();
         registry.register(
             "check_task_panics",
@@ -341,6 +356,7 @@ impl Metrics {
             probe_requests: probe_counters(&http_requests),
             http_requests,
             watch_restarts,
+            evaluations,
             task_panics,
             silenced_items,
             maintenance,
@@ -616,6 +632,11 @@ impl Metrics {
                 reason: reason.label(),
             });
         }
+    }
+
+    /// One evaluation: in full, or patched.
+    pub(crate) fn evaluated(&self, full: bool) {
+        self.evaluations[usize::from(!full)].inc();
     }
 
     pub(crate) fn watch_restart(&self, check: &str, reason: WatchRestart) {
