@@ -279,9 +279,9 @@ impl Engine {
 }
 
 /// `last` (the report `snapshot` was evaluated into) with what items say replaced, when `next` differs from
-/// `snapshot` only in that: the messages, details, counts and times of items that pass before and after, are
-/// counted as passing with no note by each endpoint, and have no expiry passed. Then no status, damping,
-/// cause, silence or annotation can differ, and a full evaluation would give exactly this (the policy's tests
+/// `snapshot` only in that: the messages, details, counts and times of items that pass (or warn) before and
+/// after, are counted so with no note by each endpoint, and have no expiry passed. Then no status, damping,
+/// cause (only failing and unknown items are causes), silence or annotation can differ, and a full evaluation would give exactly this (the policy's tests
 /// hold both to that). `None`: evaluate in full.
 fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) -> Option<Report> {
     if snapshot.polls != next.polls
@@ -305,8 +305,8 @@ fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) 
             }
             let (status, message) = b.at(now);
             let same = a.item == b.item
-                && a.status == Status::Pass
-                && status == Status::Pass
+                && matches!(a.status, Status::Pass | Status::Warn)
+                && status == a.status
                 && a.expires == b.expires
                 && a.fact == b.fact
                 && a.regarding == b.regarding;
@@ -319,7 +319,7 @@ fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) 
                 .iter()
                 .position(|i| i.name.check() == check.as_str() && i.name.item() == b.item)?;
             let item = &mut report.items[index];
-            if item.status != Status::Pass {
+            if item.status != status {
                 return None;
             }
             item.message = message.to_string();
@@ -330,11 +330,20 @@ fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) 
             for endpoint in [&mut report.healthz, &mut report.readyz] {
                 let counted = endpoint.items.iter_mut().filter(|c| c.item == Some(index));
                 for c in counted {
-                    if !plain_pass(c) {
+                    if !plain(c, status) {
                         return None;
                     }
                     c.message = message.to_string();
                 }
+            }
+            // A warning explained by nothing is a root cause, which says what the item says.
+            for root in report
+                .causes
+                .roots
+                .iter_mut()
+                .filter(|r| r.item == Some(index))
+            {
+                root.message = message.to_string();
             }
         }
     }
@@ -343,9 +352,9 @@ fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) 
     Some(report)
 }
 
-/// Counted as passing, with no word of the policy's about it.
-fn plain_pass(c: &Counted) -> bool {
-    c.status == Status::Pass && c.notes == Notes::default()
+/// Counted as observed (`status`), with no word of the policy's about it.
+fn plain(c: &Counted, status: Status) -> bool {
+    c.status == status && c.notes == Notes::default()
 }
 
 #[cfg(test)]
@@ -441,6 +450,7 @@ mod tests {
             s
         };
         let failing = base(Status::Fail);
+        let warning = base(Status::Warn);
         // z failed (counted failed at once), then passes: healthz counts it failed for 30 s more, with a note.
         let recovering = with(&failing, "b", 0, &|o| o.status = Status::Pass);
         let t = |s: u64| Moment {
