@@ -281,8 +281,8 @@ impl Engine {
 /// `last` (the report `snapshot` was evaluated into) with what items say replaced, when `next` differs from
 /// `snapshot` only in that: the messages, details, counts and times of items that pass (or warn) before and
 /// after, are counted so with no note by each endpoint, and have no expiry passed. Then no status, damping,
-/// cause (only failing and unknown items are causes), silence or annotation can differ, and a full evaluation would give exactly this (the policy's tests
-/// hold both to that). `None`: evaluate in full.
+/// cause (only failing and unknown items are causes), silence or annotation can differ, and a full
+/// evaluation gives exactly this (a table test holds both to that). `None`: evaluate in full.
 fn words_only(last: &Report, snapshot: &Snapshot, next: &Snapshot, now: Moment) -> Option<Report> {
     if snapshot.polls != next.polls
         || snapshot.unsynced != next.unsynced
@@ -471,6 +471,12 @@ mod tests {
                     o.detail = Some("12 ready".into());
                     o.observed = t(2).wall;
                 }),
+                true,
+            ),
+            (
+                "a warning item's message",
+                vec![warning.clone()],
+                with(&warning, "b", 0, &|o| o.message = "slow, 3 waiting".into()),
                 true,
             ),
             (
