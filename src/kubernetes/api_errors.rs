@@ -74,6 +74,19 @@ pub(crate) fn refused(e: &watcher::Error) -> bool {
     }
 }
 
+/// Whether `e` is what a busy, restarting or unreachable server causes, which passes by itself: no answer
+/// (a connection refused, reset or timed out), `429`, a `5xx`, or `410 Gone` (history compacted away). A
+/// refusal (`403`, `404`, `422`) or an answer too large stays until someone acts.
+pub(crate) fn transient(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 429 || s.code >= 500,
+        watcher::Error::WatchError(s) => s.code == 410 || s.code == 429 || s.code >= 500,
+        e => !super::answers::too_large(e),
+    }
+}
+
 /// Whether a WATCH was refused as it started with `403 Forbidden`: an identity without the verb "watch".
 pub(crate) fn forbidden_watch(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 403)

@@ -31,6 +31,9 @@ use crate::telemetry::LogLimiter;
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The longest wait after a failure that passes by itself (a server restarting, busy or out of reach): a
+/// few requests of each watch against a recovering server, and a verdict complete seconds after it is back.
+const TRANSIENT_MAX: Duration = Duration::from_secs(4);
 /// Each request that looks for an object too large for `max_body`.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Watches that relist when their cluster comes back spread their LISTs over this long.
@@ -123,12 +126,14 @@ struct Failure {
     message: String,
     watch_only: bool,
     reason: WatchRestart,
+    /// It passes by itself ([`api_errors::transient`]): the backoff stops at [`TRANSIENT_MAX`].
+    transient: bool,
 }
 
 /// How one attempt (a list, then a watch) ended.
 enum Ended {
-    /// Relist after the backoff.
-    Failed,
+    /// Relist after the backoff (shorter after a failure that passes by itself).
+    Failed { transient: bool },
     /// The cluster answers again after an outage this watch heard nothing of: relist after a short random
     /// delay.
     Silent,
@@ -157,6 +162,20 @@ impl Backoff {
         let delay = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
         delay
+    }
+
+    /// The delay after a failure that passes by itself: doubling as well, but never past [`TRANSIENT_MAX`].
+    fn failed_transient(&mut self) -> Duration {
+        self.failed().min(TRANSIENT_MAX)
+    }
+
+    /// What the next delay will be.
+    fn upcoming(&self, transient: bool) -> Duration {
+        if transient {
+            self.next.min(TRANSIENT_MAX)
+        } else {
+            self.next
+        }
     }
 
     fn held(&mut self) {
@@ -198,7 +217,8 @@ where
                 .attempt(&mut backoff, &mut errors, &mut recoveries)
                 .await
             {
-                Ended::Failed => backoff.failed(),
+                Ended::Failed { transient: false } => backoff.failed(),
+                Ended::Failed { transient: true } => backoff.failed_transient(),
                 Ended::Silent => spread(),
                 Ended::Again => continue,
             };
@@ -276,6 +296,7 @@ where
                             message: "the watch stream ended".to_string(),
                             watch_only: false,
                             reason: WatchRestart::Failed,
+                            transient: true,
                         }),
                     };
                     match outcome {
@@ -293,7 +314,7 @@ where
                         Err(failure) if failure.reason == WatchRestart::Throttled => {
                             // The stream's next poll asks the WATCH again from its resourceVersion.
                             self.failed(failure, backoff, errors);
-                            let delay = backoff.failed();
+                            let delay = backoff.failed_transient();
                             self.pause(delay, recoveries).await;
                             listed = Some(tokio::time::Instant::now());
                         }
@@ -318,7 +339,7 @@ where
                             return Ended::Again;
                         }
                         Err(failure) => {
-                            let reason = failure.reason;
+                            let (reason, transient) = (failure.reason, failure.transient);
                             self.failed(failure, backoff, errors);
                             if reason == WatchRestart::MaxObjects {
                                 // Starting the next list from more than the bound would trip it again at once.
@@ -327,7 +348,7 @@ where
                                 // Drops what a failed list had buffered.
                                 self.keep.keep(Event::Init);
                             }
-                            return Ended::Failed;
+                            return Ended::Failed { transient };
                         }
                     }
                 }
@@ -430,6 +451,7 @@ where
                 && api_errors::verb(e) == Verb::Watch
                 && api_errors::refused(e),
             reason,
+            transient: api_errors::transient(e),
         }
     }
 
@@ -498,6 +520,7 @@ where
             ),
             watch_only: false,
             reason: WatchRestart::MaxObjects,
+            transient: false,
         }
     }
 
@@ -564,12 +587,14 @@ where
             message: error,
             watch_only,
             reason,
+            transient,
         } = failure;
+        let retry_in = backoff.upcoming(transient);
         if let Some(left_out) = errors.allow() {
             if reason == WatchRestart::Throttled {
-                tracing::warn!(watch = %self.what, %error, retry_in = ?backoff.next, left_out, "watch throttled; asking again from where it was");
+                tracing::warn!(watch = %self.what, %error, ?retry_in, left_out, "watch throttled; asking again from where it was");
             } else {
-                tracing::warn!(watch = %self.what, %error, retry_in = ?backoff.next, left_out, "watch failed; relisting");
+                tracing::warn!(watch = %self.what, %error, ?retry_in, left_out, "watch failed; relisting");
             }
         }
         self.count(reason);
@@ -610,6 +635,17 @@ mod tests {
         );
         b.held();
         assert_eq!(b.failed(), BACKOFF_START);
+    }
+
+    #[test]
+    fn after_failures_that_pass_by_themselves_the_backoff_stops_at_four_seconds() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..8)
+            .map(|_| b.failed_transient().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
+        // A refusal after them waits as long as the doubling has reached.
+        assert_eq!(b.failed(), Duration::from_secs(60));
     }
 
     /// A WATCH that is refused while its LIST works, on tokio's paused clock: the objects stay, the state
