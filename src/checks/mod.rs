@@ -9,6 +9,7 @@ pub mod backend_status;
 pub mod broker;
 pub mod cluster_bindings;
 pub mod deployments;
+pub(crate) mod machinery;
 pub mod managed_resources;
 pub mod packages;
 pub mod pods;
@@ -30,11 +31,14 @@ use serde::Serialize;
 use crate::clock::Moment;
 use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
-use crate::kubernetes::watch::{follow, waiting, Destination, LiveTally, Source, Specs, Watches};
-pub(crate) use crate::kubernetes::watch::{keep_status, Tally, WatchSpec, WatchState};
+use crate::kubernetes::watch::Watches;
+pub(crate) use crate::kubernetes::watch::{Tally, WatchSpec, WatchState};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
 use crate::values::KeyError;
+use kube::api::DynamicObject;
+pub(crate) use machinery::JudgedTally;
+use machinery::{follow, live, waiting, Destination, LiveTally, Source, Specs};
 
 /// Makes `$t` a Kubernetes resource of a kind named at run time (an `ApiResource`), for a check's own
 /// reduced object type that keeps only what it reads and its metadata in a field `meta`.
@@ -69,6 +73,14 @@ macro_rules! dynamic_resource {
     };
 }
 pub(crate) use dynamic_resource;
+
+/// Crossplane and provider-anynines objects are judged by their status alone, its strings bounded (a
+/// condition's message may carry whatever a tenant wrote).
+pub(crate) fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
+    crate::human::bound_strings(&mut obj.data);
+}
 
 /// Every check type, by the name written in `type = "…"`.
 pub const TYPES: &[Registration] = &[
@@ -263,7 +275,7 @@ struct LiveSource {
 }
 
 impl LiveSource {
-    fn publisher<K, T: Tally<K>>(
+    fn publisher<K, T: JudgedTally<K>>(
         &self,
         to: Destination,
         sink: Sink,
@@ -450,7 +462,7 @@ impl<'a> Run<'a> {
     ) where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        T: Tally<K> + Clone,
+        T: JudgedTally<K> + Clone,
     {
         let check = self.check;
         let Some(s) = self.watching(|| vec![spec.row()]) else {
@@ -474,7 +486,7 @@ impl<'a> Run<'a> {
             .filter(|(_, live)| live.watches(&key))
             .and_then(|(_, live)| live.rejudge(tally.clone()));
         if kept.is_none() {
-            let live = watch.live(tally, s.sink, s.metrics);
+            let live = live(watch, tally, s.sink, s.metrics);
             lives.parts.insert(part.to_string(), (generation, live));
         }
         if let Some((stamp, _)) = lives.parts.get_mut(part) {

@@ -181,7 +181,10 @@ impl Running {
             changes.removed.push(name);
         }
         self.watches.stop_unused();
-        self.watches.report_clusters(sink);
+        let to = sink.clone();
+        self.watches
+            .report_clusters(move |cluster, down| to.cluster(cluster, down));
+        sink.retain_clusters(|c| self.watches.connected(c));
         changes
     }
 }

@@ -32,7 +32,18 @@ use super::answers::{AnswersLayer, Evidence};
 use super::settings::Cluster;
 use crate::clock::Moment;
 use crate::human::{error_chain, timestamp};
-use crate::signals::ClusterDown;
+
+/// A cluster whose API server does not answer, or answers but is not ready: the evidence probe of its
+/// connection says so, and every item of that cluster turns `unknown` after `stale_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterDown {
+    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
+    pub since: Moment,
+    /// `API server of cluster default silent since …: no answer to GET /readyz within 10s`.
+    pub message: String,
+    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
+    pub not_ready: bool,
+}
 
 /// Whether a cluster's API server answers, and is ready.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
+pub use crate::kubernetes::connection::ClusterDown;
 use crate::report::{CrossplaneCounts, Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
@@ -78,18 +79,6 @@ pub enum NoAnswer {
     TimedOut,
     /// It answered with a 5xx status.
     ServerError,
-}
-
-/// A cluster whose API server does not answer, or answers but is not ready: the evidence probe of its
-/// connection says so, and every item of that cluster turns `unknown` after `stale_after`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterDown {
-    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
-    pub since: Moment,
-    /// `API server of cluster default silent since …: no answer to GET /readyz within 10s`.
-    pub message: String,
-    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
-    pub not_ready: bool,
 }
 
 /// A Kubernetes object, as an Event's `regarding` names it.

@@ -17,9 +17,9 @@ use kube::runtime::watcher::Event;
 use super::judge::{judge, State};
 use super::object::Managed;
 use super::Share;
+use crate::checks::{JudgedTally, Tally, WatchState};
 use crate::clock::{Due, Moment};
 use crate::human;
-use crate::kubernetes::watch::{Tally, WatchState};
 use crate::report::{CrossplaneCounts, StateCounts, Status};
 use crate::signals::{Fact, Observation};
 
@@ -735,7 +735,9 @@ impl Tally<Managed> for KindTally {
     fn len(&self) -> usize {
         self.held()
     }
+}
 
+impl JudgedTally<Managed> for KindTally {
     fn rejudge(&mut self, fresh: KindTally) {
         self.set_rules(Arc::unwrap_or_clone(fresh.rules));
     }
@@ -1287,7 +1289,7 @@ pg-9 (providerConfigRef pg; Synced=False, ReconcileError: connection refused)"
             settings(&["test-*"], 1, 60),
             settings(&["test-*"], 3, 3600),
         ] {
-            Tally::rejudge(&mut live, KindTally::new(rules.clone()));
+            JudgedTally::rejudge(&mut live, KindTally::new(rules.clone()));
             let mut fresh = KindTally::new(rules);
             for o in objects() {
                 fresh.upsert(o);
