@@ -10,7 +10,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 
-use crate::checks::running::Running;
+use crate::checks::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
 use crate::events;

@@ -18,7 +18,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::checks::running::Running;
+use crate::checks::Running;
 use crate::clock::{Instant, Moment};
 use crate::config::Config;
 use crate::kubernetes::api_errors::Resource;

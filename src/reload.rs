@@ -12,7 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::checks::running::Running;
+use crate::checks::Running;
 use std::net::SocketAddr;
 
 use crate::config::{Check, Config, Overrides, Server};
