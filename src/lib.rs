@@ -17,6 +17,7 @@ pub mod history;
 pub mod human;
 pub mod kubernetes;
 pub mod lease;
+pub mod links;
 pub mod listen;
 pub mod metrics;
 pub mod operating;

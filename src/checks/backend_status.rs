@@ -56,8 +56,6 @@ impl BackendStatus {
 
 impl CheckType for BackendStatus {
     const NAME: &'static str = "backend-status";
-    const LINK: super::Link = super::Link::AnnotatedByProviderConfigs;
-    const PACKAGE: bool = true;
 
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         if cluster.is_some() {

@@ -92,11 +92,6 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     const NAME: &'static str;
     /// Other names accepted for `type`.
     const ALIASES: &'static [&'static str] = &[];
-    /// How the policy relates this check's items to other checks'.
-    const LINK: Link = Link::None;
-    /// Whether its `[[check]]` may name the Crossplane package whose runtime it watches (`package =
-    /// "providers/provider-anynines"`, a `crossplane-package` item), which links its items to that one.
-    const PACKAGE: bool = false;
 
     /// What serde cannot check, naming the key: `interval: must be more than 0s`.
     /// `cluster` is the check's `cluster` key.
@@ -111,16 +106,6 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     /// `Run::follow_part` for a check of several watches), or a poller through `Run::poll`. The registry
     /// calls it to learn the watches (what RBAC must grant; nothing starts then) and at each start.
     fn start(&self, run: &mut Run<'_>);
-}
-
-/// How the policy relates a check's items to other checks'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Link {
-    None,
-    /// Its failing items take the message of the same-named failing item of a [`Link::ProviderConfigs`] check.
-    AnnotatedByProviderConfigs,
-    /// Its items are ProviderConfigs.
-    ProviderConfigs,
 }
 
 /// One entry of [`TYPES`].
@@ -169,9 +154,6 @@ fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>
 /// A check type's settings behind one type: what the rest of the service uses.
 pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
-    fn link(&self) -> Link;
-    /// Whether the check may name its package ([`CheckType::PACKAGE`]).
-    fn takes_package(&self) -> bool;
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
     /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
     /// grant. Empty: no cluster at all.
@@ -186,12 +168,6 @@ pub trait Settings: Debug + Send + Sync + 'static {
 impl<T: CheckType> Settings for T {
     fn type_name(&self) -> &'static str {
         T::NAME
-    }
-    fn link(&self) -> Link {
-        T::LINK
-    }
-    fn takes_package(&self) -> bool {
-        T::PACKAGE
     }
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         CheckType::validate(self, cluster)

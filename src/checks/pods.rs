@@ -60,7 +60,6 @@ impl Pods {
 
 impl CheckType for Pods {
     const NAME: &'static str = "pods";
-    const PACKAGE: bool = true;
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.namespace.is_empty() {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keep_status, CheckType, Link, Run, WatchSpec};
+use super::{keep_status, CheckType, Run, WatchSpec};
 use crate::clock::{Due, Moment};
 use crate::human;
 use crate::report::Status;
@@ -48,8 +48,6 @@ impl Default for ProviderConfig {
 
 impl CheckType for ProviderConfig {
     const NAME: &'static str = "provider-config";
-    const LINK: Link = Link::ProviderConfigs;
-    const PACKAGE: bool = true;
 
     fn placeholders(&self) -> Vec<String> {
         self.names.clone().unwrap_or_default()

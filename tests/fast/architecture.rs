@@ -18,6 +18,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["kubernetes"],
     &["signals"],
     &["checks"],
+    &["links"],
     &["config"],
     &["history", "operating", "causes"],
     &["policy"],
