@@ -26,6 +26,7 @@ pub mod reload;
 pub mod render;
 pub mod report;
 pub mod reserved;
+pub mod routes;
 pub mod server;
 pub mod signals;
 pub mod telemetry;

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::report::{
     CrossplaneCounts, Endpoint, ItemName, OperatorKind, Report, StateCounts, Status,
 };
+use crate::routes;
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -173,15 +174,6 @@ struct HttpLabels {
 struct VersionLabels {
     version: &'static str,
 }
-
-/// Routes and codes that probes hit all the time.
-const PROBES: [(&str, u16); 5] = [
-    ("/readyz", 200),
-    ("/readyz", 503),
-    ("/healthz", 200),
-    ("/healthz", 503),
-    ("/livez", 200),
-];
 
 pub struct Metrics {
     registry: Registry,
@@ -730,9 +722,8 @@ fn register_build_info(registry: &mut Registry) {
 
 /// The request counters of the probe paths, resolved once so that a probe does not look its labels up.
 fn probe_counters(http_requests: &Family<HttpLabels, Counter>) -> Vec<(HttpLabels, Counter)> {
-    PROBES
-        .iter()
-        .map(|&(path, code)| {
+    routes::probes()
+        .map(|(path, code)| {
             let labels = HttpLabels { path, code };
             let counter = http_requests.get_or_create(&labels).clone();
             (labels, counter)

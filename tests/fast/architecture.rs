@@ -13,7 +13,7 @@ use syn::visit::Visit;
 pub(crate) const LAYERS: &[&[&str]] = &[
     &["human", "values", "reserved", "clock"],
     &["report"],
-    &["telemetry"],
+    &["telemetry", "routes"],
     &["metrics"],
     &["kubernetes"],
     &["signals"],
