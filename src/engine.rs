@@ -9,14 +9,14 @@ use tokio::sync::watch;
 
 use crate::clock::{Instant, Moment};
 use crate::config::{Config, DetailsPolicy};
-use crate::events::{self, Transitions};
-use crate::history;
 use crate::metrics::Metrics;
-use crate::policy::{self, Memory, Rules};
+use crate::publish::events::{self, Transitions};
 use crate::render::{Bodies, Details, Identity};
-use crate::report::Report;
 use crate::signals::Sink;
 use crate::telemetry::log_transitions;
+use crate::verdict::history;
+use crate::verdict::policy::{self, Memory, Rules};
+use crate::verdict::report::Report;
 
 /// One evaluation's output, as the server reads it.
 #[derive(Debug)]
@@ -244,8 +244,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::report::{Endpoint, Status};
     use crate::signals::Observation;
+    use crate::verdict::report::{Endpoint, Status};
 
     /// The engine runs on the monotonic clock of tokio: with time paused, `fail_after` is reached by the
     /// damping timer alone, at its instant, with no new observation and no real waiting.

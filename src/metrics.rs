@@ -14,10 +14,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{
+use crate::http::routes;
+use crate::verdict::report::{
     CrossplaneCounts, Endpoint, ItemName, OperatorKind, Report, StateCounts, Status,
 };
-use crate::routes;
 
 /// A label value from outside (check names, upstream keys), escaped as the exposition formats require:
 /// prometheus-client writes label values as they are, and one `"` in a provider's key would otherwise make
@@ -742,7 +742,7 @@ mod tests {
         let metrics = Metrics::new();
         let with_counts = |ready: u64, failing: u64| {
             let mut report =
-                crate::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
+                crate::verdict::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
             report.items[0].counts = Some(StateCounts::from(vec![
                 ("ready", ready),
                 ("failing", failing),
@@ -767,7 +767,7 @@ mod tests {
             (sample("ready"), sample("failing")),
             (Some("415".into()), Some("0".into()))
         );
-        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        metrics.observe_report(&crate::verdict::history::tests::report(0, &[]));
         assert_eq!((sample("ready"), sample("failing")), (None, None));
     }
 
@@ -778,7 +778,7 @@ mod tests {
         let metrics = Metrics::new();
         const GVK: &str = "dataservices.anynines.com/v1, Kind=ServiceInstance";
         let with_counts = |exists: u64, ready: u64, synced: u64| {
-            let mut report = crate::history::tests::report(
+            let mut report = crate::verdict::history::tests::report(
                 0,
                 &[("serviceinstances", Status::Warn), ("again", Status::Pass)],
             );
@@ -831,7 +831,7 @@ mod tests {
             (sample("exists"), sample("ready"), sample("synced")),
             (Some("3".into()), Some("1".into()), Some("0".into()))
         );
-        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        metrics.observe_report(&crate::verdict::history::tests::report(0, &[]));
         assert_eq!(
             (sample("exists"), sample("ready"), sample("synced")),
             (None, None, None)

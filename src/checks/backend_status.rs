@@ -23,10 +23,10 @@ use super::{CheckType, Run};
 use crate::clock::Moment;
 use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
-use crate::report::{Passthrough, Status};
 use crate::signals::{Fact, NoAnswer, Observation, Sink};
 use crate::telemetry::LogLimiter;
 use crate::values::{duration, http_url, KeyError};
+use crate::verdict::report::{Passthrough, Status};
 
 /// The keys of a `backend-status` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::packages::{condition, describe};
 use super::{CheckType, Run, WatchSpec, WatchState};
 use crate::clock::{Due, Moment};
-use crate::report::Status;
 use crate::signals::{Expiry, Observation};
+use crate::verdict::report::Status;
 
 /// The keys of a `cluster-binding` check: none besides the shared ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

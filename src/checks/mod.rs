@@ -299,8 +299,8 @@ mod tests {
     use super::*;
     use crate::clock::Moment;
     use crate::metrics::Metrics;
-    use crate::report::Status;
     use crate::signals::{Observation, Sink, Tasks};
+    use crate::verdict::report::Status;
 
     #[derive(Debug, Serialize, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::{keep_status, CheckType, Run, WatchSpec};
 use crate::clock::{Due, Moment};
 use crate::human;
-use crate::report::Status;
 use crate::signals::{Expiry, Fact, Observation};
 use crate::values::duration;
+use crate::verdict::report::Status;
 
 /// The keys of a `provider-config` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,7 +252,7 @@ mod tests {
     use crate::checks::provider_configs;
     use crate::checks::testing::{at, fixture, m, object, only};
     use crate::clock::{Due, Moment};
-    use crate::report::Status;
+    use crate::verdict::report::Status;
 
     fn pc_config() -> provider_configs::ProviderConfig {
         provider_configs::ProviderConfig::default()

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
 pub use crate::kubernetes::connection::ClusterDown;
-use crate::report::{CrossplaneCounts, Passthrough, StateCounts, Status};
+use crate::verdict::report::{CrossplaneCounts, Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
@@ -49,7 +49,7 @@ pub struct Observation {
 }
 
 /// What an item is, beyond its status, for the rules that link one check's items to another's (a
-/// check's `package`, and the root-cause rules of [`crate::causes`]).
+/// check's `package`, and the root-cause rules of [`crate::verdict::causes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     /// A Crossplane package scaled to zero until one of its ManagedResourceDefinitions is active: no pod

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::{Service, BIN};
-use klutch_health::causes::RULES;
+use klutch_health::verdict::causes::RULES;
 use klutch_sim::SimControlPlane;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

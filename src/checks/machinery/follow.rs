@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::clock::{Due, Moment};
 use crate::kubernetes::watch::{Watch, WatchSpec, WatchState, WatchTarget, Watches};
 use crate::metrics::Metrics;
-use crate::report::Status;
 use crate::signals::{Expiry, Observation, Sink, WATCH_ITEM};
+use crate::verdict::report::Status;
 
 /// Where a followed watch publishes: the whole check, or one part of a check that follows several watches.
 /// A part's watch state (waiting, broken, not watching) lands on the part's own item, never on a shared

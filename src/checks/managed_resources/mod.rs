@@ -325,7 +325,7 @@ mod tests {
     use super::*;
     use crate::checks::testing::{fake_api, fixture, started};
     use crate::checks::{Settings, WatchTarget};
-    use crate::report::Status;
+    use crate::verdict::report::Status;
 
     #[test]
     fn its_four_watches_are_four_cluster_scoped_rbac_rows() {

@@ -20,8 +20,8 @@ use super::Share;
 use crate::checks::{JudgedTally, Tally, WatchState};
 use crate::clock::{Due, Moment};
 use crate::human;
-use crate::report::{CrossplaneCounts, StateCounts, Status};
 use crate::signals::{Fact, Observation};
+use crate::verdict::report::{CrossplaneCounts, StateCounts, Status};
 
 /// Reasons the text line shows, the most frequent first, and failing resources it names per reason.
 pub const REASONS_IN_TEXT: usize = 3;

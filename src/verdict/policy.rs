@@ -10,15 +10,15 @@ use std::sync::Arc;
 
 use crate::clock::{Instant, Moment};
 use crate::config::{self, Require, UnknownAs};
-use crate::operating::Operations;
+use crate::verdict::operations::Operations;
 
-use crate::causes::Observed;
-use crate::links;
-use crate::report::{
+use crate::signals::{Fact, Observation, Snapshot};
+use crate::verdict::causes::Observed;
+use crate::verdict::links;
+use crate::verdict::report::{
     Causes, Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote,
     Report, Served, Status,
 };
-use crate::signals::{Fact, Observation, Snapshot};
 
 /// One endpoint's policy as evaluation applies it: the configuration's [`config::EndpointPolicy`] (its
 /// patterns compiled once), with the rules that read it here rather than on the configuration type.
@@ -323,7 +323,7 @@ fn explain_items(
             }
         })
         .collect();
-    let (explained, causes) = crate::causes::explain(&observed, &snapshot.clusters, now);
+    let (explained, causes) = crate::verdict::causes::explain(&observed, &snapshot.clusters, now);
     for (item, cause) in items.iter_mut().zip(explained) {
         item.cause = cause;
     }

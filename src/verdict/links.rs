@@ -13,8 +13,8 @@ use crate::checks::pods::Pods;
 use crate::checks::provider_configs::ProviderConfig;
 use crate::checks::CheckType;
 use crate::clock::Moment;
-use crate::report::{ItemName, Status};
 use crate::signals::{Fact, Observation, Snapshot};
+use crate::verdict::report::{ItemName, Status};
 
 /// The check types that links name, by their `type = "…"`.
 pub const BACKEND_STATUS: &str = BackendStatus::NAME;

@@ -20,13 +20,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Instant, Moment};
 use crate::config::{self, DetailsPolicy};
-use crate::connections::{Admitted, Answering, Connections, Peer};
 use crate::engine::Published;
+use crate::http::admission::{Admitted, Answering, Connections, Peer};
+use crate::http::routes::{self, Route, Serves};
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
-use crate::report::{Endpoint, Served};
-use crate::routes::{self, Route, Serves};
 use crate::telemetry::LogLimiter;
+use crate::verdict::report::{Endpoint, Served};
 
 // Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
 // time, instead of on every request.

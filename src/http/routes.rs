@@ -1,7 +1,7 @@
 //! Every HTTP route, once: the dispatch, the public listener's subset, the request counters' `path` labels
 //! and the probes' pre-resolved counters all read [`ROUTES`].
 
-use crate::report::Endpoint;
+use crate::verdict::report::Endpoint;
 
 /// What a route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

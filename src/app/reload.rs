@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 
 use crate::config::{Check, Config, Overrides, Server};
 use crate::engine::Reloaded;
-use crate::events;
+use crate::http::server::{Presentation, State};
 use crate::metrics::Metrics;
-use crate::server::{Presentation, State};
+use crate::publish::events;
 use crate::signals::Sink;
 
 /// How often the files are compared with what was last read.

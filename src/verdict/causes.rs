@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::clock::Moment;
-use crate::links::{BACKEND_STATUS, BROKER, MANAGED_RESOURCES, PODS, PROVIDER_CONFIG};
-use crate::report::{Causes, Explained, Item, ItemName, RootCause, Status};
 use crate::reserved;
 use crate::signals::{ClusterDown, Fact};
+use crate::verdict::links::{BACKEND_STATUS, BROKER, MANAGED_RESOURCES, PODS, PROVIDER_CONFIG};
+use crate::verdict::report::{Causes, Explained, Item, ItemName, RootCause, Status};
 
 /// The reserved check name under which a cluster's API server is a cause (`cluster/default`): a cause,
 /// never an item, counted by no endpoint.
