@@ -279,7 +279,7 @@ pub(crate) mod testing {
                 metrics: &metrics,
                 tasks: &mut tasks,
                 // Kept for the test's life: the check's private watches live as long as its memory.
-                memory: Box::leak(Box::new(super::machinery::Memory::default())),
+                stash: Box::leak(Box::new(super::machinery::Stash::default())),
                 kube: Some(super::machinery::Kube {
                     client,
                     cluster: None,

@@ -8,7 +8,7 @@ mod tally;
 
 pub(crate) use follow::{follow, waiting, Destination, Source, Specs};
 pub use run::Run;
-pub(crate) use run::{start_one, CheckRef, Memory};
+pub(crate) use run::{start_one, CheckRef, Stash};
 #[cfg(test)]
 pub(crate) use run::{Kube, Starting};
 pub(crate) use tally::{live, JudgedTally, LiveTally};

@@ -20,13 +20,14 @@ use crate::kubernetes::watch::{WatchSpec, WatchState, WatchTarget, Watches};
 use crate::metrics::Metrics;
 use crate::signals::{Observation, Sink, Tasks};
 
-/// What a check remembers across restarts of its tasks and across reloads (konnector heartbeats seen):
-/// owned by the running check set, handed to the check at each start, dropped when a reload removes it.
+/// What a check keeps across restarts of its tasks and across reloads (konnector heartbeats seen), one slot
+/// per type: owned by the running check set, handed to the check at each start, dropped when a reload
+/// removes it. (What the policy remembers between evaluations is its `Memory`.)
 #[derive(Clone, Default)]
-pub(crate) struct Memory(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>);
+pub(crate) struct Stash(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>);
 
-impl Memory {
-    /// The check's memory of type `T`, made empty on first use.
+impl Stash {
+    /// The check's slot of type `T`, made empty on first use.
     pub(crate) fn slot<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
         let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = slots
@@ -85,13 +86,13 @@ enum Mode<'a> {
     Start(Starting<'a>),
 }
 
-/// What a starting check gets: where to publish, its tasks and memory, and its cluster when it watches.
+/// What a starting check gets: where to publish, its tasks and stash, and its cluster when it watches.
 pub(crate) struct Starting<'a> {
     pub(crate) sink: &'a Sink,
     pub(crate) metrics: &'a Arc<Metrics>,
     /// The check's own tasks, stopped when a reload changes or removes the check.
     pub(crate) tasks: &'a mut Tasks,
-    pub(crate) memory: &'a Memory,
+    pub(crate) stash: &'a Stash,
     /// `None` for a check that declared no watch.
     pub(crate) kube: Option<Kube<'a>>,
 }
@@ -134,10 +135,10 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The check's memory of type `T`, kept across restarts and reloads while the check stays configured.
-    pub(crate) fn memory<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
+    /// The check's stash of type `T`, kept across restarts and reloads while the check stays configured.
+    pub(crate) fn stash<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
         match &self.mode {
-            Mode::Start(s) => s.memory.slot(),
+            Mode::Start(s) => s.stash.slot(),
             Mode::Declare(_) => Arc::default(),
         }
     }
@@ -265,7 +266,7 @@ impl<'a> Run<'a> {
             max_objects,
         );
         let key = watch.key();
-        let lives = s.memory.slot::<LiveTallies>();
+        let lives = s.stash.slot::<LiveTallies>();
         let mut lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
         let generation = lives.generation;
         let kept = lives
@@ -287,7 +288,7 @@ impl<'a> Run<'a> {
         };
         let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
         let live = LiveSource {
-            lives: Arc::downgrade(&s.memory.slot::<LiveTallies>()),
+            lives: Arc::downgrade(&s.stash.slot::<LiveTallies>()),
             part: part.to_string(),
         };
         s.tasks.supervise(check, s.sink, s.metrics, move || {
@@ -335,7 +336,7 @@ pub(crate) async fn start_one(
     watches: &mut Watches,
     sink: &Sink,
     metrics: &Arc<Metrics>,
-    memory: &Memory,
+    stash: &Stash,
 ) -> Tasks {
     let mut tasks = Tasks::default();
     sink.clear_parts(check.name);
@@ -367,7 +368,7 @@ pub(crate) async fn start_one(
             watches,
         })
     };
-    let lives = memory.slot::<LiveTallies>();
+    let lives = stash.slot::<LiveTallies>();
     lives
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -379,7 +380,7 @@ pub(crate) async fn start_one(
             sink,
             metrics,
             tasks: &mut tasks,
-            memory,
+            stash,
             kube,
         },
     ));

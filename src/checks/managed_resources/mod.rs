@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{CheckType, Run, WatchSpec};
 use crate::values::{duration, KeyError};
 use object::Managed;
-use tally::{KindTally, Rules, Supersede};
+use tally::{KindRules, KindTally, Supersede};
 
 /// The four kinds provider-anynines manages.
 pub const KINDS: [&str; 4] = ["serviceinstances", "servicebindings", "backups", "restores"];
@@ -180,8 +180,8 @@ impl ManagedResources {
     }
 
     /// How `kind` is judged.
-    pub fn rules(&self, kind: &str) -> Rules {
-        Rules {
+    pub fn rules(&self, kind: &str) -> KindRules {
+        KindRules {
             kind: kind.to_string(),
             gvk: format!("{}/{}, Kind={}", self.group, self.version, kind_of(kind)).into(),
             create_timeout: self
