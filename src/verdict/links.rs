@@ -24,7 +24,9 @@ pub const PODS: &str = Pods::NAME;
 pub const PROVIDER_CONFIG: &str = ProviderConfig::NAME;
 
 /// The check types whose `[[check]]` may name the Crossplane package whose runtime they watch (`package =
-/// "providers/provider-anynines"`, a `crossplane-package` item), which links their items to that one.
+/// "providers/provider-anynines"`, a `crossplane-package` item), which links their items to that one (for
+/// `managed-resources`: the provider whose ProviderConfigs serve its kinds, so the root-cause rules link a
+/// kind only to those).
 pub const TAKE_PACKAGE: &[&str] = &[PODS, BACKEND_STATUS, PROVIDER_CONFIG, MANAGED_RESOURCES];
 
 /// Whether a check of `check_type` may name its package ([`TAKE_PACKAGE`]).

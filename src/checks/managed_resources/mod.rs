@@ -228,7 +228,6 @@ fn is_plural(s: &str) -> bool {
 
 impl CheckType for ManagedResources {
     const NAME: &'static str = "managed-resources";
-    /// The provider whose ProviderConfigs serve these kinds: the root-cause rules link a kind only to those.
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.resources.is_empty() {
