@@ -2,7 +2,8 @@
 //! settings struct (the keys of its `[[check]]` table) plus one line in [`TYPES`]: its settings, its
 //! validation, the items it shows before its first observation, and its signal — each watch it follows
 //! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
-//! in that module. `running` keeps the started checks across reloads.
+//! in that module. How they relate to each other's items is `verdict::links`'s; what runs them (a check's
+//! start, following watches, a check's own tally, the running set kept across reloads) is `machinery`.
 
 pub mod app_cluster_bindings;
 pub mod backend_status;

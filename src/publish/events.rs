@@ -232,7 +232,7 @@ pub struct Control {
 
 impl Control {
     /// Where Events go under `config`: the running writer, a new one, or none. A new one writes through the
-    /// default cluster's one connection, which `running` keeps for its watches.
+    /// default cluster's one connection, which the running check set keeps for its watches.
     pub(crate) async fn apply(&mut self, config: &Config, running: &mut Running) -> Option<Sender> {
         if config.kubernetes.events == Some(false) {
             if self.running.take().is_some() {
