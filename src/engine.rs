@@ -9,14 +9,14 @@ use tokio::sync::watch;
 
 use crate::clock::{Instant, Moment};
 use crate::config::{Config, DetailsPolicy};
-use crate::events::{self, Transitions};
-use crate::history;
 use crate::metrics::Metrics;
-use crate::policy::{self, Memory, Rules};
+use crate::publish::events::{self, Transitions};
 use crate::render::{Bodies, Details, Identity};
-use crate::report::{Counted, Notes, Report, Status};
 use crate::signals::{Sink, Snapshot};
 use crate::telemetry::log_transitions;
+use crate::verdict::history;
+use crate::verdict::policy::{self, Memory, Rules};
+use crate::verdict::report::{Counted, Notes, Report, Status};
 
 /// The shortest time between two evaluations that publishes woke: a burst of publishes within it is
 /// evaluated once, at its end. Short beside what any caller can tell (and beside the API server's own
@@ -362,8 +362,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::report::{Endpoint, Status};
     use crate::signals::Observation;
+    use crate::verdict::report::{Endpoint, Status};
 
     /// The engine runs on the monotonic clock of tokio: with time paused, `fail_after` is reached by the
     /// damping timer alone, at its instant, with no new observation and no real waiting.

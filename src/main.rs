@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use klutch_health::app::{self, Format};
 use klutch_health::config::{self, Config, Overrides};
-use klutch_health::report::Endpoint;
 use klutch_health::telemetry::{self, LogFormat};
+use klutch_health::verdict::report::Endpoint;
 
 /// One trustworthy health URL for a Klutch control plane.
 #[derive(Parser, Debug)]

@@ -14,7 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::report::{
+use crate::http::routes;
+use crate::verdict::report::{
     CrossplaneCounts, Endpoint, ItemName, OperatorKind, Report, StateCounts, Status,
 };
 
@@ -178,15 +179,6 @@ struct HttpLabels {
 struct VersionLabels {
     version: &'static str,
 }
-
-/// Routes and codes that probes hit all the time.
-const PROBES: [(&str, u16); 5] = [
-    ("/readyz", 200),
-    ("/readyz", 503),
-    ("/healthz", 200),
-    ("/healthz", 503),
-    ("/livez", 200),
-];
 
 pub struct Metrics {
     registry: Registry,
@@ -757,9 +749,8 @@ fn register_build_info(registry: &mut Registry) {
 
 /// The request counters of the probe paths, resolved once so that a probe does not look its labels up.
 fn probe_counters(http_requests: &Family<HttpLabels, Counter>) -> Vec<(HttpLabels, Counter)> {
-    PROBES
-        .iter()
-        .map(|&(path, code)| {
+    routes::probes()
+        .map(|(path, code)| {
             let labels = HttpLabels { path, code };
             let counter = http_requests.get_or_create(&labels).clone();
             (labels, counter)
@@ -778,7 +769,7 @@ mod tests {
         let metrics = Metrics::new();
         let with_counts = |ready: u64, failing: u64| {
             let mut report =
-                crate::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
+                crate::verdict::history::tests::report(0, &[("serviceinstances", Status::Warn)]);
             report.items[0].counts = Some(StateCounts::from(vec![
                 ("ready", ready),
                 ("failing", failing),
@@ -803,7 +794,7 @@ mod tests {
             (sample("ready"), sample("failing")),
             (Some("415".into()), Some("0".into()))
         );
-        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        metrics.observe_report(&crate::verdict::history::tests::report(0, &[]));
         assert_eq!((sample("ready"), sample("failing")), (None, None));
     }
 
@@ -814,7 +805,7 @@ mod tests {
         let metrics = Metrics::new();
         const GVK: &str = "dataservices.anynines.com/v1, Kind=ServiceInstance";
         let with_counts = |exists: u64, ready: u64, synced: u64| {
-            let mut report = crate::history::tests::report(
+            let mut report = crate::verdict::history::tests::report(
                 0,
                 &[("serviceinstances", Status::Warn), ("again", Status::Pass)],
             );
@@ -867,7 +858,7 @@ mod tests {
             (sample("exists"), sample("ready"), sample("synced")),
             (Some("3".into()), Some("1".into()), Some("0".into()))
         );
-        metrics.observe_report(&crate::history::tests::report(0, &[]));
+        metrics.observe_report(&crate::verdict::history::tests::report(0, &[]));
         assert_eq!(
             (sample("exists"), sample("ready"), sample("synced")),
             (None, None, None)

@@ -12,7 +12,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::EnvFilter;
 
-use crate::report::{Item, Report, Status};
+use crate::verdict::report::{Item, Report, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -274,7 +274,7 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    use crate::report::{Endpoint, EndpointReport, ItemName};
+    use crate::verdict::report::{Endpoint, EndpointReport, ItemName};
 
     /// What a test's logs wrote, in the text format.
     #[derive(Clone, Default)]

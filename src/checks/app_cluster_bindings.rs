@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::deployments;
 use super::packages::{condition, describe};
 use super::{CheckType, Run, WatchSpec};
-use crate::report::Status;
 use crate::signals::{ObjectRef, Observation};
+use crate::verdict::report::Status;
 
 /// The keys of an `app-cluster-binding` check: none besides the shared ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ mod tests {
 
     use super::{keep_konnector_and_status, observe};
     use crate::checks::testing::{at, fixture, object, only};
-    use crate::report::Status;
+    use crate::verdict::report::Status;
 
     /// The fixture's binding `team-a/prod` (konnector deployed), as stored after the watch's strip.
     fn binding(edit: impl FnOnce(&mut Value)) -> Arc<DynamicObject> {

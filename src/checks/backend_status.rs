@@ -23,10 +23,10 @@ use super::{CheckType, Run};
 use crate::clock::Moment;
 use crate::human::{self, error_chain};
 use crate::metrics::Metrics;
-use crate::report::{Passthrough, Status};
 use crate::signals::{Fact, NoAnswer, Observation, Sink};
 use crate::telemetry::LogLimiter;
 use crate::values::{duration, http_url, KeyError};
+use crate::verdict::report::{Passthrough, Status};
 
 /// The keys of a `backend-status` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,8 +56,6 @@ impl BackendStatus {
 
 impl CheckType for BackendStatus {
     const NAME: &'static str = "backend-status";
-    const LINK: super::Link = super::Link::AnnotatedByProviderConfigs;
-    const PACKAGE: bool = true;
 
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         if cluster.is_some() {

@@ -37,9 +37,9 @@ use tokio::time::MissedTickBehavior;
 use super::{CheckType, Run, WatchSpec};
 use crate::human::{self, cut, error_chain, NAME_LIMIT};
 use crate::metrics::Metrics;
-use crate::report::Status;
 use crate::signals::{ObjectRef, Observation, Sink};
 use crate::values::{duration, KeyError};
+use crate::verdict::report::Status;
 
 /// The keys of a `broker` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::packages::{condition, describe};
 use super::{CheckType, Run, WatchSpec, WatchState};
 use crate::clock::{Due, Moment};
-use crate::report::Status;
 use crate::signals::{Expiry, Observation};
+use crate::verdict::report::Status;
 
 /// The keys of a `cluster-binding` check: none besides the shared ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ impl CheckType for ClusterBinding {
     fn start(&self, run: &mut Run<'_>) {
         let mut session = Session {
             cluster: run.cluster().map(str::to_string),
-            memory: run.memory(),
+            memory: run.stash(),
             ..Session::default()
         };
         run.follow(
@@ -113,7 +113,7 @@ struct Heartbeats {
 
 /// Heartbeat memory by (cluster, object uid), owned by the running check set: relists, a restart after a
 /// panic and config reloads start new watch sessions, which must not forget a heartbeat already seen.
-type Memory = HashMap<Key, Heartbeats>;
+type Seen = HashMap<Key, Heartbeats>;
 
 /// (cluster, object uid): uids are unique within a cluster only.
 type Key = (Option<String>, String);
@@ -123,7 +123,7 @@ type Key = (Option<String>, String);
 struct Session {
     /// The check's cluster (`None`: the default one).
     cluster: Option<String>,
-    memory: Arc<Mutex<Memory>>,
+    memory: Arc<Mutex<Seen>>,
     broken: bool,
     recovered: Option<Moment>,
 }

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{CheckType, Run, WatchSpec};
 use crate::clock::Due;
-use crate::report::Status;
 use crate::signals::{Expiry, Observation};
 use crate::values::KeyError;
+use crate::verdict::report::Status;
 
 /// The keys of a `deployment` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,7 +310,7 @@ mod tests {
 
     use crate::checks::deployments;
     use crate::checks::testing::{at, fixture, m, object, only};
-    use crate::report::Status;
+    use crate::verdict::report::Status;
 
     fn deployment_config(name: &str, min_available: i32) -> deployments::Deployment {
         deployments::Deployment {

@@ -2,39 +2,34 @@
 //! settings struct (the keys of its `[[check]]` table) plus one line in [`TYPES`]: its settings, its
 //! validation, the items it shows before its first observation, and its signal — each watch it follows
 //! declared once as a `WatchSpec`, from which both the watch's `Api` and the RBAC row are built — all live
-//! in that module. `running` keeps the started checks across reloads.
+//! in that module. How they relate to each other's items is `verdict::links`'s; what runs them (a check's
+//! start, following watches, a check's own tally, the running set kept across reloads) is `machinery`.
 
 pub mod app_cluster_bindings;
 pub mod backend_status;
 pub mod broker;
 pub mod cluster_bindings;
 pub mod deployments;
+pub(crate) mod machinery;
 pub mod managed_resources;
 pub mod packages;
 pub mod pods;
 pub mod provider_configs;
-pub(crate) mod running;
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::fmt::Debug;
-use std::future::Future;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use jiff::Timestamp;
+use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::clock::Moment;
-use crate::kubernetes::settings::Clusters;
 pub use crate::kubernetes::watch::WatchTarget;
-use crate::kubernetes::watch::{follow, waiting, Destination, LiveTally, Source, Specs, Watches};
-pub(crate) use crate::kubernetes::watch::{keep_status, Tally, WatchSpec, WatchState};
-use crate::metrics::Metrics;
-use crate::signals::{Observation, Sink, Tasks};
+pub(crate) use crate::kubernetes::watch::{Tally, WatchSpec, WatchState};
 use crate::values::KeyError;
+pub(crate) use machinery::running::Running;
+pub use machinery::Run;
+pub(crate) use machinery::{CheckRef, JudgedTally};
 
 /// Makes `$t` a Kubernetes resource of a kind named at run time (an `ApiResource`), for a check's own
 /// reduced object type that keeps only what it reads and its metadata in a field `meta`.
@@ -70,6 +65,14 @@ macro_rules! dynamic_resource {
 }
 pub(crate) use dynamic_resource;
 
+/// Crossplane and provider-anynines objects are judged by their status alone, its strings bounded (a
+/// condition's message may carry whatever a tenant wrote).
+pub(crate) fn keep_status(obj: &mut DynamicObject) {
+    let status = obj.data.get_mut("status").map(serde_json::Value::take);
+    obj.data = serde_json::json!({ "status": status });
+    crate::human::bound_strings(&mut obj.data);
+}
+
 /// Every check type, by the name written in `type = "…"`.
 pub const TYPES: &[Registration] = &[
     Registration::of::<backend_status::BackendStatus>(),
@@ -90,11 +93,6 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     const NAME: &'static str;
     /// Other names accepted for `type`.
     const ALIASES: &'static [&'static str] = &[];
-    /// How the policy relates this check's items to other checks'.
-    const LINK: Link = Link::None;
-    /// Whether its `[[check]]` may name the Crossplane package whose runtime it watches (`package =
-    /// "providers/provider-anynines"`, a `crossplane-package` item), which links its items to that one.
-    const PACKAGE: bool = false;
 
     /// What serde cannot check, naming the key: `interval: must be more than 0s`.
     /// `cluster` is the check's `cluster` key.
@@ -109,16 +107,6 @@ pub trait CheckType: Serialize + DeserializeOwned + Debug + Send + Sync + 'stati
     /// `Run::follow_part` for a check of several watches), or a poller through `Run::poll`. The registry
     /// calls it to learn the watches (what RBAC must grant; nothing starts then) and at each start.
     fn start(&self, run: &mut Run<'_>);
-}
-
-/// How the policy relates a check's items to other checks'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Link {
-    None,
-    /// Its failing items take the message of the same-named failing item of a [`Link::ProviderConfigs`] check.
-    AnnotatedByProviderConfigs,
-    /// Its items are ProviderConfigs.
-    ProviderConfigs,
 }
 
 /// One entry of [`TYPES`].
@@ -167,9 +155,6 @@ fn read<T: CheckType>(table: &figment::value::Value) -> Result<Arc<dyn Settings>
 /// A check type's settings behind one type: what the rest of the service uses.
 pub trait Settings: Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
-    fn link(&self) -> Link;
-    /// Whether the check may name its package ([`CheckType::PACKAGE`]).
-    fn takes_package(&self) -> bool;
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError>;
     /// What the check reads from its cluster, from its watches' declarations: exactly what its RBAC must
     /// grant. Empty: no cluster at all.
@@ -185,25 +170,12 @@ impl<T: CheckType> Settings for T {
     fn type_name(&self) -> &'static str {
         T::NAME
     }
-    fn link(&self) -> Link {
-        T::LINK
-    }
-    fn takes_package(&self) -> bool {
-        T::PACKAGE
-    }
     fn validate(&self, cluster: Option<&str>) -> Result<(), KeyError> {
         CheckType::validate(self, cluster)
     }
     fn targets(&self) -> Vec<WatchTarget> {
         let mut rows = Vec::new();
-        CheckType::start(
-            self,
-            &mut Run {
-                check: "",
-                placeholders: Vec::new(),
-                mode: Mode::Declare(&mut rows),
-            },
-        );
+        CheckType::start(self, &mut Run::declaring(&mut rows));
         rows.sort();
         rows.dedup();
         rows
@@ -227,367 +199,6 @@ impl dyn Settings {
     pub fn downcast<T: CheckType>(&self) -> Option<&T> {
         self.as_any().downcast_ref()
     }
-}
-
-/// What a check remembers across restarts of its tasks and across reloads (konnector heartbeats seen):
-/// owned by the running check set, handed to the check at each start, dropped when a reload removes it.
-#[derive(Clone, Default)]
-pub(crate) struct Memory(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>);
-
-impl Memory {
-    /// The check's memory of type `T`, made empty on first use.
-    fn slot<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
-        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = slots
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Box::new(Arc::new(Mutex::new(T::default()))));
-        // Keyed by its own type: the downcast cannot miss.
-        slot.downcast_ref::<Arc<Mutex<T>>>()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-/// A check's private watches that run into tallies, by part: kept across the check's restarts, each
-/// stamped with the start that last claimed it (a start drops those it did not claim).
-#[derive(Default)]
-struct LiveTallies {
-    generation: u64,
-    parts: HashMap<String, (u64, LiveTally)>,
-}
-
-/// Where a restarted publisher finds its part's tally again.
-struct LiveSource {
-    lives: std::sync::Weak<Mutex<LiveTallies>>,
-    part: String,
-}
-
-impl LiveSource {
-    fn publisher<K, T: Tally<K>>(
-        &self,
-        to: Destination,
-        sink: Sink,
-        stale_after: Duration,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let lives = self.lives.upgrade()?;
-        let lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
-        lives
-            .parts
-            .get(&self.part)?
-            .1
-            .publisher::<K, T>(to, sink, stale_after)
-    }
-}
-
-/// A check's signal being declared ([`Settings::targets`]) or started: [`CheckType::start`] says what it
-/// follows and polls through this, the same way in both cases.
-pub struct Run<'a> {
-    check: &'a str,
-    /// Items shown before the first observation.
-    placeholders: Vec<String>,
-    mode: Mode<'a>,
-}
-
-enum Mode<'a> {
-    /// Only the watches are listed, as RBAC rows; nothing starts.
-    Declare(&'a mut Vec<WatchTarget>),
-    Start(Starting<'a>),
-}
-
-/// What a starting check gets: where to publish, its tasks and memory, and its cluster when it watches.
-pub(crate) struct Starting<'a> {
-    pub(crate) sink: &'a Sink,
-    pub(crate) metrics: &'a Arc<Metrics>,
-    /// The check's own tasks, stopped when a reload changes or removes the check.
-    pub(crate) tasks: &'a mut Tasks,
-    pub(crate) memory: &'a Memory,
-    /// `None` for a check that declared no watch.
-    pub(crate) kube: Option<Kube<'a>>,
-}
-
-/// The cluster of a check that watches.
-pub(crate) struct Kube<'a> {
-    pub(crate) client: kube::Client,
-    pub(crate) cluster: Option<String>,
-    pub(crate) stale_after: Duration,
-    pub(crate) watches: &'a mut Watches,
-}
-
-impl<'a> Run<'a> {
-    pub(crate) fn starting(
-        check: &'a str,
-        placeholders: Vec<String>,
-        starting: Starting<'a>,
-    ) -> Run<'a> {
-        Run {
-            check,
-            placeholders,
-            mode: Mode::Start(starting),
-        }
-    }
-
-    /// The check's cluster (`None`: the default one, or no cluster).
-    pub(crate) fn cluster(&self) -> Option<&str> {
-        match &self.mode {
-            Mode::Start(Starting { kube: Some(k), .. }) => k.cluster.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// The check's memory of type `T`, kept across restarts and reloads while the check stays configured.
-    pub(crate) fn memory<T: Default + Send + 'static>(&self) -> Arc<Mutex<T>> {
-        match &self.mode {
-            Mode::Start(s) => s.memory.slot(),
-            Mode::Declare(_) => Arc::default(),
-        }
-    }
-
-    /// Follows what `specs` declares — one watch (a `WatchSpec`), or two whose objects one judge reads
-    /// together (a tuple of them: an AppClusterBinding and its konnector Deployment) — turning the objects
-    /// into the check's items with `judge`; each watch's own state (waiting, broken, a refused WATCH) shows
-    /// on the check's items and its `watch` item. `judge` may keep memory between calls; after a panic
-    /// killed its task it starts again as a fresh clone of the original.
-    pub(crate) fn follow<S, J>(&mut self, specs: S, judge: J)
-    where
-        S: Specs,
-        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
-            + Clone
-            + Send
-            + 'static,
-    {
-        let to = Destination {
-            check: self.check.to_string(),
-            part: None,
-        };
-        self.follow_to(to, specs, judge);
-    }
-
-    /// Like `Run::follow`, for one of several parts of a check: its items are the part's, and the
-    /// state of its watches (waiting for its sync, broken, a refused WATCH) lands on the item named `part`,
-    /// not on a shared `CHECK/watch`. (Its first check type is `managed-resources`, one part per kind.)
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn follow_part<S, J>(&mut self, part: &str, specs: S, judge: J)
-    where
-        S: Specs,
-        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
-            + Clone
-            + Send
-            + 'static,
-    {
-        let to = Destination {
-            check: self.check.to_string(),
-            part: Some(part.to_string()),
-        };
-        self.follow_to(to, specs, judge);
-    }
-
-    /// The starting check, for watches whose RBAC `rows` a check declares: `None` while the watches are
-    /// only listed (the rows are recorded then), and without a cluster (which cannot happen: a check that
-    /// declares a watch gets one). Its restart counter is exported at 0 from here.
-    fn watching(&mut self, rows: impl FnOnce() -> Vec<WatchTarget>) -> Option<&mut Starting<'a>> {
-        let check = self.check;
-        let s = match &mut self.mode {
-            Mode::Declare(declared) => {
-                declared.extend(rows());
-                return None;
-            }
-            Mode::Start(s) => s,
-        };
-        if s.kube.is_none() {
-            tracing::error!(check, "a check follows a watch without a cluster");
-            return None;
-        }
-        s.metrics.watch_restarts_from_zero(check);
-        Some(s)
-    }
-
-    fn follow_to<S, J>(&mut self, to: Destination, specs: S, judge: J)
-    where
-        S: Specs,
-        J: FnMut(&<S::Source as Source>::Objects, &WatchState, Moment) -> Vec<Observation>
-            + Clone
-            + Send
-            + 'static,
-    {
-        let (check, placeholders) = (self.check, self.placeholders.clone());
-        let Some(s) = self.watching(|| specs.rows()) else {
-            return;
-        };
-        let Some(kube) = s.kube.as_mut() else { return };
-        let source = specs.start(
-            kube.watches,
-            &kube.client,
-            kube.cluster.as_deref(),
-            check,
-            s.metrics,
-        );
-        let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
-        s.tasks.supervise(check, s.sink, s.metrics, move || {
-            follow(
-                source.clone(),
-                to.clone(),
-                sink.clone(),
-                stale_after,
-                placeholders.clone(),
-                judge.clone(),
-            )
-        });
-    }
-
-    /// Like `Run::follow_part`, for a kind of tens of thousands of objects: the check's own watch (not
-    /// shared) feeds each event into `tally`, which keeps a small record per object and its counts current
-    /// event by event, instead of a store of whole objects judged at every change; its items are published
-    /// at each change and when a deadline it names passes. The watch fails past `max_objects` objects (the
-    /// check's own key of that name). It outlives a restart of the check that watches the same (a reload
-    /// that changed how objects are judged): the running tally takes the new rules and no relist happens.
-    /// After a panic, a fresh clone of `tally` starts from a fresh list.
-    pub(crate) fn tally_part<K, T>(
-        &mut self,
-        part: &str,
-        spec: WatchSpec<K>,
-        max_objects: usize,
-        tally: T,
-    ) where
-        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-        K::DynamicType: Eq + Hash + Clone + Send + Sync,
-        T: Tally<K> + Clone,
-    {
-        let check = self.check;
-        let Some(s) = self.watching(|| vec![spec.row()]) else {
-            return;
-        };
-        let Some(kube) = s.kube.as_mut() else { return };
-        let watch = kube.watches.private(
-            &spec,
-            kube.client.clone(),
-            kube.cluster.as_deref(),
-            check,
-            max_objects,
-        );
-        let key = watch.key();
-        let lives = s.memory.slot::<LiveTallies>();
-        let mut lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
-        let generation = lives.generation;
-        let kept = lives
-            .parts
-            .get(part)
-            .filter(|(_, live)| live.watches(&key))
-            .and_then(|(_, live)| live.rejudge(tally.clone()));
-        if kept.is_none() {
-            let live = watch.live(tally, s.sink, s.metrics);
-            lives.parts.insert(part.to_string(), (generation, live));
-        }
-        if let Some((stamp, _)) = lives.parts.get_mut(part) {
-            *stamp = generation;
-        }
-        drop(lives);
-        let to = Destination {
-            check: check.to_string(),
-            part: Some(part.to_string()),
-        };
-        let (sink, stale_after) = (s.sink.clone(), kube.stale_after);
-        let live = LiveSource {
-            lives: Arc::downgrade(&s.memory.slot::<LiveTallies>()),
-            part: part.to_string(),
-        };
-        s.tasks.supervise(check, s.sink, s.metrics, move || {
-            let publisher = live.publisher::<K, T>(to.clone(), sink.clone(), stale_after);
-            async move {
-                if let Some(p) = publisher {
-                    p.await;
-                }
-            }
-        });
-    }
-
-    /// Runs a poller the check makes with `make(check, sink, metrics)`, supervised (a fresh one after a
-    /// panic); its `outcomes` are exported at 0 from the start.
-    pub(crate) fn poll<F, Fut>(&mut self, outcomes: &[&'static str], mut make: F)
-    where
-        F: FnMut(&str, &Sink, &Arc<Metrics>) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let Mode::Start(s) = &mut self.mode else {
-            return;
-        };
-        s.metrics.upstream_from_zero(self.check, outcomes);
-        let (check, sink, metrics) = (self.check.to_string(), s.sink.clone(), s.metrics.clone());
-        s.tasks.supervise(self.check, s.sink, s.metrics, move || {
-            make(&check, &sink, &metrics)
-        });
-    }
-}
-
-/// One configured check, as the signals need it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CheckRef<'a> {
-    pub name: &'a str,
-    /// `None`: the default cluster.
-    pub cluster: Option<&'a str>,
-    pub settings: &'a dyn Settings,
-}
-
-/// Starts one check's signal, publishing into `sink`; the check is published (at least as waiting) before
-/// this returns. A cluster that cannot be used makes its items `unknown` with the reason.
-async fn start_one(
-    check: CheckRef<'_>,
-    clusters: &Clusters<'_>,
-    watches: &mut Watches,
-    sink: &Sink,
-    metrics: &Arc<Metrics>,
-    memory: &Memory,
-) -> Tasks {
-    let mut tasks = Tasks::default();
-    sink.clear_parts(check.name);
-    let placeholders = check.settings.placeholders();
-    let kube = if check.settings.targets().is_empty() {
-        None
-    } else {
-        let client = match watches.client_for(clusters, check.cluster) {
-            Ok((c, _)) => c,
-            Err(e) => {
-                let message = format!(
-                    "cannot use cluster {}: {e}",
-                    check.cluster.unwrap_or("default")
-                );
-                sink.waiting(
-                    check.name,
-                    waiting(&placeholders, &message, Timestamp::now()),
-                );
-                return tasks;
-            }
-        };
-        let stale_after = clusters
-            .get(check.cluster)
-            .map_or(Duration::from_secs(60), |c| c.stale_after);
-        Some(Kube {
-            client,
-            cluster: check.cluster.map(str::to_string),
-            stale_after,
-            watches,
-        })
-    };
-    let lives = memory.slot::<LiveTallies>();
-    lives
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .generation += 1;
-    check.settings.start(&mut Run::starting(
-        check.name,
-        placeholders,
-        Starting {
-            sink,
-            metrics,
-            tasks: &mut tasks,
-            memory,
-            kube,
-        },
-    ));
-    // The private watches this start did not claim watch what the check no longer does.
-    let mut lives = lives.lock().unwrap_or_else(PoisonError::into_inner);
-    let generation = lives.generation;
-    lives.parts.retain(|_, (stamp, _)| *stamp == generation);
-    tasks
 }
 
 /// What the check types' unit tests share: the real object shapes in `sim/fixtures/` and a hand-set clock.
@@ -669,17 +280,17 @@ pub(crate) mod testing {
         settings.start(&mut super::Run::starting(
             check,
             Vec::new(),
-            super::Starting {
+            super::machinery::Starting {
                 sink: &sink,
                 metrics: &metrics,
                 tasks: &mut tasks,
                 // Kept for the test's life: the check's private watches live as long as its memory.
-                memory: Box::leak(Box::new(super::Memory::default())),
-                kube: Some(super::Kube {
+                stash: Box::leak(Box::new(super::machinery::Stash::default())),
+                kube: Some(super::machinery::Kube {
                     client,
                     cluster: None,
                     stale_after: std::time::Duration::from_secs(60),
-                    watches: &mut super::Watches::default(),
+                    watches: &mut crate::kubernetes::watch::Watches::default(),
                 }),
             },
         ));
@@ -689,8 +300,13 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::report::Status;
+    use crate::clock::Moment;
+    use crate::metrics::Metrics;
+    use crate::signals::{Observation, Sink, Tasks};
+    use crate::verdict::report::Status;
 
     #[derive(Debug, Serialize, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -16,8 +16,8 @@ use serde_json::Value;
 use serde::{Deserialize, Serialize};
 
 use super::{keep_status, CheckType, Run, WatchSpec};
-use crate::report::Status;
 use crate::signals::{Fact, Observation};
+use crate::verdict::report::Status;
 
 /// What a package scaled to zero passes with, and what a `pods` check of it says then.
 pub const SCALED_TO_ZERO: &str = "scaled to zero until a ManagedResourceDefinition is active";
@@ -279,8 +279,8 @@ mod tests {
 
     use crate::checks::packages;
     use crate::checks::testing::{at, fixture, object, only};
-    use crate::report::Status;
     use crate::signals::Fact;
+    use crate::verdict::report::Status;
 
     #[test]
     fn healthy_provider_passes_and_unhealthy_names_condition_reason_and_message() {

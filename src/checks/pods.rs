@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{CheckType, Run, WatchSpec};
 use crate::clock::Due;
-use crate::report::Status;
 use crate::signals::{Expiry, Fact, Observation};
 use crate::values::{duration, KeyError};
+use crate::verdict::report::Status;
 
 /// The keys of a `pods` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,7 +60,6 @@ impl Pods {
 
 impl CheckType for Pods {
     const NAME: &'static str = "pods";
-    const PACKAGE: bool = true;
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.namespace.is_empty() {
@@ -394,8 +393,8 @@ mod tests {
 
     use crate::checks::pods;
     use crate::checks::testing::{at, m, object, only};
-    use crate::report::Status;
     use crate::signals::Observation;
+    use crate::verdict::report::Status;
 
     fn windows() -> pods::Windows {
         pods::Windows {

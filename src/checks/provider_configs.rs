@@ -14,12 +14,12 @@ use serde_json::Value;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keep_status, CheckType, Link, Run, WatchSpec};
+use super::{keep_status, CheckType, Run, WatchSpec};
 use crate::clock::{Due, Moment};
 use crate::human;
-use crate::report::Status;
 use crate::signals::{Expiry, Fact, Observation};
 use crate::values::duration;
+use crate::verdict::report::Status;
 
 /// The keys of a `provider-config` check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,8 +48,6 @@ impl Default for ProviderConfig {
 
 impl CheckType for ProviderConfig {
     const NAME: &'static str = "provider-config";
-    const LINK: Link = Link::ProviderConfigs;
-    const PACKAGE: bool = true;
 
     fn placeholders(&self) -> Vec<String> {
         self.names.clone().unwrap_or_default()
@@ -254,7 +252,7 @@ mod tests {
     use crate::checks::provider_configs;
     use crate::checks::testing::{at, fixture, m, object, only};
     use crate::clock::{Due, Moment};
-    use crate::report::Status;
+    use crate::verdict::report::Status;
 
     fn pc_config() -> provider_configs::ProviderConfig {
         provider_configs::ProviderConfig::default()

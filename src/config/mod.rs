@@ -22,8 +22,8 @@ use crate::checks::packages::CrossplanePackage;
 use crate::checks::CheckRef;
 use crate::checks::{type_names, Registration, Settings};
 use crate::kubernetes::settings::Clusters;
-use crate::report::ItemName;
 use crate::values::{deserialize, duration, text, KeyError};
+use crate::verdict::report::ItemName;
 
 mod endpoints;
 mod operating;
@@ -634,12 +634,13 @@ fn parse_check(index: usize, value: Value) -> Result<Check, ConfigError> {
 /// `package = "CHECK/ITEM"` of a check whose type may name its package; whether that check exists is
 /// validated once every check is read.
 fn package_item(text: &str, settings: &dyn Settings) -> Result<ItemName, KeyError> {
-    if !settings.takes_package() {
+    if !crate::verdict::links::takes_package(settings.type_name()) {
         return Err(KeyError::new(
             "package",
             format!(
-                "a {} check names no package (only pods, backend-status, provider-config and managed-resources checks do)",
-                settings.type_name()
+                "a {} check names no package (only {} checks do)",
+                settings.type_name(),
+                crate::verdict::links::taking_package()
             ),
         ));
     }

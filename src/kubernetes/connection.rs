@@ -32,7 +32,18 @@ use super::answers::{AnswersLayer, Evidence};
 use super::settings::Cluster;
 use crate::clock::Moment;
 use crate::human::{error_chain, timestamp};
-use crate::signals::ClusterDown;
+
+/// A cluster whose API server does not answer, or answers but is not ready: the evidence probe of its
+/// connection says so, and every item of that cluster turns `unknown` after `stale_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterDown {
+    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
+    pub since: Moment,
+    /// `API server of cluster default silent since …: no answer to GET /readyz within 10s`.
+    pub message: String,
+    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
+    pub not_ready: bool,
+}
 
 /// Whether a cluster's API server answers, and is ready.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -322,7 +333,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
             _ => Path::Readyz,
         };
         let outcome = match tokio::time::timeout(probe.timeout, ask(&client, path)).await {
-            Err(_) => Err(Silence::Silent(format!(
+            Err(_) => Err(ProbeFailure::Silent(format!(
                 "no answer to GET {} within {}",
                 path.as_str(),
                 crate::human::duration(probe.timeout)
@@ -344,7 +355,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                             "GET /readyz is allowed again: the liveness probe asks it instead of GET /version");
                     }
                     match answer {
-                        Answer::NotReady(why) => Err(Silence::NotReady(why)),
+                        Answer::NotReady(why) => Err(ProbeFailure::NotReady(why)),
                         _ => Ok(()),
                     }
                 }
@@ -354,8 +365,8 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                 }
             },
             Ok(Err(e)) => Err(match unusable(&e) {
-                Some(why) => Silence::Unusable(why),
-                None => Silence::Silent(format!("GET {}: {}", path.as_str(), error_chain(&e))),
+                Some(why) => ProbeFailure::Unusable(why),
+                None => ProbeFailure::Silent(format!("GET {}: {}", path.as_str(), error_chain(&e))),
             }),
         };
         match outcome {
@@ -370,11 +381,11 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                     });
                 }
             }
-            Err(silence) => {
+            Err(failure) => {
                 let last_answer = Moment::now().at(evidence.last());
-                let (since, message, not_ready) = match silence {
-                    Silence::Unusable(why) => (last_answer, why, false),
-                    Silence::Silent(why) => {
+                let (since, message, not_ready) = match failure {
+                    ProbeFailure::Unusable(why) => (last_answer, why, false),
+                    ProbeFailure::Silent(why) => {
                         let message = format!(
                             "API server of cluster {} silent since {}: {why}",
                             probe.cluster,
@@ -382,7 +393,7 @@ async fn probe(client: Client, evidence: Arc<Evidence>, probe: Probe, tx: channe
                         );
                         (last_answer, message, false)
                     }
-                    Silence::NotReady(why) => {
+                    ProbeFailure::NotReady(why) => {
                         // Not ready since the first answer that said so: its answers keep arriving.
                         let since = match &tx.borrow().down {
                             Some(d) if d.not_ready => d.since,
@@ -497,7 +508,7 @@ fn failing_checks(body: &str) -> String {
 }
 
 /// Why a probe got no good answer.
-enum Silence {
+enum ProbeFailure {
     /// The client cannot be made (a missing kubeconfig, say).
     Unusable(String),
     /// Nothing came back.

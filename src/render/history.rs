@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::Details;
 use crate::clock::Moment;
-use crate::history::{History, Transition};
-use crate::report::Endpoint;
+use crate::verdict::history::{History, Transition};
+use crate::verdict::report::Endpoint;
 
 #[derive(Serialize)]
 struct Document<'a> {
@@ -78,8 +78,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::history::tests::{at, report};
-    use crate::report::Status;
+    use crate::verdict::history::tests::{at, report};
+    use crate::verdict::report::Status;
 
     /// A wall clock stepped back an hour: `/history` still reads `since` ≤ every transition ≤ `now`, each
     /// as far before `now` as it happened.

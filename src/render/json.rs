@@ -15,7 +15,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::{Details, Identity};
-use crate::report::{overall, Counted, Item, OperatorKind, Report, Selection, Status};
+use crate::verdict::report::{overall, Counted, Item, OperatorKind, Report, Selection, Status};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::report::{Endpoint, Report};
+use crate::verdict::report::{Endpoint, Report};
 
 /// Whether messages are shown or replaced by [`WITHHELD`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,14 @@ impl Details {
 
     /// The message as this caller may see it, on one line.
     /// A counted item's message with the policy's notes, or the placeholder.
-    pub(crate) fn counted(self, c: &crate::report::Counted) -> std::borrow::Cow<'_, str> {
+    pub(crate) fn counted(self, c: &crate::verdict::report::Counted) -> std::borrow::Cow<'_, str> {
         self.counted_of(c, &c.message)
     }
 
     /// [`Details::counted`] with `message` in place of the item's own (its fuller account).
     pub(crate) fn counted_of<'a>(
         self,
-        c: &'a crate::report::Counted,
+        c: &'a crate::verdict::report::Counted,
         message: &'a str,
     ) -> std::borrow::Cow<'a, str> {
         match (self, c.text_of(message)) {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::{one_line, Details};
-use crate::report::{Endpoint, Report, Selection, Status};
+use crate::verdict::report::{Endpoint, Report, Selection, Status};
 
 pub(crate) fn verbose(
     report: &Report,

@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::clock::{Due, Moment};
-use crate::report::{CrossplaneCounts, Passthrough, StateCounts, Status};
+pub use crate::kubernetes::connection::ClusterDown;
+use crate::verdict::report::{CrossplaneCounts, Passthrough, StateCounts, Status};
 pub(crate) use tasks::Tasks;
 
 /// The placeholder item of a check whose watch has not listed anything yet.
@@ -48,7 +49,7 @@ pub struct Observation {
 }
 
 /// What an item is, beyond its status, for the rules that link one check's items to another's (a
-/// check's `package`, and the root-cause rules of [`crate::causes`]).
+/// check's `package`, and the root-cause rules of [`crate::verdict::causes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     /// A Crossplane package scaled to zero until one of its ManagedResourceDefinitions is active: no pod
@@ -78,18 +79,6 @@ pub enum NoAnswer {
     TimedOut,
     /// It answered with a 5xx status.
     ServerError,
-}
-
-/// A cluster whose API server does not answer, or answers but is not ready: the evidence probe of its
-/// connection says so, and every item of that cluster turns `unknown` after `stale_after`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterDown {
-    /// The last evidence of life; for a server that answers but is not ready, its first such answer.
-    pub since: Moment,
-    /// `API server of cluster default silent since …: no answer to GET /readyz within 10s`.
-    pub message: String,
-    /// It answers, but `/readyz` fails; otherwise it is silent (or cannot be used).
-    pub not_ready: bool,
 }
 
 /// A Kubernetes object, as an Event's `regarding` names it.

@@ -107,8 +107,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::report::Status;
     use crate::signals::Observation;
+    use crate::verdict::report::Status;
 
     /// A task that dies turns the check's items unknown with the reason, is logged and counted, and runs
     /// again after the backoff; aborting the check stops the task it restarted.

@@ -5,7 +5,7 @@ use crate::common;
 
 use common::{backend_config, Service};
 use klutch_health::checks::backend_status::{item_name, parse_body, ENDPOINT_ITEM};
-use klutch_health::report::Status;
+use klutch_health::verdict::report::Status;
 use klutch_sim::{BackendMode, FakeBackend, OddEntries};
 
 async fn serving(entries: OddEntries, interval: &str) -> (FakeBackend, Service) {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use common::{backend_config, Service};
 use klutch_health::checks::backend_status::parse_body;
-use klutch_health::report::Status;
+use klutch_health::verdict::report::Status;
 use klutch_sim::{BackendMode, FakeBackend};
 
 async fn healthy_backend() -> FakeBackend {

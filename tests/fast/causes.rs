@@ -10,9 +10,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use klutch_health::clock::Moment;
 use klutch_health::config::Config;
-use klutch_health::policy::{evaluate, Evaluation, Memory, Rules};
-use klutch_health::report::{Report, Status};
 use klutch_health::signals::{ClusterDown, Fact, NoAnswer, Observation, Snapshot};
+use klutch_health::verdict::policy::{evaluate, Evaluation, Memory, Rules};
+use klutch_health::verdict::report::{Report, Status};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::{Service, BIN};
-use klutch_health::causes::RULES;
+use klutch_health::verdict::causes::RULES;
 use klutch_sim::SimControlPlane;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -98,10 +98,29 @@ fn the_layers_are_the_codes() {
         })
         .collect::<Vec<_>>()
         .join(" < ");
+    let quoted = |modules: &[&str]| {
+        modules
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let apart: String = crate::architecture::APART
+        .iter()
+        .map(|(module, never)| {
+            wrap(
+                &format!(
+                    "Apart from that, `{module}` uses none of {}.",
+                    quoted(never)
+                ),
+                "",
+            )
+        })
+        .collect();
     generated(
         "docs/developers/architecture.md",
         "layers",
-        &wrap(&layers, ""),
+        &format!("{}\n{apart}", wrap(&layers, "")),
     );
 }
 

@@ -8,7 +8,7 @@ use crate::common;
 use common::events::{events_about_pc, holder, replica, sim, wait_event, NAMESPACE, PC};
 use common::{eventually, full_config};
 use klutch_health::config::Config;
-use klutch_health::events;
+use klutch_health::publish::events;
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
 
 #[tokio::test]

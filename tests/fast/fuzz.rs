@@ -3,8 +3,8 @@
 
 use klutch_health::checks::backend_status::parse_body;
 use klutch_health::config::Config;
-use klutch_health::report::Status;
-use klutch_health::server::{parse_query, Query};
+use klutch_health::http::server::{parse_query, Query};
+use klutch_health::verdict::report::Status;
 use proptest::prelude::*;
 
 const SHIPPED: &str = include_str!("../../config.toml");

@@ -13,12 +13,12 @@ use jiff::Timestamp;
 use klutch_health::checks::backend_status::parse_body;
 use klutch_health::config::Config;
 use klutch_health::engine::Published;
+use klutch_health::http::server::{handle, State};
 use klutch_health::metrics::Metrics;
-use klutch_health::policy::{self, Memory, Rules};
 use klutch_health::render::{Details, Identity};
-use klutch_health::report::{Passthrough, Status};
-use klutch_health::server::{handle, State};
 use klutch_health::signals::{Observation, Sink};
+use klutch_health::verdict::policy::{self, Memory, Rules};
+use klutch_health::verdict::report::{Passthrough, Status};
 use klutch_sim::FakeBackend;
 
 /// What the degraded fake backend answers.
@@ -97,7 +97,7 @@ impl App {
         let state = State::new(
             rx,
             Arc::new(Metrics::new()),
-            klutch_health::server::Presentation::of(&config, config.token().expect("token")),
+            klutch_health::http::server::Presentation::of(&config, config.token().expect("token")),
         );
         App { state, latest }
     }
@@ -360,7 +360,7 @@ async fn passthrough_is_503_before_the_first_poll_and_the_failed_poll_after_it()
         "backend-status",
         vec![Observation::new(
             "_endpoint",
-            klutch_health::report::Status::Unknown,
+            klutch_health::verdict::report::Status::Unknown,
             "waiting for the first poll",
             now,
         )],

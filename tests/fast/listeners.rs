@@ -217,7 +217,7 @@ async fn http2_with_prior_knowledge_is_served() {
 
 #[tokio::test]
 async fn the_unspecified_ipv6_address_accepts_ipv4_and_ipv6_clients() {
-    let listener = klutch_health::listen::bind("[::]:0".parse().expect("address"), "test")
+    let listener = klutch_health::http::listen::bind("[::]:0".parse().expect("address"), "test")
         .expect("a dual-stack socket");
     let port = listener.local_addr().expect("address").port();
     let accept = tokio::spawn(async move {
@@ -241,7 +241,7 @@ async fn the_unspecified_ipv6_address_accepts_ipv4_and_ipv6_clients() {
 
 #[test]
 fn without_ipv6_the_unspecified_address_falls_back_to_ipv4_and_nothing_else_does() {
-    use klutch_health::listen::ipv4_fallback;
+    use klutch_health::http::listen::ipv4_fallback;
     use std::io::Error;
     let any6: SocketAddr = "[::]:8080".parse().expect("address");
     for errno in [libc::EAFNOSUPPORT, libc::EADDRNOTAVAIL] {

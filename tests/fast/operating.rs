@@ -6,9 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use klutch_health::clock::Moment;
 use klutch_health::config::Config;
-use klutch_health::policy::{evaluate, Evaluation, Memory, Rules};
-use klutch_health::report::{Endpoint, Status};
 use klutch_health::signals::{Observation, Snapshot};
+use klutch_health::verdict::policy::{evaluate, Evaluation, Memory, Rules};
+use klutch_health::verdict::report::{Endpoint, Status};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -59,7 +59,7 @@ fn item<'a>(
     e: &'a Evaluation,
     endpoint: Endpoint,
     name: &str,
-) -> &'a klutch_health::report::Counted {
+) -> &'a klutch_health::verdict::report::Counted {
     e.report
         .endpoint(endpoint)
         .items

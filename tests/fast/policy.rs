@@ -6,9 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use klutch_health::clock::{Due, Moment};
 use klutch_health::config::Config;
-use klutch_health::policy::{evaluate, Memory, Rules};
-use klutch_health::report::{Endpoint, Report, Status};
 use klutch_health::signals::{Expiry, Observation, Snapshot};
+use klutch_health::verdict::policy::{evaluate, Memory, Rules};
+use klutch_health::verdict::report::{Endpoint, Report, Status};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -52,7 +52,7 @@ fn shown(report: &Report, endpoint: Endpoint) -> Vec<(String, Status)> {
 }
 
 /// Runs the evaluations in order, carrying the memory, and returns the last one.
-fn run(rules: &Rules, steps: &[(u64, Snapshot)]) -> klutch_health::policy::Evaluation {
+fn run(rules: &Rules, steps: &[(u64, Snapshot)]) -> klutch_health::verdict::policy::Evaluation {
     let mut memory = Memory::default();
     let mut last = None;
     for (secs, snap) in steps {

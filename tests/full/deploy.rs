@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use klutch_health::checks::WatchTarget;
 use klutch_health::config::Config;
-use klutch_health::events;
+use klutch_health::publish::events;
 use kustomize::{render, ROOT};
 use serde_json::Value;
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{CheckType, Run, WatchSpec};
 use crate::values::{duration, KeyError};
 use object::Managed;
-use tally::{KindTally, Rules, Supersede};
+use tally::{KindRules, KindTally, Supersede};
 
 /// The four kinds provider-anynines manages.
 pub const KINDS: [&str; 4] = ["serviceinstances", "servicebindings", "backups", "restores"];
@@ -180,8 +180,8 @@ impl ManagedResources {
     }
 
     /// How `kind` is judged.
-    pub fn rules(&self, kind: &str) -> Rules {
-        Rules {
+    pub fn rules(&self, kind: &str) -> KindRules {
+        KindRules {
             kind: kind.to_string(),
             gvk: format!("{}/{}, Kind={}", self.group, self.version, kind_of(kind)).into(),
             create_timeout: self
@@ -228,8 +228,6 @@ fn is_plural(s: &str) -> bool {
 
 impl CheckType for ManagedResources {
     const NAME: &'static str = "managed-resources";
-    /// The provider whose ProviderConfigs serve these kinds: the root-cause rules link a kind only to those.
-    const PACKAGE: bool = true;
 
     fn validate(&self, _cluster: Option<&str>) -> Result<(), KeyError> {
         if self.resources.is_empty() {
@@ -326,7 +324,7 @@ mod tests {
     use super::*;
     use crate::checks::testing::{fake_api, fixture, started};
     use crate::checks::{Settings, WatchTarget};
-    use crate::report::Status;
+    use crate::verdict::report::Status;
 
     #[test]
     fn its_four_watches_are_four_cluster_scoped_rbac_rows() {

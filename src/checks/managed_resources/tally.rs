@@ -17,11 +17,11 @@ use kube::runtime::watcher::Event;
 use super::judge::{judge, State};
 use super::object::Managed;
 use super::Share;
+use crate::checks::{JudgedTally, Tally, WatchState};
 use crate::clock::{Due, Moment};
 use crate::human;
-use crate::kubernetes::watch::{Tally, WatchState};
-use crate::report::{CrossplaneCounts, StateCounts, Status};
 use crate::signals::{Fact, Observation};
+use crate::verdict::report::{CrossplaneCounts, StateCounts, Status};
 
 /// Reasons the text line shows, the most frequent first, and failing resources it names per reason.
 pub const REASONS_IN_TEXT: usize = 3;
@@ -46,7 +46,7 @@ pub enum Supersede {
 
 /// How one kind is judged: the check's settings for it.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub struct KindRules {
     /// The resource's plural (`serviceinstances`): the item's name.
     pub kind: String,
     /// Its group, version and kind as Crossplane's metrics label them
@@ -120,7 +120,7 @@ struct Counts {
 /// One kind's tally. Cloning an empty one makes the fresh tally a restarted watch starts with.
 #[derive(Debug, Clone)]
 pub struct KindTally {
-    rules: Arc<Rules>,
+    rules: Arc<KindRules>,
     records: HashMap<Arc<str>, Record>,
     /// The records of resources that `ignore` leaves out: held, never counted, so that a changed `ignore`
     /// re-judges them without a relist.
@@ -138,7 +138,7 @@ fn seconds(d: Duration) -> i64 {
 
 impl Counts {
     /// Adds (or takes away) one judged resource.
-    fn count(&mut self, rules: &Rules, name: &Arc<str>, r: &Record, add: bool) {
+    fn count(&mut self, rules: &KindRules, name: &Arc<str>, r: &Record, add: bool) {
         let state = r.counted();
         let step = |n: &mut u64| {
             *n = if add {
@@ -215,7 +215,7 @@ impl Counts {
 
 /// Why a failing resource fails, as its failing resources are grouped: its conditions' words, or how long
 /// it may be creating or deleting (not since when: that differs for each).
-fn reason<'a>(rules: &Rules, r: &'a Record) -> Cow<'a, str> {
+fn reason<'a>(rules: &KindRules, r: &'a Record) -> Cow<'a, str> {
     let words = r.why.as_deref().unwrap_or("");
     match (r.timed_out, r.state) {
         (true, State::Creating) => Cow::Owned(format!(
@@ -231,7 +231,7 @@ fn reason<'a>(rules: &Rules, r: &'a Record) -> Cow<'a, str> {
 }
 
 /// When a creating or deleting resource starts to count as failing (Unix seconds).
-fn deadline(rules: &Rules, r: &Record) -> Option<i64> {
+fn deadline(rules: &KindRules, r: &Record) -> Option<i64> {
     let timeout = match (r.state, r.timed_out) {
         (_, true) => return None,
         (State::Creating, _) => rules.create_timeout,
@@ -242,7 +242,7 @@ fn deadline(rules: &Rules, r: &Record) -> Option<i64> {
 }
 
 impl KindTally {
-    pub fn new(rules: Rules) -> KindTally {
+    pub fn new(rules: KindRules) -> KindTally {
         KindTally {
             rules: Arc::new(rules),
             records: HashMap::new(),
@@ -253,7 +253,7 @@ impl KindTally {
         }
     }
 
-    pub fn rules(&self) -> &Rules {
+    pub fn rules(&self) -> &KindRules {
         &self.rules
     }
 
@@ -314,7 +314,7 @@ impl KindTally {
 
     /// Judges what is held by new `rules` (a reload changed the check's thresholds, timeouts or
     /// `ignore`): the counts are made again from the records, without a relist.
-    pub fn set_rules(&mut self, rules: Rules) {
+    pub fn set_rules(&mut self, rules: KindRules) {
         let held: Vec<(Arc<str>, Record)> = std::mem::take(&mut self.records)
             .into_iter()
             .chain(std::mem::take(&mut self.ignored))
@@ -735,7 +735,9 @@ impl Tally<Managed> for KindTally {
     fn len(&self) -> usize {
         self.held()
     }
+}
 
+impl JudgedTally<Managed> for KindTally {
     fn rejudge(&mut self, fresh: KindTally) {
         self.set_rules(Arc::unwrap_or_clone(fresh.rules));
     }
@@ -758,7 +760,7 @@ mod tests {
 
     const T0: &str = "2026-12-01T12:00:00Z";
 
-    fn rules(kind: &str) -> Rules {
+    fn rules(kind: &str) -> KindRules {
         let settings = crate::checks::managed_resources::ManagedResources::default();
         settings.rules(kind)
     }
@@ -1287,7 +1289,7 @@ pg-9 (providerConfigRef pg; Synced=False, ReconcileError: connection refused)"
             settings(&["test-*"], 1, 60),
             settings(&["test-*"], 3, 3600),
         ] {
-            Tally::rejudge(&mut live, KindTally::new(rules.clone()));
+            JudgedTally::rejudge(&mut live, KindTally::new(rules.clone()));
             let mut fresh = KindTally::new(rules);
             for o in objects() {
                 fresh.upsert(o);
@@ -1437,7 +1439,7 @@ pg-9 (providerConfigRef pg; Synced=False, ReconcileError: connection refused)"
     /// Counts by state (superseded last) and the failing names, from every resource at once.
     fn from_scratch(
         objects: &BTreeMap<String, Managed>,
-        r: &Rules,
+        r: &KindRules,
         now: Timestamp,
     ) -> (Vec<u64>, Vec<String>) {
         let group = |o: &Managed| {

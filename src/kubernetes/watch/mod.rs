@@ -18,7 +18,6 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::watcher;
@@ -26,19 +25,15 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
-use kube::api::DynamicObject;
-
 mod task;
 
 use super::api_errors::Resource as Described;
-use super::connection::{section, Connection, Health};
+use super::connection::{section, ClusterDown, Connection, Health};
 use super::lists::Lists;
 use super::settings::{Cluster, Clusters};
-use crate::clock::{Due, Moment};
+use crate::clock::Moment;
 use crate::human::timestamp;
 use crate::metrics::Metrics;
-use crate::report::Status;
-use crate::signals::{Expiry, Observation, Sink, Tasks, WATCH_ITEM};
 use task::{Runner, Stored, Tallied};
 
 /// Objects asked per LIST page (kube-runtime asks 500): smaller pages keep each decoded page small.
@@ -338,7 +333,7 @@ impl Watches {
         watch
     }
 
-    /// A watch of `check`'s own, run by the check's task ([`tallied`]) instead of shared: its objects go into
+    /// A watch of `check`'s own, run by the check instead of shared: its objects go into
     /// the check's [`Tally`], which depends on the check's settings. At most `max_objects` objects, a bound
     /// the check's own key (`max_objects` of check "NAME") sets instead of the cluster's.
     pub(crate) fn private<K>(
@@ -490,7 +485,7 @@ where
     }
 }
 
-/// A check's own watch, ready to run (again, after a panic) with a fresh [`Tally`]: see [`Watches::private`].
+/// A check's own watch, ready to run (again, after a panic) into a fresh [`Tally`]: see [`Watches::private`].
 pub(crate) struct Private<K> {
     prepared: Prepared<K>,
     check: String,
@@ -533,20 +528,22 @@ impl Watches {
         });
     }
 
-    /// Hands what each cluster's evidence probe says (down since when and why, or answering) to `sink` as
-    /// it changes: a typed fact the root-cause rules read beside the observations. Clusters no connection
-    /// reports any more are forgotten there.
-    pub(crate) fn report_clusters(&mut self, sink: &Sink) {
+    /// Hands what each cluster's evidence probe says (down since when and why, or answering) to `report` as
+    /// it changes, once per connection.
+    pub(crate) fn report_clusters<F>(&mut self, report: F)
+    where
+        F: Fn(Option<&str>, Option<ClusterDown>) + Clone + Send + 'static,
+    {
         for (name, connection) in &self.connections {
             if self.reporting.contains_key(name) {
                 continue;
             }
-            let (cluster, mut health, sink) =
-                (name.clone(), connection.health.clone(), sink.clone());
+            let (cluster, mut health, report) =
+                (name.clone(), connection.health.clone(), report.clone());
             let task = tokio::spawn(async move {
                 loop {
                     let down = health.borrow_and_update().down.clone();
-                    sink.cluster(cluster.as_deref(), down);
+                    report(cluster.as_deref(), down);
                     if health.changed().await.is_err() {
                         return;
                     }
@@ -554,7 +551,11 @@ impl Watches {
             });
             self.reporting.insert(name.clone(), task.abort_handle());
         }
-        sink.retain_clusters(|c| self.connections.contains_key(&c.map(str::to_string)));
+    }
+
+    /// Whether `cluster` has a connection (its client was asked for, and its settings did not change since).
+    pub(crate) fn connected(&self, cluster: Option<&str>) -> bool {
+        self.connections.contains_key(&cluster.map(str::to_string))
     }
 
     /// Forgets a cluster whose settings changed: its client, and every watch on it.
@@ -578,183 +579,15 @@ impl Watches {
 #[error("cluster {0:?} is not declared")]
 pub(crate) struct UndeclaredCluster(String);
 
-/// Where a followed watch publishes: the whole check, or one part of a check that follows several watches.
-/// A part's watch state (waiting, broken, not watching) lands on the part's own item, never on a shared
-/// `CHECK/watch`.
-#[derive(Debug, Clone)]
-pub(crate) struct Destination {
-    pub check: String,
-    /// The part's item name; `None`: the watch is the whole check.
-    pub part: Option<String>,
-}
-
-impl Destination {
-    fn publish(&self, sink: &Sink, items: Vec<Observation>) {
-        match &self.part {
-            None => sink.publish(&self.check, items),
-            Some(part) => sink.publish_part(&self.check, part, items, false),
-        }
-    }
-
-    fn waiting(&self, sink: &Sink, items: Vec<Observation>) {
-        match &self.part {
-            None => sink.waiting(&self.check, items),
-            Some(part) => sink.publish_part(&self.check, part, items, true),
-        }
-    }
-
-    /// The placeholders while waiting: the part's own item, or the check's.
-    fn placeholders<'a>(&'a self, check: &'a [String]) -> std::borrow::Cow<'a, [String]> {
-        match &self.part {
-            Some(part) => std::borrow::Cow::Owned(vec![part.clone()]),
-            None => std::borrow::Cow::Borrowed(check),
-        }
-    }
-
-    /// LIST works but WATCH does not: the check's own `watch` item warns, or, for a part, its item does.
-    fn not_watching(&self, items: &mut Vec<Observation>, why: &str, now: Timestamp) {
-        let message =
-            format!("{why}; until then the objects are relisted with backoff (at most every 60s)");
-        match &self.part {
-            None => items.push(Observation::new(WATCH_ITEM, Status::Warn, message, now)),
-            Some(part) => {
-                for o in items.iter_mut().filter(|o| &o.item == part) {
-                    if o.status == Status::Pass {
-                        o.status = Status::Warn;
-                    }
-                    o.message = format!("{}; {message}", o.message);
-                    if let Some(detail) = &mut o.detail {
-                        detail.push_str(&format!("; {message}"));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What one judge reads: the objects of one watch, several watches read together (an AppClusterBinding and
-/// the konnector Deployment it runs), or a check's own tally of a watch; with each watch's own state.
-pub(crate) trait Source: Clone + Send + 'static {
-    /// What the judge is given: `[Arc<K>]` for one watch, a tuple of lists for several, the tally.
-    type Objects: ?Sized;
-    /// Each watch's description (`deployments.apps in namespace bind on cluster default`), for messages.
-    fn whats(&self) -> Vec<Arc<str>>;
-    /// Each watch's description and current state, marking the states as seen.
-    fn states(&mut self) -> Vec<(Arc<str>, WatchState)>;
-    /// Calls `f` with the stored objects.
-    fn read<R>(&self, f: impl FnOnce(&Self::Objects) -> R) -> R;
-    /// Resolves when any watch's state changes (every stored event changes it); `false` once a watch has
-    /// stopped for good.
-    fn changed(&mut self) -> impl std::future::Future<Output = bool> + Send;
-}
-
-impl<K> Source for Watch<K>
-where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
-{
-    type Objects = [Arc<K>];
-
-    fn whats(&self) -> Vec<Arc<str>> {
-        vec![self.what.clone()]
-    }
-
-    fn states(&mut self) -> Vec<(Arc<str>, WatchState)> {
-        vec![(self.what.clone(), self.state.borrow_and_update().clone())]
-    }
-
-    fn read<R>(&self, f: impl FnOnce(&[Arc<K>]) -> R) -> R {
-        f(&self.store.state())
-    }
-
-    async fn changed(&mut self) -> bool {
-        self.state.changed().await.is_ok()
-    }
-}
-
-impl<A, B> Source for (Watch<A>, Watch<B>)
-where
-    A: Resource + Clone + Send + Sync + 'static,
-    A::DynamicType: Eq + Hash + Clone + Send + Sync,
-    B: Resource + Clone + Send + Sync + 'static,
-    B::DynamicType: Eq + Hash + Clone + Send + Sync,
-{
-    type Objects = (Vec<Arc<A>>, Vec<Arc<B>>);
-
-    fn whats(&self) -> Vec<Arc<str>> {
-        vec![self.0.what.clone(), self.1.what.clone()]
-    }
-
-    fn states(&mut self) -> Vec<(Arc<str>, WatchState)> {
-        let mut states = self.0.states();
-        states.extend(self.1.states());
-        states
-    }
-
-    fn read<R>(&self, f: impl FnOnce(&Self::Objects) -> R) -> R {
-        f(&(self.0.store.state(), self.1.store.state()))
-    }
-
-    async fn changed(&mut self) -> bool {
-        tokio::select! {
-            a = self.0.state.changed() => a.is_ok(),
-            b = self.1.state.changed() => b.is_ok(),
-        }
-    }
-}
-
-/// A check's own account of its watch's objects, kept current event by event ([`Private::tallied`])
-/// instead of a store of whole objects that a judge reads at every change: for kinds of tens of thousands of
-/// objects, each kept as a small record of what judging needs.
+/// A check's own account of its watch's objects, kept current event by event instead of a store of whole
+/// objects that a judge reads at every change: for kinds of tens of thousands of objects, each kept as a
+/// small record of what judging needs. How it is judged is the check's business.
 pub(crate) trait Tally<K>: Send + 'static {
     /// One event of the watch, in order: `Init` starts a relist, its `InitApply`s follow, and `InitDone`
     /// ends it (what it did not list is gone); `Apply` and `Delete` come after.
     fn apply(&mut self, event: watcher::Event<K>);
     /// How many objects it holds now: the watch fails past its `max_objects`.
     fn len(&self) -> usize;
-    /// Judges what it holds by the rules of `fresh`, an empty tally made from new settings.
-    fn rejudge(&mut self, fresh: Self)
-    where
-        Self: Sized;
-    /// The items as of `now`, and when they next go out of date by themselves (a deadline passes).
-    fn observe(&mut self, state: &WatchState, now: Moment) -> (Vec<Observation>, Option<Due>);
-}
-
-/// A private watch's tally, read as a [`Source`].
-struct Counted<T> {
-    what: Arc<str>,
-    state: channel::Receiver<WatchState>,
-    tally: Arc<Mutex<T>>,
-}
-
-impl<T> Clone for Counted<T> {
-    fn clone(&self) -> Self {
-        Counted {
-            what: self.what.clone(),
-            state: self.state.clone(),
-            tally: self.tally.clone(),
-        }
-    }
-}
-
-impl<T: Send + 'static> Source for Counted<T> {
-    type Objects = Mutex<T>;
-
-    fn whats(&self) -> Vec<Arc<str>> {
-        vec![self.what.clone()]
-    }
-
-    fn states(&mut self) -> Vec<(Arc<str>, WatchState)> {
-        vec![(self.what.clone(), self.state.borrow_and_update().clone())]
-    }
-
-    fn read<R>(&self, f: impl FnOnce(&Mutex<T>) -> R) -> R {
-        f(&self.tally)
-    }
-
-    async fn changed(&mut self) -> bool {
-        self.state.changed().await.is_ok()
-    }
 }
 
 impl<K> Private<K>
@@ -771,336 +604,29 @@ where
         )
     }
 
-    /// Starts the watch into a fresh clone of `tally`, supervised on its own: after a panic a fresh clone
-    /// of the tally (of the latest rules) starts from a fresh list. It runs while the returned
-    /// [`LiveTally`] is kept, across restarts of its check's publishing task.
-    pub(crate) fn live<T: Tally<K> + Clone>(
-        self,
-        tally: T,
-        sink: &Sink,
-        metrics: &Arc<Metrics>,
-    ) -> LiveTally {
-        let key = self.key();
-        let handles = TallyHandles {
-            tally: Arc::new(Mutex::new(tally.clone())),
-            template: Arc::new(Mutex::new(tally)),
-        };
-        let (tx, state) = channel::channel(WatchState::default());
-        let tx = Arc::new(tx);
-        let (what, max_objects) = (
-            self.prepared.what.clone(),
-            self.prepared.settings.max_objects,
-        );
-        let subscribers = Arc::new(Mutex::new(vec![self.check.clone()]));
-        let (prepared, metrics_for_runner) = (self.prepared, metrics.clone());
-        let (live_tally, template) = (handles.tally.clone(), handles.template.clone());
-        let mut runner = Tasks::default();
-        runner.supervise(&self.check, sink, metrics, move || {
-            let fresh = template
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            *live_tally.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
-            tx.send_replace(WatchState::default());
-            prepared
-                .clone()
-                .runner(
-                    Tallied(live_tally.clone()),
-                    tx.clone(),
-                    subscribers.clone(),
-                    &metrics_for_runner,
-                    max_objects,
-                )
-                .run()
-        });
-        LiveTally {
-            key,
-            what,
-            state,
-            handles: Box::new(handles),
-            runner,
-        }
-    }
-}
-
-/// A check's private watch running into its tally: kept by the check across its restarts while what it
-/// watches stays the same, so that new rules re-judge what is held instead of listing it again. Dropping
-/// it stops the watch.
-pub(crate) struct LiveTally {
-    key: String,
-    what: Arc<str>,
-    state: channel::Receiver<WatchState>,
-    /// The [`TallyHandles`] of its tally type.
-    handles: Box<dyn Any + Send + Sync>,
-    runner: Tasks,
-}
-
-struct TallyHandles<T> {
-    /// The tally the watch keeps current.
-    tally: Arc<Mutex<T>>,
-    /// An empty tally of the latest rules: what a restarted watch starts from.
-    template: Arc<Mutex<T>>,
-}
-
-impl Drop for LiveTally {
-    fn drop(&mut self) {
-        std::mem::take(&mut self.runner).stop();
-    }
-}
-
-impl LiveTally {
-    /// Whether it still watches what `key` names.
-    pub(crate) fn watches(&self, key: &str) -> bool {
-        self.key == key
+    /// What is watched, for messages.
+    pub(crate) fn what(&self) -> Arc<str> {
+        self.prepared.what.clone()
     }
 
-    /// Adopts the rules of `fresh` (an empty tally of new settings) for what is held, and for whatever
-    /// a restart of the watch starts from; `None` if it keeps another tally type.
-    pub(crate) fn rejudge<K, T: Tally<K> + Clone>(&self, fresh: T) -> Option<()> {
-        let handles = self.handles.downcast_ref::<TallyHandles<T>>()?;
-        handles
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rejudge(fresh.clone());
-        *handles
-            .template
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = fresh;
-        Some(())
+    /// The check whose watch it is.
+    pub(crate) fn check(&self) -> &str {
+        &self.check
     }
 
-    /// Publishes what the tally observes, like [`follow`]: at each change, and when a deadline the tally
-    /// names passes. Published as waiting at once (a reload's hold stands in for that while the tally has
-    /// listed). `None` if it keeps another tally type than `T`.
-    pub(crate) fn publisher<K, T: Tally<K>>(
+    /// One run of the watch into `tally`, its state into `state`, its restarts counted for `subscribers`:
+    /// it ends only by a panic (the caller starts it again).
+    pub(crate) fn run<T: Tally<K>>(
         &self,
-        to: Destination,
-        sink: Sink,
-        stale_after: Duration,
-    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        let handles = self.handles.downcast_ref::<TallyHandles<T>>()?;
-        let source = Counted {
-            what: self.what.clone(),
-            state: self.state.clone(),
-            tally: handles.tally.clone(),
-        };
-        Some(following(
-            source,
-            to,
-            sink,
-            stale_after,
-            Vec::new(),
-            |tally, state, now| {
-                tally
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .observe(state, now)
-            },
-        ))
-    }
-}
-
-/// What a check declares it follows: one watch (a [`WatchSpec`]), or two read together by one judge (a
-/// tuple of them). Both the RBAC rows and the running watches come from it.
-pub(crate) trait Specs {
-    type Source: Source;
-    /// What RBAC must grant, one row per watch.
-    fn rows(&self) -> Vec<WatchTarget>;
-    /// Each watch, started on first use (else shared), with `check` subscribed to its restart counter.
-    fn start(
-        self,
-        watches: &mut Watches,
-        client: &Client,
-        cluster: Option<&str>,
-        check: &str,
+        tally: Arc<Mutex<T>>,
+        state: Arc<channel::Sender<WatchState>>,
+        subscribers: Arc<Mutex<Vec<String>>>,
         metrics: &Arc<Metrics>,
-    ) -> Self::Source;
-}
-
-impl<K> Specs for WatchSpec<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
-{
-    type Source = Watch<K>;
-
-    fn rows(&self) -> Vec<WatchTarget> {
-        vec![self.row()]
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let max_objects = self.prepared.settings.max_objects;
+        self.prepared
+            .clone()
+            .runner(Tallied(tally), state, subscribers, metrics, max_objects)
+            .run()
     }
-
-    fn start(
-        self,
-        watches: &mut Watches,
-        client: &Client,
-        cluster: Option<&str>,
-        check: &str,
-        metrics: &Arc<Metrics>,
-    ) -> Watch<K> {
-        watches.watch(self, client.clone(), cluster, check, metrics)
-    }
-}
-
-impl<A, B> Specs for (WatchSpec<A>, WatchSpec<B>)
-where
-    A: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    A::DynamicType: Eq + Hash + Clone + Send + Sync,
-    B: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    B::DynamicType: Eq + Hash + Clone + Send + Sync,
-{
-    type Source = (Watch<A>, Watch<B>);
-
-    fn rows(&self) -> Vec<WatchTarget> {
-        let mut rows = self.0.rows();
-        rows.extend(self.1.rows());
-        rows
-    }
-
-    fn start(
-        self,
-        watches: &mut Watches,
-        client: &Client,
-        cluster: Option<&str>,
-        check: &str,
-        metrics: &Arc<Metrics>,
-    ) -> Self::Source {
-        (
-            self.0.start(watches, client, cluster, check, metrics),
-            self.1.start(watches, client, cluster, check, metrics),
-        )
-    }
-}
-
-/// Follows a watch, or several read together, for one check (or one part of it): whenever a watch changes,
-/// `judge` turns the objects into items, which are published together with what is known about each watch
-/// itself. It is published as waiting at once (before the returned future first runs), so it is never
-/// missing from the first report.
-pub(crate) fn follow<S: Source>(
-    source: S,
-    to: Destination,
-    sink: Sink,
-    stale_after: Duration,
-    placeholders: Vec<String>,
-    mut judge: impl FnMut(&S::Objects, &WatchState, Moment) -> Vec<Observation> + Send + 'static,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    following(
-        source,
-        to,
-        sink,
-        stale_after,
-        placeholders,
-        move |o, s, now| (judge(o, s, now), None),
-    )
-}
-
-/// [`follow`], with a judge that also says when its items next go out of date by themselves: they are
-/// judged again then, without any event.
-fn following<S: Source>(
-    mut source: S,
-    to: Destination,
-    sink: Sink,
-    stale_after: Duration,
-    placeholders: Vec<String>,
-    judge: impl FnMut(&S::Objects, &WatchState, Moment) -> (Vec<Observation>, Option<Due>)
-        + Send
-        + 'static,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let placeholders = to.placeholders(&placeholders).into_owned();
-    let whats: Vec<String> = source.whats().iter().map(|w| w.to_string()).collect();
-    let message = format!("waiting for initial sync of {}", whats.join(" and "));
-    to.waiting(&sink, waiting(&placeholders, &message, Timestamp::now()));
-    async move { follow_loop(&mut source, &to, &sink, stale_after, &placeholders, judge).await }
-}
-
-async fn follow_loop<S: Source>(
-    source: &mut S,
-    to: &Destination,
-    sink: &Sink,
-    stale_after: Duration,
-    placeholders: &[String],
-    mut judge: impl FnMut(&S::Objects, &WatchState, Moment) -> (Vec<Observation>, Option<Due>),
-) {
-    loop {
-        let states = source.states();
-        let moment = Moment::now();
-        let now = moment.wall;
-        let mut due = None;
-        let unsynced: Vec<String> = states
-            .iter()
-            .filter(|(_, s)| !s.synced)
-            .map(|(what, state)| {
-                let mut part = what.to_string();
-                if let Some(b) = &state.broken {
-                    part.push_str(&format!(": {}", b.error));
-                }
-                if let Some(why) = &state.not_watching {
-                    part.push_str(&format!(": {why}"));
-                }
-                part
-            })
-            .collect();
-        if unsynced.is_empty() {
-            let combined = combined(&states);
-            let (mut items, next) = source.read(|objects| judge(objects, &combined, moment));
-            due = next;
-            for (what, state) in &states {
-                if let Some(broken) = &state.broken {
-                    let expiry = Expiry {
-                        at: Due::after(broken.since, stale_after),
-                        status: Status::Unknown,
-                        message: broken.message(what),
-                        fact: None,
-                    };
-                    items = items
-                        .into_iter()
-                        .map(|o| o.expiring(expiry.clone()))
-                        .collect();
-                }
-                if let Some(why) = &state.not_watching {
-                    to.not_watching(&mut items, why, now);
-                }
-            }
-            to.publish(sink, items);
-        } else {
-            let message = format!("waiting for initial sync of {}", unsynced.join(" and "));
-            to.waiting(sink, waiting(placeholders, &message, now));
-        }
-        let wake = due.map(|d| d.instant(moment));
-        tokio::select! {
-            changed = source.changed() => if !changed { return },
-            () = tokio::time::sleep_until(wake.unwrap_or(moment.mono)), if wake.is_some() => {}
-        }
-    }
-}
-
-/// The state of several watches as one judge sees it: all synced; broken since the earliest break; not
-/// watching for the first reason.
-fn combined(states: &[(Arc<str>, WatchState)]) -> WatchState {
-    WatchState {
-        synced: states.iter().all(|(_, s)| s.synced),
-        broken: states
-            .iter()
-            .filter_map(|(_, s)| s.broken.clone())
-            .min_by_key(|b| b.since.mono),
-        not_watching: states.iter().find_map(|(_, s)| s.not_watching.clone()),
-    }
-}
-
-/// Unknown placeholder items: the named ones, or the single `watch` item.
-pub(crate) fn waiting(items: &[String], message: &str, now: Timestamp) -> Vec<Observation> {
-    if items.is_empty() {
-        return vec![Observation::new(WATCH_ITEM, Status::Unknown, message, now)];
-    }
-    items
-        .iter()
-        .map(|i| Observation::new(i.clone(), Status::Unknown, message, now))
-        .collect()
-}
-
-/// Crossplane and provider-anynines objects are judged by their status alone, its strings bounded (a
-/// condition's message may carry whatever a tenant wrote).
-pub(crate) fn keep_status(obj: &mut DynamicObject) {
-    let status = obj.data.get_mut("status").map(serde_json::Value::take);
-    obj.data = serde_json::json!({ "status": status });
-    crate::human::bound_strings(&mut obj.data);
 }

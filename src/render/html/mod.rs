@@ -13,7 +13,7 @@ mod timeline;
 
 use super::{Details, Identity};
 use crate::clock::Moment;
-use crate::report::{Counted, Endpoint, Explained, Item, Report, Status};
+use crate::verdict::report::{Counted, Endpoint, Explained, Item, Report, Status};
 
 /// How often the page reloads itself, in seconds.
 pub(crate) const REFRESH_SECONDS: u32 = 10;
@@ -263,7 +263,7 @@ pub(crate) fn page(
     identity: &Identity,
     details: Details,
     moment: Moment,
-    history: &crate::history::History,
+    history: &crate::verdict::history::History,
 ) -> String {
     let now = moment.wall;
     let cards = cards(report);

@@ -7,9 +7,9 @@ use std::fmt::Write;
 
 use super::{escape, short_duration};
 use crate::clock::Moment;
-use crate::history::{segments, shares, History, Transition};
 use crate::render::Details;
-use crate::report::{Endpoint, Report, Status};
+use crate::verdict::history::{segments, shares, History, Transition};
+use crate::verdict::report::{Endpoint, Report, Status};
 
 /// Styles of the timelines, appended to the page's.
 pub(crate) const STYLE: &str = "\

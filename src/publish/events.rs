@@ -2,7 +2,7 @@
 //! `kubectl describe providerconfig NAME` and `kubectl get events -A` say why klutch-health counts it as
 //! failing. The engine only hands changes to a bounded channel ([`Sender::send`] never waits); a separate task
 //! writes them, collapsing repeats into an Event series and rate-limiting. Only the holder of the Lease
-//! ([`crate::lease`]) writes, so that several replicas emit one Event per transition. Nothing here can change
+//! ([`crate::publish::lease`]) writes, so that several replicas emit one Event per transition. Nothing here can change
 //! a verdict: a failing Events API is logged, at most once a minute.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -18,14 +18,14 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::checks::running::Running;
+use crate::checks::Running;
 use crate::clock::{Instant, Moment};
 use crate::config::Config;
 use crate::kubernetes::api_errors::Resource;
-use crate::lease::{self, bounded, Leadership, RequestError};
-use crate::report::{ItemName, Report, Status};
+use crate::publish::lease::{self, bounded, Leadership, RequestError};
 use crate::signals::{ObjectRef, Snapshot};
 use crate::telemetry::LogLimiter;
+use crate::verdict::report::{ItemName, Report, Status};
 
 /// How many changes may wait for the writer before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -232,7 +232,7 @@ pub struct Control {
 
 impl Control {
     /// Where Events go under `config`: the running writer, a new one, or none. A new one writes through the
-    /// default cluster's one connection, which `running` keeps for its watches.
+    /// default cluster's one connection, which the running check set keeps for its watches.
     pub(crate) async fn apply(&mut self, config: &Config, running: &mut Running) -> Option<Sender> {
         if config.kubernetes.events == Some(false) {
             if self.running.take().is_some() {
@@ -601,8 +601,8 @@ pub fn permissions(config: &Config, pod_namespace: &str) -> BTreeSet<Permission>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::tests::{at, report};
     use crate::signals::Observation;
+    use crate::verdict::history::tests::{at, report};
 
     fn snapshot(unsynced: bool, regarding: &str) -> Snapshot {
         let object = ObjectRef {

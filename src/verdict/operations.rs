@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 
 use crate::config::{Maintenance, Silence};
-use crate::report::{MaintenanceState, Operating, SilenceState};
+use crate::verdict::report::{MaintenanceState, Operating, SilenceState};
 
 /// The declarations, compiled for repeated evaluation.
 #[derive(Debug, Clone, Default)]

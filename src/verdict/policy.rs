@@ -8,18 +8,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::checks::Link;
 use crate::clock::{Instant, Moment};
 use crate::config::{self, Require, UnknownAs};
-use crate::operating::Operations;
+use crate::verdict::operations::Operations;
 
-use crate::causes::Observed;
-use crate::checks::packages::SCALED_TO_ZERO;
-use crate::report::{
+use crate::signals::{Fact, Observation, Snapshot};
+use crate::verdict::causes::Observed;
+use crate::verdict::links;
+use crate::verdict::report::{
     Causes, Counted, Endpoint, EndpointReport, Item, ItemName, Notes, OperatorKind, OperatorNote,
     Report, Served, Status,
 };
-use crate::signals::{Fact, Observation, Snapshot};
 
 /// One endpoint's policy as evaluation applies it: the configuration's [`config::EndpointPolicy`] (its
 /// patterns compiled once), with the rules that read it here rather than on the configuration type.
@@ -90,8 +89,9 @@ impl Rules {
                     name: c.name.as_str().into(),
                     type_name: c.type_name(),
                     require: c.require,
-                    annotate_from_provider_configs: c.settings.link()
-                        == Link::AnnotatedByProviderConfigs,
+                    annotate_from_provider_configs: links::annotated_by_provider_configs(
+                        c.type_name(),
+                    ),
                     package: c.package.clone(),
                     cluster: (!c.settings.targets().is_empty()).then(|| c.cluster.clone()),
                 })
@@ -99,7 +99,7 @@ impl Rules {
             provider_config_checks: config
                 .checks
                 .iter()
-                .filter(|c| c.settings.link() == Link::ProviderConfigs)
+                .filter(|c| links::provider_configs(c.type_name()))
                 .map(|c| c.name.as_str().into())
                 .collect(),
             healthz: EndpointRules(config.endpoints.healthz.clone()),
@@ -256,19 +256,21 @@ fn observed_items(
             let mut message = message.to_string();
             let mut detail = obs.detail.clone().filter(|_| obs.expired(now).is_none());
             if check.annotate_from_provider_configs && status == Status::Fail {
-                if let Some(detail) = provider_config_message(rules, snapshot, &obs.item, now) {
+                if let Some(detail) = links::provider_config_message(
+                    &rules.provider_config_checks,
+                    snapshot,
+                    &obs.item,
+                    now,
+                ) {
                     message = format!("{message}: {detail}");
                 }
             }
-            if let Some(package) = &check.package {
-                if status == Status::Fail
-                    && obs.fact == Some(Fact::NoPod)
-                    && scaled_to_zero(snapshot, package, now)
-                {
-                    status = Status::Pass;
-                    message = format!("no pod, as none should run: {package} is {SCALED_TO_ZERO}");
-                    detail = Some(message.clone());
-                }
+            if let Some(passes) =
+                links::none_should_run(snapshot, check.package.as_ref(), obs, status, now)
+            {
+                status = Status::Pass;
+                message = passes;
+                detail = Some(message.clone());
             }
             let name = ItemName::new(&check.name, &obs.item);
             let since = match memory.observed.get(&name) {
@@ -321,40 +323,11 @@ fn explain_items(
             }
         })
         .collect();
-    let (explained, causes) = crate::causes::explain(&observed, &snapshot.clusters, now);
+    let (explained, causes) = crate::verdict::causes::explain(&observed, &snapshot.clusters, now);
     for (item, cause) in items.iter_mut().zip(explained) {
         item.cause = cause;
     }
     causes
-}
-
-/// Whether `package` is, as of `now`, a passing package that Crossplane scaled to zero.
-fn scaled_to_zero(snapshot: &Snapshot, package: &ItemName, now: Moment) -> bool {
-    snapshot
-        .checks
-        .get(package.check())
-        .and_then(|items| items.iter().find(|o| o.item == package.item()))
-        .is_some_and(|o| o.fact == Some(Fact::ScaledToZero) && o.at(now).0 == Status::Pass)
-}
-
-/// The message of a failing ProviderConfig of that name, from any provider-config check.
-fn provider_config_message(
-    rules: &Rules,
-    snapshot: &Snapshot,
-    item: &str,
-    now: Moment,
-) -> Option<String> {
-    rules.provider_config_checks.iter().find_map(|check| {
-        let obs = snapshot
-            .checks
-            .get(&**check)?
-            .iter()
-            .find(|o| o.item == item)?;
-        match obs.at(now) {
-            (Status::Fail, m) if !m.is_empty() => Some(m.to_string()),
-            _ => None,
-        }
-    })
 }
 
 fn evaluate_endpoint(

@@ -20,12 +20,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Instant, Moment};
 use crate::config::{self, DetailsPolicy};
-use crate::connections::{Admitted, Answering, Connections, Peer};
 use crate::engine::Published;
+use crate::http::admission::{Admitted, Answering, Connections, Peer};
+use crate::http::routes::{self, Route, Serves};
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
-use crate::report::{Endpoint, Served};
 use crate::telemetry::LogLimiter;
+use crate::verdict::report::{Endpoint, Served};
 
 // Content types as ready header values: `from_static` checks its bytes, which a `static` does once, at compile
 // time, instead of on every request.
@@ -417,32 +418,16 @@ pub fn handle(state: &State, latest: &Published, req: &Parts) -> Response<Full<B
 
 fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Response<Full<Bytes>>) {
     let path = req.uri.path();
-    let route: &'static str = match path {
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/livez" => "/livez",
-        "/metrics" => "/metrics",
-        "/backend-health" => "/backend-health",
-        "/backend-status" => "/backend-status",
-        "/history" => "/history",
-        "/" => "/",
-        p if p.starts_with("/healthz/") => "/healthz/{name}",
-        p if p.starts_with("/readyz/") => "/readyz/{name}",
-        _ => "other",
-    };
-    let public = matches!(
-        route,
-        "/healthz" | "/readyz" | "/livez" | "/healthz/{name}" | "/readyz/{name}"
-    );
-    if route == "other" || (state.audience == Audience::Public && !public) {
+    let found = Route::find(path).filter(|(r, _)| r.public || state.audience != Audience::Public);
+    let Some((route, name)) = found else {
         return (
-            "other",
+            routes::OTHER,
             plain(
                 StatusCode::NOT_FOUND,
                 format!("404 page not found: {path}\n"),
             ),
         );
-    }
+    };
     if req.method != Method::GET && req.method != Method::HEAD {
         let mut r = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -450,11 +435,11 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
         );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return (route, r);
+        return (route.path, r);
     }
-    let response = match route {
-        "/livez" => ok(),
-        "/metrics" => {
+    let response = match route.serves {
+        Serves::Livez => ok(),
+        Serves::Metrics => {
             if accepts(&req.headers, "application/openmetrics-text") {
                 let body = state.metrics.encode_openmetrics().into();
                 with_type(StatusCode::OK, &OPENMETRICS, body)
@@ -463,14 +448,14 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
                 with_type(StatusCode::OK, &PROMETHEUS, body)
             }
         }
-        "/backend-health" | "/backend-status" => passthrough(latest),
-        "/history" => {
+        Serves::Passthrough => passthrough(latest),
+        Serves::History => {
             let history = latest.history.read();
             let details = state.details_for(&state.shown(), req);
             let body = render::history::json(&history, details, present(latest));
             with_type(StatusCode::OK, &JSON, body.into())
         }
-        "/" => {
+        Serves::Page => {
             let shown = state.shown();
             let page = render::html::page(
                 &latest.report,
@@ -481,21 +466,10 @@ fn route(state: &State, latest: &Published, req: &Parts) -> (&'static str, Respo
             );
             with_type(StatusCode::OK, &HTML, page.into())
         }
-        _ => {
-            let (endpoint, only) = match path.split_once('/').map(|(_, rest)| rest.split_once('/'))
-            {
-                Some(Some((e, name))) => (e, Some(name)),
-                _ => (path.trim_start_matches('/'), None),
-            };
-            let endpoint = if endpoint == "readyz" {
-                Endpoint::Readyz
-            } else {
-                Endpoint::Healthz
-            };
-            health(state, req, latest, endpoint, only)
-        }
+        Serves::Health(endpoint) => health(state, req, latest, endpoint, None),
+        Serves::HealthOf(endpoint) => health(state, req, latest, endpoint, name),
     };
-    (route, response)
+    (route.path, response)
 }
 
 /// Query parameters of a health request.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{start_one, CheckRef, Memory};
+use super::{start_one, CheckRef, Stash};
 use crate::clock::{Due, Moment};
 use crate::kubernetes::connection::{fingerprint, Fingerprint};
 use crate::kubernetes::settings::Clusters;
@@ -28,7 +28,7 @@ struct Started {
     settings: String,
     tasks: Tasks,
     /// What the check remembers across its restarts (a changed check keeps it; a removed one drops it).
-    memory: Memory,
+    stash: Stash,
 }
 
 /// What one [`Running::apply`] did, by check name.
@@ -127,10 +127,10 @@ impl Running {
                 "cluster_settings": identities.get(&check.cluster.map(str::to_string)),
             })
             .to_string();
-            let (tasks, memory) = match previous.remove(check.name) {
+            let (tasks, stash) = match previous.remove(check.name) {
                 Some(old) if old.settings == settings => {
                     changes.unchanged.push(check.name.to_string());
-                    (old.tasks, old.memory)
+                    (old.tasks, old.stash)
                 }
                 Some(old) => {
                     // Stopped before the new signal publishes, so the old one cannot overwrite it.
@@ -151,18 +151,18 @@ impl Running {
                         &mut self.watches,
                         sink,
                         metrics,
-                        &old.memory,
+                        &old.stash,
                     )
                     .await;
                     changes.restarted.push(check.name.to_string());
-                    (tasks, old.memory)
+                    (tasks, old.stash)
                 }
                 None => {
                     changes.added.push(check.name.to_string());
-                    let memory = Memory::default();
+                    let stash = Stash::default();
                     let tasks =
-                        start_one(check, clusters, &mut self.watches, sink, metrics, &memory).await;
-                    (tasks, memory)
+                        start_one(check, clusters, &mut self.watches, sink, metrics, &stash).await;
+                    (tasks, stash)
                 }
             };
             self.checks.insert(
@@ -170,7 +170,7 @@ impl Running {
                 Started {
                     settings,
                     tasks,
-                    memory,
+                    stash,
                 },
             );
         }
@@ -181,7 +181,10 @@ impl Running {
             changes.removed.push(name);
         }
         self.watches.stop_unused();
-        self.watches.report_clusters(sink);
+        let to = sink.clone();
+        self.watches
+            .report_clusters(move |cluster, down| to.cluster(cluster, down));
+        sink.retain_clusters(|c| self.watches.connected(c));
         changes
     }
 }
@@ -242,8 +245,8 @@ mod tests {
         let (a, b) = (task(&running, "a"), task(&running, "b"));
         // What b remembers (konnector heartbeats, say) outlives its restart, not its removal.
         let remembered =
-            |running: &Running| *running.checks["b"].memory.slot::<u32>().lock().unwrap();
-        *running.checks["b"].memory.slot::<u32>().lock().unwrap() = 7;
+            |running: &Running| *running.checks["b"].stash.slot::<u32>().lock().unwrap();
+        *running.checks["b"].stash.slot::<u32>().lock().unwrap() = 7;
 
         let second = apply(
             &mut running,
@@ -262,11 +265,7 @@ mod tests {
         stopped(&b).await;
         assert!(!a.is_finished(), "an unchanged check keeps its task");
         assert!(!task(&running, "b").is_finished());
-        assert_eq!(
-            remembered(&running),
-            7,
-            "a restarted check keeps its memory"
-        );
+        assert_eq!(remembered(&running), 7, "a restarted check keeps its stash");
 
         let third = apply(&mut running, &[("c", &ten)]).await;
         assert_eq!(third.removed.len(), 2);
@@ -275,7 +274,7 @@ mod tests {
         assert_eq!(
             remembered(&running),
             0,
-            "a removed check's memory went with it"
+            "a removed check's stash went with it"
         );
     }
 }

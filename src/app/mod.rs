@@ -1,5 +1,7 @@
 //! The two ways to run: `serve` (the long-running service) and `check` (evaluate once and exit).
 
+pub mod reload;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,17 +12,17 @@ use anyhow::Context;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 
-use crate::checks::running::Running;
+use crate::checks::Running;
 use crate::config::{Check, Config, Overrides};
 use crate::engine::{Engine, Reloaded};
-use crate::events;
+use crate::http::server::{self, Limits, Presentation};
 use crate::metrics::Metrics;
-use crate::policy::{self, Memory, Rules};
-use crate::reload::{self, Reloader, RestartOnly};
+use crate::publish::events;
 use crate::render::{self, Details, Identity};
-use crate::report::Endpoint;
-use crate::server::{self, Limits, Presentation};
 use crate::signals::Sink;
+use crate::verdict::policy::{self, Memory, Rules};
+use crate::verdict::report::Endpoint;
+use reload::{Reloader, RestartOnly};
 
 /// Starts every check's signal.
 async fn start(config: &Config) -> anyhow::Result<(Arc<Metrics>, Sink, Running)> {
@@ -105,7 +107,7 @@ pub async fn serve(config: Config, path: PathBuf, overrides: Overrides) -> anyho
 
 /// Binds one listener and logs its address (`listening`, which tests and operators wait for).
 fn listen(addr: SocketAddr, key: &'static str) -> anyhow::Result<TcpListener> {
-    let listener = crate::listen::bind(addr, key)
+    let listener = crate::http::listen::bind(addr, key)
         .with_context(|| format!("cannot listen on {addr} ({key})"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, key, "listening");

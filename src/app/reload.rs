@@ -12,14 +12,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::checks::running::Running;
+use crate::checks::Running;
 use std::net::SocketAddr;
 
 use crate::config::{Check, Config, Overrides, Server};
 use crate::engine::Reloaded;
-use crate::events;
+use crate::http::server::{Presentation, State};
 use crate::metrics::Metrics;
-use crate::server::{Presentation, State};
+use crate::publish::events;
 use crate::signals::Sink;
 
 /// How often the files are compared with what was last read.

@@ -12,16 +12,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::checks::backend_status::BackendStatus;
-use crate::checks::broker::Broker;
-use crate::checks::managed_resources::ManagedResources;
-use crate::checks::pods::Pods;
-use crate::checks::provider_configs::ProviderConfig;
-use crate::checks::CheckType;
 use crate::clock::Moment;
-use crate::report::{Causes, Explained, Item, ItemName, RootCause, Status};
 use crate::reserved;
 use crate::signals::{ClusterDown, Fact};
+use crate::verdict::links::{BACKEND_STATUS, BROKER, MANAGED_RESOURCES, PODS, PROVIDER_CONFIG};
+use crate::verdict::report::{Causes, Explained, Item, ItemName, RootCause, Status};
 
 /// The reserved check name under which a cluster's API server is a cause (`cluster/default`): a cause,
 /// never an item, counted by no endpoint.
@@ -96,7 +91,7 @@ item P",
         number: 4,
         says: "a failing `_endpoint` explains the `unknown` items of its own check",
         causes: |w, e| {
-            if e.check_type != BackendStatus::NAME
+            if e.check_type != BACKEND_STATUS
                 || e.status != Status::Unknown
                 || e.name.item() == reserved::ENDPOINT
             {
@@ -130,10 +125,10 @@ provider-anynines has not checked (never, or not within `check_stale_after`)",
         says: "`provider-configs/N` explains `backend-status/N` of the same name (of the same package, where \
 both name one)",
         causes: |w, e| {
-            if e.check_type != BackendStatus::NAME || e.name.item().starts_with('_') {
+            if e.check_type != BACKEND_STATUS || e.name.item().starts_with('_') {
                 return Vec::new();
             }
-            w.of_type_named(ProviderConfig::NAME, e.name.item())
+            w.of_type_named(PROVIDER_CONFIG, e.name.item())
                 .iter()
                 .copied()
                 .filter(|&id| match (w.nodes[id].package, e.package) {
@@ -160,14 +155,14 @@ one)",
         says: "a failing `broker/N` (its broker does not answer) explains `provider-configs/N` of its cluster and \
 `backend-status/N` of the same name",
         causes: |w, e| {
-            let of_cluster = if e.check_type == ProviderConfig::NAME {
+            let of_cluster = if e.check_type == PROVIDER_CONFIG {
                 true
-            } else if e.check_type == BackendStatus::NAME && !e.name.item().starts_with('_') {
+            } else if e.check_type == BACKEND_STATUS && !e.name.item().starts_with('_') {
                 false
             } else {
                 return Vec::new();
             };
-            w.of_type_named(Broker::NAME, e.name.item())
+            w.of_type_named(BROKER, e.name.item())
                 .iter()
                 .copied()
                 .filter(|&id| w.nodes[id].status == Status::Fail)
@@ -182,7 +177,7 @@ resources of ProviderConfigs whose broker fails (of its cluster) or which fail, 
 noticed",
         causes: |w, e| {
             each_provider_config(e, |pc| {
-                w.of_type_named(Broker::NAME, pc)
+                w.of_type_named(BROKER, pc)
                     .iter()
                     .copied()
                     .filter(|&id| w.nodes[id].cluster == e.cluster)
@@ -200,7 +195,7 @@ fn each_provider_config(e: &Node<'_>, explain: impl Fn(&str) -> Option<usize>) -
     let Some(Fact::FailsWithin(pcs)) = &e.fact else {
         return Vec::new();
     };
-    if e.check_type != ManagedResources::NAME {
+    if e.check_type != MANAGED_RESOURCES {
         return Vec::new();
     }
     pcs.iter()
@@ -211,7 +206,7 @@ fn each_provider_config(e: &Node<'_>, explain: impl Fn(&str) -> Option<usize>) -
 
 /// The bad ProviderConfig item named `pc` of `e`'s place (cluster, package).
 fn bad_provider_config(w: &World<'_>, e: &Node<'_>, pc: &str) -> Option<usize> {
-    w.of_type_named(ProviderConfig::NAME, pc)
+    w.of_type_named(PROVIDER_CONFIG, pc)
         .iter()
         .copied()
         .filter(|&id| same_place(&w.nodes[id], e))
@@ -229,14 +224,14 @@ fn same_place(a: &Node<'_>, b: &Node<'_>) -> bool {
 
 /// `_endpoint` of a poll that got no answer a running server gives.
 fn unanswered(e: &Node<'_>) -> bool {
-    e.check_type == BackendStatus::NAME
+    e.check_type == BACKEND_STATUS
         && e.name.item() == reserved::ENDPOINT
         && matches!(e.fact, Some(Fact::NoAnswer(_)))
 }
 
 /// A ProviderConfig item `unknown` because provider-anynines has not checked it.
 fn unchecked(e: &Node<'_>) -> bool {
-    e.check_type == ProviderConfig::NAME
+    e.check_type == PROVIDER_CONFIG
         && e.status == Status::Unknown
         && e.fact == Some(Fact::Unchecked)
 }
@@ -349,7 +344,7 @@ pub fn explain(
             .entry((o.item.check_type, name.item()))
             .or_default()
             .push(id);
-        if o.item.check_type == Pods::NAME && o.item.status == Status::Fail {
+        if o.item.check_type == PODS && o.item.status == Status::Fail {
             if let Some(p) = o.package {
                 world.failing_pods.entry(p.as_str()).or_default().push(id);
             }

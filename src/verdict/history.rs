@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use crate::clock::{Instant, Moment};
-use crate::report::{Endpoint, Report, Status};
+use crate::verdict::report::{Endpoint, Report, Status};
 
 /// How far back history reaches.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -281,7 +281,7 @@ impl Shared {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::report::{EndpointReport, Item, ItemName};
+    use crate::verdict::report::{EndpointReport, Item, ItemName};
 
     pub(crate) fn at(s: i64) -> Moment {
         Moment::from_wall(jiff::Timestamp::from_second(1_800_000_000 + s).expect("time"))
