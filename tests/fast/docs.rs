@@ -478,6 +478,7 @@ fn every_path_a_page_names_exists() {
     const TOP: &[&str] = &[
         "src/",
         "sim/",
+        "realcp/",
         "tests/",
         "deploy/",
         "bench/",

@@ -3,7 +3,7 @@
 //! `readinessProbe` of `package-runtime` above all) beside the new container, and the sidecar's own RBAC is
 //! all its ServiceAccount needs. Every rendered manifest passes the real server's validation.
 
-use klutch_sim::real::PROVIDER_ANYNINES;
+use klutch_realcp::PROVIDER_ANYNINES;
 use serde_json::Value;
 
 use crate::estate::{get, Estate};
