@@ -14,7 +14,7 @@ const DRC: &str = "/apis/pkg.crossplane.io/v1beta1/deploymentruntimeconfigs/prov
 /// The DeploymentRuntimeConfig document of Klutch's install manifest (the Provider beside it names a
 /// placeholder package; the mirrored estate has its own).
 pub fn klutchs_runtime_config() -> String {
-    let install = include_str!("../../sim/fixtures/klutch-provider-anynines-install.yaml");
+    let install = include_str!("../fixtures/klutch-provider-anynines-install.yaml");
     install
         .split("\n---\n")
         .find(|doc| doc.contains("kind: DeploymentRuntimeConfig"))
