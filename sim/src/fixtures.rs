@@ -31,8 +31,6 @@ fixture!(
     deployment_konnector_available,
     "deployment-konnector-available.json"
 );
-fixture!(backend_health_ok, "backend-health-ok.json");
-fixture!(backend_health_degraded, "backend-health-degraded.json");
 fixture!(
     provider_kubernetes_healthy,
     "provider-kubernetes-healthy.json"

@@ -11,7 +11,6 @@ pub mod fixtures;
 pub mod managed;
 mod net;
 pub mod pods;
-pub mod real;
 mod selector;
 
 pub use api::{ApplyError, FakeApi, Readiness, RecordedRequest, WatchFault};

@@ -345,7 +345,7 @@ fn parse_body_passes_only_the_exact_value_ok() {
     // Whitespace around the document is fine; the provider's own fixtures parse.
     assert_eq!(parse_body(b" \n{\"a\":\"ok\"}\n").expect("object").len(), 1);
     for fixture in ["backend-health-ok.json", "backend-health-degraded.json"] {
-        let path = format!("{}/sim/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
         let body = std::fs::read(&path).expect("fixture");
         let items = parse_body(&body).expect("the provider's body parses");
         assert!(!items.is_empty(), "{fixture}");

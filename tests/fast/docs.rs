@@ -497,6 +497,7 @@ fn every_path_a_page_names_exists() {
     const TOP: &[&str] = &[
         "src/",
         "sim/",
+        "realcp/",
         "tests/",
         "deploy/",
         "bench/",

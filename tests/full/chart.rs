@@ -24,7 +24,7 @@ const KUBE_VERSION: &str = "1.33.0";
 const HELM_DEADLINE: Duration = Duration::from_secs(60);
 
 fn helm_bin() -> PathBuf {
-    klutch_sim::real::helm().unwrap_or_else(|e| panic!("no helm: {e}"))
+    klutch_realcp::helm().unwrap_or_else(|e| panic!("no helm: {e}"))
 }
 
 /// Runs `helm ARGS` from the repository's root, killed past [`HELM_DEADLINE`]: (succeeded, stdout, stderr).

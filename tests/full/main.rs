@@ -20,6 +20,4 @@ mod metrics;
 mod reload;
 mod scale;
 mod service_level;
-mod sim_kubectl;
-mod sim_tls;
 mod status_page;

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use klutch_sim::real::{Part, Rest, KLUTCH_HEALTH, NODES, NODE_GRACE};
+use klutch_realcp::{Part, Rest, KLUTCH_HEALTH, NODES, NODE_GRACE};
 use serde_json::{json, Value};
 
 use crate::common::{all_200, line, Poller, Resp, Service};

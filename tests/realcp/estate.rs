@@ -6,7 +6,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use klutch_sim::real::{ControlPlane, Identity, Mirror, Rest};
+use klutch_realcp::{ControlPlane, Identity, Mirror, Rest};
 use klutch_sim::SimControlPlane;
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};

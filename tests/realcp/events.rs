@@ -2,7 +2,7 @@
 //! `kubectl describe` (the real kubectl of the same release) shows it on the object, a repeat becomes a
 //! series, and of two replicas only the Lease holder writes.
 
-use klutch_sim::real::KLUTCH_HEALTH;
+use klutch_realcp::KLUTCH_HEALTH;
 use serde_json::Value;
 
 use crate::estate::{get, until, wait_for, Estate, NAMESPACE};

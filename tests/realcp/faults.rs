@@ -3,7 +3,7 @@
 //! created again (and one that appears only after start-up), RBAC taken away while running, and a black hole
 //! and resets between klutch-health and the API server. Each on a control plane of its own.
 
-use klutch_sim::real::{Part, Proxy, ProxyMode, KLUTCH_HEALTH};
+use klutch_realcp::{Part, Proxy, ProxyMode, KLUTCH_HEALTH};
 
 use crate::common::{kube_lines, Resp, Service};
 use crate::estate::{short, wait_for, Estate};

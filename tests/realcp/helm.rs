@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use klutch_sim::real::{KLUTCH_HEALTH, PROVIDER_ANYNINES};
+use klutch_realcp::{KLUTCH_HEALTH, PROVIDER_ANYNINES};
 use serde_json::{json, Value};
 
 use crate::common::{config_for_test, Service};
@@ -23,7 +23,7 @@ const HELM_DEADLINE: Duration = Duration::from_secs(120);
 
 /// `helm ARGS` against the control plane as admin, killed past [`HELM_DEADLINE`]: (succeeded, stdout, stderr).
 async fn helm_output(kubeconfig: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
-    let bin = klutch_sim::real::helm().unwrap_or_else(|e| panic!("no helm: {e}"));
+    let bin = klutch_realcp::helm().unwrap_or_else(|e| panic!("no helm: {e}"));
     let run = tokio::process::Command::new(bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)

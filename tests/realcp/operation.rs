@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use klutch_sim::real::KLUTCH_HEALTH;
+use klutch_realcp::KLUTCH_HEALTH;
 use klutch_sim::{ManagedKind, ManagedState};
 
 use crate::common;

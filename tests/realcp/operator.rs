@@ -27,7 +27,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use klutch_sim::real::{Process, KLUTCH_HEALTH};
+use klutch_realcp::{Process, KLUTCH_HEALTH};
 use klutch_sim::SimControlPlane;
 use serde_json::{json, Value};
 
@@ -141,7 +141,7 @@ async fn firing(prom: SocketAddr, name: &str) -> Option<Vec<Value>> {
 const NAMED_ADDRESS: &str = "192.0.2.200";
 
 fn prometheus_program(name: &str) -> std::path::PathBuf {
-    klutch_sim::real::prometheus()
+    klutch_realcp::prometheus()
         .unwrap_or_else(|e| panic!("no Prometheus: {e}"))
         .with_file_name(name)
 }
@@ -173,7 +173,7 @@ async fn start_operator(estate: &Estate, namespaces: &[&str], dir: &Path) -> Pro
         )
         .await
         .expect("CRDs established");
-    let operator = klutch_sim::real::prometheus_operator()
+    let operator = klutch_realcp::prometheus_operator()
         .unwrap_or_else(|e| panic!("no Prometheus Operator: {e}"));
     let mut cmd = Command::new(operator);
     cmd.env("KUBECONFIG", estate.cp.admin_kubeconfig()).args([

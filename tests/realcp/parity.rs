@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use klutch_realcp::KLUTCH_HEALTH;
 use klutch_sim::control_plane::PROVIDER_CONFIG_API;
-use klutch_sim::real::KLUTCH_HEALTH;
 use klutch_sim::{PodState, SimControlPlane};
 
 use crate::common::Service;

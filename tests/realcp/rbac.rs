@@ -2,7 +2,7 @@
 //! `kubectl apply -k deploy` installs, syncs every shipped check, writes Events, holds the Lease and reloads
 //! without one refused request; without any one rule it says what to grant, and recovers once it is back.
 
-use klutch_sim::real::{Identity, KLUTCH_HEALTH};
+use klutch_realcp::{Identity, KLUTCH_HEALTH};
 
 use crate::estate::{get, short, until, wait_for, Estate, NAMESPACE};
 

@@ -3,7 +3,7 @@
 //! `readinessProbe` of `package-runtime` above all) beside the new container, and the sidecar's own RBAC is
 //! all its ServiceAccount needs. Every rendered manifest passes the real server's validation.
 
-use klutch_sim::real::PROVIDER_ANYNINES;
+use klutch_realcp::PROVIDER_ANYNINES;
 use serde_json::Value;
 
 use crate::estate::{get, Estate};
@@ -14,7 +14,7 @@ const DRC: &str = "/apis/pkg.crossplane.io/v1beta1/deploymentruntimeconfigs/prov
 /// The DeploymentRuntimeConfig document of Klutch's install manifest (the Provider beside it names a
 /// placeholder package; the mirrored estate has its own).
 pub fn klutchs_runtime_config() -> String {
-    let install = include_str!("../../sim/fixtures/klutch-provider-anynines-install.yaml");
+    let install = include_str!("../fixtures/klutch-provider-anynines-install.yaml");
     install
         .split("\n---\n")
         .find(|doc| doc.contains("kind: DeploymentRuntimeConfig"))

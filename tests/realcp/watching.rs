@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use klutch_sim::real::{Part, KLUTCH_HEALTH};
+use klutch_realcp::{Part, KLUTCH_HEALTH};
 use klutch_sim::{ManagedKind, ManagedState};
 
 use crate::common::{exchange, Service};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use klutch_sim::real::{ControlPlane, Mirror, Rest};
+use klutch_realcp::{ControlPlane, Mirror, Rest};
 use klutch_sim::ManagedKind;
 use klutch_sim::SimControlPlane;
 use serde::{Deserialize, Serialize};
@@ -661,12 +661,9 @@ async fn run_relist(
     let restarts_before = restarts(std::str::from_utf8(&metrics)?);
     let (_, base) = klutch_ready(http, klutch.addr).await?;
     world.cp.compact().await?;
-    world.cp.stop(klutch_sim::real::Part::ApiServer);
+    world.cp.stop(klutch_realcp::Part::ApiServer);
     let restarted = Instant::now();
-    world
-        .cp
-        .start_part(klutch_sim::real::Part::ApiServer)
-        .await?;
+    world.cp.start_part(klutch_realcp::Part::ApiServer).await?;
     let apiserver_ready = restarted.elapsed();
     let sent = send_changes(&world.admin, &[probe], true, 1000).await?;
     let change_at = sent[0].at;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use http::StatusCode;
+use klutch_realcp::{Answer, Rest};
 use klutch_sim::managed::{ManagedKind, ManagedState};
-use klutch_sim::real::{Answer, Rest};
 use serde_json::{json, Value};
 
 use crate::plan::{self, Split};

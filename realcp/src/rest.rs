@@ -4,10 +4,9 @@
 use anyhow::{anyhow, Context};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use klutch_sim::api::{Kind, KINDS};
 use kube::client::Body;
 use serde_json::Value;
-
-use crate::api::{Kind, KINDS};
 
 /// How long one request of the test's own may take: generous, so that a loaded machine never fails a test,
 /// while a hung server still does.

@@ -10,6 +10,10 @@
 //! Identities are static tokens: `admin` (in `system:masters`) for the test's own setup, and each
 //! ServiceAccount klutch-health runs as, by its user name (`system:serviceaccount:NS:NAME`), which is what
 //! RBAC matches a ServiceAccount subject by. An audit policy logs the requests of those ServiceAccounts only.
+//!
+//! A crate of its own beside the simulator (`klutch-sim`), as controller-runtime keeps envtest apart from its
+//! fake client: only the real control plane's tests (`tests/realcp`), the full tier's Helm and the scale bench
+//! use it. It takes the simulator's serving certificates and kinds, and mirrors the simulator's objects.
 
 mod binaries;
 mod mirror;
@@ -170,7 +174,7 @@ impl ControlPlane {
     async fn start_at(dir: PathBuf) -> anyhow::Result<ControlPlane> {
         let bins = tokio::task::spawn_blocking(Binaries::get).await??;
         let files = Files(dir.clone());
-        let certs = crate::api::serving_certs()?;
+        let certs = klutch_sim::api::serving_certs()?;
         write(&files.ca(), &certs.ca_cert)?;
         write(&files.path("apiserver.crt"), &certs.cert)?;
         write(&files.path("apiserver.key"), &certs.key)?;

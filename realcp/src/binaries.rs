@@ -20,7 +20,7 @@ pub struct Binaries {
     pub kwok: PathBuf,
 }
 
-/// The repository's root (the sim crate lives in `sim/`).
+/// The repository's root (this crate lives in `realcp/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -1,5 +1,5 @@
 //! Copies the simulator's objects into the real API server as they change, so that every scenario the
-//! simulator plays ([`crate::SimControlPlane`]'s faults, the konnectors' heartbeats) plays against the real
+//! simulator plays ([`klutch_sim::SimControlPlane`]'s faults, the konnectors' heartbeats) plays against the real
 //! server too, and klutch-health's verdicts on both can be compared. The test plays the controllers a bare
 //! control plane lacks: it writes `status` through the `/status` subresource, moves `metadata.generation` by
 //! changing the spec, and deletes a pod gracefully to make it terminate.
@@ -13,13 +13,13 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use http::StatusCode;
+use klutch_sim::api::KINDS;
+use klutch_sim::FakeApi;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::rest::{collection_path, kind_of, object_path, path_of, Rest};
-use crate::api::KINDS;
-use crate::FakeApi;
+use crate::rest::{collection_path, kind_of, object_path, path_of, Rest};
 
 /// klutch-health's own writes (Events, the Lease) go to the real server directly and are never copied; nor
 /// are the kinds `left` to the real server's own controllers.
@@ -298,10 +298,10 @@ impl Copy {
 
     /// Repeats `f` every 500 ms while the server is unreachable or answers 5xx (the tests stop it on
     /// purpose); any other answer is returned.
-    async fn retrying<F, Fut>(&self, f: F) -> super::rest::Answer
+    async fn retrying<F, Fut>(&self, f: F) -> crate::rest::Answer
     where
         F: Fn(Rest) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<super::rest::Answer>>,
+        Fut: std::future::Future<Output = anyhow::Result<crate::rest::Answer>>,
     {
         loop {
             match f(self.real.clone()).await {
