@@ -22,10 +22,12 @@ failed=()
 for target in "${targets[@]}"; do
   mkdir "$scratch/$target"
   echo "==> fuzz $target for ${seconds}s"
-  # New inputs go to the first directory (scratch); the committed seeds are only read. Progress lines left out.
+  # New inputs go to the first directory (scratch); the committed seeds are only read. Progress
+  # lines and the recommended dictionary left out.
   set +e
   cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=30 -rss_limit_mb=1024 -print_final_stats=1 2>&1 | grep -v '^#[0-9]'
+    -max_total_time="$seconds" -timeout=30 -rss_limit_mb=1024 -print_final_stats=1 2>&1 \
+    | grep -v -e '^#[0-9]' -e '^"' -e '^######'
   status=${PIPESTATUS[0]}
   set -e
   [ "$status" -eq 0 ] || failed+=("$target")
