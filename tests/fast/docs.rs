@@ -505,6 +505,7 @@ fn every_path_a_page_names_exists() {
         "crds/",
         "docs/",
         ".ci/",
+        "fuzz/",
     ];
     let mut problems = Vec::new();
     for file in markdown_files() {
