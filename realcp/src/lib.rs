@@ -143,6 +143,8 @@ pub struct ControlPlane {
     controller_manager: Option<Process>,
     scheduler: Option<Process>,
     kubelets: Vec<(&'static str, Process)>,
+    /// kube-apiserver's `--feature-gates`, from its next start on (empty: its defaults).
+    pub feature_gates: String,
     /// The test's own client, as admin.
     pub admin: Rest,
 }
@@ -208,6 +210,7 @@ impl ControlPlane {
             controller_manager: None,
             scheduler: None,
             kubelets: Vec::new(),
+            feature_gates: String::new(),
             admin,
         };
         cp.start_part(Part::Etcd).await?;
@@ -457,7 +460,7 @@ impl ControlPlane {
     fn apiserver_args(&self) -> Vec<String> {
         let f = self.files();
         let p = |name: &str| f.path(name).display().to_string();
-        vec![
+        let mut args = vec![
             format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
             format!("--secure-port={}", self.api_port),
             "--bind-address=127.0.0.1".into(),
@@ -479,7 +482,11 @@ impl ControlPlane {
             format!("--audit-policy-file={}", p("audit-policy.yaml")),
             format!("--audit-log-path={}", p("audit.log")),
             "--audit-log-mode=blocking".into(),
-        ]
+        ];
+        if !self.feature_gates.is_empty() {
+            args.push(format!("--feature-gates={}", self.feature_gates));
+        }
+        args
     }
 
     /// Waits until kube-apiserver's `/readyz` answers `200`.

@@ -1,6 +1,7 @@
-//! The watches' own machinery against the real API server: a `max_objects` trip recovers once objects are
-//! deleted, and an etcd outage relists each watch at most once, without a storm of LISTs and without a
-//! failing `/readyz` once the API server is ready again.
+//! The watches' own machinery against the real API server: streaming lists where it serves them and pages
+//! where it does not, a `max_objects` trip recovers once objects are deleted, and an etcd outage relists each
+//! watch at most once, without a storm of LISTs and without a failing `/readyz` once the API server is ready
+//! again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use klutch_realcp::{Part, KLUTCH_HEALTH};
 use klutch_sim::{ManagedKind, ManagedState};
 
 use crate::common::{exchange, Service};
-use crate::estate::{short, wait_for, Estate};
+use crate::estate::{short, until, wait_for, Estate};
 use crate::rbac::all_ok;
 
 /// The ServiceInstances the API server holds now.
@@ -272,4 +273,79 @@ async fn service_instances_with_large_parameters_are_listed_in_smaller_pages_and
         .filter(|l| l.contains("alone is larger than max_body") && l.contains(&big))
         .count();
     assert_eq!(named, 1, "one warning names {big}");
+}
+
+/// Whether audit event `e` is klutch-health's, on a managed resource kind.
+fn klutch_health_on_managed(e: &serde_json::Value) -> bool {
+    e["user"]["username"] == KLUTCH_HEALTH.user()
+        && e["requestURI"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("/apis/dataservices.anynines.com/"))
+}
+
+/// Streaming lists (a WATCH with `sendInitialEvents`) on kube-apiserver as v1.37 runs by default, no LIST;
+/// once the same server runs with its `WatchList` feature gate off (v1.33's default), it is listed in pages,
+/// told once, with no failure shown.
+#[tokio::test]
+async fn streaming_lists_where_the_server_serves_them_and_pages_once_its_watch_list_gate_is_off() {
+    let mut estate = Estate::own().await;
+    let svc = estate
+        .klutch_health(KLUTCH_HEALTH, "klutch-health-0", None, short)
+        .await;
+    wait_for(&svc, "/readyz", "green", |r| r.status == 200).await;
+    let events = estate.cp.audit_events();
+    let managed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| klutch_health_on_managed(e))
+        .collect();
+    let streamed = managed
+        .iter()
+        .filter(|e| e["verb"] == "watch" && crate::estate::a_list(e))
+        .count();
+    let paged = managed.iter().filter(|e| e["verb"] == "list").count();
+    assert!(
+        streamed >= 4,
+        "a streaming list of each managed kind: {managed:?}"
+    );
+    assert_eq!(paged, 0, "no LIST: {managed:?}");
+    assert_eq!(svc.logged("the API server serves streaming lists").len(), 1);
+
+    let from = estate.cp.audit_events().len();
+    estate.cp.feature_gates = "WatchList=false".into();
+    estate.cp.stop(Part::ApiServer);
+    estate
+        .cp
+        .start_part(Part::ApiServer)
+        .await
+        .expect("kube-apiserver with WatchList off");
+    until("each managed kind listed in pages", async || {
+        let events = estate.cp.audit_events();
+        let kinds: std::collections::BTreeSet<&str> = events[from..]
+            .iter()
+            .filter(|e| klutch_health_on_managed(e) && e["verb"] == "list")
+            .filter_map(|e| e["requestURI"].as_str()?.split('?').next())
+            .collect();
+        (kinds.len() >= 4).then_some(())
+    })
+    .await;
+    wait_for(&svc, "/readyz", "green again", |r| r.status == 200).await;
+    let said = svc.logged("does not serve streaming lists");
+    assert_eq!(said.len(), 1, "told once: {said:?}");
+    assert!(
+        said[0]["answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("WatchList feature gate")),
+        "the server's words: {said:?}"
+    );
+    // A change after the switch shows.
+    estate.sim.set_managed(
+        ManagedKind::ServiceInstance,
+        "pg-prod-7",
+        ManagedState::Failing,
+    );
+    estate.mirror.caught_up().await.expect("mirrored");
+    wait_for(&svc, "/readyz?verbose", "a change listed in pages", |r| {
+        r.body.contains("1 failing: pg-prod-7")
+    })
+    .await;
 }
