@@ -310,7 +310,10 @@ async fn streaming_lists_where_the_server_serves_them_and_pages_once_its_watch_l
     assert_eq!(paged, 0, "no LIST: {managed:?}");
     assert_eq!(svc.logged("the API server serves streaming lists").len(), 1);
 
-    let from = estate.cp.audit_events().len();
+    drop(svc);
+
+    // The same server with its WatchList gate off, once its authorizer serves klutch-health again (right
+    // after a start it refuses everyone for a moment, a refusal that passes).
     estate.cp.feature_gates = "WatchList=false".into();
     estate.cp.stop(Part::ApiServer);
     estate
@@ -318,17 +321,38 @@ async fn streaming_lists_where_the_server_serves_them_and_pages_once_its_watch_l
         .start_part(Part::ApiServer)
         .await
         .expect("kube-apiserver with WatchList off");
-    until("each managed kind listed in pages", async || {
-        let events = estate.cp.audit_events();
-        let kinds: std::collections::BTreeSet<&str> = events[from..]
-            .iter()
-            .filter(|e| klutch_health_on_managed(e) && e["verb"] == "list")
-            .filter_map(|e| e["requestURI"].as_str()?.split('?').next())
-            .collect();
-        (kinds.len() >= 4).then_some(())
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    estate
+        .cp
+        .write_kubeconfig(&kubeconfig, KLUTCH_HEALTH, None)
+        .expect("kubeconfig");
+    let as_klutch_health = klutch_realcp::Rest::from_kubeconfig(&kubeconfig)
+        .await
+        .expect("a client as klutch-health");
+    until("klutch-health authorized again", async || {
+        let answer = as_klutch_health
+            .get("/apis/dataservices.anynines.com/v1/serviceinstances")
+            .await
+            .ok()?;
+        (answer.status == http::StatusCode::OK).then_some(())
     })
     .await;
-    wait_for(&svc, "/readyz", "green again", |r| r.status == 200).await;
+    let from = estate.cp.audit_events().len();
+    let svc = estate
+        .klutch_health(KLUTCH_HEALTH, "klutch-health-1", None, short)
+        .await;
+    wait_for(&svc, "/readyz", "green in pages", |r| r.status == 200).await;
+    let events = estate.cp.audit_events();
+    let kinds: std::collections::BTreeSet<&str> = events[from..]
+        .iter()
+        .filter(|e| klutch_health_on_managed(e) && e["verb"] == "list")
+        .filter_map(|e| e["requestURI"].as_str()?.split('?').next())
+        .collect();
+    assert!(
+        kinds.len() >= 4,
+        "each managed kind listed in pages: {kinds:?}"
+    );
     let said = svc.logged("does not serve streaming lists");
     assert_eq!(said.len(), 1, "told once: {said:?}");
     assert!(
@@ -336,6 +360,11 @@ async fn streaming_lists_where_the_server_serves_them_and_pages_once_its_watch_l
             .as_str()
             .is_some_and(|a| a.contains("WatchList feature gate")),
         "the server's words: {said:?}"
+    );
+    assert!(
+        svc.logged("watch failed").is_empty(),
+        "a refused streaming list is no failure: {:?}",
+        svc.logged("watch failed")
     );
     // A change after the switch shows.
     estate.sim.set_managed(

@@ -279,7 +279,7 @@ where
                         }
                         Some(Err(e)) if streaming && api_errors::forbidden_watch(&e) => {
                             // Without the verb "watch" a LIST may still work: pages tell, and keep the
-                            // objects as current as relists make them.
+                            // objects as current as relists make them, until a WATCH holds.
                             self.paged = true;
                             return Ended::Again;
                         }
@@ -540,6 +540,9 @@ where
     fn held(&mut self, backoff: &mut Backoff, errors: &mut LogLimiter) {
         backoff.held();
         *errors = LogLimiter::default();
+        // A WATCH works: a forbidden streaming list was a passing refusal (an API server whose authorizer
+        // had not synced after a restart), so the next list streams again where the server serves it.
+        self.paged = false;
         // A retried WATCH gives no sign that it started: holding this long is the sign.
         self.tx.send_if_modified(|s| match &s.broken {
             Some(b) if !b.cluster && s.synced => {
