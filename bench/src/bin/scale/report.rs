@@ -331,8 +331,9 @@ of the Backups in the bench times when each `Ready=True` arrives (the API server
     };
     let _ = writeln!(
         s,
-        "\nklutch-health during the storm: CPU **{:.3} cores** on average ({:.3} in the slices it was probed, {:.3} \
-in the static server's: the watch's part), including its answers to the 2 ms poller; RSS {:.1} MiB at the end, \
+        "\nklutch-health during the storm: CPU **{:.3} cores** on average from the first write until every write was \
+answered and the load ended ({:.3} in the slices it was probed, {:.3} in the static server's: the watch's part), \
+including its answers to the 2 ms poller; RSS {:.1} MiB at the end, \
 {peak_words} **{:.1} MiB**. Its Backups counts afterwards: {}.",
         x.klutch_cpu_cores,
         x.klutch_cpu_probed_cores,

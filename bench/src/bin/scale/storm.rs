@@ -52,7 +52,7 @@ pub struct StormResult {
     pub managed: usize,
     /// Backups that ended failed instead of done.
     pub failed: usize,
-    /// Requests written (creates and status writes), and from the first to the last one answered (s).
+    /// Requests written (creates and status writes), and from the first one sent to the last one answered (s).
     pub writes: usize,
     pub writes_seconds: f64,
     /// The load's slices: how many (half klutch-health's, half the static server's) and each one's length.
@@ -61,8 +61,8 @@ pub struct StormResult {
     pub probe_rate: u32,
     /// klutch-health, then the static server.
     pub probes: Vec<ProbeLoad>,
-    /// klutch-health's CPU in cores: over the whole storm (its first write to its last one answered), over
-    /// the slices it was probed, and over the slices the static server was.
+    /// klutch-health's CPU in cores: over the whole storm (from its first write until every write was
+    /// answered and the load ended), over the slices it was probed, and over the slices the static server was.
     pub klutch_cpu_cores: f64,
     pub klutch_cpu_probed_cores: f64,
     pub klutch_cpu_unprobed_cores: f64,
@@ -190,9 +190,8 @@ pub async fn run(
     let writer = write_storm(world, &plan, t0);
     let (loaded, written) = tokio::join!(loader, writer);
     let (samples, readings) = loaded?;
-    let (finals, writes) = written?;
-    let writes_seconds = t0.elapsed().as_secs_f64();
-    let klutch_cpu = (klutch.cpu_seconds()? - cpu0) / writes_seconds;
+    let (finals, writes, writes_seconds) = written?;
+    let klutch_cpu = (klutch.cpu_seconds()? - cpu0) / t0.elapsed().as_secs_f64();
 
     // Drain: klutch-health has shown every completion and every failure.
     let done = finals.iter().filter(|(_, _, fails)| !fails).count() as u64;
@@ -306,12 +305,13 @@ pub fn check_counts(
 }
 
 /// Writes every Backup of the storm at its planned times from `t0`: the final write of each (its place in
-/// the plan, when its request was sent, whether it failed) and the number of requests.
+/// the plan, when its request was sent, whether it failed), the number of requests, and the seconds from `t0`
+/// until the last one was answered.
 async fn write_storm(
     world: &World,
     plan: &[StormBackup],
     t0: Instant,
-) -> anyhow::Result<(Vec<(usize, Instant, bool)>, usize)> {
+) -> anyhow::Result<(Vec<(usize, Instant, bool)>, usize, f64)> {
     let permits = Arc::new(tokio::sync::Semaphore::new(seed::PARALLEL));
     let mut tasks = tokio::task::JoinSet::new();
     for b in plan.iter().copied() {
@@ -336,8 +336,9 @@ async fn write_storm(
     while let Some(r) = tasks.join_next().await {
         finals.push(r??);
     }
+    let took = t0.elapsed().as_secs_f64();
     finals.sort_by_key(|f| f.0);
-    Ok((finals, plan.len() * 4))
+    Ok((finals, plan.len() * 4, took))
 }
 
 /// Polls klutch-health's `/metrics` every [`POLL`] until `stop`, keeping each answer whose ready counts
