@@ -270,6 +270,20 @@ async fn world(out: &Path) -> anyhow::Result<World> {
 
 async fn run(args: &Args) -> anyhow::Result<Results> {
     let load_before = load();
+    if args.storm_backups > 0 && args.storm_seconds > 0 {
+        // Found out now rather than after seeding and the churn.
+        plan::storm(
+            &Split::of(args.sizes.last().copied().unwrap_or(0)),
+            args.storm_backups,
+            args.storm_seconds,
+        )?;
+        let static_bin = args.static_bin()?;
+        anyhow::ensure!(
+            static_bin.exists(),
+            "no static server at {} for the storm's probes (cargo build --release -p klutch-bench, or --static-server)",
+            static_bin.display()
+        );
+    }
     let mut world = world(&args.out).await?;
     let config = klutch_config(args, &world)?;
     let http = Http::new();

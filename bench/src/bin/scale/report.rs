@@ -226,7 +226,7 @@ the API server's part).",
         );
     }
     if let Some(x) = &r.storm {
-        storm_section(&mut s, x);
+        storm_section(&mut s, r, x);
     }
     s
 }
@@ -237,13 +237,34 @@ const STORM_CPU_CORES: f64 = 0.25;
 const STORM_RSS_MIB: f64 = 64.0;
 const STORM_ABOVE_FLOOR_MS: f64 = 2.0;
 
-fn storm_section(s: &mut String, x: &StormResult) {
+/// The bench/run command that reproduces this run's storm: the sizes and the churn named where they are not
+/// bench/run's defaults.
+fn storm_command(r: &Results, x: &StormResult) -> String {
+    let mut env = String::from("BENCH_ONLY=scale");
+    let sizes: Vec<String> = r.sizes.iter().map(|z| z.managed.to_string()).collect();
+    if sizes.join(",") != "0,1000,10000,50000" {
+        let _ = write!(env, " BENCH_SCALE_SIZES={}", sizes.join(","));
+    }
+    if let Some(c) = r
+        .churn
+        .as_ref()
+        .filter(|c| (c.rate, c.phase_seconds) != (100, 20))
+    {
+        let _ = write!(env, " BENCH_CHURN={},{}", c.rate, c.phase_seconds);
+    }
+    format!(
+        "{env} BENCH_STORM={},{} bash bench/run",
+        x.backups, x.seconds
+    )
+}
+
+fn storm_section(s: &mut String, r: &Results, x: &StormResult) {
     let per_second =
         x.backups as f64 / (x.seconds as f64 - plan::STORM_LIFETIME_MS as f64 / 1000.0).max(1.0);
     let _ = writeln!(
         s,
         "\n### The midnight backup storm\n\n\
-Reproduce with `BENCH_ONLY=scale BENCH_STORM={},{} bash bench/run` (the scale binary: `--storm-backups {} \
+Reproduce with `{}` (the scale binary: `--storm-backups {} \
 --storm-seconds {}`). At {} managed resources, after the churn and the relist (kube-state-metrics stopped): {} \
 Backups created and completed within {} s through the API — each one created without a status, then its \
 `/status` written `queued` (`Ready=False Creating`, `Synced=True`), {:.0} s later `running` (the same, with a \
@@ -253,8 +274,7 @@ Backups started per second, {} requests in all, at most {} in flight; the last o
 the first was sent). Each is the first Backup of a ready ServiceInstance that had none, on \
 `postgresql-backup-manager`: every one is judged and none supersedes another, so the Backups' ready count rises \
 by exactly one per completed Backup. Load average {} as the storm began, {} as it ended.\n",
-        x.backups,
-        x.seconds,
+        storm_command(r, x),
         x.backups,
         x.seconds,
         x.managed,
@@ -561,7 +581,7 @@ mod tests {
         );
         // The storm: its command, its tables and its goals, each met or missed on its own.
         assert!(
-            md.contains("### The midnight backup storm\n\nReproduce with `BENCH_ONLY=scale BENCH_STORM=10000,60 bash bench/run`"),
+            md.contains("### The midnight backup storm\n\nReproduce with `BENCH_ONLY=scale BENCH_SCALE_SIZES=0,50000 BENCH_STORM=10000,60 bash bench/run`"),
             "{md}"
         );
         assert!(md.contains("about 189 Backups started per second"), "{md}");
@@ -586,6 +606,13 @@ mod tests {
         assert!(
             md.contains("above the bare watch's — **met** (6.0 ms against 4.0 ms)"),
             "{md}"
+        );
+        let mut other = r.clone();
+        other.sizes = [0, 1000, 10_000, 50_000].map(|n| size(n, 2, 20)).to_vec();
+        other.churn.as_mut().unwrap().rate = 50;
+        assert_eq!(
+            storm_command(&other, other.storm.as_ref().unwrap()),
+            "BENCH_ONLY=scale BENCH_CHURN=50,20 BENCH_STORM=10000,60 bash bench/run"
         );
         // A results.json from before the storm still renders (no storm section).
         let mut old: serde_json::Value = serde_json::to_value(&r).unwrap();
