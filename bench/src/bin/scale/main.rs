@@ -7,7 +7,9 @@
 //! `/readyz` answering 200 —, its memory and CPU read from `/proc`; then kube-state-metrics the same way (its
 //! first complete answer: every object's `Ready` series on `/metrics`). At the largest size both keep running
 //! for the churn: status changes at a fixed rate (churn.rs says how they are timed and detected), first
-//! quietly (CPU per event), then with klutch-health polled alone, then with both polled.
+//! quietly (CPU per event), then with klutch-health polled alone, then with both polled; then one relist, and
+//! the midnight backup storm (storm.rs): thousands of Backups run to completion within a minute while
+//! `/readyz` is probed at a fixed rate.
 //!
 //! Writes `OUT/results.json` and `OUT/scale.md` (the section of BENCHMARKS.md). With `--hold`, it then stops
 //! kube-state-metrics, writes klutch-health's address to `OUT/ready` and keeps everything running until
@@ -19,6 +21,7 @@ mod plan;
 mod procs;
 mod report;
 mod seed;
+mod storm;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -64,6 +67,16 @@ struct Args {
     /// Seconds of each measured churn phase (half breaking, half healing)
     #[arg(long, default_value_t = 20)]
     churn_seconds: u64,
+    /// The midnight backup storm at the largest size, after the relist: Backups created, run and completed
+    /// (0: no storm)
+    #[arg(long, default_value_t = 10_000)]
+    storm_backups: usize,
+    /// Seconds within which every Backup of the storm is created and completed
+    #[arg(long, default_value_t = 60)]
+    storm_seconds: u64,
+    /// The static hyper server the storm's probes are compared with (default: beside this binary)
+    #[arg(long)]
+    static_server: Option<PathBuf>,
     /// Directory for logs, the control plane's files, results.json and scale.md
     #[arg(long)]
     out: PathBuf,
@@ -96,6 +109,22 @@ pub struct Results {
     pub sizes: Vec<SizeResult>,
     pub churn: Option<ChurnResult>,
     pub relist: Option<RelistResult>,
+    /// Absent from the results of runs before it existed.
+    #[serde(default)]
+    pub storm: Option<storm::StormResult>,
+}
+
+impl Args {
+    /// `--static-server`, or `static-server` beside this binary (bench/run builds both).
+    fn static_bin(&self) -> anyhow::Result<PathBuf> {
+        match &self.static_server {
+            Some(p) => Ok(p.clone()),
+            None => Ok(std::env::current_exe()?
+                .parent()
+                .ok_or_else(|| anyhow!("this binary has no directory"))?
+                .join("static-server")),
+        }
+    }
 }
 
 /// Every watch relisting at the largest size: etcd compacted and kube-apiserver restarted, so that each
@@ -241,6 +270,20 @@ async fn world(out: &Path) -> anyhow::Result<World> {
 
 async fn run(args: &Args) -> anyhow::Result<Results> {
     let load_before = load();
+    if args.storm_backups > 0 && args.storm_seconds > 0 {
+        // Found out now rather than after seeding and the churn.
+        plan::storm(
+            &Split::of(args.sizes.last().copied().unwrap_or(0)),
+            args.storm_backups,
+            args.storm_seconds,
+        )?;
+        let static_bin = args.static_bin()?;
+        anyhow::ensure!(
+            static_bin.exists(),
+            "no static server at {} for the storm's probes (cargo build --release -p klutch-bench, or --static-server)",
+            static_bin.display()
+        );
+    }
     let mut world = world(&args.out).await?;
     let config = klutch_config(args, &world)?;
     let http = Http::new();
@@ -307,10 +350,21 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         }
         None => None,
     };
+    let storm = match running.as_mut() {
+        Some((klutch, ksm)) if args.storm_backups > 0 && args.storm_seconds > 0 => {
+            // Alone with the API server, as for the probe path afterwards.
+            if let Some(k) = ksm.take() {
+                k.proc.stop().await;
+            }
+            Some(storm::run(args, &world, &http, &seeded, klutch).await?)
+        }
+        _ => None,
+    };
     let results = Results {
         load_before,
         load_after: load(),
         relist,
+        storm,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         sizes,
         churn,

@@ -238,6 +238,206 @@ pub fn flipped_status(kind: ManagedKind, index: usize, broken: bool) -> Value {
     json!({"status": obj["status"]})
 }
 
+/// The midnight backup storm: Backups created, moved through their states and completed within a few seconds
+/// each, their starts spread evenly over the storm's length. Each one is the first Backup of a ready
+/// ServiceInstance that had none (the seeded Backups cover the first instances only), so every one is judged
+/// and none supersedes another: the Backups' ready count rises by exactly one per completed Backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormBackup {
+    /// Its place in the storm (0-based, in order of start).
+    pub index: usize,
+    /// The ServiceInstance it backs up.
+    pub instance: usize,
+    /// Milliseconds from the storm's start: created (and `queued` written), `running` written, and the final
+    /// status (`done`, or failed) written.
+    pub start_ms: u64,
+    pub running_ms: u64,
+    pub final_ms: u64,
+    /// Ends failed (`Synced=False ReconcileError`) instead of done.
+    pub fails: bool,
+}
+
+/// One status write of a storm Backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StormStep {
+    /// Accepted by the a9s Backup Manager: `Ready=False Creating`, `Synced=True`.
+    Queued,
+    /// Running: still `Ready=False Creating`, with a message saying so.
+    Running,
+    /// Completed: `Ready=True Available`, `Synced=True`.
+    Done,
+    /// Failed: `Synced=False ReconcileError`.
+    Failed,
+}
+
+/// One Backup in this many ends failed (0.5 %).
+pub const STORM_FAIL_EVERY: usize = 200;
+/// From `queued` to `running`, and the shortest run (a small database's backup takes seconds).
+pub const STORM_QUEUED_MS: u64 = 2_000;
+pub const STORM_RUN_MS: u64 = 3_000;
+/// Runs last from [`STORM_RUN_MS`] to this much longer, spread deterministically over the Backups.
+pub const STORM_RUN_SPREAD_MS: u64 = 2_000;
+/// The longest a Backup takes from creation to its final status.
+pub const STORM_LIFETIME_MS: u64 = STORM_QUEUED_MS + STORM_RUN_MS + STORM_RUN_SPREAD_MS;
+
+/// The instances the storm backs up: ready ServiceInstances with no seeded Backup, in order.
+pub fn storm_instances(split: &Split) -> impl Iterator<Item = usize> {
+    let first_free = split
+        .count(ManagedKind::Backup)
+        .div_ceil(BACKUPS_PER_INSTANCE);
+    (first_free..split.count(ManagedKind::ServiceInstance))
+        .filter(|&i| state_of(ManagedKind::ServiceInstance, i) == ManagedState::Ready)
+}
+
+/// The storm of `backups` Backups within `seconds` once `split` is seeded: their starts evenly spaced over the
+/// first `seconds - STORM_LIFETIME_MS`, so that the last one has its final status by `seconds`.
+pub fn storm(split: &Split, backups: usize, seconds: u64) -> anyhow::Result<Vec<StormBackup>> {
+    let span_ms = (seconds * 1000).checked_sub(STORM_LIFETIME_MS).ok_or_else(|| {
+        anyhow::anyhow!(
+            "a storm of {seconds} s is shorter than one Backup's life ({} s): raise --storm-seconds",
+            STORM_LIFETIME_MS / 1000
+        )
+    })?;
+    let instances: Vec<usize> = storm_instances(split).take(backups).collect();
+    anyhow::ensure!(
+        instances.len() == backups,
+        "only {} ServiceInstances without a Backup at {} managed resources; a storm of {backups} Backups needs \
+         as many (lower --storm-backups)",
+        instances.len(),
+        split.total()
+    );
+    Ok(instances
+        .into_iter()
+        .enumerate()
+        .map(|(index, instance)| {
+            let start_ms = index as u64 * span_ms / backups as u64;
+            let running_ms = start_ms + STORM_QUEUED_MS;
+            // A spread that looks random but is the same every run.
+            let run = STORM_RUN_MS + (index as u64 * 7919) % (STORM_RUN_SPREAD_MS + 1);
+            StormBackup {
+                index,
+                instance,
+                start_ms,
+                running_ms,
+                final_ms: running_ms + run,
+                fails: index % STORM_FAIL_EVERY == STORM_FAIL_EVERY - 1,
+            }
+        })
+        .collect())
+}
+
+impl StormBackup {
+    /// `si-012345-nightly`: one per instance, named after it.
+    pub fn name(&self) -> String {
+        format!(
+            "{}-nightly",
+            name(ManagedKind::ServiceInstance, self.instance)
+        )
+    }
+
+    /// The Backup as created: no status yet (a claim's composition writes only metadata and spec).
+    pub fn object(&self) -> Value {
+        let mut obj = managed_object(
+            ManagedKind::Backup,
+            &self.name(),
+            ManagedKind::Backup.default_provider_config(),
+        );
+        obj["spec"]["forProvider"]["instanceName"] =
+            json!(name(ManagedKind::ServiceInstance, self.instance));
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            meta.remove("generation");
+        }
+        obj
+    }
+
+    /// The steps written to its `/status`, in order, each with its time from the storm's start.
+    pub fn steps(&self) -> [(StormStep, u64); 3] {
+        [
+            (StormStep::Queued, self.start_ms),
+            (StormStep::Running, self.running_ms),
+            (
+                if self.fails {
+                    StormStep::Failed
+                } else {
+                    StormStep::Done
+                },
+                self.final_ms,
+            ),
+        ]
+    }
+
+    /// The body of the merge patch of its `/status` at `step`, written at `now` (RFC 3339) as
+    /// provider-anynines writes it: the a9s Backup Manager's view in `atProvider`, the two conditions.
+    pub fn status(&self, step: StormStep, now: &str) -> Value {
+        let id = 100_000 + self.index as u64;
+        let cond = |type_: &str, status: &str, reason: &str, message: &str| {
+            let mut c = json!({"type": type_, "status": status, "reason": reason,
+                               "lastTransitionTime": now, "observedGeneration": 1});
+            if !message.is_empty() {
+                c["message"] = json!(message);
+            }
+            c
+        };
+        let synced_ok = cond("Synced", "True", "ReconcileSuccess", "");
+        let (status, conditions) = match step {
+            StormStep::Queued => (
+                "queued",
+                vec![cond("Ready", "False", "Creating", ""), synced_ok],
+            ),
+            StormStep::Running => (
+                "running",
+                vec![
+                    cond(
+                        "Ready",
+                        "False",
+                        "Creating",
+                        &format!("backup {id} is running"),
+                    ),
+                    synced_ok,
+                ],
+            ),
+            StormStep::Done => (
+                "done",
+                vec![cond("Ready", "True", "Available", ""), synced_ok],
+            ),
+            StormStep::Failed => (
+                "failed",
+                vec![
+                    cond(
+                        "Ready",
+                        "False",
+                        "Creating",
+                        &format!("backup {id} is running"),
+                    ),
+                    cond(
+                        "Synced",
+                        "False",
+                        "ReconcileError",
+                        &format!("observe failed: backup {id} failed in the a9s Backup Manager"),
+                    ),
+                ],
+            ),
+        };
+        // A merge patch keeps the fields it does not name: `triggered_at` is written once, when queued.
+        let mut at_provider = json!({"id": id, "instanceId": name(ManagedKind::ServiceInstance, self.instance),
+                                     "status": status});
+        if step == StormStep::Queued {
+            at_provider["triggered_at"] = json!(now);
+        }
+        if matches!(step, StormStep::Done | StormStep::Failed) {
+            at_provider["finished_at"] = json!(now);
+        }
+        if step == StormStep::Done {
+            at_provider["size"] = json!(1_048_576 + self.index as u64 * 4096);
+            at_provider["downloadable"] = json!(true);
+        }
+        json!({"status": {"atProvider": at_provider, "conditions": conditions}})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +609,131 @@ mod tests {
             .to_string()
             .contains("ReconcileSuccess"));
         assert!(broken.get("metadata").is_none(), "only the status");
+    }
+
+    #[test]
+    fn the_storm_backs_up_instances_without_a_backup_within_its_length() {
+        let split = Split::of(50_000);
+        let storm = storm(&split, 10_000, 60).unwrap();
+        assert_eq!(storm.len(), 10_000);
+        // 12 500 seeded Backups cover instances 0..=4166: the storm starts after them, one Backup each.
+        assert_eq!(storm[0].instance, 4167);
+        let instances: HashSet<_> = storm.iter().map(|b| b.instance).collect();
+        assert_eq!(instances.len(), 10_000, "one Backup per instance");
+        let backed_up: HashSet<String> = (0..split.count(ManagedKind::Backup))
+            .map(|i| {
+                object(ManagedKind::Backup, i)["spec"]["forProvider"]["instanceName"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        for b in &storm {
+            assert!(b.instance < split.count(ManagedKind::ServiceInstance));
+            assert_eq!(
+                state_of(ManagedKind::ServiceInstance, b.instance),
+                ManagedState::Ready
+            );
+            assert!(
+                !backed_up.contains(&name(ManagedKind::ServiceInstance, b.instance)),
+                "{b:?}: a seeded Backup has its instance"
+            );
+            // Steps a few seconds apart, in order, all within the storm.
+            assert_eq!(b.running_ms - b.start_ms, STORM_QUEUED_MS);
+            assert!((STORM_RUN_MS..=STORM_RUN_MS + STORM_RUN_SPREAD_MS)
+                .contains(&(b.final_ms - b.running_ms)));
+            assert!(b.final_ms <= 60_000, "{b:?}");
+        }
+        // A steady pace: about 185 started per second over the first 53 s.
+        let first_second = storm.iter().filter(|b| b.start_ms < 1000).count();
+        assert!((180..=190).contains(&first_second), "{first_second}");
+        assert_eq!(storm.last().unwrap().start_ms, 9999 * 53_000 / 10_000);
+        // 0.5 % end failed.
+        assert_eq!(storm.iter().filter(|b| b.fails).count(), 50);
+        assert_eq!(
+            super::storm(&split, 10_000, 60).unwrap(),
+            storm,
+            "the same every run"
+        );
+        // Too many for the instances without a Backup, or too short for one Backup's life.
+        let err = super::storm(&Split::of(2000), 1000, 60)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a storm of 1000 Backups"), "{err}");
+        assert!(super::storm(&Split::of(2000), 400, 15).is_ok());
+        assert!(super::storm(&Split::of(2000), 400, 6).is_err());
+    }
+
+    #[test]
+    fn a_storm_backup_goes_through_the_states_a_real_one_shows() {
+        let split = Split::of(2000);
+        let storm = storm(&split, 400, 15).unwrap();
+        let b = storm[0];
+        assert_eq!(b.name(), "si-000167-nightly");
+        let created = b.object();
+        assert_eq!(created["kind"], "Backup");
+        assert_eq!(created["metadata"]["name"], "si-000167-nightly");
+        assert_eq!(created["spec"]["forProvider"]["instanceName"], "si-000167");
+        assert_eq!(
+            created["spec"]["providerConfigRef"]["name"],
+            "postgresql-backup-manager"
+        );
+        assert!(created.get("status").is_none(), "created without a status");
+        let cond = |v: &Value, t: &str| {
+            let c = v["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone();
+            (
+                c["status"].as_str().unwrap().to_string(),
+                c["reason"].as_str().unwrap().to_string(),
+            )
+        };
+        let now = "2026-12-08T00:00:01Z";
+        let steps: Vec<StormStep> = b.steps().iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            steps,
+            [StormStep::Queued, StormStep::Running, StormStep::Done]
+        );
+        let queued = b.status(StormStep::Queued, now);
+        assert_eq!(cond(&queued, "Ready"), ("False".into(), "Creating".into()));
+        assert_eq!(
+            cond(&queued, "Synced"),
+            ("True".into(), "ReconcileSuccess".into())
+        );
+        assert_eq!(queued["status"]["atProvider"]["status"], "queued");
+        assert_eq!(queued["status"]["atProvider"]["triggered_at"], now);
+        let running = b.status(StormStep::Running, now);
+        assert_eq!(cond(&running, "Ready"), ("False".into(), "Creating".into()));
+        assert!(running["status"]["conditions"]
+            .to_string()
+            .contains("backup 100000 is running"));
+        assert!(
+            running["status"]["atProvider"]
+                .get("triggered_at")
+                .is_none(),
+            "kept from when it was queued"
+        );
+        let done = b.status(StormStep::Done, now);
+        assert_eq!(cond(&done, "Ready"), ("True".into(), "Available".into()));
+        assert_eq!(
+            cond(&done, "Synced"),
+            ("True".into(), "ReconcileSuccess".into())
+        );
+        assert_eq!(done["status"]["atProvider"]["status"], "done");
+        assert_eq!(done["status"]["atProvider"]["finished_at"], now);
+        let failing = storm.iter().find(|b| b.fails).unwrap();
+        assert_eq!(failing.index, STORM_FAIL_EVERY - 1);
+        assert_eq!(failing.steps()[2].0, StormStep::Failed);
+        let failed = failing.status(StormStep::Failed, now);
+        assert_eq!(
+            cond(&failed, "Synced"),
+            ("False".into(), "ReconcileError".into())
+        );
+        assert_eq!(failed["status"]["atProvider"]["status"], "failed");
+        assert!(failed.get("metadata").is_none(), "only the status");
     }
 }

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
+use crate::plan;
 use crate::procs::mib;
+use crate::storm::StormResult;
 use crate::{Latency, Results, SizeResult, Start};
 
 /// The goals at 50 000 managed resources: memory, the first complete verdict, change-to-verdict latency.
@@ -223,7 +225,186 @@ the API server's part).",
             ms(floor)
         );
     }
+    if let Some(x) = &r.storm {
+        storm_section(&mut s, r, x);
+    }
     s
+}
+
+/// The storm's goals (stated beside the figures, never asserted): klutch-health's CPU and memory during it,
+/// every probe answered, its `/readyz` p99 against the static server's, change-to-verdict against the floor.
+const STORM_CPU_CORES: f64 = 0.25;
+const STORM_RSS_MIB: f64 = 64.0;
+const STORM_ABOVE_FLOOR_MS: f64 = 2.0;
+
+/// The bench/run command that reproduces this run's storm: the sizes and the churn named where they are not
+/// bench/run's defaults.
+fn storm_command(r: &Results, x: &StormResult) -> String {
+    let mut env = String::from("BENCH_ONLY=scale");
+    let sizes: Vec<String> = r.sizes.iter().map(|z| z.managed.to_string()).collect();
+    if sizes.join(",") != "0,1000,10000,50000" {
+        let _ = write!(env, " BENCH_SCALE_SIZES={}", sizes.join(","));
+    }
+    if let Some(c) = r
+        .churn
+        .as_ref()
+        .filter(|c| (c.rate, c.phase_seconds) != (100, 20))
+    {
+        let _ = write!(env, " BENCH_CHURN={},{}", c.rate, c.phase_seconds);
+    }
+    format!(
+        "{env} BENCH_STORM={},{} bash bench/run",
+        x.backups, x.seconds
+    )
+}
+
+fn storm_section(s: &mut String, r: &Results, x: &StormResult) {
+    let per_second =
+        x.backups as f64 / (x.seconds as f64 - plan::STORM_LIFETIME_MS as f64 / 1000.0).max(1.0);
+    let _ = writeln!(
+        s,
+        "\n### The midnight backup storm\n\n\
+Reproduce with `{}` (the scale binary: `--storm-backups {} \
+--storm-seconds {}`). At {} managed resources, after the churn and the relist (kube-state-metrics stopped): {} \
+Backups created and completed within {} s through the API — each one created without a status, then its \
+`/status` written `queued` (`Ready=False Creating`, `Synced=True`), {:.0} s later `running` (the same, with a \
+message), and {:.0}–{:.0} s after that `done` (`Ready=True Available`, `Synced=True`); one in {} ends failed \
+instead (`Synced=False ReconcileError`, {} here). Their starts are evenly spaced over the first {:.0} s (about {:.0} \
+Backups started per second, {} requests in all, at most {} in flight; the last one was answered {:.1} s after \
+the first was sent). Each is the first Backup of a ready ServiceInstance that had none, on \
+`postgresql-backup-manager`: every one is judged and none supersedes another, so the Backups' ready count rises \
+by exactly one per completed Backup. Load average {} as the storm began, {} as it ended.\n",
+        storm_command(r, x),
+        x.backups,
+        x.seconds,
+        x.managed,
+        x.backups,
+        x.seconds,
+        plan::STORM_QUEUED_MS as f64 / 1000.0,
+        plan::STORM_RUN_MS as f64 / 1000.0,
+        (plan::STORM_RUN_MS + plan::STORM_RUN_SPREAD_MS) as f64 / 1000.0,
+        plan::STORM_FAIL_EVERY,
+        x.failed,
+        x.seconds as f64 - plan::STORM_LIFETIME_MS as f64 / 1000.0,
+        per_second,
+        x.writes,
+        crate::seed::PARALLEL,
+        x.writes_seconds,
+        x.load_before,
+        x.load_after
+    );
+    let _ = writeln!(
+        s,
+        "Meanwhile plain `/readyz` was probed at a fixed {} requests per second (open loop, {} keep-alive \
+connections, from the bench itself), alternating every {:.2} s between klutch-health and the static hyper \
+server (`bench/src/bin/static-server.rs`, the same bytes, status and Content-Type): {} slices, so each was \
+loaded for half of the storm under the same writes. Latency is from each request's send to its last byte (no \
+correction for coordinated omission, as `oha` measures by default); answered means any answer within 10 s.\n",
+        x.probe_rate,
+        crate::storm::PROBE_CONNECTIONS,
+        x.slice_seconds,
+        x.slices
+    );
+    let _ = writeln!(
+        s,
+        "| server | probes | p50 ms | p99 ms | max ms | answered % | answered, not 200 |\n|---|---|---|---|---|---|---|"
+    );
+    for p in &x.probes {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.2} | {} |",
+            p.what,
+            p.sent,
+            ms3(p.p50_ms),
+            ms3(p.p99_ms),
+            ms3(p.max_ms),
+            p.answered_percent(),
+            p.not_200
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nChange-to-verdict of each completed Backup, from its `done` write (timed just before the request is \
+sent) to klutch-health's `/metrics` (polled every 2 ms) counting it ready, as in the churn; beside it a bare watch \
+of the Backups in the bench times when each `Ready=True` arrives (the API server's part):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| shown by | completed Backups | p50 ms | p99 ms | max ms | never shown |\n|---|---|---|---|---|---|"
+    );
+    for l in &x.latency {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            l.what,
+            l.changes,
+            ms(l.p50_ms),
+            ms(l.p99_ms),
+            ms(l.max_ms),
+            l.missing
+        );
+    }
+    let peak_words = if x.peak_reset {
+        "peak during the storm (`VmHWM` reset as it began)"
+    } else {
+        "peak since start (`VmHWM` could not be reset)"
+    };
+    let _ = writeln!(
+        s,
+        "\nklutch-health during the storm: CPU **{:.3} cores** on average from the first write until every write was \
+answered and the load ended ({:.3} in the slices it was probed, {:.3} in the static server's: the watch's part), \
+including its answers to the 2 ms poller; RSS {:.1} MiB at the end, \
+{peak_words} **{:.1} MiB**. Its Backups counts afterwards: {}.",
+        x.klutch_cpu_cores,
+        x.klutch_cpu_probed_cores,
+        x.klutch_cpu_unprobed_cores,
+        mib(x.klutch_memory.rss_kib),
+        mib(x.klutch_memory.peak_kib),
+        x.mismatch.as_deref().map_or(
+            "every completed and failed Backup counted, none left creating".to_string(),
+            |m| format!("**they disagree with what was written**: {m}")
+        )
+    );
+    let row = |what: &str| {
+        x.latency
+            .iter()
+            .find(|l| l.what == what)
+            .and_then(|l| l.p99_ms)
+    };
+    let (verdict_p99, floor_p99) = (row("klutch-health metric"), row(FLOOR));
+    let (k, st) = (x.probes.first(), x.probes.get(1));
+    let all_answered = x.probes.first().is_some_and(|p| p.answered == p.sent);
+    let p99_of = |p: Option<&crate::storm::ProbeLoad>| p.and_then(|p| p.p99_ms);
+    let _ = writeln!(
+        s,
+        "\nGoals for the storm: average CPU ≤ {STORM_CPU_CORES} core — {} ({:.3}); RSS ≤ {STORM_RSS_MIB} MiB — {} \
+(peak {:.1} MiB); every probe answered — {} ({:.2} %); `/readyz` p99 no worse than the static server's in the \
+same run — {} ({} ms against {} ms); change-to-verdict p99 at most {STORM_ABOVE_FLOOR_MS} ms above the bare \
+watch's — {} ({} ms against {} ms).",
+        verdict(x.klutch_cpu_cores <= STORM_CPU_CORES),
+        x.klutch_cpu_cores,
+        verdict(mib(x.klutch_memory.peak_kib) <= STORM_RSS_MIB),
+        mib(x.klutch_memory.peak_kib),
+        verdict(all_answered),
+        k.map_or(0.0, |p| p.answered_percent()),
+        verdict(matches!((p99_of(k), p99_of(st)), (Some(a), Some(b)) if a <= b)),
+        ms3(p99_of(k)),
+        ms3(p99_of(st)),
+        verdict(matches!((verdict_p99, floor_p99), (Some(a), Some(b)) if a <= b + STORM_ABOVE_FLOOR_MS)),
+        ms(verdict_p99),
+        ms(floor_p99)
+    );
+    let _ = writeln!(
+        s,
+        "\nNot measured here: Backups that supersede an older one of their instance (a second night: the ready count \
+would not move, so completions could not be told from the counts); the verdict (`/readyz/managed-resources`) \
+during the storm, only the metric (the churn compares both); how long the failed Backups took to show; \
+kube-state-metrics (stopped); the probes' figures with `oha` (the probe path below uses it, without a storm)."
+    );
+}
+
+fn ms3(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.3}"))
 }
 
 /// klutch-health's peak RSS by the end of the churn and the relist (0 without them).
@@ -317,6 +498,51 @@ mod tests {
                 },
                 ksm_memory: None,
             }),
+            storm: Some(StormResult {
+                backups: 10_000,
+                seconds: 60,
+                managed: 50_000,
+                failed: 50,
+                writes: 40_000,
+                writes_seconds: 61.5,
+                slices: 12,
+                slice_seconds: 5.0,
+                probe_rate: 5000,
+                probes: vec![
+                    crate::storm::ProbeLoad {
+                        what: "klutch-health `/readyz`".into(),
+                        sent: 150_000,
+                        answered: 150_000,
+                        not_200: 0,
+                        p50_ms: Some(0.21),
+                        p99_ms: Some(1.234),
+                        max_ms: Some(9.0),
+                    },
+                    crate::storm::ProbeLoad {
+                        what: "static hyper server, same bytes".into(),
+                        sent: 150_000,
+                        answered: 150_000,
+                        not_200: 0,
+                        p50_ms: Some(0.2),
+                        p99_ms: Some(1.5),
+                        max_ms: Some(8.0),
+                    },
+                ],
+                klutch_cpu_cores: 0.31,
+                klutch_cpu_probed_cores: 0.5,
+                klutch_cpu_unprobed_cores: 0.12,
+                klutch_memory: Memory {
+                    rss_kib: 50 * 1024,
+                    peak_kib: 60 * 1024,
+                    anon_kib: 0,
+                    file_kib: 0,
+                },
+                peak_reset: true,
+                latency: vec![lat(FLOOR, 4.0), lat("klutch-health metric", 6.0)],
+                mismatch: None,
+                load_before: "1.00 0.90 0.80".into(),
+                load_after: "2.00 1.00 0.90".into(),
+            }),
         };
         let md = markdown(&r);
         // `--render` writes the same section from a run's results.json.
@@ -353,6 +579,46 @@ mod tests {
             ),
             "{md}"
         );
+        // The storm: its command, its tables and its goals, each met or missed on its own.
+        assert!(
+            md.contains("### The midnight backup storm\n\nReproduce with `BENCH_ONLY=scale BENCH_SCALE_SIZES=0,50000 BENCH_STORM=10000,60 bash bench/run`"),
+            "{md}"
+        );
+        assert!(md.contains("about 189 Backups started per second"), "{md}");
+        assert!(
+            md.contains(
+                "| klutch-health `/readyz` | 150000 | 0.210 | 1.234 | 9.000 | 100.00 | 0 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| klutch-health metric | 2000 | 1.5 | 6.0 | 12.0 | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("average CPU ≤ 0.25 core — **missed** (0.310); RSS ≤ 64 MiB — **met** (peak 60.0 MiB); every probe answered — **met** (100.00 %)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("same run — **met** (1.234 ms against 1.500 ms)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("above the bare watch's — **met** (6.0 ms against 4.0 ms)"),
+            "{md}"
+        );
+        let mut other = r.clone();
+        other.sizes = [0, 1000, 10_000, 50_000].map(|n| size(n, 2, 20)).to_vec();
+        other.churn.as_mut().unwrap().rate = 50;
+        assert_eq!(
+            storm_command(&other, other.storm.as_ref().unwrap()),
+            "BENCH_ONLY=scale BENCH_CHURN=50,20 BENCH_STORM=10000,60 bash bench/run"
+        );
+        // A results.json from before the storm still renders (no storm section).
+        let mut old: serde_json::Value = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("storm");
+        let old: Results = serde_json::from_value(old).unwrap();
+        assert!(!markdown(&old).contains("backup storm"));
         assert!(
             md.contains("Load average 0.50 0.40 0.30 before the run"),
             "{md}"

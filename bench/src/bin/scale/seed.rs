@@ -72,10 +72,30 @@ pub async fn write_status(
     index: usize,
     status: &Value,
 ) -> anyhow::Result<()> {
-    let path = format!("{}/{}/status", collection(kind), plan::name(kind, index));
+    merge_status(rest, kind, &plan::name(kind, index), status).await
+}
+
+/// Merge-patches the `/status` of the resource of `kind` named `name`.
+pub async fn merge_status(
+    rest: &Rest,
+    kind: ManagedKind,
+    name: &str,
+    status: &Value,
+) -> anyhow::Result<()> {
+    let path = format!("{}/{name}/status", collection(kind));
     retrying(|| rest.merge(&path, status))
         .await?
         .ok(&format!("write {path}"))?;
+    Ok(())
+}
+
+/// Creates `obj` (of `kind`); one that exists already is left as it is.
+pub async fn create(rest: &Rest, kind: ManagedKind, obj: &Value) -> anyhow::Result<()> {
+    let list = collection(kind);
+    let created = retrying(|| rest.post(&list, obj)).await?;
+    if created.status != StatusCode::CONFLICT {
+        created.ok(&format!("create {} in {list}", obj["metadata"]["name"]))?;
+    }
     Ok(())
 }
 
@@ -133,15 +153,39 @@ pub async fn watch_floor(
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<Vec<Option<Instant>>>,
 )> {
+    let want = if broken { "False" } else { "True" };
+    let names = set.iter().map(|&(k, n)| (k, plan::name(k, n))).collect();
+    watch_arrivals(rest, names, move |obj| {
+        condition(obj, "Synced") == Some(want)
+    })
+    .await
+}
+
+/// The `status` of a condition of `obj` (`True`, `False`), if it has that condition.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a str> {
+    obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str())
+}
+
+/// A bare watch of the kinds of `names` from now on: when each named resource first arrives (created or
+/// modified) such that `arrived` holds of it, in `names`' order. Runs until every one arrived or `stop` is
+/// sent.
+pub async fn watch_arrivals(
+    rest: &Rest,
+    names: Vec<(ManagedKind, String)>,
+    arrived: impl Fn(&Value) -> bool + Send + 'static,
+) -> anyhow::Result<(
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Vec<Option<Instant>>>,
+)> {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
-    let index: std::collections::HashMap<(String, String), usize> = set
-        .iter()
-        .enumerate()
-        .map(|(i, &(k, n))| ((k.kind().to_string(), plan::name(k, n)), i))
-        .collect();
     let mut streams = Vec::new();
     for kind in ManagedKind::ALL {
-        if !set.iter().any(|(k, _)| *k == kind) {
+        if !names.iter().any(|(k, _)| *k == kind) {
             continue;
         }
         // From the collection's current version: nothing sent after this is missed, however late the watch
@@ -165,7 +209,11 @@ pub async fn watch_floor(
             .with_context(|| format!("watch {}", kind.plural()))?;
         streams.push(events.map(move |e| (kind, e)).boxed());
     }
-    let want = if broken { "False" } else { "True" };
+    let index: std::collections::HashMap<(String, String), usize> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, n))| ((k.kind().to_string(), n), i))
+        .collect();
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut seen = vec![None; index.len()];
@@ -176,25 +224,19 @@ pub async fn watch_floor(
                 e = events.next() => e,
                 _ = stop.changed() => None,
             };
-            let Some((kind, Ok(WatchEvent::Modified(obj)))) = event else {
+            let Some((kind, Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)))) = event else {
                 if event.is_none() {
                     break;
                 }
                 continue;
             };
             let at = Instant::now();
-            let synced = obj.data["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Synced")
-                .and_then(|c| c["status"].as_str());
             let key = (
                 kind.kind().to_string(),
-                obj.metadata.name.unwrap_or_default(),
+                obj.metadata.name.clone().unwrap_or_default(),
             );
-            if let (Some(&i), Some(s)) = (index.get(&key), synced) {
-                if s == want && seen[i].is_none() {
+            if let Some(&i) = index.get(&key) {
+                if seen[i].is_none() && arrived(&obj.data) {
                     seen[i] = Some(at);
                     left -= 1;
                 }
