@@ -585,7 +585,10 @@ mod tests {
             md.contains("first complete verdict ≤ 2 s — **missed** (5.5 s)"),
             "{md}"
         );
-        assert!(md.contains("CPU per change ≤ 50 µs — **met** (42 µs)"), "{md}");
+        assert!(
+            md.contains("CPU per change ≤ 50 µs — **met** (42 µs)"),
+            "{md}"
+        );
         assert!(
             md.contains("above a bare watch of the same changes (the API server's delivery, which no client beats) — **met** (14.0 ms against 60.0 ms)"),
             "{md}"
