@@ -6,7 +6,7 @@ use klutch_sim::api::SERVICE_ACCOUNT_TOKEN;
 use klutch_sim::SimControlPlane;
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(crate::kubectl::kubectl())
+    Command::new(klutch_sim::kubectl())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--request-timeout=10s")
