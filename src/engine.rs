@@ -365,6 +365,29 @@ mod tests {
     use crate::signals::Observation;
     use crate::verdict::report::{Endpoint, Status};
 
+    /// An engine of `config` reading `sink`, running on its own task: its latest publication, and the sender
+    /// of reloads (kept for the engine's life).
+    fn running(
+        config: &crate::config::Config,
+        sink: Sink,
+        metrics: Arc<Metrics>,
+    ) -> (watch::Receiver<Arc<Published>>, watch::Sender<Reloaded>) {
+        let start = Reloaded {
+            rules: Rules::new(config),
+            identity: Identity {
+                service_id: "s".into(),
+                description: "d".into(),
+            },
+            levels: vec![Details::Shown],
+            events: None,
+            remote: HashSet::new(),
+        };
+        let (reloads, reloaded) = watch::channel(start.clone());
+        let (engine, latest) = Engine::new(start, sink, metrics);
+        tokio::spawn(engine.run(reloaded));
+        (latest, reloads)
+    }
+
     /// The engine runs on the monotonic clock of tokio: with time paused, `fail_after` is reached by the
     /// damping timer alone, at its instant, with no new observation and no real waiting.
     #[tokio::test(start_paused = true)]
@@ -384,19 +407,7 @@ mod tests {
                 jiff::Timestamp::now(),
             )],
         );
-        let start = Reloaded {
-            rules: Rules::new(&config),
-            identity: Identity {
-                service_id: "s".into(),
-                description: "d".into(),
-            },
-            levels: vec![Details::Shown],
-            events: None,
-            remote: HashSet::new(),
-        };
-        let (_reloads, reloaded) = watch::channel(start.clone());
-        let (engine, latest) = Engine::new(start, sink, Arc::new(Metrics::new()));
-        tokio::spawn(engine.run(reloaded));
+        let (latest, _reloads) = running(&config, sink, Arc::new(Metrics::new()));
         let shown = || {
             let p = latest.borrow().clone();
             p.report.endpoint(Endpoint::Readyz).items[0].status
@@ -584,20 +595,8 @@ mod tests {
             );
         };
         say(0);
-        let start = Reloaded {
-            rules: Rules::new(&config),
-            identity: Identity {
-                service_id: "s".into(),
-                description: "d".into(),
-            },
-            levels: vec![Details::Shown],
-            events: None,
-            remote: HashSet::new(),
-        };
-        let (_reloads, reloaded) = watch::channel(start.clone());
         let metrics = Arc::new(Metrics::new());
-        let (engine, latest) = Engine::new(start, sink.clone(), metrics.clone());
-        tokio::spawn(engine.run(reloaded));
+        let (latest, _reloads) = running(&config, sink.clone(), metrics.clone());
         let evaluations = || -> u64 {
             let text = metrics.encode_prometheus();
             ["full", "patched"]
