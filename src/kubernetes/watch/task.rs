@@ -979,6 +979,18 @@ mod tests {
             }
         }
 
+        /// The names of the pods the store holds, sorted.
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> = self
+                .store
+                .state()
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            names.sort();
+            names
+        }
+
         /// `klutch_health_watch_restarts_total` of check `c` for `reason`.
         fn restarts(&self, reason: &str) -> u64 {
             let text = self.metrics.encode_prometheus();
@@ -1152,13 +1164,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let state = watched.state();
         assert!(state.synced && state.broken.is_none(), "{state:?}");
-        let mut names: Vec<String> = watched
-            .store
-            .state()
-            .iter()
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        names.sort();
+        let names = watched.names();
         assert_eq!(names.len(), 29, "{names:?}");
         assert!(!names.contains(&"p17".to_string()), "{names:?}");
         assert_eq!(
@@ -1238,12 +1244,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let state = watched.state();
         assert!(state.synced && state.broken.is_none(), "{state:?}");
-        let names: Vec<String> = watched
-            .store
-            .state()
-            .iter()
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
+        let names = watched.names();
         assert_eq!(names.len(), 29, "{names:?}");
         assert!(!names.contains(&"p17".to_string()), "{names:?}");
         assert_eq!(
