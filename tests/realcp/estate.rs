@@ -280,6 +280,18 @@ pub fn short(doc: &mut toml::Table) {
     }
 }
 
+/// [`short`], with a probe timeout above kube-apiserver's etcd readiness timeout (2 s): a server whose etcd
+/// is down then answers `/readyz` 500 within it, which tells "not ready" from "silent".
+pub fn short_patient_of_etcd(doc: &mut toml::Table) {
+    short(doc);
+    if let Some(k) = doc
+        .get_mut("kubernetes")
+        .and_then(toml::Value::as_table_mut)
+    {
+        k.insert("probe_timeout".into(), "6s".into());
+    }
+}
+
 /// Waits until `check` gives a value, within [`DEADLINE`].
 pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();

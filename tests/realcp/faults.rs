@@ -45,18 +45,13 @@ async fn a_later_change_shows(estate: &Estate, svc: &Service) {
 #[tokio::test]
 async fn etcd_stopped_under_a_running_api_server_turns_items_unknown_and_they_recover() {
     let mut estate = Estate::own().await;
-    // kube-apiserver's /readyz waits up to its etcd readiness timeout (2s) before it answers 500: a probe
-    // timeout above that tells "not ready" from "silent" (the shipped one is 10s).
     let svc = estate
-        .klutch_health(KLUTCH_HEALTH, "klutch-health-0", None, |doc| {
-            short(doc);
-            if let Some(k) = doc
-                .get_mut("kubernetes")
-                .and_then(toml::Value::as_table_mut)
-            {
-                k.insert("probe_timeout".into(), "6s".into());
-            }
-        })
+        .klutch_health(
+            KLUTCH_HEALTH,
+            "klutch-health-0",
+            None,
+            crate::estate::short_patient_of_etcd,
+        )
         .await;
     wait_for(&svc, "/readyz?verbose", "synced", |r| all_ok(&r.body)).await;
 

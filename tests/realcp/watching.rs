@@ -161,16 +161,12 @@ fn lists(estate: &Estate) -> std::collections::BTreeMap<String, usize> {
 async fn an_etcd_outage_relists_each_watch_at_most_once_and_readyz_is_green_once_it_is_back() {
     let mut estate = Estate::own().await;
     let svc = estate
-        .klutch_health(KLUTCH_HEALTH, "klutch-health-0", None, |doc| {
-            short(doc);
-            if let Some(k) = doc
-                .get_mut("kubernetes")
-                .and_then(toml::Value::as_table_mut)
-            {
-                // Above kube-apiserver's etcd readiness timeout (2 s): not ready, not silent.
-                k.insert("probe_timeout".into(), "6s".into());
-            }
-        })
+        .klutch_health(
+            KLUTCH_HEALTH,
+            "klutch-health-0",
+            None,
+            crate::estate::short_patient_of_etcd,
+        )
         .await;
     wait_for(&svc, "/readyz?verbose", "synced", |r| all_ok(&r.body)).await;
     let before = lists(&estate);
