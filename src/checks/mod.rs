@@ -246,9 +246,9 @@ pub(crate) mod testing {
             async move {
                 let query = req.uri().query().unwrap_or_default();
                 let watching = query.contains("watch=true");
-                let refused = query.contains("sendInitialEvents=true").then(|| {
-                    (422, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#.to_string())
-                });
+                let refused = query
+                    .contains("sendInitialEvents=true")
+                    .then(|| (422, crate::kubernetes::lists::WATCH_LIST_OFF.to_string()));
                 let (code, body) = match refused.or_else(|| answer(req.uri().path(), watching)) {
                     Some(answered) => answered,
                     None => std::future::pending().await,

@@ -76,6 +76,10 @@ pub(crate) fn refuses_streaming(e: &watcher::Error) -> bool {
         if (status.code == 422 || status.code == 400) && status.message.contains("sendInitialEvents"))
 }
 
+/// What kube-apiserver answers a streaming list while its `WatchList` gate is off: for the tests' fakes.
+#[cfg(test)]
+pub(crate) const WATCH_LIST_OFF: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

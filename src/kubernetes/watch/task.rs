@@ -792,10 +792,7 @@ mod tests {
             let initial_events = param("sendInitialEvents").is_some_and(|v| v == "true");
             if initial_events && !self.streaming {
                 self.refused_streams.fetch_add(1, Ordering::SeqCst);
-                return full(
-                    422,
-                    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#.into(),
-                );
+                return full(422, crate::kubernetes::lists::WATCH_LIST_OFF.into());
             }
             if param("watch").is_some() {
                 self.watches.fetch_add(1, Ordering::SeqCst);
