@@ -1250,4 +1250,34 @@ mod tests {
             "the streaming list that met it, then the one without it"
         );
     }
+
+    /// A streaming list refused `403` (an API server whose authorizer has not synced after a restart) lists
+    /// in pages, and streams again at its next list once a WATCH has held.
+    #[tokio::test(start_paused = true)]
+    async fn a_forbidden_streaming_list_lists_in_pages_until_a_watch_holds() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi {
+            streaming: true,
+            ..FakeApi::default()
+        };
+        fake.pods.store(3, Ordering::SeqCst);
+        fake.watch_codes.lock().expect("codes").push(403);
+        fake.ticking.store(true, Ordering::SeqCst);
+        let (health, watching) = channel::channel(Health::default());
+        let watched = Watched::start(&fake, 1 << 20, 100, Some(watching));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(watched.state().synced, "{:?}", watched.state());
+        assert_eq!(fake.count(&fake.lists), 1, "in pages after the 403");
+        // The WATCH held (events arrive); then the stream goes quiet through an outage, and it relists.
+        fake.ticking.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        health.send_modify(|h| {
+            h.recoveries += 1;
+            h.outage = Some(tokio::time::Instant::now());
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(watched.restarts("silent"), 1);
+        assert_eq!(fake.count(&fake.lists), 1, "streamed again: no LIST");
+        assert_eq!(watched.names(), ["p0", "p1", "p2"]);
+    }
 }
