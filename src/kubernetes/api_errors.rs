@@ -87,6 +87,17 @@ pub(crate) fn transient(e: &watcher::Error) -> bool {
     }
 }
 
+/// Whether the server answered `403 Forbidden`, to the LIST or the WATCH.
+pub(crate) fn forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
+}
+
 /// Whether a WATCH was refused as it started with `403 Forbidden`: an identity without the verb "watch".
 pub(crate) fn forbidden_watch(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 403)

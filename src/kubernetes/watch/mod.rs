@@ -481,6 +481,7 @@ where
             cluster: self.cluster.as_deref().unwrap_or("default").into(),
             lists: self.lists,
             paged: false,
+            forgiving: None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! from where it was, without a LIST. A LIST page larger than `max_body` is asked again in halved pages. When
 //! the cluster comes back after an outage, a watch that received something since the outage was found keeps
 //! its stream; one that heard nothing relists after a short random delay, so that watches and replicas do not
-//! all list at once against a recovering etcd.
+//! all list at once against a recovering etcd. A `403` within 30 s of such a failure passes too: a restarted
+//! kube-apiserver forbids everything until its authorizer has synced.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -36,6 +37,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const TRANSIENT_MAX: Duration = Duration::from_secs(4);
 /// Each request that looks for an object too large for `max_body`.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// For this long after a failure that passes by itself (or its cluster coming back), a `403` passes too: a
+/// kube-apiserver that has just restarted answers `403` to everyone until its authorizer has synced.
+const FORBIDDEN_GRACE: Duration = Duration::from_secs(30);
 /// Watches that relist when their cluster comes back spread their LISTs over this long.
 const RELIST_SPREAD: Duration = Duration::from_secs(2);
 
@@ -118,6 +122,8 @@ where
     /// This watch lists in pages whatever its server serves: an object too large for one watch event is
     /// found (and left out) only in pages.
     pub(super) paged: bool,
+    /// Until when a `403` counts as passing ([`FORBIDDEN_GRACE`] after a failure that passes by itself).
+    pub(super) forgiving: Option<tokio::time::Instant>,
 }
 
 /// Why an attempt failed: the message, whether only the WATCH failed after its LIST worked, and the
@@ -277,7 +283,7 @@ where
                             self.lists.refused(&self.cluster, &api_errors::describe(&e, &self.resource));
                             return Ended::Again;
                         }
-                        Some(Err(e)) if streaming && api_errors::forbidden_watch(&e) => {
+                        Some(Err(e)) if streaming && api_errors::forbidden_watch(&e) && !self.forgives() => {
                             // Without the verb "watch" a LIST may still work: pages tell, and keep the
                             // objects as current as relists make them, until a WATCH holds.
                             self.paged = true;
@@ -292,12 +298,14 @@ where
                             return Ended::Again;
                         }
                         Some(Err(e)) => Err(self.failure(&e, listed.is_some())),
-                        None => Err(Failure {
+                        None => Err({
+                            self.forgive();
+                            Failure {
                             message: "the watch stream ended".to_string(),
                             watch_only: false,
                             reason: WatchRestart::Failed,
                             transient: true,
-                        }),
+                        }}),
                     };
                     match outcome {
                         Ok(Event::InitDone) => {
@@ -434,8 +442,20 @@ where
         }
     }
 
+    /// Opens (or extends) the time in which a `403` passes.
+    fn forgive(&mut self) {
+        self.forgiving = Some(tokio::time::Instant::now() + FORBIDDEN_GRACE);
+    }
+
+    /// Whether a `403` now is likely the server's passing state rather than a missing grant.
+    fn forgives(&self) -> bool {
+        self.forgiving
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
     /// What a watcher error means for this watch; `listed`: its LIST worked and the watch has not held yet.
-    fn failure(&self, e: &watcher::Error, listed: bool) -> Failure {
+    /// A failure that passes by itself opens [`FORBIDDEN_GRACE`], in which a `403` passes as well.
+    fn failure(&mut self, e: &watcher::Error, listed: bool) -> Failure {
         let message = api_errors::describe(e, &self.resource);
         let reason = if api_errors::throttled(e) {
             WatchRestart::Throttled
@@ -444,6 +464,12 @@ where
         } else {
             WatchRestart::Failed
         };
+        let transient = if api_errors::transient(e) {
+            self.forgive();
+            true
+        } else {
+            api_errors::forbidden(e) && self.forgives()
+        };
         Failure {
             message,
             watch_only: reason == WatchRestart::Failed
@@ -451,7 +477,7 @@ where
                 && api_errors::verb(e) == Verb::Watch
                 && api_errors::refused(e),
             reason,
-            transient: api_errors::transient(e),
+            transient,
         }
     }
 
@@ -560,6 +586,7 @@ where
     /// The cluster answers again: its outage no longer breaks this watch (which keeps a live stream, or
     /// relists within [`RELIST_SPREAD`]); a failure of the watch's own stays.
     fn recovered(&mut self) {
+        self.forgive();
         self.tx.send_if_modified(|s| match &s.broken {
             Some(b) if b.cluster => {
                 s.broken = None;
@@ -731,6 +758,9 @@ mod tests {
         /// feature gate off does, counted in `refused_streams`.
         streaming: bool,
         refused_streams: Arc<std::sync::atomic::AtomicUsize>,
+        /// Until then, every LIST and WATCH past the `watch_codes` is answered `403`, as a kube-apiserver
+        /// whose authorizer has not synced after its restart answers.
+        forbidden_until: Arc<Mutex<Option<tokio::time::Instant>>>,
     }
 
     type FakeBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
@@ -790,6 +820,20 @@ mod tests {
                 })
             };
             let initial_events = param("sendInitialEvents").is_some_and(|v| v == "true");
+            let forbidden = || {
+                self.forbidden_until
+                    .lock()
+                    .expect("forbidden")
+                    .is_some_and(|until| tokio::time::Instant::now() < until)
+            };
+            let refusal = |verb: &str| {
+                full(
+                    403,
+                    format!(
+                        r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"pods is forbidden: User \"system:serviceaccount:crossplane-system:klutch-health\" cannot {verb} resource \"pods\" in API group \"\" in the namespace \"x\"","reason":"Forbidden","code":403}}"#
+                    ),
+                )
+            };
             if initial_events && !self.streaming {
                 self.refused_streams.fetch_add(1, Ordering::SeqCst);
                 return full(422, crate::kubernetes::lists::WATCH_LIST_OFF.into());
@@ -807,6 +851,9 @@ mod tests {
                             r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"storage is (re)initializing","reason":"TooManyRequests","code":{code}}}"#
                         ),
                     );
+                }
+                if forbidden() {
+                    return refusal("watch");
                 }
                 let added = self.add.lock().expect("add").take().map(|i| {
                     // It exists from now on: later LISTs hold it too.
@@ -859,6 +906,9 @@ mod tests {
                 return (200, BodyExt::boxed(http_body_util::StreamBody::new(stream)));
             }
             self.lists.fetch_add(1, Ordering::SeqCst);
+            if forbidden() {
+                return refusal("list");
+            }
             let pods = self.pods.load(Ordering::SeqCst);
             let from: usize = param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
             let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(pods);
@@ -1002,6 +1052,52 @@ mod tests {
         fn state(&self) -> WatchState {
             self.state.borrow().clone()
         }
+    }
+
+    /// An API server that restarts (a `503` first) and then refuses everyone with `403` for 20 s, as
+    /// kube-apiserver does until its authorizer has synced: the `403`s pass like the `503` (the backoff stops
+    /// at 4 s), so the watch is back seconds after the server is, streaming, with no LIST.
+    #[tokio::test(start_paused = true)]
+    async fn forbidden_right_after_a_restart_passes_like_the_restart() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi {
+            streaming: true,
+            ..FakeApi::default()
+        };
+        fake.pods.store(2, Ordering::SeqCst);
+        *fake.watch_codes.lock().expect("codes") = vec![503];
+        *fake.forbidden_until.lock().expect("forbidden") =
+            Some(tokio::time::Instant::now() + Duration::from_secs(20));
+        let watched = Watched::start(&fake, 1 << 20, 100, None);
+        // Tries at 0.25, 0.75, 1.75, 3.75, 7.75, then every 4 s: one at 23.75 s is the first past 20 s. A
+        // refusal's doubling would wait until 31.75 s.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let state = watched.state();
+        assert!(state.synced && state.broken.is_none(), "{state:?}");
+        assert_eq!(watched.names(), ["p0", "p1"]);
+        assert_eq!(fake.count(&fake.lists), 0, "streamed again, not in pages");
+    }
+
+    /// The same `403`s for good: after 30 s they are a refusal again, and the backoff doubles to a minute.
+    #[tokio::test(start_paused = true)]
+    async fn forbidden_for_good_after_a_restart_backs_off_as_a_refusal() {
+        use std::sync::atomic::Ordering;
+        let fake = FakeApi {
+            streaming: true,
+            ..FakeApi::default()
+        };
+        fake.pods.store(2, Ordering::SeqCst);
+        *fake.watch_codes.lock().expect("codes") = vec![503];
+        *fake.forbidden_until.lock().expect("forbidden") =
+            Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+        let watched = Watched::start(&fake, 1 << 20, 100, None);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let state = watched.state();
+        let broken = state.broken.expect("broken");
+        assert!(broken.error.contains("forbidden"), "{}", broken.error);
+        // About 10 tries in the first 30 s, then at most one a minute (every 4 s: about 150).
+        let tries = fake.count(&fake.watches) + fake.count(&fake.lists);
+        assert!((15..=40).contains(&tries), "{tries} requests in ten minutes");
     }
 
     /// A pod added past `max_objects` trips the watch; what it held is dropped and listed afresh after the
