@@ -1097,7 +1097,10 @@ mod tests {
         assert!(broken.error.contains("forbidden"), "{}", broken.error);
         // About 10 tries in the first 30 s, then at most one a minute (every 4 s: about 150).
         let tries = fake.count(&fake.watches) + fake.count(&fake.lists);
-        assert!((15..=40).contains(&tries), "{tries} requests in ten minutes");
+        assert!(
+            (15..=40).contains(&tries),
+            "{tries} requests in ten minutes"
+        );
     }
 
     /// A pod added past `max_objects` trips the watch; what it held is dropped and listed afresh after the

@@ -174,6 +174,11 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a str> {
 /// A bare watch of the kinds of `names` from now on: when each named resource first arrives (created or
 /// modified) such that `arrived` holds of it, in `names`' order. Runs until every one arrived or `stop` is
 /// sent.
+///
+/// Each kind is read by a task of its own that only timestamps and forwards, so that a busy bench does not
+/// make the API server drop the watch as a slow reader; a watch that ends anyway (its timeout, a dropped
+/// connection) resumes from the last version it saw (bookmarks keep that current), and is told on stderr.
+/// Only a `410 Gone` loses events: told as well, and what it lost stays unarrived.
 pub async fn watch_arrivals(
     rest: &Rest,
     names: Vec<(ManagedKind, String)>,
@@ -182,8 +187,10 @@ pub async fn watch_arrivals(
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<Vec<Option<Instant>>>,
 )> {
-    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
-    let mut streams = Vec::new();
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
     for kind in ManagedKind::ALL {
         if !names.iter().any(|(k, _)| *k == kind) {
             continue;
@@ -203,34 +210,36 @@ pub async fn watch_arrivals(
             kind.plural(),
         );
         let api: Api<DynamicObject> = Api::all_with(rest.client.clone(), &resource);
-        let events = api
-            .watch(&WatchParams::default().timeout(290), &version)
+        // The first WATCH before returning: a collection the bench cannot watch fails here, not silently.
+        let first = api
+            .watch(&floor_params(), &version)
             .await
-            .with_context(|| format!("watch {}", kind.plural()))?;
-        streams.push(events.map(move |e| (kind, e)).boxed());
+            .with_context(|| format!("watch {}", kind.plural()))?
+            .boxed();
+        readers.push(tokio::spawn(read_kind(
+            api,
+            kind,
+            version,
+            first,
+            events_tx.clone(),
+        )));
     }
+    drop(events_tx);
     let index: std::collections::HashMap<(String, String), usize> = names
         .into_iter()
         .enumerate()
         .map(|(i, (k, n))| ((k.kind().to_string(), n), i))
         .collect();
-    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut seen = vec![None; index.len()];
         let mut left = index.len();
-        let mut events = stream::select_all(streams);
         while left > 0 {
             let event = tokio::select! {
-                e = events.next() => e,
+                e = events.recv() => e,
                 _ = stop.changed() => None,
             };
-            let Some((kind, Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)))) = event else {
-                if event.is_none() {
-                    break;
-                }
-                continue;
-            };
-            let at = Instant::now();
+            let Some((kind, obj, at)) = event else { break };
+            let obj: DynamicObject = obj;
             let key = (
                 kind.kind().to_string(),
                 obj.metadata.name.clone().unwrap_or_default(),
@@ -242,7 +251,82 @@ pub async fn watch_arrivals(
                 }
             }
         }
+        for reader in readers {
+            reader.abort();
+        }
         seen
     });
     Ok((stop_tx, task))
+}
+
+/// The bare watch's WATCH: bookmarks on, so that a resume starts from a recent version.
+fn floor_params() -> kube::api::WatchParams {
+    let mut params = kube::api::WatchParams::default().timeout(290);
+    params.bookmarks = true;
+    params
+}
+
+type Arrival = (ManagedKind, kube::api::DynamicObject, Instant);
+
+/// Reads one kind's watch into `to`, each object timestamped as it arrives, resuming from the last version
+/// seen whenever the stream ends; returns once `to` is closed or the version is gone.
+async fn read_kind(
+    api: kube::Api<kube::api::DynamicObject>,
+    kind: ManagedKind,
+    mut version: String,
+    first: futures::stream::BoxStream<
+        'static,
+        kube::Result<kube::api::WatchEvent<kube::api::DynamicObject>>,
+    >,
+    to: tokio::sync::mpsc::UnboundedSender<Arrival>,
+) {
+    use kube::api::WatchEvent;
+    let mut stream = first;
+    loop {
+        while let Some(event) = stream.next().await {
+            let at = Instant::now();
+            match event {
+                Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)) => {
+                    if let Some(v) = &obj.metadata.resource_version {
+                        version.clone_from(v);
+                    }
+                    if to.send((kind, obj, at)).is_err() {
+                        return;
+                    }
+                }
+                Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
+                Ok(WatchEvent::Deleted(_)) => {}
+                Ok(WatchEvent::Error(e)) if e.code == 410 => {
+                    eprintln!(
+                        "scale: the bare watch of {} lost events (410 Gone at {version}): its row misses them",
+                        kind.plural()
+                    );
+                    return;
+                }
+                Ok(WatchEvent::Error(e)) => {
+                    eprintln!(
+                        "scale: the bare watch of {}: {e:?}; resuming",
+                        kind.plural()
+                    );
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("scale: the bare watch of {}: {e}; resuming", kind.plural());
+                    break;
+                }
+            }
+        }
+        if to.is_closed() {
+            return;
+        }
+        stream = loop {
+            match api.watch(&floor_params(), &version).await {
+                Ok(s) => break s.boxed(),
+                Err(e) => {
+                    eprintln!("scale: resuming the bare watch of {}: {e}", kind.plural());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+    }
 }
