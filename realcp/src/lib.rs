@@ -328,6 +328,11 @@ impl ControlPlane {
         self.files().path("admin.kubeconfig")
     }
 
+    /// kube-apiserver's process id while it runs: its CPU and memory are what a client's lists cost it.
+    pub fn apiserver_pid(&self) -> Option<u32> {
+        self.apiserver.as_ref().map(Process::pid)
+    }
+
     /// Kills one process (SIGKILL, as a crash or an OOM kill would).
     pub fn stop(&mut self, part: Part) {
         match part {

@@ -33,6 +33,11 @@ impl Process {
         })
     }
 
+    /// Its process id, for reading its CPU and memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `Some(why)` once it has exited.
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {

@@ -141,6 +141,10 @@ pub struct RelistResult {
     pub complete: bool,
     /// Peak RSS since start, after the relist.
     pub klutch_memory: Memory,
+    /// kube-apiserver from its restart until klutch-health was complete again: its own start (the watch
+    /// cache filled from etcd) and both tools' relists together.
+    #[serde(default)]
+    pub apiserver: Option<procs::ServerLoad>,
     pub ksm_memory: Option<Memory>,
 }
 
@@ -171,6 +175,9 @@ pub struct Start {
     pub scrape_bytes: usize,
     /// What it counted disagrees with what was seeded (klutch-health's counts per kind): why.
     pub mismatch: Option<String>,
+    /// kube-apiserver's CPU and peak memory from this tool's start to its first complete answer.
+    #[serde(default)]
+    pub apiserver: Option<procs::ServerLoad>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -462,6 +469,7 @@ async fn start_klutch(
             "RUST_LOG",
             "warn,klutch_health::app=info,klutch_health::kubernetes=info",
         );
+    let load = procs::server_load_from(world.cp.apiserver_pid());
     let mut proc = Proc::spawn("klutch-health", cmd, &args.out.join("klutch-health.log"))?;
     let line = proc
         .wait_log_line(&["\"listening\"", "server.listen"], FIRST_ANSWER_WITHIN)
@@ -485,6 +493,7 @@ async fn start_klutch(
     })
     .await?;
     let cpu_to_first = proc.cpu_seconds()?;
+    let apiserver = procs::server_load_to(load);
     let (metrics, scrape_ms) = timed_get(http, addr, "/metrics").await?;
     let counts = observe::managed_counts(std::str::from_utf8(&metrics)?);
     let totals = observe::managed_totals(&counts);
@@ -507,6 +516,7 @@ async fn start_klutch(
             scrape_ms,
             scrape_bytes: metrics.len(),
             mismatch,
+            apiserver,
         },
         proc,
         addr,
@@ -535,6 +545,7 @@ async fn start_ksm(
     .arg(format!("--port={port}"))
     .arg("--telemetry-host=127.0.0.1")
     .arg(format!("--telemetry-port={telemetry}"));
+    let load = procs::server_load_from(world.cp.apiserver_pid());
     let mut proc = Proc::spawn("kube-state-metrics", cmd, &args.out.join("ksm.log"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let want: u64 = listed.iter().sum();
@@ -547,6 +558,7 @@ async fn start_ksm(
     })
     .await?;
     let cpu_to_first = proc.cpu_seconds()?;
+    let apiserver = procs::server_load_to(load);
     let (metrics, scrape_ms) = timed_get(http, addr, "/metrics").await?;
     let (memory, idle_cpu_percent) = settle_and_idle(&proc).await?;
     Ok(Running {
@@ -558,6 +570,7 @@ async fn start_ksm(
             scrape_ms,
             scrape_bytes: metrics.len(),
             mismatch: None,
+            apiserver,
         },
         proc,
         addr,
@@ -719,6 +732,8 @@ async fn run_relist(
     let restarted = Instant::now();
     world.cp.start_part(klutch_realcp::Part::ApiServer).await?;
     let apiserver_ready = restarted.elapsed();
+    // A new process: its CPU and peak are since its start.
+    let apiserver_pid = world.cp.apiserver_pid();
     let sent = send_changes(&world.admin, &[probe], true, 1000).await?;
     let change_at = sent[0].at;
     let shown = loop {
@@ -751,6 +766,14 @@ async fn run_relist(
     }
     let (_, metrics) = http.get(klutch.addr, "/metrics").await?;
     let watch_restarts = restarts(std::str::from_utf8(&metrics)?) - restarts_before;
+    let apiserver = apiserver_pid.and_then(|pid| {
+        Some(procs::ServerLoad {
+            cpu_s: procs::cpu_seconds(pid).ok()?,
+            rss_before_kib: 0,
+            peak_kib: Memory::of(pid).ok()?.peak_kib,
+            peak_reset: true,
+        })
+    });
     tokio::time::sleep(SETTLE).await;
     Ok(RelistResult {
         apiserver_ready_ms: apiserver_ready.as_secs_f64() * 1000.0,
@@ -759,6 +782,7 @@ async fn run_relist(
         complete,
         klutch_memory: klutch.proc.memory()?,
         ksm_memory: ksm.map(|k| k.proc.memory()).transpose()?,
+        apiserver,
     })
 }
 

@@ -159,6 +159,40 @@ impl Memory {
     }
 }
 
+/// What a client's list costs kube-apiserver: its CPU from the client's start until the client was complete,
+/// and its peak RSS over that time (`VmHWM` reset at the start) above its RSS at the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServerLoad {
+    pub cpu_s: f64,
+    pub rss_before_kib: u64,
+    pub peak_kib: u64,
+    /// Whether the peak is over that time alone (`clear_refs` worked); else it is since the server started.
+    pub peak_reset: bool,
+}
+
+/// Starts measuring [`ServerLoad`] of process `pid` (none: nothing to measure).
+pub fn server_load_from(pid: Option<u32>) -> Option<(u32, f64, u64, bool)> {
+    let pid = pid?;
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    Some((
+        pid,
+        cpu_seconds(pid).ok()?,
+        Memory::of(pid).ok()?.rss_kib,
+        reset,
+    ))
+}
+
+/// Ends the measurement [`server_load_from`] started.
+pub fn server_load_to(from: Option<(u32, f64, u64, bool)>) -> Option<ServerLoad> {
+    let (pid, cpu, rss, reset) = from?;
+    Some(ServerLoad {
+        cpu_s: cpu_seconds(pid).ok()? - cpu,
+        rss_before_kib: rss,
+        peak_kib: Memory::of(pid).ok()?.peak_kib,
+        peak_reset: reset,
+    })
+}
+
 /// User plus system CPU time of a process so far, in seconds (`/proc/PID/stat`, fields 14 and 15).
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))

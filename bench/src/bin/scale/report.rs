@@ -107,6 +107,43 @@ in brackets), peak RSS since start, idle CPU over the next 5 s, then one `/metri
             );
         }
     }
+    let loads: Vec<&SizeResult> = r
+        .sizes
+        .iter()
+        .filter(|z| z.klutch.apiserver.is_some())
+        .collect();
+    if !loads.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWhat each tool's first list cost kube-apiserver: its CPU from the tool's start to the tool's first \
+complete answer, and its peak RSS over that time (`VmHWM` reset at the tool's start) above its RSS at the start. \
+klutch-health streams its lists from the API server's watch cache (`sendInitialEvents`); kube-state-metrics \
+lists in pages.\n\n\
+| managed resources | klutch-health: API server CPU s | its peak RSS above the start MiB | kube-state-metrics: API server CPU s | its peak RSS above the start MiB |\n|---|---|---|---|---|"
+        );
+        let cells = |l: Option<&crate::procs::ServerLoad>| match l {
+            Some(l) => format!(
+                "{:.2} | {:+.1}{}",
+                l.cpu_s,
+                (l.peak_kib as f64 - l.rss_before_kib as f64) / 1024.0,
+                if l.peak_reset {
+                    ""
+                } else {
+                    " (peak since its start)"
+                }
+            ),
+            None => "– | –".into(),
+        };
+        for z in loads {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                z.managed,
+                cells(z.klutch.apiserver.as_ref()),
+                cells(z.ksm.as_ref().and_then(|k| k.apiserver.as_ref()))
+            );
+        }
+    }
     let k_per = per_object(&r.sizes, |z| Some(z.klutch.memory.anon_kib));
     let s_per = per_object(&r.sizes, |z| z.ksm.as_ref().map(|k| k.memory.anon_kib));
     let _ = writeln!(
@@ -204,6 +241,15 @@ klutch-health's verdict {:.2} s after its write ({:.0} watch restarts counted; e
                 mib(m.peak_kib)
             ))
         );
+        if let Some(a) = &x.apiserver {
+            let _ = writeln!(
+                s,
+                "\nkube-apiserver from its restart until klutch-health was complete again (its own start, the \
+watch cache filled from etcd, and both tools' relists together): {:.1} s of CPU, peak RSS {:.1} MiB.",
+                a.cpu_s,
+                mib(a.peak_kib)
+            );
+        }
     }
     if let Some(z) = r.sizes.iter().find(|z| z.managed == 50_000) {
         let peak = c_peak(r).max(z.klutch.memory.peak_kib);
@@ -446,6 +492,12 @@ mod tests {
             scrape_ms: 1.0,
             scrape_bytes: 30_000,
             mismatch: None,
+            apiserver: Some(crate::procs::ServerLoad {
+                cpu_s: first / 1000.0,
+                rss_before_kib: 300 * 1024,
+                peak_kib: (300 + anon_mib) * 1024,
+                peak_reset: true,
+            }),
         }
     }
 
@@ -509,6 +561,12 @@ mod tests {
                     file_kib: 0,
                 },
                 ksm_memory: None,
+                apiserver: Some(crate::procs::ServerLoad {
+                    cpu_s: 12.5,
+                    rss_before_kib: 0,
+                    peak_kib: 800 * 1024,
+                    peak_reset: true,
+                }),
             }),
             storm: Some(StormResult {
                 backups: 10_000,
@@ -569,6 +627,15 @@ mod tests {
             md.contains(
                 "| 50000 (20000 / 15000 / 12500 / 2500) | 1.0 | 5500 | 1.50 | 61.0 (52.0) | 72.0 |"
             ),
+            "{md}"
+        );
+        // What each tool's list cost the API server, and the restart's.
+        assert!(
+            md.contains("| 50000 | 5.50 | +52.0 | 0.90 | +520.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("both tools' relists together): 12.5 s of CPU, peak RSS 800.0 MiB."),
             "{md}"
         );
         assert!(
