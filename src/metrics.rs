@@ -428,29 +428,43 @@ impl Metrics {
     /// kind or check no longer configured) loses its series.
     fn set_counts(&self, report: &Report) {
         let mut exported = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut now_exported = HashMap::new();
         let labels = |name: &ItemName, state: &'static str| KindLabels {
             check: name.check().into(),
             kind: name.item().into(),
             state,
         };
+        // Updated in place, and only where counts changed: this runs at every change of a watched object.
+        let mut seen = 0;
         for item in &report.items {
             let Some(counts) = &item.counts else { continue };
-            if exported.remove(&item.name).as_ref() != Some(counts) {
-                for &(state, n) in counts.iter() {
-                    self.managed_resources
-                        .get_or_create(&labels(&item.name, state))
-                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+            seen += 1;
+            if exported.get(&item.name) == Some(counts) {
+                continue;
+            }
+            for &(state, n) in counts.iter() {
+                self.managed_resources
+                    .get_or_create(&labels(&item.name, state))
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            exported.insert(item.name.clone(), counts.clone());
+        }
+        if exported.len() > seen {
+            let now: std::collections::HashSet<&ItemName> = report
+                .items
+                .iter()
+                .filter(|i| i.counts.is_some())
+                .map(|i| &i.name)
+                .collect();
+            exported.retain(|name, counts| {
+                let keep = now.contains(name);
+                if !keep {
+                    for &(state, _) in counts.iter() {
+                        self.managed_resources.remove(&labels(name, state));
+                    }
                 }
-            }
-            now_exported.insert(item.name.clone(), counts.clone());
+                keep
+            });
         }
-        for (gone, counts) in exported.iter() {
-            for &(state, _) in counts.iter() {
-                self.managed_resources.remove(&labels(gone, state));
-            }
-        }
-        *exported = now_exported;
     }
 
     /// `crossplane_managed_resource_{exists,ready,synced}{gvk}` from the items that carry Crossplane's counts;
@@ -461,41 +475,49 @@ impl Metrics {
             .crossplane_exported
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut now_exported: HashMap<Arc<str>, CrossplaneCounts> = HashMap::new();
+        // In place, as the counts above; the first item of a kind in report order is the one exported.
+        let mut seen: Vec<&Arc<str>> = Vec::new();
         for counts in report.items.iter().filter_map(|i| i.crossplane.as_ref()) {
-            if now_exported.contains_key(&counts.gvk) {
+            if seen.contains(&&counts.gvk) {
                 continue;
             }
-            if exported.remove(&counts.gvk).as_ref() != Some(counts) {
-                let labels = GvkLabels {
-                    gvk: counts.gvk.to_string(),
-                };
-                let families = [
-                    (&self.crossplane.exists, counts.exists),
-                    (&self.crossplane.ready, counts.ready),
-                    (&self.crossplane.synced, counts.synced),
-                ];
-                for (family, n) in families {
-                    family
-                        .get_or_create(&labels)
-                        .set(i64::try_from(n).unwrap_or(i64::MAX));
-                }
+            seen.push(&counts.gvk);
+            if exported.get(&counts.gvk) == Some(counts) {
+                continue;
             }
-            now_exported.insert(counts.gvk.clone(), counts.clone());
-        }
-        for gone in exported.keys() {
             let labels = GvkLabels {
-                gvk: gone.to_string(),
+                gvk: counts.gvk.to_string(),
             };
-            for family in [
-                &self.crossplane.exists,
-                &self.crossplane.ready,
-                &self.crossplane.synced,
-            ] {
-                family.remove(&labels);
+            let families = [
+                (&self.crossplane.exists, counts.exists),
+                (&self.crossplane.ready, counts.ready),
+                (&self.crossplane.synced, counts.synced),
+            ];
+            for (family, n) in families {
+                family
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
+            exported.insert(counts.gvk.clone(), counts.clone());
         }
-        *exported = now_exported;
+        if exported.len() > seen.len() {
+            exported.retain(|gvk, _| {
+                let keep = seen.contains(&gvk);
+                if !keep {
+                    let labels = GvkLabels {
+                        gvk: gvk.to_string(),
+                    };
+                    for family in [
+                        &self.crossplane.exists,
+                        &self.crossplane.ready,
+                        &self.crossplane.synced,
+                    ] {
+                        family.remove(&labels);
+                    }
+                }
+                keep
+            });
+        }
     }
 
     /// The `root_cause` series of each cluster the checks watch: 1 while its API server explains items,

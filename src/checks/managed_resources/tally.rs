@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -564,40 +565,55 @@ impl KindTally {
         } else {
             (REASONS_IN_TEXT, NAMED_PER_REASON_IN_TEXT)
         };
-        let mut groups = Vec::new();
+        // Written into one buffer: this runs at every change of a kind with failing resources.
+        let mut out = String::from(": ");
+        let mut first_group = true;
         for (Reverse(n), reason) in c.by_frequency.iter().take(reasons) {
             let Some(members) = c.reasons.get(reason) else {
                 continue;
             };
-            let shown: Vec<String> = members
+            if !std::mem::take(&mut first_group) {
+                out.push_str("; ");
+            }
+            if *n != 1 {
+                let _ = write!(out, "{n}× {reason} — ");
+            }
+            let mut shown = 0;
+            for (name, r) in members
                 .iter()
                 .take(named)
-                .filter_map(|name| {
-                    let r = self.records.get(name)?;
-                    Some(match (*n, detail) {
-                        (1, false) => format!("{name} ({})", self.why(r, now)),
-                        (1, true) => format!(
-                            "{name} (providerConfigRef {}; {})",
-                            show_pc(&r.provider_config),
-                            self.why(r, now)
-                        ),
-                        (_, false) => name.to_string(),
-                        (_, true) => {
-                            format!("{name} (providerConfigRef {})", show_pc(&r.provider_config))
-                        }
-                    })
-                })
-                .collect();
-            let more = n.saturating_sub(shown.len());
-            let mut group = if *n == 1 {
-                shown.join(", ")
-            } else {
-                format!("{n}× {reason} — {}", shown.join(", "))
-            };
-            if more > 0 {
-                group.push_str(&format!(" and {more} more"));
+                .filter_map(|name| Some((name, self.records.get(name)?)))
+            {
+                if shown > 0 {
+                    out.push_str(", ");
+                }
+                shown += 1;
+                out.push_str(name);
+                match (*n, detail) {
+                    (1, false) => {
+                        out.push_str(" (");
+                        self.why_into(&mut out, r, now);
+                        out.push(')');
+                    }
+                    (1, true) => {
+                        out.push_str(" (providerConfigRef ");
+                        out.push_str(show_pc(&r.provider_config));
+                        out.push_str("; ");
+                        self.why_into(&mut out, r, now);
+                        out.push(')');
+                    }
+                    (_, false) => {}
+                    (_, true) => {
+                        out.push_str(" (providerConfigRef ");
+                        out.push_str(show_pc(&r.provider_config));
+                        out.push(')');
+                    }
+                }
             }
-            groups.push(group);
+            let more = n.saturating_sub(shown);
+            if more > 0 {
+                let _ = write!(out, " and {more} more");
+            }
         }
         let left: usize = c
             .by_frequency
@@ -607,12 +623,25 @@ impl KindTally {
             .sum();
         if left > 0 {
             let other = c.by_frequency.len() - reasons;
-            groups.push(format!(
+            if !first_group {
+                out.push_str("; ");
+            }
+            let _ = write!(
+                out,
                 "and {left} more failing for {other} other reason{}",
                 if other == 1 { "" } else { "s" }
-            ));
+            );
         }
-        format!(": {}", groups.join("; "))
+        out
+    }
+
+    /// [`Self::why`], appended to `out`.
+    fn why_into(&self, out: &mut String, r: &Record, now: Timestamp) {
+        if r.timed_out {
+            out.push_str(&self.why(r, now));
+        } else {
+            out.push_str(r.why.as_deref().unwrap_or(""));
+        }
     }
 
     /// Why a failing resource fails: its conditions, or how long it has been creating or deleting.
