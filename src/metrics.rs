@@ -208,7 +208,7 @@ pub struct Metrics {
     clusters: Mutex<HashMap<ItemName, bool>>,
     managed_resources: Family<KindLabels, Gauge>,
     /// Items whose counts are exported now, as exported (the same bookkeeping as `items`).
-    counted: Mutex<HashMap<ItemName, StateCounts>>,
+    counted: Mutex<HashMap<ItemName, Exported>>,
     crossplane: CrossplaneFamilies,
     /// The `gvk`s exported under Crossplane's names now, with their counts as exported.
     crossplane_exported: Mutex<HashMap<Arc<str>, CrossplaneCounts>>,
@@ -427,6 +427,7 @@ impl Metrics {
     /// `klutch_health_managed_resources{check,kind,state}` from the items that carry counts; an item gone (a
     /// kind or check no longer configured) loses its series.
     fn set_counts(&self, report: &Report) {
+        // An item's gauges are looked up once, when it first carries counts, and set directly after.
         let mut exported = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
         let labels = |name: &ItemName, state: &'static str| KindLabels {
             check: name.check().into(),
@@ -438,15 +439,46 @@ impl Metrics {
         for item in &report.items {
             let Some(counts) = &item.counts else { continue };
             seen += 1;
-            if exported.get(&item.name) == Some(counts) {
-                continue;
+            let known = exported.get_mut(&item.name).filter(|e| {
+                e.gauges.len() == counts.len()
+                    && e.gauges
+                        .iter()
+                        .zip(counts.iter())
+                        .all(|((a, _), (b, _))| a == b)
+            });
+            let exported_now = match known {
+                Some(e) if Arc::ptr_eq(&e.counts, counts) || e.counts == *counts => continue,
+                Some(e) => e,
+                None => {
+                    // A state list of another shape (none yet): its series go, the new ones come.
+                    if let Some(old) = exported.remove(&item.name) {
+                        for (state, _) in old.gauges {
+                            self.managed_resources.remove(&labels(&item.name, state));
+                        }
+                    }
+                    let gauges = counts
+                        .iter()
+                        .map(|&(state, _)| {
+                            let gauge = self
+                                .managed_resources
+                                .get_or_create(&labels(&item.name, state))
+                                .clone();
+                            (state, gauge)
+                        })
+                        .collect();
+                    exported
+                        .entry(item.name.clone())
+                        .insert_entry(Exported {
+                            counts: counts.clone(),
+                            gauges,
+                        })
+                        .into_mut()
+                }
+            };
+            for ((_, gauge), &(_, n)) in exported_now.gauges.iter().zip(counts.iter()) {
+                gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
             }
-            for &(state, n) in counts.iter() {
-                self.managed_resources
-                    .get_or_create(&labels(&item.name, state))
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
-            exported.insert(item.name.clone(), counts.clone());
+            exported_now.counts = counts.clone();
         }
         if exported.len() > seen {
             let now: std::collections::HashSet<&ItemName> = report
@@ -455,10 +487,10 @@ impl Metrics {
                 .filter(|i| i.counts.is_some())
                 .map(|i| &i.name)
                 .collect();
-            exported.retain(|name, counts| {
+            exported.retain(|name, e| {
                 let keep = now.contains(name);
                 if !keep {
-                    for &(state, _) in counts.iter() {
+                    for &(state, _) in e.counts.iter() {
                         self.managed_resources.remove(&labels(name, state));
                     }
                 }
@@ -767,6 +799,12 @@ fn register_build_info(registry: &mut Registry) {
         "Always 1; the version label names the build",
         build_info,
     );
+}
+
+/// One item's exported counts, with the gauge of each of its states.
+struct Exported {
+    counts: StateCounts,
+    gauges: Vec<(&'static str, Gauge)>,
 }
 
 /// The request counters of the probe paths, resolved once so that a probe does not look its labels up.

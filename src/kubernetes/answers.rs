@@ -141,7 +141,8 @@ impl<B> Bounded<B> {
     fn count(&mut self, data: &[u8]) -> Result<(), TooLarge> {
         let mut rest = data;
         if self.per_line {
-            while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            // memchr: this runs over every byte of every watch event.
+            while let Some(at) = memchr::memchr(b'\n', rest) {
                 if self.seen.saturating_add(at as u64) > self.layer.max_body {
                     return Err(self.too_large());
                 }
