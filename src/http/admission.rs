@@ -68,8 +68,13 @@ pub struct Activity {
     last: AtomicU64,
     /// Requests whose headers have arrived and whose answer is not sent yet.
     answering: AtomicUsize,
-    /// Bytes of a first request have arrived, its headers are not complete yet.
+    /// Bytes of a request have arrived, its headers are not complete yet.
     reading: AtomicBool,
+    /// Since when (`None`: not reading), for the header read timeout; told to the connection's watchdog.
+    reading_since: Mutex<Option<tokio::time::Instant>>,
+    started_reading: Notify,
+    /// It speaks HTTP/2, whose frames between requests (pings, window updates) begin no request.
+    http2: AtomicBool,
     /// Another handle on the socket, to see without reading whether the peer sent or closed anything.
     peer: Option<Peer>,
     close: Notify,
@@ -164,6 +169,9 @@ impl Connections {
             last: AtomicU64::new(self.now()),
             answering: AtomicUsize::new(0),
             reading: AtomicBool::new(false),
+            reading_since: Mutex::new(None),
+            started_reading: Notify::new(),
+            http2: AtomicBool::new(false),
             peer,
             close: Notify::new(),
         });
@@ -219,8 +227,36 @@ impl Admitted {
     /// The first bytes of a request have arrived: the connection is no longer silent, and goes after the
     /// idle and silent ones.
     pub fn arrived(&self) {
-        self.activity.reading.store(true, Ordering::SeqCst);
-        self.activity().touch();
+        self.activity().arrived();
+    }
+
+    /// Resolves once a request's headers have been arriving for `timeout` without completing: the time
+    /// between requests (idle keep-alive) does not count, only a request begun and not finished.
+    pub async fn headers_overdue(&self, timeout: std::time::Duration) {
+        let activity = &self.activity;
+        loop {
+            let since = *activity
+                .reading_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match since {
+                None => activity.started_reading.notified().await,
+                Some(at) => {
+                    // A timeout of centuries would overflow the clock: that is never.
+                    let Some(deadline) = at.checked_add(timeout) else {
+                        return std::future::pending().await;
+                    };
+                    tokio::time::sleep_until(deadline).await;
+                    let now = *activity
+                        .reading_since
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if now == Some(at) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Resolves once the table asks this connection to close (evicted, or shutting down).
@@ -254,17 +290,41 @@ pub struct Toucher {
 }
 
 impl Toucher {
+    /// Bytes arrived on the connection: a new request's first ones when it was neither answering nor
+    /// reading one (bytes that arrive during an answer are a pipelined request, read once it is sent).
+    pub fn arrived(&self) {
+        let a = &self.activity;
+        if a.http2.load(Ordering::Relaxed) {
+            return;
+        }
+        if a.answering.load(Ordering::SeqCst) == 0 && !a.reading.swap(true, Ordering::SeqCst) {
+            *a.reading_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
+            a.started_reading.notify_one();
+            self.touch();
+        }
+    }
+
     pub fn touch(&self) {
         self.activity
             .last
             .store(self.connections.now(), Ordering::SeqCst);
     }
 
-    /// A request's headers have arrived: the connection is answering until the returned guard is dropped
-    /// (with the answer's body, once it is sent).
-    pub fn answering(&self) -> Answering {
+    /// A request's headers have arrived (over HTTP/2 when `http2`): the connection is answering until the
+    /// returned guard is dropped (with the answer's body, once it is sent).
+    pub fn answering(&self, http2: bool) -> Answering {
+        if http2 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
         self.activity.answering.fetch_add(1, Ordering::SeqCst);
         self.activity.reading.store(false, Ordering::SeqCst);
+        *self
+            .activity
+            .reading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         self.touch();
         Answering(self.clone())
     }
@@ -311,7 +371,7 @@ mod tests {
         let reading = table.admit(None).expect("room");
         let idle = table.admit(None).expect("room");
         // The answering one is the least recently active, the reading one the next.
-        let busy = answering.activity().answering();
+        let busy = answering.activity().answering(false);
         reading.arrived();
         idle.activity().touch();
         let first = table.admit(None).expect("the idle one makes room");
@@ -321,10 +381,10 @@ mod tests {
                 .is_ok()
         }
         assert!(asked(&idle).await, "idle before reading");
-        let _busy_first = first.activity().answering();
+        let _busy_first = first.activity().answering(false);
         let second = table.admit(None).expect("the reading one makes room");
         assert!(asked(&reading).await);
-        let _busy_second = second.activity().answering();
+        let _busy_second = second.activity().answering(false);
         assert!(table.admit(None).is_none(), "every slot answering: refused");
         assert!(!asked(&answering).await, "never cut off while answering");
         drop(busy);

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{Instant, Moment};
 use crate::config::{self, DetailsPolicy};
 use crate::engine::Published;
-use crate::http::admission::{Admitted, Answering, Connections, Peer};
+use crate::http::admission::{Admitted, Answering, Connections, Peer, Toucher};
 use crate::http::routes::{self, Route, Serves};
 use crate::metrics::Metrics;
 use crate::render::{self, Details, Identity};
@@ -234,7 +234,13 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.min(HEADER_READ_TIMEOUT_MAX))
+        // hyper's header read timeout also closes a keep-alive connection idle that long; the headers'
+        // own timeout is the connection's watchdog (serve_connection).
+        .header_read_timeout(
+            KEEP_ALIVE_IDLE
+                .max(limits.header_read_timeout)
+                .min(HEADER_READ_TIMEOUT_MAX),
+        )
         .max_buf_size(64 * 1024);
     builder
         .http2()
@@ -243,6 +249,13 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(64 * 1024);
     builder
 }
+
+/// How long an idle keep-alive connection stays open: longer than the upstream keep-alive of the proxies and
+/// load balancers in front of probes (ingress-nginx and AWS's 60 s, Google Cloud's 600 s), so that they, not
+/// klutch-health, close it. A server that closes first races the proxy's next request on that connection,
+/// which then fails (a 502 from the proxy). Idle connections cost a slot only until one is needed: at
+/// `max_connections` they are the first closed.
+pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(620);
 
 /// The longest header read timeout handed to hyper, which adds it to the standard library's `Instant` (a
 /// configured one of centuries would overflow it and kill the connection's task); a day is as good as never
@@ -307,8 +320,8 @@ impl Serving {
         };
         let toucher = admitted.activity();
         let state = self.state.clone();
-        let service = TowerToHyperService::new(tower::service_fn(move |req| {
-            let answering = toucher.answering();
+        let service = TowerToHyperService::new(tower::service_fn(move |req: http::Request<_>| {
+            let answering = toucher.answering(req.version() == http::Version::HTTP_2);
             let state = state.clone();
             async move {
                 let (parts, _body) = http::Request::into_parts(req);
@@ -357,14 +370,78 @@ async fn serve_connection<S>(
         }
         _ = admitted.closing() => return,
     }
+    let stream = Watched {
+        stream,
+        activity: admitted.activity(),
+    };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = admitted.closing() => {}
+        // A request begun and not finished within header_read_timeout (a slowloris): closed at once.
+        _ = admitted.headers_overdue(limits.header_read_timeout) => return,
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(limits.drain_timeout, conn).await;
+}
+
+/// A connection's socket that tells its admission entry when bytes arrive: a new request's first ones start
+/// the header read timeout.
+struct Watched {
+    stream: TcpStream,
+    activity: Toucher,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.arrived();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// An answer's body, which keeps its connection counted as answering (never cut off to admit another)

@@ -69,6 +69,67 @@ async fn slowloris_and_idle_connections_do_not_starve_probes() {
     assert_eq!(r.status, 200);
 }
 
+/// One answer read from a keep-alive connection: its head, and as many body bytes as it says.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .expect("the connection reads");
+        assert!(n > 0, "the connection closed before its answer");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+/// A proxy in front (an Ingress, a load balancer) keeps its upstream connections for a minute or more and
+/// reuses them: an idle keep-alive connection stays open well past `header_read_timeout`, so that the proxy's
+/// next request never meets a connection closing under it. A request begun on it and not finished is still
+/// cut off at that timeout.
+#[tokio::test]
+async fn keep_alive_connections_outlive_the_header_timeout_but_slow_requests_on_them_do_not() {
+    let (_backend, svc) = healthy_service("[server]\nheader_read_timeout = \"1s\"\n").await;
+    let mut s = TcpStream::connect(svc.addr).await.expect("connect");
+    let get = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(get).await.expect("a request");
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle for three header timeouts: a closed connection would read its end (0 bytes) at once.
+    let mut buf = [0u8; 64];
+    let idle = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+    assert!(
+        idle.is_err(),
+        "the idle keep-alive connection was closed: {idle:?}"
+    );
+    s.write_all(get).await.expect("a second request");
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Half of a third request: closed after the header timeout.
+    s.write_all(b"GET /readyz HTTP/1.1\r\nX-Slow: ")
+        .await
+        .expect("a partial header");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "a request that never finished its headers held the connection"
+    );
+}
+
 #[tokio::test]
 async fn oversized_headers_and_urls_are_refused_and_the_server_goes_on() {
     let (_backend, svc) = healthy_service("").await;
