@@ -135,6 +135,9 @@ pub struct RelistResult {
     pub apiserver_ready_ms: f64,
     /// A resource broken just after that: from its write to klutch-health's verdict showing it.
     pub change_shown_ms: f64,
+    /// The same change, to a bare watch opened just before it (the restarted server's part).
+    #[serde(default)]
+    pub floor_shown_ms: Option<f64>,
     /// `klutch_health_watch_restarts_total` of the check over the restart (its watches did resume).
     pub watch_restarts: f64,
     /// Every object counted again and `/readyz` 200 afterwards.
@@ -734,6 +737,21 @@ async fn run_relist(
     let apiserver_ready = restarted.elapsed();
     // A new process: its CPU and peak are since its start.
     let apiserver_pid = world.cp.apiserver_pid();
+    // The floor: a bare watch opened now sees the change only once the restarted server's watch cache is
+    // filled (its own start); asked again while the server still refuses.
+    let floor = loop {
+        match seed::watch_floor(&world.admin, &[probe], true).await {
+            Ok(floor) => break Some(floor),
+            Err(e) if restarted.elapsed() < FIRST_ANSWER_WITHIN => {
+                eprintln!("scale: the relist's bare watch: {e:#}; asking again");
+                tokio::time::sleep(START_POLL).await;
+            }
+            Err(e) => {
+                eprintln!("scale: the relist's bare watch never started: {e:#}");
+                break None;
+            }
+        }
+    };
     let sent = send_changes(&world.admin, &[probe], true, 1000).await?;
     let change_at = sent[0].at;
     let shown = loop {
@@ -749,6 +767,17 @@ async fn run_relist(
              {FIRST_ANSWER_WITHIN:?}"
         );
         tokio::time::sleep(START_POLL).await;
+    };
+    let floor_shown = match floor {
+        Some((stop, task)) => {
+            let waited = tokio::time::timeout(FIRST_ANSWER_WITHIN, task).await;
+            let _ = stop.send(true);
+            match waited {
+                Ok(Ok(arrived)) => arrived[0].map(|at| at.duration_since(change_at)),
+                _ => None,
+            }
+        }
+        None => None,
     };
     // Every object counted again, /readyz 200.
     let listed = seed::counts(&world.admin).await?;
@@ -778,6 +807,7 @@ async fn run_relist(
     Ok(RelistResult {
         apiserver_ready_ms: apiserver_ready.as_secs_f64() * 1000.0,
         change_shown_ms: shown.as_secs_f64() * 1000.0,
+        floor_shown_ms: floor_shown.map(|d| d.as_secs_f64() * 1000.0),
         watch_restarts,
         complete,
         klutch_memory: klutch.proc.memory()?,
