@@ -32,9 +32,10 @@ use crate::telemetry::LogLimiter;
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// The longest wait after a failure that passes by itself (a server restarting, busy or out of reach): a
-/// few requests of each watch against a recovering server, and a verdict complete seconds after it is back.
-const TRANSIENT_MAX: Duration = Duration::from_secs(4);
+/// The longest wait after a failure that passes by itself (a server restarting, busy or out of reach): about
+/// one request a second of each watch against a recovering server, and a verdict complete within a second or
+/// two of its return (a restart is over in seconds; longer waits only delay the relist).
+const TRANSIENT_MAX: Duration = Duration::from_secs(1);
 /// Each request that looks for an object too large for `max_body`.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// For this long after a failure that passes by itself (or its cluster coming back), a `403` passes too: a
@@ -668,12 +669,12 @@ mod tests {
     }
 
     #[test]
-    fn after_failures_that_pass_by_themselves_the_backoff_stops_at_four_seconds() {
+    fn after_failures_that_pass_by_themselves_the_backoff_stops_at_a_second() {
         let mut b = Backoff::default();
         let delays: Vec<u64> = (0..8)
             .map(|_| b.failed_transient().as_millis() as u64)
             .collect();
-        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
+        assert_eq!(delays, [250, 500, 1000, 1000, 1000, 1000, 1000, 1000]);
         // A refusal after them waits as long as the doubling has reached.
         assert_eq!(b.failed(), Duration::from_secs(60));
     }
@@ -1056,7 +1057,7 @@ mod tests {
 
     /// An API server that restarts (a `503` first) and then refuses everyone with `403` for 20 s, as
     /// kube-apiserver does until its authorizer has synced: the `403`s pass like the `503` (the backoff stops
-    /// at 4 s), so the watch is back seconds after the server is, streaming, with no LIST.
+    /// at a second), so the watch is back a second after the server is, streaming, with no LIST.
     #[tokio::test(start_paused = true)]
     async fn forbidden_right_after_a_restart_passes_like_the_restart() {
         use std::sync::atomic::Ordering;
@@ -1069,9 +1070,9 @@ mod tests {
         *fake.forbidden_until.lock().expect("forbidden") =
             Some(tokio::time::Instant::now() + Duration::from_secs(20));
         let watched = Watched::start(&fake, 1 << 20, 100, None);
-        // Tries at 0.25, 0.75, 1.75, 3.75, 7.75, then every 4 s: one at 23.75 s is the first past 20 s. A
-        // refusal's doubling would wait until 31.75 s.
-        tokio::time::sleep(Duration::from_secs(25)).await;
+        // Tries at 0.25, 0.75, 1.75, then every second: one at 20.75 s is the first past 20 s. A refusal's
+        // doubling would wait until 31.75 s.
+        tokio::time::sleep(Duration::from_secs(22)).await;
         let state = watched.state();
         assert!(state.synced && state.broken.is_none(), "{state:?}");
         assert_eq!(watched.names(), ["p0", "p1"]);
@@ -1095,10 +1096,10 @@ mod tests {
         let state = watched.state();
         let broken = state.broken.expect("broken");
         assert!(broken.error.contains("forbidden"), "{}", broken.error);
-        // About 10 tries in the first 30 s, then at most one a minute (every 4 s: about 150).
+        // About 30 tries in the first 30 s, then doubling to one a minute (every second: about 600).
         let tries = fake.count(&fake.watches) + fake.count(&fake.lists);
         assert!(
-            (15..=40).contains(&tries),
+            (30..=60).contains(&tries),
             "{tries} requests in ten minutes"
         );
     }
