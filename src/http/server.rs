@@ -255,7 +255,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// klutch-health, close it. A server that closes first races the proxy's next request on that connection,
 /// which then fails (a 502 from the proxy). Idle connections cost a slot only until one is needed: at
 /// `max_connections` they are the first closed.
-pub(crate) const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(620);
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(620);
 
 /// The longest header read timeout handed to hyper, which adds it to the standard library's `Instant` (a
 /// configured one of centuries would overflow it and kill the connection's task); a day is as good as never

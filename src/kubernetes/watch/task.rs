@@ -1055,21 +1055,27 @@ mod tests {
         }
     }
 
+    /// A streaming server of two pods that answers the first WATCH `503` (restarting), then every request
+    /// `403` for `forbidden`, and a shared watch of it.
+    fn restarted_then_forbidden(forbidden: Duration) -> (FakeApi, Watched) {
+        let fake = FakeApi {
+            streaming: true,
+            ..FakeApi::default()
+        };
+        fake.pods.store(2, std::sync::atomic::Ordering::SeqCst);
+        *fake.watch_codes.lock().expect("codes") = vec![503];
+        *fake.forbidden_until.lock().expect("forbidden") =
+            Some(tokio::time::Instant::now() + forbidden);
+        let watched = Watched::start(&fake, 1 << 20, 100, None);
+        (fake, watched)
+    }
+
     /// An API server that restarts (a `503` first) and then refuses everyone with `403` for 20 s, as
     /// kube-apiserver does until its authorizer has synced: the `403`s pass like the `503` (the backoff stops
     /// at a second), so the watch is back a second after the server is, streaming, with no LIST.
     #[tokio::test(start_paused = true)]
     async fn forbidden_right_after_a_restart_passes_like_the_restart() {
-        use std::sync::atomic::Ordering;
-        let fake = FakeApi {
-            streaming: true,
-            ..FakeApi::default()
-        };
-        fake.pods.store(2, Ordering::SeqCst);
-        *fake.watch_codes.lock().expect("codes") = vec![503];
-        *fake.forbidden_until.lock().expect("forbidden") =
-            Some(tokio::time::Instant::now() + Duration::from_secs(20));
-        let watched = Watched::start(&fake, 1 << 20, 100, None);
+        let (fake, watched) = restarted_then_forbidden(Duration::from_secs(20));
         // Tries at 0.25, 0.75, 1.75, then every second: one at 20.75 s is the first past 20 s. A refusal's
         // doubling would wait until 31.75 s.
         tokio::time::sleep(Duration::from_secs(22)).await;
@@ -1082,16 +1088,7 @@ mod tests {
     /// The same `403`s for good: after 30 s they are a refusal again, and the backoff doubles to a minute.
     #[tokio::test(start_paused = true)]
     async fn forbidden_for_good_after_a_restart_backs_off_as_a_refusal() {
-        use std::sync::atomic::Ordering;
-        let fake = FakeApi {
-            streaming: true,
-            ..FakeApi::default()
-        };
-        fake.pods.store(2, Ordering::SeqCst);
-        *fake.watch_codes.lock().expect("codes") = vec![503];
-        *fake.forbidden_until.lock().expect("forbidden") =
-            Some(tokio::time::Instant::now() + Duration::from_secs(3600));
-        let watched = Watched::start(&fake, 1 << 20, 100, None);
+        let (fake, watched) = restarted_then_forbidden(Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_secs(600)).await;
         let state = watched.state();
         let broken = state.broken.expect("broken");
