@@ -299,14 +299,15 @@ where
                             return Ended::Again;
                         }
                         Some(Err(e)) => Err(self.failure(&e, listed.is_some())),
-                        None => Err({
+                        None => {
                             self.forgive();
-                            Failure {
-                            message: "the watch stream ended".to_string(),
-                            watch_only: false,
-                            reason: WatchRestart::Failed,
-                            transient: true,
-                        }}),
+                            Err(Failure {
+                                message: "the watch stream ended".to_string(),
+                                watch_only: false,
+                                reason: WatchRestart::Failed,
+                                transient: true,
+                            })
+                        }
                     };
                     match outcome {
                         Ok(Event::InitDone) => {
