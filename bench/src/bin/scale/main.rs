@@ -865,15 +865,7 @@ fn kind_slot(kind: ManagedKind) -> usize {
 async fn klutch_ready(http: &Http, addr: SocketAddr) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
     let (_, metrics) = http.get(addr, "/metrics").await?;
     let counts = observe::managed_counts(std::str::from_utf8(&metrics)?);
-    let metric = ManagedKind::ALL
-        .iter()
-        .map(|k| {
-            counts
-                .get(&(k.plural().to_string(), "ready".to_string()))
-                .copied()
-                .unwrap_or(0)
-        })
-        .collect();
+    let metric = observe::ready_by_kind(&counts);
     let (_, json) = http
         .get(addr, "/readyz/managed-resources?format=json")
         .await?;

@@ -112,6 +112,19 @@ pub fn managed_counts(metrics: &str) -> HashMap<(String, String), u64> {
         .collect()
 }
 
+/// The ready count of each kind in [`ManagedKind::ALL`]'s order (0 where none is counted).
+pub fn ready_by_kind(counts: &HashMap<(String, String), u64>) -> Vec<u64> {
+    klutch_sim::ManagedKind::ALL
+        .iter()
+        .map(|k| {
+            counts
+                .get(&(k.plural().to_string(), "ready".to_string()))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 /// The resources klutch-health counts in every state, superseded included: per kind.
 pub fn managed_totals(counts: &HashMap<(String, String), u64>) -> HashMap<String, u64> {
     let mut totals = HashMap::new();

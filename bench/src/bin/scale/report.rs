@@ -22,6 +22,19 @@ fn ms(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1}"))
 }
 
+/// One row of a change-to-verdict table: `shown by | changes | p50 | p99 | max | never shown`.
+fn latency_row(s: &mut String, shown_by: &str, l: &Latency) {
+    let _ = writeln!(
+        s,
+        "| {shown_by} | {} | {} | {} | {} | {} |",
+        l.changes,
+        ms(l.p50_ms),
+        ms(l.p99_ms),
+        ms(l.max_ms),
+        l.missing
+    );
+}
+
 fn start_cells(s: &Start) -> String {
     format!(
         "{:.0} | {:.2} | {:.1} ({:.1}) | {:.1} | {:.2} | {} B, {:.1} ms",
@@ -183,23 +196,15 @@ klutch-health **{:.0} µs**, kube-state-metrics **{}**.\n",
             s,
             "| shown by | changes | p50 ms | p99 ms | max ms | never shown |\n|---|---|---|---|---|---|"
         );
-        let row = |s: &mut String, l: &Latency, how: &str| {
-            let _ = writeln!(
-                s,
-                "| {} ({how}) | {} | {} | {} | {} | {} |",
-                l.what,
-                l.changes,
-                ms(l.p50_ms),
-                ms(l.p99_ms),
-                ms(l.max_ms),
-                l.missing
-            );
-        };
         for l in &c.alone {
-            row(&mut s, l, "klutch-health polled alone");
+            latency_row(
+                &mut s,
+                &format!("{} (klutch-health polled alone)", l.what),
+                l,
+            );
         }
         for l in &c.side_by_side {
-            row(&mut s, l, "both polled");
+            latency_row(&mut s, &format!("{} (both polled)", l.what), l);
         }
         if let Some(scrape) = c.ksm_scrape_ms {
             let _ = writeln!(
@@ -400,16 +405,7 @@ of the Backups in the bench times when each `Ready=True` arrives (the API server
         "| shown by | completed Backups | p50 ms | p99 ms | max ms | never shown |\n|---|---|---|---|---|---|"
     );
     for l in &x.latency {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} |",
-            l.what,
-            l.changes,
-            ms(l.p50_ms),
-            ms(l.p99_ms),
-            ms(l.max_ms),
-            l.missing
-        );
+        latency_row(s, &l.what, l);
     }
     let peak_words = if x.peak_reset {
         "peak during the storm (`VmHWM` reset as it began)"

@@ -357,15 +357,7 @@ fn poll_metric(
             tick.tick().await;
             let counts = counts(&http, addr).await?;
             let at = Instant::now();
-            let ready: Vec<u64> = ManagedKind::ALL
-                .iter()
-                .map(|k| {
-                    counts
-                        .get(&(k.plural().to_string(), "ready".to_string()))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .collect();
+            let ready = observe::ready_by_kind(&counts);
             if seen.last().is_none_or(|c| c.ready != ready) {
                 seen.push(CountsSeen { at, ready });
             }
