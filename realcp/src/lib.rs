@@ -566,6 +566,11 @@ impl ControlPlane {
             args.extend(["-f", f.as_str()]);
         }
         self.kubectl(&args, None).await?;
+        self.crds_established().await
+    }
+
+    /// Waits until every CRD the server holds is established (its resources served).
+    pub async fn crds_established(&self) -> anyhow::Result<()> {
         self.kubectl(
             &[
                 "wait",

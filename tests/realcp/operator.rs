@@ -161,16 +161,7 @@ async fn start_operator(estate: &Estate, namespaces: &[&str], dir: &Path) -> Pro
         .expect("the Prometheus and Probe CRDs");
     estate
         .cp
-        .kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=120s",
-            ],
-            None,
-        )
+        .crds_established()
         .await
         .expect("CRDs established");
     let operator = klutch_realcp::prometheus_operator()
