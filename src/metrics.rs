@@ -447,7 +447,7 @@ impl Metrics {
                         .all(|((a, _), (b, _))| a == b)
             });
             let exported_now = match known {
-                Some(e) if Arc::ptr_eq(&e.counts, counts) || e.counts == *counts => continue,
+                Some(e) if e.counts == *counts => continue,
                 Some(e) => e,
                 None => {
                     // A state list of another shape (none yet): its series go, the new ones come.

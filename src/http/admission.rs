@@ -47,7 +47,7 @@ impl Table {
                 Some(Seen::Sent) => {
                     sending.get_or_insert(id);
                 }
-                Some(Seen::Silent) | None if a.reading.load(Ordering::SeqCst) => {
+                Some(Seen::Silent) | None if a.reading() => {
                     sending.get_or_insert(id);
                 }
                 Some(Seen::Silent) | None => {
@@ -68,9 +68,8 @@ pub struct Activity {
     last: AtomicU64,
     /// Requests whose headers have arrived and whose answer is not sent yet.
     answering: AtomicUsize,
-    /// Bytes of a request have arrived, its headers are not complete yet.
-    reading: AtomicBool,
-    /// Since when (`None`: not reading), for the header read timeout; told to the connection's watchdog.
+    /// Since when bytes of a request have been arriving whose headers are not complete yet (`None`: no
+    /// such request): what ranks it for eviction and what the header read timeout counts from.
     reading_since: Mutex<Option<tokio::time::Instant>>,
     started_reading: Notify,
     /// It speaks HTTP/2, whose frames between requests (pings, window updates) begin no request.
@@ -127,15 +126,18 @@ impl Peer {
 const PEEK_AT_MOST: usize = 64;
 
 impl Activity {
+    fn reading(&self) -> bool {
+        self.reading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// The order in which connections are asked to close at the limit: idle and silent ones first, then
     /// ones still sending a request, each the least recently active first; `None`: never (answering).
     fn eviction_rank(&self) -> Option<(bool, u64)> {
-        (self.answering.load(Ordering::SeqCst) == 0).then(|| {
-            (
-                self.reading.load(Ordering::SeqCst),
-                self.last.load(Ordering::SeqCst),
-            )
-        })
+        (self.answering.load(Ordering::SeqCst) == 0)
+            .then(|| (self.reading(), self.last.load(Ordering::SeqCst)))
     }
 }
 
@@ -168,7 +170,6 @@ impl Connections {
         let activity = Arc::new(Activity {
             last: AtomicU64::new(self.now()),
             answering: AtomicUsize::new(0),
-            reading: AtomicBool::new(false),
             reading_since: Mutex::new(None),
             started_reading: Notify::new(),
             http2: AtomicBool::new(false),
@@ -297,10 +298,16 @@ impl Toucher {
         if a.http2.load(Ordering::Relaxed) {
             return;
         }
-        if a.answering.load(Ordering::SeqCst) == 0 && !a.reading.swap(true, Ordering::SeqCst) {
-            *a.reading_since
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
+        if a.answering.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let mut since = a
+            .reading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if since.is_none() {
+            *since = Some(tokio::time::Instant::now());
+            drop(since);
             a.started_reading.notify_one();
             self.touch();
         }
@@ -319,7 +326,6 @@ impl Toucher {
             self.activity.http2.store(true, Ordering::Relaxed);
         }
         self.activity.answering.fetch_add(1, Ordering::SeqCst);
-        self.activity.reading.store(false, Ordering::SeqCst);
         *self
             .activity
             .reading_since
