@@ -144,10 +144,12 @@ pub struct RelistResult {
     pub complete: bool,
     /// Peak RSS since start, after the relist.
     pub klutch_memory: Memory,
-    /// kube-apiserver from its restart until klutch-health was complete again: its own start (the watch
-    /// cache filled from etcd) and both tools' relists together.
+    /// kube-apiserver from its restart until klutch-health was complete again (its own start, the watch
+    /// cache filled from etcd, and both tools' relists together): CPU seconds and peak RSS.
     #[serde(default)]
-    pub apiserver: Option<procs::ServerLoad>,
+    pub apiserver_cpu_s: Option<f64>,
+    #[serde(default)]
+    pub apiserver_peak_kib: Option<u64>,
     pub ksm_memory: Option<Memory>,
 }
 
@@ -795,14 +797,8 @@ async fn run_relist(
     }
     let (_, metrics) = http.get(klutch.addr, "/metrics").await?;
     let watch_restarts = restarts(std::str::from_utf8(&metrics)?) - restarts_before;
-    let apiserver = apiserver_pid.and_then(|pid| {
-        Some(procs::ServerLoad {
-            cpu_s: procs::cpu_seconds(pid).ok()?,
-            rss_before_kib: 0,
-            peak_kib: Memory::of(pid).ok()?.peak_kib,
-            peak_reset: true,
-        })
-    });
+    let apiserver_cpu_s = apiserver_pid.and_then(|pid| procs::cpu_seconds(pid).ok());
+    let apiserver_peak_kib = apiserver_pid.and_then(|pid| Some(Memory::of(pid).ok()?.peak_kib));
     tokio::time::sleep(SETTLE).await;
     Ok(RelistResult {
         apiserver_ready_ms: apiserver_ready.as_secs_f64() * 1000.0,
@@ -812,7 +808,8 @@ async fn run_relist(
         complete,
         klutch_memory: klutch.proc.memory()?,
         ksm_memory: ksm.map(|k| k.proc.memory()).transpose()?,
-        apiserver,
+        apiserver_cpu_s,
+        apiserver_peak_kib,
     })
 }
 

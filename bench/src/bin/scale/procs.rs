@@ -170,26 +170,34 @@ pub struct ServerLoad {
     pub peak_reset: bool,
 }
 
+/// A [`ServerLoad`] being measured: the process and where it stood at the start.
+pub struct LoadFrom {
+    pid: u32,
+    cpu_s: f64,
+    rss_kib: u64,
+    peak_reset: bool,
+}
+
 /// Starts measuring [`ServerLoad`] of process `pid` (none: nothing to measure).
-pub fn server_load_from(pid: Option<u32>) -> Option<(u32, f64, u64, bool)> {
+pub fn server_load_from(pid: Option<u32>) -> Option<LoadFrom> {
     let pid = pid?;
-    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
-    Some((
+    let peak_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    Some(LoadFrom {
         pid,
-        cpu_seconds(pid).ok()?,
-        Memory::of(pid).ok()?.rss_kib,
-        reset,
-    ))
+        cpu_s: cpu_seconds(pid).ok()?,
+        rss_kib: Memory::of(pid).ok()?.rss_kib,
+        peak_reset,
+    })
 }
 
 /// Ends the measurement [`server_load_from`] started.
-pub fn server_load_to(from: Option<(u32, f64, u64, bool)>) -> Option<ServerLoad> {
-    let (pid, cpu, rss, reset) = from?;
+pub fn server_load_to(from: Option<LoadFrom>) -> Option<ServerLoad> {
+    let from = from?;
     Some(ServerLoad {
-        cpu_s: cpu_seconds(pid).ok()? - cpu,
-        rss_before_kib: rss,
-        peak_kib: Memory::of(pid).ok()?.peak_kib,
-        peak_reset: reset,
+        cpu_s: cpu_seconds(from.pid).ok()? - from.cpu_s,
+        rss_before_kib: from.rss_kib,
+        peak_kib: Memory::of(from.pid).ok()?.peak_kib,
+        peak_reset: from.peak_reset,
     })
 }
 

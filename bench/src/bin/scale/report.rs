@@ -255,13 +255,13 @@ watch cache filled from etcd first) {:.2} s after its write: klutch-health showe
                 (x.change_shown_ms - f) / 1000.0
             );
         }
-        if let Some(a) = &x.apiserver {
+        if let (Some(cpu_s), Some(peak_kib)) = (x.apiserver_cpu_s, x.apiserver_peak_kib) {
             let _ = writeln!(
                 s,
                 "\nkube-apiserver from its restart until klutch-health was complete again (its own start, the \
 watch cache filled from etcd, and both tools' relists together): {:.1} s of CPU, peak RSS {:.1} MiB.",
-                a.cpu_s,
-                mib(a.peak_kib)
+                cpu_s,
+                mib(peak_kib)
             );
         }
     }
@@ -567,12 +567,8 @@ mod tests {
                     file_kib: 0,
                 },
                 ksm_memory: None,
-                apiserver: Some(crate::procs::ServerLoad {
-                    cpu_s: 12.5,
-                    rss_before_kib: 0,
-                    peak_kib: 800 * 1024,
-                    peak_reset: true,
-                }),
+                apiserver_cpu_s: Some(12.5),
+                apiserver_peak_kib: Some(800 * 1024),
             }),
             storm: Some(StormResult {
                 backups: 10_000,
